@@ -1,0 +1,368 @@
+"""ORM schema of the whole catalogue (SQLAlchemy 2.x typed models).
+
+Units are part of the column names (``_mah``, ``_v``, ``_ev``, ``_nm``, ``_ev_per_nm``).
+Gradient magnitudes are in eV/nm, or eV/voxel for a scan whose voxel size is unknown
+(``analyses.gradient_unit`` says which). ``particle`` columns hold the particle label of
+the analysis, NULL for statistics over the whole scan. Large arrays never live here: the
+results store holds them and these rows keep their path and SHA-256.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any, Optional
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+    func,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON}
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+Timestamp = DateTime(timezone=True)
+
+
+class FileRecord:
+    """Provenance of an ingested file: where it was, how big, its SHA-256 and when."""
+
+    file_path: Mapped[str] = mapped_column(Text)
+    file_size_bytes: Mapped[int] = mapped_column(Integer)
+    file_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    ingested_at: Mapped[dt.datetime] = mapped_column(Timestamp, default=_now)
+
+
+class Sample(Base):
+    __tablename__ = "samples"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    material: Mapped[Optional[str]] = mapped_column(String(200))
+    morphology: Mapped[Optional[str]] = mapped_column(String(100), index=True)
+    orientation: Mapped[Optional[str]] = mapped_column(String(100))
+    ni_fraction: Mapped[Optional[float]] = mapped_column(Float)
+    mn_fraction: Mapped[Optional[float]] = mapped_column(Float)
+    co_fraction: Mapped[Optional[float]] = mapped_column(Float)
+    source: Mapped[Optional[str]] = mapped_column(Text)
+    notes: Mapped[Optional[str]] = mapped_column(Text)
+    meta: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[dt.datetime] = mapped_column(Timestamp, default=_now)
+
+    cells: Mapped[list["Cell"]] = relationship(back_populates="sample")
+
+
+class Cell(Base):
+    __tablename__ = "cells"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    sample_id: Mapped[int] = mapped_column(ForeignKey("samples.id"), index=True)
+    active_mass_mg: Mapped[Optional[float]] = mapped_column(Float)
+    loading_mg_cm2: Mapped[Optional[float]] = mapped_column(Float)
+    area_cm2: Mapped[Optional[float]] = mapped_column(Float)
+    active_fraction: Mapped[Optional[float]] = mapped_column(Float)
+    electrolyte: Mapped[Optional[str]] = mapped_column(String(200))
+    cell_format: Mapped[Optional[str]] = mapped_column(String(100))
+    # "discharge/charge" (cathode half cell) or "charge/discharge" (anode half cell).
+    ce_convention: Mapped[str] = mapped_column(String(40), default="discharge/charge")
+    upper_cutoff_v: Mapped[Optional[float]] = mapped_column(Float)
+    lower_cutoff_v: Mapped[Optional[float]] = mapped_column(Float)
+    notes: Mapped[Optional[str]] = mapped_column(Text)
+    created_at: Mapped[dt.datetime] = mapped_column(Timestamp, default=_now)
+
+    sample: Mapped[Sample] = relationship(back_populates="cells")
+
+
+class CyclingRun(FileRecord, Base):
+    __tablename__ = "cycling_runs"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    cell_id: Mapped[int] = mapped_column(ForeignKey("cells.id"), index=True)
+    file_format: Mapped[str] = mapped_column(String(40))
+    n_records: Mapped[int] = mapped_column(Integer)
+    n_cycles: Mapped[int] = mapped_column(Integer)
+    upper_cutoff_v: Mapped[Optional[float]] = mapped_column(Float)
+    reference_cycle: Mapped[int] = mapped_column(Integer, default=2)
+    records_path: Mapped[str] = mapped_column(Text)
+    records_sha256: Mapped[str] = mapped_column(String(64))
+    column_map: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+    cycles: Mapped[list["Cycle"]] = relationship(
+        back_populates="run", cascade="all, delete-orphan", passive_deletes=True
+    )
+
+
+class Cycle(Base):
+    __tablename__ = "cycles"
+    __table_args__ = (UniqueConstraint("run_id", "cycle", name="uq_cycles_run_cycle"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("cycling_runs.id", ondelete="CASCADE"), index=True)
+    cycle: Mapped[int] = mapped_column(Integer)
+    charge_capacity_mah: Mapped[Optional[float]] = mapped_column(Float)
+    discharge_capacity_mah: Mapped[Optional[float]] = mapped_column(Float)
+    charge_capacity_mah_g: Mapped[Optional[float]] = mapped_column(Float)
+    discharge_capacity_mah_g: Mapped[Optional[float]] = mapped_column(Float)
+    coulombic_efficiency_pct: Mapped[Optional[float]] = mapped_column(Float)
+    charge_energy_mwh: Mapped[Optional[float]] = mapped_column(Float)
+    discharge_energy_mwh: Mapped[Optional[float]] = mapped_column(Float)
+    mean_charge_voltage_v: Mapped[Optional[float]] = mapped_column(Float)
+    mean_discharge_voltage_v: Mapped[Optional[float]] = mapped_column(Float)
+    delta_v: Mapped[Optional[float]] = mapped_column(Float)
+    onset_discharge_voltage_v: Mapped[Optional[float]] = mapped_column(Float)
+    voltage_drop_v: Mapped[Optional[float]] = mapped_column(Float)
+    end_charge_voltage_v: Mapped[Optional[float]] = mapped_column(Float)
+    end_discharge_voltage_v: Mapped[Optional[float]] = mapped_column(Float)
+    duration_s: Mapped[Optional[float]] = mapped_column(Float)
+
+    run: Mapped[CyclingRun] = relationship(back_populates="cycles")
+
+
+class XASMeasurement(FileRecord, Base):
+    __tablename__ = "xas_measurements"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    sample_id: Mapped[int] = mapped_column(ForeignKey("samples.id"), index=True)
+    edge: Mapped[str] = mapped_column(String(20))
+    mode: Mapped[str] = mapped_column(String(20))
+    state: Mapped[Optional[str]] = mapped_column(String(100), index=True)
+    depth_um: Mapped[Optional[float]] = mapped_column(Float)
+    edge_energy_ev: Mapped[Optional[float]] = mapped_column(Float)
+    e0_derivative_ev: Mapped[Optional[float]] = mapped_column(Float)
+    edge_jump: Mapped[Optional[float]] = mapped_column(Float)
+    l3_ratio: Mapped[Optional[float]] = mapped_column(Float)
+    n_points: Mapped[int] = mapped_column(Integer)
+    parameters: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    spectrum_path: Mapped[str] = mapped_column(Text)
+    spectrum_sha256: Mapped[str] = mapped_column(String(64))
+
+
+class XRDResult(Base):
+    __tablename__ = "xrd_results"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    sample_id: Mapped[int] = mapped_column(ForeignKey("samples.id"), index=True)
+    state: Mapped[Optional[str]] = mapped_column(String(100), index=True)
+    i003_i104: Mapped[Optional[float]] = mapped_column(Float)
+    a_angstrom: Mapped[Optional[float]] = mapped_column(Float)
+    c_angstrom: Mapped[Optional[float]] = mapped_column(Float)
+    wavelength_angstrom: Mapped[Optional[float]] = mapped_column(Float)
+    file_path: Mapped[Optional[str]] = mapped_column(Text)
+    file_size_bytes: Mapped[Optional[int]] = mapped_column(Integer)
+    file_sha256: Mapped[Optional[str]] = mapped_column(String(64))
+    parameters: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[dt.datetime] = mapped_column(Timestamp, default=_now)
+
+
+class TXMScan(FileRecord, Base):
+    __tablename__ = "txm_scans"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    sample_id: Mapped[int] = mapped_column(ForeignKey("samples.id"), index=True)
+    state: Mapped[Optional[str]] = mapped_column(String(100), index=True)
+    layout: Mapped[str] = mapped_column(String(40))
+    data_path: Mapped[str] = mapped_column(Text)
+    energy_path: Mapped[str] = mapped_column(Text)
+    white_path: Mapped[Optional[str]] = mapped_column(Text)
+    dark_path: Mapped[Optional[str]] = mapped_column(Text)
+    ndim: Mapped[int] = mapped_column(Integer)  # spatial dimensions: 2 or 3
+    shape: Mapped[list[Any]] = mapped_column()  # (n_energy, [z,] y, x)
+    dtype: Mapped[str] = mapped_column(String(20))
+    n_energies: Mapped[int] = mapped_column(Integer)
+    energy_min_ev: Mapped[float] = mapped_column(Float)
+    energy_max_ev: Mapped[float] = mapped_column(Float)
+    energies_ev: Mapped[list[Any]] = mapped_column()  # sorted, in eV
+    voxel_size_nm: Mapped[Optional[float]] = mapped_column(Float)
+
+    analyses: Mapped[list["Analysis"]] = relationship(back_populates="scan")
+
+
+class Analysis(Base):
+    __tablename__ = "analyses"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    scan_id: Mapped[int] = mapped_column(ForeignKey("txm_scans.id"), index=True)
+    status: Mapped[str] = mapped_column(String(20), index=True)  # running | done | failed
+    parameters: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    txmdb_version: Mapped[str] = mapped_column(String(40))
+    input_sha256: Mapped[str] = mapped_column(String(64))
+    started_at: Mapped[dt.datetime] = mapped_column(Timestamp, default=_now)
+    finished_at: Mapped[Optional[dt.datetime]] = mapped_column(Timestamp)
+    timings_s: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    results_path: Mapped[Optional[str]] = mapped_column(Text)
+    results_sha256: Mapped[Optional[str]] = mapped_column(String(64))
+    error: Mapped[Optional[str]] = mapped_column(Text)
+    gradient_unit: Mapped[str] = mapped_column(String(20), default="eV/nm")
+    n_valid_voxels: Mapped[Optional[int]] = mapped_column(Integer)
+    n_particles: Mapped[Optional[int]] = mapped_column(Integer)
+    mean_edge_ev: Mapped[Optional[float]] = mapped_column(Float)
+    std_edge_ev: Mapped[Optional[float]] = mapped_column(Float)
+
+    scan: Mapped[TXMScan] = relationship(back_populates="analyses")
+
+
+def _stats_fk() -> Mapped[int]:
+    return mapped_column(ForeignKey("analyses.id", ondelete="CASCADE"), index=True)
+
+
+class Particle(Base):
+    __tablename__ = "particles"
+    __table_args__ = (UniqueConstraint("analysis_id", "particle", name="uq_particles_analysis_particle"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    analysis_id: Mapped[int] = _stats_fk()
+    particle: Mapped[int] = mapped_column(Integer)
+    n_voxels: Mapped[int] = mapped_column(Integer)
+    centroid_z: Mapped[Optional[float]] = mapped_column(Float)  # voxel index units; NULL in 2D
+    centroid_y: Mapped[float] = mapped_column(Float)
+    centroid_x: Mapped[float] = mapped_column(Float)
+    equivalent_radius_vox: Mapped[float] = mapped_column(Float)
+    equivalent_radius_nm: Mapped[Optional[float]] = mapped_column(Float)
+    mean_edge_ev: Mapped[float] = mapped_column(Float)
+    std_edge_ev: Mapped[float] = mapped_column(Float)
+
+
+class EdgeHistogram(Base):
+    __tablename__ = "edge_histograms"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    analysis_id: Mapped[int] = _stats_fk()
+    particle: Mapped[Optional[int]] = mapped_column(Integer)
+    edge_lo_ev: Mapped[float] = mapped_column(Float)
+    edge_hi_ev: Mapped[float] = mapped_column(Float)
+    count: Mapped[int] = mapped_column(Integer)
+    probability: Mapped[float] = mapped_column(Float)
+
+
+class DepthProfile(Base):
+    __tablename__ = "depth_profiles"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    analysis_id: Mapped[int] = _stats_fk()
+    particle: Mapped[Optional[int]] = mapped_column(Integer)
+    depth_lo_vox: Mapped[float] = mapped_column(Float)
+    depth_hi_vox: Mapped[float] = mapped_column(Float)
+    depth_lo_nm: Mapped[Optional[float]] = mapped_column(Float)
+    depth_hi_nm: Mapped[Optional[float]] = mapped_column(Float)
+    n_voxels: Mapped[int] = mapped_column(Integer)
+    mean_edge_ev: Mapped[float] = mapped_column(Float)
+    std_edge_ev: Mapped[float] = mapped_column(Float)
+
+
+class ThetaHistogram(Base):
+    __tablename__ = "theta_histograms"
+    __table_args__ = (Index("ix_theta_histograms_analysis_bin", "analysis_id", "bin_factor", "weighted"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    analysis_id: Mapped[int] = _stats_fk()
+    particle: Mapped[Optional[int]] = mapped_column(Integer)
+    bin_factor: Mapped[int] = mapped_column(Integer)
+    weighted: Mapped[bool] = mapped_column(Boolean)
+    theta_lo: Mapped[float] = mapped_column(Float)
+    theta_hi: Mapped[float] = mapped_column(Float)
+    probability: Mapped[float] = mapped_column(Float)
+    reference: Mapped[float] = mapped_column(Float)
+
+
+class GradientSummary(Base):
+    """Per analysis, binning factor and particle (NULL: whole scan)."""
+
+    __tablename__ = "gradient_summaries"
+    __table_args__ = (Index("ix_gradient_summaries_analysis_bin", "analysis_id", "bin_factor"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    analysis_id: Mapped[int] = _stats_fk()
+    particle: Mapped[Optional[int]] = mapped_column(Integer)
+    bin_factor: Mapped[int] = mapped_column(Integer)
+    voxel_size_nm: Mapped[Optional[float]] = mapped_column(Float)  # f·d
+    n_vectors: Mapped[int] = mapped_column(Integer)
+    mean_u_ev_per_nm: Mapped[Optional[float]] = mapped_column(Float)
+    tangential_excess: Mapped[Optional[float]] = mapped_column(Float)
+    tangential_excess_weighted: Mapped[Optional[float]] = mapped_column(Float)
+    kl_divergence: Mapped[Optional[float]] = mapped_column(Float)
+    kl_divergence_weighted: Mapped[Optional[float]] = mapped_column(Float)
+
+
+class VectorSizeStat(Base):
+    """|u| statistics in the nine folded θ groups φ = min(θ, 180° − θ)."""
+
+    __tablename__ = "vector_size_stats"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    analysis_id: Mapped[int] = _stats_fk()
+    particle: Mapped[Optional[int]] = mapped_column(Integer)
+    bin_factor: Mapped[int] = mapped_column(Integer)
+    phi_lo: Mapped[float] = mapped_column(Float)
+    phi_hi: Mapped[float] = mapped_column(Float)
+    n: Mapped[int] = mapped_column(Integer)
+    mean_u_ev_per_nm: Mapped[Optional[float]] = mapped_column(Float)
+    median_u_ev_per_nm: Mapped[Optional[float]] = mapped_column(Float)
+    p90_u_ev_per_nm: Mapped[Optional[float]] = mapped_column(Float)
+
+
+class VectorSizeHistogram(Base):
+    __tablename__ = "vector_size_histograms"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    analysis_id: Mapped[int] = _stats_fk()
+    particle: Mapped[Optional[int]] = mapped_column(Integer)
+    bin_factor: Mapped[int] = mapped_column(Integer)
+    phi_lo: Mapped[float] = mapped_column(Float)
+    phi_hi: Mapped[float] = mapped_column(Float)
+    u_lo_ev_per_nm: Mapped[float] = mapped_column(Float)
+    u_hi_ev_per_nm: Mapped[float] = mapped_column(Float)
+    count: Mapped[int] = mapped_column(Integer)
+
+
+class UThetaProfile(Base):
+    """Mean |u| against θ."""
+
+    __tablename__ = "u_theta_profiles"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    analysis_id: Mapped[int] = _stats_fk()
+    particle: Mapped[Optional[int]] = mapped_column(Integer)
+    bin_factor: Mapped[int] = mapped_column(Integer)
+    theta_lo: Mapped[float] = mapped_column(Float)
+    theta_hi: Mapped[float] = mapped_column(Float)
+    n: Mapped[int] = mapped_column(Integer)
+    mean_u_ev_per_nm: Mapped[Optional[float]] = mapped_column(Float)
+
+
+# Tables the TXM pipeline fills, keyed by the name of the DataFrame it returns.
+STATISTICS_TABLES = {
+    "particles": Particle,
+    "edge_histograms": EdgeHistogram,
+    "depth_profiles": DepthProfile,
+    "theta_histograms": ThetaHistogram,
+    "gradient_summaries": GradientSummary,
+    "vector_size_stats": VectorSizeStat,
+    "vector_size_histograms": VectorSizeHistogram,
+    "u_theta_profiles": UThetaProfile,
+}

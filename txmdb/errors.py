@@ -1,0 +1,26 @@
+"""Domain errors. The CLI turns every ``TxmdbError`` into one line and exit status 1."""
+
+
+class TxmdbError(Exception):
+    """A user-facing error: bad input, a missing record, an unusable database."""
+
+
+class InputError(TxmdbError):
+    """A file or value that cannot be used; the message names the file and the problem."""
+
+    def __init__(self, source, problem: str):
+        self.source = str(source)
+        self.problem = problem
+        super().__init__(f"{source}: {problem}")
+
+
+class NotFoundError(TxmdbError):
+    """A record named by the user does not exist."""
+
+
+class DuplicateError(TxmdbError):
+    """A record with the same unique key exists already."""
+
+
+class DatabaseError(TxmdbError):
+    """The catalogue cannot be reached, or its schema is not the one this txmdb expects."""
