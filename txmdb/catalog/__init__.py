@@ -1,0 +1,44 @@
+"""The catalogue: an engine, a results store and the services that read and write them."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy.engine import Engine
+
+from txmdb.db.engine import make_engine, resolve_url
+from txmdb.db.migrate import check_database
+from txmdb.db.session import session_scope
+
+
+def default_store(url) -> Path:
+    """``$TXMDB_STORE``, else ``txmdb-store/`` beside a SQLite file, else in the working directory."""
+    if env := os.environ.get("TXMDB_STORE"):
+        return Path(env)
+    if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
+        return Path(url.database).resolve().parent / "txmdb-store"
+    return Path.cwd() / "txmdb-store"
+
+
+@dataclass
+class Catalog:
+    engine: Engine
+    store: Path
+
+    def session(self):
+        return session_scope(self.engine)
+
+    def store_path(self, *parts: str | int) -> Path:
+        """A path inside the store built from ids and fixed names only, never user strings."""
+        return self.store.joinpath(*(str(p) for p in parts))
+
+
+def open_catalog(url: str | None = None, store: str | os.PathLike | None = None, *, check: bool = True) -> Catalog:
+    """Open the catalogue at ``url``; with ``check`` it must be at the current schema head."""
+    resolved = resolve_url(url)
+    engine = make_engine(resolved)
+    if check:
+        check_database(engine)
+    return Catalog(engine=engine, store=Path(store) if store else default_store(resolved))

@@ -14,6 +14,7 @@ from typing import Any, Optional
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     DateTime,
     Float,
@@ -53,7 +54,7 @@ class FileRecord:
     """Provenance of an ingested file: where it was, how big, its SHA-256 and when."""
 
     file_path: Mapped[str] = mapped_column(Text)
-    file_size_bytes: Mapped[int] = mapped_column(Integer)
+    file_size_bytes: Mapped[int] = mapped_column(BigInteger)
     file_sha256: Mapped[str] = mapped_column(String(64), unique=True)
     ingested_at: Mapped[dt.datetime] = mapped_column(Timestamp, default=_now)
 
@@ -174,7 +175,7 @@ class XRDResult(Base):
     c_angstrom: Mapped[Optional[float]] = mapped_column(Float)
     wavelength_angstrom: Mapped[Optional[float]] = mapped_column(Float)
     file_path: Mapped[Optional[str]] = mapped_column(Text)
-    file_size_bytes: Mapped[Optional[int]] = mapped_column(Integer)
+    file_size_bytes: Mapped[Optional[int]] = mapped_column(BigInteger)
     file_sha256: Mapped[Optional[str]] = mapped_column(String(64))
     parameters: Mapped[dict[str, Any]] = mapped_column(default=dict)
     created_at: Mapped[dt.datetime] = mapped_column(Timestamp, default=_now)
@@ -219,7 +220,7 @@ class Analysis(Base):
     results_sha256: Mapped[Optional[str]] = mapped_column(String(64))
     error: Mapped[Optional[str]] = mapped_column(Text)
     gradient_unit: Mapped[str] = mapped_column(String(20), default="eV/nm")
-    n_valid_voxels: Mapped[Optional[int]] = mapped_column(Integer)
+    n_valid_voxels: Mapped[Optional[int]] = mapped_column(BigInteger)
     n_particles: Mapped[Optional[int]] = mapped_column(Integer)
     mean_edge_ev: Mapped[Optional[float]] = mapped_column(Float)
     std_edge_ev: Mapped[Optional[float]] = mapped_column(Float)

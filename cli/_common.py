@@ -1,0 +1,58 @@
+"""What every command shares: the catalogue from the global options, and table output."""
+
+from __future__ import annotations
+
+import enum
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+
+class OutputFormat(str, enum.Enum):
+    table = "table"
+    csv = "csv"
+    json = "json"
+    parquet = "parquet"
+
+
+FormatOption = typer.Option(OutputFormat.table, "--format", "-f", help="Output format of the table.")
+OutputOption = typer.Option(None, "--output", "-o", help="Write the table to this file instead of the terminal.")
+
+
+def catalog(ctx: typer.Context, *, check: bool = True):
+    """The catalogue named by the global --db/--store options (or their environment variables)."""
+    from txmdb.catalog import open_catalog
+
+    root = ctx.find_root()
+    obj = root.obj or {}
+    return open_catalog(obj.get("db"), obj.get("store"), check=check)
+
+
+def emit_table(frame, fmt: OutputFormat = OutputFormat.table, output: Optional[Path] = None) -> None:
+    """Print or write a pandas DataFrame in the chosen format."""
+    from txmdb.errors import TxmdbError
+
+    if fmt is OutputFormat.parquet:
+        if output is None:
+            raise TxmdbError("--format parquet needs -o FILE")
+        frame.to_parquet(output, index=False)
+        return
+    if fmt is OutputFormat.csv:
+        text = frame.to_csv(index=False)
+    elif fmt is OutputFormat.json:
+        import json
+
+        # Round-trip through json: pandas escapes "/" and we want plain text.
+        text = json.dumps(json.loads(frame.to_json(orient="records", date_format="iso")), indent=1) + "\n"
+    else:
+        text = ("(no rows)" if frame.empty else frame.to_string(index=False)) + "\n"
+    if output is None:
+        sys.stdout.write(text)
+    else:
+        Path(output).write_text(text)
+
+
+def echo(message: str) -> None:
+    typer.echo(message)

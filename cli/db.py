@@ -1,0 +1,59 @@
+"""``txmdb init`` and ``txmdb db …``: create, upgrade, downgrade and check the schema."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import typer
+
+from txmdb.cli._common import catalog, echo
+
+app = typer.Typer(help="Inspect and migrate the catalogue schema.", no_args_is_help=True)
+
+
+def init(ctx: typer.Context) -> None:
+    """Create the catalogue, or upgrade it to the current schema (safe to run again)."""
+    from txmdb.db.engine import safe_url
+    from txmdb.db.migrate import head_revision, upgrade
+
+    cat = catalog(ctx, check=False)
+    upgrade(cat.engine, "head")
+    echo(f"catalogue {safe_url(cat.engine.url)} is at schema {head_revision()}")
+
+
+@app.command("upgrade")
+def upgrade_cmd(ctx: typer.Context, revision: str = typer.Argument("head", help="Target revision.")) -> None:
+    """Upgrade the schema to REVISION (default: head)."""
+    from txmdb.db.migrate import current_revision, upgrade
+
+    cat = catalog(ctx, check=False)
+    upgrade(cat.engine, revision)
+    echo(f"schema at {current_revision(cat.engine)}")
+
+
+@app.command("downgrade")
+def downgrade_cmd(ctx: typer.Context, revision: str = typer.Argument(..., help="Target revision, or 'base'.")) -> None:
+    """Downgrade the schema to REVISION ('base' removes every table)."""
+    from txmdb.db.migrate import current_revision, downgrade
+
+    cat = catalog(ctx, check=False)
+    downgrade(cat.engine, revision)
+    echo(f"schema at {current_revision(cat.engine) or 'base'}")
+
+
+@app.command("current")
+def current_cmd(ctx: typer.Context) -> None:
+    """Print the schema revision of the catalogue."""
+    from txmdb.db.migrate import current_revision
+
+    cat = catalog(ctx, check=False)
+    echo(current_revision(cat.engine) or "base (empty)")
+
+
+@app.command("check")
+def check_cmd(ctx: typer.Context) -> None:
+    """Exit 0 if the catalogue is at the schema this txmdb needs, 1 (naming the fix) if not."""
+    from txmdb.db.migrate import check_database
+
+    cat = catalog(ctx, check=False)
+    echo(f"ok: schema at {check_database(cat.engine)}")

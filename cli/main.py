@@ -1,0 +1,56 @@
+"""The ``txmdb`` command. Parses, calls txmdb, prints; heavy imports live inside commands."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from typer.core import TyperGroup
+
+from txmdb.cli import db as db_cli
+from txmdb.cli import sample as sample_cli
+
+class _CatalogueGroup(TyperGroup):
+    """Turns domain errors into one line on stderr and exit status 1, for every command."""
+
+    def invoke(self, ctx):
+        from txmdb.errors import TxmdbError
+
+        try:
+            return super().invoke(ctx)
+        except TxmdbError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(1) from None
+
+
+app = typer.Typer(
+    cls=_CatalogueGroup,
+    help="txmdb: catalogue and TXM-XANES valence analysis for battery-materials X-ray studies.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+
+@app.callback()
+def _global_options(
+    ctx: typer.Context,
+    db: Optional[str] = typer.Option(None, "--db", envvar="TXMDB_URL", help="Catalogue URL or SQLite file [default: sqlite:///txmdb.db]."),
+    store: Optional[Path] = typer.Option(None, "--store", envvar="TXMDB_STORE", help="Results store folder [default: txmdb-store/ beside a SQLite file]."),
+) -> None:
+    ctx.obj = {"db": db, "store": store}
+
+
+app.command("init")(db_cli.init)
+app.add_typer(db_cli.app, name="db")
+app.add_typer(sample_cli.sample_app, name="sample")
+app.add_typer(sample_cli.cell_app, name="cell")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

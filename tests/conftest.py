@@ -1,0 +1,99 @@
+"""Fixtures: every database test runs on SQLite and on a real PostgreSQL server started here."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+import pytest
+
+from tests.pg_server import PostgresServer
+
+PROJECT = Path(__file__).resolve().parents[1]
+SHARED = PROJECT.parent / "shared"
+BACKENDS = ["sqlite", "postgresql"]
+
+
+@pytest.fixture(scope="session")
+def shared() -> Path:
+    assert SHARED.is_dir(), f"{SHARED} is missing: tests read the instrument files from ../shared"
+    return SHARED
+
+
+@pytest.fixture(scope="session")
+def pg_server():
+    """One PostgreSQL server for the whole run (``TXMDB_TEST_PG_URL`` names an external one)."""
+    external = os.environ.get("TXMDB_TEST_PG_URL")
+    if external:
+        yield external
+        return
+    server = PostgresServer().start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def _fresh_pg_url(server) -> tuple[str, callable]:
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    if isinstance(server, str):
+        import sqlalchemy as sa
+
+        engine = sa.create_engine(server, isolation_level="AUTOCOMMIT")
+        with engine.connect() as conn:
+            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+        base = sa.engine.make_url(server)
+
+        def drop():
+            with engine.connect() as conn:
+                conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            engine.dispose()
+
+        return base.set(database=name).render_as_string(hide_password=False), drop
+    return server.create_database(name), lambda: server.drop_database(name)
+
+
+@pytest.fixture(params=BACKENDS)
+def db_url(request, tmp_path):
+    """An empty catalogue database URL, once for SQLite and once for PostgreSQL."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'catalogue.db'}"
+        return
+    url, drop = _fresh_pg_url(request.getfixturevalue("pg_server"))
+    try:
+        yield url
+    finally:
+        from sqlalchemy.pool import NullPool  # noqa: F401  (engines of the test are disposed by then)
+
+        drop()
+
+
+@pytest.fixture
+def catalog(db_url, tmp_path):
+    """A catalogue at schema head with its own store folder."""
+    from txmdb.catalog import open_catalog
+    from txmdb.db.migrate import upgrade
+
+    cat = open_catalog(db_url, tmp_path / "store", check=False)
+    upgrade(cat.engine)
+    yield cat
+    cat.engine.dispose()
+
+
+@pytest.fixture
+def cli(db_url, tmp_path):
+    """Run the txmdb CLI in-process against the test catalogue; returns the click Result."""
+    from typer.testing import CliRunner
+
+    from txmdb.cli.main import app
+
+    runner = CliRunner()
+    store = tmp_path / "store"
+
+    def run(*args: str, input: str | None = None):
+        return runner.invoke(app, ["--db", db_url, "--store", str(store), *map(str, args)], input=input)
+
+    run.url = db_url
+    run.store = store
+    return run

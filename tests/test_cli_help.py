@@ -1,0 +1,49 @@
+"""Every command has help text, and ``txmdb --help`` starts fast."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import click
+import pytest
+import typer
+
+from txmdb.cli.main import app
+
+
+def _walk(command: click.Command, path: tuple[str, ...] = ()):
+    yield path, command
+    if isinstance(command, click.Group):
+        for name, sub in command.commands.items():
+            yield from _walk(sub, path + (name,))
+
+
+COMMANDS = list(_walk(typer.main.get_command(app)))
+
+
+@pytest.mark.parametrize("path, command", COMMANDS, ids=[" ".join(p) or "txmdb" for p, _ in COMMANDS])
+def test_every_command_has_help(path, command):
+    assert (command.help or "").strip(), f"txmdb {' '.join(path)} has no help text"
+    from typer.testing import CliRunner
+
+    result = CliRunner().invoke(app, [*path, "--help"])
+    assert result.exit_code == 0
+    assert "Usage" in result.output
+    for param in command.params:
+        if isinstance(param, click.Option) and param.name != "help":
+            assert (param.help or "").strip(), f"option {param.name} of txmdb {' '.join(path)} has no help"
+
+
+HEAVY = ("numpy", "pandas", "sqlalchemy", "h5py", "scipy", "matplotlib", "numexpr", "alembic", "dask")
+
+
+def test_help_imports_nothing_heavy():
+    # Start-up time is dominated by imports; the CLI keeps heavy ones inside commands
+    # (benchmarks/bench_startup.py measures the time itself).
+    code = (
+        "import sys; from txmdb.cli.main import app; import typer; "
+        "typer.main.get_command(app); print(' '.join(sorted(sys.modules)))"
+    )
+    loaded = set(subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout.split())
+    assert not loaded & set(HEAVY), sorted(loaded & set(HEAVY))
