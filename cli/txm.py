@@ -1,0 +1,158 @@
+"""``txmdb txm …``: ingest, analyse and show TXM-XANES tomograms."""
+
+from __future__ import annotations
+
+import enum
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from txmdb.cli._common import FormatOption, OutputFormat, OutputOption, catalog, echo, emit_table
+
+app = typer.Typer(help="TXM-XANES tomograms: ingest, analyse, show.", no_args_is_help=True)
+
+
+class Layout(str, enum.Enum):
+    auto = "auto"
+    dxchange = "dxchange"
+    txm_sandbox = "txm-sandbox"
+    fxi = "fxi"
+
+
+class Element(str, enum.Enum):
+    Ni = "Ni"
+    Co = "Co"
+    Mn = "Mn"
+    Fe = "Fe"
+
+
+def parse_window(text: Optional[str], option: str) -> Optional[tuple[float, float]]:
+    """'LO:HI' in eV (either side may be empty for an open end) → (lo, hi)."""
+    from txmdb.errors import TxmdbError
+
+    if text is None:
+        return None
+    lo, sep, hi = text.partition(":")
+    try:
+        window = (float(lo) if lo.strip() else float("-inf"), float(hi) if hi.strip() else float("inf"))
+    except ValueError:
+        raise TxmdbError(f"{option} {text!r}: expected LO:HI in eV, e.g. 8325:8365") from None
+    if not sep or not window[0] < window[1]:
+        raise TxmdbError(f"{option} {text!r}: expected LO:HI in eV with LO < HI")
+    return window
+
+
+def parse_bins(text: str) -> tuple[int, ...]:
+    from txmdb.errors import TxmdbError
+
+    try:
+        factors = tuple(sorted({int(x) for x in text.split(",") if x.strip()}))
+    except ValueError:
+        raise TxmdbError(f"--bin {text!r}: expected binning factors like 1,2,3") from None
+    if not factors or min(factors) < 1 or max(factors) > 16:
+        raise TxmdbError(f"--bin {text!r}: binning factors must be whole numbers from 1 to 16")
+    return factors
+
+
+@app.command("ingest")
+def ingest(
+    ctx: typer.Context,
+    file: Path = typer.Argument(..., help="HDF5 tomogram (absorbance stack + energies)."),
+    sample: str = typer.Option(..., help="Sample the scan belongs to."),
+    state: Optional[str] = typer.Option(None, help="State of charge / history, e.g. pristine, charged-4.5V, cycled-100."),
+    layout: Layout = typer.Option(Layout.auto, help="HDF5 layout; auto detects it."),
+    data: Optional[str] = typer.Option(None, help="Path of the stack data set inside the file (overrides the layout)."),
+    energy: Optional[str] = typer.Option(None, help="Path of the energy data set inside the file."),
+    voxel_nm: Optional[float] = typer.Option(None, help="Voxel size in nm (else read from the file's attributes)."),
+) -> None:
+    """Record a tomogram; prints the scan id on the last line (the same file again gives the same id)."""
+    from txmdb.catalog.txm import ingest_scan
+
+    scan, created = ingest_scan(catalog(ctx), file, sample=sample, state=state, layout=layout.value, data=data,
+                                energy=energy, voxel_nm=voxel_nm)
+    shape = "×".join(map(str, scan.shape))
+    echo(f"{'ingested' if created else 'already in the catalogue'}: {file} ({scan.layout}, {shape}, "
+         f"{scan.n_energies} energies {scan.energy_min_ev:.1f}–{scan.energy_max_ev:.1f} eV)")
+    echo(str(scan.id))
+
+
+@app.command("analyze")
+def analyze(
+    ctx: typer.Context,
+    scan_ids: Optional[List[int]] = typer.Argument(None, help="Scan ids to analyse."),
+    all_scans: bool = typer.Option(False, "--all", help="Analyse every scan in the catalogue."),
+    element: Element = typer.Option(Element.Ni, help="Element preset for the edge windows."),
+    bin: str = typer.Option("1,2,3", "--bin", help="Binning factors for the gradient statistics, e.g. 1,2,3."),
+    pre: Optional[str] = typer.Option(None, help="Pre-edge window LO:HI in eV (preset: ≤ 8320 for Ni)."),
+    post: Optional[str] = typer.Option(None, help="Post-edge window LO:HI in eV (preset: ≥ 8370 for Ni)."),
+    edge: Optional[str] = typer.Option(None, help="Edge window LO:HI in eV (preset: 8325:8365 for Ni)."),
+    min_jump: Optional[float] = typer.Option(None, help="Minimum edge jump (absorbance); smaller voxels are masked."),
+    snr: Optional[float] = typer.Option(None, help="Mask voxels whose jump is below SNR × pre-edge RMS residual."),
+    theta_bins: int = typer.Option(36, help="Number of θ bins over 0–180°."),
+    min_particle_voxels: Optional[int] = typer.Option(None, help="Smallest particle kept (default 1000 in 3D, 100 in 2D)."),
+    workers: int = typer.Option(1, help="Local worker threads for edge extraction."),
+    scheduler: Optional[str] = typer.Option(None, help="Dask scheduler address (tcp://host:port) to run on a cluster."),
+) -> None:
+    """Extract edge energies, find particles and compute valence-gradient statistics."""
+    from txmdb.analysis.edge import edge_parameters
+    from txmdb.catalog.txm import all_scan_ids, analyze_scan
+    from txmdb.errors import TxmdbError
+    from txmdb.pipeline import AnalysisOptions
+
+    cat = catalog(ctx)
+    ids = all_scan_ids(cat) if all_scans else list(scan_ids or [])
+    if not ids:
+        raise TxmdbError("no scans to analyse: give SCAN_ID… or --all")
+    if not 2 <= theta_bins <= 180:
+        raise TxmdbError(f"--theta-bins must be between 2 and 180, got {theta_bins}")
+    if workers < 1:
+        raise TxmdbError(f"--workers must be at least 1, got {workers}")
+    params = edge_parameters(element.value, pre=parse_window(pre, "--pre"), post=parse_window(post, "--post"),
+                             edge=parse_window(edge, "--edge"), min_jump=min_jump, snr=snr)
+    options = AnalysisOptions(params=params, bin_factors=parse_bins(bin), theta_bins=theta_bins,
+                              min_particle_voxels=min_particle_voxels, workers=workers)
+    if scheduler:
+        from txmdb.catalog.distributed import analyze_scans_distributed
+
+        for analysis in analyze_scans_distributed(cat, ids, options, scheduler=scheduler):
+            _report(analysis)
+        return
+    from txmdb.cli._progress import progress_bar
+
+    for scan_id in ids:
+        with progress_bar(f"scan {scan_id}") as progress:
+            analysis = analyze_scan(cat, scan_id, options, progress=progress)
+        _report(analysis)
+
+
+def _report(analysis) -> None:
+    echo(f"scan {analysis.scan_id}: analysis {analysis.id} done — {analysis.n_valid_voxels} valid voxels, "
+         f"{analysis.n_particles} particles, mean edge {analysis.mean_edge_ev:.2f} eV "
+         f"({analysis.timings_s.get('total', 0):.1f} s)")
+
+
+@app.command("show")
+def show(
+    ctx: typer.Context,
+    scan_id: int = typer.Argument(..., help="Scan id."),
+    fmt: OutputFormat = FormatOption,
+    output: Optional[Path] = OutputOption,
+) -> None:
+    """Show a scan, its analyses and the gradient summary of the latest one."""
+    from txmdb import query
+    from txmdb.catalog.txm import get_scan
+
+    cat = catalog(ctx)
+    with cat.session() as session:
+        get_scan(session, scan_id)
+    scan = query.scans(cat, scan=scan_id)
+    if fmt is not OutputFormat.table or output is not None:
+        emit_table(query.gradient_summary(cat, scan=scan_id), fmt, output)
+        return
+    emit_table(scan.T.reset_index().set_axis(["field", "value"], axis=1))
+    echo("\nanalyses:")
+    emit_table(query.analyses(cat, scan=scan_id)[["analysis_id", "status", "started_at", "n_valid_voxels",
+                                                   "n_particles", "mean_edge_ev"]])
+    echo("\ngradient summary (latest analysis):")
+    emit_table(query.gradient_summary(cat, scan=scan_id))

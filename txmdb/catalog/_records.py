@@ -1,0 +1,51 @@
+"""Helpers the ingest services share: file provenance and race-free get-or-create by SHA-256."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Callable, TypeVar
+
+from sqlalchemy import select
+
+from txmdb.errors import DuplicateError, InputError
+from txmdb.io.files import sha256_file
+
+T = TypeVar("T")
+
+
+def file_provenance(path: str | os.PathLike) -> dict:
+    """path, size and SHA-256 of an input file (streamed), or an InputError naming it."""
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(p, "no such file")
+    try:
+        return {"file_path": str(p.resolve()), "file_size_bytes": p.stat().st_size, "file_sha256": sha256_file(p)}
+    except OSError as exc:
+        raise InputError(p, f"cannot read: {exc.strerror}") from None
+
+
+def existing_by_sha(catalog, model: type[T], sha256: str) -> T | None:
+    with catalog.session() as session:
+        return session.scalar(select(model).where(model.file_sha256 == sha256))
+
+
+def get_or_create(catalog, model: type[T], sha256: str, create: Callable[[object], T]) -> tuple[T, bool]:
+    """Return the record of this file, creating it with ``create(session)`` if it is new.
+
+    Two writers racing on the same file both end with the one row: the loser's insert hits
+    the unique constraint on the SHA-256 and it returns the winner's record.
+    """
+    found = existing_by_sha(catalog, model, sha256)
+    if found is not None:
+        return found, False
+    try:
+        with catalog.session() as session:
+            record = create(session)
+            session.flush()
+            return record, True
+    except DuplicateError:
+        found = existing_by_sha(catalog, model, sha256)
+        if found is None:
+            raise
+        return found, False

@@ -1,0 +1,190 @@
+"""TXM scans and their analyses: ingest, analyse, store statistics."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import time
+import uuid
+from dataclasses import asdict
+from pathlib import Path
+from typing import Callable, Iterable
+
+from sqlalchemy import select
+
+from txmdb import __version__
+from txmdb.catalog._records import file_provenance, get_or_create
+from txmdb.catalog.samples import get_sample
+from txmdb.db.models import STATISTICS_TABLES, Analysis, TXMScan
+from txmdb.errors import InputError, NotFoundError
+from txmdb.io.files import sha256_file
+
+
+def ingest_scan(
+    catalog,
+    path: str | os.PathLike,
+    *,
+    sample: str,
+    state: str | None = None,
+    layout: str = "auto",
+    data: str | None = None,
+    energy: str | None = None,
+    voxel_nm: float | None = None,
+) -> tuple[TXMScan, bool]:
+    """Validate an HDF5 tomogram and record it; the same file again returns the existing scan."""
+    from txmdb.io.hdf5 import open_stack
+
+    if voxel_nm is not None and not voxel_nm > 0:
+        raise InputError(path, f"--voxel-nm must be positive, got {voxel_nm}")
+    provenance = file_provenance(path)
+    with catalog.session() as session:
+        sample_id = get_sample(session, sample).id
+    info = open_stack(path, layout=layout, data=data, energy=energy, voxel_nm=voxel_nm)
+
+    def create(session):
+        scan = TXMScan(
+            sample_id=sample_id, state=state, layout=info.layout, data_path=info.data_path,
+            energy_path=info.energy_path, white_path=info.white_path, dark_path=info.dark_path,
+            ndim=info.ndim, shape=list(info.shape), dtype=str(info.dtype), n_energies=len(info.energies_ev),
+            energy_min_ev=float(info.energies_ev[0]), energy_max_ev=float(info.energies_ev[-1]),
+            energies_ev=[float(e) for e in info.energies_ev], voxel_size_nm=info.voxel_size_nm, **provenance,
+        )
+        session.add(scan)
+        return scan
+
+    return get_or_create(catalog, TXMScan, provenance["file_sha256"], create)
+
+
+def get_scan(session, scan_id: int) -> TXMScan:
+    scan = session.get(TXMScan, scan_id)
+    if scan is None:
+        raise NotFoundError(f"no TXM scan with id {scan_id}; see 'txmdb query scans'")
+    return scan
+
+
+def all_scan_ids(catalog) -> list[int]:
+    with catalog.session() as session:
+        return list(session.scalars(select(TXMScan.id).order_by(TXMScan.id)))
+
+
+def open_scan_stack(scan: TXMScan):
+    """Re-open the scan's file with the layout recorded at ingest; it must be unchanged."""
+    from txmdb.io.hdf5 import open_stack
+
+    path = Path(scan.file_path)
+    if not path.is_file():
+        raise InputError(path, f"the file of scan {scan.id} is no longer there")
+    return open_stack(path, layout=scan.layout, data=scan.data_path, energy=scan.energy_path, voxel_nm=scan.voxel_size_nm)
+
+
+def analyze_scan(
+    catalog,
+    scan_id: int,
+    options,
+    *,
+    progress: Callable[[int, int], None] | None = None,
+    verify_hash: bool = True,
+) -> Analysis:
+    """Run the TXM pipeline on one scan and store everything in one transaction.
+
+    The results file is written under a temporary name and only renamed to its final,
+    id-derived name inside the transaction that records it: a failure or a killed process
+    leaves neither a row nor a results file.
+    """
+    from txmdb.pipeline import analyze_stack
+
+    with catalog.session() as session:
+        scan = get_scan(session, scan_id)
+    if verify_hash and sha256_file(scan.file_path) != scan.file_sha256:
+        raise InputError(scan.file_path, f"the file changed since scan {scan.id} was ingested (SHA-256 differs)")
+    info = open_scan_stack(scan)
+    started = dt.datetime.now(dt.timezone.utc)
+    t0 = time.perf_counter()
+    folder = catalog.store_path("analyses")
+    pending = folder / f".pending-{uuid.uuid4().hex}.h5"
+    try:
+        outputs = analyze_stack(info, options, results_path=pending, progress=progress)
+    except ValueError as exc:
+        raise InputError(scan.file_path, str(exc)) from None
+    try:
+        return record_analysis(catalog, scan, options, outputs, pending, started=started, elapsed=time.perf_counter() - t0)
+    finally:
+        pending.unlink(missing_ok=True)
+
+
+def _parameters(options) -> dict:
+    params = asdict(options)
+    return _jsonable(params)
+
+
+def _jsonable(value):
+    import math
+
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None if math.isnan(value) else ("inf" if value > 0 else "-inf")
+    if hasattr(value, "item"):
+        return _jsonable(value.item())
+    return value
+
+
+def record_analysis(catalog, scan: TXMScan, options, outputs, pending: Path, *, started, elapsed: float) -> Analysis:
+    """Insert the analysis row and its statistics tables; move the results file into place."""
+    timings = dict(outputs.timings_s)
+    with catalog.session() as session:
+        analysis = Analysis(
+            scan_id=scan.id, status="done", parameters=_parameters(options), txmdb_version=__version__,
+            input_sha256=scan.file_sha256, started_at=started, finished_at=dt.datetime.now(dt.timezone.utc),
+            gradient_unit=outputs.gradient_unit, n_valid_voxels=int(outputs.n_valid_voxels),
+            n_particles=int(outputs.n_particles), mean_edge_ev=_float(outputs.mean_edge_ev),
+            std_edge_ev=_float(outputs.std_edge_ev),
+        )
+        session.add(analysis)
+        session.flush()
+        final = catalog.store_path("analyses", f"{analysis.id}.h5")
+        t_db = time.perf_counter()
+        insert_statistics(session, analysis.id, outputs.tables)
+        timings["db_write"] = time.perf_counter() - t_db
+        timings["total"] = elapsed + timings["db_write"]
+        analysis.timings_s = timings
+        analysis.results_sha256 = sha256_file(pending)
+        analysis.results_path = str(final.resolve())
+        session.flush()
+        os.replace(pending, final)
+        try:
+            session.commit()
+        except BaseException:
+            final.unlink(missing_ok=True)
+            raise
+    return analysis
+
+
+def _float(value):
+    import math
+
+    return None if value is None or not math.isfinite(value) else float(value)
+
+
+def insert_statistics(session, analysis_id: int, tables: dict) -> None:
+    """Bulk-insert the pipeline's DataFrames into the statistics tables."""
+    import numpy as np
+
+    for name, frame in tables.items():
+        model = STATISTICS_TABLES[name]
+        if frame is None or frame.empty:
+            continue
+        frame = frame.assign(analysis_id=analysis_id)
+        # NaN → NULL, numpy scalars → Python, so both backends accept the rows.
+        records = frame.astype(object).where(frame.notna(), None).to_dict("records")
+        for row in records:
+            for key, value in row.items():
+                if isinstance(value, np.generic):
+                    row[key] = value.item()
+        session.execute(model.__table__.insert(), records)
+
+
+def analyses_of(session, scan_ids: Iterable[int]) -> list[Analysis]:
+    return list(session.scalars(select(Analysis).where(Analysis.scan_id.in_(list(scan_ids))).order_by(Analysis.id)))
