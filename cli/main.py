@@ -9,6 +9,7 @@ import typer
 from typer.core import TyperGroup
 
 from txmdb.cli import db as db_cli
+from txmdb.cli import measure as measure_cli
 from txmdb.cli import query as query_cli
 from txmdb.cli import txm as txm_cli
 from txmdb.cli import sample as sample_cli
@@ -48,6 +49,9 @@ app.command("init")(db_cli.init)
 app.add_typer(db_cli.app, name="db")
 app.add_typer(sample_cli.sample_app, name="sample")
 app.add_typer(sample_cli.cell_app, name="cell")
+app.add_typer(measure_cli.cycling_app, name="cycling")
+app.add_typer(measure_cli.xas_app, name="xas")
+app.add_typer(measure_cli.xrd_app, name="xrd")
 app.add_typer(txm_cli.app, name="txm")
 app.add_typer(query_cli.app, name="query")
 

@@ -64,6 +64,7 @@ def test_cell_add_and_list_csv(cli, tmp_path):
         (["cell", "add", "C9", "--sample", "dup", "--active-mass-mg", "0"], "positive"),
         (["cell", "add", "C9", "--sample", "dup", "--active-mass-mg", "-2"], "positive"),
         (["cell", "add", "C9", "--sample", "dup", "--loading-mg-cm2", "8"], "--area-cm2"),
+        (["cell", "add", "C9", "--sample", "dup"], "--active-mass-mg"),
         (["sample", "add", "new", "--meta", "novalue"], "malformed --meta"),
         (["sample", "add", "new", "--meta", "=x"], "malformed --meta"),
         (["sample", "add", "new", "--ni", "1.5"], "fraction"),

@@ -16,11 +16,10 @@ import pandas as pd
 __all__ = ["particle_column", "frame", "grouped_mean_std", "group_bincount"]
 
 
-def particle_column(labels: Sequence[int | None] | np.ndarray) -> pd.arrays.IntegerArray:
-    """Nullable integer particle labels; ``None`` (or 0) stands for the whole scan."""
-    arr = np.asarray([0 if v is None else int(v) for v in labels] if not isinstance(labels, np.ndarray)
-                     else labels, dtype=np.int64)
-    return pd.array(np.where(arr == 0, None, arr).tolist() if arr.size else [], dtype="Int64")
+def particle_column(labels: np.ndarray) -> pd.arrays.IntegerArray:
+    """Nullable ``Int64`` particle labels from an int array where 0 stands for the whole scan."""
+    arr = np.asarray(labels, dtype=np.int64)
+    return pd.arrays.IntegerArray(arr, arr == 0)
 
 
 def frame(columns: dict[str, object], order: Sequence[str]) -> pd.DataFrame:

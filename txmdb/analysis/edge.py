@@ -139,21 +139,29 @@ class EdgeResult:
     valid: np.ndarray
 
 
-def _window(energies: np.ndarray, bounds: tuple[float, float], name: str) -> np.ndarray:
-    """Indices of the energies inside the inclusive ``bounds``; at least 2 of them."""
+def _window(energies: np.ndarray, bounds: tuple[float, float], name: str) -> slice:
+    """Index range of the (sorted) energies inside the inclusive ``bounds``; >= 2 of them."""
     lo, hi = bounds
-    idx = np.flatnonzero((energies >= lo) & (energies <= hi))
-    if idx.size < 2:
+    i0 = int(np.searchsorted(energies, lo, side="left"))
+    i1 = int(np.searchsorted(energies, hi, side="right"))
+    count = max(i1 - i0, 0)
+    if count < 2:
         raise ValueError(
-            f"{name} window {lo:g}..{hi:g} eV holds {idx.size} energ{'y' if idx.size == 1 else 'ies'}"
+            f"{name} window {lo:g}..{hi:g} eV holds {count} energ{'y' if count == 1 else 'ies'}"
             f" of the grid {energies[0]:g}..{energies[-1]:g} eV; it needs at least 2")
-    return idx
+    return slice(i0, i1)
 
 
 def _line_projector(x: np.ndarray) -> np.ndarray:
     """(2, n) matrix mapping samples at abscissae ``x`` to LSQ (intercept, slope)."""
     design = np.stack([np.ones_like(x), x], axis=1)
     return np.linalg.pinv(design)
+
+
+# Voxels per block inside one call: the ~45 rows of the edge window of a block (and the
+# temporaries derived from them) stay in the L2 cache, so the crossing search streams
+# the slab from memory about once instead of once per expression.
+_BLOCK = 8192
 
 
 class EdgeKernel:
@@ -188,64 +196,59 @@ class EdgeKernel:
                              "duplicates are not allowed)")
         self.energies_ev = e
         self.params = params
-        self.pre_idx = _window(e, params.pre, "pre-edge")
-        self.post_idx = _window(e, params.post, "post-edge")
-        edge_idx = _window(e, params.edge, "edge")
-        # The crossing test needs norm[k-1]; for k at the very first energy there is none.
-        self.edge_idx = edge_idx[edge_idx >= 1]
-        if self.edge_idx.size == 0:
+        # Windows of a sorted grid are contiguous: slices give views, not copies.
+        self.pre = _window(e, params.pre, "pre-edge")
+        self.post = _window(e, params.post, "post-edge")
+        edge = _window(e, params.edge, "edge")
+        # Candidates k of the crossing need a point k-1; the first grid point has none.
+        k0 = max(edge.start, 1)
+        if k0 >= edge.stop:
             raise ValueError("edge window holds only the first energy of the grid; "
                              "no crossing can be interpolated")
+        self.edge = slice(k0, edge.stop)
+        # rows k0-1 .. stop-1: every k and its k-1
+        self._search = slice(k0 - 1, edge.stop)
         self.e_centre = 0.5 * (params.edge[0] + params.edge[1])
         # Abscissae relative to the centre of the edge window: the intercept of each line
         # is then its value at E_c (so J = a_post - a_pre), and the fit is well
         # conditioned in float32 (|x| ~ tens of eV instead of 8e3).
         x = e - self.e_centre
         self._x = x
-        p_pre = _line_projector(x[self.pre_idx])
-        p_post = _line_projector(x[self.post_idx])
+        p_pre = _line_projector(x[self.pre])
         # One (5, n_energy) matrix applied to the full spectrum: rows a_pre, b_pre,
         # a_post, b_post and a plain sum. The sum row makes any NaN/inf anywhere in a
         # spectrum show up as a non-finite value in the BLAS product, so no separate
         # pass over the slab is needed to find non-finite voxels.
         coef = np.zeros((5, e.size))
-        coef[0:2, self.pre_idx] = p_pre
-        coef[2:4, self.post_idx] = p_post
+        coef[0:2, self.pre] = p_pre
+        coef[2:4, self.post] = _line_projector(x[self.post])
         coef[4, :] = 1.0
-        self._coef = coef
         # Residual operator of the pre-edge fit, (I - H) with H the hat matrix: explicit
         # residuals instead of sum(mu^2) - |Q^T mu|^2, which cancels badly in float32.
-        design = np.stack([np.ones_like(x[self.pre_idx]), x[self.pre_idx]], axis=1)
-        self._resid = np.eye(self.pre_idx.size) - design @ p_pre
-        # The energies whose norm the crossing search needs: the edge window and the
-        # point just before each candidate k (k-1 may be below the window).
-        self._norm_idx = np.union1d(self.edge_idx - 1, self.edge_idx)
-        self._cache: dict[np.dtype, tuple[np.ndarray, np.ndarray]] = {}
+        design = np.stack([np.ones_like(x[self.pre]), x[self.pre]], axis=1)
+        resid = np.eye(design.shape[0]) - design @ p_pre
+        self._f64 = (coef, resid)
+        self._f32 = (coef.astype(np.float32), resid.astype(np.float32))
 
     # ------------------------------------------------------------------ helpers
-    def _matrices(self, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
-        """The projection matrices cast once to the slab's dtype (BLAS sgemm for float32)."""
-        if dtype not in self._cache:
-            self._cache[dtype] = (self._coef.astype(dtype), self._resid.astype(dtype))
-        return self._cache[dtype]
-
     @staticmethod
     def _as_2d(mu: np.ndarray) -> tuple[np.ndarray, tuple[int, ...]]:
         """View ``mu`` as (n_energy, n_voxel) float32/float64; returns the spatial shape."""
         mu = np.asarray(mu)
         if mu.dtype not in (np.float32, np.float64):
-            # float16 and integers are promoted to float32 (ints: raw counts are not
-            # absorbance, but a float32 promotion is at least well defined).
+            # float16 (and integers) are promoted to float32, the tomogram working type
             mu = mu.astype(np.float32)
         spatial = mu.shape[1:]
         return np.ascontiguousarray(mu.reshape(mu.shape[0], -1)), spatial
 
-    def _lines(self, mu2: np.ndarray) -> np.ndarray:
+    def _check(self, mu2: np.ndarray) -> None:
         if mu2.shape[0] != self.energies_ev.size:
-            raise ValueError(f"mu has {mu2.shape[0]} energies, the kernel was built for "
-                             f"{self.energies_ev.size}")
-        coef, _ = self._matrices(mu2.dtype)
-        return coef @ mu2                                   # (5, n_voxel)
+            raise ValueError(f"mu has {mu2.shape[0]} energies along axis 0, the kernel was "
+                             f"built for {self.energies_ev.size}")
+
+    def _matrices(self, dtype) -> tuple[np.ndarray, np.ndarray]:
+        """Projection matrices in the slab's dtype (BLAS sgemm for float32 slabs)."""
+        return self._f32 if dtype == np.float32 else self._f64
 
     # ------------------------------------------------------------------ API
     def __call__(self, mu: np.ndarray) -> EdgeResult:
@@ -264,47 +267,55 @@ class EdgeKernel:
             Arrays of shape ``spatial``.
         """
         mu2, spatial = self._as_2d(mu)
+        self._check(mu2)
+        n_vox = mu2.shape[1]
         dt = mu2.dtype
-        lines = self._lines(mu2)
-        a_pre, b_pre, a_post, b_post, total = lines
-        _, resid_op = self._matrices(dt)
-        resid = resid_op @ mu2[self.pre_idx]                 # (n_pre, n_voxel)
-        n_pre = dt.type(self.pre_idx.size)
-        sigma = np.sqrt(np.einsum("ij,ij->j", resid, resid) / n_pre)
-        jump = a_post - a_pre
-
-        # norm at the energies the crossing search needs, keyed by energy index
-        norm = {}
-        for i in self._norm_idx:
-            xi = dt.type(self._x[i])
-            m = mu2[i]
-            norm[i] = ne.evaluate("(m - (a_pre + b_pre * xi)) / ((a_post - a_pre) + (b_post - b_pre) * xi)")
-
-        # First crossing: walk the edge window upward, filling voxels not yet found.
-        # edge stays NaN where there is no crossing.
-        edge = np.full(mu2.shape[1], np.nan)
-        found = np.zeros(mu2.shape[1], dtype=bool)
-        e = self.energies_ev
-        half = dt.type(0.5)
-        for k in self.edge_idx:
-            n0, n1 = norm[k - 1], norm[k]
-            e0, de = e[k - 1], e[k] - e[k - 1]
-            # interpolation in float64: E ~ 8e3 eV needs more than float32's 24 bits
-            ne.evaluate("where(found | (n1 < half) | ~(n0 < half), edge,"
-                        " e0 + (half - n0) / (n1 - n0) * de)", out=edge, casting="unsafe")
-            ne.evaluate("found | ((n1 >= half) & (n0 < half))", out=found)
-
-        p = self.params
-        min_jump, snr = dt.type(p.min_jump), dt.type(p.snr)
-        # `total` is non-finite whenever any energy of the voxel is NaN/inf
-        valid = ne.evaluate("found & (jump >= min_jump) & ((sigma <= 0) | (jump >= snr * sigma))"
-                            " & (total == total) & (abs(total) < inf)",
-                            local_dict={"found": found, "jump": jump, "min_jump": min_jump,
-                                        "sigma": sigma, "snr": snr, "total": total,
-                                        "inf": dt.type(np.inf)})
-        edge[~valid] = np.nan
+        edge = np.empty(n_vox, dtype=np.float64)
+        jump = np.empty(n_vox, dtype=dt)
+        sigma = np.empty(n_vox, dtype=dt)
+        valid = np.empty(n_vox, dtype=bool)
+        for b0 in range(0, n_vox, _BLOCK):
+            b1 = min(b0 + _BLOCK, n_vox)
+            self._block(mu2[:, b0:b1], edge[b0:b1], jump[b0:b1], sigma[b0:b1], valid[b0:b1])
         return EdgeResult(edge_ev=edge.reshape(spatial), jump=jump.reshape(spatial),
                           sigma_pre=sigma.reshape(spatial), valid=valid.reshape(spatial))
+
+    def _block(self, mu: np.ndarray, edge, jump, sigma, valid) -> None:
+        """Fill the output views for one block ``mu`` of shape (n_energy, n_block)."""
+        dt = mu.dtype
+        coef, resid_op = self._matrices(dt)
+        a_pre, b_pre, a_post, b_post, total = coef @ mu
+        resid = resid_op @ mu[self.pre]
+        np.sqrt(np.einsum("ij,ij->j", resid, resid) / dt.type(resid.shape[0]), out=sigma)
+        np.subtract(a_post, a_pre, out=jump)
+
+        # norm at rows k0-1 .. stop-1 in one broadcast expression: (n_rows, n_block)
+        m = mu[self._search]
+        x = self._x[self._search].astype(dt)[:, None]
+        norm = ne.evaluate("(m - (a_pre + b_pre * x)) / ((a_post - a_pre) + (b_post - b_pre) * x)")
+        n_lo, n_hi = norm[:-1], norm[1:]        # norm[k-1], norm[k] for every candidate k
+        half = dt.type(0.5)
+        cross = ne.evaluate("(n_hi >= half) & (n_lo < half)")
+        first = cross.argmax(axis=0)            # first True (0 where none; checked below)
+        cols = np.arange(mu.shape[1])
+        found = cross[first, cols]
+        n0 = norm[first, cols]
+        n1 = norm[first + 1, cols]
+        e = self.energies_ev[self._search]
+        e0 = e[first]
+        de = e[first + 1] - e0
+        # interpolation in float64: E ~ 8e3 eV needs more than float32's 24 bits
+        p = self.params
+        ok = ne.evaluate("found & (jump >= min_jump) & ((sigma <= 0) | (jump >= snr * sigma))"
+                         " & (total == total) & (abs(total) < inf)",
+                         local_dict={"found": found, "jump": jump, "min_jump": dt.type(p.min_jump),
+                                     "sigma": sigma, "snr": dt.type(p.snr), "total": total,
+                                     "inf": dt.type(np.inf)})
+        valid[...] = ok
+        ne.evaluate("where(ok, e0 + (half - n0) / (n1 - n0) * de, nan)",
+                    local_dict={"ok": ok, "e0": e0, "half": 0.5, "n0": n0, "n1": n1, "de": de,
+                                "nan": np.nan},
+                    out=edge, casting="unsafe")
 
     def normalize(self, mu: np.ndarray) -> np.ndarray:
         """Normalised absorbance ``norm(E)`` for every energy and voxel.
@@ -321,9 +332,9 @@ class EdgeKernel:
             spectrum is not finite.
         """
         mu2, spatial = self._as_2d(mu)
+        self._check(mu2)
         dt = mu2.dtype
-        a_pre, b_pre, a_post, b_post, _ = self._lines(mu2)
+        a_pre, b_pre, a_post, b_post, _ = self._matrices(dt)[0] @ mu2
         x = self._x.astype(dt)[:, None]
-        with np.errstate(divide="ignore", invalid="ignore"):
-            out = ne.evaluate("(mu2 - (a_pre + b_pre * x)) / ((a_post - a_pre) + (b_post - b_pre) * x)")
+        out = ne.evaluate("(mu2 - (a_pre + b_pre * x)) / ((a_post - a_pre) + (b_post - b_pre) * x)")
         return out.reshape((mu2.shape[0], *spatial))

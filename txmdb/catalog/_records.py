@@ -49,3 +49,31 @@ def get_or_create(catalog, model: type[T], sha256: str, create: Callable[[object
         if found is None:
             raise
         return found, False
+
+
+def commit_with_file(session, pending: Path, final: Path) -> None:
+    """Move a finished store file to its id-derived name and commit the rows that point at it.
+
+    Rename first, then commit; if the commit fails the file is removed again, so the store
+    never keeps a file that no row names.
+    """
+    final.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(pending, final)
+    try:
+        session.commit()
+    except BaseException:
+        final.unlink(missing_ok=True)
+        raise
+
+
+def frame_records(frame, **constants) -> list[dict]:
+    """DataFrame rows as plain-Python dicts (NaN → NULL, numpy scalars → Python) for bulk inserts."""
+    import numpy as np
+
+    records = frame.astype(object).where(frame.notna(), None).to_dict("records")
+    for row in records:
+        for key, value in row.items():
+            if isinstance(value, np.generic):
+                row[key] = value.item()
+        row.update(constants)
+    return records

@@ -90,7 +90,8 @@ def add_cell(session: Session, name: str, *, sample: str, **fields: Any) -> Cell
     if fraction is not None and not (0 < fraction <= 1):
         raise TxmdbError(f"--active-fraction must be in (0, 1], got {fraction}")
     loading = [fields.get(k) for k in ("loading_mg_cm2", "area_cm2", "active_fraction")]
-    if fields.get("active_mass_mg") is None and any(v is not None for v in loading) and None in loading:
+    if fields.get("active_mass_mg") is None and None in loading:
+        # mAh/g needs the active mass; DESIGN makes one of the two forms mandatory.
         raise TxmdbError("give --active-mass-mg, or all of --loading-mg-cm2, --area-cm2 and --active-fraction")
     if fields.get("ce_convention") is None:
         fields.pop("ce_convention", None)

@@ -13,7 +13,7 @@ from typing import Callable, Iterable
 from sqlalchemy import select
 
 from txmdb import __version__
-from txmdb.catalog._records import file_provenance, get_or_create
+from txmdb.catalog._records import commit_with_file, file_provenance, frame_records, get_or_create
 from txmdb.catalog.samples import get_sample
 from txmdb.db.models import STATISTICS_TABLES, Analysis, TXMScan
 from txmdb.errors import InputError, NotFoundError
@@ -153,12 +153,7 @@ def record_analysis(catalog, scan: TXMScan, options, outputs, pending: Path, *, 
         analysis.results_sha256 = sha256_file(pending)
         analysis.results_path = str(final.resolve())
         session.flush()
-        os.replace(pending, final)
-        try:
-            session.commit()
-        except BaseException:
-            final.unlink(missing_ok=True)
-            raise
+        commit_with_file(session, pending, final)
     return analysis
 
 
@@ -170,20 +165,10 @@ def _float(value):
 
 def insert_statistics(session, analysis_id: int, tables: dict) -> None:
     """Bulk-insert the pipeline's DataFrames into the statistics tables."""
-    import numpy as np
-
     for name, frame in tables.items():
-        model = STATISTICS_TABLES[name]
         if frame is None or frame.empty:
             continue
-        frame = frame.assign(analysis_id=analysis_id)
-        # NaN → NULL, numpy scalars → Python, so both backends accept the rows.
-        records = frame.astype(object).where(frame.notna(), None).to_dict("records")
-        for row in records:
-            for key, value in row.items():
-                if isinstance(value, np.generic):
-                    row[key] = value.item()
-        session.execute(model.__table__.insert(), records)
+        session.execute(STATISTICS_TABLES[name].__table__.insert(), frame_records(frame, analysis_id=analysis_id))
 
 
 def analyses_of(session, scan_ids: Iterable[int]) -> list[Analysis]:

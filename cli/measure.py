@@ -1,0 +1,99 @@
+"""``txmdb cycling …``, ``txmdb xas …``, ``txmdb xrd …``: electrochemistry and spectroscopy."""
+
+from __future__ import annotations
+
+import enum
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from txmdb.cli._common import catalog, echo
+
+cycling_app = typer.Typer(help="Cycler files: ingest and per-cycle metrics.", no_args_is_help=True)
+xas_app = typer.Typer(help="XAS spectra: K-edge energies and L3 ratios.", no_args_is_help=True)
+xrd_app = typer.Typer(help="XRD results: (003)/(104) ratio and lattice parameters.", no_args_is_help=True)
+
+
+class CyclerFormat(str, enum.Enum):
+    auto = "auto"
+    ndax = "ndax"
+    nda = "nda"
+    neware_csv = "neware-csv"
+    csv = "csv"
+
+
+class Edge(str, enum.Enum):
+    ni_k = "Ni-K"
+    ni_l3 = "Ni-L3"
+
+
+class Mode(str, enum.Enum):
+    transmission = "transmission"
+    fluorescence = "fluorescence"
+    tey = "TEY"
+    fy = "FY"
+
+
+@cycling_app.command("ingest")
+def cycling_ingest(
+    ctx: typer.Context,
+    file: Path = typer.Argument(..., help="Cycler file: Neware .ndax/.nda, Neware BTS CSV export, or CSV."),
+    cell: str = typer.Option(..., help="Cell the file belongs to."),
+    file_format: CyclerFormat = typer.Option(CyclerFormat.auto, "--format", help="File format; auto reads the content."),
+    columns: Optional[str] = typer.Option(None, help="Column mapping for other CSVs, e.g. time_s=Time,voltage_v=Ewe,current_a=I."),
+    upper_cutoff: Optional[float] = typer.Option(None, help="Upper cut-off voltage (V) for the voltage drop [default: the cell's]."),
+    reference_cycle: int = typer.Option(2, help="Reference cycle for capacity retention."),
+) -> None:
+    """Ingest a cycler file and compute per-cycle metrics; the same file again returns the existing run."""
+    from txmdb.catalog.cycling import ingest_cycling
+    from txmdb.io.cycling import parse_column_map
+
+    column_map = parse_column_map(columns) if columns else None
+    run, created = ingest_cycling(catalog(ctx), file, cell=cell, file_format=file_format.value, columns=column_map,
+                                  upper_cutoff_v=upper_cutoff, reference_cycle=reference_cycle)
+    echo(f"{'ingested' if created else 'already in the catalogue'}: {file} ({run.file_format}, "
+         f"{run.n_records} records, {run.n_cycles} cycles)")
+    echo(str(run.id))
+
+
+@xas_app.command("ingest")
+def xas_ingest(
+    ctx: typer.Context,
+    file: Path = typer.Argument(..., help="XDI file, or text with (energy, μ) or (energy, I0, It) columns."),
+    sample: str = typer.Option(..., help="Sample measured."),
+    edge: Edge = typer.Option(..., help="Absorption edge."),
+    mode: Optional[Mode] = typer.Option(None, help="Detection mode [default: transmission for K, TEY for L3]."),
+    state: Optional[str] = typer.Option(None, help="State, e.g. pristine or charged-4.5V."),
+    depth_um: Optional[float] = typer.Option(None, help="Probing depth in µm (depth-resolved confocal XAS)."),
+) -> None:
+    """Ingest a spectrum: half-height and derivative edge energies (K) or L3high/L3low (L3)."""
+    from txmdb.catalog.spectroscopy import ingest_xas
+
+    record, created = ingest_xas(catalog(ctx), file, sample=sample, edge=edge.value,
+                                 mode=mode.value if mode else None, state=state, depth_um=depth_um)
+    if record.edge == "Ni-K":
+        detail = f"edge {record.edge_energy_ev:.2f} eV (half height), e0 {record.e0_derivative_ev or float('nan'):.2f} eV (derivative)"
+    else:
+        detail = f"L3high/L3low {record.l3_ratio:.3f}"
+    echo(f"{'ingested' if created else 'already in the catalogue'}: {file} — {detail}")
+    echo(str(record.id))
+
+
+@xrd_app.command("add")
+def xrd_add(
+    ctx: typer.Context,
+    sample: str = typer.Option(..., help="Sample measured."),
+    state: Optional[str] = typer.Option(None, help="State, e.g. pristine."),
+    i003_i104: Optional[float] = typer.Option(None, help="(003)/(104) integrated intensity ratio."),
+    a: Optional[float] = typer.Option(None, help="Lattice parameter a, Å."),
+    c: Optional[float] = typer.Option(None, help="Lattice parameter c, Å."),
+    pattern: Optional[Path] = typer.Option(None, help="2θ–intensity pattern file to compute the ratio from."),
+    wavelength: Optional[float] = typer.Option(None, help="X-ray wavelength of the pattern, Å (Cu Kα 1.5406)."),
+) -> None:
+    """Record XRD values, or compute the (003)/(104) ratio from a pattern."""
+    from txmdb.catalog.spectroscopy import add_xrd
+
+    record = add_xrd(catalog(ctx), sample=sample, state=state, i003_i104=i003_i104, a_angstrom=a, c_angstrom=c,
+                     pattern=pattern, wavelength_angstrom=wavelength)
+    echo(f"XRD result {record.id}: I(003)/I(104) = {record.i003_i104:.3f}")

@@ -1,0 +1,157 @@
+"""XAS measurements and XRD results of samples."""
+
+from __future__ import annotations
+
+import math
+import os
+import uuid
+
+import pandas as pd
+
+from txmdb.catalog._records import commit_with_file, existing_by_sha, file_provenance
+from txmdb.catalog.samples import get_sample
+from txmdb.db.models import XASMeasurement, XRDResult
+from txmdb.errors import DuplicateError, InputError, TxmdbError
+
+EDGE_MODES = {"Ni-K": ("transmission", "fluorescence"), "Ni-L3": ("TEY", "FY")}
+
+
+def ingest_xas(
+    catalog,
+    path: str | os.PathLike,
+    *,
+    sample: str,
+    edge: str,
+    mode: str | None = None,
+    state: str | None = None,
+    depth_um: float | None = None,
+    params=None,
+) -> tuple[XASMeasurement, bool]:
+    """Read a spectrum, find its edge (K) or L3 ratio (L3), keep the normalised spectrum in the store."""
+    from txmdb.analysis import xas
+    from txmdb.io.spectra import read_spectrum
+
+    if edge not in EDGE_MODES:
+        raise InputError(path, f"unknown edge {edge!r}; use one of {', '.join(EDGE_MODES)}")
+    modes = EDGE_MODES[edge]
+    mode = mode or modes[0]
+    if mode not in modes:
+        raise InputError(path, f"mode {mode!r} does not fit edge {edge}; use one of {', '.join(modes)}")
+    if depth_um is not None and not (math.isfinite(depth_um) and depth_um >= 0):
+        raise InputError(path, f"--depth-um must be ≥ 0, got {depth_um}")
+    provenance = file_provenance(path)
+    with catalog.session() as session:
+        sample_id = get_sample(session, sample).id
+    found = existing_by_sha(catalog, XASMeasurement, provenance["file_sha256"])
+    if found is not None:
+        return found, False
+
+    spectrum = read_spectrum(path)
+    fields: dict = {}
+    try:
+        if edge == "Ni-K":
+            from txmdb.analysis.edge import edge_parameters
+
+            params = params or edge_parameters("Ni", min_jump=0.0)
+            result = xas.k_edge(spectrum.energy_ev, spectrum.mu, params=params)
+            if not result.valid:
+                raise InputError(path, "no half-height crossing of the edge in the edge window "
+                                       f"{params.edge[0]:g}–{params.edge[1]:g} eV (or the edge jump is too small)")
+            fields = dict(edge_energy_ev=float(result.edge_energy_ev), e0_derivative_ev=_finite(result.e0_derivative_ev),
+                          edge_jump=_finite(result.edge_jump))
+            normalized = result.normalized
+            parameters = {"pre_ev": list(params.pre), "post_ev": list(params.post), "edge_ev": list(params.edge),
+                          "min_jump": params.min_jump, "snr": params.snr}
+        else:
+            result = xas.l3_ratio(spectrum.energy_ev, spectrum.mu)
+            fields = dict(l3_ratio=_finite(result.ratio))
+            normalized = result.normalized
+            parameters = {"windows_ev": {k: list(v) for k, v in result.windows.items()}} if hasattr(result, "windows") else {}
+    except ValueError as exc:
+        raise InputError(path, str(exc)) from None
+    parameters = {k: [_json_float(x) for x in v] if isinstance(v, list) else v for k, v in parameters.items()}
+
+    folder = catalog.store_path("xas")
+    folder.mkdir(parents=True, exist_ok=True)
+    pending = folder / f".pending-{uuid.uuid4().hex}.parquet"
+    try:
+        pd.DataFrame({"energy_ev": spectrum.energy_ev, "mu": spectrum.mu, "normalized": normalized}).to_parquet(pending, index=False)
+        from txmdb.io.files import sha256_file
+
+        with catalog.session() as session:
+            record = XASMeasurement(
+                sample_id=sample_id, edge=edge, mode=mode, state=state, depth_um=depth_um, n_points=len(spectrum.energy_ev),
+                parameters=parameters, spectrum_path="", spectrum_sha256=sha256_file(pending), **fields, **provenance,
+            )
+            session.add(record)
+            session.flush()
+            final = catalog.store_path("xas", f"{record.id}.parquet")
+            record.spectrum_path = str(final.resolve())
+            session.flush()
+            commit_with_file(session, pending, final)
+            return record, True
+    except DuplicateError:
+        found = existing_by_sha(catalog, XASMeasurement, provenance["file_sha256"])
+        if found is None:
+            raise
+        return found, False
+    finally:
+        pending.unlink(missing_ok=True)
+
+
+def _finite(value) -> float | None:
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def _json_float(value):
+    value = float(value)
+    if math.isfinite(value):
+        return value
+    return None if math.isnan(value) else ("inf" if value > 0 else "-inf")
+
+
+def add_xrd(
+    catalog,
+    *,
+    sample: str,
+    state: str | None = None,
+    i003_i104: float | None = None,
+    a_angstrom: float | None = None,
+    c_angstrom: float | None = None,
+    pattern: str | os.PathLike | None = None,
+    wavelength_angstrom: float | None = None,
+) -> XRDResult:
+    """Record XRD values, or compute the (003)/(104) ratio from a 2θ–intensity pattern."""
+    from txmdb.analysis.xrd import i003_i104_ratio
+
+    if (i003_i104 is None) == (pattern is None):
+        raise TxmdbError("give either --i003-i104 or --pattern FILE --wavelength Å")
+    for name, value in (("--i003-i104", i003_i104), ("--a", a_angstrom), ("--c", c_angstrom),
+                        ("--wavelength", wavelength_angstrom)):
+        if value is not None and not (math.isfinite(value) and value > 0):
+            raise TxmdbError(f"{name} must be a positive number, got {value}")
+    provenance: dict = {}
+    parameters: dict = {}
+    if pattern is not None:
+        from txmdb.io.spectra import read_pattern
+
+        if wavelength_angstrom is None:
+            raise InputError(pattern, "a pattern needs --wavelength (Å)")
+        provenance = file_provenance(pattern)
+        data = read_pattern(pattern)
+        try:
+            i003_i104 = float(i003_i104_ratio(data.two_theta_deg, data.intensity, wavelength_angstrom=wavelength_angstrom))
+        except ValueError as exc:
+            raise InputError(pattern, str(exc)) from None
+        if not math.isfinite(i003_i104):
+            raise InputError(pattern, "the (003)/(104) ratio could not be computed from this pattern")
+        parameters = {"method": "integrated intensity after linear background"}
+    with catalog.session() as session:
+        record = XRDResult(
+            sample_id=get_sample(session, sample).id, state=state, i003_i104=i003_i104, a_angstrom=a_angstrom,
+            c_angstrom=c_angstrom, wavelength_angstrom=wavelength_angstrom, parameters=parameters, **provenance,
+        )
+        session.add(record)
+        session.flush()
+        return record

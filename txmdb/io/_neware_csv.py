@@ -1,0 +1,194 @@
+"""Neware BTS "regular" CSV export: three interleaved tables in one file.
+
+Private helper of :mod:`txmdb.io.cycling`. The export writes three header lines, then
+interleaves the tables:
+
+* cycle rows — first cell non-empty (``Cycle Index, Chg. Cap.(Ah), ...``);
+* step rows — one leading empty cell (``,Step Index, Step Number, Step Type, ...``);
+* record rows — two leading empty cells (``,,DataPoint, Time, Total Time, Current(A), ...``).
+
+Every record belongs to the step row above it, every step to the cycle row above it. The
+first cycle row is written on the same line as its first step row (the step's cells follow
+the cycle's cells without the leading empty cell), so a cycle line longer than the cycle
+header carries a step row too. Times are ``H:MM:SS`` (hours may exceed 24). The file is ASCII
+or, from Chinese-locale installations, GB18030 (``℃`` in temperature headers).
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from txmdb.errors import InputError
+from txmdb.io._cycler_columns import normalise_name, unit_factor
+
+# Normalised first cells of the three header lines.
+_CYCLE_HEADER = "cycleindex"
+_STEP_HEADER = "stepindex"
+_RECORD_HEADER = "datapoint"
+
+
+@dataclass
+class NewareTables:
+    """The three tables of an export: raw strings, columns named as in the file."""
+
+    cycles: pd.DataFrame
+    steps: pd.DataFrame
+    records: pd.DataFrame
+
+
+def looks_like_neware_csv(first_lines: list[str]) -> bool:
+    """True when the first three lines are the cycle, step and record headers."""
+    if len(first_lines) < 3:
+        return False
+    heads = [line.split(",") for line in first_lines[:3]]
+    return (
+        normalise_name(heads[0][0]) == _CYCLE_HEADER
+        and len(heads[1]) > 1 and heads[1][0] == "" and normalise_name(heads[1][1]) == _STEP_HEADER
+        and len(heads[2]) > 2 and heads[2][:2] == ["", ""]
+        and normalise_name(heads[2][2]) == _RECORD_HEADER
+    )
+
+
+def parse_hms(values: pd.Series) -> np.ndarray:
+    """Seconds from ``H:MM:SS[.f]`` strings (hours unbounded) or plain numbers; NaN if neither."""
+    text = values.astype("string").str.strip()
+    parts = text.str.split(":", expand=True)
+    if parts.shape[1] == 1:
+        return pd.to_numeric(text, errors="coerce").to_numpy(dtype=float)
+    parts = parts.apply(pd.to_numeric, errors="coerce")
+    seconds = np.zeros(len(text))
+    # Right-align: the last part is seconds, then minutes, then hours.
+    for i, factor in enumerate((1.0, 60.0, 3600.0)):
+        col = parts.shape[1] - 1 - i
+        if col < 0:
+            break
+        part = parts.iloc[:, col].to_numpy(dtype=float)
+        has = ~np.isnan(part)
+        seconds = np.where(has, seconds + part * factor, seconds if i else np.nan)
+    return seconds
+
+
+def split_tables(text: str, source) -> NewareTables:
+    """Split the export's text into its cycle, step and record tables (strings)."""
+    lines = text.splitlines()
+    if len(lines) < 3:
+        raise InputError(source, "Neware CSV export without its three header lines")
+    cycle_header = lines[0].split(",")
+    step_header = lines[1].split(",")[1:]
+    record_header = lines[2].split(",")[2:]
+    n_cycle = len(cycle_header)
+
+    body = lines[3:]
+    kinds = np.fromiter(
+        (2 if line.startswith(",,") else 1 if line.startswith(",") else 0 for line in body),
+        dtype=np.int8, count=len(body),
+    )
+    idx = np.arange(len(body))
+    # A line that is neither (blank) counts as a cycle line but is dropped below.
+    cycle_lines, step_lines = [], []
+    for i in idx[kinds == 0]:
+        cells = body[i].split(",")
+        if not body[i].strip():
+            continue
+        cycle_lines.append((i, cells[:n_cycle]))
+        if len(cells) > n_cycle:  # the first cycle row carries its first step row
+            step_lines.append((i, cells[n_cycle:]))
+    for i in idx[kinds == 1]:
+        step_lines.append((i, body[i].split(",")[1:]))
+    step_lines.sort(key=lambda item: item[0])
+
+    record_pos = idx[kinds == 2]
+    if record_pos.size == 0:
+        raise InputError(source, "no records (no record rows under the three headers)")
+    record_text = "\n".join(body[i][2:] for i in record_pos)
+    try:
+        records = pd.read_csv(
+            io.StringIO(record_text), header=None, names=record_header, dtype=str,
+            keep_default_na=False, on_bad_lines="error", engine="c",
+        )
+    except (pd.errors.ParserError, ValueError) as exc:
+        raise InputError(source, f"unreadable record rows: {exc}") from None
+
+    steps = pd.DataFrame([cells[: len(step_header)] for _, cells in step_lines])
+    steps = steps.reindex(columns=range(len(step_header)))
+    steps.columns = step_header
+    cycles = pd.DataFrame([cells for _, cells in cycle_lines]).reindex(columns=range(n_cycle))
+    cycles.columns = cycle_header
+
+    # Each record belongs to the last step line and the last cycle line above it.
+    step_pos = np.array([i for i, _ in step_lines], dtype=np.int64)
+    cycle_pos = np.array([i for i, _ in cycle_lines], dtype=np.int64)
+    step_of = np.searchsorted(step_pos, record_pos, side="right") - 1
+    cycle_of = np.searchsorted(cycle_pos, record_pos, side="right") - 1
+    if (step_of < 0).any() or (cycle_of < 0).any():
+        raise InputError(source, "record rows before the first cycle or step row")
+    records["_step_row"] = step_of
+    records["_cycle_row"] = cycle_of
+    steps["_cycle_row"] = np.searchsorted(cycle_pos, step_pos, side="right") - 1
+    return NewareTables(cycles=cycles, steps=steps, records=records)
+
+
+def _find(columns, *names: str) -> str | None:
+    norm = {normalise_name(c): c for c in columns}
+    for name in names:
+        if name in norm:
+            return norm[name]
+    # Units vary (Current(A) / Current(mA)): accept a name that starts with the stem.
+    for name in names:
+        for key, col in norm.items():
+            if key.startswith(name):
+                return col
+    return None
+
+
+def read_neware_csv(text: str, source) -> tuple[pd.DataFrame, dict[str, str]]:
+    """Records of a Neware export as canonical raw columns (see ``txmdb.io.cycling``).
+
+    Returns the frame (``time_s, voltage_v, current_a, cycle, step, step_type,
+    capacity_ah, energy_wh``; capacity and energy are per step, unsigned) and the column map.
+    """
+    tables = split_tables(text, source)
+    rec, steps, cycles = tables.records, tables.steps, tables.cycles
+    cols = {
+        "time_s": _find(rec.columns, "totaltime"),
+        "voltage_v": _find(rec.columns, "voltage"),
+        "current_a": _find(rec.columns, "current"),
+        "capacity_ah": _find(rec.columns, "capacity"),
+        "energy_wh": _find(rec.columns, "energy"),
+    }
+    missing = [k for k in ("time_s", "voltage_v", "current_a") if cols[k] is None]
+    if missing:
+        raise InputError(source, f"Neware CSV record rows lack columns for {', '.join(missing)}")
+    out = pd.DataFrame(index=rec.index)
+    out["time_s"] = parse_hms(rec[cols["time_s"]])
+    for key in ("voltage_v", "current_a", "capacity_ah", "energy_wh"):
+        if cols[key] is None:
+            continue
+        values = pd.to_numeric(rec[cols[key]], errors="coerce").to_numpy(dtype=float)
+        bad = np.isnan(values) & (rec[cols[key]].str.strip() != "").to_numpy()
+        if bad.any():
+            row = int(np.flatnonzero(bad)[0])
+            raise InputError(
+                source, f"non-numeric value {rec[cols[key]].iloc[row]!r} in column "
+                f"{cols[key]!r} (record {row + 1})",
+            )
+        out[key] = values * unit_factor(key, cols[key])
+
+    step_type_col = _find(steps.columns, "steptype")
+    step_number_col = _find(steps.columns, "stepnumber", "stepindex")
+    cycle_col = cycles.columns[0]
+    step_row = rec["_step_row"].to_numpy()
+    out["step"] = pd.to_numeric(steps[step_number_col], errors="coerce").to_numpy()[step_row] \
+        if step_number_col else step_row + 1
+    out["step_type"] = steps[step_type_col].to_numpy()[step_row] if step_type_col else None
+    out["cycle"] = pd.to_numeric(cycles[cycle_col], errors="coerce").to_numpy()[
+        rec["_cycle_row"].to_numpy()
+    ]
+    column_map = {k: v for k, v in cols.items() if v is not None}
+    column_map.update(step="Step Number (step rows)", step_type="Step Type (step rows)",
+                      cycle="Cycle Index (cycle rows)")
+    return out, column_map
