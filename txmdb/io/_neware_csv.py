@@ -59,17 +59,10 @@ def parse_hms(values: pd.Series) -> np.ndarray:
     parts = text.str.split(":", expand=True)
     if parts.shape[1] == 1:
         return pd.to_numeric(text, errors="coerce").to_numpy(dtype=float)
-    parts = parts.apply(pd.to_numeric, errors="coerce")
-    seconds = np.zeros(len(text))
-    # Right-align: the last part is seconds, then minutes, then hours.
-    for i, factor in enumerate((1.0, 60.0, 3600.0)):
-        col = parts.shape[1] - 1 - i
-        if col < 0:
-            break
-        part = parts.iloc[:, col].to_numpy(dtype=float)
-        has = ~np.isnan(part)
-        seconds = np.where(has, seconds + part * factor, seconds if i else np.nan)
-    return seconds
+    numbers = parts.apply(pd.to_numeric, errors="coerce").to_numpy(dtype=float)
+    # H:MM:SS → weights 3600, 60, 1 (a malformed cell gives NaN through the product).
+    weights = 60.0 ** np.arange(numbers.shape[1])[::-1]
+    return numbers @ weights
 
 
 def split_tables(text: str, source) -> NewareTables:

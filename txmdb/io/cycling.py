@@ -1,0 +1,565 @@
+"""Cycler files → one normalised record table.
+
+Formats (one reader each, chosen by :func:`detect_format` from the content, not the name):
+
+``ndax`` / ``nda``
+    Neware binary files, read with the ``fastnda`` library. Cycles are numbered the way
+    fastnda numbers them by default: a new cycle starts at a charge step that follows a
+    discharge step. (Neware's own cycle index counts loops of the test program, which may
+    hold several charge/discharge pairs — ``nw4-120-1-6-53.ndax`` has 150 such loops but 160
+    charge/discharge pairs — so it cannot pair a charge with its discharge.)
+``neware-csv``
+    Neware BTS "regular" CSV export with its cycle, step and record rows
+    (:mod:`txmdb.io._neware_csv`); the export's own cycle numbers are kept.
+``csv``
+    Plain CSV with Battery Data Format names (``test_time_second, voltage_volt,
+    current_ampere, cycle_count``) or Arbin / batterydata.energy.gov names (``Cycle_Index,
+    Test_Time_s`` or ``Time_s, Current_A, Voltage_V, Charge_Capacity_Ah, ...``); any other
+    header is mapped with ``columns`` (see :func:`parse_column_map`). Units written in a
+    header (``Current(mA)``, ``Capacity_mAh``) are converted.
+
+The record table (:data:`RECORD_COLUMNS`) is the same for every format:
+
+* ``time_s`` test time in s; ``voltage_v`` V; ``current_a`` A, **positive = charge** (a file
+  with the opposite convention is detected from its step types or capacity columns and its
+  sign flipped);
+* ``cycle`` cycle number; ``step`` running number of the step (1, 2, … in file order; a new
+  step starts wherever the file's step, step type or cycle changes, or — for files without
+  steps — wherever the current changes between charging, discharging and resting);
+* ``step_type`` ``"charge"``, ``"discharge"`` or ``"rest"``: the cycler's own step type
+  (CC, CV, CCCV, CP … charge all count as charge) or, where the file has none or an
+  unclassifiable one (pulse, IR …), the sign of the step's mean current;
+* ``charge_capacity_ah`` … ``discharge_energy_wh``: capacity and energy passed **since the
+  start of the step** (≥ 0), from the cycler's own columns whatever their scope in the file
+  (per step, cumulative per cycle or over the test — resets are recognised). NaN when the
+  file has no such column; the analysis then integrates current over time.
+
+Truncated files: a final line that was cut short (fewer cells than the header, or a cell
+that no longer parses) is dropped with a :class:`TruncatedFileWarning`; a file with no
+complete record, a damaged line anywhere else, or non-numeric values raise
+:class:`~txmdb.errors.InputError` naming the file and the problem.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import os
+import re
+import tempfile
+import warnings
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from txmdb.errors import InputError
+from txmdb.io._cycler_columns import (
+    CANONICAL_KEYS,
+    REQUIRED_KEYS,
+    match_columns,
+    unit_factor,
+)
+
+RECORD_COLUMNS = [
+    "time_s",
+    "voltage_v",
+    "current_a",
+    "cycle",
+    "step",
+    "step_type",
+    "charge_capacity_ah",
+    "discharge_capacity_ah",
+    "charge_energy_wh",
+    "discharge_energy_wh",
+]
+
+FORMATS = ("auto", "ndax", "nda", "neware-csv", "csv")
+STEP_TYPES = ("charge", "discharge", "rest")
+
+_NDA_MAGIC = b"NEWARE"
+_ZIP_MAGIC = b"PK\x03\x04"
+_SNIFF_BYTES = 64 << 10
+# A step whose mean |current| is below this fraction of the file's largest |current| rests.
+_REST_FRACTION = 1e-3
+
+
+class TruncatedFileWarning(UserWarning):
+    """A cut-short final line of a cycler file was dropped."""
+
+
+@dataclass
+class CyclerRecords:
+    """A cycler file read into the normalised record table.
+
+    Attributes
+    ----------
+    frame : pandas.DataFrame
+        One row per record, columns :data:`RECORD_COLUMNS` (see the module docstring).
+    file_format : str
+        The format read: ``"ndax"``, ``"nda"``, ``"neware-csv"`` or ``"csv"``.
+    column_map : dict[str, str]
+        Record column → the file's column (or field) it came from.
+    has_capacity : bool
+        True when the capacities come from the cycler's own columns, False when they are
+        NaN and must be integrated from current and time.
+    """
+
+    frame: pd.DataFrame
+    file_format: str
+    column_map: dict[str, str] = field(default_factory=dict)
+    has_capacity: bool = False
+
+
+# --------------------------------------------------------------------------- public API
+
+
+def parse_column_map(text: str) -> dict[str, str]:
+    """Parse a ``--columns`` option: ``"voltage_v=Volt,current_a=Amp"`` → dict.
+
+    Keys are record columns (:data:`RECORD_COLUMNS`) or ``capacity_ah`` / ``energy_wh`` for
+    a single net or unsigned capacity / energy column whose direction follows from the step.
+    Values are column names of the file (a unit in the name, e.g. ``I(mA)``, is converted).
+
+    Raises
+    ------
+    InputError
+        On an item without ``=``, an empty name, an unknown key or a key given twice.
+    """
+    mapping: dict[str, str] = {}
+    for item in (part.strip() for part in str(text).split(",")):
+        if not item:
+            continue
+        key, sep, column = (s.strip() for s in item.partition("="))
+        if not sep or not key or not column:
+            raise InputError("--columns", f"expected KEY=COLUMN, got {item!r}")
+        if key not in CANONICAL_KEYS:
+            raise InputError(
+                "--columns", f"unknown key {key!r} (known: {', '.join(CANONICAL_KEYS)})"
+            )
+        if key in mapping:
+            raise InputError("--columns", f"key {key!r} given twice")
+        mapping[key] = column
+    if not mapping:
+        raise InputError("--columns", "no KEY=COLUMN pairs given")
+    return mapping
+
+
+def detect_format(path: str | os.PathLike) -> str:
+    """Format of a cycler file from its content: ``ndax``, ``nda``, ``neware-csv`` or ``csv``.
+
+    Raises
+    ------
+    InputError
+        When the file is missing, empty, or binary without a Neware signature.
+    """
+    path = Path(path)
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(_SNIFF_BYTES)
+    except OSError as exc:
+        raise InputError(path, f"cannot open: {exc.strerror or exc}") from None
+    if not head:
+        raise InputError(path, "empty file")
+    if head.startswith(_NDA_MAGIC):
+        return "nda"
+    if head.startswith(_ZIP_MAGIC):
+        if zipfile.is_zipfile(path):
+            with contextlib.suppress(zipfile.BadZipFile), zipfile.ZipFile(path) as zf:
+                if "data.ndc" in zf.namelist():
+                    return "ndax"
+        raise InputError(path, "a ZIP archive that is not a Neware .ndax file (no data.ndc)")
+    if b"\x00" in head:
+        raise InputError(path, "binary content: not a Neware file and not a CSV text file")
+    from txmdb.io._neware_csv import looks_like_neware_csv
+
+    text = _decode(head, path, partial=True)
+    return "neware-csv" if looks_like_neware_csv(text.splitlines()[:3]) else "csv"
+
+
+def read_cycler_file(
+    path: str | os.PathLike,
+    *,
+    file_format: str = "auto",
+    columns: dict[str, str] | None = None,
+) -> CyclerRecords:
+    """Read a cycler file into the normalised record table.
+
+    Parameters
+    ----------
+    path : path-like
+        The cycler file.
+    file_format : {"auto", "ndax", "nda", "neware-csv", "csv"}
+        ``"auto"`` decides from the content (:func:`detect_format`).
+    columns : dict, optional
+        Record column → file column, overriding the recognised names (plain CSV only);
+        see :func:`parse_column_map`.
+
+    Returns
+    -------
+    CyclerRecords
+
+    Raises
+    ------
+    InputError
+        Naming the file and the problem: unreadable, damaged or empty files, missing or
+        non-numeric columns, an unknown format or column key.
+    """
+    path = Path(path)
+    if file_format not in FORMATS:
+        raise InputError(path, f"unknown format {file_format!r} (known: {', '.join(FORMATS)})")
+    detected = detect_format(path)
+    fmt = detected if file_format == "auto" else file_format
+    if columns:
+        unknown = sorted(set(columns) - set(CANONICAL_KEYS))
+        if unknown:
+            raise InputError(path, f"unknown column key(s) {', '.join(map(repr, unknown))} "
+                             f"(known: {', '.join(CANONICAL_KEYS)})")
+        if fmt != "csv":
+            raise InputError(path, f"column mapping applies to plain CSV, not {fmt} files")
+
+    if fmt in ("ndax", "nda"):
+        if detected not in ("ndax", "nda"):
+            raise InputError(path, f"not a Neware {fmt} file (content looks like {detected})")
+        raw, column_map, scope = _read_neware_binary(path, detected)
+    elif fmt == "neware-csv":
+        from txmdb.io._neware_csv import read_neware_csv
+
+        text = _read_text(path)
+        raw, column_map = read_neware_csv(text, path)
+        scope = "step"
+    else:
+        if detected in ("ndax", "nda"):
+            raise InputError(path, f"a Neware {detected} file, not a CSV")
+        raw, column_map = _read_plain_csv(path, columns)
+        scope = "running"
+    frame, has_capacity = _normalise(raw, path, capacity_scope=scope)
+    return CyclerRecords(frame=frame, file_format=fmt, column_map=column_map,
+                         has_capacity=has_capacity)
+
+
+# --------------------------------------------------------------------------- readers
+
+
+class _LogCollector(logging.Handler):
+    """Collects fastnda's log records instead of letting them print tracebacks."""
+
+    def __init__(self) -> None:
+        super().__init__(level=logging.WARNING)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+@contextlib.contextmanager
+def _captured_fastnda_log():
+    logger = logging.getLogger("fastnda")
+    handler = _LogCollector()
+    old_propagate = logger.propagate
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        yield handler.records
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate = old_propagate
+
+
+def _read_neware_binary(path: Path, fmt: str) -> tuple[pd.DataFrame, dict[str, str], str]:
+    """Neware ``.nda``/``.ndax`` through fastnda; its logged errors mean a damaged file."""
+    import fastnda
+
+    with contextlib.ExitStack() as stack:
+        source = path
+        if path.suffix.lower() != f".{fmt}":
+            # fastnda picks its parser by suffix; give it a correctly named link.
+            tmp = Path(stack.enter_context(tempfile.TemporaryDirectory()))
+            source = tmp / f"data.{fmt}"
+            try:
+                source.symlink_to(path.resolve())
+            except OSError:
+                import shutil
+
+                shutil.copyfile(path, source)
+        logs = stack.enter_context(_captured_fastnda_log())
+        try:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                df = fastnda.read(source)
+        except Exception as exc:  # fastnda raises many types on damaged files
+            raise InputError(path, f"damaged Neware {fmt} file ({type(exc).__name__}: {exc})") \
+                from None
+    errors = [r for r in logs if r.levelno >= logging.ERROR]
+    if errors:
+        raise InputError(path, f"damaged Neware {fmt} file: {errors[0].getMessage()}")
+    for rec in logs:
+        warnings.warn(f"{path}: {rec.getMessage()}", stacklevel=3)
+    for w in caught:
+        warnings.warn(f"{path}: {w.message}", stacklevel=3)
+    if df.height == 0:
+        raise InputError(path, "no records")
+
+    def col(name: str, factor: float = 1.0) -> np.ndarray:
+        return df.get_column(name).cast(float).to_numpy() * factor
+
+    raw = pd.DataFrame({
+        "time_s": col("total_time_s"),
+        "voltage_v": col("voltage_V"),
+        "current_a": col("current_mA", 1e-3),
+        "cycle": df.get_column("cycle_count").to_numpy(),
+        "step": df.get_column("step_count").to_numpy(),
+        "step_type": df.get_column("step_type").cast(str).to_numpy(),
+        "capacity_ah": col("capacity_mAh", 1e-3),
+        "energy_wh": col("energy_mWh", 1e-3),
+    })
+    column_map = {
+        "time_s": "total_time_s", "voltage_v": "voltage_V", "current_a": "current_mA",
+        "cycle": "cycle_count (fastnda, cycle_mode='chg')", "step": "step_count",
+        "step_type": "step_type", "capacity_ah": "capacity_mAh", "energy_wh": "energy_mWh",
+    }
+    return raw, column_map, "step"
+
+
+def _decode(data: bytes, source, *, partial: bool = False) -> str:
+    """Text of a CSV: UTF-8 (BOM allowed), else GB18030 (Neware on Chinese Windows)."""
+    for encoding in ("utf-8-sig", "gb18030"):
+        try:
+            return data.decode(encoding)
+        except UnicodeDecodeError as exc:
+            # A sniffed prefix may end inside a multi-byte character.
+            if partial and exc.start >= len(data) - 4:
+                return data[: exc.start].decode(encoding)
+    raise InputError(source, "not a text file (neither UTF-8 nor GB18030)")
+
+
+def _read_text(path: Path) -> str:
+    with open(path, "rb") as fh:
+        data = fh.read()
+    if b"\x00" in data[:_SNIFF_BYTES]:
+        raise InputError(path, "binary content: not a CSV text file")
+    return _decode(data, path)
+
+
+def _drop_partial_last_line(text: str, source) -> str:
+    """Drop a cut-short final line (fewer cells than the header) with a warning."""
+    body = text.rstrip("\r\n")
+    lines_end = body.rfind("\n")
+    if lines_end < 0:
+        return text
+    header = text[: text.find("\n")].rstrip("\r")
+    last = body[lines_end + 1:]
+    if last.count(",") < header.count(","):
+        warnings.warn(
+            f"{source}: dropped a truncated final line ({last.count(',') + 1} of "
+            f"{header.count(',') + 1} cells)", TruncatedFileWarning, stacklevel=4,
+        )
+        return body[: lines_end + 1]
+    return text
+
+
+def _read_plain_csv(path: Path, columns: dict[str, str] | None) -> tuple[pd.DataFrame, dict]:
+    """A plain CSV with recognised or user-mapped column names → canonical raw columns."""
+    text = _drop_partial_last_line(_read_text(path), path)
+    try:
+        table = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False,
+                            skipinitialspace=True, engine="c")
+    except pd.errors.EmptyDataError:
+        raise InputError(path, "empty CSV (no header)") from None
+    except pd.errors.ParserError as exc:
+        raise InputError(path, f"damaged CSV: {exc}") from None
+    if table.shape[1] < 2:
+        raise InputError(path, "not a comma-separated table (fewer than two columns)")
+    found = match_columns(list(table.columns))
+    if columns:
+        absent = [c for c in columns.values() if c not in table.columns]
+        if absent:
+            raise InputError(path, f"column(s) {', '.join(map(repr, absent))} not in the file")
+        found.update(columns)
+    missing = [k for k in REQUIRED_KEYS if k not in found]
+    if missing:
+        raise InputError(
+            path, f"missing needed column(s) for {', '.join(missing)} (map them with "
+            f"--columns KEY=COLUMN; header: {', '.join(list(table.columns)[:12])})",
+        )
+    if len(table) == 0:
+        raise InputError(path, "no records (header only)")
+
+    raw = pd.DataFrame(index=table.index)
+    for key, column in found.items():
+        cells = table[column]
+        if key == "step_type":
+            raw[key] = cells.to_numpy(dtype=object)
+            continue
+        values = pd.to_numeric(cells, errors="coerce")
+        stripped = cells.str.strip()
+        # Empty cells and NaN tokens are missing values; anything else unparsable is garbage.
+        garbage = values.isna() & ~stripped.str.lower().isin(("", "nan", "na", "null", "none"))
+        if garbage.any():
+            row = int(np.flatnonzero(garbage.to_numpy())[0])
+            raise InputError(
+                path, f"non-numeric value {cells.iloc[row]!r} in column {column!r} "
+                f"(line {row + 2})",
+            )
+        raw[key] = values.to_numpy(dtype=float) * unit_factor(key, column)
+    return raw, dict(found)
+
+
+# --------------------------------------------------------------------------- normalisation
+
+
+def _segment_starts(*keys: np.ndarray) -> np.ndarray:
+    """Boolean mask: True where any key differs from the previous record (and at 0)."""
+    n = len(keys[0])
+    starts = np.zeros(n, dtype=bool)
+    starts[0] = True
+    for key in keys:
+        starts[1:] |= key[1:] != key[:-1]
+    return starts
+
+
+def _classify_step_names(names: np.ndarray) -> np.ndarray:
+    """Cycler step names → +1 charge, −1 discharge, 0 rest, 2 unknown (decide by current)."""
+    uniques, inverse = np.unique(np.asarray(names, dtype=str), return_inverse=True)
+    codes = np.full(len(uniques), 2, dtype=np.int8)
+    for i, name in enumerate(uniques):
+        flat = re.sub(r"[^a-z]", "", name.lower())
+        if re.search(r"dchg|dischg|discharg|^d$", flat):
+            codes[i] = -1
+        elif re.search(r"chg|charg|^c$", flat):
+            codes[i] = 1
+        elif re.search(r"rest|pause|ocv|opencircuit|relax|^r$", flat):
+            codes[i] = 0
+    return codes[inverse]
+
+
+def _per_step_cumulative(values: np.ndarray, starts: np.ndarray, scope: str) -> np.ndarray:
+    """Capacity/energy since the start of each step, from a cycler column.
+
+    ``scope="step"``: the column already restarts at every step (Neware); magnitudes are used.
+    ``scope="running"``: the column accumulates over several steps (a cycle, the test) and
+    may be reset anywhere; increments are summed per step, a drop counting as a reset.
+    """
+    v = pd.Series(np.abs(values)).ffill().fillna(0.0).to_numpy()
+    if scope == "step":
+        return v
+    inc = np.empty_like(v)
+    inc[0] = v[0]
+    inc[1:] = v[1:] - v[:-1]
+    reset = inc < 0
+    inc[reset] = v[reset]
+    total = np.cumsum(inc)
+    base = (total - inc)[starts]
+    return total - np.repeat(base, np.diff(np.r_[np.flatnonzero(starts), len(v)]))
+
+
+def _normalise(raw: pd.DataFrame, source, *, capacity_scope: str) -> tuple[pd.DataFrame, bool]:
+    """Canonical raw columns (any subset, see CANONICAL_KEYS) → the record table."""
+    # Drop records without time, voltage or current (blank trailing cells, a cut last row).
+    required = raw[list(REQUIRED_KEYS)].to_numpy(dtype=float)
+    complete = ~np.isnan(required).any(axis=1)
+    if not complete.all():
+        n_bad = int((~complete).sum())
+        if complete.any() and n_bad == 1 and not complete[-1]:
+            warnings.warn(f"{source}: dropped an incomplete final record", TruncatedFileWarning,
+                          stacklevel=3)
+        elif n_bad:
+            first = int(np.flatnonzero(~complete)[0])
+            raise InputError(source, f"{n_bad} record(s) without time, voltage or current "
+                             f"(first: record {first + 1})")
+        raw = raw.loc[complete].reset_index(drop=True)
+    n = len(raw)
+    if n == 0:
+        raise InputError(source, "no records")
+    if not np.isfinite(raw[list(REQUIRED_KEYS)].to_numpy(dtype=float)).all():
+        raise InputError(source, "infinite time, voltage or current values")
+
+    time = raw["time_s"].to_numpy(dtype=float)
+    voltage = raw["voltage_v"].to_numpy(dtype=float)
+    current = raw["current_a"].to_numpy(dtype=float)
+    threshold = _REST_FRACTION * max(float(np.abs(current).max()), 1e-300)
+
+    has_cycle = "cycle" in raw and raw["cycle"].notna().all()
+    cycle_key = raw["cycle"].to_numpy(dtype=float) if has_cycle else np.zeros(n)
+    step_key = raw["step"].to_numpy(dtype=float) if "step" in raw else None
+    if "step_type" in raw and raw["step_type"].notna().all():
+        named = _classify_step_names(raw["step_type"].to_numpy())
+    else:
+        named = None
+
+    # Sign convention: the cycler's step names or its charge-capacity column tell which
+    # current direction charges; positive is charge here.
+    flip = False
+    if named is not None and ((named == 1).any() or (named == -1).any()):
+        flip = current[named == 1].sum() + -current[named == -1].sum() < 0
+    elif "charge_capacity_ah" in raw and raw["charge_capacity_ah"].notna().any():
+        q = pd.Series(raw["charge_capacity_ah"].to_numpy(dtype=float)).ffill().fillna(0.0)
+        rising = np.r_[False, np.diff(q.to_numpy()) > 0]
+        flip = current[rising].sum() < 0
+    if flip:
+        current = -current
+
+    # Steps: contiguous runs of the file's step (and type) within a cycle; without step
+    # information, runs of charging / discharging / resting current.
+    sign_class = np.where(current > threshold, 1, np.where(current < -threshold, -1, 0))
+    keys = [cycle_key]
+    if step_key is not None:
+        keys.append(step_key)
+    if named is not None:
+        keys.append(named)
+    if step_key is None and named is None:
+        keys.append(sign_class)
+    starts = _segment_starts(*keys)
+    seg = np.cumsum(starts) - 1
+    n_seg = int(seg[-1]) + 1
+    seg_len = np.bincount(seg, minlength=n_seg)
+    seg_mean = np.bincount(seg, weights=current, minlength=n_seg) / seg_len
+    by_current = np.where(seg_mean > threshold, 1, np.where(seg_mean < -threshold, -1, 0))
+    seg_type = by_current
+    if named is not None:
+        seg_named = named[starts]
+        seg_type = np.where(seg_named == 2, by_current, seg_named)
+    rec_type = seg_type[seg]
+
+    if has_cycle:
+        cycle = raw["cycle"].to_numpy(dtype=float).astype(np.int64)
+    else:
+        # No cycle column: a new cycle starts at a charge step following a discharge step.
+        last_active = pd.Series(np.where(seg_type == 0, np.nan, seg_type)).ffill().to_numpy()
+        prev_active = np.r_[np.nan, last_active[:-1]]
+        new_cycle = (seg_type == 1) & (prev_active == -1)
+        cycle = (1 + np.cumsum(new_cycle))[seg]
+
+    frame = pd.DataFrame({
+        "time_s": time,
+        "voltage_v": voltage,
+        "current_a": current,
+        "cycle": cycle,
+        "step": seg + 1,
+        "step_type": pd.Categorical.from_codes(
+            np.select([rec_type == 1, rec_type == -1], [0, 1], 2), categories=list(STEP_TYPES)
+        ),
+    })
+
+    def cumulative(key: str) -> np.ndarray | None:
+        if key in raw and raw[key].notna().any():
+            return _per_step_cumulative(raw[key].to_numpy(dtype=float), starts, capacity_scope)
+        return None
+
+    has_capacity = False
+    for quantity, net_key in (("capacity_ah", "capacity_ah"), ("energy_wh", "energy_wh")):
+        chg = cumulative(f"charge_{quantity}")
+        dis = cumulative(f"discharge_{quantity}")
+        if chg is None and dis is None and (net := cumulative(net_key)) is not None:
+            # One column for both directions: the step's direction decides.
+            chg = np.where(rec_type == 1, net, 0.0)
+            dis = np.where(rec_type == -1, net, 0.0)
+        nan = np.full(n, np.nan)
+        frame[f"charge_{quantity}"] = nan if chg is None else chg
+        frame[f"discharge_{quantity}"] = nan if dis is None else dis
+        if quantity == "capacity_ah":
+            has_capacity = chg is not None or dis is not None
+    return frame[RECORD_COLUMNS], has_capacity

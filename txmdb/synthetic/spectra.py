@@ -1,0 +1,341 @@
+"""Synthetic XAS spectra and XRD patterns with known answers (tests, demo).
+
+Each generator builds its signal so that the quantity the analysis measures is the one
+requested, exactly (up to floating point) and by construction rather than by fitting:
+
+* :func:`ni_k_edge_spectrum` — a Ni K edge whose half-height (DESIGN §5 definition with
+  the Ni-K windows) is ``half_height_ev``: the edge step and the white line are confined
+  between the pre- and post-edge windows, so both fitted lines are exact and the
+  normalised spectrum equals the step + white-line shape.
+* :func:`ni_l3_spectrum` — a Ni L3 spectrum whose background-subtracted peak heights in
+  the L3-low and L3-high windows are ``low_peak`` and ``high_peak``.
+* :func:`layered_xrd_pattern` — a layered R-3m (LiMO2) powder pattern at any wavelength
+  whose (003) and (104) peaks have areas (over 2θ) in the ratio ``i003_i104``.
+
+For the demo (rod-NMC vs gravel-NMC): typical Ni K half-heights are ≈ 8342 eV pristine
+(mostly Ni²⁺/Ni³⁺) and 2–4 eV higher charged; Ni L3 high/low ratios ≈ 0.6 pristine and
+≈ 1.0–1.5 charged, lower in TEY (surface, ~5 nm, reduced) than in FY (~100 nm); I(003)/
+I(104) ≈ 1.2–1.8 for well-layered NMC.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Sequence
+
+import numpy as np
+
+from txmdb.io.files import atomic_output
+
+__all__ = [
+    "NI_K_PRE_MAX_EV",
+    "NI_K_POST_MIN_EV",
+    "default_k_energies",
+    "ni_k_edge_spectrum",
+    "ni_l3_spectrum",
+    "layered_xrd_pattern",
+    "write_columns",
+]
+
+#: Upper end of the Ni-K pre-edge window and lower end of its post-edge window, eV
+#: (the Ni preset of :mod:`txmdb.analysis.edge`). The synthetic edge lives between them.
+NI_K_PRE_MAX_EV = 8320.0
+NI_K_POST_MIN_EV = 8370.0
+
+
+def default_k_energies() -> np.ndarray:
+    """Energy grid of a typical Ni K XANES scan, eV.
+
+    5 eV steps over the pre-edge (8200–8315), 0.5 eV through the edge (8315–8380) and
+    2 eV above (8380–8600): the step sizes beamlines use.
+
+    Returns
+    -------
+    numpy.ndarray
+        Strictly increasing energies, eV.
+    """
+    pre = np.arange(8200.0, 8315.0, 5.0)
+    edge = np.arange(8315.0, 8380.0, 0.5)
+    post = np.arange(8380.0, 8600.0 + 1e-9, 2.0)
+    return np.concatenate([pre, edge, post])
+
+
+def ni_k_edge_spectrum(
+    half_height_ev: float = 8342.0,
+    *,
+    energy_ev: np.ndarray | None = None,
+    jump: float = 1.0,
+    white_line: float = 0.4,
+    edge_halfwidth_ev: float = 10.0,
+    broadening_ev: float = 2.0,
+    white_line_width_ev: float = 12.0,
+    pre_offset: float = 0.0,
+    pre_slope_per_ev: float = 0.0,
+    post_slope_per_ev: float = 0.0,
+    noise: float = 0.0,
+    seed: int | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Synthetic Ni K-edge μ(E) with a chosen half-height edge energy.
+
+    μ(E) = pre(E) + J(E)·[s(E) + w(E)], with a linear pre-edge ``pre(E)``, a linear jump
+    ``J(E) = jump·(1 + post_slope·(E − E½))``, an arctan-shaped step ``s`` that is
+    scaled to rise from exactly 0 at E½ − ``edge_halfwidth_ev`` to exactly 1 at
+    E½ + ``edge_halfwidth_ev`` (so it is 0.5 at E½, point-symmetric about it, and flat
+    inside both fit windows) and a sin² white line ``w`` that starts at E½ +
+    ``broadening_ev`` (after the half-height, so it cannot move it) and lasts
+    ``white_line_width_ev``. Normalising with the Ni-K windows returns s + w exactly.
+
+    Parameters
+    ----------
+    half_height_ev : float
+        Where the normalised spectrum crosses 0.5, eV.
+    energy_ev : numpy.ndarray, optional
+        Energies, eV; default :func:`default_k_energies`.
+    jump : float
+        Edge jump at E½ (units of μ).
+    white_line : float
+        White-line height above the normalised step (fraction of the jump).
+    edge_halfwidth_ev : float
+        Half of the energy range over which the step rises, eV.
+    broadening_ev : float
+        Half width at half maximum of the arctan's derivative (core-hole and
+        instrumental broadening), eV.
+    white_line_width_ev : float
+        Full length of the white-line bump, eV.
+    pre_offset, pre_slope_per_ev : float
+        Pre-edge line μ = offset + slope·(E − E½) (units of μ, μ per eV).
+    post_slope_per_ev : float
+        Relative slope of the jump with energy, per eV.
+    noise : float
+        Standard deviation of Gaussian noise added to μ (units of μ); 0 for none.
+    seed : int, optional
+        Seed of the noise generator.
+
+    Returns
+    -------
+    energy_ev, mu : numpy.ndarray
+        Energies (eV) and μ(E).
+
+    Raises
+    ------
+    ValueError
+        The edge or white line would reach into the Ni-K pre-edge (≤ 8320 eV) or
+        post-edge (≥ 8370 eV) window: then the fitted lines would no longer be exact.
+    """
+    e_half = float(half_height_ev)
+    start = e_half - edge_halfwidth_ev
+    end = max(e_half + edge_halfwidth_ev, e_half + broadening_ev + white_line_width_ev)
+    if start < NI_K_PRE_MAX_EV or end > NI_K_POST_MIN_EV:
+        raise ValueError(
+            f"edge at {e_half} eV spans {start:g}..{end:g} eV, outside the "
+            f"{NI_K_PRE_MAX_EV:g}..{NI_K_POST_MIN_EV:g} eV gap between the Ni-K fit windows"
+        )
+    e = default_k_energies() if energy_ev is None else np.asarray(energy_ev, dtype=np.float64)
+    x = e - e_half
+    # Scaled arctan: the usual XANES step shape, clipped to [0, 1] at ±edge_halfwidth.
+    scale = math.atan(edge_halfwidth_ev / broadening_ev)
+    step = np.clip(0.5 + 0.5 * np.arctan(x / broadening_ev) / scale, 0.0, 1.0)
+    u = (x - broadening_ev) / white_line_width_ev
+    wl = np.where((u > 0) & (u < 1), white_line * np.sin(np.pi * u) ** 2, 0.0)
+    pre = pre_offset + pre_slope_per_ev * x
+    jump_e = jump * (1.0 + post_slope_per_ev * x)
+    mu = pre + jump_e * (step + wl)
+    if noise:
+        mu = mu + np.random.default_rng(seed).normal(0.0, noise, size=mu.shape)
+    return e, mu
+
+
+def ni_l3_spectrum(
+    *,
+    high_peak: float = 0.8,
+    low_peak: float = 1.0,
+    energy_ev: np.ndarray | None = None,
+    low_center_ev: float = 853.0,
+    high_center_ev: float = 855.5,
+    peak_sigma_ev: float = 0.35,
+    background: tuple[float, float] = (0.5, 0.01),
+    l2_peak: float = 0.4,
+    continuum: float = 0.2,
+    noise: float = 0.0,
+    seed: int | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Synthetic Ni L2,3 soft-XAS yield (TEY or FY) with chosen L3 peak heights.
+
+    Intensity = background line + Gaussian L3-low and L3-high peaks + an L3 continuum
+    step that rises after the high window (857–860 eV) + an L2 peak at 871 eV. The
+    Gaussians are narrow enough (σ 0.35 eV against 2.5 eV apart) that neither adds to
+    the other's window, so :func:`txmdb.analysis.xas.l3_ratio` with the Ni defaults
+    recovers ``high_peak / low_peak``.
+
+    Parameters
+    ----------
+    high_peak, low_peak : float
+        Heights of the L3-high and L3-low peaks above the background (intensity units).
+    energy_ev : numpy.ndarray, optional
+        Energies, eV; default 840–880 eV in 0.1 eV steps (the peak centres on the grid).
+    low_center_ev, high_center_ev : float
+        Peak positions, eV (inside the default windows 852–854 and 854.5–856.5 eV).
+    peak_sigma_ev : float
+        Gaussian σ of both peaks, eV.
+    background : tuple of float
+        ``(offset, slope)`` of the linear background: offset + slope·(E − 845 eV).
+    l2_peak, continuum : float
+        Height of the L2 peak and of the L3 continuum step (intensity units).
+    noise : float
+        Standard deviation of Gaussian noise (intensity units); 0 for none.
+    seed : int, optional
+        Seed of the noise generator.
+
+    Returns
+    -------
+    energy_ev, intensity : numpy.ndarray
+    """
+    e = np.round(np.linspace(840.0, 880.0, 401), 6) if energy_ev is None else np.asarray(energy_ev, dtype=np.float64)
+    offset, slope = background
+    y = offset + slope * (e - 845.0)
+    y = y + low_peak * np.exp(-0.5 * ((e - low_center_ev) / peak_sigma_ev) ** 2)
+    y = y + high_peak * np.exp(-0.5 * ((e - high_center_ev) / peak_sigma_ev) ** 2)
+    y = y + l2_peak * np.exp(-0.5 * ((e - 871.0) / (2 * peak_sigma_ev)) ** 2)
+    # Continuum: a raised-cosine step 857 → 860 eV, outside every analysis window.
+    t = np.clip((e - 857.0) / 3.0, 0.0, 1.0)
+    y = y + continuum * 0.5 * (1.0 - np.cos(np.pi * t))
+    if noise:
+        y = y + np.random.default_rng(seed).normal(0.0, noise, size=y.shape)
+    return e, y
+
+
+# Reflections of a layered R-3m oxide and their areas relative to (104); (003) is set by
+# the requested ratio. Roughly the pattern of LiNi0.8Mn0.1Co0.1O2.
+_R3M_REFLECTIONS: tuple[tuple[tuple[int, int, int], float], ...] = (
+    ((1, 0, 1), 0.35),
+    ((0, 0, 6), 0.08),
+    ((0, 1, 2), 0.10),
+    ((1, 0, 4), 1.0),
+    ((0, 1, 5), 0.15),
+    ((1, 0, 7), 0.10),
+    ((0, 1, 8), 0.12),
+    ((1, 1, 0), 0.12),
+    ((1, 1, 3), 0.10),
+)
+
+
+def _hexagonal_d(hkl: tuple[int, int, int], a: float, c: float) -> float:
+    h, k, l = hkl
+    return 1.0 / math.sqrt(4.0 / 3.0 * (h * h + h * k + k * k) / (a * a) + l * l / (c * c))
+
+
+def _pseudo_voigt(x: np.ndarray, center: float, fwhm: float, eta: float) -> np.ndarray:
+    """Unit-area pseudo-Voigt: eta·Lorentzian + (1 − eta)·Gaussian, same FWHM."""
+    gamma = 0.5 * fwhm
+    lorentz = gamma / (np.pi * ((x - center) ** 2 + gamma * gamma))
+    sigma = fwhm / (2.0 * math.sqrt(2.0 * math.log(2.0)))
+    gauss = np.exp(-0.5 * ((x - center) / sigma) ** 2) / (sigma * math.sqrt(2.0 * np.pi))
+    return eta * lorentz + (1.0 - eta) * gauss
+
+
+def layered_xrd_pattern(
+    *,
+    wavelength_angstrom: float = 1.5406,
+    i003_i104: float = 1.5,
+    area_104: float = 100.0,
+    a_angstrom: float = 2.87,
+    c_angstrom: float = 14.2,
+    eta: float = 0.5,
+    relative_width: float = 0.003,
+    fwhm_deg: float | None = None,
+    d_range_angstrom: tuple[float, float] = (1.3, 6.0),
+    step_deg: float | None = None,
+    background: tuple[float, float] = (20.0, 0.0),
+    noise: float = 0.0,
+    seed: int | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Synthetic powder pattern of a layered LiMO2 (R-3m) oxide at any wavelength.
+
+    Peaks sit at the Bragg angles of the hexagonal cell (a, c) for ``wavelength``; each
+    is a unit-area pseudo-Voigt scaled to its area over 2θ (intensity × degrees), with
+    area(003) = ``i003_i104`` × ``area_104``. By default every peak has the same
+    relative width Δd/d, i.e. the same width in d-spacing at any wavelength, which is
+    what makes the d-spacing windows of the analysis take the same share of each peak
+    whatever the wavelength.
+
+    Parameters
+    ----------
+    wavelength_angstrom : float
+        X-ray wavelength, Å.
+    i003_i104 : float
+        Area(003) / area(104).
+    area_104 : float
+        Area of the (104) peak over 2θ, intensity × degrees.
+    a_angstrom, c_angstrom : float
+        Hexagonal lattice parameters, Å.
+    eta : float
+        Lorentzian fraction of the pseudo-Voigt (0 = Gaussian, 1 = Lorentzian).
+    relative_width : float
+        FWHM of each peak as Δd/d; converted to 2θ as FWHM = 2·tan θ·Δd/d (radians).
+    fwhm_deg : float, optional
+        A single FWHM in degrees for every peak, replacing ``relative_width``.
+    d_range_angstrom : tuple of float
+        d-spacings the scan covers, Å (sets the 2θ range).
+    step_deg : float, optional
+        2θ step, degrees; default 0.01° × λ/1.5406 Å.
+    background : tuple of float
+        ``(offset, slope)``: background = offset + slope·2θ (intensity, per degree).
+    noise : float
+        Standard deviation of Gaussian noise (intensity units); 0 for none.
+    seed : int, optional
+        Seed of the noise generator.
+
+    Returns
+    -------
+    two_theta_deg, intensity : numpy.ndarray
+    """
+    lam = float(wavelength_angstrom)
+    d_min, d_max = d_range_angstrom
+    tt_lo = 2.0 * math.degrees(math.asin(lam / (2.0 * d_max)))
+    tt_hi = 2.0 * math.degrees(math.asin(min(1.0, lam / (2.0 * d_min))))
+    step = step_deg if step_deg is not None else 0.01 * lam / 1.5406
+    tt = np.arange(tt_lo, tt_hi, step)
+    y = background[0] + background[1] * tt
+    peaks = (((0, 0, 3), i003_i104),) + _R3M_REFLECTIONS
+    for hkl, rel_area in peaks:
+        s = lam / (2.0 * _hexagonal_d(hkl, a_angstrom, c_angstrom))
+        if s >= 1.0:
+            continue  # out of reach at this wavelength
+        theta = math.asin(s)
+        width = fwhm_deg if fwhm_deg is not None else math.degrees(2.0 * math.tan(theta) * relative_width)
+        y = y + rel_area * area_104 * _pseudo_voigt(tt, math.degrees(2.0 * theta), width, eta)
+    if noise:
+        y = y + np.random.default_rng(seed).normal(0.0, noise, size=y.shape)
+    return tt, y
+
+
+def write_columns(
+    path: str | os.PathLike,
+    columns: Sequence[np.ndarray],
+    *,
+    names: Sequence[str],
+    comments: Sequence[str] = (),
+) -> None:
+    """Write equal-length columns as a plain-text table the readers accept.
+
+    The file is written atomically (a temporary file renamed into place), with the
+    comments and then the column names as ``#`` lines above the data.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        Output file.
+    columns : sequence of numpy.ndarray
+        The columns, all of the same length.
+    names : sequence of str
+        One name per column (e.g. ``("energy", "mu")`` or ``("2theta", "intensity")``).
+    comments : sequence of str
+        Free-text header lines (e.g. ``"wavelength: 1.5406"``).
+    """
+    data = np.column_stack([np.asarray(c, dtype=np.float64) for c in columns])
+    if len(names) != data.shape[1]:
+        raise ValueError(f"{len(names)} names for {data.shape[1]} columns")
+    header = "\n".join([*comments, " ".join(names)])
+    with atomic_output(path) as tmp:
+        np.savetxt(tmp, data, fmt="%.10g", header=header, comments="# ")
