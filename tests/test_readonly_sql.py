@@ -19,7 +19,7 @@ WRITES = [
 ]
 SQLITE_ONLY = ["ATTACH DATABASE '{tmp}/evil.db' AS evil", "PRAGMA user_version = 7", "PRAGMA journal_mode = DELETE",
                "VACUUM"]
-PG_ONLY = ["SELECT lo_create(0)",
+PG_ONLY = ["SELECT setval('samples_id_seq', 100)",
            "CREATE TEMP TABLE evil AS SELECT 1", "SELECT nextval('samples_id_seq')", "TRUNCATE samples"]
 
 
