@@ -77,6 +77,20 @@ def open_scan_stack(scan: TXMScan):
     return open_stack(path, layout=scan.layout, data=scan.data_path, energy=scan.energy_path, voxel_nm=scan.voxel_size_nm)
 
 
+def prepare_scan(catalog, scan_id: int, *, verify_hash: bool = True):
+    """The scan record and its re-opened stack, after checking the file is the one ingested."""
+    with catalog.session() as session:
+        scan = get_scan(session, scan_id)
+    if verify_hash and sha256_file(scan.file_path) != scan.file_sha256:
+        raise InputError(scan.file_path, f"the file changed since scan {scan.id} was ingested (SHA-256 differs)")
+    return scan, open_scan_stack(scan)
+
+
+def pending_results_path(catalog) -> Path:
+    """A fresh temporary name in the store for a results file being written."""
+    return catalog.store_path("analyses", f".pending-{uuid.uuid4().hex}.h5")
+
+
 def analyze_scan(
     catalog,
     scan_id: int,
@@ -93,20 +107,15 @@ def analyze_scan(
     """
     from txmdb.pipeline import analyze_stack
 
-    with catalog.session() as session:
-        scan = get_scan(session, scan_id)
-    if verify_hash and sha256_file(scan.file_path) != scan.file_sha256:
-        raise InputError(scan.file_path, f"the file changed since scan {scan.id} was ingested (SHA-256 differs)")
-    info = open_scan_stack(scan)
+    scan, info = prepare_scan(catalog, scan_id, verify_hash=verify_hash)
     started = dt.datetime.now(dt.timezone.utc)
     t0 = time.perf_counter()
-    folder = catalog.store_path("analyses")
-    pending = folder / f".pending-{uuid.uuid4().hex}.h5"
+    pending = pending_results_path(catalog)
     try:
-        outputs = analyze_stack(info, options, results_path=pending, progress=progress)
-    except ValueError as exc:
-        raise InputError(scan.file_path, str(exc)) from None
-    try:
+        try:
+            outputs = analyze_stack(info, options, results_path=pending, progress=progress)
+        except ValueError as exc:
+            raise InputError(scan.file_path, str(exc)) from None
         return record_analysis(catalog, scan, options, outputs, pending, started=started, elapsed=time.perf_counter() - t0)
     finally:
         pending.unlink(missing_ok=True)
