@@ -1,0 +1,160 @@
+"""Cycling, XAS and XRD through the CLI on SQLite and PostgreSQL: real files, bad files, nothing lost."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import SHARED
+
+NDAX = SHARED / "data" / "cycling" / "neware-ndax"
+NEWARE_CSV = SHARED / "data" / "cycling" / "neware-csv" / "nw_regular_export_ife_example.csv"
+BATTERYDATA = SHARED / "data" / "cycling" / "batterydata" / "p492-13-raw.csv"
+NI_FOIL = SHARED / "data" / "xas" / "ni_metal_rt.xdi"
+
+
+def _count(cli, table: str) -> int:
+    out = cli("query", "sql", f"SELECT count(*) AS n FROM {table}", "--format", "json")
+    return json.loads(out.stdout)[0]["n"]
+
+
+def _store_files(cli) -> list[Path]:
+    return sorted(p for p in Path(cli.store).rglob("*") if p.is_file()) if Path(cli.store).exists() else []
+
+
+@pytest.fixture
+def lab(cli):
+    assert cli("init").exit_code == 0
+    assert cli("sample", "add", "NMC", "--morphology", "rod").exit_code == 0
+    assert cli("cell", "add", "C1", "--sample", "NMC", "--active-mass-mg", "10", "--upper-cutoff-v", "4.2").exit_code == 0
+    return cli
+
+
+def test_ingest_ndax_and_reingest(lab):
+    first = lab("cycling", "ingest", NDAX / "nw4-120-6-1-36.ndax", "--cell", "C1")
+    assert first.exit_code == 0, first.output
+    run_id = first.stdout.strip().splitlines()[-1]
+    again = lab("cycling", "ingest", NDAX / "nw4-120-6-1-36.ndax", "--cell", "C1")
+    assert again.exit_code == 0 and again.stdout.strip().splitlines()[-1] == run_id
+    assert "already" in again.stdout
+    assert _count(lab, "cycling_runs") == 1
+    cycles = json.loads(lab("query", "cycles", "--cell", "C1", "--format", "json").stdout)
+    assert len(cycles) >= 4
+    for row in cycles:
+        assert row["sample"] == "NMC" and row["cell"] == "C1"
+        if row["discharge_capacity_mah"]:
+            assert row["discharge_capacity_mah_g"] == pytest.approx(row["discharge_capacity_mah"] / 0.010)
+    parquet = [p for p in _store_files(lab) if p.suffix == ".parquet"]
+    assert len(parquet) == 1
+
+
+@pytest.mark.parametrize("name", ["21_10_7_85.ndax", "nda_v22.nda", "nw4-120-1-6-53.ndax"])
+def test_ingest_real_neware_files(lab, name):
+    result = lab("cycling", "ingest", NDAX / name, "--cell", "C1")
+    assert result.exit_code == 0, result.output
+    assert _count(lab, "cycles") > 0
+
+
+def test_ingest_neware_csv_and_batterydata(lab):
+    assert lab("cycling", "ingest", NEWARE_CSV, "--cell", "C1").exit_code == 0
+    assert lab("cell", "add", "C2", "--sample", "NMC", "--active-mass-mg", "5").exit_code == 0
+    assert lab("cycling", "ingest", BATTERYDATA, "--cell", "C2").exit_code == 0
+    rows = json.loads(lab("query", "cycles", "--cell", "C2", "--format", "json").stdout)
+    assert len(rows) > 1
+
+
+def _bad_cycler_files(tmp: Path) -> dict[str, Path]:
+    lines = NEWARE_CSV.read_bytes().splitlines(keepends=True)
+    truncated = tmp / "truncated.csv"
+    truncated.write_bytes(b"".join(lines[:2]))
+    missing = tmp / "missing_columns.csv"
+    missing.write_text("time_s,temperature_c\n0,25\n1,25\n2,25\n")
+    garbage = tmp / "garbage.csv"
+    garbage.write_bytes(bytes(range(256)) * 20)
+    return {
+        "empty ndax": NDAX / "empty.ndax",
+        "corrupt ndax": NDAX / "Unit27_Example_Corrupt.ndax",
+        "truncated csv": truncated,
+        "missing columns": missing,
+        "binary garbage": garbage,
+        "no such file": tmp / "nope.ndax",
+    }
+
+
+@pytest.mark.parametrize("case", ["empty ndax", "corrupt ndax", "truncated csv", "missing columns",
+                                  "binary garbage", "no such file"])
+def test_bad_cycler_files(lab, tmp_path, case):
+    path = _bad_cycler_files(tmp_path)[case]
+    before = (_count(lab, "cycling_runs"), _count(lab, "cycles"), _store_files(lab))
+    result = lab("cycling", "ingest", path, "--cell", "C1")
+    assert result.exit_code == 1, (case, result.output)
+    assert path.name in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in result.output
+    assert (_count(lab, "cycling_runs"), _count(lab, "cycles"), _store_files(lab)) == before
+
+
+def test_bad_columns_option(lab):
+    result = lab("cycling", "ingest", BATTERYDATA, "--cell", "C1", "--columns", "voltage_v")
+    assert result.exit_code == 1
+    assert "Traceback" not in result.output
+
+
+def test_cell_without_active_mass_is_refused(lab):
+    from txmdb.catalog import open_catalog
+    from txmdb.db.models import Cell, Sample
+    from sqlalchemy import select
+
+    cat = open_catalog(lab.url, lab.store)
+    with cat.session() as s:
+        s.add(Cell(name="nomass", sample_id=s.scalar(select(Sample.id))))
+    cat.engine.dispose()
+    result = lab("cycling", "ingest", NDAX / "21_10_7_85.ndax", "--cell", "nomass")
+    assert result.exit_code == 1
+    assert "active mass" in result.stderr and "21_10_7_85.ndax" in result.stderr
+    assert _count(lab, "cycling_runs") == 0
+
+
+def test_xas_ni_foil(lab):
+    result = lab("xas", "ingest", NI_FOIL, "--sample", "NMC", "--edge", "Ni-K", "--state", "reference")
+    assert result.exit_code == 0, result.output
+    rows = json.loads(lab("query", "xas", "--format", "json").stdout)
+    assert len(rows) == 1
+    assert rows[0]["edge_energy_ev"] == pytest.approx(8339.0, abs=0.05)
+    assert rows[0]["e0_derivative_ev"] == pytest.approx(8331.5, abs=0.5)
+    assert set(rows[0]) >= {"sample", "measurement_id", "edge", "mode", "state", "edge_energy_ev", "e0_derivative_ev",
+                            "l3_ratio", "depth_um"}
+    again = lab("xas", "ingest", NI_FOIL, "--sample", "NMC", "--edge", "Ni-K")
+    assert again.stdout.strip().splitlines()[-1] == result.stdout.strip().splitlines()[-1]
+
+
+def test_xas_bad_inputs(lab, tmp_path):
+    empty = tmp_path / "empty.txt"
+    empty.write_text("")
+    one_col = tmp_path / "one.txt"
+    one_col.write_text("\n".join(str(8300 + i) for i in range(50)))
+    few_pre = tmp_path / "fewpre.txt"
+    few_pre.write_text("\n".join(f"{8319 + i} {0.1 * i}" for i in range(80)))
+    unsorted = tmp_path / "unsorted.txt"
+    unsorted.write_text("\n".join(f"{e} 1.0" for e in [8300, 8310, 8305, 8320, 8330, 8340, 8350]))
+    before = (_count(lab, "xas_measurements"), _store_files(lab))
+    for path in (empty, one_col, few_pre, unsorted):
+        result = lab("xas", "ingest", path, "--sample", "NMC", "--edge", "Ni-K")
+        assert result.exit_code == 1, (path.name, result.output)
+        assert path.name in result.stderr
+        assert "Traceback" not in result.output
+    wrong_mode = lab("xas", "ingest", NI_FOIL, "--sample", "NMC", "--edge", "Ni-K", "--mode", "TEY")
+    assert wrong_mode.exit_code == 1
+    assert (_count(lab, "xas_measurements"), _store_files(lab)) == before
+
+
+def test_xrd_values_and_errors(lab):
+    assert lab("xrd", "add", "--sample", "NMC", "--i003-i104", "1.8", "--a", "2.87", "--c", "14.2").exit_code == 0
+    rows = json.loads(lab("query", "xrd", "--format", "json").stdout)
+    assert rows[0]["i003_i104"] == 1.8 and rows[0]["c_angstrom"] == 14.2
+    assert lab("xrd", "add", "--sample", "NMC", "--i003-i104", "-1").exit_code == 1
+    assert lab("xrd", "add", "--sample", "NMC").exit_code == 1
+    assert lab("xrd", "add", "--sample", "nobody", "--i003-i104", "1").exit_code == 1
+    assert _count(lab, "xrd_results") == 1
