@@ -148,6 +148,11 @@ def test_l3_ratio_recovers_the_chosen_ratio(high, low):
     assert result.high_peak == pytest.approx(high, rel=1e-6)
     assert result.low_peak == pytest.approx(low, rel=1e-6)
     assert result.normalized.max() == pytest.approx(1.0)
+    assert result.windows == {
+        "background": (845.0, 850.0),
+        "low": (852.0, 854.0),
+        "high": (854.5, 856.5),
+    }
 
 
 def test_l3_ratio_tey_and_fy_files(tmp_path):
@@ -157,7 +162,9 @@ def test_l3_ratio_tey_and_fy_files(tmp_path):
     for mode, high in (("TEY", 0.7), ("FY", 1.2)):
         energy, intensity = ni_l3_spectrum(high_peak=high, low_peak=1.0, noise=0.002, seed=1)
         path = tmp_path / f"l3_{mode}.txt"
-        write_columns(path, [energy, intensity], names=["energy", mode.lower()], comments=[f"mode: {mode}"])
+        write_columns(
+            path, [energy, intensity], names=["energy", mode.lower()], comments=[f"mode: {mode}"]
+        )
         spec = read_spectrum(path)
         ratios[mode] = l3_ratio(spec.energy_ev, spec.mu, source=str(path)).ratio
     assert ratios["TEY"] == pytest.approx(0.7, rel=0.02)
@@ -165,8 +172,12 @@ def test_l3_ratio_tey_and_fy_files(tmp_path):
 
 
 def test_l3_custom_windows_and_errors():
-    energy, intensity = ni_l3_spectrum(high_peak=0.5, low_peak=1.0, low_center_ev=852.5, high_center_ev=855.0)
-    result = l3_ratio(energy, intensity, background=(841.0, 849.0), low=(851.5, 853.5), high=(854.0, 856.0))
+    energy, intensity = ni_l3_spectrum(
+        high_peak=0.5, low_peak=1.0, low_center_ev=852.5, high_center_ev=855.0
+    )
+    result = l3_ratio(
+        energy, intensity, background=(841.0, 849.0), low=(851.5, 853.5), high=(854.0, 856.0)
+    )
     assert result.ratio == pytest.approx(0.5, rel=1e-6)
     with pytest.raises(InputError, match=r"scan\.txt: background window"):
         l3_ratio(energy, intensity, background=(800.0, 810.0), source="scan.txt")
@@ -178,10 +189,16 @@ def test_l3_custom_windows_and_errors():
 # ------------------------------------------------------------------ readers: layouts
 
 
-def _xdi_text(columns: list[tuple[str, str | None]], rows: np.ndarray) -> str:
+def _xdi_text(
+    columns: list[tuple[str, str | None]], rows: np.ndarray, *, fields: tuple[str, ...] = ()
+) -> str:
     head = ["# XDI/1.0 txmdb-test/0"]
-    head += [f"# Column.{i}: {name}" + (f" {unit}" if unit else "") for i, (name, unit) in enumerate(columns, 1)]
-    head += ["# Element.symbol: Ni", "# Element.edge: K", "# ///", "# synthetic", "#----"]
+    head += [
+        f"# Column.{i}: {name}" + (f" {unit}" if unit else "")
+        for i, (name, unit) in enumerate(columns, 1)
+    ]
+    head += ["# Element.symbol: Ni", "# Element.edge: K", *(f"# {f}" for f in fields)]
+    head += ["# ///", "# synthetic", "#----"]
     head.append("# " + " ".join(name for name, _ in columns))
     body = ["  ".join(f"{v:.8g}" for v in row) for row in rows]
     return "\n".join(head + body) + "\n"
@@ -192,7 +209,9 @@ def test_xdi_transmission_from_intensities(tmp_path):
     i0 = np.full(energy.size, 1.0e5)
     it = i0 * np.exp(-mu)
     path = tmp_path / "trans.xdi"
-    path.write_text(_xdi_text([("energy", "eV"), ("i0", None), ("itrans", None)], np.column_stack([energy, i0, it])))
+    path.write_text(
+        _xdi_text([("energy", "eV"), ("i0", None), ("itrans", None)], np.column_stack([energy, i0, it]))
+    )
     spec = read_spectrum(path)
     assert spec.metadata["mu_expression"] == "ln(i0/itrans)" and spec.metadata["mode"] == "transmission"
     assert np.allclose(spec.mu, mu, atol=1e-6)
@@ -208,6 +227,23 @@ def test_xdi_fluorescence_in_kev(tmp_path):
     assert spec.metadata["mode"] == "fluorescence" and spec.metadata["energy_unit"] == "keV"
     assert np.allclose(spec.energy_ev, energy, atol=1e-4)
     assert np.allclose(spec.mu, mu, atol=1e-6)
+
+
+def test_xdi_monochromator_angle_is_converted_to_energy(tmp_path):
+    energy, mu = ni_k_edge_spectrum(8342.0)
+    d_spacing = 3.13555  # Si(111), Å
+    angle = np.degrees(np.arcsin(12398.419843320026 / (2.0 * d_spacing * energy)))
+    path = tmp_path / "angle.xdi"
+    rows = np.column_stack([angle[::-1], mu[::-1]])  # angle grows as energy falls
+    path.write_text(
+        _xdi_text(
+            [("angle", "degrees"), ("mutrans", None)], rows, fields=(f"Mono.d_spacing: {d_spacing}",)
+        )
+    )
+    spec = read_spectrum(path)
+    assert spec.metadata["energy_unit"] == "deg" and spec.metadata["reversed"] is True
+    assert np.allclose(spec.energy_ev, energy, atol=1e-3)
+    assert k_edge(spec.energy_ev, spec.mu, params=NI_K).edge_energy_ev == pytest.approx(8342.0, abs=0.01)
 
 
 def test_plain_three_columns_are_energy_i0_it(tmp_path):
@@ -227,7 +263,7 @@ def test_plain_three_columns_are_energy_i0_it(tmp_path):
 def test_named_csv_columns_and_descending_scan(tmp_path):
     energy, mu = ni_k_edge_spectrum(8342.0)
     path = tmp_path / "scan.csv"
-    lines = ["E,xmu,i0"] + [f"{e},{m},1" for e, m in zip(energy[::-1], mu[::-1])]
+    lines = ["E,xmu,i0"] + [f"{e},{m},1" for e, m in zip(energy[::-1], mu[::-1], strict=True)]
     path.write_text("\n".join(lines) + "\n")
     spec = read_spectrum(path)
     assert spec.metadata["reversed"] is True
@@ -257,14 +293,26 @@ def _good_rows(n: int = 40, start: float = 8300.0, step: float = 2.0) -> list[st
         ("comments_only.txt", "# energy mu\n# nothing here\n", "no data rows"),
         ("one_column.txt", "\n".join(f"{8300 + i}" for i in range(20)) + "\n", "one column"),
         ("garbage.txt", "this is not\na spectrum at all\n", "non-numeric"),
-        ("garbage_inside.txt", "\n".join(_good_rows(10) + ["8400.0 oops"]) + "\n", "line 11: non-numeric"),
+        (
+            "garbage_inside.txt",
+            "\n".join(_good_rows(10) + ["8400.0 oops"]) + "\n",
+            "line 11: non-numeric",
+        ),
         ("ragged.txt", "\n".join(_good_rows(10) + ["8400.0 0.5 7"]) + "\n", "3 columns"),
         ("nan_energy.txt", "\n".join(_good_rows(10) + ["nan 0.5"]) + "\n", "NaN"),
         ("dup.txt", "\n".join(_good_rows(10) + ["8318.000 0.5"]) + "\n", "duplicate energy 8318"),
-        ("nonmono.txt", "\n".join(_good_rows(10) + ["8310.0 0.5", "8330.0 0.6"]) + "\n", "not monotonic"),
+        (
+            "nonmono.txt",
+            "\n".join(_good_rows(10) + ["8310.0 0.5", "8330.0 0.6"]) + "\n",
+            "not monotonic",
+        ),
         ("few.txt", "\n".join(_good_rows(MIN_POINTS - 1)) + "\n", "too few points"),
         ("wide.txt", "\n".join(f"{8300 + i} 1 2 3" for i in range(20)) + "\n", "give columns="),
-        ("neg_it.txt", "\n".join(f"{8300 + i} 100 {-1 if i == 3 else 50}" for i in range(20)) + "\n", "positive"),
+        (
+            "neg_it.txt",
+            "\n".join(f"{8300 + i} 100 {-1 if i == 3 else 50}" for i in range(20)) + "\n",
+            "positive",
+        ),
     ],
 )
 def test_bad_spectrum_files_raise_input_error_naming_the_file(tmp_path, name, content, problem):

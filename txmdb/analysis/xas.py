@@ -19,7 +19,7 @@ commands do.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -146,7 +146,9 @@ def _check_spectrum(energy_ev, values, what: str) -> tuple[np.ndarray, np.ndarra
     e = np.asarray(energy_ev, dtype=np.float64)
     y = np.asarray(values, dtype=np.float64)
     if e.ndim != 1 or y.shape != e.shape:
-        raise ValueError(f"energy and {what} must be 1-D arrays of the same length, got {e.shape} and {y.shape}")
+        raise ValueError(
+            f"energy and {what} must be 1-D arrays of the same length, got {e.shape} and {y.shape}"
+        )
     if not (np.all(np.isfinite(e)) and np.all(np.isfinite(y))):
         raise ValueError(f"energy or {what} holds NaN or inf")
     if e.size < 2 or not np.all(np.diff(e) > 0):
@@ -293,12 +295,16 @@ class L3Result:
     normalized : numpy.ndarray
         Background-subtracted intensity divided by the larger of the two peaks, so the
         main L3 peak is 1; same shape as the input.
+    windows : dict
+        The windows used, ``{"background": (lo, hi), "low": ..., "high": ...}`` in eV
+        (provenance for the catalogue).
     """
 
     ratio: float
     high_peak: float
     low_peak: float
     normalized: np.ndarray
+    windows: dict[str, tuple[float, float]] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         """The scalar results (no array)."""
@@ -369,6 +375,11 @@ def l3_ratio(
         high_peak=high_peak,
         low_peak=low_peak,
         normalized=signal / scale,
+        windows={
+            "background": (float(background[0]), float(background[1])),
+            "low": (float(low[0]), float(low[1])),
+            "high": (float(high[0]), float(high[1])),
+        },
     )
 
 

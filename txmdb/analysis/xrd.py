@@ -13,8 +13,8 @@ pattern; no Lorentz-polarisation correction is applied, as is customary for this
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 
 import numpy as np
 
@@ -129,7 +129,9 @@ class ReflectionArea:
     n_points: int
 
 
-def reflection_area(two_theta_deg, intensity, *, window_deg: tuple[float, float], edge_fraction: float = 0.15) -> ReflectionArea:
+def reflection_area(
+    two_theta_deg, intensity, *, window_deg: tuple[float, float], edge_fraction: float = 0.15
+) -> ReflectionArea:
     """Integrated intensity of a reflection in a 2θ window after a linear background.
 
     The background is a straight line fitted (least squares) to the points in the outer
@@ -161,7 +163,10 @@ def reflection_area(two_theta_deg, intensity, *, window_deg: tuple[float, float]
     lo, hi = window_deg
     inside = np.flatnonzero((x >= lo) & (x <= hi))
     if inside.size < 5:
-        raise ValueError(f"2θ window {lo:.3f}..{hi:.3f}° holds {inside.size} points of the pattern; it needs at least 5")
+        raise ValueError(
+            f"2θ window {lo:.3f}..{hi:.3f}° holds {inside.size} points of the pattern; "
+            "it needs at least 5"
+        )
     if not 0.0 < edge_fraction < 0.5:
         raise ValueError("edge_fraction must lie between 0 and 0.5")
     xw, yw = x[inside], y[inside]
@@ -244,7 +249,9 @@ def _i003_i104_ratio(two_theta_deg, intensity, wavelength_angstrom, windows) -> 
         lo = d_to_two_theta(d_max, wavelength_angstrom=wavelength_angstrom)
         hi = d_to_two_theta(d_min, wavelength_angstrom=wavelength_angstrom)
         if not np.isfinite(hi):
-            raise ValueError(f"({hkl}) d window {d_min}..{d_max} Å is out of reach at λ = {wavelength_angstrom} Å")
+            raise ValueError(
+                f"({hkl}) d window {d_min}..{d_max} Å is out of reach at λ = {wavelength_angstrom} Å"
+            )
         try:
             areas[hkl] = reflection_area(two_theta_deg, intensity, window_deg=(lo, hi)).area
         except ValueError as exc:
@@ -256,14 +263,18 @@ def _i003_i104_ratio(two_theta_deg, intensity, wavelength_angstrom, windows) -> 
 
 def _check_wavelength(wavelength_angstrom: float) -> None:
     if not (np.isfinite(wavelength_angstrom) and wavelength_angstrom > 0):
-        raise ValueError(f"wavelength must be a positive number of ångström, got {wavelength_angstrom!r}")
+        raise ValueError(
+            f"wavelength must be a positive number of ångström, got {wavelength_angstrom!r}"
+        )
 
 
 def _check_pattern(two_theta_deg, intensity) -> tuple[np.ndarray, np.ndarray]:
     x = np.asarray(two_theta_deg, dtype=np.float64)
     y = np.asarray(intensity, dtype=np.float64)
     if x.ndim != 1 or x.shape != y.shape:
-        raise ValueError(f"2θ and intensity must be 1-D arrays of the same length, got {x.shape} and {y.shape}")
+        raise ValueError(
+            f"2θ and intensity must be 1-D arrays of the same length, got {x.shape} and {y.shape}"
+        )
     if not (np.all(np.isfinite(x)) and np.all(np.isfinite(y))):
         raise ValueError("2θ or intensity holds NaN or inf")
     if x.size < 2 or not np.all(np.diff(x) > 0):

@@ -35,9 +35,10 @@ from __future__ import annotations
 import math
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -58,8 +59,28 @@ _SPLIT = re.compile(r"[,;\s]+")
 _XDI_FIELD = re.compile(r"^\s*([A-Za-z][\w-]*)\.([\w-]+)\s*:\s*(.*?)\s*$")
 
 # Column roles and the names that mean them (lower case). XDI's own names come first.
-_ENERGY_NAMES = ("energy", "e", "energy_ev", "energy(ev)", "energy_kev", "energy(kev)", "ev", "kev", "eng")
-_MU_NAMES = ("mutrans", "mufluor", "normtrans", "normfluor", "mu", "xmu", "norm", "absorption", "mu_norm")
+_ENERGY_NAMES = (
+    "energy",
+    "e",
+    "energy_ev",
+    "energy(ev)",
+    "energy_kev",
+    "energy(kev)",
+    "ev",
+    "kev",
+    "eng",
+)
+_MU_NAMES = (
+    "mutrans",
+    "mufluor",
+    "normtrans",
+    "normfluor",
+    "mu",
+    "xmu",
+    "norm",
+    "absorption",
+    "mu_norm",
+)
 _I0_NAMES = ("i0",)
 _ITRANS_NAMES = ("itrans", "it", "i1", "i_t")
 _IFLUOR_NAMES = ("ifluor", "if", "fluor", "ifl", "tey", "fy")
@@ -140,7 +161,9 @@ class _Table:
 # --------------------------------------------------------------------------- public API
 
 
-def read_spectrum(path: str | os.PathLike, *, columns: Mapping[str, int | str] | None = None) -> Spectrum:
+def read_spectrum(
+    path: str | os.PathLike, *, columns: Mapping[str, int | str] | None = None
+) -> Spectrum:
     """Read an XAS spectrum from an XDI file or a plain-text table.
 
     Parameters
@@ -190,7 +213,9 @@ def read_spectrum(path: str | os.PathLike, *, columns: Mapping[str, int | str] |
         "reversed": reversed_,
         "n_points": int(energy.size),
     }
-    return Spectrum(energy_ev=energy, mu=mu, metadata=metadata, source_columns=source_columns, source=str(path))
+    return Spectrum(
+        energy_ev=energy, mu=mu, metadata=metadata, source_columns=source_columns, source=str(path)
+    )
 
 
 def read_pattern(path: str | os.PathLike, *, columns: Mapping[str, int | str] | None = None) -> Pattern:
@@ -236,7 +261,9 @@ def read_pattern(path: str | os.PathLike, *, columns: Mapping[str, int | str] | 
     _require_finite(path, tth, lines, "2θ")
     _require_finite(path, inten, lines, "intensity")
     if np.any(tth <= 0) or np.any(tth >= 180):
-        raise InputError(path, "2θ values must lie between 0° and 180° (is the first column 2θ in degrees?)")
+        raise InputError(
+            path, "2θ values must lie between 0° and 180° (is the first column 2θ in degrees?)"
+        )
     tth, (inten,), reversed_ = _ordered(path, tth, [inten], lines, what="2θ", unit="°")
     metadata: dict[str, Any] = {
         "format": table.fmt,
@@ -310,9 +337,11 @@ def _collect_rows(path, numbered: list[tuple[int, str]]) -> tuple[np.ndarray, np
     if not rows:
         raise InputError(path, "no data rows")
     width = len(rows[0])
-    for row, lineno in zip(rows, linenos):
+    for row, lineno in zip(rows, linenos, strict=True):
         if len(row) != width:
-            raise InputError(path, f"line {lineno}: {len(row)} columns where the first data row has {width}")
+            raise InputError(
+                path, f"line {lineno}: {len(row)} columns where the first data row has {width}"
+            )
     if width < 2:
         raise InputError(path, "only one column; need at least two (x and y)")
     return np.asarray(rows, dtype=np.float64), np.asarray(linenos)
@@ -365,7 +394,9 @@ def _parse_xdi(path, lines: list[str]) -> _Table:
     units: list[str | None] = [None] * n_col
     if column_defs:
         if max(column_defs) > n_col:
-            raise InputError(path, f"header defines Column.{max(column_defs)} but the data have {n_col} columns")
+            raise InputError(
+                path, f"header defines Column.{max(column_defs)} but the data have {n_col} columns"
+            )
         names = [column_defs.get(i + 1, (f"column{i + 1}", None))[0] for i in range(n_col)]
         units = [column_defs.get(i + 1, ("", None))[1] for i in range(n_col)]
     elif label_line and len(label_line.split()) == n_col:
@@ -428,7 +459,9 @@ def _resolve_column(path, table: _Table, col: int | str) -> int:
     n_col = table.data.shape[1]
     if isinstance(col, (int, np.integer)) and not isinstance(col, bool):
         if not 1 <= col <= n_col:
-            raise InputError(path, f"column {col} does not exist (the file has {n_col}; numbers count from 1)")
+            raise InputError(
+                path, f"column {col} does not exist (the file has {n_col}; numbers count from 1)"
+            )
         return int(col) - 1
     text = str(col).strip()
     if text.isdigit():
@@ -470,7 +503,9 @@ def _choose_xas_columns(path, table: _Table, columns: Mapping[str, int | str] | 
             return {"energy": energy, "i0": i0, "ifluor": ifluor}
         if n_col == 2:
             return {"energy": energy, "mu": 1 - energy}
-        raise InputError(path, f"cannot tell which column is μ among {', '.join(table.names)}; give columns=")
+        raise InputError(
+            path, f"cannot tell which column is μ among {', '.join(table.names)}; give columns="
+        )
     if table.fmt == "xdi":
         raise InputError(path, "XDI header names no energy column; give columns=")
     # Unnamed plain text: DESIGN §4's two layouts.
@@ -573,7 +608,9 @@ def _ordered(path, x: np.ndarray, ys: list[np.ndarray], lines: np.ndarray, *, wh
 
 def _wavelength_from_header(table: _Table) -> float | None:
     for text in table.comments:
-        match = re.search(r"(?:wavelength|lambda|λ)\s*[:=]?\s*([0-9]*\.?[0-9]+)", text, flags=re.IGNORECASE)
+        match = re.search(
+            r"(?:wavelength|lambda|λ)\s*[:=]?\s*([0-9]*\.?[0-9]+)", text, flags=re.IGNORECASE
+        )
         if match:
             value = float(match.group(1))
             if 0.05 < value < 5 and math.isfinite(value):  # Å; anything else is not a wavelength

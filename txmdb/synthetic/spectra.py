@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 import os
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -191,7 +191,11 @@ def ni_l3_spectrum(
     -------
     energy_ev, intensity : numpy.ndarray
     """
-    e = np.round(np.linspace(840.0, 880.0, 401), 6) if energy_ev is None else np.asarray(energy_ev, dtype=np.float64)
+    e = (
+        np.round(np.linspace(840.0, 880.0, 401), 6)
+        if energy_ev is None
+        else np.asarray(energy_ev, dtype=np.float64)
+    )
     offset, slope = background
     y = offset + slope * (e - 845.0)
     y = y + low_peak * np.exp(-0.5 * ((e - low_center_ev) / peak_sigma_ev) ** 2)
@@ -221,8 +225,8 @@ _R3M_REFLECTIONS: tuple[tuple[tuple[int, int, int], float], ...] = (
 
 
 def _hexagonal_d(hkl: tuple[int, int, int], a: float, c: float) -> float:
-    h, k, l = hkl
-    return 1.0 / math.sqrt(4.0 / 3.0 * (h * h + h * k + k * k) / (a * a) + l * l / (c * c))
+    h, k, ell = hkl
+    return 1.0 / math.sqrt(4.0 / 3.0 * (h * h + h * k + k * k) / (a * a) + ell * ell / (c * c))
 
 
 def _pseudo_voigt(x: np.ndarray, center: float, fwhm: float, eta: float) -> np.ndarray:
@@ -303,7 +307,9 @@ def layered_xrd_pattern(
         if s >= 1.0:
             continue  # out of reach at this wavelength
         theta = math.asin(s)
-        width = fwhm_deg if fwhm_deg is not None else math.degrees(2.0 * math.tan(theta) * relative_width)
+        width = (
+            fwhm_deg if fwhm_deg is not None else math.degrees(2.0 * math.tan(theta) * relative_width)
+        )
         y = y + rel_area * area_104 * _pseudo_voigt(tt, math.degrees(2.0 * theta), width, eta)
     if noise:
         y = y + np.random.default_rng(seed).normal(0.0, noise, size=y.shape)

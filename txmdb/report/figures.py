@@ -1,0 +1,450 @@
+"""Figures of the comparison report, drawn with matplotlib's object API.
+
+Every function here takes tidy data already selected by :mod:`txmdb.report.html` and
+returns a :class:`matplotlib.figure.Figure`; none of them touches the catalogue or files.
+Figures are built with ``matplotlib.figure.Figure`` rather than ``pyplot``: no global
+figure registry, no interactive backend, nothing to close, and PNG output goes through
+the Agg canvas whatever backend the user configured. matplotlib is imported inside the
+functions so that importing this module (and ``txmdb --help``) stays cheap.
+
+Conventions shared by all figures:
+
+* one colour per sample (:func:`sample_colours`), line styles tell apart several
+  cells/scans/measurements of one sample;
+* every axis label names its unit in parentheses, ``(–)`` for dimensionless numbers;
+* a panel without data says so instead of staying blank.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Iterable, Sequence
+
+import numpy as np
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+#: Line styles for the 1st, 2nd, ... cell/scan/spectrum of one sample.
+LINESTYLES = ("-", "--", ":", "-.")
+
+#: Size of one panel in inches; figures grow with their panel count.
+PANEL_IN = (4.4, 3.2)
+
+#: Resolution of the embedded and written PNGs: sharp on a laptop screen, a few 10 kB each.
+DPI = 110
+
+#: Colour map of valence (edge-energy) maps; perceptually uniform so equal steps in eV
+#: look like equal steps in colour.
+MAP_CMAP = "viridis"
+
+
+@dataclass(frozen=True)
+class Style:
+    """How one curve is drawn: legend label, colour (of its sample) and line style."""
+
+    label: str
+    color: str
+    linestyle: str = "-"
+
+
+@dataclass
+class Curve:
+    """One curve of a panel: its style and its data frame."""
+
+    style: Style
+    data: "pd.DataFrame"
+
+
+def sample_colours(samples: Sequence[str]) -> dict[str, str]:
+    """A fixed colour per sample, in the order the user named the samples.
+
+    Parameters
+    ----------
+    samples : sequence of str
+        Sample names; the first gets the first colour of matplotlib's ``tab10`` cycle.
+
+    Returns
+    -------
+    dict
+        Sample name → hex colour; more than ten samples reuse the colours (``tab20`` would
+        give pale pairs that are hard to tell apart on a white page).
+    """
+    # tab10 written out: asking matplotlib for it would import matplotlib here.
+    tab10 = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd",
+             "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf")
+    return {name: tab10[i % len(tab10)] for i, name in enumerate(samples)}
+
+
+def new_figure(nrows: int = 1, ncols: int = 1, *, panel: tuple[float, float] = PANEL_IN):
+    """An empty figure with an ``nrows × ncols`` grid of axes.
+
+    Returns
+    -------
+    fig : matplotlib.figure.Figure
+    axes : ndarray of Axes, shape (nrows, ncols)
+    """
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(panel[0] * ncols, panel[1] * nrows), layout="constrained")
+    return fig, fig.subplots(nrows, ncols, squeeze=False)
+
+
+def png_bytes(fig: "Figure", dpi: int = DPI) -> bytes:
+    """The figure rendered as PNG (Agg canvas, white background)."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi, facecolor="white")
+    return buffer.getvalue()
+
+
+def axis_labels(fig: "Figure") -> list[str]:
+    """Every axis and colour-bar label of the figure, in drawing order (for alt text)."""
+    labels = []
+    for ax in fig.axes:
+        for text in (ax.get_xlabel(), ax.get_ylabel()):
+            if text and text not in labels:
+                labels.append(text)
+    return labels
+
+
+def _no_data(ax: "Axes", message: str = "no data") -> None:
+    ax.text(0.5, 0.5, message, transform=ax.transAxes, ha="center", va="center", color="0.45")
+
+
+def _legend(ax: "Axes", **kwargs) -> None:
+    handles, _ = ax.get_legend_handles_labels()
+    if handles:
+        ax.legend(frameon=False, fontsize="small", **kwargs)
+
+
+def _hide_unused(axes: np.ndarray, used: int) -> None:
+    for ax in axes.flat[used:]:
+        ax.set_visible(False)
+
+
+def _edges(lo: Iterable[float], hi: Iterable[float]) -> np.ndarray:
+    """Bin edges from the lower and upper bounds of contiguous bins."""
+    lo = np.asarray(list(lo), dtype=float)
+    hi = np.asarray(list(hi), dtype=float)
+    return np.append(lo, hi[-1]) if len(lo) else lo
+
+
+# --------------------------------------------------------------------------- cycling
+
+
+def cycling_figure(curves: Sequence[Curve]) -> "Figure":
+    """Capacity, retention, onset discharge voltage and voltage drop against cycle (Fig. 2d–g).
+
+    Parameters
+    ----------
+    curves : sequence of Curve
+        One per cycling run; ``data`` has the columns of :func:`txmdb.query.cycles` plus
+        ``retention_pct`` (discharge capacity over that of the run's reference cycle).
+    """
+    panels = [
+        ("discharge_capacity_mah_g", "discharge capacity (mAh/g)", "d  capacity"),
+        ("retention_pct", "capacity retention (%)", "e  retention"),
+        ("onset_discharge_voltage_v", "onset discharge voltage (V)", "f  onset voltage"),
+        ("voltage_drop_v", "voltage drop (V)", "g  voltage drop"),
+    ]
+    fig, axes = new_figure(2, 2)
+    for ax, (column, ylabel, title) in zip(axes.flat, panels):
+        drawn = False
+        for curve in curves:
+            frame = curve.data.dropna(subset=[column])
+            if frame.empty:
+                continue
+            ax.plot(frame["cycle"], frame[column], color=curve.style.color, linestyle=curve.style.linestyle,
+                    marker="o", markersize=2.5, linewidth=1.2, label=curve.style.label)
+            drawn = True
+        ax.set_xlabel("cycle number (–)")
+        ax.set_ylabel(ylabel)
+        ax.set_title(title, loc="left", fontsize="medium")
+        if drawn:
+            _legend(ax)
+        else:
+            _no_data(ax)
+    return fig
+
+
+# --------------------------------------------------------------------------- XAS
+
+
+def spectra_figure(panels: Sequence[tuple[str, Sequence[Curve]]], *, edge_lines: bool = True,
+                   window: tuple[float, float] | None = None) -> "Figure":
+    """Normalised spectra, one panel per group (Fig. 2a–b for L3, bulk K edge).
+
+    Parameters
+    ----------
+    panels : sequence of (title, curves)
+        ``data`` of each curve has ``energy_ev``, ``normalized`` and, in ``attrs``,
+        ``edge_energy_ev`` (the half-height energy, drawn as a dotted line when known).
+    edge_lines : bool
+        Draw the half-height (0.5) level and each spectrum's edge energy.
+    window : (float, float), optional
+        Energy range shown, in eV; default the whole spectra.
+    """
+    fig, axes = new_figure(1, len(panels))
+    for ax, (title, curves) in zip(axes.flat, panels):
+        for curve in curves:
+            ax.plot(curve.data["energy_ev"], curve.data["normalized"], color=curve.style.color,
+                    linestyle=curve.style.linestyle, linewidth=1.3, label=curve.style.label)
+            edge = curve.data.attrs.get("edge_energy_ev")
+            if edge_lines and edge is not None and np.isfinite(edge):
+                ax.axvline(edge, color=curve.style.color, linestyle=":", linewidth=1)
+        if edge_lines:
+            ax.axhline(0.5, color="0.6", linewidth=0.8, linestyle="--")
+        if window is not None:
+            ax.set_xlim(*window)
+        ax.set_xlabel("energy (eV)")
+        ax.set_ylabel("normalised absorbance (–)")
+        ax.set_title(title, loc="left", fontsize="medium")
+        _legend(ax)
+    return fig
+
+
+def l3_ratio_figure(frame: "pd.DataFrame", colours: dict[str, str], modes: Sequence[str]) -> "Figure":
+    """L3high/L3low ratio per sample and detection mode, surface (TEY) vs bulk (FY) (Fig. 2c).
+
+    Parameters
+    ----------
+    frame : DataFrame
+        Rows of :func:`txmdb.query.xas` with an ``l3_ratio``; several measurements of a
+        sample in one mode are averaged.
+    colours : dict
+        Sample → colour.
+    modes : sequence of str
+        Detection modes in display order (shallowest probing depth first).
+    """
+    fig, axes = new_figure(1, 1)
+    ax = axes[0, 0]
+    samples = [s for s in colours if s in set(frame["sample"])]
+    means = frame.groupby(["sample", "mode"])["l3_ratio"].mean()
+    depths = frame.groupby("mode")["depth_um"].median()
+    width = 0.8 / max(len(samples), 1)
+    x = np.arange(len(modes))
+    for i, sample in enumerate(samples):
+        heights = [means.get((sample, mode), np.nan) for mode in modes]
+        ax.bar(x + (i - (len(samples) - 1) / 2) * width, heights, width=width * 0.9, color=colours[sample],
+               label=sample)
+    ticks = []
+    for mode in modes:
+        depth = depths.get(mode)
+        ticks.append(f"{mode}\n~{depth * 1000:g} nm" if depth is not None and np.isfinite(depth) else mode)
+    ax.set_xticks(x, ticks)
+    ax.set_xlabel("detection mode (probing depth)")
+    ax.set_ylabel(r"Ni L$_3$ high / L$_3$ low (–)")
+    ax.set_title("c  surface vs bulk Ni valence", loc="left", fontsize="medium")
+    _legend(ax)
+    return fig
+
+
+# --------------------------------------------------------------------------- TXM maps
+
+
+def edge_histogram_figure(curves: Sequence[Curve]) -> "Figure":
+    """Edge-energy distributions of whole scans (Fig. 3), as probability per bin."""
+    fig, axes = new_figure(1, 1, panel=(6.0, 3.4))
+    ax = axes[0, 0]
+    for curve in curves:
+        frame = curve.data
+        ax.stairs(frame["probability"].to_numpy(float), _edges(frame["edge_lo_ev"], frame["edge_hi_ev"]),
+                  color=curve.style.color, linestyle=curve.style.linestyle, linewidth=1.4, label=curve.style.label)
+    ax.set_xlabel("Ni K-edge energy at half height (eV)")
+    ax.set_ylabel("probability per bin (–)")
+    _legend(ax)
+    return fig
+
+
+def valence_maps_figure(maps: Sequence[tuple[str, np.ndarray, float | None]], vmin: float, vmax: float) -> "Figure":
+    """Central slices of valence maps on one shared colour scale in eV (Fig. 1h–k).
+
+    Parameters
+    ----------
+    maps : sequence of (title, slice, voxel_nm)
+        2-D edge-energy slices (NaN where masked) and their voxel size in nm, or None.
+    vmin, vmax : float
+        Colour limits in eV, shared so that equal colours mean equal valence across maps.
+    """
+    import matplotlib as mpl
+
+    ncols = min(len(maps), 3)
+    nrows = -(-len(maps) // ncols)
+    fig, axes = new_figure(nrows, ncols, panel=(3.8, 3.5))
+    cmap = mpl.colormaps[MAP_CMAP].with_extremes(bad="#e6e6e6")
+    image = None
+    for ax, (title, plane, voxel_nm) in zip(axes.flat, maps):
+        ny, nx = plane.shape
+        if voxel_nm:
+            extent = (0, nx * voxel_nm / 1000, ny * voxel_nm / 1000, 0)
+            unit = "µm"
+        else:
+            extent = (0, nx, ny, 0)
+            unit = "voxel"
+        image = ax.imshow(np.ma.masked_invalid(plane), cmap=cmap, vmin=vmin, vmax=vmax, extent=extent,
+                          interpolation="nearest")
+        ax.set_xlabel(f"x ({unit})")
+        ax.set_ylabel(f"y ({unit})")
+        ax.set_title(title, loc="left", fontsize="medium")
+    _hide_unused(axes, len(maps))
+    if image is not None:
+        bar = fig.colorbar(image, ax=axes.ravel().tolist(), shrink=0.85)
+        bar.set_label("Ni K-edge energy (eV)")
+    return fig
+
+
+def depth_profile_figure(curves: Sequence[Curve], depth_unit: str) -> "Figure":
+    """Mean edge energy (± standard deviation) against depth below the particle surface.
+
+    Parameters
+    ----------
+    curves : sequence of Curve
+        ``data`` has ``depth`` (bin centre, in ``depth_unit``), ``mean_edge_ev`` and ``std_edge_ev``.
+    depth_unit : str
+        "nm", or "voxel" when a scan's voxel size is unknown.
+    """
+    fig, axes = new_figure(1, 1, panel=(6.0, 3.4))
+    ax = axes[0, 0]
+    for curve in curves:
+        frame = curve.data
+        ax.plot(frame["depth"], frame["mean_edge_ev"], color=curve.style.color, linestyle=curve.style.linestyle,
+                marker="o", markersize=2.5, label=curve.style.label)
+        ax.fill_between(frame["depth"], frame["mean_edge_ev"] - frame["std_edge_ev"],
+                        frame["mean_edge_ev"] + frame["std_edge_ev"], color=curve.style.color, alpha=0.12,
+                        linewidth=0)
+    ax.set_xlabel(f"depth below particle surface ({depth_unit})")
+    ax.set_ylabel("mean Ni K-edge energy (eV)")
+    _legend(ax)
+    return fig
+
+
+# --------------------------------------------------------------------------- gradients
+
+
+def theta_panel(ax: "Axes", curves: Sequence[Curve], title: str) -> None:
+    """Draw θ histograms and their random reference on one axes (Fig. 4b–d).
+
+    Parameters
+    ----------
+    ax : Axes
+    curves : sequence of Curve
+        ``data`` has ``theta_lo``, ``theta_hi``, ``probability`` and ``reference`` per bin.
+        The reference of each distinct binning is drawn once, in black: sin θ for 3-D
+        scans, flat (Δθ/180°) for 2-D ones.
+    title : str
+    """
+    references: list[np.ndarray] = []
+    width = None
+    for curve in curves:
+        frame = curve.data
+        edges = _edges(frame["theta_lo"], frame["theta_hi"])
+        width = width or float(edges[1] - edges[0])
+        ax.stairs(frame["probability"].to_numpy(float), edges, color=curve.style.color,
+                  linestyle=curve.style.linestyle, linewidth=1.4, label=curve.style.label)
+        reference = frame["reference"].to_numpy(float)
+        if not any(len(r) == len(reference) and np.allclose(r, reference) for r in references):
+            references.append(reference)
+            flat = np.allclose(reference, reference[0])
+            ax.stairs(reference, edges, color="black", linestyle="--", linewidth=1,
+                      label="random, 2-D (flat)" if flat else "random, 3-D (sin θ)")
+    if not curves:
+        _no_data(ax)
+    ax.set_xlim(0, 180)
+    ax.set_xticks(range(0, 181, 30))
+    ax.set_xlabel("θ between valence gradient and radial direction (°)")
+    ax.set_ylabel(f"probability per {width:g}° bin (–)" if width else "probability per bin (–)")
+    ax.set_title(title, loc="left", fontsize="medium")
+    _legend(ax, loc="upper right")
+
+
+def theta_figure(panels: Sequence[tuple[str, Sequence[Curve]]]) -> "Figure":
+    """One θ panel (see :func:`theta_panel`) per binning factor, side by side."""
+    fig, axes = new_figure(1, len(panels))
+    for ax, (title, curves) in zip(axes.flat, panels):
+        theta_panel(ax, curves, title)
+    return fig
+
+
+def vector_size_figure(panels: Sequence[tuple[str, "pd.DataFrame"]], unit: str, ncols: int) -> "Figure":
+    """|u| distributions per folded-θ group φ = min(θ, 180° − θ) (Fig. 4e–f).
+
+    Parameters
+    ----------
+    panels : sequence of (title, frame)
+        Rows of :func:`txmdb.query.vector_size_histogram` for one scan and binning factor.
+        Each φ group is normalised to 1 so that groups with few vectors stay comparable.
+    unit : str
+        Unit of |u|: "eV/nm", or "eV/voxel" for scans without a voxel size.
+    ncols : int
+        Panels per row (the binning factors).
+    """
+    import matplotlib as mpl
+
+    nrows = -(-len(panels) // ncols)
+    fig, axes = new_figure(nrows, ncols, panel=(4.0, 3.0))
+    cmap = mpl.colormaps["plasma"]
+    for ax, (title, frame) in zip(axes.flat, panels):
+        groups = list(frame.groupby(["phi_lo", "phi_hi"], sort=True))
+        for i, ((lo, hi), group) in enumerate(groups):
+            total = group["count"].sum()
+            if total <= 0:
+                continue
+            ax.stairs(group["count"].to_numpy(float) / total, _edges(group["u_lo_ev_per_nm"], group["u_hi_ev_per_nm"]),
+                      color=cmap(i / max(len(groups) - 1, 1) * 0.9), linewidth=1.1, label=f"{lo:g}–{hi:g}°")
+        if not groups:
+            _no_data(ax)
+        ax.set_xlabel(f"|u| ({unit})")
+        ax.set_ylabel("fraction of the group's vectors (–)")
+        ax.set_title(title, loc="left", fontsize="medium")
+    _hide_unused(axes, len(panels))
+    # One legend for the whole figure: the φ groups are the same in every panel.
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, labels, title="φ = min(θ, 180° − θ)", loc="outside right center", frameon=False,
+                   fontsize="small")
+    return fig
+
+
+def u_theta_figure(panels: Sequence[tuple[str, Sequence[Curve]]], unit: str) -> "Figure":
+    """Mean |u| against θ, one panel per binning factor (Fig. 4g)."""
+    fig, axes = new_figure(1, len(panels))
+    for ax, (title, curves) in zip(axes.flat, panels):
+        for curve in curves:
+            frame = curve.data
+            centres = (frame["theta_lo"] + frame["theta_hi"]) / 2
+            ax.plot(centres, frame["mean_u_ev_per_nm"], color=curve.style.color, linestyle=curve.style.linestyle,
+                    marker="o", markersize=2.5, label=curve.style.label)
+        if not curves:
+            _no_data(ax)
+        ax.set_xlim(0, 180)
+        ax.set_xticks(range(0, 181, 30))
+        ax.set_xlabel("θ (°)")
+        ax.set_ylabel(f"mean |u| ({unit})")
+        ax.set_title(title, loc="left", fontsize="medium")
+        _legend(ax)
+    return fig
+
+
+def tangential_excess_figure(curves: Sequence[Curve]) -> "Figure":
+    """Tangential excess P(80° ≤ θ < 100°) / P_ref against binning factor, plain and |u|-weighted.
+
+    ``data`` of each curve holds one scan's whole-scan rows of :func:`txmdb.query.gradient_summary`.
+    Radially aligned grains are expected above 1 and rising with f, random grains near 1.
+    """
+    fig, axes = new_figure(1, 2)
+    for ax, (column, title) in zip(axes.flat, [("tangential_excess", "plain"),
+                                               ("tangential_excess_weighted", "|u|-weighted")]):
+        for curve in curves:
+            frame = curve.data.dropna(subset=[column])
+            ax.plot(frame["bin_factor"], frame[column], color=curve.style.color, linestyle=curve.style.linestyle,
+                    marker="o", label=curve.style.label)
+        ax.axhline(1.0, color="black", linestyle="--", linewidth=1, label="random grains")
+        ax.xaxis.get_major_locator().set_params(integer=True)
+        ax.set_xlabel("binning factor f (–)")
+        ax.set_ylabel("tangential excess (–)")
+        ax.set_title(title, loc="left", fontsize="medium")
+        _legend(ax)
+    return fig
