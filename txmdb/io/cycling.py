@@ -344,38 +344,36 @@ def _read_text(path: Path) -> str:
     return _decode(data, path)
 
 
-def _drop_partial_last_line(text: str, source) -> str:
-    """Drop a cut-short final line (fewer cells than the header) with a warning."""
-    body = text.rstrip("\r\n")
-    lines_end = body.rfind("\n")
-    if lines_end < 0:
-        return text
-    header = text[: text.find("\n")].rstrip("\r")
-    last = body[lines_end + 1:]
-    if last.count(",") < header.count(","):
-        warnings.warn(
-            f"{source}: dropped a truncated final line ({last.count(',') + 1} of "
-            f"{header.count(',') + 1} cells)", TruncatedFileWarning, stacklevel=4,
-        )
-        return body[: lines_end + 1]
-    return text
+def _partial_last_line(path: Path, n_cells: int) -> bool:
+    """True when the file's final line has fewer cells than the header (cut short)."""
+    with open(path, "rb") as fh:
+        fh.seek(0, os.SEEK_END)
+        size = fh.tell()
+        fh.seek(max(0, size - _SNIFF_BYTES))
+        tail = fh.read()
+    lines = tail.rstrip(b"\r\n").split(b"\n")
+    if len(lines) < 2 and size > len(tail):
+        return False  # a final line longer than the window is not a short line
+    return len(lines) >= 1 and lines[-1].count(b",") + 1 < n_cells
 
 
 def _read_plain_csv(path: Path, columns: dict[str, str] | None) -> tuple[pd.DataFrame, dict]:
     """A plain CSV with recognised or user-mapped column names → canonical raw columns."""
-    text = _drop_partial_last_line(_read_text(path), path)
+    with open(path, "rb") as fh:
+        head = fh.read(_SNIFF_BYTES)
+    if b"\x00" in head:
+        raise InputError(path, "binary content: not a CSV text file")
+    header_line = _decode(head, path, partial=True).splitlines()[0] if head.strip() else ""
     try:
-        table = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False,
-                            skipinitialspace=True, engine="c")
+        header = list(pd.read_csv(io.StringIO(header_line), nrows=0,
+                                  skipinitialspace=True).columns)
     except pd.errors.EmptyDataError:
         raise InputError(path, "empty CSV (no header)") from None
-    except pd.errors.ParserError as exc:
-        raise InputError(path, f"damaged CSV: {exc}") from None
-    if table.shape[1] < 2:
+    if len(header) < 2:
         raise InputError(path, "not a comma-separated table (fewer than two columns)")
-    found = match_columns(list(table.columns))
+    found = match_columns(header)
     if columns:
-        absent = [c for c in columns.values() if c not in table.columns]
+        absent = [c for c in columns.values() if c not in header]
         if absent:
             raise InputError(path, f"column(s) {', '.join(map(repr, absent))} not in the file")
         found.update(columns)
@@ -383,8 +381,29 @@ def _read_plain_csv(path: Path, columns: dict[str, str] | None) -> tuple[pd.Data
     if missing:
         raise InputError(
             path, f"missing needed column(s) for {', '.join(missing)} (map them with "
-            f"--columns KEY=COLUMN; header: {', '.join(list(table.columns)[:12])})",
+            f"--columns KEY=COLUMN; header: {', '.join(header[:12])})",
         )
+
+    # Only the mapped columns are parsed (wide Arbin exports carry dozens more); pandas'
+    # C parser converts numbers directly, garbage is located afterwards.
+    usecols = sorted(set(found.values()), key=header.index)
+    table = None
+    for encoding in ("utf-8-sig", "gb18030"):
+        try:
+            table = pd.read_csv(path, usecols=usecols, encoding=encoding, skipinitialspace=True,
+                                dtype={found["step_type"]: str} if "step_type" in found else None,
+                                engine="c", low_memory=False)
+            break
+        except UnicodeDecodeError:
+            continue
+        except (pd.errors.ParserError, ValueError) as exc:
+            raise InputError(path, f"damaged CSV: {str(exc).splitlines()[0]}") from None
+    if table is None:
+        raise InputError(path, "not a text file (neither UTF-8 nor GB18030)")
+    if len(table) and _partial_last_line(path, len(header)):
+        warnings.warn(f"{path}: dropped a truncated final line", TruncatedFileWarning,
+                      stacklevel=3)
+        table = table.iloc[:-1]
     if len(table) == 0:
         raise InputError(path, "no records (header only)")
 
@@ -394,18 +413,18 @@ def _read_plain_csv(path: Path, columns: dict[str, str] | None) -> tuple[pd.Data
         if key == "step_type":
             raw[key] = cells.to_numpy(dtype=object)
             continue
-        values = pd.to_numeric(cells, errors="coerce")
-        stripped = cells.str.strip()
-        # Empty cells and NaN tokens are missing values; anything else unparsable is garbage.
-        garbage = values.isna() & ~stripped.str.lower().isin(("", "nan", "na", "null", "none"))
-        if garbage.any():
-            row = int(np.flatnonzero(garbage.to_numpy())[0])
-            raise InputError(
-                path, f"non-numeric value {cells.iloc[row]!r} in column {column!r} "
-                f"(line {row + 2})",
-            )
-        raw[key] = values.to_numpy(dtype=float) * unit_factor(key, column)
-    return raw, dict(found)
+        if cells.dtype.kind not in "fiub":
+            values = pd.to_numeric(cells, errors="coerce")
+            garbage = values.isna() & cells.notna()
+            if garbage.any():
+                row = int(np.flatnonzero(garbage.to_numpy())[0])
+                raise InputError(
+                    path, f"non-numeric value {cells.iloc[row]!r} in column {column!r} "
+                    f"(line {table.index[row] + 2})",
+                )
+            cells = values
+        raw[key] = cells.to_numpy(dtype=float) * unit_factor(key, column)
+    return raw.reset_index(drop=True), dict(found)
 
 
 # --------------------------------------------------------------------------- normalisation

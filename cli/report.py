@@ -1,0 +1,30 @@
+"""``txmdb report …``: comparison reports with the figures of the paper."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from txmdb.cli._common import catalog, echo
+
+app = typer.Typer(help="Comparison reports (HTML with the figures of Xu et al. 2020).", no_args_is_help=True)
+
+
+@app.command("compare")
+def compare(
+    ctx: typer.Context,
+    samples: List[str] = typer.Argument(..., help="Samples to compare; their order sets their colours."),
+    output: Path = typer.Option(Path("report.html"), "--output", "-o", help="HTML file to write."),
+    png_dir: Optional[Path] = typer.Option(None, "--png-dir", help="Also write every figure as PNG into this folder."),
+    cycle: int = typer.Option(100, "--cycle", min=1,
+                              help="Cycle at which retention and voltage drop are compared."),
+) -> None:
+    """Write one self-contained HTML report comparing SAMPLES: cycling, XAS, XRD, valence maps, θ and |u|.
+
+    The file embeds every figure and opens offline; prints its path.
+    """
+    from txmdb.report import build_report
+
+    echo(str(build_report(catalog(ctx), samples, output=output, png_dir=png_dir, cycle=cycle)))

@@ -1,0 +1,564 @@
+"""The comparison report: gather the data of some samples, draw the figures, write one HTML file.
+
+The file is self-contained: figures are PNGs embedded as ``data:`` URIs and the styles are
+inline, so it opens offline, can be mailed, and never breaks when the store moves. Each
+section is built by one ``_*_section`` function from :mod:`txmdb.query` tables; a section
+without data keeps its heading and says why it is empty, so a report of a sample that has
+only been cycled still renders.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import pandas as pd
+
+from txmdb import __version__, query
+from txmdb.errors import NotFoundError, TxmdbError
+from txmdb.io.files import atomic_output
+from txmdb.report import figures as fg
+from txmdb.report.figures import Curve, Style
+
+#: Name of the edge-energy map in an analysis results file (written by txmdb.pipeline).
+EDGE_MAP_DATASET = "edge_ev"
+
+#: Order of XAS detection modes on the L3 ratio plot when their probing depth is unknown:
+#: electron yields probe the surface (nm), fluorescence the bulk (~100 nm), transmission all.
+_MODE_ORDER = ("TEY", "PEY", "AEY", "FY", "TFY", "PFY", "fluorescence", "transmission")
+
+
+@dataclass
+class ReportFigure:
+    """One embedded figure: file stem, caption, PNG bytes and an alt text naming its axes."""
+
+    name: str
+    caption: str
+    png: bytes
+    alt: str
+
+    @property
+    def data_uri(self) -> str:
+        return "data:image/png;base64," + base64.b64encode(self.png).decode("ascii")
+
+
+@dataclass
+class ReportTable:
+    caption: str
+    html: str
+
+
+@dataclass
+class Section:
+    key: str
+    title: str
+    intro: str = ""
+    notes: list[str] = field(default_factory=list)
+    figures: list[ReportFigure] = field(default_factory=list)
+    tables: list[ReportTable] = field(default_factory=list)
+
+    def figure(self, name: str, caption: str, fig) -> None:
+        """Render a matplotlib figure into this section (the Figure is not kept)."""
+        labels = fg.axis_labels(fig)
+        alt = f"{caption} Axes: {'; '.join(labels)}."
+        self.figures.append(ReportFigure(name=name, caption=caption, png=fg.png_bytes(fig), alt=alt))
+
+    def table(self, caption: str, frame: pd.DataFrame) -> None:
+        self.tables.append(ReportTable(caption=caption, html=_table_html(frame)))
+
+
+@dataclass
+class _Context:
+    """What every section builder needs: the catalogue, the samples and their styles."""
+
+    catalog: object
+    samples: list[str]
+    cycle: int
+    colours: dict[str, str]
+    _scans: pd.DataFrame | None = None
+
+    def order(self, frame: pd.DataFrame, *by: str) -> pd.DataFrame:
+        """Rows in the order the user named the samples, then by ``by``."""
+        rank = {name: i for i, name in enumerate(self.samples)}
+        return frame.assign(_rank=frame["sample"].map(rank)).sort_values(["_rank", *by], kind="stable").drop(
+            columns="_rank")
+
+    @property
+    def scans(self) -> pd.DataFrame:
+        if self._scans is None:
+            self._scans = self.order(query.scans(self.catalog, sample=self.samples), "scan_id")
+        return self._scans
+
+    def scan_styles(self) -> dict[int, Style]:
+        """A style per analysed scan: its sample's colour, a line style per scan of that sample."""
+        analysed = self.scans.dropna(subset=["analysis_id"])
+        per_sample = analysed["sample"].value_counts()
+        seen: dict[str, int] = {}
+        styles = {}
+        for _, row in analysed.iterrows():
+            sample = row["sample"]
+            index = seen[sample] = seen.get(sample, -1) + 1
+            label = sample if per_sample[sample] == 1 else f"{sample} · scan {row['scan_id']}"
+            if isinstance(row["state"], str) and row["state"]:
+                label += f" ({row['state']})"
+            styles[int(row["scan_id"])] = Style(label, self.colours[sample], fg.LINESTYLES[index % len(fg.LINESTYLES)])
+        return styles
+
+
+def build_report(catalog, samples: Sequence[str], *, output: Path, png_dir: Path | None = None,
+                 cycle: int = 100) -> Path:
+    """Write a self-contained HTML report comparing ``samples`` with the figures of Xu et al. 2020.
+
+    Parameters
+    ----------
+    catalog : txmdb.catalog.Catalog
+        The open catalogue.
+    samples : sequence of str
+        Sample names, in the order of their colours in every figure.
+    output : Path
+        HTML file to write (atomically: a failure leaves no partial file).
+    png_dir : Path, optional
+        Also write every figure there as ``<name>.png``.
+    cycle : int
+        Cycle at which retention and voltage drop are compared (default 100).
+
+    Returns
+    -------
+    Path
+        The absolute path of the report.
+
+    Raises
+    ------
+    NotFoundError
+        A sample is not in the catalogue.
+    TxmdbError
+        No samples were given, or ``cycle`` is not positive.
+    """
+    from jinja2 import Environment, PackageLoader, select_autoescape
+
+    names = _check_samples(catalog, samples)
+    if cycle < 1:
+        raise TxmdbError(f"--cycle must be a positive cycle number, got {cycle}")
+    ctx = _Context(catalog=catalog, samples=names, cycle=cycle, colours=fg.sample_colours(names))
+    sections = [builder(ctx) for builder in SECTIONS]
+
+    env = Environment(loader=PackageLoader("txmdb.report", "templates"), autoescape=select_autoescape(["html"]),
+                      trim_blocks=True, lstrip_blocks=True)
+    html = env.get_template("report.html").render(
+        title=f"txmdb comparison: {' vs '.join(names)}",
+        samples=[(name, ctx.colours[name]) for name in names],
+        sections=sections,
+        cycle=cycle,
+        generated=dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        version=__version__,
+        database=catalog.engine.url.render_as_string(hide_password=True),
+    )
+    output = Path(output)
+    with atomic_output(output) as tmp:
+        tmp.write_text(html, encoding="utf-8")
+    if png_dir is not None:
+        for section in sections:
+            for figure in section.figures:
+                with atomic_output(Path(png_dir) / f"{figure.name}.png") as tmp:
+                    tmp.write_bytes(figure.png)
+    return output.resolve()
+
+
+def _check_samples(catalog, samples: Sequence[str]) -> list[str]:
+    names = list(dict.fromkeys(s.strip() for s in samples))
+    if not names:
+        raise TxmdbError("name at least one sample to report on")
+    known = set(query.samples(catalog)["sample"])
+    missing = [n for n in names if n not in known]
+    if missing:
+        listed = ", ".join(repr(n) for n in missing)
+        raise NotFoundError(f"no sample named {listed}; see 'txmdb sample list'")
+    return names
+
+
+# --------------------------------------------------------------------------- tables
+
+
+def _format_number(value: float) -> str:
+    """Enough digits for edge energies (8342.15 eV) without noise on ratios (1.043)."""
+    if value is None or not math.isfinite(value):
+        return "–"
+    return f"{value:.2f}" if abs(value) >= 100 else f"{value:.4g}"
+
+
+def _table_html(frame: pd.DataFrame) -> str:
+    """An HTML table of a tidy frame; columns that are empty for every row are left out."""
+    frame = frame.dropna(axis=1, how="all").copy()
+    for column in frame.columns:
+        if frame[column].dtype == object:
+            frame[column] = frame[column].map(
+                lambda v: "" if v is None or (isinstance(v, dict) and not v) else
+                (", ".join(f"{k}={x}" for k, x in v.items()) if isinstance(v, dict) else v))
+    return frame.to_html(index=False, na_rep="–", float_format=_format_number, border=0, classes="data",
+                         escape=True)
+
+
+# --------------------------------------------------------------------------- sections
+
+
+def _samples_section(ctx: _Context) -> Section:
+    section = Section("samples", "Samples and cells")
+    info = ctx.order(query.samples(ctx.catalog), "sample")
+    info = info[info["sample"].isin(ctx.samples)].drop(columns=["created_at"])
+    section.table("Samples (colour in every figure: see the legend above).", info)
+    cells = query.cells(ctx.catalog)
+    cells = ctx.order(cells[cells["sample"].isin(ctx.samples)], "cell")
+    if cells.empty:
+        section.notes.append("No cells are recorded for these samples.")
+    else:
+        section.table("Coin cells built from these samples; active mass in g is what mAh/g divides by.", cells)
+    return section
+
+
+def _run_references(catalog, run_ids: list[int]) -> dict[int, int]:
+    """Reference cycle of each cycling run (the retention denominator, normally cycle 2)."""
+    from sqlalchemy import select
+
+    from txmdb.db.models import CyclingRun
+
+    with catalog.session() as session:
+        rows = session.execute(select(CyclingRun.id, CyclingRun.reference_cycle).where(CyclingRun.id.in_(run_ids)))
+        return {int(run): int(ref) for run, ref in rows}
+
+
+def _cycling_section(ctx: _Context) -> Section:
+    section = Section("cycling", "Cycling: capacity, retention and voltage decay",
+                      intro="Discharge capacity, retention against each run's reference cycle, onset discharge "
+                            "voltage (first record of the discharge step) and voltage drop = upper cut-off − onset "
+                            "(paper Fig. 2d–g).")
+    cycles = ctx.order(query.cycles(ctx.catalog, sample=ctx.samples), "cell", "run_id", "cycle")
+    if cycles.empty:
+        section.notes.append("No cycling data for these samples.")
+        return section
+    references = _run_references(ctx.catalog, sorted(int(r) for r in cycles["run_id"].unique()))
+    curves = []
+    for sample, of_sample in cycles.groupby("sample", sort=False):
+        runs = list(of_sample.groupby(["cell", "run_id"], sort=False))
+        several_runs = of_sample.groupby("cell")["run_id"].nunique().max() > 1
+        for i, ((cell, run_id), run) in enumerate(runs):
+            ref = references.get(int(run_id), 2)
+            at_ref = run.loc[run["cycle"] == ref, "discharge_capacity_mah_g"]
+            denominator = float(at_ref.iloc[0]) if len(at_ref) else np.nan
+            run = run.assign(retention_pct=100.0 * run["discharge_capacity_mah_g"] / denominator)
+            label = f"{sample} · {cell}" + (f" run {run_id}" if several_runs else "")
+            curves.append(Curve(Style(label, ctx.colours[sample], fg.LINESTYLES[i % len(fg.LINESTYLES)]), run))
+    section.figure("cycling", "Capacity, retention, onset discharge voltage and voltage drop against cycle.",
+                   fg.cycling_figure(curves))
+
+    retention = ctx.order(query.retention(ctx.catalog, cycle=ctx.cycle, sample=ctx.samples), "cell")
+    section.table(f"Retention at cycle {ctx.cycle} against each run's reference cycle, and cycles to 95/90/80 %.",
+                  retention)
+    key_cycles = sorted({1, *references.values(), ctx.cycle})
+    at = cycles[cycles["cycle"].isin(key_cycles)][
+        ["sample", "cell", "cycle", "discharge_capacity_mah_g", "coulombic_efficiency_pct",
+         "mean_discharge_voltage_v", "onset_discharge_voltage_v", "voltage_drop_v"]]
+    section.table(f"Key cycles ({', '.join(map(str, key_cycles))}).", at)
+    if not (cycles["cycle"] == ctx.cycle).any():
+        section.notes.append(f"No cell reached cycle {ctx.cycle}; choose another with --cycle.")
+    return section
+
+
+def _is_k_edge(edge: str) -> bool:
+    return edge.upper().endswith("-K") or edge.upper() == "K"
+
+
+def _is_l3_edge(edge: str) -> bool:
+    return edge.upper().endswith("L3")
+
+
+def _spectra(ctx: _Context, rows: pd.DataFrame, section: Section, label: Callable[[pd.Series], str]) -> list[Curve]:
+    """Read the stored normalised spectra of some XAS rows; a missing file becomes a note."""
+    from sqlalchemy import select
+
+    from txmdb.db.models import XASMeasurement
+
+    ids = [int(i) for i in rows["measurement_id"]]
+    with ctx.catalog.session() as session:
+        paths = dict(session.execute(select(XASMeasurement.id, XASMeasurement.spectrum_path)
+                                     .where(XASMeasurement.id.in_(ids))).all())
+    curves = []
+    seen: dict[str, int] = {}
+    for _, row in rows.iterrows():
+        path = Path(paths.get(int(row["measurement_id"])) or "")
+        if not path.is_file():
+            section.notes.append(f"The spectrum of XAS measurement {row['measurement_id']} is missing ({path}).")
+            continue
+        data = pd.read_parquet(path, columns=["energy_ev", "normalized"])
+        data.attrs["edge_energy_ev"] = row["edge_energy_ev"]
+        index = seen.get(row["sample"], 0)
+        seen[row["sample"]] = index + 1
+        curves.append(Curve(Style(label(row), ctx.colours[row["sample"]], fg.LINESTYLES[index % len(fg.LINESTYLES)]),
+                            data))
+    return curves
+
+
+def _xas_label(row: pd.Series) -> str:
+    details = [str(v) for v in (row["state"], row["mode"]) if isinstance(v, str) and v]
+    return row["sample"] + (f" ({', '.join(details)})" if details else "")
+
+
+def _mode_order(frame: pd.DataFrame) -> list[str]:
+    """Detection modes by probing depth (shallow first), known modes by physics when depth is missing."""
+    depth = frame.groupby("mode")["depth_um"].median()
+
+    def key(mode: str):
+        known = [m.lower() for m in _MODE_ORDER]
+        d = depth.get(mode)
+        return (0 if d is not None and np.isfinite(d) else 1, d if d is not None and np.isfinite(d) else 0,
+                known.index(mode.lower()) if mode.lower() in known else len(known), mode)
+
+    return sorted(frame["mode"].unique(), key=key)
+
+
+def _xas_section(ctx: _Context) -> Section:
+    section = Section("xas", "X-ray absorption: Ni K edge and L3 edge",
+                      intro="Bulk Ni K-edge spectra with the half-height edge energy (dotted) and soft-XAS Ni L3 "
+                            "ratios, surface-sensitive electron yield against bulk-sensitive fluorescence "
+                            "(paper Fig. 2a–c).")
+    xas = ctx.order(query.xas(ctx.catalog, sample=ctx.samples), "edge", "measurement_id")
+    if xas.empty:
+        section.notes.append("No XAS measurements for these samples.")
+        return section
+    k_rows = xas[xas["edge"].map(_is_k_edge)]
+    if not k_rows.empty:
+        curves = _spectra(ctx, k_rows, section, _xas_label)
+        edges = k_rows["edge_energy_ev"].dropna()
+        window = (edges.min() - 20.0, edges.max() + 30.0) if len(edges) else None
+        if curves:
+            section.figure("xas_k_edge", "Normalised Ni K-edge spectra; dotted lines mark each edge energy at "
+                                         "normalised absorbance 0.5.",
+                           fg.spectra_figure([("Ni K edge", curves)], window=window))
+    else:
+        section.notes.append("No K-edge spectra for these samples.")
+    l3_rows = xas[xas["edge"].map(_is_l3_edge)]
+    if not l3_rows.empty:
+        modes = _mode_order(l3_rows)
+        panels = []
+        for mode in modes:
+            curves = _spectra(ctx, l3_rows[l3_rows["mode"] == mode], section, _xas_label)
+            if curves:
+                panels.append((f"Ni L3, {mode}", curves))
+        if panels:
+            section.figure("xas_l3_spectra", "Normalised Ni L3-edge spectra per detection mode.",
+                           fg.spectra_figure(panels, edge_lines=False))
+        ratios = l3_rows.dropna(subset=["l3_ratio"])
+        if not ratios.empty:
+            section.figure("xas_l3_ratio", "Ni L3 high/low ratio: a higher ratio means more oxidised Ni; "
+                                           "electron yield probes a few nm, fluorescence the bulk.",
+                           fg.l3_ratio_figure(ratios, ctx.colours, _mode_order(ratios)))
+    else:
+        section.notes.append("No L3-edge spectra for these samples.")
+    section.table("XAS measurements: half-height edge energy, derivative-maximum e0 and L3 ratio.",
+                  xas.drop(columns=["file_path"]))
+    return section
+
+
+def _xrd_section(ctx: _Context) -> Section:
+    section = Section("xrd", "X-ray diffraction",
+                      intro="I(003)/I(104) integrated intensity ratio (cation mixing: higher is better ordered) "
+                            "and lattice parameters in Å.")
+    xrd = ctx.order(query.xrd(ctx.catalog, sample=ctx.samples), "xrd_id")
+    if xrd.empty:
+        section.notes.append("No XRD results for these samples.")
+    else:
+        section.table("XRD results.", xrd.drop(columns=["file_path"]))
+    return section
+
+
+def _read_central_slice(path: str | None) -> tuple[np.ndarray | None, str | None]:
+    """The central z slice of an analysis' edge-energy map, read alone (never the whole map)."""
+    import h5py
+
+    if not path or not Path(path).is_file():
+        return None, f"its results file is missing ({path})"
+    with h5py.File(path, "r") as h5:
+        if EDGE_MAP_DATASET not in h5:
+            return None, f"its results file has no '{EDGE_MAP_DATASET}' dataset"
+        dataset = h5[EDGE_MAP_DATASET]
+        if dataset.ndim == 3:
+            plane = dataset[dataset.shape[0] // 2]
+        elif dataset.ndim == 2:
+            plane = dataset[()]
+        else:
+            return None, f"its '{EDGE_MAP_DATASET}' dataset has {dataset.ndim} dimensions"
+    return np.asarray(plane, dtype=float), None
+
+
+def _txm_section(ctx: _Context) -> Section:
+    section = Section("txm", "TXM-XANES valence maps",
+                      intro="Per-voxel Ni K-edge energy at normalised absorbance 0.5: higher energy, higher Ni "
+                            "valence. Maps share one colour scale; the central z slice of each 3-D map is shown "
+                            "(paper Fig. 1h–k and 3).")
+    scans = ctx.scans
+    if scans.empty:
+        section.notes.append("No TXM scans for these samples.")
+        return section
+    section.table("TXM scans and their latest analysis.",
+                  scans[["sample", "state", "scan_id", "ndim", "shape", "n_energies", "voxel_size_nm", "analysis_id",
+                         "n_valid_voxels", "n_particles", "mean_edge_ev", "std_edge_ev"]])
+    pending = scans[scans["analysis_id"].isna()]
+    if len(pending):
+        section.notes.append("Not analysed yet (run 'txmdb txm analyze'): scan "
+                             + ", ".join(str(s) for s in pending["scan_id"]) + ".")
+    styles = ctx.scan_styles()
+    if not styles:
+        return section
+
+    hist = query.edge_histogram(ctx.catalog, sample=ctx.samples, scan_level=True)
+    curves = [Curve(styles[s], g) for s, g in _by_scan(hist, styles)]
+    if curves:
+        section.figure("edge_histogram", "Distribution of the voxels' edge energy per scan.",
+                       fg.edge_histogram_figure(curves))
+
+    paths = query.analyses(ctx.catalog, scan=list(styles)).set_index("analysis_id")["results_path"]
+    maps = []
+    for _, scan in scans.dropna(subset=["analysis_id"]).iterrows():
+        plane, problem = _read_central_slice(paths.get(int(scan["analysis_id"])))
+        if plane is None:
+            section.notes.append(f"No valence map for scan {scan['scan_id']}: {problem}.")
+            continue
+        voxel = scan["voxel_size_nm"] if pd.notna(scan["voxel_size_nm"]) else None
+        maps.append((styles[int(scan["scan_id"])].label, plane, voxel))
+    finite = np.concatenate([p[np.isfinite(p)] for _, p, _ in maps]) if maps else np.empty(0)
+    if finite.size:
+        # 1st–99th percentile: a few noisy voxels must not wash out the contrast of all maps.
+        vmin, vmax = np.percentile(finite, [1, 99])
+        if vmax <= vmin:
+            vmin, vmax = vmin - 0.5, vmax + 0.5
+        section.figure("valence_maps", "Central slice of each valence map (grey: masked voxels).",
+                       fg.valence_maps_figure(maps, float(vmin), float(vmax)))
+    elif maps:
+        section.notes.append("The valence maps' central slices have no valid voxel.")
+    return section
+
+
+def _by_scan(frame: pd.DataFrame, styles: dict[int, Style]):
+    """(scan id, rows) for each styled scan present in ``frame``, in style order."""
+    groups = dict(tuple(frame.groupby("scan_id"))) if not frame.empty else {}
+    return [(s, groups[s]) for s in styles if s in groups]
+
+
+def _depth_section(ctx: _Context) -> Section:
+    section = Section("depth", "Depth profiles",
+                      intro="Mean edge energy (± one standard deviation) against distance from the particle "
+                            "surface, whole scans: the surface-to-bulk valence picture.")
+    styles = ctx.scan_styles()
+    profile = query.depth_profile(ctx.catalog, sample=ctx.samples, scan_level=True) if styles else pd.DataFrame()
+    if profile.empty:
+        section.notes.append("No depth profiles for these samples (no analysed TXM scan).")
+        return section
+    in_nm = profile["depth_lo_nm"].notna().all()
+    lo, hi = ("depth_lo_nm", "depth_hi_nm") if in_nm else ("depth_lo_vox", "depth_hi_vox")
+    profile = profile.assign(depth=(profile[lo] + profile[hi]) / 2)
+    curves = [Curve(styles[s], g) for s, g in _by_scan(profile, styles)]
+    section.figure("depth_profile", "Edge energy against depth below the particle surface.",
+                   fg.depth_profile_figure(curves, "nm" if in_nm else "voxel"))
+    return section
+
+
+def _bin_titles(summary: pd.DataFrame) -> dict[int, str]:
+    """Panel title per binning factor, with the binned voxel size when all scans agree on it."""
+    titles = {}
+    for factor, rows in summary.groupby("bin_factor"):
+        sizes = rows["voxel_size_nm"].dropna().round(1).unique()
+        titles[int(factor)] = f"f = {factor}" + (f" ({sizes[0]:g} nm voxels)" if len(sizes) == 1 else "")
+    return titles
+
+
+def _gradient_unit(ctx: _Context, styles: dict[int, Style]) -> str:
+    units = query.analyses(ctx.catalog, scan=list(styles))["gradient_unit"].dropna().unique()
+    return " or ".join(sorted(units)) or "eV/nm"
+
+
+def _theta_section(ctx: _Context) -> Section:
+    section = Section("theta", "Valence-gradient orientation θ",
+                      intro="θ is the angle between the valence gradient u and the direction from the voxel to "
+                            "its particle's centre. Random grains follow the sin θ reference; radially aligned "
+                            "grains put more gradients near 90° (tangential), more so at coarser binning f "
+                            "(paper Fig. 4b–d).")
+    styles = ctx.scan_styles()
+    theta = query.theta(ctx.catalog, sample=ctx.samples, scan_level=True) if styles else pd.DataFrame()
+    if theta.empty:
+        section.notes.append("No θ statistics for these samples (no analysed TXM scan).")
+        return section
+    summary = query.gradient_summary(ctx.catalog, sample=ctx.samples, scan_level=True)
+    titles = _bin_titles(summary)
+    factors = sorted(int(f) for f in theta["bin_factor"].unique())
+
+    def curves(weighted: bool, rows: pd.DataFrame, dashed: bool = False) -> list[Curve]:
+        picked = rows[rows["weighted"] == weighted]
+        out = []
+        for s, g in _by_scan(picked, styles):
+            style = styles[s]
+            if dashed:
+                style = Style(style.label + ", |u|-weighted", style.color, "--" if style.linestyle == "-" else ":")
+            out.append(Curve(style, g))
+        return out
+
+    by_factor = {f: theta[theta["bin_factor"] == f] for f in factors}
+    section.figure("theta", "θ distribution per binning factor against the random (sin θ) reference.",
+                   fg.theta_figure([(titles.get(f, f"f = {f}"), curves(False, by_factor[f])) for f in factors]))
+    section.figure("theta_weighted", "Plain (solid) against |u|-weighted (dashed) θ distributions: weighting "
+                                     "by gradient size shows where the large valence gradients point.",
+                   fg.theta_figure([(titles.get(f, f"f = {f}"), curves(False, by_factor[f]) +
+                                     curves(True, by_factor[f], dashed=True)) for f in factors]))
+    if not summary.empty:
+        section.figure("tangential_excess", "Tangential excess P(80° ≤ θ < 100°) / P_ref against binning factor "
+                                            "(1: random).",
+                       fg.tangential_excess_figure([Curve(styles[s], g) for s, g in _by_scan(summary, styles)]))
+        section.table("Gradient statistics per scan and binning factor (whole scans).",
+                      ctx.order(summary, "scan_id", "bin_factor").drop(columns=["particle"]))
+    return section
+
+
+def _vector_section(ctx: _Context) -> Section:
+    section = Section("vectors", "Valence-gradient vector sizes",
+                      intro="Distribution of |u| in nine groups of the folded angle φ = min(θ, 180° − θ), and "
+                            "mean |u| against θ (paper Fig. 4e–g).")
+    styles = ctx.scan_styles()
+    hist = query.vector_size_histogram(ctx.catalog, sample=ctx.samples, scan_level=True) if styles else pd.DataFrame()
+    profile = query.u_theta(ctx.catalog, sample=ctx.samples, scan_level=True) if styles else pd.DataFrame()
+    if hist.empty and profile.empty:
+        section.notes.append("No vector-size statistics for these samples (no analysed TXM scan).")
+        return section
+    unit = _gradient_unit(ctx, styles)
+    if not hist.empty:
+        factors = sorted(int(f) for f in hist["bin_factor"].unique())
+        panels = [(f"{styles[s].label}, f = {f}", g[g["bin_factor"] == f])
+                  for s, g in _by_scan(hist, styles) for f in factors]
+        section.figure("vector_size", "Distribution of the gradient size |u| per folded θ group, per scan (rows) "
+                                      "and binning factor (columns).",
+                       fg.vector_size_figure(panels, unit, ncols=len(factors)))
+    if not profile.empty:
+        factors = sorted(int(f) for f in profile["bin_factor"].unique())
+        panels = [(f"f = {f}", [Curve(styles[s], g) for s, g in _by_scan(profile[profile["bin_factor"] == f], styles)])
+                  for f in factors]
+        section.figure("u_theta", "Mean gradient size |u| against θ.", fg.u_theta_figure(panels, unit))
+    return section
+
+
+def _summary_section(ctx: _Context) -> Section:
+    section = Section("summary", "Summary",
+                      intro=f"One row per sample and state: its cells' retention and voltage drop at cycle "
+                            f"{ctx.cycle} beside its scans' mean edge energy, mean |u| and tangential excess per "
+                            "binning factor f.")
+    summary = ctx.order(query.summary(ctx.catalog, sample=ctx.samples, cycle=ctx.cycle), "state")
+    section.table("txmdb query summary.", summary)
+    return section
+
+
+#: The report's sections, in reading order.
+SECTIONS: list[Callable[[_Context], Section]] = [
+    _samples_section, _summary_section, _cycling_section, _xas_section, _xrd_section, _txm_section,
+    _depth_section, _theta_section, _vector_section,
+]
