@@ -158,3 +158,33 @@ def test_xrd_values_and_errors(lab):
     assert lab("xrd", "add", "--sample", "NMC").exit_code == 1
     assert lab("xrd", "add", "--sample", "nobody", "--i003-i104", "1").exit_code == 1
     assert _count(lab, "xrd_results") == 1
+
+
+def test_paper_cells_through_the_cli(lab, tmp_path):
+    """Synthetic cells that follow Xu et al. 2020 come back through ingest + query as the paper says."""
+    from txmdb.synthetic.cycling import GRAVEL_NMC, ROD_NMC, write_cycling_csv
+
+    expected = {"rod-NMC": (94.3, 4.46, 4.43), "gravel-NMC": (89.7, 4.45, 4.37)}
+    for spec, naming in ((ROD_NMC, "bdf"), (GRAVEL_NMC, "arbin")):
+        assert lab("sample", "add", spec.name).exit_code == 0
+        mass_mg = str(spec.active_mass_g * 1000)
+        assert lab("cell", "add", f"{spec.name}-1", "--sample", spec.name, "--active-mass-mg", mass_mg,
+                   "--upper-cutoff-v", "4.5").exit_code == 0
+        path = write_cycling_csv(spec, tmp_path / f"{spec.name}.csv", naming=naming, records_per_step=20)
+        result = lab("cycling", "ingest", path, "--cell", f"{spec.name}-1")
+        assert result.exit_code == 0, result.output
+    rows = json.loads(lab("query", "retention", "--cycle", "100", "--sample", "rod-NMC", "--sample", "gravel-NMC",
+                          "--format", "json").stdout)
+    assert [r["sample"] for r in rows] == ["gravel-NMC", "rod-NMC"]
+    for row in rows:
+        assert set(row) == {"sample", "cell", "reference_cycle", "cycle", "reference_capacity_mah_g", "capacity_mah_g",
+                            "retention_pct", "cycles_to_95", "cycles_to_90", "cycles_to_80"}
+        assert round(row["retention_pct"], 1) == expected[row["sample"]][0]
+        assert row["reference_cycle"] == 2
+    cycles = json.loads(lab("query", "cycles", "--cycle", "2", "--cycle", "100", "--format", "json").stdout)
+    for row in cycles:
+        _, onset_start, onset_end = expected[row["sample"]]
+        onset = onset_start if row["cycle"] == 2 else onset_end
+        assert row["onset_discharge_voltage_v"] == pytest.approx(onset, abs=1e-6)
+        assert row["voltage_drop_v"] == pytest.approx(4.5 - onset, abs=1e-6)
+        assert row["coulombic_efficiency_pct"] == pytest.approx(99.5, abs=1e-3)

@@ -112,7 +112,8 @@ def test_cycler_capacity_preferred_over_integration():
 
 def test_cycle_with_discharge_only():
     t = 0.0
-    steps = [(1, [_step("rest", t, 60, 0.0, 3.6, 3.6), _step("discharge", 60, 3600, -1e-3, 3.6, 3.0)]),
+    steps = [(1, [_step("rest", t, 60, 0.0, 3.6, 3.6),
+                  _step("discharge", 60, 3600, -1e-3, 3.6, 3.0)]),
              (2, [_step("charge", 3660, 3600, 1e-3, 3.0, 4.2),
                   _step("discharge", 7260, 3600, -1e-3, 4.1, 3.0)])]
     m = cycle_metrics(_records(steps), active_mass_g=None, upper_cutoff_v=None)

@@ -322,6 +322,24 @@ def test_truncated_neware_csv(tmp_path):
     _raises_naming(path, "no records")
 
 
+def test_neware_csv_garbage(tmp_path):
+    lines = NEWARE_CSV.read_text().splitlines()
+    bad_volt = list(lines)
+    cells = bad_volt[20].split(",")
+    cells[6] = "4.3x"
+    bad_volt[20] = ",".join(cells)
+    path = tmp_path / "nw_bad_voltage.csv"
+    path.write_text("\n".join(bad_volt) + "\n")
+    _raises_naming(path, "non-numeric value '4.3x' in column 'Voltage\\(V\\)'")
+    bad_time = list(lines)
+    cells = bad_time[20].split(",")
+    cells[4] = "00:zz:10"
+    bad_time[20] = ",".join(cells)
+    path = tmp_path / "nw_bad_time.csv"
+    path.write_text("\n".join(bad_time) + "\n")
+    _raises_naming(path, "unreadable 'Total Time' values")
+
+
 def test_csv_missing_needed_columns(tmp_path):
     path = tmp_path / "no_current.csv"
     pd.read_csv(P492_RAW).drop(columns=["Current_A"]).to_csv(path, index=False)

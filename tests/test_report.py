@@ -265,7 +265,7 @@ AXIS_LABELS = [
     "voltage drop (V)", "energy (eV)", "normalised absorbance (–)", "Ni L$_3$ high / L$_3$ low (–)",
     "Ni K-edge energy at half height (eV)", "probability per bin (–)", "x (µm)", "y (µm)", "Ni K-edge energy (eV)",
     "depth below particle surface (nm)", "mean Ni K-edge energy (eV)",
-    "θ between valence gradient and radial direction (°)", "probability per 5° bin (–)", "tangential excess (–)",
+    "probability per 5° bin (–)", "tangential excess (–)",
     "binning factor f (–)", "|u| (eV/nm)", "fraction of the group&#39;s vectors (–)", "θ (°)", "mean |u| (eV/nm)",
 ]
 

@@ -69,7 +69,6 @@ def _step_table(records: pd.DataFrame) -> pd.DataFrame:
     t = records["time_s"].to_numpy(dtype=float)
     v = records["voltage_v"].to_numpy(dtype=float)
     i = records["current_a"].to_numpy(dtype=float)
-    kind = np.asarray(records["step_type"].astype(str).to_numpy())
 
     # Trapezoid within each step (the interval into a step's first record belongs to no
     # step); negative time steps (clock resets) count as zero.
@@ -84,7 +83,7 @@ def _step_table(records: pd.DataFrame) -> pd.DataFrame:
 
     steps = pd.DataFrame({
         "cycle": records["cycle"].to_numpy()[first],
-        "kind": kind[first],
+        "kind": records["step_type"].iloc[first].astype(str).to_numpy(),
         "t_first": t[first],
         "t_last": t[last],
         "v_first": v[first],

@@ -310,7 +310,8 @@ class EdgeKernel:
         dt = mu.dtype
         coef, resid_op, rows_x = self._matrices(dt)
         n_blk = mu.shape[1]
-        a_pre, b_pre, a_post, b_post, total = coef @ mu
+        with np.errstate(invalid="ignore", over="ignore"):   # NaN/inf voxels: masked below
+            a_pre, b_pre, a_post, b_post, total = coef @ mu
         resid = resid_op @ mu[self.pre]
         np.sqrt(np.einsum("ij,ij->j", resid, resid) / dt.type(resid.shape[0]), out=sigma)
         np.subtract(a_post, a_pre, out=jump)

@@ -34,9 +34,11 @@ The record table (:data:`RECORD_COLUMNS`) is the same for every format:
   (per step, cumulative per cycle or over the test — resets are recognised). NaN when the
   file has no such column; the analysis then integrates current over time.
 
-Truncated files: a final line that was cut short (fewer cells than the header, or a cell
-that no longer parses) is dropped with a :class:`TruncatedFileWarning`; a file with no
-complete record, a damaged line anywhere else, or non-numeric values raise
+Truncated files: a final CSV line cut short (fewer cells than the header) is dropped with a
+:class:`TruncatedFileWarning` and the rest is read — a user loses one record, not the file.
+(A final line cut inside its last cell still parses and cannot be told apart.) A file with
+no complete record, a malformed line elsewhere, non-numeric values, missing needed columns,
+and empty or damaged Neware files (fastnda reporting an error) raise
 :class:`~txmdb.errors.InputError` naming the file and the problem.
 """
 

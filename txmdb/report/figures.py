@@ -120,6 +120,25 @@ def _legend(ax: "Axes", **kwargs) -> None:
         ax.legend(frameon=False, fontsize="small", **kwargs)
 
 
+def _figure_legend(fig: "Figure", title: str | None = None) -> None:
+    """One legend for a figure whose panels share their curves, outside on the right.
+
+    A legend per panel would repeat itself and, on dense histograms, hide the data.
+    """
+    seen: dict[str, object] = {}
+    for ax in fig.axes:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            seen.setdefault(label, handle)
+    if seen:
+        fig.legend(list(seen.values()), list(seen), loc="outside right center", frameon=False, fontsize="small",
+                   title=title, title_fontsize="small")
+
+
+def _markevery(n: int) -> int:
+    """Mark about 40 points per curve: every cycle of a 100-cycle run would become a smear."""
+    return max(1, n // 40)
+
+
 def _hide_unused(axes: np.ndarray, used: int) -> None:
     for ax in axes.flat[used:]:
         ax.set_visible(False)
@@ -145,10 +164,10 @@ def cycling_figure(curves: Sequence[Curve]) -> "Figure":
         ``retention_pct`` (discharge capacity over that of the run's reference cycle).
     """
     panels = [
-        ("discharge_capacity_mah_g", "discharge capacity (mAh/g)", "d  capacity"),
-        ("retention_pct", "capacity retention (%)", "e  retention"),
-        ("onset_discharge_voltage_v", "onset discharge voltage (V)", "f  onset voltage"),
-        ("voltage_drop_v", "voltage drop (V)", "g  voltage drop"),
+        ("discharge_capacity_mah_g", "discharge capacity (mAh/g)", "discharge capacity"),
+        ("retention_pct", "capacity retention (%)", "retention"),
+        ("onset_discharge_voltage_v", "onset discharge voltage (V)", "onset discharge voltage"),
+        ("voltage_drop_v", "voltage drop (V)", "voltage drop"),
     ]
     fig, axes = new_figure(2, 2)
     for ax, (column, ylabel, title) in zip(axes.flat, panels):
@@ -158,15 +177,15 @@ def cycling_figure(curves: Sequence[Curve]) -> "Figure":
             if frame.empty:
                 continue
             ax.plot(frame["cycle"], frame[column], color=curve.style.color, linestyle=curve.style.linestyle,
-                    marker="o", markersize=2.5, linewidth=1.2, label=curve.style.label)
+                    marker="o", markersize=3, markevery=_markevery(len(frame)), linewidth=1.2,
+                    label=curve.style.label)
             drawn = True
         ax.set_xlabel("cycle number (–)")
         ax.set_ylabel(ylabel)
         ax.set_title(title, loc="left", fontsize="medium")
-        if drawn:
-            _legend(ax)
-        else:
+        if not drawn:
             _no_data(ax)
+    _figure_legend(fig)
     return fig
 
 
@@ -237,8 +256,9 @@ def l3_ratio_figure(frame: "pd.DataFrame", colours: dict[str, str], modes: Seque
     ax.set_xticks(x, ticks)
     ax.set_xlabel("detection mode (probing depth)")
     ax.set_ylabel(r"Ni L$_3$ high / L$_3$ low (–)")
-    ax.set_title("c  surface vs bulk Ni valence", loc="left", fontsize="medium")
-    _legend(ax)
+    ax.set_title("surface vs bulk Ni valence", loc="left", fontsize="medium")
+    ax.margins(y=0.25)  # head room for the legend above the bars
+    _legend(ax, loc="upper left", ncols=min(len(samples), 3))
     return fig
 
 
@@ -336,7 +356,7 @@ def theta_panel(ax: "Axes", curves: Sequence[Curve], title: str) -> None:
         scans, flat (Δθ/180°) for 2-D ones.
     title : str
     """
-    references: list[np.ndarray] = []
+    references: list[tuple[np.ndarray, np.ndarray]] = []
     width = None
     for curve in curves:
         frame = curve.data
@@ -345,26 +365,29 @@ def theta_panel(ax: "Axes", curves: Sequence[Curve], title: str) -> None:
         ax.stairs(frame["probability"].to_numpy(float), edges, color=curve.style.color,
                   linestyle=curve.style.linestyle, linewidth=1.4, label=curve.style.label)
         reference = frame["reference"].to_numpy(float)
-        if not any(len(r) == len(reference) and np.allclose(r, reference) for r in references):
-            references.append(reference)
-            flat = np.allclose(reference, reference[0])
-            ax.stairs(reference, edges, color="black", linestyle="--", linewidth=1,
-                      label="random, 2-D (flat)" if flat else "random, 3-D (sin θ)")
+        if not any(len(r) == len(reference) and np.allclose(r, reference) for r, _ in references):
+            references.append((reference, edges))
+    # References last: on top of the curves and at the end of the legend.
+    for reference, edges in references:
+        flat = np.allclose(reference, reference[0])
+        ax.stairs(reference, edges, color="black", linestyle=":", linewidth=1.3,
+                  label="random, 2-D (flat)" if flat else "random, 3-D (sin θ)")
     if not curves:
         _no_data(ax)
     ax.set_xlim(0, 180)
     ax.set_xticks(range(0, 181, 30))
-    ax.set_xlabel("θ between valence gradient and radial direction (°)")
+    # θ is defined in the report text; a long label would collide with its neighbour's.
+    ax.set_xlabel("θ (°)")
     ax.set_ylabel(f"probability per {width:g}° bin (–)" if width else "probability per bin (–)")
     ax.set_title(title, loc="left", fontsize="medium")
-    _legend(ax, loc="upper right")
 
 
 def theta_figure(panels: Sequence[tuple[str, Sequence[Curve]]]) -> "Figure":
-    """One θ panel (see :func:`theta_panel`) per binning factor, side by side."""
+    """One θ panel (see :func:`theta_panel`) per binning factor, side by side, one shared legend."""
     fig, axes = new_figure(1, len(panels))
     for ax, (title, curves) in zip(axes.flat, panels):
         theta_panel(ax, curves, title)
+    _figure_legend(fig)
     return fig
 
 
@@ -400,11 +423,7 @@ def vector_size_figure(panels: Sequence[tuple[str, "pd.DataFrame"]], unit: str, 
         ax.set_ylabel("fraction of the group's vectors (–)")
         ax.set_title(title, loc="left", fontsize="medium")
     _hide_unused(axes, len(panels))
-    # One legend for the whole figure: the φ groups are the same in every panel.
-    handles, labels = axes.flat[0].get_legend_handles_labels()
-    if handles:
-        fig.legend(handles, labels, title="φ = min(θ, 180° − θ)", loc="outside right center", frameon=False,
-                   fontsize="small")
+    _figure_legend(fig, title="φ = min(θ, 180° − θ)")
     return fig
 
 
@@ -424,7 +443,7 @@ def u_theta_figure(panels: Sequence[tuple[str, Sequence[Curve]]], unit: str) -> 
         ax.set_xlabel("θ (°)")
         ax.set_ylabel(f"mean |u| ({unit})")
         ax.set_title(title, loc="left", fontsize="medium")
-        _legend(ax)
+    _figure_legend(fig)
     return fig
 
 
@@ -446,5 +465,5 @@ def tangential_excess_figure(curves: Sequence[Curve]) -> "Figure":
         ax.set_xlabel("binning factor f (–)")
         ax.set_ylabel("tangential excess (–)")
         ax.set_title(title, loc="left", fontsize="medium")
-        _legend(ax)
+    _figure_legend(fig)
     return fig

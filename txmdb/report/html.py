@@ -195,7 +195,10 @@ def _table_html(frame: pd.DataFrame) -> str:
     """An HTML table of a tidy frame; columns that are empty for every row are left out."""
     frame = frame.dropna(axis=1, how="all").copy()
     for column in frame.columns:
-        if frame[column].dtype == object:
+        if isinstance(frame[column].dtype, pd.api.extensions.ExtensionDtype):
+            # Nullable integers print <NA> whatever na_rep says.
+            frame[column] = frame[column].astype(object).where(frame[column].notna(), "–")
+        elif frame[column].dtype == object:
             frame[column] = frame[column].map(
                 lambda v: "" if v is None or (isinstance(v, dict) and not v) else
                 (", ".join(f"{k}={x}" for k, x in v.items()) if isinstance(v, dict) else v))

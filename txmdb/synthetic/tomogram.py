@@ -106,8 +106,8 @@ def _unit_vectors(rng: np.random.Generator, n: int, ndim: int) -> np.ndarray:
 def particle_field(shape: tuple[int, ...], *, kind: str = "rod", n_particles: int = 1,
                    radius: float | None = None, n_grains: int | None = None,
                    e_bulk: float = 8336.0, e_surface: float = 8342.0,
-                   grain_sigma_ev: float = 1.0, grain_ramp_ev: float = 4.0,
-                   voxel_sigma_ev: float = 0.5, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+                   grain_sigma_ev: float = 1.0, grain_ramp_ev: float = 8.0,
+                   voxel_sigma_ev: float = 2.0, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Edge-energy map and mask of spherical (circular in 2D) polycrystalline particles.
 
     Parameters

@@ -1,0 +1,196 @@
+"""Edge-extraction benchmark (DESIGN §7): txmdb vs the bare h5py read floor and naive numpy.
+
+Usage::
+
+    .venv/bin/python benchmarks/bench_edge.py            # build (cached) + measure
+    .venv/bin/python benchmarks/bench_edge.py --sizes 136,272 --naive-size 64
+
+Stacks are built once with the synthetic writer into ``benchmarks/out/`` (gitignored):
+rod-like particles, 60 energies, float32, contiguous Data Exchange layout; 272³ is 20.1
+million voxels × 60 energies = 4.8 GB. Each measurement runs in a fresh child process so
+its peak RSS (``resource.getrusage``) is its own. The floor and txmdb are timed in the
+same warm page-cache state: one untimed read of the file first, then floor and txmdb
+alternately, best of ``--repeat``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+OUT = Path(__file__).resolve().parent / "out"
+N_ENERGY = 60
+
+
+def stack_path(n: int) -> Path:
+    return OUT / f"rod_{n}cube_{N_ENERGY}e.h5"
+
+
+def build(n: int) -> Path:
+    """Write the n³ stack once (streamed slab by slab; never whole in memory)."""
+    from txmdb.synthetic.tomogram import SyntheticStack, energy_grid, particle_field, write_stack
+
+    path = stack_path(n)
+    if path.exists():
+        return path
+    t0 = time.perf_counter()
+    energies = energy_grid(N_ENERGY)
+    edge, _ = particle_field((n, n, n), kind="rod", seed=1, radius=0.48 * n)
+    write_stack(path, SyntheticStack(edge, energies, noise=0.01, seed=2), energies,
+                layout="dxchange", voxel_size_nm=30.0)
+    print(f"built {path.name}: {path.stat().st_size / 1e9:.2f} GB in "
+          f"{time.perf_counter() - t0:.0f} s", file=sys.stderr)
+    return path
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def measure_floor(path: Path) -> dict:
+    """Bare h5py: ds[:, z0:z1] slab by slab, same slab size as txmdb uses."""
+    import h5py
+
+    from txmdb.io.hdf5 import default_slab_size, open_stack
+
+    info = open_stack(path, check_finite=False)
+    step = default_slab_size(info)
+    t0 = time.perf_counter()
+    with h5py.File(path, "r") as f:
+        ds = f["/exchange/data"]
+        for z in range(0, info.n_slices, step):
+            ds[:, z:z + step]
+    return {"seconds": time.perf_counter() - t0, "voxels": int(np.prod(info.shape[1:])),
+            "rss_mb": _peak_rss_mb()}
+
+
+def measure_txmdb(path: Path) -> dict:
+    """open_stack + iter_slabs + EdgeKernel: the whole edge map (kept in memory)."""
+    from txmdb.analysis.edge import PRESETS, EdgeKernel
+    from txmdb.io.hdf5 import default_slab_size, iter_slabs, open_stack
+
+    t0 = time.perf_counter()
+    info = open_stack(path)
+    kernel = EdgeKernel(info.energies_ev, PRESETS["Ni"])
+    edge = np.empty(info.spatial_shape)
+    valid = 0
+    t_kernel = 0.0
+    for a, b, slab in iter_slabs(info, default_slab_size(info)):
+        t1 = time.perf_counter()
+        res = kernel(slab)
+        t_kernel += time.perf_counter() - t1
+        edge[a:b] = res.edge_ev
+        valid += int(res.valid.sum())
+    return {"seconds": time.perf_counter() - t0, "kernel_seconds": t_kernel,
+            "voxels": int(np.prod(info.shape[1:])), "valid": valid, "rss_mb": _peak_rss_mb()}
+
+
+def naive_edge(mu: np.ndarray, energies: np.ndarray) -> np.ndarray:
+    """The straightforward full-array float64 numpy version a script would contain."""
+    mu = mu.astype(np.float64).reshape(mu.shape[0], -1)
+    pre = energies <= 8320
+    post = energies >= 8370
+    pre_fit = np.polyfit(energies[pre], mu[pre], 1)          # (2, n_vox)
+    post_fit = np.polyfit(energies[post], mu[post], 1)
+    pre_line = pre_fit[0] * energies[:, None] + pre_fit[1]
+    post_line = post_fit[0] * energies[:, None] + post_fit[1]
+    norm = (mu - pre_line) / (post_line - pre_line)
+    resid = mu[pre] - pre_line[pre]
+    sigma = np.sqrt((resid ** 2).mean(axis=0))
+    ec = 0.5 * (8325 + 8365)
+    jump = (post_fit[0] * ec + post_fit[1]) - (pre_fit[0] * ec + pre_fit[1])
+    edge = np.full(mu.shape[1], np.nan)
+    window = np.flatnonzero((energies >= 8325) & (energies <= 8365))
+    for k in window[::-1]:                                  # last assignment = first k
+        hit = (norm[k] >= 0.5) & (norm[k - 1] < 0.5)
+        interp = energies[k - 1] + (0.5 - norm[k - 1]) / (norm[k] - norm[k - 1]) * (
+            energies[k] - energies[k - 1])
+        edge = np.where(hit, interp, edge)
+    bad = (jump < 0.1) | ((sigma > 0) & (jump < 5 * sigma)) | ~np.isfinite(mu).all(axis=0)
+    edge[bad] = np.nan
+    return edge
+
+
+def measure_naive(n: int, repeat: int) -> dict:
+    from txmdb.analysis.edge import PRESETS, EdgeKernel
+    from txmdb.synthetic.tomogram import SyntheticStack, energy_grid, particle_field
+
+    energies = energy_grid(N_ENERGY)
+    edge, _ = particle_field((n, n, n), kind="rod", seed=1, radius=0.48 * n)
+    mu = np.asarray(SyntheticStack(edge, energies, noise=0.01, seed=2))
+    kernel = EdgeKernel(energies, PRESETS["Ni"])
+    t_naive = t_ours = np.inf
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        ref = naive_edge(mu, energies)
+        t_naive = min(t_naive, time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        ours = kernel(mu).edge_ev
+        t_ours = min(t_ours, time.perf_counter() - t0)
+    agree = np.nanmax(np.abs(ref - ours.ravel()))
+    same_mask = bool(np.array_equal(np.isnan(ref), np.isnan(ours.ravel())))
+    return {"voxels": n ** 3, "naive_seconds": t_naive, "txmdb_seconds": t_ours,
+            "max_abs_diff_ev": float(agree), "same_mask": same_mask}
+
+
+def _child(kind: str, arg: str, repeat: int = 1) -> dict:
+    out = subprocess.run([sys.executable, __file__, "--measure", kind, arg, "--repeat", str(repeat)],
+                         check=True, capture_output=True, text=True)
+    return json.loads(out.stdout)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--sizes", default="136,272", help="cube edges of the stacks")
+    parser.add_argument("--naive-size", type=int, default=64)
+    parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--measure", nargs=2, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.measure:
+        kind, arg = args.measure
+        if kind == "naive":
+            print(json.dumps(measure_naive(int(arg), args.repeat)))
+        else:
+            print(json.dumps({"floor": measure_floor, "txmdb": measure_txmdb}[kind](Path(arg))))
+        return
+
+    OUT.mkdir(exist_ok=True)
+    rows = []
+    for n in (int(s) for s in args.sizes.split(",")):
+        path = build(n)
+        measure_floor(path)                      # warm the page cache (untimed)
+        floor = ours = None
+        for _ in range(args.repeat):
+            f = _child("floor", str(path))
+            o = _child("txmdb", str(path))
+            floor = f if floor is None or f["seconds"] < floor["seconds"] else floor
+            ours = o if ours is None or o["seconds"] < ours["seconds"] else ours
+        vox = floor["voxels"]
+        rows.append((n, vox, path.stat().st_size / 1e9, floor, ours))
+    naive = _child("naive", str(args.naive_size), args.repeat)
+
+    print(f"\nEdge extraction, {N_ENERGY} energies, float32, warm page cache "
+          f"(best of {args.repeat})")
+    print(f"{'stack':>8} {'voxels':>12} {'GB':>6} {'floor µs/vox':>13} {'txmdb µs/vox':>13} "
+          f"{'kernel µs/vox':>14} {'ratio':>6} {'floor RSS MB':>13} {'txmdb RSS MB':>13}")
+    for n, vox, gb, floor, ours in rows:
+        print(f"{n:>7}³ {vox:>12,} {gb:>6.2f} {floor['seconds'] / vox * 1e6:>13.3f} "
+              f"{ours['seconds'] / vox * 1e6:>13.3f} {ours['kernel_seconds'] / vox * 1e6:>14.3f} "
+              f"{ours['seconds'] / floor['seconds']:>6.2f} {floor['rss_mb']:>13.0f} "
+              f"{ours['rss_mb']:>13.0f}")
+    nv = naive["voxels"]
+    print(f"\nNaive full-array float64 numpy vs txmdb kernel, {args.naive_size}³ in memory: "
+          f"{naive['naive_seconds'] / nv * 1e6:.3f} vs {naive['txmdb_seconds'] / nv * 1e6:.3f} "
+          f"µs/voxel -> {naive['naive_seconds'] / naive['txmdb_seconds']:.1f}x "
+          f"(max |Δ edge| {naive['max_abs_diff_ev']:.1e} eV, same mask: {naive['same_mask']})")
+
+
+if __name__ == "__main__":
+    main()
