@@ -9,6 +9,7 @@ import typer
 from typer.core import TyperGroup
 
 from txmdb.cli import db as db_cli
+from txmdb.cli import demo as demo_cli
 from txmdb.cli import measure as measure_cli
 from txmdb.cli import query as query_cli
 from txmdb.cli import txm as txm_cli
@@ -47,6 +48,7 @@ def _global_options(
 
 app.command("init")(db_cli.init)
 app.add_typer(db_cli.app, name="db")
+app.command("demo")(demo_cli.demo)
 app.add_typer(sample_cli.sample_app, name="sample")
 app.add_typer(sample_cli.cell_app, name="cell")
 app.add_typer(measure_cli.cycling_app, name="cycling")

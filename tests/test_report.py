@@ -343,7 +343,8 @@ def test_missing_data_gives_notes_not_a_crash(catalog, tmp_path):
     path = build_report(catalog, ["rod-NMC", "bare-NMC"], output=tmp_path / "both.html", cycle=150)
     text, page = parse(path)
     assert any("results file is missing" in n for n in page.notes["txm"])
-    assert any("No cell reached cycle 150" in n for n in page.notes["cycling"])
+    assert any("No retention at cycle 150 for R1" in n for n in page.notes["cycling"])
+    assert any("No summary at cycle 150" in n for n in page.notes["summary"])
     assert 'id="fig-valence_maps"' not in text and 'id="fig-theta"' in text
 
 

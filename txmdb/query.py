@@ -17,7 +17,10 @@ from txmdb.db import models as m
 def _frame(catalog, stmt: Select) -> pd.DataFrame:
     with catalog.engine.connect() as conn:
         result = conn.execute(stmt)
-        return pd.DataFrame(result.fetchall(), columns=list(result.keys()))
+        keys = list(result.keys())
+        rows = result.fetchall()
+    # Column by column, so list-valued cells (JSON columns) stay single objects.
+    return pd.DataFrame({key: [row[i] for row in rows] for i, key in enumerate(keys)}, columns=keys)
 
 
 def _latest_analyses():

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from txmdb import __version__, query
-from txmdb.errors import NotFoundError, TxmdbError
+from txmdb.errors import InputError, NotFoundError, TxmdbError
 from txmdb.io.files import atomic_output
 from txmdb.report import figures as fg
 from txmdb.report.figures import Curve, Style
@@ -258,16 +258,24 @@ def _cycling_section(ctx: _Context) -> Section:
     section.figure("cycling", "Capacity, retention, onset discharge voltage and voltage drop against cycle.",
                    fg.cycling_figure(curves))
 
-    retention = ctx.order(query.retention(ctx.catalog, cycle=ctx.cycle, sample=ctx.samples), "cell")
-    section.table(f"Retention at cycle {ctx.cycle} against each run's reference cycle, and cycles to 95/90/80 %.",
-                  retention)
+    # query.retention refuses a run without the cycle or its reference: ask only for cells that have both.
+    has = cycles.groupby(["cell", "run_id"])["cycle"].agg(lambda c: set(c))
+    complete = sorted({cell for (cell, run_id), numbers in has.items()
+                       if {ctx.cycle, references.get(int(run_id), 2)} <= numbers})
+    short = sorted(set(cycles["cell"]) - set(complete))
+    if short:
+        section.notes.append(f"No retention at cycle {ctx.cycle} for {', '.join(short)}: the cycle or the "
+                             "reference cycle is missing; choose another with --cycle.")
+    if complete:
+        retention = ctx.order(query.retention(ctx.catalog, cycle=ctx.cycle, sample=ctx.samples, cell=complete),
+                              "cell")
+        section.table(f"Retention at cycle {ctx.cycle} against each run's reference cycle, and cycles to "
+                      "95/90/80 %.", retention)
     key_cycles = sorted({1, *references.values(), ctx.cycle})
     at = cycles[cycles["cycle"].isin(key_cycles)][
         ["sample", "cell", "cycle", "discharge_capacity_mah_g", "coulombic_efficiency_pct",
          "mean_discharge_voltage_v", "onset_discharge_voltage_v", "voltage_drop_v"]]
     section.table(f"Key cycles ({', '.join(map(str, key_cycles))}).", at)
-    if not (cycles["cycle"] == ctx.cycle).any():
-        section.notes.append(f"No cell reached cycle {ctx.cycle}; choose another with --cycle.")
     return section
 
 
@@ -555,8 +563,14 @@ def _summary_section(ctx: _Context) -> Section:
                       intro=f"One row per sample and state: its cells' retention and voltage drop at cycle "
                             f"{ctx.cycle} beside its scans' mean edge energy, mean |u| and tangential excess per "
                             "binning factor f.")
-    summary = ctx.order(query.summary(ctx.catalog, sample=ctx.samples, cycle=ctx.cycle), "state")
-    section.table("txmdb query summary.", summary)
+    try:
+        summary = query.summary(ctx.catalog, sample=ctx.samples, cycle=ctx.cycle)
+    except InputError as exc:
+        # A cell that never reached the cycle: the rest of the report still stands.
+        section.notes.append(f"No summary at cycle {ctx.cycle}: {exc}. Choose a cycle every cell reached "
+                             "with --cycle.")
+        return section
+    section.table("txmdb query summary.", ctx.order(summary, "state"))
     return section
 
 
