@@ -64,8 +64,12 @@ def _spectrum(path: Path, energy: np.ndarray, normalized: np.ndarray) -> None:
     pd.DataFrame({"energy_ev": energy, "mu": normalized * 0.8 + 0.1, "normalized": normalized}).to_parquet(path)
 
 
-def populate(catalog, root: Path, samples=("rod-NMC", "gravel-NMC"), *, with_empty: str | None = None) -> None:
-    """Insert two fully measured samples (and optionally an empty one) through the ORM."""
+def populate(catalog, root: Path, samples=("rod-NMC", "gravel-NMC"), *, with_empty: str | None = None,
+             statistics: bool = True) -> None:
+    """Insert fully measured samples (and optionally an empty one) through the ORM.
+
+    ``statistics=False`` leaves the analyses without their θ, |u|, histogram and depth rows.
+    """
     from txmdb.db import models as m
 
     root.mkdir(parents=True, exist_ok=True)
@@ -135,7 +139,8 @@ def populate(catalog, root: Path, samples=("rod-NMC", "gravel-NMC"), *, with_emp
                                   std_edge_ev=1.2)
             s.add(analysis)
             s.flush()
-            _statistics(s, analysis.id, rod, EDGE_EV[sample_name])
+            if statistics:
+                _statistics(s, analysis.id, rod, EDGE_EV[sample_name])
         if with_empty:
             s.add(m.Sample(name=with_empty, morphology="gravel"))
 
@@ -313,7 +318,7 @@ def test_compare_writes_a_self_contained_report(cli, catalog, tmp_path):
 
 
 def test_unknown_sample_is_one_line(cli, catalog, tmp_path):
-    populate(catalog, tmp_path / "data", samples=("rod-NMC",))
+    populate(catalog, tmp_path / "data", samples=(), with_empty="rod-NMC")
     out = tmp_path / "report.html"
     result = cli("report", "compare", "rod-NMC", "nobody", "-o", out)
     assert result.exit_code == 1
@@ -326,7 +331,7 @@ def test_missing_data_gives_notes_not_a_crash(catalog, tmp_path):
     from txmdb.db import models as m
     from txmdb.report import build_report
 
-    populate(catalog, tmp_path / "data", samples=("rod-NMC",), with_empty="bare-NMC")
+    populate(catalog, tmp_path / "data", samples=("rod-NMC",), with_empty="bare-NMC", statistics=False)
     with catalog.session() as s:
         # An analysis whose results file has gone: the map is skipped with a note, the rest stays.
         analysis = s.query(m.Analysis).one()
@@ -345,14 +350,16 @@ def test_missing_data_gives_notes_not_a_crash(catalog, tmp_path):
     assert any("results file is missing" in n for n in page.notes["txm"])
     assert any("No retention at cycle 150 for R1" in n for n in page.notes["cycling"])
     assert any("No summary at cycle 150" in n for n in page.notes["summary"])
-    assert 'id="fig-valence_maps"' not in text and 'id="fig-theta"' in text
+    assert 'id="fig-valence_maps"' not in text and 'id="fig-cycling"' in text
+    for section in ("depth", "theta", "vectors"):
+        assert page.notes.get(section), f"section {section} explains why it is empty"
 
 
 def test_no_samples_or_bad_cycle_is_a_user_error(catalog, tmp_path):
     from txmdb.errors import TxmdbError
     from txmdb.report import build_report
 
-    populate(catalog, tmp_path / "data", samples=("rod-NMC",))
+    populate(catalog, tmp_path / "data", samples=(), with_empty="rod-NMC")
     with pytest.raises(TxmdbError, match="at least one sample"):
         build_report(catalog, [], output=tmp_path / "r.html")
     with pytest.raises(TxmdbError, match="positive"):

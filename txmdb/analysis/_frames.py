@@ -8,12 +8,12 @@ scan), and NaN in float columns for SQL NULL.
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import pandas as pd
 
-__all__ = ["particle_column", "frame", "grouped_mean_std", "group_bincount"]
+__all__ = ["particle_column", "frame", "flat_chunks", "grouped_moments", "CHUNK"]
 
 
 def particle_column(labels: np.ndarray) -> pd.arrays.IntegerArray:
@@ -31,38 +31,61 @@ def frame(columns: dict[str, object], order: Sequence[str]) -> pd.DataFrame:
     return pd.DataFrame({name: columns[name] for name in order})
 
 
-def group_bincount(key: np.ndarray, n_keys: int, weights: np.ndarray | None = None) -> np.ndarray:
-    """``np.bincount`` with a fixed length (int64 counts, or float64 sums with weights)."""
-    out = np.bincount(key, weights=weights, minlength=n_keys)
-    return out[:n_keys]
+# Flat chunk of voxels processed at once by the chunked reductions: bounds the int64 and
+# float64 temporaries to a few tens of MB whatever the size of the map.
+CHUNK = 1 << 22
 
 
-def grouped_mean_std(key: np.ndarray, values: np.ndarray, n_keys: int
-                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Count, mean and population std (ddof=0) of ``values`` per integer ``key``.
+def flat_chunks(size: int) -> Iterator[slice]:
+    """Consecutive slices of ``range(size)``, ``CHUNK`` long."""
+    for start in range(0, size, CHUNK):
+        yield slice(start, min(start + CHUNK, size))
 
-    Two passes (mean first, then the squared deviations from each group's own mean):
-    edge energies sit near 8.3 keV with spreads of a few eV, so the one-pass
-    ``E[x²] − E[x]²`` would lose most of float64's digits to cancellation.
+
+def grouped_moments(labels: np.ndarray, values: np.ndarray,
+                    keyings: Sequence[tuple[Callable[[np.ndarray], np.ndarray], int]]
+                    ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Count, mean and population std (ddof = 0) of ``values`` over the particle voxels.
+
+    The voxels with ``labels > 0`` are grouped once per keying; a keying is
+    ``(key_of, n_keys)`` with ``key_of(flat_indices)`` giving each voxel's group in
+    ``0..n_keys-1``. The map is walked in flat chunks (bounded temporaries), twice: sums
+    first, then the squared deviations from each group's own mean — edge energies sit
+    near 8.3 keV with spreads of a few eV, so the one-pass ``E[x²] − E[x]²`` would lose
+    most of float64's digits to cancellation.
 
     Parameters
     ----------
-    key : ndarray of int, shape (n,)
-        Group of each value, ``0 <= key < n_keys``.
-    values : ndarray of float, shape (n,)
-    n_keys : int
+    labels : ndarray of int
+        Particle labels, 0 outside particles.
+    values : ndarray of float, same shape
+    keyings : sequence of (callable, int)
 
     Returns
     -------
-    count : ndarray of int64, shape (n_keys,)
-    mean, std : ndarray of float64, shape (n_keys,)
-        NaN for empty groups.
+    list of (count int64, mean float64, std float64), one per keying, each of shape
+    (n_keys,); NaN mean/std for empty groups.
     """
-    values = np.asarray(values, dtype=np.float64)
-    count = group_bincount(key, n_keys)
-    total = group_bincount(key, n_keys, values)
+    lab = labels.reshape(-1)
+    val = values.reshape(-1)
+    counts = [np.zeros(n, dtype=np.int64) for _, n in keyings]
+    sums = [np.zeros(n) for _, n in keyings]
+    for sl in flat_chunks(lab.size):
+        idx = np.flatnonzero(lab[sl]) + sl.start
+        v = val[idx].astype(np.float64, copy=False)
+        for (key_of, n), c, t in zip(keyings, counts, sums):
+            k = key_of(idx)
+            c += np.bincount(k, minlength=n)[:n]
+            t += np.bincount(k, weights=v, minlength=n)[:n]
     with np.errstate(invalid="ignore", divide="ignore"):
-        mean = total / count
-        dev = values - mean[key]
-        var = group_bincount(key, n_keys, dev * dev) / count
-    return count, mean, np.sqrt(var)
+        means = [t / c for t, c in zip(sums, counts)]
+    squares = [np.zeros(n) for _, n in keyings]
+    for sl in flat_chunks(lab.size):
+        idx = np.flatnonzero(lab[sl]) + sl.start
+        v = val[idx].astype(np.float64, copy=False)
+        for (key_of, n), m, q in zip(keyings, means, squares):
+            k = key_of(idx)
+            dev = v - m[k]
+            q += np.bincount(k, weights=dev * dev, minlength=n)[:n]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return [(c, m, np.sqrt(q / c)) for c, m, q in zip(counts, means, squares)]

@@ -175,7 +175,7 @@ def _first_rise(above: np.ndarray, below: np.ndarray | None = None) -> np.ndarra
 # Voxels per block inside one call: the ~45 rows of the edge window of a block (and the
 # temporaries derived from them) stay in the L2 cache, so the crossing search streams
 # the slab from memory about once instead of once per expression.
-_BLOCK = 8192
+_BLOCK = 16384
 
 
 class EdgeKernel:
@@ -292,7 +292,10 @@ class EdgeKernel:
         valid = np.empty(n_vox, dtype=bool)
         for b0 in range(0, n_vox, _BLOCK):
             b1 = min(b0 + _BLOCK, n_vox)
-            self._block(mu2[:, b0:b1], edge[b0:b1], jump[b0:b1], sigma[b0:b1], valid[b0:b1])
+            # a contiguous copy of the block: the rows of a column block of a big slab
+            # are megabytes apart, which thrashes cache sets and TLB in every later pass
+            block = np.ascontiguousarray(mu2[:, b0:b1])
+            self._block(block, edge[b0:b1], jump[b0:b1], sigma[b0:b1], valid[b0:b1])
         return EdgeResult(edge_ev=edge.reshape(spatial), jump=jump.reshape(spatial),
                           sigma_pre=sigma.reshape(spatial), valid=valid.reshape(spatial))
 

@@ -339,28 +339,36 @@ def u_histogram_edges(u_f1: np.ndarray, *, u_max: float | None = None, n_bins: i
     return edges
 
 
-def _sorted_group_quantiles(order_u: np.ndarray, key: np.ndarray, n_keys: int,
-                            qs: tuple[float, ...]) -> tuple[np.ndarray, np.ndarray]:
-    """Linear-interpolation quantiles (numpy's default) of ``u`` per integer key.
+def _group_quantiles(key: np.ndarray, values: np.ndarray, n_keys: int,
+                     qs: tuple[float, ...]) -> np.ndarray:
+    """Linear-interpolation quantiles (numpy's default method) of ``values`` per key.
 
-    ``order_u`` is ``u`` sorted ascending and ``key`` the keys in that same order; a
-    stable sort by key (radix sort for small int dtypes) then yields every group's values
-    in ascending order, without sorting the floats again per grouping.
+    One stable radix sort of the small integer keys gathers every group contiguously;
+    each group then needs only ``np.partition`` at the two order statistics around each
+    quantile (O(n), no float sort).
+
+    Returns
+    -------
+    ndarray of float64, shape (len(qs), n_keys)
+        NaN for empty groups.
     """
-    small = np.int16 if n_keys < np.iinfo(np.int16).max else np.int64
-    by_key = np.argsort(key.astype(small), kind="stable")
-    values = order_u[by_key]
+    small = np.int16 if n_keys <= np.iinfo(np.int16).max else np.int64
+    order = np.argsort(key.astype(small), kind="stable")
+    grouped = values[order]
+    del order
     count = np.bincount(key, minlength=n_keys)[:n_keys]
     start = np.concatenate([[0], np.cumsum(count)[:-1]])
     out = np.full((len(qs), n_keys), np.nan)
-    has = count > 0
-    for i, q in enumerate(qs):
-        pos = start[has] + q * (count[has] - 1)
-        lo = np.floor(pos).astype(np.int64)
-        hi = np.minimum(lo + 1, start[has] + count[has] - 1)
-        frac = pos - lo
-        out[i, has] = values[lo] + (values[hi] - values[lo]) * frac
-    return count, out
+    for g in np.flatnonzero(count):
+        seg = grouped[start[g]:start[g] + count[g]]
+        pos = [q * (seg.size - 1) for q in qs]
+        kth = sorted({int(math.floor(p)) for p in pos} | {min(int(math.floor(p)) + 1, seg.size - 1) for p in pos})
+        seg.partition(kth)
+        for i, p in enumerate(pos):
+            lo = int(math.floor(p))
+            hi = min(lo + 1, seg.size - 1)
+            out[i, g] = seg[lo] + (seg[hi] - seg[lo]) * (p - lo)
+    return out
 
 
 def gradient_statistics(vectors: GradientVectors, *, n_particles: int, bin_factor: int, ndim: int,
@@ -402,25 +410,33 @@ def gradient_statistics(vectors: GradientVectors, *, n_particles: int, bin_facto
     ref = theta_reference(edges, ndim)
     nb = theta_bins
     theta, u = vectors.theta_deg, vectors.u
-    lab = vectors.particle.astype(np.int64)
-
-    tb = np.clip(np.searchsorted(edges, theta, side="right") - 1, 0, nb - 1)
-    phi = np.minimum(theta, 180.0 - theta)
+    lab = vectors.particle.astype(np.intp)
     npg = PHI_EDGES.size - 1
-    pg = np.clip(np.searchsorted(PHI_EDGES, phi, side="right") - 1, 0, npg - 1)
-    band = (theta >= TANGENTIAL_BAND[0]) & (theta < TANGENTIAL_BAND[1])
 
     def per_group(key: np.ndarray, width: int, weights: np.ndarray | None = None) -> np.ndarray:
-        """(ng, width) sums per particle and bin; row 0 = all particles."""
-        out = np.bincount(lab * width + key, weights=weights, minlength=ng * width)[:ng * width]
-        out = out.reshape(ng, width)
+        """(ng, width) counts or sums of a combined key ``particle · width + bin``;
+        row 0 = all particles."""
+        out = np.bincount(key, weights=weights, minlength=ng * width)[:ng * width].reshape(ng, width)
         out[0] = out[1:].sum(axis=0)
         return out
 
-    theta_count = per_group(tb, nb)
-    theta_usum = per_group(tb, nb, u)
-    band_count = per_group(band.astype(np.int64), 2)[:, 1]
-    band_usum = per_group(band.astype(np.int64), 2, u)[:, 1]
+    # Combined keys particle · n_bins + bin, built in place (the vectors of a 20-million
+    # voxel scan number ~10 million: every temporary is ~80 MB).
+    key = np.searchsorted(edges, theta, side="right") - 1
+    np.clip(key, 0, nb - 1, out=key)
+    key += lab * nb
+    theta_count = per_group(key, nb)
+    theta_usum = per_group(key, nb, u)
+    band = (theta >= TANGENTIAL_BAND[0]) & (theta < TANGENTIAL_BAND[1])
+    band_count = per_group(lab[band], 1)[:, 0]
+    band_usum = per_group(lab[band], 1, u[band])[:, 0]
+    del band
+    phi_key = np.searchsorted(PHI_EDGES, np.minimum(theta, 180.0 - theta), side="right") - 1
+    np.clip(phi_key, 0, npg - 1, out=phi_key)
+    if n > 1:
+        quant_scan = _group_quantiles(phi_key, u, npg, (0.5, 0.9)) if len(u) else None
+    phi_key += lab * npg
+    del key, lab
     n_vec = theta_count.sum(axis=1)
     u_total = theta_usum.sum(axis=1)
 
@@ -470,21 +486,14 @@ def gradient_statistics(vectors: GradientVectors, *, n_particles: int, bin_facto
         "n": theta_count.ravel(), "mean_u_ev_per_nm": u_theta_mean.ravel(),
     }, GRADIENT_TABLES["u_theta_profiles"])
 
-    # Vector size per folded-angle group: one float sort of |u|, then cheap stable
-    # integer sorts per grouping (by particle and group, and by group for the scan).
-    order = np.argsort(u, kind="stable")
-    u_sorted = u[order]
-    phi_count = per_group(pg, npg)
-    phi_usum = per_group(pg, npg, u)
+    # Vector size per folded-angle group φ.
+    phi_count = per_group(phi_key, npg)
+    phi_usum = per_group(phi_key, npg, u)
     quant = np.full((2, ng, npg), np.nan)
-    if n_vec[0] > 0:
-        _, q_parts = _sorted_group_quantiles(u_sorted, (lab * npg + pg)[order], ng * npg, (0.5, 0.9))
-        quant[:, :, :] = q_parts.reshape(2, ng, npg)
-        if n > 1:  # otherwise the scan is its only particle
-            _, q_scan = _sorted_group_quantiles(u_sorted, pg[order], npg, (0.5, 0.9))
-            quant[:, 0, :] = q_scan
-        else:
-            quant[:, 0, :] = quant[:, 1, :]
+    if len(u):
+        quant[:] = _group_quantiles(phi_key, u, ng * npg, (0.5, 0.9)).reshape(2, ng, npg)
+        # the scan row: its own quantiles, or those of its only particle
+        quant[:, 0, :] = quant_scan if n > 1 else quant[:, 1, :]
     with np.errstate(invalid="ignore", divide="ignore"):
         phi_mean = phi_usum / phi_count
     tables["vector_size_stats"] = frame({
@@ -496,8 +505,10 @@ def gradient_statistics(vectors: GradientVectors, *, n_particles: int, bin_facto
 
     nu = max(u_edges.size - 1, 0)
     if nu:
-        ub = np.clip(np.searchsorted(u_edges, u, side="right") - 1, 0, nu - 1)
-        hist = per_group(pg * nu + ub, npg * nu).reshape(ng, npg, nu)
+        key = np.searchsorted(u_edges, u, side="right") - 1
+        np.clip(key, 0, nu - 1, out=key)
+        key += phi_key * nu  # (particle · npg + φ group) · nu + |u| bin
+        hist = per_group(key, npg * nu).reshape(ng, npg, nu)
     else:
         hist = np.zeros((ng, npg, 0), dtype=np.int64)
     tables["vector_size_histograms"] = frame({

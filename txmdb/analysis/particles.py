@@ -29,7 +29,9 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage as ndi
 
-from txmdb.analysis._frames import frame, grouped_mean_std, particle_column
+from txmdb.analysis._frames import CHUNK as _CHUNK
+from txmdb.analysis._frames import flat_chunks as _flat_chunks
+from txmdb.analysis._frames import frame, grouped_moments, particle_column
 
 __all__ = [
     "DEFAULT_MIN_VOXELS",
@@ -54,11 +56,6 @@ PARTICLE_COLUMNS = ("particle", "n_voxels", "centroid_z", "centroid_y", "centroi
 DEPTH_COLUMNS = ("particle", "depth_lo_vox", "depth_hi_vox", "depth_lo_nm", "depth_hi_nm",
                  "n_voxels", "mean_edge_ev", "std_edge_ev")
 EDGE_HISTOGRAM_COLUMNS = ("particle", "edge_lo_ev", "edge_hi_ev", "count", "probability")
-
-# Flat chunk of voxels processed at once by the reductions below: bounds the int64/float64
-# temporaries to a few tens of MB whatever the size of the map.
-_CHUNK = 1 << 22
-
 
 def default_min_voxels(ndim: int) -> int:
     """Default smallest particle: 1000 voxels in 3D, 100 pixels in 2D (DESIGN §5)."""
@@ -108,11 +105,6 @@ def label_particles(valid: np.ndarray, *, min_voxels: int | None = None,
         lut[keep] = np.arange(1, n + 1, dtype=np.int32)
         labels = lut[labels]
     return labels, n
-
-
-def _flat_chunks(size: int) -> Iterator[slice]:
-    for start in range(0, size, _CHUNK):
-        yield slice(start, min(start + _CHUNK, size))
 
 
 def label_centroids(labels: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -169,28 +161,9 @@ def particle_moments(labels: np.ndarray, n: int, edge_ev: np.ndarray
     """
     count, centroid = label_centroids(labels, n)
     lab = labels.reshape(-1)
-    edge = edge_ev.reshape(-1)
-    edge_sum = np.zeros(n + 1)
-    for sl in _flat_chunks(lab.size):
-        idx = np.flatnonzero(lab[sl]) + sl.start
-        edge_sum += np.bincount(lab[idx], weights=edge[idx], minlength=n + 1)
-    edge_sum[0] = edge_sum[1:].sum()
-    with np.errstate(invalid="ignore", divide="ignore"):
-        mean = edge_sum / count
-    # Second pass: squared deviations from each group's own mean (no cancellation).
-    sq = np.zeros(n + 1)
-    sq_scan = 0.0
-    for sl in _flat_chunks(lab.size):
-        idx = np.flatnonzero(lab[sl]) + sl.start
-        key = lab[idx]
-        e = edge[idx].astype(np.float64)
-        dev = e - mean[key]
-        sq += np.bincount(key, weights=dev * dev, minlength=n + 1)
-        dev0 = e - mean[0]
-        sq_scan += float(np.dot(dev0, dev0))
-    sq[0] = sq_scan
-    with np.errstate(invalid="ignore", divide="ignore"):
-        std = np.sqrt(sq / count)
+    (_, mean, std), (_, mean0, std0) = grouped_moments(
+        labels, edge_ev, [(lambda idx: lab[idx], n + 1), (lambda idx: np.zeros(idx.size, np.intp), 1)])
+    mean[0], std[0] = mean0[0], std0[0]  # row 0 = whole scan
     return count, centroid, mean, std
 
 
@@ -301,21 +274,20 @@ def depth_profiles(labels: np.ndarray, n: int, edge_ev: np.ndarray, depth: np.nd
         ``[k, k + 1)``, whole scan (``particle`` <NA>) first, then particles 1..n.
     """
     lab = labels.reshape(-1)
-    parts_key, parts_edge = [], []
-    for sl in _flat_chunks(lab.size):
-        idx = np.flatnonzero(lab[sl]) + sl.start
-        parts_key.append(np.stack([lab[idx].astype(np.int64),
-                                   np.floor(depth.reshape(-1)[idx]).astype(np.int64)]))
-        parts_edge.append(edge_ev.reshape(-1)[idx].astype(np.float64))
-    keys = np.concatenate(parts_key, axis=1) if parts_key else np.zeros((2, 0), np.int64)
-    values = np.concatenate(parts_edge) if parts_edge else np.zeros(0)
-    n_depth = int(keys[1].max()) + 1 if keys.shape[1] else 1
+    flat_depth = depth.reshape(-1)
+    n_depth = int(depth.max()) + 1 if n else 1
+
+    def depth_bin(idx: np.ndarray) -> np.ndarray:
+        return flat_depth[idx].astype(np.intp)  # floor: depths are >= 0
+
+    scan, parts = grouped_moments(labels, edge_ev, [
+        (depth_bin, n_depth),
+        (lambda idx: lab[idx].astype(np.intp) * n_depth + depth_bin(idx), (n + 1) * n_depth)])
     rows = []
-    for group_key, n_groups in ((keys[1], n_depth), (keys[0] * n_depth + keys[1], (n + 1) * n_depth)):
-        cnt, mean, std = grouped_mean_std(group_key, values, n_groups)
-        nz = np.flatnonzero(cnt)
-        rows.append((nz // n_depth if n_groups > n_depth else np.zeros(nz.size, np.int64),
-                     nz % n_depth, cnt[nz], mean[nz], std[nz]))
+    for key_count, key_mean, key_std in (scan, parts):
+        nz = np.flatnonzero(key_count)
+        rows.append((nz // n_depth if key_count.size > n_depth else np.zeros(nz.size, np.int64),
+                     nz % n_depth, key_count[nz], key_mean[nz], key_std[nz]))
     particle, lo, cnt, mean, std = (np.concatenate(c) for c in zip(*rows))
     lo = lo.astype(np.float64)
     scale = voxel_size_nm if voxel_size_nm else np.nan
