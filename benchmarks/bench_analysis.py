@@ -8,8 +8,9 @@ process, so building the stack does not count). Goal: < 60 s on 2 cores, < 1.5 G
     python benchmarks/bench_analysis.py --stack FILE    # any stack txmdb can open
     python benchmarks/bench_analysis.py --workers 1 --precision float64
 
-The stack is cached under ``benchmarks/out/`` (~4.8 GB for 272³ × 60 float32): a rod-like
-particle from :mod:`txmdb.synthetic.tomogram`, noise 0.01 on a unit edge step.
+The stack is the edge benchmark's (``bench_edge.build``), cached under ``benchmarks/out/``
+(4.8 GB for 272³ × 60 float32): a rod-like particle of radius 0.48·n from
+:mod:`txmdb.synthetic.tomogram`, noise 0.01 on a unit edge step, voxel 30 nm.
 """
 
 from __future__ import annotations
@@ -25,18 +26,12 @@ from pathlib import Path
 OUT = Path(__file__).resolve().parent / "out"
 
 
-def build_stack(path: Path, *, size: int = 272, n_energy: int = 60, seed: int = 0) -> Path:
-    """Write the benchmark stack (``size``³ voxels × ``n_energy``) unless it exists."""
-    from txmdb.synthetic.tomogram import SyntheticStack, energy_grid, particle_field, write_stack
+def build_stack(size: int) -> Path:
+    """The edge benchmark's cached ``size``³ × 60 stack (built by it when missing)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from bench_edge import build  # one builder for both benchmarks
 
-    if path.exists():
-        return path
-    edge, _ = particle_field((size, size, size), kind="rod", seed=seed)
-    energies = energy_grid(n_energy)
-    t0 = time.perf_counter()
-    write_stack(path, SyntheticStack(edge, energies, noise=0.01, seed=seed), energies, voxel_size_nm=30.0)
-    print(f"built {path} in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
-    return path
+    return build(size)
 
 
 def run(stack: Path, workers: int, precision: str) -> dict:
@@ -77,7 +72,7 @@ def main() -> None:
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     OUT.mkdir(exist_ok=True)
-    stack = args.stack or build_stack(OUT / f"analysis_rod_{args.size}.h5", size=args.size)
+    stack = args.stack or build_stack(args.size)
     if args.child:
         print(json.dumps(run(stack, args.workers, args.precision)))
         return

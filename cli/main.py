@@ -12,6 +12,7 @@ from txmdb.cli import db as db_cli
 from txmdb.cli import demo as demo_cli
 from txmdb.cli import measure as measure_cli
 from txmdb.cli import query as query_cli
+from txmdb.cli import report as report_cli
 from txmdb.cli import txm as txm_cli
 from txmdb.cli import sample as sample_cli
 
@@ -56,6 +57,7 @@ app.add_typer(measure_cli.xas_app, name="xas")
 app.add_typer(measure_cli.xrd_app, name="xrd")
 app.add_typer(txm_cli.app, name="txm")
 app.add_typer(query_cli.app, name="query")
+app.add_typer(report_cli.app, name="report")
 
 
 def main() -> None:

@@ -6,7 +6,6 @@ import json
 import math
 from pathlib import Path
 
-import h5py
 import numpy as np
 import pytest
 from scipy.special import erf

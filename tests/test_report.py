@@ -271,7 +271,7 @@ AXIS_LABELS = [
     "Ni K-edge energy at half height (eV)", "probability per bin (–)", "x (µm)", "y (µm)", "Ni K-edge energy (eV)",
     "depth below particle surface (nm)", "mean Ni K-edge energy (eV)",
     "probability per 5° bin (–)", "tangential excess (–)",
-    "binning factor f (–)", "|u| (eV/nm)", "fraction of the group&#39;s vectors (–)", "θ (°)", "mean |u| (eV/nm)",
+    "binning factor f (–)", "|u| (eV/nm)", "probability density (1/(eV/nm))", "θ (°)", "mean |u| (eV/nm)",
 ]
 
 FIGURES = ["cycling", "xas_k_edge", "xas_l3_spectra", "xas_l3_ratio", "edge_histogram", "valence_maps",

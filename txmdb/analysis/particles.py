@@ -23,15 +23,12 @@ Conventions
 from __future__ import annotations
 
 import math
-from typing import Iterator
 
 import numpy as np
 import pandas as pd
 from scipy import ndimage as ndi
 
-from txmdb.analysis._frames import CHUNK as _CHUNK
-from txmdb.analysis._frames import flat_chunks as _flat_chunks
-from txmdb.analysis._frames import frame, grouped_moments, particle_column
+from txmdb.analysis._frames import CHUNK, flat_chunks, frame, grouped_moments, particle_column
 
 __all__ = [
     "DEFAULT_MIN_VOXELS",
@@ -126,7 +123,7 @@ def label_centroids(labels: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]
     lab = labels.reshape(-1)
     count = np.zeros(n + 1, dtype=np.int64)
     pos_sum = np.zeros((n + 1, len(shape)))
-    for sl in _flat_chunks(lab.size):
+    for sl in flat_chunks(lab.size):
         idx = np.flatnonzero(lab[sl]) + sl.start
         key = lab[idx]
         count += np.bincount(key, minlength=n + 1)
@@ -242,7 +239,7 @@ def depth_map(labels: np.ndarray, n: int) -> np.ndarray:
         ft = np.empty((inside.ndim,) + inside.shape, dtype=np.int32)
         ndi.distance_transform_edt(inside, return_distances=False, return_indices=True, indices=ft)
         sub = depth[box]
-        rows = max(1, _CHUNK // max(1, math.prod(core_shape[1:])))
+        rows = max(1, CHUNK // max(1, math.prod(core_shape[1:])))
         for r0 in range(0, core_shape[0], rows):
             r1 = min(r0 + rows, core_shape[0])
             core = (slice(r0 + off, r1 + off),) + tuple(slice(off, off + s) for s in core_shape[1:])
@@ -352,7 +349,7 @@ def edge_histograms(labels: np.ndarray, n: int, edge_ev: np.ndarray, edges: np.n
     nb = edges.size - 1
     lab = labels.reshape(-1)
     counts = np.zeros((n + 1) * nb, dtype=np.int64)
-    for sl in _flat_chunks(lab.size):
+    for sl in flat_chunks(lab.size):
         idx = np.flatnonzero(lab[sl]) + sl.start
         b = np.clip(np.searchsorted(edges, edge_ev.reshape(-1)[idx], side="right") - 1, 0, nb - 1)
         counts += np.bincount(lab[idx].astype(np.int64) * nb + b, minlength=(n + 1) * nb)

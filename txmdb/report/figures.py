@@ -34,6 +34,10 @@ LINESTYLES = ("-", "--", ":", "-.")
 #: Size of one panel in inches; figures grow with their panel count.
 PANEL_IN = (4.4, 3.2)
 
+#: Panels of a row of binning factors (three and a legend): narrower, so that the row fits a
+#: laptop screen at its natural size instead of being scaled down to small print.
+ROW_PANEL_IN = (3.7, 3.0)
+
 #: Resolution of the embedded and written PNGs: sharp on a laptop screen, a few 10 kB each.
 DPI = 110
 
@@ -130,6 +134,9 @@ def _figure_legend(fig: "Figure", title: str | None = None) -> None:
         for handle, label in zip(*ax.get_legend_handles_labels()):
             seen.setdefault(label, handle)
     if seen:
+        # Widen the figure by about the legend's width so the panels keep their size.
+        longest = max(len(label) for label in [*seen, title or ""])
+        fig.set_figwidth(fig.get_figwidth() + 0.6 + 0.065 * longest)
         fig.legend(list(seen.values()), list(seen), loc="outside right center", frameon=False, fontsize="small",
                    title=title, title_fontsize="small")
 
@@ -221,7 +228,8 @@ def spectra_figure(panels: Sequence[tuple[str, Sequence[Curve]]], *, edge_lines:
         ax.set_xlabel("energy (eV)")
         ax.set_ylabel("normalised absorbance (–)")
         ax.set_title(title, loc="left", fontsize="medium")
-        _legend(ax)
+    # Outside the axes: inside, a legend of several spectra always covers part of the edge.
+    _figure_legend(fig)
     return fig
 
 
@@ -384,7 +392,7 @@ def theta_panel(ax: "Axes", curves: Sequence[Curve], title: str) -> None:
 
 def theta_figure(panels: Sequence[tuple[str, Sequence[Curve]]]) -> "Figure":
     """One θ panel (see :func:`theta_panel`) per binning factor, side by side, one shared legend."""
-    fig, axes = new_figure(1, len(panels))
+    fig, axes = new_figure(1, len(panels), panel=ROW_PANEL_IN)
     for ax, (title, curves) in zip(axes.flat, panels):
         theta_panel(ax, curves, title)
     _figure_legend(fig)
@@ -398,11 +406,17 @@ def vector_size_figure(panels: Sequence[tuple[str, "pd.DataFrame"]], unit: str, 
     ----------
     panels : sequence of (title, frame)
         Rows of :func:`txmdb.query.vector_size_histogram` for one scan and binning factor.
-        Each φ group is normalised to 1 so that groups with few vectors stay comparable.
     unit : str
         Unit of |u|: "eV/nm", or "eV/voxel" for scans without a voxel size.
     ncols : int
         Panels per row (the binning factors).
+
+    Notes
+    -----
+    Each group is drawn as a probability density (count / group total / bin width): the
+    |u| bins end with a wide overflow bin, and plain fractions per bin would draw that tail
+    as a tall block. Each panel is cut at the |u| below which 99.5 % of its vectors lie, or
+    at the start of the overflow bin if that comes first.
     """
     import matplotlib as mpl
 
@@ -415,21 +429,44 @@ def vector_size_figure(panels: Sequence[tuple[str, "pd.DataFrame"]], unit: str, 
             total = group["count"].sum()
             if total <= 0:
                 continue
-            ax.stairs(group["count"].to_numpy(float) / total, _edges(group["u_lo_ev_per_nm"], group["u_hi_ev_per_nm"]),
-                      color=cmap(i / max(len(groups) - 1, 1) * 0.9), linewidth=1.1, label=f"{lo:g}–{hi:g}°")
-        if not groups:
+            edges = _edges(group["u_lo_ev_per_nm"], group["u_hi_ev_per_nm"])
+            density = group["count"].to_numpy(float) / total / np.diff(edges)
+            ax.stairs(density, edges, color=cmap(i / max(len(groups) - 1, 1) * 0.9), linewidth=1.1,
+                      label=f"{lo:g}–{hi:g}°")
+        if groups:
+            ax.set_xlim(0, _u_view_limit(frame))
+        else:
             _no_data(ax)
         ax.set_xlabel(f"|u| ({unit})")
-        ax.set_ylabel("fraction of the group's vectors (–)")
+        ax.set_ylabel(f"probability density (1/({unit}))")
         ax.set_title(title, loc="left", fontsize="medium")
     _hide_unused(axes, len(panels))
     _figure_legend(fig, title="φ = min(θ, 180° − θ)")
     return fig
 
 
+def _u_view_limit(frame: "pd.DataFrame") -> float:
+    """Right end of a |u| axis: where 99.5 % of the vectors lie, but not into the overflow bin.
+
+    The last |u| bin may be an overflow bin far wider than the others (see
+    :func:`txmdb.analysis.gradient.u_histogram_edges`); showing all of it squeezes the bulk.
+    """
+    bins = frame.groupby(["u_lo_ev_per_nm", "u_hi_ev_per_nm"])["count"].sum().sort_index()
+    lo = bins.index.get_level_values(0).to_numpy(float)
+    hi = bins.index.get_level_values(1).to_numpy(float)
+    limit = hi[-1]
+    widths = hi - lo
+    if len(widths) > 2 and widths[-1] > 1.5 * np.median(widths[:-1]):
+        limit = lo[-1]
+    if bins.sum() > 0:
+        cumulative = bins.cumsum().to_numpy(float) / bins.sum()
+        limit = min(limit, hi[min(int(np.searchsorted(cumulative, 0.995)), len(hi) - 1)])
+    return float(limit)
+
+
 def u_theta_figure(panels: Sequence[tuple[str, Sequence[Curve]]], unit: str) -> "Figure":
     """Mean |u| against θ, one panel per binning factor (Fig. 4g)."""
-    fig, axes = new_figure(1, len(panels))
+    fig, axes = new_figure(1, len(panels), panel=ROW_PANEL_IN)
     for ax, (title, curves) in zip(axes.flat, panels):
         for curve in curves:
             frame = curve.data

@@ -28,6 +28,10 @@ from txmdb.report.figures import Curve, Style
 #: Name of the edge-energy map in an analysis results file (written by txmdb.pipeline).
 EDGE_MAP_DATASET = "edge_ev"
 
+#: Fewest voxels a depth bin needs to be drawn: with a per-voxel spread of ~3 eV, 50 voxels
+#: put the bin mean within ~0.5 eV.
+MIN_DEPTH_VOXELS = 50
+
 #: Order of XAS detection modes on the L3 ratio plot when their probing depth is unknown:
 #: electron yields probe the surface (nm), fluorescence the bulk (~100 nm), transmission all.
 _MODE_ORDER = ("TEY", "PEY", "AEY", "FY", "TFY", "PFY", "fluorescence", "transmission")
@@ -94,20 +98,26 @@ class _Context:
             self._scans = self.order(query.scans(self.catalog, sample=self.samples), "scan_id")
         return self._scans
 
+    def styles(self, items: Sequence[tuple[str, str]]) -> list[Style]:
+        """Styles for (sample, label) items: the sample's colour, then one line style per item of that sample."""
+        seen: dict[str, int] = {}
+        out = []
+        for sample, label in items:
+            index = seen[sample] = seen.get(sample, -1) + 1
+            out.append(Style(label, self.colours[sample], fg.LINESTYLES[index % len(fg.LINESTYLES)]))
+        return out
+
     def scan_styles(self) -> dict[int, Style]:
-        """A style per analysed scan: its sample's colour, a line style per scan of that sample."""
+        """A style per analysed scan, labelled by sample (and scan id when a sample has several) and state."""
         analysed = self.scans.dropna(subset=["analysis_id"])
         per_sample = analysed["sample"].value_counts()
-        seen: dict[str, int] = {}
-        styles = {}
+        items = []
         for _, row in analysed.iterrows():
-            sample = row["sample"]
-            index = seen[sample] = seen.get(sample, -1) + 1
-            label = sample if per_sample[sample] == 1 else f"{sample} · scan {row['scan_id']}"
+            label = row["sample"] if per_sample[row["sample"]] == 1 else f"{row['sample']} · scan {row['scan_id']}"
             if isinstance(row["state"], str) and row["state"]:
                 label += f" ({row['state']})"
-            styles[int(row["scan_id"])] = Style(label, self.colours[sample], fg.LINESTYLES[index % len(fg.LINESTYLES)])
-        return styles
+            items.append((row["sample"], label))
+        return dict(zip((int(s) for s in analysed["scan_id"]), self.styles(items)))
 
 
 def build_report(catalog, samples: Sequence[str], *, output: Path, png_dir: Path | None = None,
@@ -244,17 +254,14 @@ def _cycling_section(ctx: _Context) -> Section:
         section.notes.append("No cycling data for these samples.")
         return section
     references = _run_references(ctx.catalog, sorted(int(r) for r in cycles["run_id"].unique()))
-    curves = []
-    for sample, of_sample in cycles.groupby("sample", sort=False):
-        runs = list(of_sample.groupby(["cell", "run_id"], sort=False))
-        several_runs = of_sample.groupby("cell")["run_id"].nunique().max() > 1
-        for i, ((cell, run_id), run) in enumerate(runs):
-            ref = references.get(int(run_id), 2)
-            at_ref = run.loc[run["cycle"] == ref, "discharge_capacity_mah_g"]
-            denominator = float(at_ref.iloc[0]) if len(at_ref) else np.nan
-            run = run.assign(retention_pct=100.0 * run["discharge_capacity_mah_g"] / denominator)
-            label = f"{sample} · {cell}" + (f" run {run_id}" if several_runs else "")
-            curves.append(Curve(Style(label, ctx.colours[sample], fg.LINESTYLES[i % len(fg.LINESTYLES)]), run))
+    several_runs = cycles.groupby("cell")["run_id"].nunique().max() > 1
+    runs, items = [], []
+    for (sample, cell, run_id), run in cycles.groupby(["sample", "cell", "run_id"], sort=False):
+        at_ref = run.loc[run["cycle"] == references.get(int(run_id), 2), "discharge_capacity_mah_g"]
+        denominator = float(at_ref.iloc[0]) if len(at_ref) else np.nan
+        runs.append(run.assign(retention_pct=100.0 * run["discharge_capacity_mah_g"] / denominator))
+        items.append((sample, f"{sample} · {cell}" + (f" run {run_id}" if several_runs else "")))
+    curves = [Curve(style, run) for style, run in zip(ctx.styles(items), runs)]
     section.figure("cycling", "Capacity, retention, onset discharge voltage and voltage drop against cycle.",
                    fg.cycling_figure(curves))
 
@@ -297,8 +304,7 @@ def _spectra(ctx: _Context, rows: pd.DataFrame, section: Section, label: Callabl
     with ctx.catalog.session() as session:
         paths = dict(session.execute(select(XASMeasurement.id, XASMeasurement.spectrum_path)
                                      .where(XASMeasurement.id.in_(ids))).all())
-    curves = []
-    seen: dict[str, int] = {}
+    spectra, items = [], []
     for _, row in rows.iterrows():
         path = Path(paths.get(int(row["measurement_id"])) or "")
         if not path.is_file():
@@ -306,15 +312,14 @@ def _spectra(ctx: _Context, rows: pd.DataFrame, section: Section, label: Callabl
             continue
         data = pd.read_parquet(path, columns=["energy_ev", "normalized"])
         data.attrs["edge_energy_ev"] = row["edge_energy_ev"]
-        index = seen.get(row["sample"], 0)
-        seen[row["sample"]] = index + 1
-        curves.append(Curve(Style(label(row), ctx.colours[row["sample"]], fg.LINESTYLES[index % len(fg.LINESTYLES)]),
-                            data))
-    return curves
+        spectra.append(data)
+        items.append((row["sample"], label(row)))
+    return [Curve(style, data) for style, data in zip(ctx.styles(items), spectra)]
 
 
-def _xas_label(row: pd.Series) -> str:
-    details = [str(v) for v in (row["state"], row["mode"]) if isinstance(v, str) and v]
+def _xas_label(row: pd.Series, *, mode: bool = True) -> str:
+    """"sample (state, mode)"; without the mode where the panel title names it."""
+    details = [str(v) for v in (row["state"], row["mode"] if mode else None) if isinstance(v, str) and v]
     return row["sample"] + (f" ({', '.join(details)})" if details else "")
 
 
@@ -356,7 +361,8 @@ def _xas_section(ctx: _Context) -> Section:
         modes = _mode_order(l3_rows)
         panels = []
         for mode in modes:
-            curves = _spectra(ctx, l3_rows[l3_rows["mode"] == mode], section, _xas_label)
+            curves = _spectra(ctx, l3_rows[l3_rows["mode"] == mode], section,
+                              lambda row: _xas_label(row, mode=False))
             if curves:
                 panels.append((f"Ni L3, {mode}", curves))
         if panels:
@@ -468,11 +474,14 @@ def _depth_section(ctx: _Context) -> Section:
     if profile.empty:
         section.notes.append("No depth profiles for these samples (no analysed TXM scan).")
         return section
+    # The deepest bins hold a handful of voxels near the particle centre; their mean is noise.
+    profile = profile[profile["n_voxels"] >= MIN_DEPTH_VOXELS]
     in_nm = profile["depth_lo_nm"].notna().all()
     lo, hi = ("depth_lo_nm", "depth_hi_nm") if in_nm else ("depth_lo_vox", "depth_hi_vox")
     profile = profile.assign(depth=(profile[lo] + profile[hi]) / 2)
     curves = [Curve(styles[s], g) for s, g in _by_scan(profile, styles)]
-    section.figure("depth_profile", "Edge energy against depth below the particle surface.",
+    section.figure("depth_profile", f"Edge energy against depth below the particle surface (bins of at least "
+                                    f"{MIN_DEPTH_VOXELS} voxels).",
                    fg.depth_profile_figure(curves, "nm" if in_nm else "voxel"))
     return section
 
