@@ -349,7 +349,6 @@ def test_missing_data_gives_notes_not_a_crash(catalog, tmp_path):
     text, page = parse(path)
     assert any("results file is missing" in n for n in page.notes["txm"])
     assert any("No retention at cycle 150 for R1" in n for n in page.notes["cycling"])
-    assert any("No summary at cycle 150" in n for n in page.notes["summary"])
     assert 'id="fig-valence_maps"' not in text and 'id="fig-cycling"' in text
     for section in ("depth", "theta", "vectors"):
         assert page.notes.get(section), f"section {section} explains why it is empty"

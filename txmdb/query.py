@@ -12,6 +12,7 @@ from sqlalchemy import Select, and_, func, select
 from sqlalchemy.orm import aliased
 
 from txmdb.db import models as m
+from txmdb.errors import TxmdbError
 
 
 def _frame(catalog, stmt: Select) -> pd.DataFrame:
@@ -19,6 +20,8 @@ def _frame(catalog, stmt: Select) -> pd.DataFrame:
         result = conn.execute(stmt)
         keys = list(result.keys())
         rows = result.fetchall()
+    if not rows:
+        return pd.DataFrame(columns=keys)  # object columns, so merges on empty results still work
     # Column by column, so list-valued cells (JSON columns) stay single objects.
     return pd.DataFrame({key: [row[i] for row in rows] for i, key in enumerate(keys)}, columns=keys)
 
@@ -235,7 +238,12 @@ def retention(catalog, *, cycle: int, reference: int | None = None, **filters) -
     rows = []
     for (sample, cell, run_id), group in frame.groupby(["sample", "cell", "run_id"], sort=True):
         ref = reference or int(references.loc[references.run_id == run_id, "reference_cycle"].iloc[0])
-        result = retention_of(group, cycle=cycle, reference_cycle=ref)
+        try:
+            result = retention_of(group, cycle=cycle, reference_cycle=ref)
+        except TxmdbError:
+            # This cell has not reached the cycle (or its reference): no figures, not a failed query.
+            result = {}
+        result = {k: v for k, v in result.items() if k not in ("cycle", "reference_cycle")}
         rows.append({"sample": sample, "cell": cell, "reference_cycle": ref, "cycle": cycle, **result})
     out = pd.DataFrame(rows, columns=RETENTION_COLUMNS)
     for col in ("cycles_to_95", "cycles_to_90", "cycles_to_80"):
@@ -304,14 +312,18 @@ def summary(catalog, *, sample=None, morphology=None, state=None, cycle: int = 1
     keep = set(info["sample"])
 
     cells_at = retention(catalog, cycle=cycle, reference=reference, sample=sample, morphology=morphology)
-    drops = cycles(catalog, sample=sample, morphology=morphology, cycle=cycle)
-    per_cell = cells_at.merge(drops[["sample", "cell", "voltage_drop_v", "onset_discharge_voltage_v"]],
-                              on=["sample", "cell"], how="left")
-    cell_part = per_cell.groupby("sample").agg(
-        n_cells=("cell", "nunique"), retention_pct=("retention_pct", "mean"),
-        capacity_mah_g=("capacity_mah_g", "mean"), voltage_drop_v=("voltage_drop_v", "mean"),
-        onset_discharge_voltage_v=("onset_discharge_voltage_v", "mean"),
-    )
+    cell_columns = ["n_cells", "retention_pct", "capacity_mah_g", "voltage_drop_v", "onset_discharge_voltage_v"]
+    if cells_at.empty:
+        cell_part = pd.DataFrame(columns=cell_columns, index=pd.Index([], dtype=object, name="sample"))
+    else:
+        drops = cycles(catalog, sample=sample, morphology=morphology, cycle=cycle)
+        per_cell = cells_at.merge(drops[["sample", "cell", "voltage_drop_v", "onset_discharge_voltage_v"]],
+                                  on=["sample", "cell"], how="left")
+        cell_part = per_cell.groupby("sample").agg(
+            n_cells=("cell", "nunique"), retention_pct=("retention_pct", "mean"),
+            capacity_mah_g=("capacity_mah_g", "mean"), voltage_drop_v=("voltage_drop_v", "mean"),
+            onset_discharge_voltage_v=("onset_discharge_voltage_v", "mean"),
+        )
 
     scan_rows = scans(catalog, sample=sample, morphology=morphology, state=state)
     grad = gradient_summary(catalog, sample=sample, morphology=morphology, state=state, scan_level=True)
