@@ -66,18 +66,8 @@ from txmdb.io._cycler_columns import (
     unit_factor,
 )
 
-RECORD_COLUMNS = [
-    "time_s",
-    "voltage_v",
-    "current_a",
-    "cycle",
-    "step",
-    "step_type",
-    "charge_capacity_ah",
-    "discharge_capacity_ah",
-    "charge_energy_wh",
-    "discharge_energy_wh",
-]
+# The record frame's columns: the canonical keys without the single-column variants.
+RECORD_COLUMNS = [key for key in CANONICAL_KEYS if key not in ("capacity_ah", "energy_wh")]
 
 FORMATS = ("auto", "ndax", "nda", "neware-csv", "csv")
 STEP_TYPES = ("charge", "discharge", "rest")
@@ -365,7 +355,8 @@ def _read_plain_csv(path: Path, columns: dict[str, str] | None) -> tuple[pd.Data
         head = fh.read(_SNIFF_BYTES)
     if b"\x00" in head:
         raise InputError(path, "binary content: not a CSV text file")
-    header_line = _decode(head, path, partial=True).splitlines()[0] if head.strip() else ""
+    # A file of blank lines or only a byte-order mark has no header line at all.
+    header_line = next(iter(_decode(head, path, partial=True).splitlines()), "")
     try:
         header = list(pd.read_csv(io.StringIO(header_line), nrows=0,
                                   skipinitialspace=True).columns)
