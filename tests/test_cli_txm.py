@@ -178,3 +178,16 @@ def test_killed_analysis_leaves_nothing_and_rerun_succeeds(lab, tmp_path):
     assert _count(lab, "analyses") == 1
     finals = [p for p in _store_files(lab) if p.suffix == ".h5" and not p.name.startswith(".")]
     assert len(finals) == 1
+
+
+def test_default_windows_are_recorded_on_both_backends(lab):
+    """The Ni preset's open window ends (≤ 8320, ≥ 8370 eV) are stored as JSON every backend accepts."""
+    scan_id = lab("txm", "ingest", GOLDEN / "rod96_2d.h5", "--sample", "rod").stdout.strip().splitlines()[-1]
+    result = lab("txm", "analyze", scan_id, "--bin", "1")
+    assert result.exit_code == 0, result.output
+    rows = json.loads(lab("query", "sql", "SELECT parameters FROM analyses", "--format", "json").stdout)
+    params = rows[0]["parameters"]
+    params = json.loads(params) if isinstance(params, str) else params
+    assert params["edge"]["pre"] == ["-inf", 8320.0]
+    assert params["edge"]["post"] == [8370.0, "inf"]
+    assert params["bin_factors"] == [1]
