@@ -102,162 +102,182 @@ def lab(cli):
 
 
 # --------------------------------------------------------------------------- HDF5 tomograms
+#
+# Each generated file starts as a valid small tomogram of one of the three layouts and then
+# gets up to three mutations, so the readers' deeper checks (energies, flats, finite voxels,
+# attributes) are reached as often as the shallow ones (not HDF5, no layout).
 
 LAYOUT_PATHS = {
     "dxchange": ("/exchange/data", "/exchange/energy", "/exchange/data_white", "/exchange/data_dark"),
     "txm-sandbox": ("/registration_results/reg_results/registered_xanes3D",
                     "/registration_results/reg_results/eng_list", None, None),
     "fxi": ("/img_xanes", "/X_eng", "/img_bkg", "/img_dark"),
-    "none": ("/foo/data", "/foo/energy", None, None),
 }
-
-DTYPES = ["float32", "float64", "int16", "uint8", "int64", "bool", "complex64", "S6", "str", "compound"]
-finite_or_not = st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integers(-10**6, 10**6))
-
-
-def _array(dtype: str, shape: tuple[int, ...], fill: str, rng: np.random.Generator):
-    n = int(np.prod(shape, dtype=np.int64))
-    if dtype in ("S6", "str"):
-        words = np.array(["8300", "abc", "1e3", "nan", "", "π"], dtype=object)[rng.integers(0, 6, n)]
-        if dtype == "S6":
-            return np.array([w.encode("utf-8")[:6] for w in words], dtype="S6").reshape(shape)
-        return np.array(list(words), dtype=h5py.string_dtype()).reshape(shape)
-    if dtype == "compound":
-        out = np.zeros(shape, dtype=[("a", "f4"), ("b", "i2")])
-        return out
-    values = rng.normal(1.0, 0.5, n)
-    if fill == "nan":
-        values[:] = np.nan
-    elif fill == "some-nan":
-        values[rng.random(n) < 0.5] = np.nan
-    elif fill == "inf":
-        values[:] = np.inf
-    elif fill == "huge":
-        values = values * 1e300
-    with np.errstate(all="ignore"):
-        return values.astype(dtype).reshape(shape)
+TOMOGRAM_MUTATIONS = [
+    "no data", "data is group", "rank", "empty axis", "dtype int", "dtype uint8", "dtype bool", "dtype complex",
+    "dtype bytes", "dtype vlen str", "dtype compound", "all nan", "half nan", "inf", "huge", "negative",
+    "energy missing", "energy group", "energy nan", "energy inf", "energy duplicate", "energy descending",
+    "energy kev", "energy short", "energy long", "energy 2d", "energy column", "energy scalar", "energy strings",
+    "energy empty", "energy huge", "energy all same", "white wrong shape", "white scalar", "white zero",
+    "dark wrong shape", "white missing", "voxel attr", "unit attr", "extra datasets", "truncate", "flip bytes",
+    "zero tail", "text file", "empty file",
+]
 
 
 @st.composite
 def tomogram_specs(draw):
-    layout = draw(st.sampled_from(list(LAYOUT_PATHS)))
-    rank = draw(st.integers(0, 5))
-    n_e = draw(st.integers(0, 7))
-    shape = (n_e, *draw(st.lists(st.integers(0, 4), min_size=max(rank - 1, 0), max_size=max(rank - 1, 0))))[:rank]
-    energy_kind = draw(st.sampled_from(["ok", "kev", "descending", "nan", "duplicate", "short", "long", "2d",
-                                        "2d-column", "scalar", "strings", "missing", "group", "empty", "huge"]))
     return {
-        "layout": layout,
-        "data": draw(st.sampled_from(["present", "present", "present", "missing", "group"])),
-        "shape": shape,
-        "dtype": draw(st.sampled_from(DTYPES)),
-        "fill": draw(st.sampled_from(["normal", "normal", "nan", "some-nan", "inf", "huge"])),
-        "energy": energy_kind,
-        "white": draw(st.sampled_from([None, "match", "wrong", "scalar"])),
-        "dark": draw(st.sampled_from([None, "match", "wrong"])),
-        "attrs": draw(st.dictionaries(
-            st.sampled_from(["voxel_size_nm", "pixel_size", "voxel_size_um", "pixel_size_unit", "units",
-                             "voxel_size"]),
-            st.one_of(finite_or_not, st.text(max_size=5), st.binary(max_size=5),
-                      st.lists(st.floats(allow_nan=True), max_size=3)),
-            max_size=3)),
-        "attrs_on": draw(st.sampled_from(["dataset", "file"])),
-        "extra": draw(st.lists(st.text("abc/_", min_size=1, max_size=6), max_size=2)),
-        "damage": draw(st.sampled_from([None, None, "truncate", "flip", "zero-tail"])),
-        "cut": draw(st.floats(0.05, 0.95)),
+        "layout": draw(st.sampled_from(list(LAYOUT_PATHS))),
+        "n_energy": draw(st.integers(2, 8)),
+        "spatial": tuple(draw(st.lists(st.integers(1, 5), min_size=2, max_size=3))),
+        "mutations": draw(st.lists(st.sampled_from(TOMOGRAM_MUTATIONS), max_size=3, unique=True)),
+        "attr_name": draw(st.sampled_from(["voxel_size_nm", "pixel_size", "voxel_size_um", "voxel_size"])),
+        "attr_value": draw(st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integers(-5, 5),
+                                     st.text(max_size=5), st.binary(max_size=5),
+                                     st.lists(st.floats(allow_nan=True), max_size=3))),
+        "unit_value": draw(st.one_of(st.sampled_from(["nm", "um", "µm", "parsec", ""]), st.binary(max_size=4),
+                                     st.integers())),
+        "cut": draw(st.floats(0.02, 0.98)),
         "seed": draw(st.integers(0, 2**16)),
-        "voxel_option": draw(st.sampled_from([None, None, "5", "-3", "0", "nan", "inf", "1e308"])),
-        "path_options": draw(st.sampled_from([None, None, ("/exchange/data", "/exchange/energy"),
-                                              ("/nope", "/exchange/energy"), ("/", "/")])),
+        "voxel_option": draw(st.sampled_from([None, None, None, "30", "-3", "0", "nan", "inf", "-inf"])),
+        "path_options": draw(st.sampled_from([None, None, None, ("/exchange/data", "/exchange/energy"),
+                                              ("/nope", "/X_eng"), ("/", "/"), ("/exchange/energy", "/exchange/data")])),
     }
 
 
-def _energies(kind: str, n: int, rng) -> object:
-    base = np.linspace(8280.0, 8420.0, max(n, 1))[:n]
-    if kind == "kev":
-        return base / 1000
-    if kind == "descending":
-        return base[::-1].copy()
-    if kind == "nan":
-        out = base.copy()
-        if n:
-            out[rng.integers(0, n)] = np.nan
-        return out
-    if kind == "duplicate":
-        out = base.copy()
-        if n > 1:
-            out[1] = out[0]
-        return out
-    if kind == "short":
-        return base[:-1]
-    if kind == "long":
-        return np.r_[base, 9000.0]
-    if kind == "2d":
-        return np.stack([base, base])
-    if kind == "2d-column":
-        return base[:, None]
-    if kind == "scalar":
-        return np.float64(8300.0)
-    if kind == "strings":
-        return np.array([f"{e:.1f}eV".encode() for e in base], dtype="S12") if n else np.array([b"x"])
-    if kind == "empty":
-        return np.zeros(0)
-    if kind == "huge":
-        return base * 1e305
-    return base
+def _energy_array(mutations, n: int):
+    e = np.linspace(8280.0, 8420.0, n)
+    m = set(mutations)
+    if "energy nan" in m:
+        e[n // 2] = np.nan
+    if "energy inf" in m:
+        e[-1] = np.inf
+    if "energy duplicate" in m:
+        e[1] = e[0]
+    if "energy descending" in m:
+        e = e[::-1].copy()
+    if "energy all same" in m:
+        e[:] = 8333.0
+    if "energy kev" in m:
+        e = e / 1000
+    if "energy huge" in m:
+        e = e * 1e300
+    if "energy short" in m:
+        e = e[:-1]
+    if "energy long" in m:
+        e = np.r_[e, 9000.0]
+    if "energy empty" in m:
+        e = e[:0]
+    if "energy 2d" in m:
+        e = np.stack([e, e])
+    if "energy column" in m:
+        e = e[:, None]
+    if "energy scalar" in m:
+        e = np.float64(8300.0)
+    if "energy strings" in m:
+        e = np.array([f"{x:.1f} eV".encode() for x in np.atleast_1d(e).ravel()] or [b"x"])
+    return e
+
+
+def _stack_array(spec, rng):
+    m = set(spec["mutations"])
+    shape = (spec["n_energy"], *spec["spatial"])
+    if "rank" in m:
+        shape = shape[: rng.choice([0, 1, 2])] if rng.random() < 0.5 else (*shape, 2, 2)
+    if "empty axis" in m:
+        shape = (*shape[:-1], 0) if shape else (0,)
+    edge = 8340 + rng.normal(0, 3, shape[1:] if len(shape) > 1 else ())
+    e = np.linspace(8280.0, 8420.0, shape[0] if shape else 1)
+    e = e.reshape((-1,) + (1,) * max(len(shape) - 1, 0))
+    data = 0.1 + 1 / (1 + np.exp(-(e - edge) / 4)) if shape else np.float64(1.0)
+    data = np.broadcast_to(data, shape).copy() + rng.normal(0, 0.01, shape)
+    if spec["layout"] == "fxi":
+        data = np.exp(-data) * 1000  # raw counts: absorbance = -ln(I / white)
+    if "all nan" in m:
+        data[...] = np.nan
+    if "half nan" in m:
+        data[rng.random(data.shape) < 0.5] = np.nan
+    if "inf" in m:
+        data[...] = np.inf
+    if "huge" in m:
+        data = data * 1e300
+    if "negative" in m:
+        data = -data
+    for kind, dtype in (("dtype int", "int16"), ("dtype uint8", "uint8"), ("dtype bool", "bool"),
+                        ("dtype complex", "complex64")):
+        if kind in m:
+            with np.errstate(all="ignore"):
+                data = np.nan_to_num(data).astype(dtype)
+    if "dtype bytes" in m:
+        data = data.astype("S8")
+    if "dtype vlen str" in m:
+        data = np.array([str(v) for v in data.ravel()], dtype=h5py.string_dtype()).reshape(data.shape)
+    if "dtype compound" in m:
+        data = np.zeros(data.shape, dtype=[("a", "f4"), ("b", "i2")])
+    return data.astype("float32") if data.dtype == np.float64 else data
 
 
 def write_tomogram(spec: dict, path: Path) -> None:
     rng = np.random.default_rng(spec["seed"])
+    m = set(spec["mutations"])
+    if "text file" in m or "empty file" in m:
+        path.write_bytes(b"" if "empty file" in m else b"\x89HDF\r\n\x1a\n not really HDF5\n")
+        return
     data_path, energy_path, white_path, dark_path = LAYOUT_PATHS[spec["layout"]]
     with h5py.File(path, "w") as f:
-        target = f
-        if spec["data"] == "present":
-            ds = f.create_dataset(data_path, data=_array(spec["dtype"], spec["shape"], spec["fill"], rng))
-            target = ds if spec["attrs_on"] == "dataset" else f
-        elif spec["data"] == "group":
-            f.create_group(data_path)
-        if spec["energy"] == "group":
-            f.create_group(energy_path)
-        elif spec["energy"] != "missing":
-            f[energy_path] = _energies(spec["energy"], spec["shape"][0] if spec["shape"] else 3, rng)
-        spatial = tuple(spec["shape"][1:])
-        for which, aux_path in (("white", white_path), ("dark", dark_path)):
-            kind = spec[which]
-            if aux_path is None or kind is None:
-                continue
-            if kind == "match":
-                f[aux_path] = rng.random((2, *spatial)) + 1
-            elif kind == "wrong":
-                f[aux_path] = rng.random((2, 7, 3))
+        data = _stack_array(spec, rng)
+        if "no data" not in m:
+            if "data is group" in m:
+                f.create_group(data_path)
             else:
-                f[aux_path] = 1.0
-        for key, value in spec["attrs"].items():
+                f[data_path] = data
+        if "energy group" in m:
+            f.create_group(energy_path)
+        elif "energy missing" not in m:
+            f[energy_path] = _energy_array(spec["mutations"], spec["n_energy"])
+        spatial = tuple(np.shape(data)[1:])
+        if white_path and "white missing" not in m:
+            white = np.full((2, *spatial), 1000.0)
+            if "white wrong shape" in m:
+                white = np.ones((2, 7, 3))
+            if "white scalar" in m:
+                white = np.float64(1.0)
+            if "white zero" in m:
+                white = np.zeros((2, *spatial))
+            f[white_path] = white
+            f[dark_path] = np.ones((3, 9)) if "dark wrong shape" in m else np.zeros(spatial)
+        target = f[data_path] if data_path in f else f
+        if "voxel attr" in m:
             try:
-                target.attrs[key] = value
+                target.attrs[spec["attr_name"]] = spec["attr_value"]
             except (TypeError, ValueError):
-                target.attrs[key] = str(value)
-        for name in spec["extra"]:
-            try:
-                f.create_dataset(f"extra/{name}", data=rng.random(3))
-            except (ValueError, KeyError, TypeError):
-                pass
-    damage = spec["damage"]
-    if damage:
-        raw = bytearray(path.read_bytes())
-        cut = max(1, int(len(raw) * spec["cut"]))
-        if damage == "truncate":
-            raw = raw[:cut]
-        elif damage == "flip":
-            for i in rng.integers(0, len(raw), 16):
-                raw[i] ^= 0xFF
-        else:
-            raw[cut:] = bytes(len(raw) - cut)
+                target.attrs[spec["attr_name"]] = repr(spec["attr_value"])
+        if "unit attr" in m:
+            target.attrs["pixel_size"] = 30.0
+            for key in ("pixel_size_unit", "units"):
+                target.attrs[key] = np.void(spec["unit_value"]) if isinstance(spec["unit_value"], bytes) \
+                    and not spec["unit_value"] else spec["unit_value"]
+        if "extra datasets" in m:
+            f["/exchange/theta"] = np.arange(3.0)
+            f["/extra/junk"] = np.frombuffer(b"junk", "u1")
+    raw = None
+    for damage in ("truncate", "flip bytes", "zero tail"):
+        if damage in m:
+            raw = bytearray(path.read_bytes()) if raw is None else raw
+            cut = max(1, int(len(raw) * spec["cut"]))
+            if damage == "truncate":
+                raw = raw[:cut]
+            elif damage == "flip bytes":
+                for i in rng.integers(0, len(raw), 24):
+                    raw[i] ^= 0xFF
+            else:
+                raw[cut:] = bytes(len(raw) - cut)
+    if raw is not None:
         path.write_bytes(bytes(raw))
 
 
 def test_hostile_tomograms(lab, tmp_path):
-    @_settings(lab)
+    @_settings(lab, factor=1.3)
     @given(spec=tomogram_specs())
     def prop(spec):
         path = _fresh(tmp_path, ".h5")
@@ -273,51 +293,120 @@ def test_hostile_tomograms(lab, tmp_path):
 
 
 # --------------------------------------------------------------------------- cycler CSV
+#
+# A valid constant-current CSV (three cycles, Battery Data Format or Arbin names) with up
+# to three mutations; plus wholly random bytes and empty files now and then.
 
-KNOWN_HEADERS = ["test_time_second", "voltage_volt", "current_ampere", "cycle_count", "Cycle_Index", "Test_Time_s",
-                 "Time_s", "Current_A", "Voltage_V", "Current(mA)", "Charge_Capacity_Ah", "Discharge_Capacity_Ah",
-                 "Step_Index", "Step_Type", "Capacity_mAh", "Energy(Wh)", "Date", "Temperature"]
-cells = st.one_of(
-    st.floats(allow_nan=True, allow_infinity=True).map(repr),
-    st.integers(-10**30, 10**30).map(str),
-    st.sampled_from(["", "nan", "NaN", "inf", "-inf", "1e999", "-1e-999", "CC_Chg", "CC_DChg", "Rest", "\"", "\"a,b\"",
-                     "0x1F", "1,5", "00:01:02", "1:2:3:4", " ", "é", "\t", "NULL", "None"]),
-    st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\n\r\x00"), max_size=8),
-)
+HEADER_SETS = {
+    "bdf": ["test_time_second", "voltage_volt", "current_ampere", "cycle_count"],
+    "arbin": ["Test_Time_s", "Voltage_V", "Current_A", "Cycle_Index", "Charge_Capacity_Ah", "Discharge_Capacity_Ah"],
+    "milli": ["Time_s", "Voltage(V)", "Current(mA)", "Step_Type"],
+}
+BAD_CELLS = ["", "nan", "NaN", "inf", "-inf", "1e999", "1e308", "-1e308", "abc", "\"", "\"a,b\"", "0x1F", "1,5",
+             "00:01:02", "1:2:3:4", " ", "é", "NULL", "None", "9" * 400, "-0", "1e-400"]
+CSV_MUTATIONS = ["drop column", "rename column", "garbage cell", "nan cell", "huge cell", "ragged long",
+                 "ragged short", "blank lines", "binary splice", "truncate", "header only", "duplicate header",
+                 "bom", "crlf", "cr only", "semicolons", "all rest", "nan column", "time backwards",
+                 "random header", "gb18030", "latin1", "quote open", "one column"]
+
+
+def _good_rows(names: list[str], n_cycles: int = 3, per_step: int = 4) -> list[list[str]]:
+    rows, t = [], 0.0
+    for cycle in range(1, n_cycles + 1):
+        for sign, v0 in ((1, 3.6), (-1, 4.2)):
+            for k in range(per_step):
+                t += 60.0
+                q = 0.001 * (k + 1)
+                row = {"time": t, "volt": v0 + sign * 0.1 * k, "curr": sign * 0.001, "cycle": cycle}
+                out = []
+                for name in names:
+                    low = name.lower()
+                    if "time" in low:
+                        out.append(f"{row['time']:g}")
+                    elif "volt" in low:
+                        out.append(f"{row['volt']:.4f}")
+                    elif "current" in low:
+                        out.append(f"{row['curr'] * (1000 if 'mA' in name else 1):g}")
+                    elif "cycle" in low:
+                        out.append(str(cycle))
+                    elif "step_type" in low:
+                        out.append("CC_Chg" if sign > 0 else "CC_DChg")
+                    elif "discharge" in low:
+                        out.append(f"{q if sign < 0 else 0:g}")
+                    elif "charge" in low:
+                        out.append(f"{q if sign > 0 else 0:g}")
+                    else:
+                        out.append("0")
+                rows.append(out)
+    return rows
 
 
 @st.composite
 def cycler_csvs(draw) -> bytes:
-    kind = draw(st.sampled_from(["table", "table", "table", "neware", "empty", "binary", "bom"]))
+    kind = draw(st.sampled_from(["mutated"] * 8 + ["random bytes", "empty"]))
     if kind == "empty":
-        return draw(st.sampled_from([b"", b"\n", b"   \n\n", b","]))
-    if kind == "binary":
-        return draw(st.binary(min_size=1, max_size=400))
-    header = draw(st.lists(st.one_of(st.sampled_from(KNOWN_HEADERS), st.text(max_size=6).filter(
-        lambda s: "\n" not in s and "\r" not in s)), min_size=0, max_size=7))
-    if kind == "neware":
-        lines = ["Cycle Index,Chg. Cap.(Ah),DChg. Cap.(Ah)", ",Step Index,Step Number,Step Type,Step Time",
-                 ",,DataPoint,Time,Total Time,Current(A),Voltage(V),Capacity(Ah),Energy(Wh)"]
-    else:
-        lines = [",".join(header)]
-    good = draw(st.booleans())
-    n_rows = draw(st.integers(0, 12))
-    width = max(len(header), 1)
-    for i in range(n_rows):
-        if good and kind != "neware":
-            row = [str(i * 10.0), repr(3.5 + 0.1 * ((i % 4) - 2)), ("1.0" if i % 4 < 2 else "-1.0")]
-            row = (row + [str(1 + i // 4)] * width)[:width]
-            if draw(st.integers(0, 5)) == 0:
-                row[draw(st.integers(0, width - 1))] = draw(cells)
-        else:
-            row_width = draw(st.sampled_from([width, width, width - 1, width + 1, 1, 0]))
-            row = draw(st.lists(cells, min_size=max(row_width, 0), max_size=max(row_width, 0)))
-        lines.append(",".join(row))
-    text = draw(st.sampled_from(["\n", "\r\n", "\r"])).join(lines)
-    data = text.encode("utf-8", errors="surrogatepass")
-    if kind == "bom":
+        return draw(st.sampled_from([b"", b"\n", b"   \n\n", b",", b"\xef\xbb\xbf", b"\xef\xbb\xbf\n,\n"]))
+    if kind == "random bytes":
+        return draw(st.binary(min_size=1, max_size=300))
+    names = list(HEADER_SETS[draw(st.sampled_from(list(HEADER_SETS)))])
+    rows = _good_rows(names)
+    mutations = draw(st.lists(st.sampled_from(CSV_MUTATIONS), max_size=3, unique=True))
+    pick_row = lambda: draw(st.integers(0, max(len(rows) - 1, 0)))  # noqa: E731
+    pick_col = lambda: draw(st.integers(0, len(names) - 1))  # noqa: E731
+    for mut in mutations:
+        if not rows or not names:
+            break
+        if mut == "drop column" and len(names) > 1:
+            c = pick_col()
+            names.pop(c)
+            rows = [r[:c] + r[c + 1:] for r in rows]
+        elif mut == "rename column":
+            names[pick_col()] = draw(st.text(max_size=8).filter(lambda s: not set(s) & set(",\r\n\"")))
+        elif mut in ("garbage cell", "nan cell", "huge cell"):
+            value = {"garbage cell": draw(st.sampled_from(BAD_CELLS)), "nan cell": "nan",
+                     "huge cell": draw(st.sampled_from(["1e308", "1e309", "-1e308", "9" * 400]))}[mut]
+            rows[pick_row()][pick_col()] = value
+        elif mut == "ragged long":
+            rows[pick_row()].append("1")
+        elif mut == "ragged short":
+            rows[pick_row()].pop()
+        elif mut == "header only":
+            rows = []
+        elif mut == "duplicate header":
+            names.append(names[0])
+            rows = [r + [r[0]] for r in rows]
+        elif mut == "all rest":
+            ci = next((i for i, n in enumerate(names) if "urrent" in n), None)
+            if ci is not None:
+                for r in rows:
+                    r[ci] = "0"
+        elif mut == "nan column":
+            c = pick_col()
+            for r in rows:
+                r[c] = "nan"
+        elif mut == "time backwards":
+            rows.reverse()
+        elif mut == "random header":
+            names = draw(st.lists(st.text(max_size=6).filter(lambda s: not set(s) & set(",\r\n\"")),
+                                  min_size=len(names), max_size=len(names)))
+        elif mut == "one column":
+            names, rows = names[:1], [r[:1] for r in rows]
+    sep = ";" if "semicolons" in mutations else ","
+    eol = "\r\n" if "crlf" in mutations else "\r" if "cr only" in mutations else "\n"
+    lines = [sep.join(names)] + [sep.join(r) for r in rows]
+    if "blank lines" in mutations:
+        lines.insert(min(3, len(lines)), "")
+        lines.append("")
+    if "quote open" in mutations and len(lines) > 2:
+        lines[2] = '"' + lines[2]
+    text = eol.join(lines) + eol
+    encoding = "gb18030" if "gb18030" in mutations else "latin-1" if "latin1" in mutations else "utf-8"
+    data = text.encode(encoding, errors="replace") if encoding != "utf-8" else text.encode("utf-8", "surrogatepass")
+    if "bom" in mutations:
         data = b"\xef\xbb\xbf" + data
-    if draw(st.integers(0, 6)) == 0:  # splice binary bytes into the text
+    if "truncate" in mutations:
+        data = data[: draw(st.integers(1, max(len(data) - 1, 1)))]
+    if "binary splice" in mutations:
         at = draw(st.integers(0, len(data)))
         data = data[:at] + draw(st.binary(min_size=1, max_size=8)) + data[at:]
     return data
@@ -325,8 +414,8 @@ def cycler_csvs(draw) -> bytes:
 
 def test_hostile_cycler_files(lab, tmp_path):
     @_settings(lab)
-    @given(content=cycler_csvs(), fmt=st.sampled_from(["auto", "auto", "csv", "neware-csv", "ndax"]),
-           columns=st.sampled_from([None, None, "time_s=a,voltage_v=b,current_a=c", "voltage_v=Voltage_V"]))
+    @given(content=cycler_csvs(), fmt=st.sampled_from(["auto", "auto", "auto", "csv", "neware-csv", "ndax"]),
+           columns=st.sampled_from([None, None, None, "time_s=a,voltage_v=b,current_a=c", "voltage_v=Voltage_V"]))
     def prop(content, fmt, columns):
         path = _fresh(tmp_path, ".csv")
         path.write_bytes(content)
@@ -339,62 +428,104 @@ def test_hostile_cycler_files(lab, tmp_path):
 
 
 # --------------------------------------------------------------------------- XAS spectra
+#
+# A valid Ni K-edge (or L3) spectrum, XDI or plain text, with up to three mutations.
 
-XDI_NAMES = ["energy", "mutrans", "mufluor", "i0", "itrans", "ifluor", "angle", "mu", "e", "garbage", "normfluor"]
-XDI_UNITS = ["eV", "keV", "deg", "", "furlongs"]
+SPECTRUM_MUTATIONS = ["one column", "duplicate energy", "non-monotonic", "descending", "kev", "nan energy",
+                      "inf mu", "text cell", "fortran exponent", "ragged row", "garbage header", "bad column def",
+                      "column beyond data", "no energy column", "angle without d", "angle with bad d",
+                      "negative i0", "zero i0", "few points", "constant mu", "huge values", "binary splice",
+                      "empty", "only comments", "trailing comment", "unicode", "i0 it columns", "wide table"]
 
 
 @st.composite
 def spectra(draw) -> bytes:
-    n_col = draw(st.integers(0, 4))
-    n_rows = draw(st.integers(0, 40))
-    lines: list[str] = []
-    if draw(st.booleans()):
-        lines.append("# XDI/1.0 GSE/1.0")
-        for i in range(draw(st.integers(0, n_col + 1))):
-            unit = draw(st.sampled_from(XDI_UNITS))
-            lines.append(f"# Column.{draw(st.integers(0, 6)) if draw(st.integers(0, 4)) == 0 else i + 1}: "
-                         f"{draw(st.sampled_from(XDI_NAMES))} {unit}".rstrip())
-        for _ in range(draw(st.integers(0, 3))):
-            lines.append("# " + draw(st.sampled_from(["Mono.d_spacing: ", "Element.edge: ", "Scan.start_time: ",
-                                                        "Column.x: ", "bogus: "]))
-                         + draw(st.text(max_size=8).filter(lambda s: "\n" not in s and "\r" not in s)))
-        if draw(st.booleans()):
-            lines += ["# ///", "# comment " + draw(st.text(max_size=10).filter(lambda s: not set(s) & set("\r\n\x85\u2028\u2029\x0b\x0c\x1c\x1d\x1e")))]
-        lines.append("#" + "-" * draw(st.integers(0, 5)))
-        if draw(st.booleans()):
-            lines.append("# " + " ".join(draw(st.sampled_from(XDI_NAMES)) for _ in range(n_col)))
-    elif draw(st.booleans()):
-        lines.append(" ".join(draw(st.sampled_from(XDI_NAMES + ["I0", "It", "2theta"])) for _ in range(max(n_col, 1))))
-    energy_kind = draw(st.sampled_from(["up", "up", "down", "dup", "zigzag", "random", "kev", "constant"]))
-    e = np.linspace(8200.0, 8500.0, max(n_rows, 1))[:n_rows]
-    if energy_kind == "down":
-        e = e[::-1]
-    elif energy_kind == "dup" and n_rows > 2:
-        e[2] = e[1]
-    elif energy_kind == "zigzag" and n_rows > 4:
-        e[3], e[4] = e[4], e[3]
-    elif energy_kind == "random":
-        e = np.array(draw(st.lists(st.floats(-1e6, 1e6), min_size=n_rows, max_size=n_rows)))
-    elif energy_kind == "kev":
-        e = e / 1000
-    elif energy_kind == "constant":
-        e = np.full(n_rows, 8333.0)
+    xdi = draw(st.booleans())
+    edge_ev = draw(st.sampled_from([8333.0, 853.0]))
+    n = 60
+    mutations = set(draw(st.lists(st.sampled_from(SPECTRUM_MUTATIONS), max_size=3, unique=True)))
+    if "few points" in mutations:
+        n = draw(st.integers(0, 6))
+    e = np.linspace(edge_ev - 80, edge_ev + 150, n)
     with np.errstate(all="ignore"):
-        mu = 1 / (1 + np.exp(-(e - 8340) / 3)) if n_rows else e
-    sep = draw(st.sampled_from([" ", "\t", ",", ";", "  "]))
-    for i in range(n_rows):
-        row = [repr(float(e[i]))] + [repr(float(mu[i]) + k) for k in range(max(n_col - 1, 0))]
-        row = row[:n_col] if n_col else [repr(float(e[i]))]
-        if draw(st.integers(0, 9)) == 0 and row:
-            row[draw(st.integers(0, len(row) - 1))] = draw(st.sampled_from(
-                ["nan", "inf", "abc", "1.0D-03", "", "-0", "1e400", "0", "--", "1.2.3"]))
-        if draw(st.integers(0, 14)) == 0:
-            row = row[:-1] or ["x"]
-        lines.append(sep.join(row))
-    text = "\n".join(lines)
-    data = text.encode("utf-8", errors="surrogatepass")
-    if draw(st.integers(0, 9)) == 0:
+        mu = 0.2 + 1 / (1 + np.exp(-(e - edge_ev) / 3))
+    i0 = np.full(n, 1e5)
+    cols = {"energy": e, "mutrans": mu}
+    if "i0 it columns" in mutations:
+        cols = {"energy": e, "i0": i0, "itrans": i0 * np.exp(-mu)}
+    if "wide table" in mutations:
+        cols = {**cols, "extra1": mu * 2, "extra2": mu * 3}
+    if "constant mu" in mutations:
+        cols = {k: (v if k == "energy" else np.ones(n)) for k, v in cols.items()}
+    if n > 4:
+        if "duplicate energy" in mutations:
+            e[3] = e[2]
+        if "non-monotonic" in mutations:
+            e[5], e[6] = e[6], e[5]
+        if "nan energy" in mutations:
+            e[4] = np.nan
+        if "zero i0" in mutations and "i0" in cols:
+            cols["i0"][2] = 0
+        if "negative i0" in mutations and "i0" in cols:
+            cols["i0"][2] = -1
+    if "descending" in mutations:
+        cols = {k: v[::-1] for k, v in cols.items()}
+    if "kev" in mutations:
+        cols["energy"] = cols["energy"] / 1000
+    if "huge values" in mutations:
+        cols = {k: v * 1e305 for k, v in cols.items()}
+    if "no energy column" in mutations:
+        cols = {("x" if k == "energy" else k): v for k, v in cols.items()}
+    if "angle without d" in mutations or "angle with bad d" in mutations:
+        cols = {("angle" if k == "energy" else k): v for k, v in cols.items()}
+    if "one column" in mutations:
+        cols = dict(list(cols.items())[:1])
+    names = list(cols)
+    lines: list[str] = []
+    if xdi:
+        lines.append("# XDI/1.0 GSE/1.0")
+        for i, name in enumerate(names, start=1):
+            unit = "deg" if name == "angle" else "eV" if name == "energy" else ""
+            lines.append(f"# Column.{i}: {name} {unit}".rstrip())
+        if "bad column def" in mutations:
+            lines.append("# Column.x: " + draw(st.text(max_size=6).filter(lambda s: not set(s) & set("\r\n\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"))))
+        if "column beyond data" in mutations:
+            lines.append(f"# Column.{len(names) + 3}: mufluor")
+        if "angle with bad d" in mutations:
+            lines.append("# Mono.d_spacing: " + draw(st.sampled_from(["abc", "0", "-3.1", "nan", "", "1e-300"])))
+        lines.append("# Element.edge: K")
+        if "garbage header" in mutations:
+            lines.append("# " + draw(st.text(max_size=20).filter(lambda s: not set(s) & set("\r\n\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"))))
+        lines += ["# ///", "# a comment", "#----", "# " + " ".join(names)]
+    elif "garbage header" in mutations:
+        lines.append(draw(st.text(min_size=1, max_size=20).filter(lambda s: not set(s) & set("\r\n\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"))))
+    else:
+        lines.append("# " + " ".join(names))
+    if "only comments" in mutations:
+        return "\n".join(lines).encode()
+    rows = np.column_stack(list(cols.values())) if n else np.zeros((0, len(cols)))
+    sep = draw(st.sampled_from([" ", "\t", ",", "  "]))
+    for row in rows:
+        lines.append(sep.join(repr(float(v)) for v in row))
+    data_start = len(lines) - len(rows)
+    if len(rows):
+        at = data_start + draw(st.integers(0, len(rows) - 1))
+        if "text cell" in mutations:
+            lines[at] = lines[at].replace(lines[at].split(sep)[-1], draw(st.sampled_from(["abc", "--", "1.2.3", "nan"])))
+        if "inf mu" in mutations:
+            lines[at] = sep.join(lines[at].split(sep)[:-1] + ["inf"])
+        if "fortran exponent" in mutations:
+            lines[at] = lines[at].replace("e", "D")
+        if "ragged row" in mutations:
+            lines[at] = sep.join(lines[at].split(sep)[:-1]) or "1"
+        if "unicode" in mutations:
+            lines[at] += " π"
+    if "trailing comment" in mutations:
+        lines.append("# end of scan")
+    data = "\n".join(lines).encode("utf-8")
+    if "empty" in mutations:
+        data = draw(st.sampled_from([b"", b"\n\n", b"   "]))
+    if "binary splice" in mutations:
         at = draw(st.integers(0, len(data)))
         data = data[:at] + draw(st.binary(min_size=1, max_size=6)) + data[at:]
     return data
@@ -402,11 +533,12 @@ def spectra(draw) -> bytes:
 
 def test_hostile_spectra(lab, tmp_path):
     @_settings(lab)
-    @given(content=spectra(), edge=st.sampled_from(["Ni-K", "Ni-L3"]))
+    @given(content=spectra(), edge=st.sampled_from(["Ni-K", "Ni-K", "Ni-L3"]))
     def prop(content, edge):
         path = _fresh(tmp_path, ".xdi")
         path.write_bytes(content)
-        check_clean_outcome(lab, ["xas", "ingest", path, "--sample", "S", "--edge", edge], path)
+        mode = "TEY" if edge == "Ni-L3" else "transmission"
+        check_clean_outcome(lab, ["xas", "ingest", path, "--sample", "S", "--edge", edge, "--mode", mode], path)
 
     prop()
 

@@ -33,6 +33,7 @@ def test_wheel_has_no_generic_top_level_names(wheel):
     assert "txmdb/migrations/env.py" in names
     assert any(n.startswith("txmdb/migrations/versions/0001") for n in names)
     assert "txmdb/cli/main.py" in names
+    assert "txmdb/report/templates/report.html" in names
 
 
 def test_wheel_in_fresh_venv_runs_init(wheel, tmp_path):

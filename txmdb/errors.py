@@ -24,3 +24,7 @@ class DuplicateError(TxmdbError):
 
 class DatabaseError(TxmdbError):
     """The catalogue cannot be reached, or its schema is not the one this txmdb expects."""
+
+
+class StoreError(TxmdbError):
+    """The results store cannot be written: no space left, file too large, read-only…"""

@@ -3,10 +3,16 @@
 The kernel is a pure function on numpy arrays: no files, no database. One
 :class:`EdgeKernel` is built per energy grid and parameter set; all the linear algebra
 that depends only on the energies (least-squares projections for the pre- and post-edge
-lines, the pre-edge residual operator) is done once in float64 at construction. Applying
-the kernel to a slab of shape ``(n_energy, n_voxel)`` is then two BLAS matrix products
-plus a short loop over the few energies of the edge window, evaluated with numexpr in the
-slab's own precision (float32 for tomograms).
+lines, the pre-edge residual operator) is done once in float64 at construction.
+
+Results are float64-exact whatever the input dtype: every number that reaches a result
+(line coefficients, ``sigma_pre``, ``J``, the masks, the interpolated edge energy) is
+computed in float64. For float32 stacks (tomograms) only the *search* for the crossing
+index runs in float32, and it is certified: a float32 sign of ``mu - mid(E)`` whose
+magnitude is below a rigorous bound of its rounding error sends that voxel through the
+float64 search instead (a few voxels per million), so the crossing index is the float64
+one. This costs about what a pure float32 kernel costs, because the float64 work is
+confined to the pre/post rows (a few flops per voxel) and to two gathered rows per voxel.
 
 Definitions (follow DESIGN §5 exactly):
 
@@ -125,9 +131,9 @@ class EdgeResult:
     edge_ev : ndarray of float64
         Half-height edge energy in eV, NaN where masked. float64 because float32 has a
         resolution of ~1 meV at 8 keV, coarser than the 1e-4 eV reproducibility target.
-    jump : ndarray of float32 (float64 for float64 input)
+    jump : ndarray of float64
         ``J = post(E_c) - pre(E_c)``.
-    sigma_pre : ndarray, same dtype as ``jump``
+    sigma_pre : ndarray of float64
         RMS residual of the pre-edge fit.
     valid : ndarray of bool
         True where ``edge_ev`` is a number.
@@ -173,9 +179,15 @@ def _first_rise(above: np.ndarray, below: np.ndarray | None = None) -> np.ndarra
 
 
 # Voxels per block inside one call: the ~45 rows of the edge window of a block (and the
-# temporaries derived from them) stay in the L2 cache, so the crossing search streams
+# temporaries derived from them) stay in the L2/L3 cache, so the crossing search streams
 # the slab from memory about once instead of once per expression.
 _BLOCK = 16384
+
+# A float32 value of mid(E) = A + B*x computed from float64 A, B differs from the exact one
+# by at most ~2 units of 2**-24 times (|A| + |B|*|x|) (rounding of A, B, the product and
+# the sum, <= 2|A| + 4|B x| units); six units leave a margin. Below that bound the
+# float32 sign of mu - mid(E) is not trusted.
+_F32_SIGN_MARGIN = 6.0 * 2.0 ** -24
 
 
 class EdgeKernel:
@@ -224,27 +236,19 @@ class EdgeKernel:
         self._search = slice(k0 - 1, edge.stop)
         self.e_centre = 0.5 * (params.edge[0] + params.edge[1])
         # Abscissae relative to the centre of the edge window: the intercept of each line
-        # is then its value at E_c (so J = a_post - a_pre), and the fit is well
-        # conditioned in float32 (|x| ~ tens of eV instead of 8e3).
+        # is then its value at E_c (so J = a_post - a_pre) and the fits are well
+        # conditioned (|x| ~ tens of eV instead of 8e3).
         x = e - self.e_centre
         self._x = x
-        p_pre = _line_projector(x[self.pre])
-        # One (5, n_energy) matrix applied to the full spectrum: rows a_pre, b_pre,
-        # a_post, b_post and a plain sum. The sum row makes any NaN/inf anywhere in a
-        # spectrum show up as a non-finite value in the BLAS product, so no separate
-        # pass over the slab is needed to find non-finite voxels.
-        coef = np.zeros((5, e.size))
-        coef[0:2, self.pre] = p_pre
-        coef[2:4, self.post] = _line_projector(x[self.post])
-        coef[4, :] = 1.0
-        # Residual operator of the pre-edge fit, (I - H) with H the hat matrix: explicit
-        # residuals instead of sum(mu^2) - |Q^T mu|^2, which cancels badly in float32.
-        design = np.stack([np.ones_like(x[self.pre]), x[self.pre]], axis=1)
-        resid = np.eye(design.shape[0]) - design @ p_pre
+        self._p_pre = _line_projector(x[self.pre])       # (2, n_pre) float64
+        self._p_post = _line_projector(x[self.post])     # (2, n_post) float64
+        # sigma_pre from explicit residuals mu - (a + b x), not sum(mu^2) - |Q^T mu|^2,
+        # which cancels
+        self._x_pre = x[self.pre][:, None]
         # [1, x] of the search rows: evaluates a line (intercept, slope) there by BLAS
-        rows_x = np.stack([np.ones_like(x[self._search]), x[self._search]], axis=1)
-        self._f64 = (coef, resid, rows_x)
-        self._f32 = tuple(m.astype(np.float32) for m in self._f64)
+        self._rows_x = np.stack([np.ones_like(x[self._search]), x[self._search]], axis=1)
+        self._rows_x32 = self._rows_x.astype(np.float32)
+        self._x_search_max = float(np.abs(x[self._search]).max())
 
     # ------------------------------------------------------------------ helpers
     @staticmethod
@@ -252,19 +256,15 @@ class EdgeKernel:
         """View ``mu`` as (n_energy, n_voxel) float32/float64; returns the spatial shape."""
         mu = np.asarray(mu)
         if mu.dtype not in (np.float32, np.float64):
-            # float16 (and integers) are promoted to float32, the tomogram working type
+            # float16 and integers are exact in float32, the tomogram working type
             mu = mu.astype(np.float32)
         spatial = mu.shape[1:]
-        return np.ascontiguousarray(mu.reshape(mu.shape[0], -1)), spatial
+        return mu.reshape(mu.shape[0], -1), spatial
 
     def _check(self, mu2: np.ndarray) -> None:
         if mu2.shape[0] != self.energies_ev.size:
             raise ValueError(f"mu has {mu2.shape[0]} energies along axis 0, the kernel was "
                              f"built for {self.energies_ev.size}")
-
-    def _matrices(self, dtype) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Projection matrices in the slab's dtype (BLAS sgemm for float32 slabs)."""
-        return self._f32 if dtype == np.float32 else self._f64
 
     # ------------------------------------------------------------------ API
     def __call__(self, mu: np.ndarray) -> EdgeResult:
@@ -273,22 +273,22 @@ class EdgeKernel:
         Parameters
         ----------
         mu : ndarray, shape (n_energy, *spatial)
-            Absorbance; energies along axis 0 in the kernel's (ascending) order. Any
-            float dtype; float32 is computed in float32. A 1-D spectrum (a bulk XAS
-            measurement) gives 0-d result arrays.
+            Absorbance; energies along axis 0 in the kernel's (ascending) order. float32
+            (tomograms) or float64; other dtypes are converted to float32. A 1-D
+            spectrum (a bulk XAS measurement) gives 0-d result arrays.
 
         Returns
         -------
         EdgeResult
-            Arrays of shape ``spatial``.
+            Arrays of shape ``spatial``; the same numbers as a float64 evaluation of the
+            input values (see the module docstring).
         """
         mu2, spatial = self._as_2d(mu)
         self._check(mu2)
         n_vox = mu2.shape[1]
-        dt = mu2.dtype
         edge = np.empty(n_vox, dtype=np.float64)
-        jump = np.empty(n_vox, dtype=dt)
-        sigma = np.empty(n_vox, dtype=dt)
+        jump = np.empty(n_vox, dtype=np.float64)
+        sigma = np.empty(n_vox, dtype=np.float64)
         valid = np.empty(n_vox, dtype=bool)
         for b0 in range(0, n_vox, _BLOCK):
             b1 = min(b0 + _BLOCK, n_vox)
@@ -300,65 +300,132 @@ class EdgeKernel:
                           sigma_pre=sigma.reshape(spatial), valid=valid.reshape(spatial))
 
     def _block(self, mu: np.ndarray, edge, jump, sigma, valid) -> None:
-        """Fill the output views for one block ``mu`` of shape (n_energy, n_block).
-
-        The crossing search avoids forming ``norm`` for every energy: where the step
-        ``post(E) - pre(E)`` is positive on the whole search range, ``norm >= 0.5`` is
-        ``mu >= mid(E)`` with ``mid = (pre + post) / 2``, one BLAS rank-2 product and a
-        comparison per element. Voxels whose step changes sign inside the range (rare:
-        they need a steep, crossing pair of lines and still pass the jump tests) take the
-        literal ``norm`` path. Voxels failing the jump tests are masked whatever their
-        crossing, so their search result is never used.
-        """
-        dt = mu.dtype
-        coef, resid_op, rows_x = self._matrices(dt)
-        n_blk = mu.shape[1]
+        """Fill the output views for one contiguous block ``mu`` of shape (n_energy, n)."""
+        f64 = np.float64
         with np.errstate(invalid="ignore", over="ignore"):   # NaN/inf voxels: masked below
-            a_pre, b_pre, a_post, b_post, total = coef @ mu
-        resid = resid_op @ mu[self.pre]
-        np.sqrt(np.einsum("ij,ij->j", resid, resid) / dt.type(resid.shape[0]), out=sigma)
+            # float64 lines from the pre/post rows only: 2*(n_pre + n_post) flops a voxel
+            pre = mu[self.pre].astype(f64, copy=False)
+            a_pre, b_pre = self._p_pre @ pre
+            a_post, b_post = self._p_post @ mu[self.post].astype(f64, copy=False)
+            # explicit residuals of the fitted line (a small-K dgemm with the hat matrix
+            # is ~10x slower than these three elementwise passes)
+            resid = self._x_pre * b_pre
+            resid += a_pre
+            np.subtract(pre, resid, out=resid)
+            del pre
+        np.sqrt(np.einsum("ij,ij->j", resid, resid) / resid.shape[0], out=sigma)
+        del resid
         np.subtract(a_post, a_pre, out=jump)
+        finite = self._finite(mu)
         p = self.params
-        # `total` (the plain sum of the spectrum) is non-finite iff any value is NaN/inf
-        ok = ne.evaluate("(jump >= min_jump) & ((sigma <= 0) | (jump >= snr * sigma))"
-                         " & (total == total) & (abs(total) < inf)",
-                         local_dict={"jump": jump, "min_jump": dt.type(p.min_jump),
-                                     "sigma": sigma, "snr": dt.type(p.snr), "total": total,
-                                     "inf": dt.type(np.inf)})
-        slope = b_post - b_pre                   # step(x) = jump + slope * x
-        mid = np.stack([a_pre + a_post, b_pre + b_post]) * dt.type(0.5)
+        ok = ne.evaluate("(jump >= min_jump) & ((sigma <= 0) | (jump >= snr * sigma)) & finite",
+                         local_dict={"jump": jump, "min_jump": p.min_jump, "sigma": sigma,
+                                     "snr": p.snr, "finite": finite})
+        slope = b_post - b_pre                    # step(x) = jump + slope * x
+        mid_a = 0.5 * (a_pre + a_post)            # mid(x) = (pre + post) / 2 = mid_a + mid_b x
+        mid_b = 0.5 * (b_pre + b_post)
         rows = mu[self._search]
-        dev = rows_x @ mid                       # mid(E) on the search rows, (n_rows, n_blk)
-        np.subtract(rows, dev, out=dev)          # mu - mid = (norm - 0.5) * step
-        x = rows_x[:, 1]
+        if mu.dtype == np.float32:
+            first, redo = self._search32(rows, mid_a, mid_b, jump, slope, ok)
+            if redo.size:
+                first[redo] = self._search64(rows[:, redo].astype(f64), mid_a[redo], mid_b[redo],
+                                             jump[redo], slope[redo], ok[redo])
+        else:
+            first = self._search64(rows, mid_a, mid_b, jump, slope, ok)
+        np.logical_and(ok, first >= 0, out=valid)
+        # Interpolation in float64 from the two gathered rows k-1, k of each voxel:
+        # (0.5 - n0) / (n1 - n0) == -q0 / (q1 - q0) with q = norm - 0.5 = (mu - mid) / step
+        k = np.where(valid, first, 0)
+        cols = np.arange(mu.shape[1])
+        x = self._x[self._search]
+        e = self.energies_ev[self._search]
+        x0, x1 = x[k], x[k + 1]
+        mu0 = rows[k, cols].astype(f64, copy=False)
+        mu1 = rows[k + 1, cols].astype(f64, copy=False)
+        e0 = e[k]
+        de = e[k + 1] - e0
+        ne.evaluate("where(valid, e0 - q0 / (q1 - q0) * de, nan)",
+                    local_dict={"valid": valid, "e0": e0, "de": de, "nan": np.nan,
+                                "q0": self._q(mu0, x0, mid_a, mid_b, jump, slope),
+                                "q1": self._q(mu1, x1, mid_a, mid_b, jump, slope)},
+                    out=edge)
+
+    @staticmethod
+    def _q(mu_k, x_k, mid_a, mid_b, jump, slope) -> np.ndarray:
+        """``norm - 0.5`` at one gathered row per voxel, float64 (inf/NaN where step is 0)."""
+        return ne.evaluate("(mu_k - (mid_a + mid_b * x_k)) / (jump + slope * x_k)")
+
+    @staticmethod
+    def _finite(mu: np.ndarray) -> np.ndarray:
+        """Per column: every value finite. One BLAS sum per column: a sum is non-finite if
+        any term is NaN/inf; the rare non-finite float32 sums of finite values (overflow
+        beyond 3e38) are told apart by checking those columns value by value."""
+        with np.errstate(invalid="ignore", over="ignore"):
+            total = np.ones(mu.shape[0], dtype=mu.dtype) @ mu
+        finite = np.isfinite(total)
+        suspect = np.flatnonzero(~finite)
+        if suspect.size:
+            finite[suspect] = np.isfinite(mu[:, suspect]).all(axis=0)
+        return finite
+
+    def _search32(self, rows, mid_a, mid_b, jump, slope, ok) -> tuple[np.ndarray, np.ndarray]:
+        """Crossing search in float32 with a certificate.
+
+        Where the step ``post(E) - pre(E)`` is positive over the whole search range,
+        ``norm >= 0.5`` is ``mu >= mid(E)``: one rank-2 sgemm and a comparison per value.
+
+        Returns
+        -------
+        first : ndarray of intp
+            First rise row per voxel (-1: none), valid where the voxel is not in ``redo``.
+        redo : ndarray of intp
+            Voxels (``ok`` ones only) to search again in float64: those whose step is not
+            positive over the range (the literal ``norm`` search), and those where some
+            ``|mu - mid|`` is within the float32 rounding bound (or ``mid`` is too large
+            for float32).
+        """
+        x32 = self._rows_x32[:, 1:]
+        with np.errstate(invalid="ignore", over="ignore"):
+            # mu - mid(E) on the search rows in three elementwise passes (a rank-2 sgemm
+            # is ~5x slower); the rounding bound below holds for this order of operations
+            dev = x32 * mid_b.astype(np.float32)
+            dev += mid_a.astype(np.float32)
+            np.subtract(rows, dev, out=dev)          # (norm - 0.5) * step
+            bound = _F32_SIGN_MARGIN * (np.abs(mid_a) + np.abs(mid_b) * self._x_search_max)
+        tol = bound.astype(np.float32)
+        above = dev > tol                            # surely above mid
+        unsure = np.logical_xor(above, dev >= -tol).any(axis=0)
+        # beyond float32 range mid overflows and the bound means nothing: float64 search
+        unsure |= ~(bound < 1e30)
+        first = _first_rise(above)
+        x = self._rows_x[:, 1]
+        x_lo, x_hi = x[0], x[-1]
+        positive = ne.evaluate("(jump + slope * x_lo > 0) & (jump + slope * x_hi > 0)")
+        redo = np.flatnonzero(ok & (~positive | unsure))
+        return first, redo
+
+    def _search64(self, rows, mid_a, mid_b, jump, slope, ok) -> np.ndarray:
+        """Crossing search in float64: first rise row per voxel (-1: none).
+
+        Voxels whose step changes sign inside the range (rare: a steep, crossing pair of
+        lines that still passes the jump tests) take the literal ``norm`` path. Voxels
+        failing the jump tests are masked whatever their crossing.
+        """
+        with np.errstate(invalid="ignore", over="ignore"):
+            dev = self._rows_x @ np.stack([mid_a, mid_b])
+            np.subtract(rows, dev, out=dev)
+        x = self._rows_x[:, 1]
         x_lo, x_hi = x[0], x[-1]
         positive = ne.evaluate("(jump + slope * x_lo > 0) & (jump + slope * x_hi > 0)")
         first = _first_rise(dev >= 0)
         literal = np.flatnonzero(ok & ~positive)
         if literal.size:
-            step = rows_x @ np.stack([jump[literal], slope[literal]])
+            step = self._rows_x @ np.stack([jump[literal], slope[literal]])
             with np.errstate(divide="ignore", invalid="ignore"):
                 q = dev[:, literal] / step       # norm - 0.5 (NaN/inf where step is 0)
             # `q < 0` is tested separately from `q >= 0`: a NaN norm is neither
             first[literal] = _first_rise(q >= 0, below=q < 0)
-        found = first >= 0
-        k = np.where(found, first, 0)
-        cols = np.arange(n_blk)
-        step0 = jump + slope * x[k]
-        step1 = jump + slope * x[k + 1]
-        with np.errstate(divide="ignore", invalid="ignore"):
-            q0 = dev[k, cols] / step0
-            q1 = dev[k + 1, cols] / step1
-        np.logical_and(ok, found, out=valid)
-        e = self.energies_ev[self._search]
-        e0 = e[k]
-        de = e[k + 1] - e0
-        # (0.5 - n0) / (n1 - n0) == -q0 / (q1 - q0); the sum in float64, because
-        # E ~ 8e3 eV needs more than float32's 24 bits for 1e-4 eV
-        ne.evaluate("where(valid, e0 - q0 / (q1 - q0) * de, nan)",
-                    local_dict={"valid": valid, "e0": e0, "q0": q0, "q1": q1, "de": de,
-                                "nan": np.nan},
-                    out=edge, casting="unsafe")
+        return first
 
     def normalize(self, mu: np.ndarray) -> np.ndarray:
         """Normalised absorbance ``norm(E)`` for every energy and voxel.
@@ -370,14 +437,17 @@ class EdgeKernel:
 
         Returns
         -------
-        ndarray, same shape as ``mu`` (float32 for float32 input)
+        ndarray of float64, same shape as ``mu``
             ``(mu - pre(E)) / (post(E) - pre(E))``; NaN/inf where the step is 0 or the
             spectrum is not finite.
         """
         mu2, spatial = self._as_2d(mu)
         self._check(mu2)
-        dt = mu2.dtype
-        a_pre, b_pre, a_post, b_post, _ = self._matrices(dt)[0] @ mu2
-        x = self._x.astype(dt)[:, None]
-        out = ne.evaluate("(mu2 - (a_pre + b_pre * x)) / ((a_post - a_pre) + (b_post - b_pre) * x)")
+        with np.errstate(invalid="ignore", over="ignore"):
+            a_pre, b_pre = self._p_pre @ mu2[self.pre].astype(np.float64)
+            a_post, b_post = self._p_post @ mu2[self.post].astype(np.float64)
+        x = self._x[:, None]
+        out = ne.evaluate("(mu - (a_pre + b_pre * x)) / ((a_post - a_pre) + (b_post - b_pre) * x)",
+                          local_dict={"mu": mu2.astype(np.float64), "a_pre": a_pre, "b_pre": b_pre,
+                                      "a_post": a_post, "b_post": b_post, "x": x})
         return out.reshape((mu2.shape[0], *spatial))

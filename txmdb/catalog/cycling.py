@@ -50,10 +50,11 @@ def ingest_cycling(
         raise InputError(path, "no complete cycle found in the records")
 
     folder = catalog.store_path("cycling")
-    folder.mkdir(parents=True, exist_ok=True)
     pending = folder / f".pending-{uuid.uuid4().hex}.parquet"
     try:
-        records.frame.to_parquet(pending, index=False)
+        with catalog.writing_store():
+            folder.mkdir(parents=True, exist_ok=True)
+            records.frame.to_parquet(pending, index=False)
         from txmdb.io.files import sha256_file
 
         with catalog.session() as session:

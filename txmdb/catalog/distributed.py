@@ -50,7 +50,8 @@ def analyze_scans_distributed(catalog, scan_ids: list[int], options, *, schedule
             for future in as_completed(futures):
                 scan, pending, started = futures[future]
                 try:
-                    outputs, elapsed = future.result()
+                    with catalog.writing_store():   # a worker's OSError writing the results file
+                        outputs, elapsed = future.result()
                 except ValueError as exc:
                     raise InputError(scan.file_path, str(exc)) from None
                 try:

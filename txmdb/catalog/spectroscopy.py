@@ -72,10 +72,12 @@ def ingest_xas(
     parameters = {k: [_json_float(x) for x in v] if isinstance(v, list) else v for k, v in parameters.items()}
 
     folder = catalog.store_path("xas")
-    folder.mkdir(parents=True, exist_ok=True)
     pending = folder / f".pending-{uuid.uuid4().hex}.parquet"
     try:
-        pd.DataFrame({"energy_ev": spectrum.energy_ev, "mu": spectrum.mu, "normalized": normalized}).to_parquet(pending, index=False)
+        with catalog.writing_store():
+            folder.mkdir(parents=True, exist_ok=True)
+            pd.DataFrame({"energy_ev": spectrum.energy_ev, "mu": spectrum.mu, "normalized": normalized}).to_parquet(
+                pending, index=False)
         from txmdb.io.files import sha256_file
 
         with catalog.session() as session:

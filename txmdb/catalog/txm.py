@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import math
 import os
 import time
 import uuid
@@ -33,7 +34,7 @@ def ingest_scan(
     """Validate an HDF5 tomogram and record it; the same file again returns the existing scan."""
     from txmdb.io.hdf5 import open_stack
 
-    if voxel_nm is not None and not voxel_nm > 0:
+    if voxel_nm is not None and not (math.isfinite(voxel_nm) and voxel_nm > 0):
         raise InputError(path, f"--voxel-nm must be positive, got {voxel_nm}")
     provenance = file_provenance(path)
     with catalog.session() as session:
@@ -112,7 +113,8 @@ def analyze_scan(
     pending = pending_results_path(catalog)
     try:
         try:
-            outputs = analyze_stack(info, options, results_path=pending, progress=progress)
+            with catalog.writing_store():
+                outputs = analyze_stack(info, options, results_path=pending, progress=progress)
         except ValueError as exc:
             raise InputError(scan.file_path, str(exc)) from None
         return record_analysis(catalog, scan, options, outputs, pending, started=started, elapsed=time.perf_counter() - t0)

@@ -238,7 +238,7 @@ def open_stack(path: str | os.PathLike, *, layout: str = "auto", data: str | Non
                     raise
                 layout = "dxchange"              # explicit paths: plain absorbance stack
         elif layout not in LAYOUTS:
-            raise ValueError(f"unknown layout {layout!r}; one of auto, {', '.join(LAYOUTS)}")
+            raise InputError(path, f"unknown layout {layout!r}; one of auto, {', '.join(LAYOUTS)}")
         data_cands, energy_path, white_path, dark_path = LAYOUTS[layout]
         if data is None:
             data = next((p for p in data_cands if isinstance(f.get(p), h5py.Dataset)), data_cands[0])
@@ -282,7 +282,7 @@ def open_stack(path: str | os.PathLike, *, layout: str = "auto", data: str | Non
                 obj = obj.parent
             voxel_nm = _attr_voxel_nm([ds, *parents])
         elif not (math.isfinite(voxel_nm) and voxel_nm > 0):
-            raise ValueError(f"voxel size must be a positive number of nm, got {voxel_nm}")
+            raise InputError(path, f"voxel size must be a positive number of nm, got {voxel_nm}")
 
         info = StackInfo(path=path, layout=layout, data_path=data, energy_path=energy_path,
                          white_path=white, dark_path=dark, shape=tuple(ds.shape),

@@ -571,7 +571,7 @@ def _compute_mu(path, table: _Table, roles: dict[str, int], lines) -> tuple[np.n
 def _require_finite(path, values: np.ndarray, lines: np.ndarray, what: str) -> None:
     bad = np.nonzero(~np.isfinite(values))[0]
     if bad.size:
-        raise InputError(path, f"line {int(lines[bad[0]])}: {what} is {values[bad[0]]!r} (NaN or inf)")
+        raise InputError(path, f"line {int(lines[bad[0]])}: {what} is {float(values[bad[0]])!r} (NaN or inf)")
 
 
 def _ordered(path, x: np.ndarray, ys: list[np.ndarray], lines: np.ndarray, *, what: str, unit: str):
