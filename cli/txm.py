@@ -20,11 +20,6 @@ class Layout(str, enum.Enum):
     fxi = "fxi"
 
 
-class Precision(str, enum.Enum):
-    float32 = "float32"
-    float64 = "float64"
-
-
 class Element(str, enum.Enum):
     Ni = "Ni"
     Co = "Co"
@@ -96,10 +91,10 @@ def analyze(
     snr: Optional[float] = typer.Option(None, help="Mask voxels whose jump is below SNR × pre-edge RMS residual."),
     theta_bins: int = typer.Option(36, help="Number of θ bins over 0–180°."),
     min_particle_voxels: Optional[int] = typer.Option(None, help="Smallest particle kept (default 1000 in 3D, 100 in 2D)."),
-    workers: int = typer.Option(1, help="Local worker threads for edge extraction."),
-    precision: Precision = typer.Option(Precision.float64, help="Arithmetic of the edge kernel: float64 matches "
-                                        "reference implementations to the last θ count; float32 is faster."),
-    scheduler: Optional[str] = typer.Option(None, help="Dask scheduler address (tcp://host:port) to run on a cluster."),
+    workers: int = typer.Option(1, help="Threads computing edge energies (one more thread reads the stack)."),
+    scheduler: Optional[str] = typer.Option(None, help="Dask scheduler address (tcp://host:port) to run on a cluster: "
+                                            "one scan (or any above 2 GiB) is split into slabs across the workers, "
+                                            "other scans run whole, several at once."),
 ) -> None:
     """Extract edge energies, find particles and compute valence-gradient statistics."""
     from txmdb.analysis.edge import edge_parameters
@@ -118,11 +113,13 @@ def analyze(
     params = edge_parameters(element.value, pre=parse_window(pre, "--pre"), post=parse_window(post, "--post"),
                              edge=parse_window(edge, "--edge"), min_jump=min_jump, snr=snr)
     options = AnalysisOptions(params=params, bin_factors=parse_bins(bin), theta_bins=theta_bins,
-                              min_particle_voxels=min_particle_voxels, workers=workers, precision=precision.value)
+                              min_particle_voxels=min_particle_voxels, workers=workers)
     if scheduler:
-        from txmdb.catalog.distributed import analyze_scans_distributed
+        # one scan, or a scan above SPLIT_BYTES, is split into slabs across the workers;
+        # other scans run whole, many at once
+        from txmdb.catalog.distributed import analyze_on_cluster
 
-        for analysis in analyze_scans_distributed(cat, ids, options, scheduler=scheduler):
+        for analysis in analyze_on_cluster(cat, ids, options, scheduler=scheduler):
             _report(analysis)
         return
     from txmdb.cli._progress import progress_bar

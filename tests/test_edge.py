@@ -174,3 +174,31 @@ def test_ni_foil_half_height():
     assert float(res.edge_ev) == pytest.approx(8339.0, abs=0.05)
     # the default min_jump passes too (the foil's jump is ~2.5)
     assert EdgeKernel(energy, PRESETS["Ni"])(mu).valid
+
+
+def test_float32_input_gives_the_float64_edges():
+    # A trap for a plain float32 search: flat pre/post lines whose mid level is not a
+    # float32 number, and an early edge-window point equal to mid rounded to float32 —
+    # below mid in exact (float64) arithmetic, "at or above" it in float32. The float64
+    # crossing is the later real step; the kernel must find that one for float32 input.
+    levels = [(lo, hi) for lo in np.float32(np.arange(0.05, 0.5, 0.01)) for hi in (lo + np.float32(1.0),)
+              if np.float32((np.float64(lo) + np.float64(hi)) / 2) < (np.float64(lo) + np.float64(hi)) / 2]
+    lo, hi = levels[0]
+    mid64 = (np.float64(lo) + np.float64(hi)) / 2
+    mu = np.where(ENERGIES < 8341.5, lo, hi).astype(np.float32)
+    trap = int(np.searchsorted(ENERGIES, 8330.0))
+    mu[trap] = np.float32(mid64)
+    assert mu[trap] < mid64                   # below mid: no crossing here in float64
+    k = EdgeKernel(ENERGIES, edge_parameters("Ni", min_jump=0.5))
+    exact = k(mu.astype(np.float64))
+    got = k(mu)
+    assert exact.valid and got.valid
+    assert float(exact.edge_ev) > 8341              # the real step, not the trap
+    assert float(got.edge_ev) == float(exact.edge_ev)
+    # many voxels at once (one block) with noise: bit-identical to the float64 evaluation
+    e0 = np.random.default_rng(7).uniform(8332, 8352, 50_000)
+    mu = _erf_stack(e0, noise=0.01, seed=7)
+    a, b = k(mu), k(mu.astype(np.float64))
+    np.testing.assert_array_equal(a.valid, b.valid)
+    np.testing.assert_allclose(a.edge_ev[a.valid], b.edge_ev[b.valid], rtol=0, atol=1e-9)
+    np.testing.assert_allclose(a.jump, b.jump, rtol=0, atol=1e-12)

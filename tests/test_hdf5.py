@@ -176,3 +176,26 @@ def test_golden_file_opens():
     info = open_stack(SHARED / "golden" / "rod40.h5")
     assert info.layout == "dxchange" and info.voxel_size_nm == 30.0
     assert info.shape == (52, 40, 40, 40) and info.chunks == (13, 10, 10, 10)
+
+
+@pytest.mark.parametrize("layout", ["dxchange", "fxi"])
+def test_prefetch_and_out_buffer_read_the_same(tmp_path, layout):
+    # shuffled energies + per-energy flats (fxi): read straight into sorted places
+    st = _stack((11, 6, 7))
+    perm = np.random.default_rng(2).permutation(E.size)
+    path = tmp_path / "s.h5"
+    write_stack(path, st, E, layout=layout, energy_order=perm, chunks=(5, 4, 4, 4))
+    info = open_stack(path)
+    assert not info.sorted
+    expect = np.asarray(st)
+    plain = np.concatenate([s for _, _, s in iter_slabs(info, 4)], axis=1)
+    # prefetch reuses two buffers: copy each slab before asking for the next
+    pre = [(a, b, s.copy()) for a, b, s in iter_slabs(info, 4, prefetch=True)]
+    assert [(a, b) for a, b, _ in pre] == [(0, 4), (4, 8), (8, 11)]
+    np.testing.assert_array_equal(np.concatenate([s for *_, s in pre], axis=1), plain)
+    np.testing.assert_allclose(plain, expect, atol=1e-5 if layout == "fxi" else 0)
+    buf = np.full((E.size, 3, 6, 7), np.nan, np.float32)
+    assert read_slab(info, 2, 5, out=buf) is buf
+    np.testing.assert_array_equal(buf, plain[:, 2:5])
+    with pytest.raises(ValueError, match="C-contiguous float32"):
+        read_slab(info, 2, 6, out=buf)

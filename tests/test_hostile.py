@@ -31,7 +31,7 @@ NI_FOIL = SHARED / "data" / "xas" / "ni_metal_rt.xdi"
 
 # Examples per property: enough to find the bugs of a reader on SQLite, fewer on the
 # PostgreSQL run (each CLI call there costs a few connections).
-EXAMPLES = {"sqlite": 30, "postgresql": 8}
+EXAMPLES = {"sqlite": 40, "postgresql": 10}
 if os.environ.get("TXMDB_HOSTILE_EXAMPLES"):  # a longer bug hunt: TXMDB_HOSTILE_EXAMPLES=500
     EXAMPLES = dict.fromkeys(EXAMPLES, int(os.environ["TXMDB_HOSTILE_EXAMPLES"]))
 
@@ -77,9 +77,6 @@ def check_clean_outcome(cli, args: list, path: Path) -> None:
     before = (_counts(cli), _listing(Path(cli.store)))
     result = cli(*args)
     text = result.output
-    if os.environ.get("HLOG"):
-        with open(os.environ["HLOG"], "a") as fh:
-            fh.write(f"{args[0]} {result.exit_code} {(result.stderr or '').strip()[:160]!r}\n")
     assert "Traceback" not in text, text
     assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
     assert result.exit_code in (0, 1), (result.exit_code, text)
@@ -255,8 +252,10 @@ def write_tomogram(spec: dict, path: Path) -> None:
         if "unit attr" in m:
             target.attrs["pixel_size"] = 30.0
             for key in ("pixel_size_unit", "units"):
-                target.attrs[key] = np.void(spec["unit_value"]) if isinstance(spec["unit_value"], bytes) \
-                    and not spec["unit_value"] else spec["unit_value"]
+                try:
+                    target.attrs[key] = spec["unit_value"]
+                except (TypeError, ValueError, OverflowError):
+                    target.attrs[key] = repr(spec["unit_value"])
         if "extra datasets" in m:
             f["/exchange/theta"] = np.arange(3.0)
             f["/extra/junk"] = np.frombuffer(b"junk", "u1")
@@ -365,10 +364,12 @@ def cycler_csvs(draw) -> bytes:
         elif mut in ("garbage cell", "nan cell", "huge cell"):
             value = {"garbage cell": draw(st.sampled_from(BAD_CELLS)), "nan cell": "nan",
                      "huge cell": draw(st.sampled_from(["1e308", "1e309", "-1e308", "9" * 400]))}[mut]
-            rows[pick_row()][pick_col()] = value
+            row = rows[pick_row()]
+            if row:
+                row[min(pick_col(), len(row) - 1)] = value
         elif mut == "ragged long":
             rows[pick_row()].append("1")
-        elif mut == "ragged short":
+        elif mut == "ragged short" and rows[0]:
             rows[pick_row()].pop()
         elif mut == "header only":
             rows = []
@@ -379,11 +380,13 @@ def cycler_csvs(draw) -> bytes:
             ci = next((i for i, n in enumerate(names) if "urrent" in n), None)
             if ci is not None:
                 for r in rows:
-                    r[ci] = "0"
+                    if ci < len(r):
+                        r[ci] = "0"
         elif mut == "nan column":
             c = pick_col()
             for r in rows:
-                r[c] = "nan"
+                if c < len(r):
+                    r[c] = "nan"
         elif mut == "time backwards":
             rows.reverse()
         elif mut == "random header":
@@ -579,6 +582,7 @@ def test_user_strings_never_become_paths(cli, tmp_path, monkeypatch, name):
     ]
     for result in results:
         assert result.exit_code in (0, 1), result.output
+        assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
         assert "Traceback" not in result.output
         if result.exit_code == 1:
             assert len(result.stderr.strip().splitlines()) == 1 and result.stderr.startswith("error:"), result.stderr

@@ -1,12 +1,24 @@
 """Out-of-core TXM-XANES analysis of one stack: edge map → particles → gradient statistics.
 
-:func:`analyze_stack` reads the stack slab by slab along its first spatial axis (never
-whole), runs the edge kernel on each slab and writes the edge map, jump map, validity
-mask and particle label map into one results HDF5 file — through
-:func:`~txmdb.io.files.atomic_output`, so a failure leaves no file behind. The edge map
-of even a 20-million-voxel scan is small (160 MB in float64), so the particle and
-gradient steps work on it in memory, the gradient kernel in halo-padded slabs of the
-binned map (the same kernel a Dask worker would run on its slab).
+The analysis has two public phases, so that a scheduler can run them where it likes:
+
+1. **Edge phase** — :func:`extract_edges` is the pure per-slab step (read slab
+   ``[start, stop)`` of the stack along its first spatial axis, run the edge kernel);
+   :func:`edge_slabs` is the local loop over all slabs, which reads the next slab in a
+   background thread into reused buffers while the kernel works on the current one.
+2. **Statistics phase** — :func:`statistics_from_edge_map`: particles, depth profiles,
+   edge histograms and the gradient statistics for every binning factor, from the edge
+   map in memory (160 MB in float64 for a 20-million-voxel scan). The gradient vectors
+   come from a ``vectors_fn``, by default
+   :func:`~txmdb.analysis.gradient.map_gradient_vectors` (halo-padded slabs in this
+   process); :mod:`txmdb.catalog.distributed` passes one that runs the same slabs on
+   Dask workers.
+
+:func:`analyze_stack` chains the two (either phase can be fed from elsewhere:
+``edge_source``, ``vectors_fn``) and writes the edge map, jump map, validity mask and
+particle label map into one results HDF5 file — through
+:func:`~txmdb.io.files.atomic_output`, so a failure leaves no file behind. The stack is
+never read whole.
 
 It returns the statistics tables of DESIGN §5 as pandas DataFrames, one per key of
 :data:`txmdb.db.models.STATISTICS_TABLES`, with exactly that model's columns minus ``id``
@@ -29,19 +41,17 @@ from __future__ import annotations
 
 import json
 import math
-import threading
 import time
-from collections import deque
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 import pandas as pd
 
-from txmdb.analysis.edge import EdgeKernel, EdgeParameters
+from txmdb.analysis.edge import EdgeKernel, EdgeParameters, EdgeResult
 from txmdb.analysis.gradient import (
+    GradientVectors,
     bin_edge_map,
     block_centroids,
     gradient_statistics,
@@ -60,16 +70,19 @@ from txmdb.analysis.particles import (
 from txmdb.errors import InputError
 from txmdb.io.files import atomic_output
 
-__all__ = ["AnalysisOptions", "AnalysisOutputs", "analyze_stack", "analysis_parameters",
-           "table_records", "TABLE_NAMES"]
+__all__ = ["AnalysisOptions", "AnalysisOutputs", "EdgeStatistics", "analyze_stack",
+           "analysis_parameters", "default_slab", "edge_kernel", "edge_slabs", "extract_edges",
+           "slab_bounds", "statistics_from_edge_map", "table_records", "TABLE_NAMES"]
 
 TABLE_NAMES = ("particles", "edge_histograms", "depth_profiles", "theta_histograms",
                "gradient_summaries", "vector_size_stats", "vector_size_histograms",
                "u_theta_profiles")
 
-# Bytes of float32 stack held per slab in flight; several slabs are in flight with
-# workers > 1, so the default slab shrinks with the number of workers.
-_SLAB_BYTES = 192 << 20
+# Bytes of float32 stack per slab. Two slabs are in memory (the one being computed and
+# the one being read); larger slabs gain nothing once a slab is ~100x the kernel's block.
+_SLAB_BYTES = 128 << 20
+
+VectorsFn = Callable[[np.ndarray, np.ndarray, np.ndarray, float], GradientVectors]
 
 
 @dataclass
@@ -87,16 +100,16 @@ class AnalysisOptions:
     min_particle_voxels : int, optional
         Smallest particle; default 1000 voxels in 3D, 100 in 2D.
     slab_size : int, optional
-        Slices of the first spatial axis per slab read; default ~192 MB of float32 stack
-        divided among the workers. Results do not depend on it.
+        Slices of the first spatial axis per slab read; default ~128 MB of float32 stack,
+        a whole number of HDF5 chunks. Results do not depend on it.
     workers : int
-        Slabs processed concurrently by the edge step (threads: h5py reads are serialised
-        by its global lock, but the kernel's BLAS and numexpr work releases the GIL, so
-        one slab is read while others are computed).
-    precision : {"float32", "float64"}
-        Arithmetic of the edge kernel. float32 (default) is faster and its edge energies
-        differ from float64 ones by a few µeV; float64 reproduces the independent
-        reference implementation (``shared/golden``) bit for bit in θ counts.
+        Threads computing the edge kernel on blocks of the current slab (one more thread
+        always reads the next slab meanwhile). Results do not depend on it.
+
+    Notes
+    -----
+    There is no precision option: the edge kernel gives float64 results from float32
+    stacks at about float32 cost (see :mod:`txmdb.analysis.edge`).
     """
 
     params: EdgeParameters
@@ -105,7 +118,6 @@ class AnalysisOptions:
     min_particle_voxels: int | None = None
     slab_size: int | None = None
     workers: int = 1
-    precision: Literal["float32", "float64"] = "float32"
 
     def __post_init__(self) -> None:
         self.bin_factors = tuple(int(f) for f in self.bin_factors)
@@ -119,8 +131,6 @@ class AnalysisOptions:
             raise ValueError(f"workers must be >= 1, got {self.workers}")
         if self.slab_size is not None and self.slab_size < 1:
             raise ValueError(f"slab size must be >= 1, got {self.slab_size}")
-        if self.precision not in ("float32", "float64"):
-            raise ValueError(f"precision is float32 or float64, got {self.precision!r}")
 
 
 @dataclass
@@ -161,7 +171,6 @@ def analysis_parameters(options: AnalysisOptions, *, voxel_size_nm: float | None
         "bin_factors": list(options.bin_factors),
         "theta_bins": options.theta_bins,
         "min_particle_voxels": options.min_particle_voxels,
-        "precision": options.precision,
         "voxel_size_nm": voxel_size_nm,
     }
 
@@ -182,50 +191,179 @@ def table_records(table: pd.DataFrame) -> list[dict[str, Any]]:
     return [dict(zip(cols, values)) for values in zip(*cols.values())]
 
 
-# --------------------------------------------------------------------------- edge step
-def _edge_slabs(info, kernel: EdgeKernel, slab_size: int, workers: int, dtype: np.dtype):
-    """Yield ``(start, stop, EdgeResult)`` in slab order.
+# --------------------------------------------------------------------------- edge phase
+def edge_kernel(info, params: EdgeParameters) -> EdgeKernel:
+    """The edge kernel for ``info``'s energies; window problems become InputError."""
+    try:
+        return EdgeKernel(info.energies_ev, params)
+    except ValueError as exc:
+        raise InputError(info.path, str(exc)) from None
 
-    With ``workers > 1`` a thread pool reads and computes up to ``workers`` slabs ahead;
-    results still come out in order, so they never depend on the number of workers.
+
+def slab_bounds(info, slab_size: int) -> list[tuple[int, int]]:
+    """``[(start, stop), ...]`` covering the first spatial axis in slabs of ``slab_size``."""
+    return [(s, min(s + slab_size, info.n_slices)) for s in range(0, info.n_slices, slab_size)]
+
+
+def default_slab(info) -> int:
+    """Default slices per slab: ~128 MB of float32, a whole number of HDF5 chunks."""
+    from txmdb.io.hdf5 import default_slab_size
+
+    return default_slab_size(info, target_bytes=_SLAB_BYTES)
+
+
+def extract_edges(info, params: EdgeParameters, start: int, stop: int, *,
+                  kernel: EdgeKernel | None = None) -> EdgeResult:
+    """The edge phase of one slab: read ``[start, stop)`` and run the edge kernel.
+
+    Pure per slab (opens the file itself, no shared state): the unit a Dask worker runs.
+
+    Parameters
+    ----------
+    info : txmdb.io.hdf5.StackInfo
+    params : EdgeParameters
+    start, stop : int
+        Range along the first spatial axis.
+    kernel : EdgeKernel, optional
+        A kernel already built for ``info`` and ``params``.
+
+    Returns
+    -------
+    EdgeResult
+        Arrays of shape ``(stop - start, ...)``.
     """
-    import h5py
-
     from txmdb.io.hdf5 import read_slab
 
-    bounds = [(s, min(s + slab_size, info.n_slices)) for s in range(0, info.n_slices, slab_size)]
-    lock = threading.Lock()  # one h5py handle shared by the threads
+    kernel = kernel or edge_kernel(info, params)
+    return kernel(read_slab(info, start, stop))
 
-    with h5py.File(info.path, "r") as f:
-        def work(start: int, stop: int):
-            with lock:
-                mu = read_slab(info, start, stop, h5file=f)
-            if mu.dtype != dtype:
-                mu = mu.astype(dtype)
-            return kernel(mu)
 
-        if workers == 1:
-            for start, stop in bounds:
-                yield start, stop, work(start, stop)
-            return
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="txmdb-edge") as pool:
-            pending: deque = deque()
-            it = iter(bounds)
-            for start, stop in it:
-                pending.append((start, stop, pool.submit(work, start, stop)))
-                if len(pending) >= workers:
-                    break
-            while pending:
-                start, stop, fut = pending.popleft()
-                result = fut.result()
-                nxt = next(it, None)
-                if nxt is not None:
-                    pending.append((*nxt, pool.submit(work, *nxt)))
-                yield start, stop, result
+def edge_slabs(info, params: EdgeParameters, *, slab_size: int | None = None,
+               workers: int = 1) -> Iterator[tuple[int, int, EdgeResult]]:
+    """The edge phase in this process: ``(start, stop, EdgeResult)`` in slab order.
+
+    A background thread reads the next slab (into one of two reused buffers) while the
+    kernel runs on the current one with ``workers`` threads; h5py releases the GIL while
+    HDF5 copies the data, so reading and computing overlap.
+    """
+    from txmdb.io.hdf5 import iter_slabs
+
+    kernel = edge_kernel(info, params)
+    for start, stop, mu in iter_slabs(info, slab_size or default_slab(info), prefetch=True):
+        yield start, stop, kernel(mu, threads=workers)
+
+
+# --------------------------------------------------------------------------- statistics phase
+@dataclass
+class EdgeStatistics:
+    """What :func:`statistics_from_edge_map` returns.
+
+    Attributes
+    ----------
+    tables : dict of str to DataFrame
+        One per key of ``STATISTICS_TABLES``.
+    labels : ndarray of int32
+        Particle label map, 0 outside particles.
+    n_particles, n_valid_voxels : int
+    mean_edge_ev, std_edge_ev : float
+        Over the voxels of all particles (NaN without particles).
+    timings_s : dict of str to float
+        ``particles`` and ``gradient``.
+    """
+
+    tables: dict[str, pd.DataFrame]
+    labels: np.ndarray
+    n_particles: int
+    n_valid_voxels: int
+    mean_edge_ev: float
+    std_edge_ev: float
+    timings_s: dict[str, float]
+
+
+def _local_vectors(binned: np.ndarray, labels: np.ndarray, centroids: np.ndarray,
+                   step: float) -> GradientVectors:
+    return map_gradient_vectors(binned, labels, centroids, step=step)
+
+
+def statistics_from_edge_map(edge_ev: np.ndarray, options: AnalysisOptions, *,
+                             energies_ev: np.ndarray, voxel_size_nm: float | None,
+                             vectors_fn: VectorsFn | None = None,
+                             tick: Callable[[], None] | None = None) -> EdgeStatistics:
+    """The statistics phase: particles, depth profiles, edge and gradient statistics.
+
+    Parameters
+    ----------
+    edge_ev : ndarray of float64, shape (z, y, x) or (y, x)
+        Edge map, NaN where masked (from the edge phase).
+    options : AnalysisOptions
+    energies_ev : ndarray
+        The stack's energies (bins of the edge histograms).
+    voxel_size_nm : float, optional
+        ``d``; ``None`` gives gradients in eV/voxel.
+    vectors_fn : callable, optional
+        ``vectors_fn(binned_ev, binned_labels, centroids, step) -> GradientVectors`` for
+        a whole binned map, in C order; default
+        :func:`~txmdb.analysis.gradient.map_gradient_vectors` in this process.
+    tick : callable, optional
+        Called after the particle step and after each binning factor.
+
+    Returns
+    -------
+    EdgeStatistics
+    """
+    tick = tick or (lambda: None)
+    vectors_fn = vectors_fn or _local_vectors
+    d = voxel_size_nm
+    ndim = edge_ev.ndim
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    labels, n = label_particles(np.isfinite(edge_ev), min_voxels=options.min_particle_voxels)
+    moments = particle_moments(labels, n, edge_ev)
+    count, _, mean, std = moments
+    depth = depth_map(labels, n)
+    tables: dict[str, list[pd.DataFrame]] = {name: [] for name in TABLE_NAMES}
+    tables["particles"].append(particle_table(labels, n, edge_ev, voxel_size_nm=d, moments=moments))
+    tables["depth_profiles"].append(depth_profiles(labels, n, edge_ev, depth, voxel_size_nm=d))
+    del depth
+    hist_edges = edge_histogram_edges(energies_ev, options.params.edge)
+    tables["edge_histograms"].append(edge_histograms(labels, n, edge_ev, hist_edges))
+    timings["particles"] = time.perf_counter() - t0
+    tick()
+
+    t0 = time.perf_counter()
+    vectors = {}
+    for f in options.bin_factors:
+        binned, blabels = bin_edge_map(edge_ev, labels, f)
+        centroids = block_centroids(blabels, n)
+        vectors[f] = vectors_fn(binned, blabels, centroids, f * d if d else float(f))
+        del binned, blabels
+        tick()
+    # |u| bins shared by the whole analysis: from the finest factor's vectors
+    finest = vectors[min(options.bin_factors)]
+    u_max = max((float(v.u.max()) for v in vectors.values() if len(v)), default=None)
+    u_edges = u_histogram_edges(finest.u, u_max=u_max)
+    for f in options.bin_factors:
+        stats = gradient_statistics(vectors[f], n_particles=n, bin_factor=f, ndim=ndim,
+                                    u_edges=u_edges, theta_bins=options.theta_bins,
+                                    voxel_size_nm=d)
+        for name, table in stats.items():
+            tables[name].append(table)
+    del vectors
+    timings["gradient"] = time.perf_counter() - t0
+    return EdgeStatistics(
+        tables={name: pd.concat(parts, ignore_index=True) for name, parts in tables.items()},
+        labels=labels, n_particles=int(n), n_valid_voxels=int(count[0]),
+        mean_edge_ev=float(mean[0]), std_edge_ev=float(std[0]), timings_s=timings)
+
+
+# --------------------------------------------------------------------------- whole analysis
+EdgeSource = Callable[[Any, EdgeParameters, int], Iterable[tuple[int, int, EdgeResult]]]
 
 
 def analyze_stack(info, options: AnalysisOptions, *, results_path: Path,
-                  progress: Callable[[int, int], None] | None = None) -> AnalysisOutputs:
+                  progress: Callable[[int, int], None] | None = None,
+                  edge_source: EdgeSource | None = None,
+                  vectors_fn: VectorsFn | None = None) -> AnalysisOutputs:
     """Edge map, particles and valence-gradient statistics of one tomogram.
 
     Parameters
@@ -238,6 +376,12 @@ def analyze_stack(info, options: AnalysisOptions, *, results_path: Path,
     progress : callable, optional
         ``progress(done, total)`` after each unit of work: one per slab of the edge step,
         one for the particle step and one per binning factor.
+    edge_source : callable, optional
+        ``edge_source(info, params, slab_size)`` yielding ``(start, stop, EdgeResult)``
+        for the slabs of :func:`slab_bounds` (any order); default :func:`edge_slabs`
+        in this process.
+    vectors_fn : callable, optional
+        Gradient vectors of a binned map (see :func:`statistics_from_edge_map`).
 
     Returns
     -------
@@ -250,19 +394,15 @@ def analyze_stack(info, options: AnalysisOptions, *, results_path: Path,
         error of the stack.
     """
     t_start = time.perf_counter()
-    timings: dict[str, float] = {}
     spatial = tuple(info.spatial_shape)
-    ndim = len(spatial)
     d = info.voxel_size_nm if info.voxel_size_nm and math.isfinite(info.voxel_size_nm) else None
     gradient_unit = "eV/nm" if d else "eV/voxel"
-    try:
-        kernel = EdgeKernel(info.energies_ev, options.params)
-    except ValueError as exc:
-        raise InputError(info.path, str(exc)) from None
-    dtype = np.dtype(options.precision)
-    slab_size = options.slab_size or max(1, _default_slab(info, options.workers))
-    n_slabs = -(-info.n_slices // slab_size)
-    total_units = n_slabs + 1 + len(options.bin_factors)
+    edge_kernel(info, options.params)             # window errors before any file exists
+    slab_size = options.slab_size or default_slab(info)
+    if edge_source is None:
+        def edge_source(info, params, slab_size):
+            return edge_slabs(info, params, slab_size=slab_size, workers=options.workers)
+    total_units = len(slab_bounds(info, slab_size)) + 1 + len(options.bin_factors)
     done = 0
 
     def tick() -> None:
@@ -278,80 +418,38 @@ def analyze_stack(info, options: AnalysisOptions, *, results_path: Path,
     results_path = Path(results_path)
     with atomic_output(results_path) as tmp:
         with h5py.File(tmp, "w") as out:
-            # ---- edge map, slab by slab
             t0 = time.perf_counter()
             edge = np.empty(spatial, dtype=np.float64)
             d_edge = out.create_dataset("edge_ev", shape=spatial, dtype=np.float32)
             d_jump = out.create_dataset("jump", shape=spatial, dtype=np.float32)
             d_valid = out.create_dataset("valid", shape=spatial, dtype=bool)
-            for start, stop, res in _edge_slabs(info, kernel, slab_size, options.workers, dtype):
+            for start, stop, res in edge_source(info, options.params, slab_size):
                 edge[start:stop] = res.edge_ev
                 d_edge[start:stop] = res.edge_ev.astype(np.float32)
-                d_jump[start:stop] = res.jump.astype(np.float32, copy=False)
+                d_jump[start:stop] = res.jump.astype(np.float32)
                 d_valid[start:stop] = res.valid
                 tick()
-            timings["edge"] = time.perf_counter() - t0
+            t_edge = time.perf_counter() - t0
 
-            # ---- particles
-            t0 = time.perf_counter()
-            labels, n = label_particles(np.isfinite(edge), min_voxels=options.min_particle_voxels)
-            moments = particle_moments(labels, n, edge)
-            count, _, mean, std = moments
-            depth = depth_map(labels, n)
-            tables: dict[str, list[pd.DataFrame]] = {name: [] for name in TABLE_NAMES}
-            tables["particles"].append(particle_table(labels, n, edge, voxel_size_nm=d, moments=moments))
-            tables["depth_profiles"].append(depth_profiles(labels, n, edge, depth, voxel_size_nm=d))
-            del depth
-            hist_edges = edge_histogram_edges(info.energies_ev, options.params.edge)
-            tables["edge_histograms"].append(edge_histograms(labels, n, edge, hist_edges))
-            timings["particles"] = time.perf_counter() - t0
-            tick()
+            stats = statistics_from_edge_map(edge, options, energies_ev=info.energies_ev,
+                                             voxel_size_nm=d, vectors_fn=vectors_fn, tick=tick)
+            del edge
 
-            # ---- gradient statistics
             t0 = time.perf_counter()
-            vectors = {}
-            for f in options.bin_factors:
-                binned, blabels = bin_edge_map(edge, labels, f)
-                centroids = block_centroids(blabels, n)
-                vectors[f] = map_gradient_vectors(binned, blabels, centroids,
-                                                  step=f * d if d else float(f))
-                del binned, blabels
-                tick()
-            # |u| bins shared by the whole analysis: from the finest factor's vectors
-            finest = vectors[min(options.bin_factors)]
-            u_max = max((float(v.u.max()) for v in vectors.values() if len(v)), default=None)
-            u_edges = u_histogram_edges(finest.u, u_max=u_max)
-            for f in options.bin_factors:
-                stats = gradient_statistics(vectors[f], n_particles=n, bin_factor=f, ndim=ndim,
-                                            u_edges=u_edges, theta_bins=options.theta_bins,
-                                            voxel_size_nm=d)
-                for name, table in stats.items():
-                    tables[name].append(table)
-            del vectors
-            timings["gradient"] = time.perf_counter() - t0
-
-            # ---- label map and metadata
-            t0 = time.perf_counter()
-            out.create_dataset("labels", data=labels, chunks=True, compression="lzf")
+            out.create_dataset("labels", data=stats.labels, chunks=True, compression="lzf")
             out.create_dataset("energies_ev", data=np.asarray(info.energies_ev, dtype=np.float64))
             out.attrs["txmdb_version"] = __version__
             out.attrs["source"] = str(info.path)
             out.attrs["layout"] = info.layout
             out.attrs["voxel_size_nm"] = d if d else np.nan
             out.attrs["gradient_unit"] = gradient_unit
-            out.attrs["n_particles"] = n
+            out.attrs["n_particles"] = stats.n_particles
             out.attrs["parameters"] = json.dumps(analysis_parameters(options, voxel_size_nm=d))
-        timings["write"] = time.perf_counter() - t0
+        t_write = time.perf_counter() - t0
 
-    result_tables = {name: pd.concat(parts, ignore_index=True) for name, parts in tables.items()}
-    timings["total"] = time.perf_counter() - t_start
+    timings = {"edge": t_edge, **stats.timings_s, "write": t_write,
+               "total": time.perf_counter() - t_start}
     return AnalysisOutputs(
-        tables=result_tables, n_valid_voxels=int(count[0]), n_particles=int(n),
-        mean_edge_ev=float(mean[0]), std_edge_ev=float(std[0]), gradient_unit=gradient_unit,
-        timings_s=timings)
-
-
-def _default_slab(info, workers: int) -> int:
-    from txmdb.io.hdf5 import default_slab_size
-
-    return default_slab_size(info, target_bytes=max(_SLAB_BYTES // workers, 1 << 20))
+        tables=stats.tables, n_valid_voxels=stats.n_valid_voxels, n_particles=stats.n_particles,
+        mean_edge_ev=stats.mean_edge_ev, std_edge_ev=stats.std_edge_ev,
+        gradient_unit=gradient_unit, timings_s=timings)

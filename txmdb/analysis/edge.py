@@ -267,7 +267,7 @@ class EdgeKernel:
                              f"built for {self.energies_ev.size}")
 
     # ------------------------------------------------------------------ API
-    def __call__(self, mu: np.ndarray) -> EdgeResult:
+    def __call__(self, mu: np.ndarray, *, threads: int = 1) -> EdgeResult:
         """Edge energy, jump, pre-edge noise and validity for every voxel of ``mu``.
 
         Parameters
@@ -276,6 +276,9 @@ class EdgeKernel:
             Absorbance; energies along axis 0 in the kernel's (ascending) order. float32
             (tomograms) or float64; other dtypes are converted to float32. A 1-D
             spectrum (a bulk XAS measurement) gives 0-d result arrays.
+        threads : int
+            Blocks of voxels computed concurrently (numpy releases the GIL in the
+            per-block work); the result does not depend on it.
 
         Returns
         -------
@@ -290,12 +293,24 @@ class EdgeKernel:
         jump = np.empty(n_vox, dtype=np.float64)
         sigma = np.empty(n_vox, dtype=np.float64)
         valid = np.empty(n_vox, dtype=bool)
-        for b0 in range(0, n_vox, _BLOCK):
+
+        def run(b0: int) -> None:
             b1 = min(b0 + _BLOCK, n_vox)
             # a contiguous copy of the block: the rows of a column block of a big slab
             # are megabytes apart, which thrashes cache sets and TLB in every later pass
             block = np.ascontiguousarray(mu2[:, b0:b1])
             self._block(block, edge[b0:b1], jump[b0:b1], sigma[b0:b1], valid[b0:b1])
+
+        starts = range(0, n_vox, _BLOCK)
+        if threads > 1 and len(starts) > 1:
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="txmdb-edge") as pool:
+                for _ in pool.map(run, starts):      # re-raises the first failure
+                    pass
+        else:
+            for b0 in starts:
+                run(b0)
         return EdgeResult(edge_ev=edge.reshape(spatial), jump=jump.reshape(spatial),
                           sigma_pre=sigma.reshape(spatial), valid=valid.reshape(spatial))
 
@@ -336,24 +351,23 @@ class EdgeKernel:
         # Interpolation in float64 from the two gathered rows k-1, k of each voxel:
         # (0.5 - n0) / (n1 - n0) == -q0 / (q1 - q0) with q = norm - 0.5 = (mu - mid) / step
         k = np.where(valid, first, 0)
-        cols = np.arange(mu.shape[1])
+        n_blk = mu.shape[1]
+        at = k * n_blk + np.arange(n_blk)         # flat index of row k in `rows`
+        flat = rows.reshape(-1)                  # rows of a contiguous block: no copy
         x = self._x[self._search]
         e = self.energies_ev[self._search]
-        x0, x1 = x[k], x[k + 1]
-        mu0 = rows[k, cols].astype(f64, copy=False)
-        mu1 = rows[k + 1, cols].astype(f64, copy=False)
-        e0 = e[k]
-        de = e[k + 1] - e0
-        ne.evaluate("where(valid, e0 - q0 / (q1 - q0) * de, nan)",
-                    local_dict={"valid": valid, "e0": e0, "de": de, "nan": np.nan,
-                                "q0": self._q(mu0, x0, mid_a, mid_b, jump, slope),
-                                "q1": self._q(mu1, x1, mid_a, mid_b, jump, slope)},
+        ne.evaluate("where(valid, e0 - q0 / (q1 - q0) * (e1 - e0), nan)",
+                    local_dict={"valid": valid, "e0": e[k], "e1": e[k + 1], "nan": np.nan,
+                                "q0": self._q(flat[at], x[k], mid_a, mid_b, jump, slope),
+                                "q1": self._q(flat[at + n_blk], x[k + 1], mid_a, mid_b, jump, slope)},
                     out=edge)
 
     @staticmethod
     def _q(mu_k, x_k, mid_a, mid_b, jump, slope) -> np.ndarray:
         """``norm - 0.5`` at one gathered row per voxel, float64 (inf/NaN where step is 0)."""
-        return ne.evaluate("(mu_k - (mid_a + mid_b * x_k)) / (jump + slope * x_k)")
+        return ne.evaluate("(mu_k - (mid_a + mid_b * x_k)) / (jump + slope * x_k)",
+                           local_dict={"mu_k": mu_k.astype(np.float64, copy=False), "x_k": x_k,
+                                       "mid_a": mid_a, "mid_b": mid_b, "jump": jump, "slope": slope})
 
     @staticmethod
     def _finite(mu: np.ndarray) -> np.ndarray:

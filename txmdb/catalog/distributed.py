@@ -1,15 +1,51 @@
-"""Analyses on a Dask cluster: workers read the HDF5 files from shared storage and run the
-same pipeline; the client writes the results to the catalogue (one transaction per scan)."""
+"""Analyses on a Dask cluster (DESIGN §9): workers read the HDF5 files from shared storage
+and run the pipeline's kernels; the client writes the results to the catalogue (one
+transaction per scan).
+
+Two ways to use the cluster, chosen per scan by :func:`analyze_on_cluster`:
+
+- **many scans at once** (:func:`analyze_scans_distributed`): each scan is one task
+  running the whole pipeline on a worker;
+- **one scan split into slabs** (:func:`analyze_scan_distributed`): the edge phase runs
+  per slab on the workers (:func:`txmdb.pipeline.extract_edges`, no halo: every voxel is
+  independent), the client assembles the edge map and finds the particles, and the
+  gradient kernel runs per slab of each binned map with a one-row halo on the workers.
+  The workers return the gradient vectors of their slabs, which the client concatenates
+  in slab order; the histograms are reduced from those on the client, because the
+  vector-size medians and 90th percentiles need all vectors of a group (per-slab
+  histograms do not add up to exact quantiles). The tables equal those of the
+  in-process run exactly.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
+import math
 import time
 from pathlib import Path
 from typing import Iterator
 
+import numpy as np
+
 from txmdb.catalog.txm import pending_results_path, prepare_scan, record_analysis
 from txmdb.errors import InputError, TxmdbError
+
+__all__ = ["SPLIT_BYTES", "connect", "analyze_on_cluster", "analyze_scan_distributed",
+           "analyze_scans_distributed"]
+
+# A scan whose float32 stack is larger than this is split into slabs across the workers
+# even when other scans are analysed with it: one whole-scan task would hold one worker
+# for minutes while the others idle.
+SPLIT_BYTES = 2 << 30
+
+# Binned-map voxels per gradient task: big enough that the task overhead (~1 ms) and the
+# halo rows are negligible, small enough to spread over the workers.
+_GRADIENT_SLAB_VOXELS = 1 << 22
+
+
+def _problem(exc: Exception) -> ValueError:
+    """InputError does not survive pickling (two-argument constructor): ship its text."""
+    return ValueError(getattr(exc, "problem", str(exc)))
 
 
 def _analyze_on_worker(info, options, pending: str):
@@ -17,8 +53,28 @@ def _analyze_on_worker(info, options, pending: str):
     from txmdb.pipeline import analyze_stack
 
     t0 = time.perf_counter()
-    outputs = analyze_stack(info, options, results_path=Path(pending))
+    try:
+        outputs = analyze_stack(info, options, results_path=Path(pending))
+    except InputError as exc:
+        raise _problem(exc) from None
     return outputs, time.perf_counter() - t0
+
+
+def _edge_task(info, params, start: int, stop: int):
+    """Runs on a worker: the edge phase of one slab."""
+    from txmdb.pipeline import extract_edges
+
+    try:
+        return start, stop, extract_edges(info, params, start, stop)
+    except InputError as exc:
+        raise _problem(exc) from None
+
+
+def _gradient_task(binned, labels, centroids, step: float, origin: int):
+    """Runs on a worker: the gradient kernel on one halo-padded slab of a binned map."""
+    from txmdb.analysis.gradient import gradient_vectors
+
+    return gradient_vectors(binned, labels, centroids, step=step, origin=origin)
 
 
 def connect(scheduler: str):
@@ -33,32 +89,129 @@ def connect(scheduler: str):
         raise TxmdbError(f"cannot reach the Dask scheduler at {scheduler}: {exc}") from None
 
 
-def analyze_scans_distributed(catalog, scan_ids: list[int], options, *, scheduler: str) -> Iterator:
-    """Analyse many scans at once on the cluster; yields each Analysis as it is recorded."""
-    from dask.distributed import as_completed
+def _stack_bytes(info) -> int:
+    return 4 * math.prod(info.shape)
 
+
+def analyze_on_cluster(catalog, scan_ids: list[int], options, *, scheduler: str,
+                       split_bytes: int = SPLIT_BYTES) -> Iterator:
+    """Analyse ``scan_ids`` on the cluster; yields each Analysis as it is recorded.
+
+    A single scan, and every scan whose float32 stack exceeds ``split_bytes``, is split
+    into slabs across the workers (:func:`analyze_scan_distributed`); the other scans
+    run as one task each, all at once (:func:`analyze_scans_distributed`).
+    """
     prepared = [prepare_scan(catalog, scan_id) for scan_id in scan_ids]
     with connect(scheduler) as client:
-        futures = {}
-        for scan, info in prepared:
-            pending = pending_results_path(catalog)
-            pending.parent.mkdir(parents=True, exist_ok=True)
-            started = dt.datetime.now(dt.timezone.utc)
-            future = client.submit(_analyze_on_worker, info, options, str(pending), pure=False)
-            futures[future] = (scan, pending, started)
-        try:
-            for future in as_completed(futures):
-                scan, pending, started = futures[future]
-                try:
-                    with catalog.writing_store():   # a worker's OSError writing the results file
-                        outputs, elapsed = future.result()
-                except ValueError as exc:
-                    raise InputError(scan.file_path, str(exc)) from None
-                try:
-                    yield record_analysis(catalog, scan, options, outputs, pending, started=started, elapsed=elapsed)
-                finally:
-                    pending.unlink(missing_ok=True)
-        finally:
-            for future, (_scan, pending, _started) in futures.items():
-                future.cancel()
+        split = [p for p in prepared if len(prepared) == 1 or _stack_bytes(p[1]) > split_bytes]
+        whole = [p for p in prepared if not any(p is s for s in split)]
+        if whole:
+            yield from _whole_scans(catalog, client, whole, options)
+        for scan, info in split:
+            yield _split_scan(catalog, client, scan, info, options)
+
+
+def analyze_scan_distributed(catalog, scan_id: int, options, *, scheduler: str):
+    """Analyse one scan split into slabs across the cluster's workers.
+
+    Parameters
+    ----------
+    catalog
+        The catalogue (the client writes the results file and the rows).
+    scan_id : int
+    options : txmdb.pipeline.AnalysisOptions
+    scheduler : str
+        Dask scheduler address; the workers must see the scan's file at its path.
+
+    Returns
+    -------
+    txmdb.db.models.Analysis
+        The same tables as :func:`txmdb.catalog.txm.analyze_scan` gives.
+    """
+    scan, info = prepare_scan(catalog, scan_id)
+    with connect(scheduler) as client:
+        return _split_scan(catalog, client, scan, info, options)
+
+
+def analyze_scans_distributed(catalog, scan_ids: list[int], options, *, scheduler: str) -> Iterator:
+    """Analyse many scans at once, one whole-pipeline task per scan; yields each Analysis."""
+    prepared = [prepare_scan(catalog, scan_id) for scan_id in scan_ids]
+    with connect(scheduler) as client:
+        yield from _whole_scans(catalog, client, prepared, options)
+
+
+def _whole_scans(catalog, client, prepared, options) -> Iterator:
+    from dask.distributed import as_completed
+
+    futures = {}
+    for scan, info in prepared:
+        pending = pending_results_path(catalog)
+        pending.parent.mkdir(parents=True, exist_ok=True)
+        started = dt.datetime.now(dt.timezone.utc)
+        future = client.submit(_analyze_on_worker, info, options, str(pending), pure=False)
+        futures[future] = (scan, pending, started)
+    try:
+        for future in as_completed(futures):
+            scan, pending, started = futures[future]
+            try:
+                outputs, elapsed = future.result()
+            except ValueError as exc:
+                raise InputError(scan.file_path, str(exc)) from None
+            try:
+                yield record_analysis(catalog, scan, options, outputs, pending, started=started, elapsed=elapsed)
+            finally:
                 pending.unlink(missing_ok=True)
+    finally:
+        for future, (_scan, pending, _started) in futures.items():
+            future.cancel()
+            pending.unlink(missing_ok=True)
+
+
+def _split_scan(catalog, client, scan, info, options):
+    """Edge phase per slab and gradient kernel per halo slab on the workers, the rest here."""
+    from dask.distributed import as_completed
+
+    from txmdb.analysis.gradient import GradientVectors
+    from txmdb.pipeline import analyze_stack, slab_bounds
+
+    futures: list = []
+
+    def edge_source(info, params, slab_size):
+        futures.extend(client.submit(_edge_task, info, params, start, stop, pure=False)
+                       for start, stop in slab_bounds(info, slab_size))
+        for future in as_completed(futures):
+            yield future.result()
+            future.release()                     # the slab is in the edge map now
+
+    def vectors_fn(binned, labels, centroids, step):
+        plane = max(1, math.prod(binned.shape[1:]))
+        rows = max(1, _GRADIENT_SLAB_VOXELS // plane)
+        n_rows = binned.shape[0]
+        parts = []
+        centroids_f = client.scatter(centroids, broadcast=True)
+        for start in range(0, n_rows, rows):
+            # one halo row on each side: the kernel's outermost rows get no vector
+            lo, hi = max(start - 1, 0), min(start + rows + 1, n_rows)
+            piece = client.scatter([np.ascontiguousarray(binned[lo:hi]),
+                                    np.ascontiguousarray(labels[lo:hi])])
+            parts.append(client.submit(_gradient_task, *piece, centroids_f, step, lo, pure=False))
+        futures.extend(parts)
+        # slab order = C order of the whole map, as in map_gradient_vectors
+        return GradientVectors.concat(client.gather(parts))
+
+    started = dt.datetime.now(dt.timezone.utc)
+    t0 = time.perf_counter()
+    pending = pending_results_path(catalog)
+    pending.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        try:
+            outputs = analyze_stack(info, options, results_path=pending, edge_source=edge_source,
+                                    vectors_fn=vectors_fn)
+        except ValueError as exc:
+            raise InputError(scan.file_path, str(exc)) from None
+        return record_analysis(catalog, scan, options, outputs, pending, started=started,
+                               elapsed=time.perf_counter() - t0)
+    finally:
+        for future in futures:
+            future.cancel()
+        pending.unlink(missing_ok=True)

@@ -6,11 +6,11 @@ import contextlib
 from typing import Iterator
 
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import DataError, IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
 from txmdb.db.engine import describe_db_error
-from txmdb.errors import DatabaseError, DuplicateError
+from txmdb.errors import DatabaseError, DuplicateError, TxmdbError
 
 
 @contextlib.contextmanager
@@ -23,6 +23,10 @@ def session_scope(engine: Engine) -> Iterator[Session]:
     except IntegrityError as exc:
         session.rollback()
         raise DuplicateError(f"conflicts with an existing record: {str(exc.orig).splitlines()[0]}") from None
+    except DataError as exc:
+        # A value the backend cannot store, e.g. a NUL character in a PostgreSQL text field.
+        session.rollback()
+        raise TxmdbError(f"value refused by the database: {str(exc.orig).splitlines()[0]}") from None
     except OperationalError as exc:
         session.rollback()
         raise DatabaseError(describe_db_error(engine, exc, doing='database error on')) from None

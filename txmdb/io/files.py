@@ -39,5 +39,33 @@ def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
         os.umask(umask)
         os.chmod(tmp_path, 0o666 & ~umask)
         os.replace(tmp_path, final)
+    except BaseException:
+        _detach_writers(tmp_path)
+        raise
     finally:
         tmp_path.unlink(missing_ok=True)
+
+
+def _detach_writers(path: Path) -> None:
+    """Point this process's descriptors still open on ``path`` at /dev/null.
+
+    A writer whose write failed (HDF5 on a full disk or past RLIMIT_FSIZE) may keep its
+    file open and retry the flush when its objects are freed or at exit, where HDF5 then
+    crashes (SIGSEGV). The file is being discarded anyway; with its descriptor on /dev/null
+    those late writes succeed and the library closes quietly. Linux (/proc) only.
+    """
+    fd_dir = Path("/proc/self/fd")
+    if not fd_dir.is_dir():
+        return
+    target = os.path.realpath(path)
+    for entry in fd_dir.iterdir():
+        try:
+            if os.readlink(entry) != target:
+                continue
+            null = os.open(os.devnull, os.O_RDWR)
+            try:
+                os.dup2(null, int(entry.name))
+            finally:
+                os.close(null)
+        except (OSError, ValueError):
+            continue

@@ -304,7 +304,8 @@ def _require_finite_voxel(info: StackInfo, f: h5py.File) -> None:
                                 f"spectrum (all NaN/inf)")
 
 
-def read_slab(info: StackInfo, start: int, stop: int, *, h5file: h5py.File | None = None) -> np.ndarray:
+def read_slab(info: StackInfo, start: int, stop: int, *, h5file: h5py.File | None = None,
+              out: np.ndarray | None = None) -> np.ndarray:
     """Absorbance of spatial slab ``[start, stop)`` along the first spatial axis.
 
     Parameters
@@ -315,39 +316,54 @@ def read_slab(info: StackInfo, start: int, stop: int, *, h5file: h5py.File | Non
         Range along the first spatial axis (z in 3D, y in 2D).
     h5file : h5py.File, optional
         An open handle of ``info.path`` (saves reopening per slab).
+    out : ndarray of float32, optional
+        C-contiguous buffer of shape ``(n_energy, stop - start, ...)`` to read into
+        (reused between slabs: no page faults on a fresh array per slab).
 
     Returns
     -------
     ndarray of float32, shape (n_energy, stop - start, ...)
-        Energies ascending (``info.energies_ev``). For raw images (fxi, dxchange with
-        white/dark) ``-ln((I - dark) / (white - dark))``; non-positive ratios give
-        NaN/inf, which the edge kernel masks.
+        ``out`` if given. Energies ascending (``info.energies_ev``). For raw images (fxi,
+        dxchange with white/dark) ``-ln((I - dark) / (white - dark))``; non-positive
+        ratios give NaN/inf, which the edge kernel masks.
     """
     if not 0 <= start < stop <= info.n_slices:
         raise ValueError(f"slab [{start}, {stop}) outside 0..{info.n_slices}")
     if h5file is None:
         with _open(info.path) as f:
-            return read_slab(info, start, stop, h5file=f)
+            return read_slab(info, start, stop, h5file=f, out=out)
+    shape = (info.shape[0], stop - start, *info.shape[2:])
+    if out is None:
+        out = np.empty(shape, dtype=np.float32)
+    elif out.shape != shape or out.dtype != np.float32 or not out.flags.c_contiguous:
+        raise ValueError(f"out must be a C-contiguous float32 array of shape {shape}")
     f = h5file
     ds = f[info.data_path]
     try:
-        if ds.dtype == np.float32:
-            raw = ds[:, start:stop]
+        # HDF5 converts other on-disk dtypes to float32 while reading (no temporary).
+        # Energies out of order are read one image at a time straight into their
+        # sorted place, so no reordering copy is needed either.
+        if info.sorted:
+            ds.read_direct(out, np.s_[:, start:stop])
         else:
-            # h5py converts while reading: no second full-size temporary
-            raw = ds.astype(np.float32)[:, start:stop]
+            for i, src in enumerate(info.order):
+                ds.read_direct(out, np.s_[int(src), start:stop], np.s_[i])
     except OSError as exc:
         raise InputError(info.path, f"cannot read {info.data_path!r} slab {start}:{stop} "
                                     f"({str(exc).split('(')[0].strip()}); truncated or corrupt file?") from None
     if info.white_path is not None:
         white = _flat(f[info.white_path], start, stop, info)
         dark = _flat(f[info.dark_path], start, stop, info) if info.dark_path else np.float32(0)
-        # in place: raw becomes the absorbance
+        if white.shape[0] > 1:                   # one flat per energy, on-disk order
+            white = white[info.order]
+        if np.ndim(dark) and dark.shape[0] > 1:
+            dark = dark[info.order]
+        # in place: the buffer becomes the absorbance
         with np.errstate(all="ignore"):
-            ne.evaluate("-log((raw - dark) / (white - dark))", out=raw, casting="unsafe")
-    if not info.sorted:
-        raw = raw[info.order]
-    return raw
+            ne.evaluate("-log((raw - dark) / (white - dark))",
+                        local_dict={"raw": out, "dark": dark, "white": white}, out=out,
+                        casting="unsafe")
+    return out
 
 
 def _flat(ds: h5py.Dataset, start: int, stop: int, info: StackInfo) -> np.ndarray:
@@ -388,8 +404,8 @@ def default_slab_size(info: StackInfo, target_bytes: int = 256 << 20) -> int:
     return min(n, info.n_slices)
 
 
-def iter_slabs(info: StackInfo, slab_size: int, *, h5file: h5py.File | None = None
-               ) -> Iterator[tuple[int, int, np.ndarray]]:
+def iter_slabs(info: StackInfo, slab_size: int, *, h5file: h5py.File | None = None,
+               prefetch: bool = False) -> Iterator[tuple[int, int, np.ndarray]]:
     """Yield ``(start, stop, slab)`` covering the first spatial axis in order.
 
     Parameters
@@ -399,6 +415,12 @@ def iter_slabs(info: StackInfo, slab_size: int, *, h5file: h5py.File | None = No
         Slices per slab (see :func:`default_slab_size`).
     h5file : h5py.File, optional
         An open handle; otherwise the file is opened once for the whole iteration.
+    prefetch : bool
+        Read the next slab in a background thread while the caller works on the current
+        one (h5py releases the GIL while HDF5 copies data, and numpy/BLAS work releases
+        it too), into two preallocated float32 buffers used in turn. **A slab yielded
+        with prefetch is valid only until the next one is requested** (copy what must
+        be kept). Without prefetch every slab is a fresh array.
 
     Yields
     ------
@@ -409,8 +431,39 @@ def iter_slabs(info: StackInfo, slab_size: int, *, h5file: h5py.File | None = No
         raise ValueError(f"slab_size must be >= 1, got {slab_size}")
     if h5file is None:
         with _open(info.path) as f:
-            yield from iter_slabs(info, slab_size, h5file=f)
+            yield from iter_slabs(info, slab_size, h5file=f, prefetch=prefetch)
         return
-    for start in range(0, info.n_slices, slab_size):
-        stop = min(start + slab_size, info.n_slices)
-        yield start, stop, read_slab(info, start, stop, h5file=h5file)
+    bounds = [(s, min(s + slab_size, info.n_slices)) for s in range(0, info.n_slices, slab_size)]
+    if not prefetch or len(bounds) == 1:
+        for start, stop in bounds:
+            yield start, stop, read_slab(info, start, stop, h5file=h5file)
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    full = (info.shape[0], min(slab_size, info.n_slices), *info.shape[2:])
+    buffers = [np.empty(full, dtype=np.float32) for _ in range(2)]
+
+    def read(i: int) -> np.ndarray:
+        start, stop = bounds[i]
+        buf = buffers[i % 2]
+        # a shorter last slab: the leading part of the buffer, still C-contiguous
+        # because the slab axis is the second one and is cut as a whole per energy
+        view = buf.reshape(-1)[:info.shape[0] * (stop - start) * int(np.prod(info.shape[2:]))]
+        return read_slab(info, start, stop, h5file=h5file,
+                         out=view.reshape(info.shape[0], stop - start, *info.shape[2:]))
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="txmdb-read") as pool:
+        pending = pool.submit(read, 0)
+        try:
+            for i, (start, stop) in enumerate(bounds):
+                slab = pending.result()
+                # the other buffer is free again: the caller asked for this slab
+                pending = pool.submit(read, i + 1) if i + 1 < len(bounds) else None
+                yield start, stop, slab
+        finally:
+            if pending is not None:
+                pending.cancel()
+                try:
+                    pending.result()             # never leave a read running on the handle
+                except Exception:                # noqa: BLE001 - the caller's error wins
+                    pass
