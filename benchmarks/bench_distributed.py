@@ -111,7 +111,7 @@ def main() -> None:
             t_dask = time.perf_counter() - t0
             same = [_summary(cat_s, a) for a in serial] == [_summary(cat_d, a) for a in dask_runs]
             results[label] = {
-                "scans": len(paths), "shape": serial[0].scan.shape if hasattr(serial[0], "scan") else None,
+                "scans": len(paths), "voxels_per_scan": args.small_size ** 3 if label == "small" else args.large_size ** 3,
                 "serial_s": round(t_serial, 2), "dask_s": round(t_dask, 2),
                 "speedup": round(t_serial / t_dask, 2), "same_results": same,
                 "load_before_serial": round(load0, 2), "load_before_dask": round(load1, 2),

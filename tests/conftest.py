@@ -64,8 +64,6 @@ def db_url(request, tmp_path):
     try:
         yield url
     finally:
-        from sqlalchemy.pool import NullPool  # noqa: F401  (engines of the test are disposed by then)
-
         drop()
 
 

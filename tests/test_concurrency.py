@@ -6,13 +6,11 @@ import json
 import os
 import subprocess
 import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import h5py
 import numpy as np
-import pytest
 
 
 def _small_stack(path: Path, seed: int) -> Path:

@@ -12,7 +12,6 @@ Also: user strings (sample, cell and state names) never become paths — whateve
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import uuid

@@ -5,10 +5,10 @@ Statistics come from the latest finished analysis of each scan unless ``analysis
 
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from typing import Sequence
 
 import pandas as pd
-from sqlalchemy import Select, and_, func, select
+from sqlalchemy import Select, func, select
 from sqlalchemy.orm import aliased
 
 from txmdb.db import models as m

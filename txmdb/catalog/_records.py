@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import uuid
 from pathlib import Path
 from typing import Callable, TypeVar
 
@@ -77,3 +78,51 @@ def frame_records(frame, **constants) -> list[dict]:
                 row[key] = value.item()
         row.update(constants)
     return records
+
+
+def record_with_store_file(catalog, model: type[T], sha256: str, *, folder: str, suffix: str,
+                           write: Callable[[Path], None], create: Callable[[object, str], T],
+                           path_attribute: str) -> tuple[T, bool]:
+    """Write a store file and insert the record that names it, atomically; get-or-create by SHA-256.
+
+    ``write(pending)`` writes the file under a temporary name; ``create(session, file_sha256)``
+    adds the record (and any child rows) and flushes it, so it has an id. The file is then
+    renamed to ``<folder>/<id><suffix>`` (ids only, never user strings) in the transaction
+    that commits the record. Losing a race to another writer of the same input file returns
+    the winner's record.
+    """
+    pending = catalog.store_path(folder, f".pending-{uuid.uuid4().hex}{suffix}")
+    try:
+        with catalog.writing_store():
+            pending.parent.mkdir(parents=True, exist_ok=True)
+            write(pending)
+        with catalog.session() as session:
+            record = create(session, sha256_file(pending))
+            final = catalog.store_path(folder, f"{record.id}{suffix}")
+            setattr(record, path_attribute, str(final.resolve()))
+            session.flush()
+            commit_with_file(session, pending, final)
+            return record, True
+    except DuplicateError:
+        found = existing_by_sha(catalog, model, sha256)
+        if found is None:
+            raise
+        return found, False
+    finally:
+        pending.unlink(missing_ok=True)
+
+
+def jsonable(value):
+    """Plain JSON values: ±inf (open window ends) become "inf"/"-inf", NaN None — PostgreSQL's JSON
+    accepts neither Infinity nor NaN."""
+    import math
+
+    if isinstance(value, dict):
+        return {k: jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if hasattr(value, "item"):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None if math.isnan(value) else ("inf" if value > 0 else "-inf")
+    return value

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import os
-import uuid
 
 from sqlalchemy import select
 
-from txmdb.catalog._records import commit_with_file, existing_by_sha, file_provenance, frame_records
+from txmdb.catalog._records import existing_by_sha, file_provenance, frame_records, record_with_store_file
 from txmdb.catalog.samples import active_mass_g, get_cell
 from txmdb.db.models import Cycle, CyclingRun
-from txmdb.errors import DuplicateError, InputError
+from txmdb.errors import InputError
 
 
 def ingest_cycling(
@@ -49,37 +48,22 @@ def ingest_cycling(
     if metrics.empty:
         raise InputError(path, "no complete cycle found in the records")
 
-    folder = catalog.store_path("cycling")
-    pending = folder / f".pending-{uuid.uuid4().hex}.parquet"
-    try:
-        with catalog.writing_store():
-            folder.mkdir(parents=True, exist_ok=True)
-            records.frame.to_parquet(pending, index=False)
-        from txmdb.io.files import sha256_file
+    def create(session, records_sha256: str) -> CyclingRun:
+        run = CyclingRun(
+            cell_id=cell_id, file_format=records.file_format, n_records=len(records.frame), n_cycles=len(metrics),
+            upper_cutoff_v=cutoff, reference_cycle=reference_cycle, records_path="", records_sha256=records_sha256,
+            column_map=dict(records.column_map), **provenance,
+        )
+        session.add(run)
+        session.flush()
+        session.execute(Cycle.__table__.insert(), frame_records(metrics, run_id=run.id))
+        return run
 
-        with catalog.session() as session:
-            run = CyclingRun(
-                cell_id=cell_id, file_format=records.file_format, n_records=len(records.frame),
-                n_cycles=len(metrics), upper_cutoff_v=cutoff, reference_cycle=reference_cycle,
-                records_path="", records_sha256=sha256_file(pending), column_map=dict(records.column_map),
-                **provenance,
-            )
-            session.add(run)
-            session.flush()
-            final = catalog.store_path("cycling", f"{run.id}.parquet")
-            run.records_path = str(final.resolve())
-            session.execute(Cycle.__table__.insert(), frame_records(metrics, run_id=run.id))
-            session.flush()
-            commit_with_file(session, pending, final)
-            return run, True
-    except DuplicateError:
-        # Another writer ingested the same file at the same moment: its run stands.
-        found = existing_by_sha(catalog, CyclingRun, provenance["file_sha256"])
-        if found is None:
-            raise
-        return found, False
-    finally:
-        pending.unlink(missing_ok=True)
+    return record_with_store_file(
+        catalog, CyclingRun, provenance["file_sha256"], folder="cycling", suffix=".parquet",
+        write=lambda pending: records.frame.to_parquet(pending, index=False), create=create,
+        path_attribute="records_path",
+    )
 
 
 def runs_of_cell(session, cell_id: int) -> list[CyclingRun]:

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import math
 import os
-import uuid
 
 import pandas as pd
 
-from txmdb.catalog._records import commit_with_file, existing_by_sha, file_provenance
+from txmdb.catalog._records import existing_by_sha, file_provenance, jsonable, record_with_store_file
 from txmdb.catalog.samples import get_sample
 from txmdb.db.models import XASMeasurement, XRDResult
-from txmdb.errors import DuplicateError, InputError, TxmdbError
+from txmdb.errors import InputError, TxmdbError
 
 EDGE_MODES = {"Ni-K": ("transmission", "fluorescence"), "Ni-L3": ("TEY", "FY")}
 
@@ -69,48 +68,27 @@ def ingest_xas(
             parameters = {"windows_ev": {k: list(v) for k, v in result.windows.items()}} if hasattr(result, "windows") else {}
     except ValueError as exc:
         raise InputError(path, str(exc)) from None
-    parameters = {k: [_json_float(x) for x in v] if isinstance(v, list) else v for k, v in parameters.items()}
+    parameters = jsonable(parameters)
 
-    folder = catalog.store_path("xas")
-    pending = folder / f".pending-{uuid.uuid4().hex}.parquet"
-    try:
-        with catalog.writing_store():
-            folder.mkdir(parents=True, exist_ok=True)
-            pd.DataFrame({"energy_ev": spectrum.energy_ev, "mu": spectrum.mu, "normalized": normalized}).to_parquet(
-                pending, index=False)
-        from txmdb.io.files import sha256_file
+    def create(session, spectrum_sha256: str) -> XASMeasurement:
+        record = XASMeasurement(
+            sample_id=sample_id, edge=edge, mode=mode, state=state, depth_um=depth_um, n_points=len(spectrum.energy_ev),
+            parameters=parameters, spectrum_path="", spectrum_sha256=spectrum_sha256, **fields, **provenance,
+        )
+        session.add(record)
+        session.flush()
+        return record
 
-        with catalog.session() as session:
-            record = XASMeasurement(
-                sample_id=sample_id, edge=edge, mode=mode, state=state, depth_um=depth_um, n_points=len(spectrum.energy_ev),
-                parameters=parameters, spectrum_path="", spectrum_sha256=sha256_file(pending), **fields, **provenance,
-            )
-            session.add(record)
-            session.flush()
-            final = catalog.store_path("xas", f"{record.id}.parquet")
-            record.spectrum_path = str(final.resolve())
-            session.flush()
-            commit_with_file(session, pending, final)
-            return record, True
-    except DuplicateError:
-        found = existing_by_sha(catalog, XASMeasurement, provenance["file_sha256"])
-        if found is None:
-            raise
-        return found, False
-    finally:
-        pending.unlink(missing_ok=True)
+    table = pd.DataFrame({"energy_ev": spectrum.energy_ev, "mu": spectrum.mu, "normalized": normalized})
+    return record_with_store_file(
+        catalog, XASMeasurement, provenance["file_sha256"], folder="xas", suffix=".parquet",
+        write=lambda pending: table.to_parquet(pending, index=False), create=create, path_attribute="spectrum_path",
+    )
 
 
 def _finite(value) -> float | None:
     value = float(value)
     return value if math.isfinite(value) else None
-
-
-def _json_float(value):
-    value = float(value)
-    if math.isfinite(value):
-        return value
-    return None if math.isnan(value) else ("inf" if value > 0 else "-inf")
 
 
 def add_xrd(

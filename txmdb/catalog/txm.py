@@ -13,7 +13,7 @@ from typing import Callable, Iterable
 from sqlalchemy import select
 
 from txmdb import __version__
-from txmdb.catalog._records import commit_with_file, file_provenance, frame_records, get_or_create
+from txmdb.catalog._records import commit_with_file, file_provenance, frame_records, get_or_create, jsonable
 from txmdb.catalog.samples import get_sample
 from txmdb.db.models import STATISTICS_TABLES, Analysis, TXMScan
 from txmdb.errors import InputError, NotFoundError
@@ -122,21 +122,6 @@ def analyze_scan(
         pending.unlink(missing_ok=True)
 
 
-def _jsonable(value):
-    """Plain JSON values: open window ends (±inf) become "inf"/"-inf", which PostgreSQL's JSON accepts."""
-    import math
-
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if hasattr(value, "item"):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None if math.isnan(value) else ("inf" if value > 0 else "-inf")
-    return value
-
-
 def record_analysis(catalog, scan: TXMScan, options, outputs, pending: Path, *, started, elapsed: float) -> Analysis:
     """Insert the analysis row and its statistics tables; move the results file into place."""
     from txmdb.pipeline import analysis_parameters
@@ -145,7 +130,7 @@ def record_analysis(catalog, scan: TXMScan, options, outputs, pending: Path, *, 
     with catalog.session() as session:
         analysis = Analysis(
             scan_id=scan.id, status="done",
-            parameters=_jsonable(analysis_parameters(options, voxel_size_nm=scan.voxel_size_nm)), txmdb_version=__version__,
+            parameters=jsonable(analysis_parameters(options, voxel_size_nm=scan.voxel_size_nm)), txmdb_version=__version__,
             input_sha256=scan.file_sha256, started_at=started, finished_at=dt.datetime.now(dt.timezone.utc),
             gradient_unit=outputs.gradient_unit, n_valid_voxels=int(outputs.n_valid_voxels),
             n_particles=int(outputs.n_particles), mean_edge_ev=_float(outputs.mean_edge_ev),
