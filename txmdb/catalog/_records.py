@@ -46,10 +46,15 @@ def get_or_create(catalog, model: type[T], sha256: str, create: Callable[[object
             session.flush()
             return record, True
     except DuplicateError:
-        found = existing_by_sha(catalog, model, sha256)
-        if found is None:
-            raise
-        return found, False
+        return _race_winner(catalog, model, sha256), False
+
+
+def _race_winner(catalog, model: type[T], sha256: str) -> T:
+    """After losing an insert race on the SHA-256, the record the other writer committed."""
+    found = existing_by_sha(catalog, model, sha256)
+    if found is None:
+        raise DuplicateError(f"a {model.__tablename__} record of this file was refused and none exists")
+    return found
 
 
 def commit_with_file(session, pending: Path, final: Path) -> None:
@@ -104,10 +109,7 @@ def record_with_store_file(catalog, model: type[T], sha256: str, *, folder: str,
             commit_with_file(session, pending, final)
             return record, True
     except DuplicateError:
-        found = existing_by_sha(catalog, model, sha256)
-        if found is None:
-            raise
-        return found, False
+        return _race_winner(catalog, model, sha256), False
     finally:
         pending.unlink(missing_ok=True)
 
