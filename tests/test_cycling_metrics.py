@@ -118,7 +118,7 @@ def test_cycle_with_discharge_only():
                   _step("discharge", 7260, 3600, -1e-3, 4.1, 3.0)])]
     m = cycle_metrics(_records(steps), active_mass_g=None, upper_cutoff_v=None)
     first = m.iloc[0]
-    assert first["charge_capacity_mah"] == 0 and first["discharge_capacity_mah"] == pytest.approx(1)
+    assert np.isnan(first["charge_capacity_mah"]) and first["discharge_capacity_mah"] == pytest.approx(1)
     assert np.isnan(first["coulombic_efficiency_pct"]) and np.isnan(first["mean_charge_voltage_v"])
     assert np.isnan(first["voltage_drop_v"]) and np.isnan(first["end_charge_voltage_v"])
     assert m.iloc[1]["coulombic_efficiency_pct"] == pytest.approx(100)
@@ -162,3 +162,14 @@ def test_retention_missing_cycles():
         retention(_cycle_table([200]), cycle=1)
     with pytest.raises(InputError, match="no discharge capacity"):
         retention(_cycle_table([200, 0, 100]), cycle=3)
+
+
+def test_unfinished_last_cycle_does_not_count_as_capacity_loss():
+    steps = [(c, [_step("charge", 7200 * (c - 1), 3600, 1e-3, 3.0, 4.2),
+                  _step("discharge", 7200 * (c - 1) + 3600, 3600, -1e-3, 4.1, 3.0)]) for c in (1, 2, 3)]
+    steps.append((4, [_step("charge", 7200 * 3, 1800, 1e-3, 3.0, 4.0)]))  # the test stopped mid-charge
+    m = cycle_metrics(_records(steps), active_mass_g=0.001, upper_cutoff_v=4.2)
+    assert np.isnan(m.iloc[3]["discharge_capacity_mah"])
+    result = retention(m, cycle=3, reference_cycle=2)
+    assert result["retention_pct"] == pytest.approx(100)
+    assert result["cycles_to_95"] is None and result["cycles_to_80"] is None

@@ -146,10 +146,12 @@ def cycle_metrics(
     out["t_last"] = by_cycle["t_last"].max()
     chg = steps[steps["kind"] == "charge"].groupby("cycle", sort=True)
     dis = steps[steps["kind"] == "discharge"].groupby("cycle", sort=True)
-    q_chg = chg["capacity_ah"].sum().reindex(out.index, fill_value=0.0)
-    q_dis = dis["capacity_ah"].sum().reindex(out.index, fill_value=0.0)
-    e_chg = chg["energy_wh"].sum().reindex(out.index, fill_value=0.0)
-    e_dis = dis["energy_wh"].sum().reindex(out.index, fill_value=0.0)
+    # A cycle without a charge (or discharge) step has no such capacity (NaN), not 0 mAh:
+    # an unfinished last cycle must not count as a cycle that lost all its capacity.
+    q_chg = chg["capacity_ah"].sum().reindex(out.index)
+    q_dis = dis["capacity_ah"].sum().reindex(out.index)
+    e_chg = chg["energy_wh"].sum().reindex(out.index)
+    e_dis = dis["energy_wh"].sum().reindex(out.index)
 
     result = pd.DataFrame(index=out.index)
     result["charge_capacity_mah"] = q_chg * 1e3
@@ -215,7 +217,7 @@ def retention(cycles: pd.DataFrame, *, cycle: int, reference_cycle: int = 2) -> 
     if not reference > 0:
         raise InputError("reference cycle", f"cycle {reference_cycle} has no discharge capacity")
     pct = 100.0 * basis / reference
-    after = pct.loc[reference_cycle:]
+    after = pct.loc[reference_cycle:].dropna()
     result = {
         "reference_cycle": int(reference_cycle),
         "cycle": int(cycle),
