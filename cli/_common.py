@@ -37,7 +37,8 @@ def emit_table(frame, fmt: OutputFormat = OutputFormat.table, output: Optional[P
     if fmt is OutputFormat.parquet:
         if output is None:
             raise TxmdbError("--format parquet needs -o FILE")
-        frame.to_parquet(output, index=False)
+        frame.assign(**{c: _parquet_text(frame[c]) for c in frame.columns if frame[c].dtype == object}
+                     ).to_parquet(output, index=False)
         return
     if fmt is OutputFormat.csv:
         text = frame.to_csv(index=False)
@@ -52,6 +53,18 @@ def emit_table(frame, fmt: OutputFormat = OutputFormat.table, output: Optional[P
         sys.stdout.write(text)
     else:
         Path(output).write_text(text)
+
+
+def _parquet_text(column):
+    """Parquet columns need one type: JSON values become JSON text, mixed columns plain text."""
+    import json
+
+    values = column.dropna()
+    if values.map(lambda v: isinstance(v, (dict, list))).any():
+        return column.map(lambda v: None if v is None else json.dumps(v))
+    if values.map(type).nunique() > 1:
+        return column.map(lambda v: None if v is None else str(v))
+    return column
 
 
 def echo(message: str) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import math
 from pathlib import Path
 from typing import List, Optional
 
@@ -27,8 +28,8 @@ class Element(str, enum.Enum):
     Fe = "Fe"
 
 
-def parse_window(text: Optional[str], option: str) -> Optional[tuple[float, float]]:
-    """'LO:HI' in eV (either side may be empty for an open end) → (lo, hi)."""
+def parse_window(text: Optional[str], option: str, *, open_ends: bool = True) -> Optional[tuple[float, float]]:
+    """'LO:HI' in eV → (lo, hi); with ``open_ends`` either side may be empty (±inf)."""
     from txmdb.errors import TxmdbError
 
     if text is None:
@@ -40,6 +41,8 @@ def parse_window(text: Optional[str], option: str) -> Optional[tuple[float, floa
         raise TxmdbError(f"{option} {text!r}: expected LO:HI in eV, e.g. 8325:8365") from None
     if not sep or not window[0] < window[1]:
         raise TxmdbError(f"{option} {text!r}: expected LO:HI in eV with LO < HI")
+    if not open_ends and not all(map(math.isfinite, window)):
+        raise TxmdbError(f"{option} {text!r}: both ends are needed (the edge jump is taken at the window's centre)")
     return window
 
 
@@ -111,7 +114,7 @@ def analyze(
     if workers < 1:
         raise TxmdbError(f"--workers must be at least 1, got {workers}")
     params = edge_parameters(element.value, pre=parse_window(pre, "--pre"), post=parse_window(post, "--post"),
-                             edge=parse_window(edge, "--edge"), min_jump=min_jump, snr=snr)
+                             edge=parse_window(edge, "--edge", open_ends=False), min_jump=min_jump, snr=snr)
     options = AnalysisOptions(params=params, bin_factors=parse_bins(bin), theta_bins=theta_bins,
                               min_particle_voxels=min_particle_voxels, workers=workers)
     if scheduler:
@@ -131,9 +134,9 @@ def analyze(
 
 
 def _report(analysis) -> None:
+    mean = "n/a" if analysis.mean_edge_ev is None else f"{analysis.mean_edge_ev:.2f} eV"
     echo(f"scan {analysis.scan_id}: analysis {analysis.id} done — {analysis.n_valid_voxels} valid voxels, "
-         f"{analysis.n_particles} particles, mean edge {analysis.mean_edge_ev:.2f} eV "
-         f"({analysis.timings_s.get('total', 0):.1f} s)")
+         f"{analysis.n_particles} particles, mean edge {mean} ({analysis.timings_s.get('total', 0):.1f} s)")
 
 
 @app.command("show")

@@ -150,3 +150,15 @@ def test_env_var_selects_database(tmp_path):
     env = dict(os.environ, TXMDB_URL=f"sqlite:///{tmp_path / 'env.db'}")
     assert _run("init", env=env).returncode == 0
     assert (tmp_path / "env.db").exists()
+
+
+def test_show_as_parquet(cli, tmp_path):
+    import pandas as pd
+
+    cli("init")
+    cli("sample", "add", "rod", "--ni", "0.6", "--morphology", "rod")
+    out = tmp_path / "show.parquet"
+    result = cli("sample", "show", "rod", "--format", "parquet", "-o", out)
+    assert result.exit_code == 0, result.output
+    frame = pd.read_parquet(out)
+    assert dict(zip(frame["field"], frame["value"]))["ni_fraction"] == "0.6"

@@ -191,3 +191,12 @@ def test_default_windows_are_recorded_on_both_backends(lab):
     assert params["edge"]["pre"] == ["-inf", 8320.0]
     assert params["edge"]["post"] == [8370.0, "inf"]
     assert params["bin_factors"] == [1]
+
+
+def test_open_edge_window_is_refused_and_no_particles_is_reported(lab):
+    scan_id = lab("txm", "ingest", GOLDEN / "rod96_2d.h5", "--sample", "rod").stdout.strip().splitlines()[-1]
+    refused = lab("txm", "analyze", scan_id, "--edge", "8325:")
+    assert refused.exit_code == 1 and "both ends" in refused.stderr
+    empty = lab("txm", "analyze", scan_id, "--bin", "1", "--min-particle-voxels", "1000000")
+    assert empty.exit_code == 0, empty.output
+    assert "0 particles" in empty.stdout and "n/a" in empty.stdout

@@ -68,3 +68,15 @@ def test_backend_specific_writes_fail_cleanly(populated, tmp_path):
     statements = SQLITE_ONLY if populated.url.startswith("sqlite") else PG_ONLY
     for statement in statements:
         _refused(populated, statement, tmp_path)
+
+
+def test_repeated_column_names_are_numbered(populated, tmp_path):
+    populated("cell", "add", "C1", "--sample", "rod-NMC", "--active-mass-mg", "3")
+    result = populated("query", "sql", "SELECT * FROM samples JOIN cells ON cells.sample_id = samples.id",
+                       "--format", "json")
+    assert result.exit_code == 0, result.output
+    row = json.loads(result.stdout)[0]
+    assert row["id"] == row["sample_id"] and "id_2" in row and "name_2" in row
+    out = tmp_path / "join.parquet"
+    assert populated("query", "sql", "SELECT * FROM samples JOIN cells ON cells.sample_id = samples.id",
+                     "--format", "parquet", "-o", out).exit_code == 0

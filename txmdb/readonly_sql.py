@@ -48,6 +48,16 @@ def _sqlite_authorizer(action, *_args) -> int:
     return sqlite3.SQLITE_OK if action in allowed else sqlite3.SQLITE_DENY
 
 
+def _unique_names(names: list[str]) -> list[str]:
+    """``SELECT *`` over a join repeats names (``id``); number the repeats: id, id_2, …"""
+    seen: dict[str, int] = {}
+    out = []
+    for name in names:
+        seen[name] = seen.get(name, 0) + 1
+        out.append(name if seen[name] == 1 else f"{name}_{seen[name]}")
+    return out
+
+
 def run_readonly_sql(url, text: str, *, max_rows: int | None = None) -> pd.DataFrame:
     """Run one read-only statement against the catalogue at ``url``; return its rows."""
     from sqlalchemy import event, text as sql_text
@@ -72,7 +82,7 @@ def run_readonly_sql(url, text: str, *, max_rows: int | None = None) -> pd.DataF
                 if not result.returns_rows:
                     raise TxmdbError("query sql: the statement returns no rows (only queries are allowed)")
                 rows = result.fetchmany(max_rows) if max_rows else result.fetchall()
-                frame = pd.DataFrame(rows, columns=list(result.keys()))
+                frame = pd.DataFrame(rows, columns=_unique_names(list(result.keys())))
             finally:
                 trans.rollback()
     except DBAPIError as exc:

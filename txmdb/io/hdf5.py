@@ -15,8 +15,10 @@ fxi        ``/img_xanes`` raw counts, ``/img_bkg``, ``/img_dark`` ``/X_eng``
 Raw transmission images (fxi, dxchange with white/dark) become absorbance
 ``-ln((I - dark) / (white - dark))``. Energies below 100 are keV. The stack is never read
 whole: :func:`read_slab` reads ``ds[:, z0:z1]`` (one hyperslab along the first spatial
-axis), reorders the energy axis in memory and returns float32. Every problem with a file
-raises :class:`~txmdb.errors.InputError` naming the file and the problem.
+axis) as float32 straight into its place (energies out of order are read image by image
+into their sorted positions), optionally into a reused buffer; :func:`iter_slabs` can
+prefetch the next slab in a background thread. Every problem with a file raises
+:class:`~txmdb.errors.InputError` naming the file and the problem.
 """
 
 from __future__ import annotations
