@@ -60,10 +60,9 @@ def _parquet_text(column):
     import json
 
     values = column.dropna()
-    if values.map(lambda v: isinstance(v, (dict, list))).any():
-        return column.map(lambda v: None if v is None else json.dumps(v))
-    if values.map(type).nunique() > 1:
-        return column.map(lambda v: None if v is None else str(v))
+    if values.map(type).nunique() > 1 or values.map(lambda v: isinstance(v, (dict, list))).any():
+        return column.map(lambda v: None if v is None else
+                          json.dumps(v, default=str) if isinstance(v, (dict, list)) else str(v))
     return column
 
 
