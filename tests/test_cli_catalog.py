@@ -8,6 +8,8 @@ import sys
 
 import pytest
 
+from txmdb.db.migrate import head_revision
+
 
 def _counts(url):
     import sqlalchemy as sa
@@ -25,7 +27,7 @@ def test_init_twice_is_idempotent(cli):
     first = cli("init")
     second = cli("init")
     assert first.exit_code == 0 and second.exit_code == 0, first.output + second.output
-    assert "0001" in second.output
+    assert head_revision() in second.output
     assert cli("db", "check").exit_code == 0
 
 
@@ -110,7 +112,7 @@ def test_downgrade_and_upgrade_commands(cli):
     assert "base" in cli("db", "current").stdout
     assert cli("db", "check").exit_code == 1
     assert cli("db", "upgrade").exit_code == 0
-    assert "0001" in cli("db", "current").stdout
+    assert head_revision() in cli("db", "current").stdout
 
 
 def _run(*args, env=None):

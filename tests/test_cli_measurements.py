@@ -188,3 +188,31 @@ def test_paper_cells_through_the_cli(lab, tmp_path):
         assert row["onset_discharge_voltage_v"] == pytest.approx(onset, abs=1e-6)
         assert row["voltage_drop_v"] == pytest.approx(4.5 - onset, abs=1e-6)
         assert row["coulombic_efficiency_pct"] == pytest.approx(99.5, abs=1e-3)
+
+
+def test_xrd_pattern_twice_is_one_record(lab, tmp_path):
+    from txmdb.synthetic.spectra import layered_xrd_pattern, write_columns
+
+    tt, intensity = layered_xrd_pattern(wavelength_angstrom=1.5406, i003_i104=1.7)
+    pattern = tmp_path / "pattern.xy"
+    write_columns(pattern, [tt, intensity], names=("2theta", "intensity"))
+    for _ in range(2):
+        result = lab("xrd", "add", "--sample", "NMC", "--pattern", pattern, "--wavelength", "1.5406")
+        assert result.exit_code == 0, result.output
+    rows = json.loads(lab("query", "xrd", "--format", "json").stdout)
+    assert len(rows) == 1
+    assert rows[0]["i003_i104"] == pytest.approx(1.7, rel=0.03)  # Lorentzian tails beyond the windows: ~2 % high
+
+
+def test_same_file_under_another_owner_is_refused(lab):
+    assert lab("sample", "add", "other").exit_code == 0
+    assert lab("cell", "add", "C2", "--sample", "other", "--active-mass-mg", "5").exit_code == 0
+    assert lab("xas", "ingest", NI_FOIL, "--sample", "NMC", "--edge", "Ni-K").exit_code == 0
+    assert lab("cycling", "ingest", NDAX / "21_10_7_85.ndax", "--cell", "C1").exit_code == 0
+    before = (_count(lab, "xas_measurements"), _count(lab, "cycling_runs"), _store_files(lab))
+    for args in (["xas", "ingest", NI_FOIL, "--sample", "other", "--edge", "Ni-K"],
+                 ["cycling", "ingest", NDAX / "21_10_7_85.ndax", "--cell", "C2"]):
+        result = lab(*args)
+        assert result.exit_code == 1, result.output
+        assert "already in the catalogue" in result.stderr and "another" in result.stderr
+    assert (_count(lab, "xas_measurements"), _count(lab, "cycling_runs"), _store_files(lab)) == before

@@ -200,3 +200,12 @@ def test_open_edge_window_is_refused_and_no_particles_is_reported(lab):
     empty = lab("txm", "analyze", scan_id, "--bin", "1", "--min-particle-voxels", "1000000")
     assert empty.exit_code == 0, empty.output
     assert "0 particles" in empty.stdout and "n/a" in empty.stdout
+
+
+def test_same_tomogram_under_another_sample_is_refused(lab):
+    assert lab("sample", "add", "gravel").exit_code == 0
+    assert lab("txm", "ingest", GOLDEN / "rod96_2d.h5", "--sample", "rod").exit_code == 0
+    result = lab("txm", "ingest", GOLDEN / "rod96_2d.h5", "--sample", "gravel")
+    assert result.exit_code == 1
+    assert "rod96_2d.h5" in result.stderr and "another sample" in result.stderr
+    assert _count(lab, "txm_scans") == 1

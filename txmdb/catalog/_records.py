@@ -26,18 +26,30 @@ def file_provenance(path: str | os.PathLike) -> dict:
         raise InputError(p, f"cannot read: {exc.strerror}") from None
 
 
-def existing_by_sha(catalog, model: type[T], sha256: str) -> T | None:
+def existing_by_sha(catalog, model: type[T], sha256: str, *, owner: tuple[str, int] | None = None,
+                    source=None) -> T | None:
+    """The record of the file with this SHA-256, if any.
+
+    ``owner`` (attribute, id), e.g. ``("sample_id", 3)``: the same file filed under another
+    sample or cell is refused rather than silently returned as if it were this one's.
+    """
     with catalog.session() as session:
-        return session.scalar(select(model).where(model.file_sha256 == sha256))
+        found = session.scalar(select(model).where(model.file_sha256 == sha256))
+    if found is not None and owner is not None and getattr(found, owner[0]) != owner[1]:
+        what = owner[0].removesuffix("_id")
+        raise InputError(source or found.file_path, f"this file is already in the catalogue as "
+                         f"{model.__tablename__} record {found.id} of another {what}; it cannot belong to two")
+    return found
 
 
-def get_or_create(catalog, model: type[T], sha256: str, create: Callable[[object], T]) -> tuple[T, bool]:
+def get_or_create(catalog, model: type[T], sha256: str, create: Callable[[object], T], *,
+                  owner: tuple[str, int] | None = None, source=None) -> tuple[T, bool]:
     """Return the record of this file, creating it with ``create(session)`` if it is new.
 
     Two writers racing on the same file both end with the one row: the loser's insert hits
     the unique constraint on the SHA-256 and it returns the winner's record.
     """
-    found = existing_by_sha(catalog, model, sha256)
+    found = existing_by_sha(catalog, model, sha256, owner=owner, source=source)
     if found is not None:
         return found, False
     try:
@@ -46,12 +58,12 @@ def get_or_create(catalog, model: type[T], sha256: str, create: Callable[[object
             session.flush()
             return record, True
     except DuplicateError:
-        return _race_winner(catalog, model, sha256), False
+        return _race_winner(catalog, model, sha256, owner=owner, source=source), False
 
 
-def _race_winner(catalog, model: type[T], sha256: str) -> T:
+def _race_winner(catalog, model: type[T], sha256: str, **owner) -> T:
     """After losing an insert race on the SHA-256, the record the other writer committed."""
-    found = existing_by_sha(catalog, model, sha256)
+    found = existing_by_sha(catalog, model, sha256, **owner)
     if found is None:
         raise DuplicateError(f"a {model.__tablename__} record of this file was refused and none exists")
     return found
@@ -87,7 +99,8 @@ def frame_records(frame, **constants) -> list[dict]:
 
 def record_with_store_file(catalog, model: type[T], sha256: str, *, folder: str, suffix: str,
                            write: Callable[[Path], None], create: Callable[[object, str], T],
-                           path_attribute: str) -> tuple[T, bool]:
+                           path_attribute: str, owner: tuple[str, int] | None = None,
+                           source=None) -> tuple[T, bool]:
     """Write a store file and insert the record that names it, atomically; get-or-create by SHA-256.
 
     ``write(pending)`` writes the file under a temporary name; ``create(session, file_sha256)``
@@ -109,7 +122,7 @@ def record_with_store_file(catalog, model: type[T], sha256: str, *, folder: str,
             commit_with_file(session, pending, final)
             return record, True
     except DuplicateError:
-        return _race_winner(catalog, model, sha256), False
+        return _race_winner(catalog, model, sha256, owner=owner, source=source), False
     finally:
         pending.unlink(missing_ok=True)
 

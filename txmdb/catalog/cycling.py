@@ -39,7 +39,7 @@ def ingest_cycling(
         cell_id = owner.id
     if mass_g is None:
         raise InputError(path, f"cell {cell!r} has no active mass, so mAh/g cannot be computed")
-    found = existing_by_sha(catalog, CyclingRun, provenance["file_sha256"])
+    found = existing_by_sha(catalog, CyclingRun, provenance["file_sha256"], owner=("cell_id", cell_id), source=path)
     if found is not None:
         return found, False
 
@@ -62,7 +62,7 @@ def ingest_cycling(
     return record_with_store_file(
         catalog, CyclingRun, provenance["file_sha256"], folder="cycling", suffix=".parquet",
         write=lambda pending: records.frame.to_parquet(pending, index=False), create=create,
-        path_attribute="records_path",
+        path_attribute="records_path", owner=("cell_id", cell_id), source=path,
     )
 
 

@@ -7,7 +7,7 @@ import os
 
 import pandas as pd
 
-from txmdb.catalog._records import existing_by_sha, file_provenance, jsonable, record_with_store_file
+from txmdb.catalog._records import existing_by_sha, file_provenance, get_or_create, jsonable, record_with_store_file
 from txmdb.catalog.samples import get_sample
 from txmdb.db.models import XASMeasurement, XRDResult
 from txmdb.errors import InputError, TxmdbError
@@ -41,7 +41,8 @@ def ingest_xas(
     provenance = file_provenance(path)
     with catalog.session() as session:
         sample_id = get_sample(session, sample).id
-    found = existing_by_sha(catalog, XASMeasurement, provenance["file_sha256"])
+    found = existing_by_sha(catalog, XASMeasurement, provenance["file_sha256"], owner=("sample_id", sample_id),
+                            source=path)
     if found is not None:
         return found, False
 
@@ -83,6 +84,7 @@ def ingest_xas(
     return record_with_store_file(
         catalog, XASMeasurement, provenance["file_sha256"], folder="xas", suffix=".parquet",
         write=lambda pending: table.to_parquet(pending, index=False), create=create, path_attribute="spectrum_path",
+        owner=("sample_id", sample_id), source=path,
     )
 
 
@@ -128,10 +130,19 @@ def add_xrd(
             raise InputError(pattern, "the (003)/(104) ratio could not be computed from this pattern")
         parameters = {"method": "integrated intensity after linear background"}
     with catalog.session() as session:
-        record = XRDResult(
-            sample_id=get_sample(session, sample).id, state=state, i003_i104=i003_i104, a_angstrom=a_angstrom,
-            c_angstrom=c_angstrom, wavelength_angstrom=wavelength_angstrom, parameters=parameters, **provenance,
-        )
+        sample_id = get_sample(session, sample).id
+
+    def create(session) -> XRDResult:
+        record = XRDResult(sample_id=sample_id, state=state, i003_i104=i003_i104, a_angstrom=a_angstrom,
+                           c_angstrom=c_angstrom, wavelength_angstrom=wavelength_angstrom, parameters=parameters,
+                           **provenance)
         session.add(record)
-        session.flush()
         return record
+
+    if pattern is None:  # values typed in: nothing to deduplicate
+        with catalog.session() as session:
+            record = create(session)
+            session.flush()
+            return record
+    return get_or_create(catalog, XRDResult, provenance["file_sha256"], create, owner=("sample_id", sample_id),
+                         source=pattern)[0]

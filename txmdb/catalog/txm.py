@@ -52,7 +52,8 @@ def ingest_scan(
         session.add(scan)
         return scan
 
-    return get_or_create(catalog, TXMScan, provenance["file_sha256"], create)
+    return get_or_create(catalog, TXMScan, provenance["file_sha256"], create, owner=("sample_id", sample_id),
+                         source=path)
 
 
 def get_scan(session, scan_id: int) -> TXMScan:

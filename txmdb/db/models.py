@@ -175,7 +175,7 @@ class XRDResult(Base):
     wavelength_angstrom: Mapped[Optional[float]] = mapped_column(Float)
     file_path: Mapped[Optional[str]] = mapped_column(Text)
     file_size_bytes: Mapped[Optional[int]] = mapped_column(BigInteger)
-    file_sha256: Mapped[Optional[str]] = mapped_column(String(64))
+    file_sha256: Mapped[Optional[str]] = mapped_column(String(64), unique=True)  # NULL for typed-in values
     parameters: Mapped[dict[str, Any]] = mapped_column(default=dict)
     created_at: Mapped[dt.datetime] = mapped_column(Timestamp, default=_now)
 
