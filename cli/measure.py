@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from txmdb.cli._common import catalog, echo
+from txmdb.cli._common import catalog, echo, parse_window
 
 cycling_app = typer.Typer(help="Cycler files: ingest and per-cycle metrics.", no_args_is_help=True)
 xas_app = typer.Typer(help="XAS spectra: K-edge energies and L3 ratios.", no_args_is_help=True)
@@ -66,12 +66,25 @@ def xas_ingest(
     mode: Optional[Mode] = typer.Option(None, help="Detection mode [default: transmission for K, TEY for L3]."),
     state: Optional[str] = typer.Option(None, help="State, e.g. pristine or charged-4.5V."),
     depth_um: Optional[float] = typer.Option(None, help="Probing depth in µm (depth-resolved confocal XAS)."),
+    pre: Optional[str] = typer.Option(None, help="K edge: pre-edge window LO:HI in eV [Ni: ≤ 8320]."),
+    post: Optional[str] = typer.Option(None, help="K edge: post-edge window LO:HI in eV [Ni: ≥ 8370]."),
+    edge_window: Optional[str] = typer.Option(None, "--edge-window", help="K edge: window of the half-height crossing, LO:HI eV [Ni: 8325:8365]."),
+    min_jump: Optional[float] = typer.Option(None, help="K edge: smallest edge jump accepted [0 for bulk spectra]."),
+    background: Optional[str] = typer.Option(None, help="L3: linear-background window LO:HI in eV [845:850]."),
+    l3_low: Optional[str] = typer.Option(None, help="L3: L3-low peak window LO:HI in eV [852:854]."),
+    l3_high: Optional[str] = typer.Option(None, help="L3: L3-high peak window LO:HI in eV [854.5:856.5]."),
 ) -> None:
     """Ingest a spectrum: half-height and derivative edge energies (K) or L3high/L3low (L3)."""
-    from txmdb.catalog.spectroscopy import ingest_xas
+    from txmdb.catalog.spectroscopy import ingest_xas, xas_parameters
 
+    params = xas_parameters(
+        edge.value, pre=parse_window(pre, "--pre"), post=parse_window(post, "--post"),
+        edge_window=parse_window(edge_window, "--edge-window", open_ends=False), min_jump=min_jump,
+        background=parse_window(background, "--background", open_ends=False),
+        low=parse_window(l3_low, "--l3-low", open_ends=False), high=parse_window(l3_high, "--l3-high", open_ends=False),
+    )
     record, created = ingest_xas(catalog(ctx), file, sample=sample, edge=edge.value,
-                                 mode=mode.value if mode else None, state=state, depth_um=depth_um)
+                                 mode=mode.value if mode else None, state=state, depth_um=depth_um, params=params)
     if record.edge == "Ni-K":
         detail = f"edge {record.edge_energy_ev:.2f} eV (half height), e0 {record.e0_derivative_ev or float('nan'):.2f} eV (derivative)"
     else:

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import enum
-import math
 from pathlib import Path
 from typing import List, Optional
 
 import typer
 
-from txmdb.cli._common import FormatOption, OutputFormat, OutputOption, catalog, echo, emit_table
+from txmdb.cli._common import FormatOption, OutputFormat, OutputOption, catalog, echo, emit_table, parse_window
 
 app = typer.Typer(help="TXM-XANES tomograms: ingest, analyse, show.", no_args_is_help=True)
 
@@ -26,24 +25,6 @@ class Element(str, enum.Enum):
     Co = "Co"
     Mn = "Mn"
     Fe = "Fe"
-
-
-def parse_window(text: Optional[str], option: str, *, open_ends: bool = True) -> Optional[tuple[float, float]]:
-    """'LO:HI' in eV → (lo, hi); with ``open_ends`` either side may be empty (±inf)."""
-    from txmdb.errors import TxmdbError
-
-    if text is None:
-        return None
-    lo, sep, hi = text.partition(":")
-    try:
-        window = (float(lo) if lo.strip() else float("-inf"), float(hi) if hi.strip() else float("inf"))
-    except ValueError:
-        raise TxmdbError(f"{option} {text!r}: expected LO:HI in eV, e.g. 8325:8365") from None
-    if not sep or not window[0] < window[1]:
-        raise TxmdbError(f"{option} {text!r}: expected LO:HI in eV with LO < HI")
-    if not open_ends and not all(map(math.isfinite, window)):
-        raise TxmdbError(f"{option} {text!r}: both ends are needed (the edge jump is taken at the window's centre)")
-    return window
 
 
 def parse_bins(text: str) -> tuple[int, ...]:

@@ -216,3 +216,24 @@ def test_same_file_under_another_owner_is_refused(lab):
         assert result.exit_code == 1, result.output
         assert "already in the catalogue" in result.stderr and "another" in result.stderr
     assert (_count(lab, "xas_measurements"), _count(lab, "cycling_runs"), _store_files(lab)) == before
+
+
+def test_xas_windows_are_options(lab, tmp_path):
+    from txmdb.synthetic.spectra import ni_l3_spectrum, write_columns
+
+    narrow = lab("xas", "ingest", NI_FOIL, "--sample", "NMC", "--edge", "Ni-K", "--pre", "8200:8310",
+                 "--edge-window", "8330:8350")
+    assert narrow.exit_code == 0, narrow.output
+    rows = json.loads(lab("query", "sql", "SELECT parameters FROM xas_measurements", "--format", "json").stdout)
+    params = rows[0]["parameters"]
+    params = json.loads(params) if isinstance(params, str) else params
+    assert params["pre"] == [8200.0, 8310.0] and params["edge"] == [8330.0, 8350.0]
+    energy, y = ni_l3_spectrum(high_peak=0.6, low_peak=1.0)
+    l3 = tmp_path / "l3.txt"
+    write_columns(l3, [energy, y], names=("energy", "mu"))
+    result = lab("xas", "ingest", l3, "--sample", "NMC", "--edge", "Ni-L3", "--mode", "FY", "--background", "844:849")
+    assert result.exit_code == 0, result.output
+    (row,) = json.loads(lab("query", "xas", "--edge", "Ni-L3", "--format", "json").stdout)
+    assert row["mode"] == "FY" and row["l3_ratio"] == pytest.approx(0.6, rel=0.02)
+    bad = lab("xas", "ingest", l3, "--sample", "NMC", "--edge", "Ni-L3", "--l3-low", "853:")
+    assert bad.exit_code == 1

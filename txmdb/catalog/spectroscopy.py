@@ -12,7 +12,31 @@ from txmdb.catalog.samples import get_sample
 from txmdb.db.models import XASMeasurement, XRDResult
 from txmdb.errors import InputError, TxmdbError
 
-EDGE_MODES = {"Ni-K": ("transmission", "fluorescence"), "Ni-L3": ("TEY", "FY")}
+
+
+def _kind(edge: str) -> str:
+    return "L3" if edge.upper().endswith("-L3") else "K"
+
+
+def xas_parameters(edge: str, *, pre=None, post=None, edge_window=None, min_jump=None, background=None, low=None,
+                   high=None):
+    """The analysis parameters of ``edge`` ("Ni-K", "Ni-L3", …): its preset with any window overridden.
+
+    K edges: the TXM kernel's windows (min_jump 0 by default: a bulk spectrum's scale is arbitrary).
+    """
+    import dataclasses
+
+    from txmdb.analysis.xas import edge_preset
+
+    try:
+        preset = edge_preset(edge)
+    except ValueError as exc:
+        raise TxmdbError(str(exc)) from None
+    if _kind(edge) == "K":
+        changes = dict(pre=pre, post=post, edge=edge_window, min_jump=0.0 if min_jump is None else min_jump)
+    else:
+        changes = dict(background=background, low=low, high=high)
+    return dataclasses.replace(preset, **{k: v for k, v in changes.items() if v is not None})
 
 
 def ingest_xas(
@@ -27,12 +51,13 @@ def ingest_xas(
     params=None,
 ) -> tuple[XASMeasurement, bool]:
     """Read a spectrum, find its edge (K) or L3 ratio (L3), keep the normalised spectrum in the store."""
+    import dataclasses
+
     from txmdb.analysis import xas
     from txmdb.io.spectra import read_spectrum
 
-    if edge not in EDGE_MODES:
-        raise InputError(path, f"unknown edge {edge!r}; use one of {', '.join(EDGE_MODES)}")
-    modes = EDGE_MODES[edge]
+    params = params or xas_parameters(edge)
+    modes = xas.MODES[_kind(edge)]
     mode = mode or modes[0]
     if mode not in modes:
         raise InputError(path, f"mode {mode!r} does not fit edge {edge}; use one of {', '.join(modes)}")
@@ -49,27 +74,21 @@ def ingest_xas(
     spectrum = read_spectrum(path)
     fields: dict = {}
     try:
-        if edge == "Ni-K":
-            from txmdb.analysis.edge import edge_parameters
-
-            params = params or edge_parameters("Ni", min_jump=0.0)
+        if _kind(edge) == "K":
             result = xas.k_edge(spectrum.energy_ev, spectrum.mu, params=params)
             if not result.valid:
                 raise InputError(path, "no half-height crossing of the edge in the edge window "
                                        f"{params.edge[0]:g}–{params.edge[1]:g} eV (or the edge jump is too small)")
             fields = dict(edge_energy_ev=float(result.edge_energy_ev), e0_derivative_ev=_finite(result.e0_derivative_ev),
                           edge_jump=_finite(result.edge_jump))
-            normalized = result.normalized
-            parameters = {"pre_ev": list(params.pre), "post_ev": list(params.post), "edge_ev": list(params.edge),
-                          "min_jump": params.min_jump, "snr": params.snr}
         else:
-            result = xas.l3_ratio(spectrum.energy_ev, spectrum.mu)
+            result = xas.l3_ratio(spectrum.energy_ev, spectrum.mu, background=params.background, low=params.low,
+                                  high=params.high)
             fields = dict(l3_ratio=_finite(result.ratio))
-            normalized = result.normalized
-            parameters = {"windows_ev": {k: list(v) for k, v in result.windows.items()}} if hasattr(result, "windows") else {}
     except ValueError as exc:
         raise InputError(path, str(exc)) from None
-    parameters = jsonable(parameters)
+    normalized = result.normalized
+    parameters = jsonable(dataclasses.asdict(params))
 
     def create(session, spectrum_sha256: str) -> XASMeasurement:
         record = XASMeasurement(
