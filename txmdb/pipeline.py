@@ -78,8 +78,9 @@ TABLE_NAMES = ("particles", "edge_histograms", "depth_profiles", "theta_histogra
                "gradient_summaries", "vector_size_stats", "vector_size_histograms",
                "u_theta_profiles")
 
-# Bytes of float32 stack per slab. Two slabs are in memory (the one being computed and
-# the one being read); larger slabs gain nothing once a slab is ~100x the kernel's block.
+# Bytes of stack per slab, in its working dtype (StackInfo.dtype_work). Two slabs are in
+# memory (the one being computed and the one being read); larger slabs gain nothing once
+# a slab is ~100x the kernel's block.
 _SLAB_BYTES = 128 << 20
 
 VectorsFn = Callable[[np.ndarray, np.ndarray, np.ndarray, float], GradientVectors]
@@ -100,7 +101,7 @@ class AnalysisOptions:
     min_particle_voxels : int, optional
         Smallest particle; default 1000 voxels in 3D, 100 in 2D.
     slab_size : int, optional
-        Slices of the first spatial axis per slab read; default ~128 MB of float32 stack,
+        Slices of the first spatial axis per slab read; default ~128 MB of stack,
         a whole number of HDF5 chunks. Results do not depend on it.
     workers : int
         Threads computing the edge kernel on blocks of the current slab (one more thread
@@ -108,8 +109,9 @@ class AnalysisOptions:
 
     Notes
     -----
-    There is no precision option: the edge kernel gives float64 results from float32
-    stacks at about float32 cost (see :mod:`txmdb.analysis.edge`).
+    There is no precision option: the edge kernel gives float64-exact results from
+    float32 stacks at about float32 cost (see :mod:`txmdb.analysis.edge`); float64
+    stacks and absorbance from raw images are read and computed in float64.
     """
 
     params: EdgeParameters
@@ -206,7 +208,7 @@ def slab_bounds(info, slab_size: int) -> list[tuple[int, int]]:
 
 
 def default_slab(info) -> int:
-    """Default slices per slab: ~128 MB of float32, a whole number of HDF5 chunks."""
+    """Default slices per slab: ~128 MB, a whole number of HDF5 chunks."""
     from txmdb.io.hdf5 import default_slab_size
 
     return default_slab_size(info, target_bytes=_SLAB_BYTES)

@@ -62,6 +62,8 @@ def _stats(catalog, model, columns: Sequence[str], *, analysis=None, bin=None, w
             m.TXMScan.id.label("scan_id"),
             m.Analysis.id.label("analysis_id"),
             *(getattr(model, c) for c in columns),
+            # *_ev_per_nm columns hold eV/voxel for scans of unknown voxel size: say which.
+            *([m.Analysis.gradient_unit] if any(c.endswith("_ev_per_nm") for c in columns) else []),
         )
         .join(m.Analysis, m.Analysis.id == model.analysis_id)
         .join(m.TXMScan, m.TXMScan.id == m.Analysis.scan_id)
@@ -212,7 +214,7 @@ def cycles(catalog, *, sample=None, cell=None, morphology=None, cycle=None, run=
     """Per-cycle metrics of every cycling run."""
     stmt = (
         select(m.Sample.name.label("sample"), m.Cell.name.label("cell"), m.CyclingRun.id.label("run_id"),
-               *(getattr(m.Cycle, c) for c in CYCLE_COLUMNS))
+               *(getattr(m.Cycle, c) for c in CYCLE_COLUMNS), m.CyclingRun.reference_cycle)
         .join(m.CyclingRun, m.CyclingRun.id == m.Cycle.run_id)
         .join(m.Cell, m.Cell.id == m.CyclingRun.cell_id)
         .join(m.Sample, m.Sample.id == m.Cell.sample_id)
@@ -225,7 +227,7 @@ def cycles(catalog, *, sample=None, cell=None, morphology=None, cycle=None, run=
     return _frame(catalog, _cell_filters(stmt, sample=sample, cell=cell, morphology=morphology))
 
 
-RETENTION_COLUMNS = ["sample", "cell", "reference_cycle", "cycle", "reference_capacity_mah_g", "capacity_mah_g",
+RETENTION_COLUMNS = ["sample", "cell", "run_id", "reference_cycle", "cycle", "reference_capacity_mah_g", "capacity_mah_g",
                      "retention_pct", "cycles_to_95", "cycles_to_90", "cycles_to_80"]
 
 
@@ -234,17 +236,16 @@ def retention(catalog, *, cycle: int, reference: int | None = None, **filters) -
     from txmdb.analysis.cycling import retention as retention_of
 
     frame = cycles(catalog, **filters)
-    references = _frame(catalog, select(m.CyclingRun.id.label("run_id"), m.CyclingRun.reference_cycle))
     rows = []
     for (sample, cell, run_id), group in frame.groupby(["sample", "cell", "run_id"], sort=True):
-        ref = reference or int(references.loc[references.run_id == run_id, "reference_cycle"].iloc[0])
+        ref = reference or int(group["reference_cycle"].iloc[0])
         try:
             result = retention_of(group, cycle=cycle, reference_cycle=ref)
         except TxmdbError:
             # This cell has not reached the cycle (or its reference): no figures, not a failed query.
             result = {}
         result = {k: v for k, v in result.items() if k not in ("cycle", "reference_cycle")}
-        rows.append({"sample": sample, "cell": cell, "reference_cycle": ref, "cycle": cycle, **result})
+        rows.append({"sample": sample, "cell": cell, "run_id": run_id, "reference_cycle": ref, "cycle": cycle, **result})
     out = pd.DataFrame(rows, columns=RETENTION_COLUMNS)
     for col in ("cycles_to_95", "cycles_to_90", "cycles_to_80"):
         out[col] = out[col].astype("Int64")
@@ -317,8 +318,8 @@ def summary(catalog, *, sample=None, morphology=None, state=None, cycle: int = 1
         cell_part = pd.DataFrame(columns=cell_columns, index=pd.Index([], dtype=object, name="sample"))
     else:
         drops = cycles(catalog, sample=sample, morphology=morphology, cycle=cycle)
-        per_cell = cells_at.merge(drops[["sample", "cell", "voltage_drop_v", "onset_discharge_voltage_v"]],
-                                  on=["sample", "cell"], how="left")
+        per_cell = cells_at.merge(drops[["run_id", "voltage_drop_v", "onset_discharge_voltage_v"]],
+                                  on="run_id", how="left")
         cell_part = per_cell.groupby("sample").agg(
             n_cells=("cell", "nunique"), retention_pct=("retention_pct", "mean"),
             capacity_mah_g=("capacity_mah_g", "mean"), voltage_drop_v=("voltage_drop_v", "mean"),

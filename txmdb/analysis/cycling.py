@@ -178,6 +178,28 @@ def cycle_metrics(
     return result[CYCLE_COLUMNS].astype({c: float for c in CYCLE_COLUMNS[1:]})
 
 
+def retention_curve(cycles: pd.DataFrame, *, reference_cycle: int = 2) -> pd.Series:
+    """Retention in % of every cycle: Q_dis(N) / Q_dis(reference cycle), indexed by cycle.
+
+    mAh/g when the cell has an active mass, else mAh (the ratio is the same).
+
+    Raises
+    ------
+    InputError
+        When the reference cycle is missing or has no discharge capacity.
+    """
+    table = cycles.set_index("cycle").sort_index() if "cycle" in cycles.columns else cycles
+    if reference_cycle not in table.index:
+        raise InputError("reference cycle", f"cycle {reference_cycle} is not in the data "
+                         f"(cycles {table.index.min()}–{table.index.max()})")
+    specific = table["discharge_capacity_mah_g"].astype(float)
+    basis = specific if specific.notna().any() else table["discharge_capacity_mah"].astype(float)
+    reference = basis.loc[reference_cycle]
+    if not reference > 0:
+        raise InputError("reference cycle", f"cycle {reference_cycle} has no discharge capacity")
+    return 100.0 * basis / reference
+
+
 def retention(cycles: pd.DataFrame, *, cycle: int, reference_cycle: int = 2) -> dict:
     """Capacity retention of ``cycle`` against ``reference_cycle``, and cycles to 95/90/80 %.
 
@@ -212,11 +234,7 @@ def retention(cycles: pd.DataFrame, *, cycle: int, reference_cycle: int = 2) -> 
             raise InputError(label, f"cycle {number} is not in the data "
                              f"(cycles {table.index.min()}–{table.index.max()})")
     specific = table["discharge_capacity_mah_g"].astype(float)
-    basis = specific if specific.notna().any() else table["discharge_capacity_mah"].astype(float)
-    reference = basis.loc[reference_cycle]
-    if not reference > 0:
-        raise InputError("reference cycle", f"cycle {reference_cycle} has no discharge capacity")
-    pct = 100.0 * basis / reference
+    pct = retention_curve(table, reference_cycle=reference_cycle)
     after = pct.loc[reference_cycle:].dropna()
     result = {
         "reference_cycle": int(reference_cycle),

@@ -127,6 +127,16 @@ def record_with_store_file(catalog, model: type[T], sha256: str, *, folder: str,
         pending.unlink(missing_ok=True)
 
 
+def finite_or_none(value) -> float | None:
+    """A float for the catalogue: NaN/inf (no value) become NULL."""
+    import math
+
+    if value is None:
+        return None
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
 def jsonable(value):
     """Plain JSON values: ±inf (open window ends) become "inf"/"-inf", NaN None — PostgreSQL's JSON
     accepts neither Infinity nor NaN."""

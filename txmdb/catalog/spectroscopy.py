@@ -7,7 +7,9 @@ import os
 
 import pandas as pd
 
-from txmdb.catalog._records import existing_by_sha, file_provenance, get_or_create, jsonable, record_with_store_file
+from txmdb.catalog._records import (
+    existing_by_sha, file_provenance, finite_or_none, get_or_create, jsonable, record_with_store_file,
+)
 from txmdb.catalog.samples import get_sample
 from txmdb.db.models import XASMeasurement, XRDResult
 from txmdb.errors import InputError, TxmdbError
@@ -79,12 +81,12 @@ def ingest_xas(
             if not result.valid:
                 raise InputError(path, "no half-height crossing of the edge in the edge window "
                                        f"{params.edge[0]:g}–{params.edge[1]:g} eV (or the edge jump is too small)")
-            fields = dict(edge_energy_ev=float(result.edge_energy_ev), e0_derivative_ev=_finite(result.e0_derivative_ev),
-                          edge_jump=_finite(result.edge_jump))
+            fields = dict(edge_energy_ev=float(result.edge_energy_ev), e0_derivative_ev=finite_or_none(result.e0_derivative_ev),
+                          edge_jump=finite_or_none(result.edge_jump))
         else:
             result = xas.l3_ratio(spectrum.energy_ev, spectrum.mu, background=params.background, low=params.low,
                                   high=params.high)
-            fields = dict(l3_ratio=_finite(result.ratio))
+            fields = dict(l3_ratio=finite_or_none(result.ratio))
     except ValueError as exc:
         raise InputError(path, str(exc)) from None
     normalized = result.normalized
@@ -105,11 +107,6 @@ def ingest_xas(
         write=lambda pending: table.to_parquet(pending, index=False), create=create, path_attribute="spectrum_path",
         owner=("sample_id", sample_id), source=path,
     )
-
-
-def _finite(value) -> float | None:
-    value = float(value)
-    return value if math.isfinite(value) else None
 
 
 def add_xrd(

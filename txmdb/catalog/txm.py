@@ -13,7 +13,9 @@ from typing import Callable, Iterable
 from sqlalchemy import select
 
 from txmdb import __version__
-from txmdb.catalog._records import commit_with_file, file_provenance, frame_records, get_or_create, jsonable
+from txmdb.catalog._records import (
+    commit_with_file, file_provenance, finite_or_none, frame_records, get_or_create, jsonable,
+)
 from txmdb.catalog.samples import get_sample
 from txmdb.db.models import STATISTICS_TABLES, Analysis, TXMScan
 from txmdb.errors import InputError, NotFoundError
@@ -134,8 +136,8 @@ def record_analysis(catalog, scan: TXMScan, options, outputs, pending: Path, *, 
             parameters=jsonable(analysis_parameters(options, voxel_size_nm=scan.voxel_size_nm)), txmdb_version=__version__,
             input_sha256=scan.file_sha256, started_at=started, finished_at=dt.datetime.now(dt.timezone.utc),
             gradient_unit=outputs.gradient_unit, n_valid_voxels=int(outputs.n_valid_voxels),
-            n_particles=int(outputs.n_particles), mean_edge_ev=_float(outputs.mean_edge_ev),
-            std_edge_ev=_float(outputs.std_edge_ev),
+            n_particles=int(outputs.n_particles), mean_edge_ev=finite_or_none(outputs.mean_edge_ev),
+            std_edge_ev=finite_or_none(outputs.std_edge_ev),
         )
         session.add(analysis)
         session.flush()
@@ -150,12 +152,6 @@ def record_analysis(catalog, scan: TXMScan, options, outputs, pending: Path, *, 
         session.flush()
         commit_with_file(session, pending, final)
     return analysis
-
-
-def _float(value):
-    import math
-
-    return None if value is None or not math.isfinite(value) else float(value)
 
 
 def insert_statistics(session, analysis_id: int, tables: dict) -> None:

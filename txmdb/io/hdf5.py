@@ -15,9 +15,12 @@ fxi        ``/img_xanes`` raw counts, ``/img_bkg``, ``/img_dark`` ``/X_eng``
 Raw transmission images (fxi, dxchange with white/dark) become absorbance
 ``-ln((I - dark) / (white - dark))``. Energies below 100 are keV. The stack is never read
 whole: :func:`read_slab` reads ``ds[:, z0:z1]`` (one hyperslab along the first spatial
-axis) as float32 straight into its place (energies out of order are read image by image
-into their sorted positions), optionally into a reused buffer; :func:`iter_slabs` can
-prefetch the next slab in a background thread. Every problem with a file raises
+axis) in the stack's working dtype (:attr:`StackInfo.dtype_work`: float32 for stored
+float32 absorbance, float64 for float64 stacks and for absorbance computed from raw
+images, so no precision is lost before the edge kernel) straight into its place
+(energies out of order are read image by image into their sorted positions), optionally
+into a reused buffer; :func:`iter_slabs` can prefetch the next slab in a background
+thread. Every problem with a file raises
 :class:`~txmdb.errors.InputError` naming the file and the problem.
 """
 
@@ -106,6 +109,15 @@ class StackInfo:
     def n_slices(self) -> int:
         """Length of the first spatial axis, the one slabs are cut along."""
         return self.shape[1]
+
+    @property
+    def dtype_work(self) -> np.dtype:
+        """dtype slabs are read in: float32 when that holds the stored values exactly
+        (float32/float16 absorbance, integers up to 16 bits), else float64 (float64 or
+        wide-integer stacks, and absorbance computed from raw images with flats)."""
+        exact32 = np.dtype(self.dtype) in (np.dtype(t) for t in (
+            np.float32, np.float16, np.int8, np.uint8, np.int16, np.uint16))
+        return np.dtype(np.float32 if exact32 and self.white_path is None else np.float64)
 
     @property
     def sorted(self) -> bool:
@@ -318,13 +330,14 @@ def read_slab(info: StackInfo, start: int, stop: int, *, h5file: h5py.File | Non
         Range along the first spatial axis (z in 3D, y in 2D).
     h5file : h5py.File, optional
         An open handle of ``info.path`` (saves reopening per slab).
-    out : ndarray of float32, optional
-        C-contiguous buffer of shape ``(n_energy, stop - start, ...)`` to read into
-        (reused between slabs: no page faults on a fresh array per slab).
+    out : ndarray, optional
+        C-contiguous buffer of dtype ``info.dtype_work`` and shape
+        ``(n_energy, stop - start, ...)`` to read into (reused between slabs: no page
+        faults on a fresh array per slab).
 
     Returns
     -------
-    ndarray of float32, shape (n_energy, stop - start, ...)
+    ndarray of ``info.dtype_work``, shape (n_energy, stop - start, ...)
         ``out`` if given. Energies ascending (``info.energies_ev``). For raw images (fxi,
         dxchange with white/dark) ``-ln((I - dark) / (white - dark))``; non-positive
         ratios give NaN/inf, which the edge kernel masks.
@@ -335,14 +348,15 @@ def read_slab(info: StackInfo, start: int, stop: int, *, h5file: h5py.File | Non
         with _open(info.path) as f:
             return read_slab(info, start, stop, h5file=f, out=out)
     shape = (info.shape[0], stop - start, *info.shape[2:])
+    dtype = info.dtype_work
     if out is None:
-        out = np.empty(shape, dtype=np.float32)
-    elif out.shape != shape or out.dtype != np.float32 or not out.flags.c_contiguous:
-        raise ValueError(f"out must be a C-contiguous float32 array of shape {shape}")
+        out = np.empty(shape, dtype=dtype)
+    elif out.shape != shape or out.dtype != dtype or not out.flags.c_contiguous:
+        raise ValueError(f"out must be a C-contiguous {dtype} array of shape {shape}")
     f = h5file
     ds = f[info.data_path]
     try:
-        # HDF5 converts other on-disk dtypes to float32 while reading (no temporary).
+        # HDF5 converts the on-disk dtype to the working one while reading (no temporary).
         # Energies out of order are read one image at a time straight into their
         # sorted place, so no reordering copy is needed either.
         if info.sorted:
@@ -355,7 +369,7 @@ def read_slab(info: StackInfo, start: int, stop: int, *, h5file: h5py.File | Non
                                     f"({str(exc).split('(')[0].strip()}); truncated or corrupt file?") from None
     if info.white_path is not None:
         white = _flat(f[info.white_path], start, stop, info)
-        dark = _flat(f[info.dark_path], start, stop, info) if info.dark_path else np.float32(0)
+        dark = _flat(f[info.dark_path], start, stop, info) if info.dark_path else dtype.type(0)
         if white.shape[0] > 1:                   # one flat per energy, on-disk order
             white = white[info.order]
         if np.ndim(dark) and dark.shape[0] > 1:
@@ -373,15 +387,15 @@ def _flat(ds: h5py.Dataset, start: int, stop: int, info: StackInfo) -> np.ndarra
     mean of the frames (an image without a frame axis is used as it is)."""
     n_spatial = info.ndim
     if ds.ndim == n_spatial:                     # a single image, no frame axis
-        return ds[start:stop].astype(np.float32)[None]
-    part = ds.astype(np.float32)[:, start:stop]
+        return ds[start:stop].astype(np.float64)[None]
+    part = ds.astype(np.float64)[:, start:stop]
     if ds.shape[0] == info.shape[0]:
         return part                              # one flat per energy, on-disk order
-    return part.mean(axis=0, dtype=np.float64).astype(np.float32)[None]
+    return part.mean(axis=0)[None]
 
 
 def default_slab_size(info: StackInfo, target_bytes: int = 256 << 20) -> int:
-    """Number of first-axis slices per slab so that one float32 slab is ~``target_bytes``.
+    """Number of first-axis slices per slab so that one slab is ~``target_bytes``.
 
     Rounded down to a whole number of HDF5 chunks along that axis (at least one chunk), so
     that no chunk is decompressed twice.
@@ -390,7 +404,7 @@ def default_slab_size(info: StackInfo, target_bytes: int = 256 << 20) -> int:
     ----------
     info : StackInfo
     target_bytes : int
-        Wanted size of one float32 slab (the reader holds one, the kernel a few small
+        Wanted size of one slab in the working dtype (the reader holds one, the kernel a few small
         per-voxel arrays besides).
 
     Returns
@@ -398,7 +412,7 @@ def default_slab_size(info: StackInfo, target_bytes: int = 256 << 20) -> int:
     int
         Between 1 and ``info.n_slices``.
     """
-    per_slice = 4 * info.shape[0] * int(np.prod(info.shape[2:], dtype=np.int64))
+    per_slice = info.dtype_work.itemsize * info.shape[0] * int(np.prod(info.shape[2:], dtype=np.int64))
     n = max(1, int(target_bytes // max(per_slice, 1)))
     chunk = info.chunks[1] if info.chunks else None
     if chunk:
@@ -420,14 +434,14 @@ def iter_slabs(info: StackInfo, slab_size: int, *, h5file: h5py.File | None = No
     prefetch : bool
         Read the next slab in a background thread while the caller works on the current
         one (h5py releases the GIL while HDF5 copies data, and numpy/BLAS work releases
-        it too), into two preallocated float32 buffers used in turn. **A slab yielded
+        it too), into two preallocated buffers used in turn. **A slab yielded
         with prefetch is valid only until the next one is requested** (copy what must
         be kept). Without prefetch every slab is a fresh array.
 
     Yields
     ------
     start, stop : int
-    slab : ndarray of float32, shape (n_energy, stop - start, ...)
+    slab : ndarray of ``info.dtype_work``, shape (n_energy, stop - start, ...)
     """
     if slab_size < 1:
         raise ValueError(f"slab_size must be >= 1, got {slab_size}")
@@ -443,7 +457,7 @@ def iter_slabs(info: StackInfo, slab_size: int, *, h5file: h5py.File | None = No
     from concurrent.futures import ThreadPoolExecutor
 
     full = (info.shape[0], min(slab_size, info.n_slices), *info.shape[2:])
-    buffers = [np.empty(full, dtype=np.float32) for _ in range(2)]
+    buffers = [np.empty(full, dtype=info.dtype_work) for _ in range(2)]
 
     def read(i: int) -> np.ndarray:
         start, stop = bounds[i]

@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from txmdb import __version__, query
+from txmdb.analysis.cycling import retention_curve
 from txmdb.errors import InputError, NotFoundError, TxmdbError
 from txmdb.io.files import atomic_output
 from txmdb.report import figures as fg
@@ -233,17 +234,6 @@ def _samples_section(ctx: _Context) -> Section:
     return section
 
 
-def _run_references(catalog, run_ids: list[int]) -> dict[int, int]:
-    """Reference cycle of each cycling run (the retention denominator, normally cycle 2)."""
-    from sqlalchemy import select
-
-    from txmdb.db.models import CyclingRun
-
-    with catalog.session() as session:
-        rows = session.execute(select(CyclingRun.id, CyclingRun.reference_cycle).where(CyclingRun.id.in_(run_ids)))
-        return {int(run): int(ref) for run, ref in rows}
-
-
 def _cycling_section(ctx: _Context) -> Section:
     section = Section("cycling", "Cycling: capacity, retention and voltage decay",
                       intro="Discharge capacity, retention against each run's reference cycle, onset discharge "
@@ -253,19 +243,21 @@ def _cycling_section(ctx: _Context) -> Section:
     if cycles.empty:
         section.notes.append("No cycling data for these samples.")
         return section
-    references = _run_references(ctx.catalog, sorted(int(r) for r in cycles["run_id"].unique()))
+    references = {int(r): int(ref) for r, ref in cycles.groupby("run_id")["reference_cycle"].first().items()}
     several_runs = cycles.groupby("cell")["run_id"].nunique().max() > 1
     runs, items = [], []
     for (sample, cell, run_id), run in cycles.groupby(["sample", "cell", "run_id"], sort=False):
-        at_ref = run.loc[run["cycle"] == references.get(int(run_id), 2), "discharge_capacity_mah_g"]
-        denominator = float(at_ref.iloc[0]) if len(at_ref) else np.nan
-        runs.append(run.assign(retention_pct=100.0 * run["discharge_capacity_mah_g"] / denominator))
+        try:
+            pct = retention_curve(run, reference_cycle=references[int(run_id)]).to_numpy()
+        except TxmdbError:  # no reference cycle in this run: capacity still plotted, retention not
+            pct = np.full(len(run), np.nan)
+        runs.append(run.assign(retention_pct=pct))
         items.append((sample, f"{sample} · {cell}" + (f" run {run_id}" if several_runs else "")))
     curves = [Curve(style, run) for style, run in zip(ctx.styles(items), runs)]
     section.figure("cycling", "Capacity, retention, onset discharge voltage and voltage drop against cycle.",
                    fg.cycling_figure(curves))
 
-    # query.retention refuses a run without the cycle or its reference: ask only for cells that have both.
+    # Only cells that reached the cycle and their reference get a retention row.
     has = cycles.groupby(["cell", "run_id"])["cycle"].agg(lambda c: set(c))
     complete = sorted({cell for (cell, run_id), numbers in has.items()
                        if {ctx.cycle, references.get(int(run_id), 2)} <= numbers})
