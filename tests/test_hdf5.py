@@ -34,7 +34,8 @@ def test_layout_round_trip(tmp_path, layout, shape):
     np.testing.assert_allclose(info.energies_ev, E)      # keV layouts converted
     expect = np.asarray(st)
     got = np.concatenate([s for _, _, s in iter_slabs(info, 5)], axis=1)
-    assert got.dtype == np.float32
+    # raw images (fxi) become absorbance in float64: no rounding before the edge kernel
+    assert got.dtype == (np.float64 if layout == "fxi" else np.float32) == info.dtype_work
     # fxi: absorbance goes through counts and back
     np.testing.assert_allclose(got, expect, atol=1e-5 if layout == "fxi" else 0)
 
@@ -194,8 +195,21 @@ def test_prefetch_and_out_buffer_read_the_same(tmp_path, layout):
     assert [(a, b) for a, b, _ in pre] == [(0, 4), (4, 8), (8, 11)]
     np.testing.assert_array_equal(np.concatenate([s for *_, s in pre], axis=1), plain)
     np.testing.assert_allclose(plain, expect, atol=1e-5 if layout == "fxi" else 0)
-    buf = np.full((E.size, 3, 6, 7), np.nan, np.float32)
+    buf = np.full((E.size, 3, 6, 7), np.nan, info.dtype_work)
     assert read_slab(info, 2, 5, out=buf) is buf
     np.testing.assert_array_equal(buf, plain[:, 2:5])
-    with pytest.raises(ValueError, match="C-contiguous float32"):
+    with pytest.raises(ValueError, match="C-contiguous float"):
         read_slab(info, 2, 6, out=buf)
+
+
+def test_float64_stacks_are_read_in_float64(tmp_path):
+    # a float64 stack keeps its precision up to the edge kernel (float64-exact edges)
+    data = np.random.default_rng(0).random((E.size, 3, 4, 5))
+    path = _write(tmp_path / "f64.h5", exchange__data=data, exchange__energy=E)
+    info = open_stack(path)
+    assert info.dtype_work == np.float64
+    np.testing.assert_array_equal(read_slab(info, 0, 3), data)
+    for dtype, work in (("f4", np.float32), ("u2", np.float32), ("i4", np.float64), ("f2", np.float32)):
+        path = _write(tmp_path / f"{dtype}.h5", exchange__data=(data * 100).astype(dtype), exchange__energy=E)
+        assert open_stack(path).dtype_work == work, dtype
+        assert read_slab(open_stack(path), 0, 2).dtype == work

@@ -110,9 +110,9 @@ def analyze_scan(
     """
     from txmdb.pipeline import analyze_stack
 
-    scan, info = prepare_scan(catalog, scan_id, verify_hash=verify_hash)
     started = dt.datetime.now(dt.timezone.utc)
     t0 = time.perf_counter()
+    scan, info = prepare_scan(catalog, scan_id, verify_hash=verify_hash)
     pending = pending_results_path(catalog)
     try:
         try:
