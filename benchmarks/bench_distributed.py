@@ -74,6 +74,7 @@ def main() -> None:
     ap.add_argument("--small", type=int, default=8, help="number of small scans")
     ap.add_argument("--small-size", type=int, default=96)
     ap.add_argument("--large-size", type=int, default=272)
+    ap.add_argument("--only", choices=("small", "large"), help="run one of the two cases")
     args = ap.parse_args()
     OUT.mkdir(exist_ok=True)
     sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -87,13 +88,15 @@ def main() -> None:
     from txmdb.pipeline import AnalysisOptions
 
     options = AnalysisOptions(params=edge_parameters("Ni"))
-    smalls = [small_stack(i, args.small_size) for i in range(args.small)]
-    large = build(args.large_size)
+    smalls = [small_stack(i, args.small_size) for i in range(args.small)] if args.only != "large" else []
+    large = build(args.large_size) if args.only != "small" else None
     results = {}
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
                       dashboard_address=None) as cluster:
         address = cluster.scheduler_address
         for label, paths in (("small", smalls), ("large", [large])):
+            if args.only and label != args.only:
+                continue
             cat_s, cat_d = _catalog(f"{label}_serial"), _catalog(f"{label}_dask")
             ids_s = [ingest_scan(cat_s, p, sample="rod")[0].id for p in paths]
             ids_d = [ingest_scan(cat_d, p, sample="rod")[0].id for p in paths]
@@ -116,6 +119,9 @@ def main() -> None:
                 "speedup": round(t_serial / t_dask, 2), "same_results": same,
                 "load_before_serial": round(load0, 2), "load_before_dask": round(load1, 2),
                 "load_after": round(os.getloadavg()[0], 2),
+                # per-step wall times of the first scan (edge, particles, gradient, ...)
+                "steps_serial_s": {k: round(v, 2) for k, v in serial[0].timings_s.items()},
+                "steps_dask_s": {k: round(v, 2) for k, v in dask_runs[0].timings_s.items()},
             }
             print(json.dumps({label: results[label]}), flush=True)
     print(json.dumps(results, indent=2))

@@ -175,3 +175,29 @@ def test_synthetic_rod_and_gravel_3d_maps():
     gravel, _ = particle_field((64, 64, 64), kind="gravel", e_bulk=8339.0, e_surface=8339.0, seed=0)
     te = np.array(_excess(gravel))
     assert np.all(np.abs(te - 1.0) < 0.1), te
+
+
+def test_float64_stack_keeps_float64_precision(tmp_path):
+    # a float64 file (e.g. written straight from numpy) is analysed in float64: the edge
+    # map equals the kernel's on the float64 values, not on values rounded to float32
+    from txmdb.synthetic.tomogram import energy_grid as grid
+
+    edge, _ = particle_field((6, 40, 40), kind="rod", seed=5)
+    energies = grid(52)
+    mu = np.asarray(SyntheticStack(edge, energies, noise=0.01, seed=5), dtype=np.float64)
+    mu += np.random.default_rng(5).normal(0, 1e-9, mu.shape)   # below float32 resolution
+    path = tmp_path / "f64.h5"
+    with h5py.File(path, "w") as f:
+        f["/exchange/data"] = mu
+        f["/exchange/energy"] = energies
+    info = open_stack(path, voxel_nm=30.0)
+    analyze_stack(info, AnalysisOptions(params=PARAMS, min_particle_voxels=10, slab_size=4),
+                  results_path=tmp_path / "r.h5")
+    expect = EdgeKernel(energies, PARAMS)(mu)
+    with h5py.File(tmp_path / "r.h5") as f:
+        np.testing.assert_array_equal(f["valid"][...], expect.valid)
+        np.testing.assert_array_equal(f["edge_ev"][...], expect.edge_ev.astype(np.float32))
+    from txmdb.pipeline import edge_slabs
+
+    got = np.concatenate([r.edge_ev for *_, r in edge_slabs(info, PARAMS, slab_size=4)])
+    np.testing.assert_array_equal(got, expect.edge_ev)

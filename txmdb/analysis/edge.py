@@ -11,9 +11,10 @@ computed in float64. For float32 stacks (tomograms) only the *search* for the cr
 index runs in float32, and it is certified: a float32 sign of ``mu - mid(E)`` whose
 magnitude is below a rigorous bound of its rounding error sends that voxel through the
 float64 search instead (none in the 20-million-voxel benchmark stack), so the crossing
-index is the float64 one. This costs about what a pure float32 kernel costs (+5–10 %),
-because the float64 work is confined to the pre/post rows (a few flops per voxel) and to
-two gathered rows per voxel; a plain float64 kernel is ~1.5–7x slower.
+index is the float64 one. The float64 work is confined to the pre/post rows (a few flops
+per voxel) and to two gathered rows per voxel, so the kernel costs what the previous
+float32-only kernel cost (less, measured; docs/performance.md); searching in float64,
+as float64 input does, is ~10 % slower.
 
 Definitions (follow DESIGN §5 exactly):
 
