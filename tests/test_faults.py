@@ -256,10 +256,7 @@ def _limited(limit: int):
 
 @pytest.mark.parametrize("command", [
     "cycling", "xas",
-    pytest.param("txm", marks=pytest.mark.xfail(strict=True, reason=(
-        "HDF5 crashes (SIGSEGV at exit) after a failed flush of the results file; the one-line error is printed, "
-        "nothing is kept, but the exit status is -11 — needs txmdb/pipeline.py to build the file in memory "
-        "and write it with Python I/O"))),
+    "txm",
 ])
 def test_store_file_size_limit(lab, tmp_path, command):
     """Under RLIMIT_FSIZE (SIGXFSZ ignored) writing the store fails with EFBIG: exit 1, one line, nothing kept."""

@@ -40,6 +40,7 @@ Results file layout (``results_path``)::
 from __future__ import annotations
 
 import json
+import os
 import math
 import time
 from dataclasses import asdict, dataclass, field
@@ -362,6 +363,26 @@ def statistics_from_edge_map(edge_ev: np.ndarray, options: AnalysisOptions, *,
 EdgeSource = Callable[[Any, EdgeParameters, int], Iterable[tuple[int, int, EdgeResult]]]
 
 
+def _check_room(path: Path, *, n_bytes: int) -> None:
+    """Fail early, with a plain OSError, when the results file cannot fit beside ``path``.
+
+    HDF5 reports a write that fails half-way (disk full, file-size limit) only when the file
+    is closed, and then crashes the interpreter at exit; reserving the file's size (edge map,
+    jump, mask and labels: ≤ 13 bytes per voxel) in a scratch file first turns that into an
+    ordinary, clean error before any result is written.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    probe = path.with_name(f".room-{path.name}")
+    try:
+        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.posix_fallocate(fd, 0, max(n_bytes, 1))
+        finally:
+            os.close(fd)
+    finally:
+        probe.unlink(missing_ok=True)
+
+
 def analyze_stack(info, options: AnalysisOptions, *, results_path: Path,
                   progress: Callable[[int, int], None] | None = None,
                   edge_source: EdgeSource | None = None,
@@ -418,6 +439,7 @@ def analyze_stack(info, options: AnalysisOptions, *, results_path: Path,
     from txmdb import __version__
 
     results_path = Path(results_path)
+    _check_room(results_path, n_bytes=13 * int(np.prod(spatial)))
     with atomic_output(results_path) as tmp:
         with h5py.File(tmp, "w") as out:
             t0 = time.perf_counter()
