@@ -22,7 +22,6 @@ import argparse
 import json
 import os
 import resource
-import shutil
 import subprocess
 import sys
 import time
@@ -44,21 +43,13 @@ def run(stack: Path, workers: int) -> dict:
     from sqlalchemy import func, select
 
     from txmdb.analysis.edge import edge_parameters
-    from txmdb.catalog import open_catalog
-    from txmdb.catalog.samples import add_sample
     from txmdb.catalog.txm import analyze_scan, ingest_scan
-    from txmdb.db.migrate import upgrade
     from txmdb.db.models import STATISTICS_TABLES
     from txmdb.pipeline import AnalysisOptions
 
-    work = OUT / "bench_analysis"
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
-    catalog = open_catalog(f"sqlite:///{work / 'catalogue.db'}", work / "store", check=False)
-    upgrade(catalog.engine)
-    with catalog.session() as session:
-        add_sample(session, "rod")
-        session.commit()
+    from _catalog import fresh_catalog
+
+    catalog = fresh_catalog(OUT / "bench_analysis")
     t0 = time.perf_counter()
     scan, _ = ingest_scan(catalog, stack, sample="rod")
     t_ingest = time.perf_counter() - t0

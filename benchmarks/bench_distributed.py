@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -43,19 +42,9 @@ def small_stack(i: int, n: int) -> Path:
 
 
 def _catalog(name: str):
-    from txmdb.catalog import open_catalog
-    from txmdb.catalog.samples import add_sample
-    from txmdb.db.migrate import upgrade
+    from _catalog import fresh_catalog
 
-    work = OUT / "bench_distributed" / name
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
-    catalog = open_catalog(f"sqlite:///{work / 'catalogue.db'}", work / "store", check=False)
-    upgrade(catalog.engine)
-    with catalog.session() as session:
-        add_sample(session, "rod")
-        session.commit()
-    return catalog
+    return fresh_catalog(OUT / "bench_distributed" / name)
 
 
 def _summary(catalog, analysis) -> tuple:
