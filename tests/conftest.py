@@ -10,6 +10,14 @@ import pytest
 
 from tests.pg_server import PostgresServer
 
+# CI runs the property tests on a fixed sequence of examples, so a run is reproducible;
+# locally hypothesis explores (and remembers failures in .hypothesis/).
+from hypothesis import settings as _hypothesis_settings
+
+_hypothesis_settings.register_profile("ci", derandomize=True, database=None)
+if os.environ.get("CI"):
+    _hypothesis_settings.load_profile("ci")
+
 PROJECT = Path(__file__).resolve().parents[1]
 SHARED = PROJECT.parent / "shared"
 BACKENDS = ["sqlite", "postgresql"]

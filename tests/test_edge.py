@@ -202,3 +202,52 @@ def test_float32_input_gives_the_float64_edges():
     np.testing.assert_array_equal(a.valid, b.valid)
     np.testing.assert_allclose(a.edge_ev[a.valid], b.edge_ev[b.valid], rtol=0, atol=1e-9)
     np.testing.assert_allclose(a.jump, b.jump, rtol=0, atol=1e-12)
+
+
+def _compare_paths(kernel: EdgeKernel, mu: np.ndarray) -> int:
+    """The compiled kernel (``__call__``) against the numpy path: same masks, same numbers."""
+    a, b = kernel(mu), kernel._call_numpy(mu)
+    np.testing.assert_array_equal(a.valid, b.valid)
+    np.testing.assert_array_equal(np.isnan(a.edge_ev), ~a.valid)
+    np.testing.assert_allclose(a.edge_ev[a.valid], b.edge_ev[b.valid], rtol=0, atol=1e-9)
+    for name in ("jump", "sigma_pre"):
+        x, y = getattr(a, name), getattr(b, name)
+        np.testing.assert_array_equal(np.isfinite(x), np.isfinite(y))
+        np.testing.assert_allclose(x[np.isfinite(x)], y[np.isfinite(y)], rtol=1e-12, atol=1e-13)
+    return int(a.valid.sum())
+
+
+def test_numba_path_equals_numpy_path():
+    pytest.importorskip("numba")
+    from txmdb.analysis import edge as edge_mod
+
+    assert edge_mod._edge_numba is not None
+    rng = np.random.default_rng(11)
+    strict, loose = PRESETS["Ni"], edge_parameters("Ni", snr=0, min_jump=-10)
+    every = edge_parameters("Ni", snr=-1e6, min_jump=-10)   # every finite voxel searched
+    for noise in (0.002, 0.05):
+        mu = _erf_stack(rng.uniform(8320, 8360, 24 * 40 * 40), noise=noise, seed=3, jump=0.3)
+        flat = mu.reshape(ENERGIES.size, -1)
+        bad = rng.choice(flat.shape[1], 200, replace=False)
+        rows = rng.integers(0, ENERGIES.size, 200)
+        flat[rows[:60], bad[:60]] = np.nan
+        flat[rows[60:120], bad[60:120]] = np.inf
+        flat[rows[120:160], bad[120:160]] = -np.inf
+        flat[rows[160:], bad[160:]] = 3e37
+        mu = mu.reshape(ENERGIES.size, 24, 40, 40)
+        for params in (strict, loose, every):
+            k = EdgeKernel(ENERGIES, params)
+            for m in (mu, mu.astype(np.float64), mu[:, :, ::3]):      # incl. a strided view
+                n_valid = _compare_paths(k, m)
+                assert 0 < n_valid < m[0].size
+    k = EdgeKernel(ENERGIES, every)
+    # decreasing steps (literal norm search), pure noise, steps that change sign
+    assert _compare_paths(k, _erf_stack(rng.uniform(8320, 8360, 5000), jump=-1.0, noise=0.01)) == 5000
+    _compare_paths(k, rng.normal(size=(ENERGIES.size, 5000)).astype(np.float32))
+    _compare_paths(k, rng.normal(size=(ENERGIES.size, 5000)) * 0.3
+                   + _erf_stack(rng.uniform(8320, 8360, 5000), jump=0.2, dtype=np.float64))
+    # a bulk spectrum, threads, an empty slab
+    assert _compare_paths(k, _erf_stack(np.array([8340.0]))[:, 0]) == 1
+    mu = _erf_stack(rng.uniform(8320, 8360, 3000), noise=0.02)
+    np.testing.assert_array_equal(k(mu, threads=2).edge_ev, k(mu).edge_ev)
+    assert k(np.empty((ENERGIES.size, 0, 5), np.float32)).edge_ev.shape == (0, 5)

@@ -186,7 +186,8 @@ def _stack_array(spec, rng):
     e = np.linspace(8280.0, 8420.0, shape[0] if shape else 1)
     e = e.reshape((-1,) + (1,) * max(len(shape) - 1, 0))
     data = 0.1 + 1 / (1 + np.exp(-(e - edge) / 4)) if shape else np.float64(1.0)
-    data = np.broadcast_to(data, shape).copy() + rng.normal(0, 0.01, shape)
+    # np.asarray: a rank-0 stack stays an array (a numpy scalar would refuse item assignment).
+    data = np.asarray(np.broadcast_to(data, shape).copy() + rng.normal(0, 0.01, shape))
     if spec["layout"] == "fxi":
         data = np.exp(-data) * 1000  # raw counts: absorbance = -ln(I / white)
     if "all nan" in m:

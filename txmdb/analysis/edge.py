@@ -41,6 +41,11 @@ from dataclasses import dataclass, replace
 import numexpr as ne
 import numpy as np
 
+try:  # the compiled single-pass kernel; the numpy path below is the fallback
+    from txmdb.analysis import _edge_numba
+except ImportError:  # pragma: no cover - numba not installed
+    _edge_numba = None
+
 __all__ = ["EdgeParameters", "PRESETS", "edge_parameters", "EdgeResult", "EdgeKernel"]
 
 _INF = math.inf
@@ -259,6 +264,8 @@ class EdgeKernel:
         self._rows_x = np.stack([np.ones_like(x[self._search]), x[self._search]], axis=1)
         self._rows_x32 = self._rows_x.astype(np.float32)
         self._x_search_max = float(np.abs(x[self._search]).max())
+        self._p_pre_c = np.ascontiguousarray(self._p_pre)
+        self._p_post_c = np.ascontiguousarray(self._p_post)
 
     # ------------------------------------------------------------------ helpers
     @staticmethod
@@ -296,6 +303,33 @@ class EdgeKernel:
             Arrays of shape ``spatial``; the same numbers as a float64 evaluation of the
             input values (see the module docstring).
         """
+        if _edge_numba is None:
+            return self._call_numpy(mu, threads=threads)
+        mu2, spatial = self._as_2d(mu)
+        self._check(mu2)
+        n_vox = mu2.shape[1]
+        edge = np.empty(n_vox, dtype=np.float64)
+        jump = np.empty(n_vox, dtype=np.float64)
+        sigma = np.empty(n_vox, dtype=np.float64)
+        valid = np.empty(n_vox, dtype=bool)
+        if n_vox:
+            import numba
+
+            saved = numba.get_num_threads()
+            numba.set_num_threads(max(1, min(int(threads), numba.config.NUMBA_NUM_THREADS)))
+            try:
+                p = self.params
+                _edge_numba.edge_pass(mu2, self._p_pre_c, self.pre.start, self._p_post_c,
+                                      self.post.start, self._x, self.energies_ev,
+                                      self._search.start, self._search.stop,
+                                      float(p.min_jump), float(p.snr), edge, jump, sigma, valid)
+            finally:
+                numba.set_num_threads(saved)
+        return EdgeResult(edge_ev=edge.reshape(spatial), jump=jump.reshape(spatial),
+                          sigma_pre=sigma.reshape(spatial), valid=valid.reshape(spatial))
+
+    def _call_numpy(self, mu: np.ndarray, *, threads: int = 1) -> EdgeResult:
+        """The numpy/numexpr/BLAS path of ``__call__`` (used without numba; same results)."""
         mu2, spatial = self._as_2d(mu)
         self._check(mu2)
         n_vox = mu2.shape[1]
