@@ -221,7 +221,7 @@ def test_numba_path_equals_numpy_path():
     pytest.importorskip("numba")
     from txmdb.analysis import edge as edge_mod
 
-    assert edge_mod._edge_numba is not None
+    assert edge_mod._numba_kernel() is not None
     rng = np.random.default_rng(11)
     strict, loose = PRESETS["Ni"], edge_parameters("Ni", snr=0, min_jump=-10)
     every = edge_parameters("Ni", snr=-1e6, min_jump=-10)   # every finite voxel searched
@@ -246,6 +246,11 @@ def test_numba_path_equals_numpy_path():
     _compare_paths(k, rng.normal(size=(ENERGIES.size, 5000)).astype(np.float32))
     _compare_paths(k, rng.normal(size=(ENERGIES.size, 5000)) * 0.3
                    + _erf_stack(rng.uniform(8320, 8360, 5000), jump=0.2, dtype=np.float64))
+    # overlapping pre/post windows, an edge window from the first energy
+    mu = _erf_stack(rng.uniform(8320, 8360, 3000), noise=0.02)
+    for kw in (dict(pre=(8280, 8345), post=(8330, 8415)), dict(edge=(8200, 8340))):
+        for extra in (dict(), dict(snr=-1e6, min_jump=-10)):
+            assert _compare_paths(EdgeKernel(ENERGIES, edge_parameters("Ni", **kw, **extra)), mu) > 0
     # a bulk spectrum, threads, an empty slab
     assert _compare_paths(k, _erf_stack(np.array([8340.0]))[:, 0]) == 1
     mu = _erf_stack(rng.uniform(8320, 8360, 3000), noise=0.02)

@@ -23,14 +23,25 @@ from __future__ import annotations
 
 import numpy as np
 from numba import njit, prange
+from numba.core import types
+from numba.extending import intrinsic
 
 # voxels per block: 60 rows x 512 float32 = 120 kB, in L2 with the per-voxel temporaries
 _BLOCK = 512
-import os as _os
-_CACHE = _os.environ.get("TXMDB_NUMBA_NOCACHE") != "1"
 
 
-@njit(parallel=True, fastmath=False, cache=_CACHE, nogil=True)
+@intrinsic
+def _fma(typingctx, a, b, c):
+    """``a * b + c`` rounded once (llvm.fma): the numpy path's BLAS products accumulate so."""
+    sig = types.float64(types.float64, types.float64, types.float64)
+
+    def codegen(context, builder, signature, args):
+        return builder.fma(*args)
+
+    return sig, codegen
+
+
+@njit(parallel=True, fastmath=False, cache=True, nogil=True)
 def edge_pass(mu, p_pre, pre0, p_post, post0, x, e, s0, s1, min_jump, snr,
               edge, jump, sigma, valid):  # pragma: no cover - compiled
     n_e, n = mu.shape
@@ -47,54 +58,36 @@ def edge_pass(mu, p_pre, pre0, p_post, post0, x, e, s0, s1, min_jump, snr,
         a_post = np.zeros(m)
         b_post = np.zeros(m)
         fin = np.zeros(m)
-        # one sweep over all rows: finiteness (v - v is 0 for finite v, NaN otherwise)
-        # and the two line fits
+        # one sweep over all rows, in row order (the order of the numpy path's BLAS
+        # products): finiteness (v - v is 0 for finite v, NaN otherwise) and the two
+        # line fits
         for i in range(n_e):
             ip = i - pre0
             iq = i - post0
-            if 0 <= ip < n_pre:
+            in_pre = 0 <= ip < n_pre
+            in_post = 0 <= iq < n_post
+            row = mu[i, v0:v0 + m]
+            if in_pre:
                 c0 = p_pre[0, ip]
                 c1 = p_pre[1, ip]
-                row = mu[i, v0:v0 + m]
                 for v in range(m):
                     val = np.float64(row[v])
                     fin[v] += val - val
-                    a_pre[v] += c0 * val
-                    b_pre[v] += c1 * val
-            elif 0 <= iq < n_post:
+                    a_pre[v] = _fma(c0, val, a_pre[v])
+                    b_pre[v] = _fma(c1, val, b_pre[v])
+            if in_post:
                 c0 = p_post[0, iq]
                 c1 = p_post[1, iq]
-                row = mu[i, v0:v0 + m]
+                for v in range(m):
+                    val = np.float64(row[v])
+                    if not in_pre:
+                        fin[v] += val - val
+                    a_post[v] = _fma(c0, val, a_post[v])
+                    b_post[v] = _fma(c1, val, b_post[v])
+            if not (in_pre or in_post):
                 for v in range(m):
                     val = np.float64(row[v])
                     fin[v] += val - val
-                    a_post[v] += c0 * val
-                    b_post[v] += c1 * val
-            else:
-                row = mu[i, v0:v0 + m]
-                for v in range(m):
-                    val = np.float64(row[v])
-                    fin[v] += val - val
-        if pre0 <= post0 < pre0 + n_pre:   # overlapping windows: post rows inside pre
-            for iq in range(n_post):
-                i = post0 + iq
-                if i < pre0 + n_pre:
-                    c0 = p_post[0, iq]
-                    c1 = p_post[1, iq]
-                    for v in range(m):
-                        val = np.float64(mu[i, v0 + v])
-                        a_post[v] += c0 * val
-                        b_post[v] += c1 * val
-        elif post0 <= pre0 < post0 + n_post:
-            for ip in range(n_pre):
-                i = pre0 + ip
-                if i < post0 + n_post:
-                    c0 = p_pre[0, ip]
-                    c1 = p_pre[1, ip]
-                    for v in range(m):
-                        val = np.float64(mu[i, v0 + v])
-                        a_pre[v] += c0 * val
-                        b_pre[v] += c1 * val
         # sigma_pre from explicit residuals
         ss = np.zeros(m)
         for ip in range(n_pre):
@@ -125,13 +118,13 @@ def edge_pass(mu, p_pre, pre0, p_post, post0, x, e, s0, s1, min_jump, snr,
         xs = x[s0]
         row = mu[s0, v0:v0 + m]
         for v in range(m):
-            prev[v] = (np.float64(row[v]) - (mid_a[v] + mid_b[v] * xs)) >= 0.0
+            prev[v] = (np.float64(row[v]) - _fma(xs, mid_b[v], mid_a[v])) >= 0.0
         for r in range(s0 + 1, s1):
             xr = x[r]
             jr = r - 1 - s0
             row = mu[r, v0:v0 + m]
             for v in range(m):
-                ab = (np.float64(row[v]) - (mid_a[v] + mid_b[v] * xr)) >= 0.0
+                ab = (np.float64(row[v]) - _fma(xr, mid_b[v], mid_a[v])) >= 0.0
                 rise = ab > prev[v]
                 first[v] = min(first[v], jr if rise else none)
                 prev[v] = ab
@@ -151,10 +144,10 @@ def edge_pass(mu, p_pre, pre0, p_post, post0, x, e, s0, s1, min_jump, snr,
             if not ((jv + sl * x_lo > 0.0) and (jv + sl * x_hi > 0.0)):
                 f = -1
                 xr = x[s0]
-                q_prev = (np.float64(mu[s0, v0 + v]) - (ma + mb * xr)) / (jv + sl * xr)
+                q_prev = (np.float64(mu[s0, v0 + v]) - _fma(xr, mb, ma)) / _fma(xr, sl, jv)
                 for r in range(s0 + 1, s1):
                     xr = x[r]
-                    q = (np.float64(mu[r, v0 + v]) - (ma + mb * xr)) / (jv + sl * xr)
+                    q = (np.float64(mu[r, v0 + v]) - _fma(xr, mb, ma)) / _fma(xr, sl, jv)
                     if q >= 0.0 and q_prev < 0.0:
                         f = r - 1 - s0
                         break
