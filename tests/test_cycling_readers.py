@@ -28,7 +28,6 @@ NEWARE_CSV = CYCLING / "neware-csv" / "nw_regular_export_ife_example.csv"
 P492_RAW = CYCLING / "batterydata" / "p492-13-raw.csv"
 P492_SUMMARY = CYCLING / "batterydata" / "p492-13-summary.csv"
 
-pytestmark = pytest.mark.skipif(not CYCLING.is_dir(), reason="../shared/data/cycling missing")
 
 REL = 0.005  # the cross-check tolerance: 0.5 %
 

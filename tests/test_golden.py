@@ -31,7 +31,6 @@ CASES = ["rod40", "rod96_2d"]
 # the json rounds probabilities to 8 decimals
 P_ATOL = 1e-8 + 5e-9
 
-pytestmark = pytest.mark.skipif(not GOLDEN.is_dir(), reason="../shared/golden is missing")
 
 
 def _params(case: str):
