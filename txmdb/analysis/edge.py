@@ -327,13 +327,7 @@ class EdgeKernel:
         compiled = _numba_kernel()
         if compiled is None:
             return self._call_numpy(mu, threads=threads)
-        mu2, spatial = self._as_2d(mu)
-        self._check(mu2)
-        n_vox = mu2.shape[1]
-        edge = np.empty(n_vox, dtype=np.float64)
-        jump = np.empty(n_vox, dtype=np.float64)
-        sigma = np.empty(n_vox, dtype=np.float64)
-        valid = np.empty(n_vox, dtype=bool)
+        mu2, spatial, n_vox, edge, jump, sigma, valid = self._prepare(mu)
         if n_vox:
             import numba
 
@@ -350,15 +344,17 @@ class EdgeKernel:
         return EdgeResult(edge_ev=edge.reshape(spatial), jump=jump.reshape(spatial),
                           sigma_pre=sigma.reshape(spatial), valid=valid.reshape(spatial))
 
-    def _call_numpy(self, mu: np.ndarray, *, threads: int = 1) -> EdgeResult:
-        """The numpy/numexpr/BLAS path of ``__call__`` (used without numba; same results)."""
+    def _prepare(self, mu: np.ndarray):
+        """The checked 2-D view of ``mu``, its spatial shape, voxel count and empty outputs."""
         mu2, spatial = self._as_2d(mu)
         self._check(mu2)
         n_vox = mu2.shape[1]
-        edge = np.empty(n_vox, dtype=np.float64)
-        jump = np.empty(n_vox, dtype=np.float64)
-        sigma = np.empty(n_vox, dtype=np.float64)
-        valid = np.empty(n_vox, dtype=bool)
+        outputs = [np.empty(n_vox, dtype=np.float64) for _ in range(3)]
+        return (mu2, spatial, n_vox, *outputs, np.empty(n_vox, dtype=bool))
+
+    def _call_numpy(self, mu: np.ndarray, *, threads: int = 1) -> EdgeResult:
+        """The numpy/numexpr/BLAS path of ``__call__`` (used without numba; same results)."""
+        mu2, spatial, n_vox, edge, jump, sigma, valid = self._prepare(mu)
 
         def run(b0: int) -> None:
             b1 = min(b0 + _BLOCK, n_vox)
