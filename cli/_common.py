@@ -56,6 +56,11 @@ def emit_table(frame, fmt: OutputFormat = OutputFormat.table, output: Optional[P
         Path(output).write_text(text)
 
 
+def field_value_table(row):
+    """One record (a one-row DataFrame) as a two-column field/value listing."""
+    return row.T.reset_index().set_axis(["field", "value"], axis=1)
+
+
 def _parquet_text(column):
     """Parquet columns need one type: JSON values become JSON text, mixed columns plain text."""
     import json

@@ -7,7 +7,9 @@ from typing import List, Optional
 
 import typer
 
-from txmdb.cli._common import FormatOption, OutputFormat, OutputOption, catalog, echo, emit_table
+from txmdb.cli._common import (
+    FormatOption, OutputFormat, OutputOption, catalog, echo, emit_table, field_value_table,
+)
 
 sample_app = typer.Typer(help="Record and list samples.", no_args_is_help=True)
 cell_app = typer.Typer(help="Record and list coin cells.", no_args_is_help=True)
@@ -63,7 +65,7 @@ def sample_show(ctx: typer.Context, name: str = typer.Argument(..., help="Sample
     with catalog(ctx).session() as session:
         get_sample(session, name)
         frame = samples_frame(session)
-        emit_table(frame[frame["sample"] == name].T.reset_index().set_axis(["field", "value"], axis=1), fmt, output)
+        emit_table(field_value_table(frame[frame["sample"] == name]), fmt, output)
         cells = cells_frame(session, sample=name)
         if fmt is OutputFormat.table and output is None:
             echo("\ncells:")
@@ -122,4 +124,4 @@ def cell_show(ctx: typer.Context, name: str = typer.Argument(..., help="Cell nam
     with catalog(ctx).session() as session:
         get_cell(session, name)
         frame = cells_frame(session)
-        emit_table(frame[frame["cell"] == name].T.reset_index().set_axis(["field", "value"], axis=1), fmt, output)
+        emit_table(field_value_table(frame[frame["cell"] == name]), fmt, output)

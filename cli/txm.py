@@ -8,7 +8,9 @@ from typing import List, Optional
 
 import typer
 
-from txmdb.cli._common import FormatOption, OutputFormat, OutputOption, catalog, echo, emit_table, parse_window
+from txmdb.cli._common import (
+    FormatOption, OutputFormat, OutputOption, catalog, echo, emit_table, field_value_table, parse_window,
+)
 
 app = typer.Typer(help="TXM-XANES tomograms: ingest, analyse, show.", no_args_is_help=True)
 
@@ -138,7 +140,7 @@ def show(
     if fmt is not OutputFormat.table or output is not None:
         emit_table(query.gradient_summary(cat, scan=scan_id), fmt, output)
         return
-    emit_table(scan.T.reset_index().set_axis(["field", "value"], axis=1))
+    emit_table(field_value_table(scan))
     echo("\nanalyses:")
     emit_table(query.analyses(cat, scan=scan_id)[["analysis_id", "status", "started_at", "n_valid_voxels",
                                                    "n_particles", "mean_edge_ev"]])

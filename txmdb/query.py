@@ -36,16 +36,17 @@ def _latest_analyses():
     )
 
 
-def _scan_filters(stmt: Select, *, sample=None, morphology=None, state=None, scan=None) -> Select:
-    if sample:
-        stmt = stmt.where(m.Sample.name.in_(_as_list(sample)))
-    if morphology:
-        stmt = stmt.where(m.Sample.morphology.in_(_as_list(morphology)))
-    if state:
-        stmt = stmt.where(m.TXMScan.state.in_(_as_list(state)))
-    if scan:
-        stmt = stmt.where(m.TXMScan.id.in_(_as_list(scan)))
+def _where_in(stmt: Select, *filters) -> Select:
+    """Add ``column IN (values)`` for every ``(column, values)`` whose values are given."""
+    for column, values in filters:
+        if values:
+            stmt = stmt.where(column.in_(_as_list(values)))
     return stmt
+
+
+def _scan_filters(stmt: Select, *, sample=None, morphology=None, state=None, scan=None) -> Select:
+    return _where_in(stmt, (m.Sample.name, sample), (m.Sample.morphology, morphology), (m.TXMScan.state, state),
+                     (m.TXMScan.id, scan))
 
 
 def _as_list(value) -> list:
@@ -193,13 +194,7 @@ def analyses(catalog, *, scan=None) -> pd.DataFrame:
 
 
 def _cell_filters(stmt: Select, *, sample=None, cell=None, morphology=None) -> Select:
-    if sample:
-        stmt = stmt.where(m.Sample.name.in_(_as_list(sample)))
-    if cell:
-        stmt = stmt.where(m.Cell.name.in_(_as_list(cell)))
-    if morphology:
-        stmt = stmt.where(m.Sample.morphology.in_(_as_list(morphology)))
-    return stmt
+    return _where_in(stmt, (m.Sample.name, sample), (m.Cell.name, cell), (m.Sample.morphology, morphology))
 
 
 CYCLE_COLUMNS = [
