@@ -254,27 +254,19 @@ def _limited(limit: int):
     return preexec
 
 
-@pytest.mark.parametrize("command", [
-    "cycling", "xas",
-    "txm",
-])
+# RLIMIT_FSIZE limits every file the process writes, SQLite's own -wal/-shm included, so on
+# SQLite it failed at random in the catalogue instead of the store; the full-store test above
+# covers the store on SQLite. Here the catalogue is PostgreSQL, whose files another process writes.
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+@pytest.mark.parametrize("command", ["cycling", "xas", "txm"])
 def test_store_file_size_limit(lab, tmp_path, command):
     """Under RLIMIT_FSIZE (SIGXFSZ ignored) writing the store fails with EFBIG: exit 1, one line, nothing kept."""
     commands = _setup_existing(lab, tmp_path)
     args, table = commands[command]
-    keep = None
-    if not _is_pg(lab.url):
-        # Hold a connection open so SQLite keeps its -wal/-shm files (the child only reads them).
-        keep = sa.create_engine(lab.url).connect()
-        keep.execute(sa.text("SELECT 1"))
     env = {k: v for k, v in os.environ.items() if k not in ("TXMDB_URL", "TXMDB_STORE")}
-    try:
-        proc = subprocess.run([sys.executable, "-m", "txmdb.cli.main", "--db", lab.url, "--store", str(lab.store),
-                               *map(str, args)], env=env, capture_output=True, text=True, timeout=300,
-                              preexec_fn=_limited(4096))
-    finally:
-        if keep is not None:
-            keep.close()
+    proc = subprocess.run([sys.executable, "-m", "txmdb.cli.main", "--db", lab.url, "--store", str(lab.store),
+                           *map(str, args)], env=env, capture_output=True, text=True, timeout=300,
+                          preexec_fn=_limited(4096))
     assert proc.returncode == 1, (proc.returncode, proc.stderr[-2000:])
     assert "Traceback" not in proc.stderr
     lines = proc.stderr.strip().splitlines()
