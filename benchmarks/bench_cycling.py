@@ -7,7 +7,7 @@ Usage::
 The CSV is generated with :mod:`txmdb.synthetic.cycling` into a temporary directory (both
 namings: BDF without capacity columns, so current is integrated; Arbin with the cycler's
 cumulative capacity columns). The largest real Neware file is taken from
-``../shared/data/cycling/neware-ndax``. Reported: best-of-N wall time of
+``tests/data/cycling/neware-ndax``. Reported: best-of-N wall time of
 ``read_cycler_file`` and ``cycle_metrics`` and records per second. Goal: seconds, not minutes.
 """
 
@@ -22,7 +22,7 @@ from txmdb.analysis.cycling import cycle_metrics
 from txmdb.io.cycling import read_cycler_file
 from txmdb.synthetic.cycling import ROD_NMC, write_cycling_csv
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "cycling"
+CYCLER_FILES = Path(__file__).resolve().parents[1] / "tests" / "data" / "cycling"
 
 
 def _best(fn, repeat: int) -> tuple[float, object]:
@@ -65,10 +65,10 @@ def main() -> None:
             bench_file(f"synthetic CSV ({naming})", path, repeat=args.repeat,
                        active_mass_g=ROD_NMC.active_mass_g)
 
-    ndax = sorted((SHARED / "neware-ndax").glob("*.ndax"), key=lambda p: p.stat().st_size)
+    ndax = sorted((CYCLER_FILES / "neware-ndax").glob("*.ndax"), key=lambda p: p.stat().st_size)
     if ndax:
         bench_file(f"ndax {ndax[-1].name[:28]}", ndax[-1], repeat=args.repeat, active_mass_g=None)
-    nw_csv = SHARED / "neware-csv" / "nw_regular_export_ife_example.csv"
+    nw_csv = CYCLER_FILES / "neware-csv" / "nw_regular_export_ife_example.csv"
     if nw_csv.exists():
         bench_file("Neware CSV export", nw_csv, repeat=args.repeat, active_mass_g=None)
 

@@ -19,14 +19,8 @@ if os.environ.get("CI"):
     _hypothesis_settings.load_profile("ci")
 
 PROJECT = Path(__file__).resolve().parents[1]
-SHARED = PROJECT.parent / "shared"
+DATA = Path(__file__).resolve().parent / "data"
 BACKENDS = ["sqlite", "postgresql"]
-
-
-@pytest.fixture(scope="session")
-def shared() -> Path:
-    assert SHARED.is_dir(), f"{SHARED} is missing: tests read the instrument files from ../shared"
-    return SHARED
 
 
 @pytest.fixture(scope="session")

@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import SHARED
+from tests.conftest import DATA
 
-NDAX = SHARED / "data" / "cycling" / "neware-ndax"
-NEWARE_CSV = SHARED / "data" / "cycling" / "neware-csv" / "nw_regular_export_ife_example.csv"
-BATTERYDATA = SHARED / "data" / "cycling" / "batterydata" / "p492-13-raw.csv"
-NI_FOIL = SHARED / "data" / "xas" / "ni_metal_rt.xdi"
+NDAX = DATA / "cycling" / "neware-ndax"
+NEWARE_CSV = DATA / "cycling" / "neware-csv" / "nw_regular_export_ife_example.csv"
+BATTERYDATA = DATA / "cycling" / "batterydata" / "p492-13-raw.csv"
+NI_FOIL = DATA / "xas" / "ni_metal_rt.xdi"
 
 
 def _count(cli, table: str) -> int:

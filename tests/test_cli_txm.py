@@ -14,9 +14,9 @@ import h5py
 import numpy as np
 import pytest
 
-from tests.conftest import SHARED
+from tests.conftest import DATA
 
-GOLDEN = SHARED / "golden"
+GOLDEN = DATA / "golden"
 EXPECTED = json.loads((GOLDEN / "expected.json").read_text())
 
 

@@ -14,6 +14,7 @@ import pytest
 from txmdb.analysis.cycling import cycle_metrics
 from txmdb.errors import InputError
 from txmdb.io.cycling import (
+from tests.conftest import DATA
     RECORD_COLUMNS,
     TruncatedFileWarning,
     detect_format,
@@ -21,8 +22,7 @@ from txmdb.io.cycling import (
     read_cycler_file,
 )
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-CYCLING = SHARED / "data" / "cycling"
+CYCLING = DATA / "cycling"
 NDAX = CYCLING / "neware-ndax"
 NEWARE_CSV = CYCLING / "neware-csv" / "nw_regular_export_ife_example.csv"
 P492_RAW = CYCLING / "batterydata" / "p492-13-raw.csv"

@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from tests.conftest import SHARED
+from tests.conftest import DATA
 
-GOLDEN = SHARED / "golden"
+GOLDEN = DATA / "golden"
 
 
 @pytest.fixture(scope="module")

@@ -12,9 +12,9 @@ from scipy.special import erf
 
 from txmdb.analysis.edge import PRESETS, EdgeKernel, EdgeParameters, edge_parameters
 from txmdb.io.hdf5 import iter_slabs, open_stack
+from tests.conftest import DATA
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-GOLDEN = SHARED / "golden"
+GOLDEN = DATA / "golden"
 
 # Ni-K grid like the golden stacks: 5 eV pre/post, 1 eV through the edge
 ENERGIES = np.concatenate([np.arange(8280.0, 8330.0, 5.0), np.arange(8330.0, 8361.0, 1.0),
@@ -167,7 +167,7 @@ def test_golden_edge_map(name):
 
 
 def test_ni_foil_half_height():
-    data = np.loadtxt(SHARED / "data" / "xas" / "ni_metal_rt.xdi", comments="#")
+    data = np.loadtxt(DATA / "xas" / "ni_metal_rt.xdi", comments="#")
     energy, mu = data[:, 0], data[:, 1]
     res = EdgeKernel(energy, edge_parameters("Ni", min_jump=0))(mu)
     assert res.valid

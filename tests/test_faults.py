@@ -24,10 +24,10 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from tests.conftest import SHARED
+from tests.conftest import DATA
 
-GOLDEN = SHARED / "golden"
-NI_FOIL = SHARED / "data" / "xas" / "ni_metal_rt.xdi"
+GOLDEN = DATA / "golden"
+NI_FOIL = DATA / "xas" / "ni_metal_rt.xdi"
 
 
 def _is_pg(url: str) -> bool:

@@ -1,4 +1,4 @@
-"""The golden cases of ../shared/golden: an independent implementation's numbers (DESIGN §5).
+"""The golden cases of tests/data/golden: an independent implementation's numbers (DESIGN §5).
 
 Every number is reproduced: n vectors exactly, θ probabilities to the 8 decimals of the
 json, mean |u| and tangential excess to ~1e-9 relative — from the float32 stacks as they
@@ -24,9 +24,10 @@ from txmdb.analysis.gradient import (
 from txmdb.analysis.particles import label_particles
 from txmdb.io.hdf5 import open_stack, read_slab
 from txmdb.pipeline import AnalysisOptions, analyze_stack
+from tests.conftest import DATA
 
-GOLDEN = Path(__file__).resolve().parents[1].parent / "shared" / "golden"
-EXPECTED = json.loads((GOLDEN / "expected.json").read_text()) if GOLDEN.is_dir() else {}
+GOLDEN = DATA / "golden"
+EXPECTED = json.loads((GOLDEN / "expected.json").read_text())
 CASES = ["rod40", "rod96_2d"]
 # the json rounds probabilities to 8 decimals
 P_ATOL = 1e-8 + 5e-9

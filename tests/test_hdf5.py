@@ -11,8 +11,8 @@ import pytest
 from txmdb.errors import InputError
 from txmdb.io.hdf5 import default_slab_size, iter_slabs, open_stack, read_slab
 from txmdb.synthetic.tomogram import SyntheticStack, energy_grid, particle_field, write_stack
+from tests.conftest import DATA
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 E = energy_grid(30, dense=(8330.0, 8350.0))
 
 
@@ -174,7 +174,7 @@ def test_no_finite_voxel(tmp_path):
 
 
 def test_golden_file_opens():
-    info = open_stack(SHARED / "golden" / "rod40.h5")
+    info = open_stack(DATA / "golden" / "rod40.h5")
     assert info.layout == "dxchange" and info.voxel_size_nm == 30.0
     assert info.shape == (52, 40, 40, 40) and info.chunks == (13, 10, 10, 10)
 

@@ -23,10 +23,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.conftest import SHARED
+from tests.conftest import DATA
 
-GOLDEN = SHARED / "golden"
-NI_FOIL = SHARED / "data" / "xas" / "ni_metal_rt.xdi"
+GOLDEN = DATA / "golden"
+NI_FOIL = DATA / "xas" / "ni_metal_rt.xdi"
 
 # Examples per property: enough to find the bugs of a reader on SQLite, fewer on the
 # PostgreSQL run (each CLI call there costs a few connections).

@@ -34,7 +34,7 @@ Definitions (follow DESIGN §5 exactly):
    ``norm[k-1] < 0.5``, linearly interpolated between ``E[k-1]`` and ``E[k]``.
    ``k`` ranges over the window; ``k - 1`` is the grid point before it, which for the
    first ``k`` lies just below the window (the literal reading of DESIGN §5). The golden
-   cases in ``shared/golden/`` reproduce to < 1e-6 eV either way (none of their voxels
+   cases in ``tests/data/golden/`` reproduce to < 1e-6 eV either way (none of their voxels
    crosses there), so the literal reading stands.
 4. Jump ``J = post(E_c) - pre(E_c)`` at the centre ``E_c`` of the edge window; masked when
    ``J < min_jump`` or (``sigma_pre > 0`` and ``J < snr * sigma_pre``), with ``sigma_pre``
