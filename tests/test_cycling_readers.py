@@ -14,13 +14,13 @@ import pytest
 from txmdb.analysis.cycling import cycle_metrics
 from txmdb.errors import InputError
 from txmdb.io.cycling import (
-from tests.conftest import DATA
     RECORD_COLUMNS,
     TruncatedFileWarning,
     detect_format,
     parse_column_map,
     read_cycler_file,
 )
+from tests.conftest import DATA
 
 CYCLING = DATA / "cycling"
 NDAX = CYCLING / "neware-ndax"

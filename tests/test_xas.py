@@ -12,12 +12,12 @@ from txmdb.analysis.xas import EDGE_PRESETS, L3Parameters, edge_preset, k_edge, 
 from txmdb.errors import InputError
 from txmdb.io.spectra import MIN_POINTS, read_spectrum
 from txmdb.synthetic.spectra import (
-from tests.conftest import DATA
     default_k_energies,
     ni_k_edge_spectrum,
     ni_l3_spectrum,
     write_columns,
 )
+from tests.conftest import DATA
 
 XAS_DATA = DATA / "xas"
 NI_K = edge_parameters("Ni")
