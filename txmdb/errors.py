@@ -28,3 +28,20 @@ class DatabaseError(TxmdbError):
 
 class StoreError(TxmdbError):
     """The results store cannot be written: no space left, file too large, read-only…"""
+
+
+class ParameterError(TxmdbError):
+    """A value given for a named parameter is unusable.
+
+    The message names the value ("voxel size 1e-320 nm is not positive"), never a
+    command-line option; ``parameters`` holds the keyword names involved, which the CLI
+    renders as its own options.
+    """
+
+    def __init__(self, parameters: str | tuple[str, ...], message: str):
+        self.parameters = (parameters,) if isinstance(parameters, str) else tuple(parameters)
+        super().__init__(message)
+
+
+class FilterError(ParameterError):
+    """A query was given a filter it does not declare: a usage error, not an empty result."""
