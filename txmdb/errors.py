@@ -1,5 +1,7 @@
 """Domain errors. The CLI turns every ``TxmdbError`` into one line and exit status 1."""
 
+from contextlib import contextmanager
+
 
 class TxmdbError(Exception):
     """A user-facing error: bad input, a missing record, an unusable database."""
@@ -45,3 +47,16 @@ class ParameterError(TxmdbError):
 
 class FilterError(ParameterError):
     """A query was given a filter it does not declare: a usage error, not an empty result."""
+
+
+@contextmanager
+def input_errors(source):
+    """Translate the ``ValueError`` of a pure kernel into an :class:`InputError` naming ``source``.
+
+    Kernels (``txmdb.analysis``) know arrays, not files: the catalogue wraps each kernel
+    call on a file's data in this, once.
+    """
+    try:
+        yield
+    except ValueError as exc:
+        raise InputError(source, str(exc)) from None
