@@ -2,20 +2,43 @@
 
 from __future__ import annotations
 
-import enum
 import math
 import sys
 from pathlib import Path
 from typing import Optional
 
 import typer
+from typer.core import TyperGroup
+
+from txmdb.vocabulary import OutputFormat
 
 
-class OutputFormat(str, enum.Enum):
-    table = "table"
-    csv = "csv"
-    json = "json"
-    parquet = "parquet"
+class CommandGroup(TyperGroup):
+    """A command group whose commands' ParameterErrors name their options.
+
+    Catalogue services name the parameter of a bad value by its keyword (``voxel_nm``);
+    the command that passed it knows its option (``--voxel-nm``): the group looks it up in
+    the command that failed and keeps it on the error (``options``) for the line printed.
+    """
+
+    def invoke(self, ctx):
+        from txmdb.errors import ParameterError
+
+        try:
+            return super().invoke(ctx)
+        except ParameterError as exc:
+            command = self.commands.get(ctx.invoked_subcommand or "")
+            # A subgroup is not the command that took the value: leave the error to it.
+            if not getattr(exc, "options", None) and command is not None and not hasattr(command, "commands"):
+                flags = {p.name: p.opts[0] for p in command.params if p.opts}
+                exc.options = [flags.get(name, name) for name in exc.parameters]
+            raise
+
+
+def error_line(exc) -> str:
+    """The text of a TxmdbError, after the options of its parameters when a CommandGroup found them."""
+    options = getattr(exc, "options", None)
+    return f"{', '.join(options)}: {exc}" if options else str(exc)
 
 
 FormatOption = typer.Option(OutputFormat.table, "--format", "-f", help="Output format of the table.")

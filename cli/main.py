@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from typer.core import TyperGroup
 
 from txmdb.cli import db as db_cli
 from txmdb.cli import demo as demo_cli
@@ -15,18 +14,20 @@ from txmdb.cli import query as query_cli
 from txmdb.cli import report as report_cli
 from txmdb.cli import txm as txm_cli
 from txmdb.cli import sample as sample_cli
+from txmdb.cli._common import CommandGroup, error_line
 
-class _CatalogueGroup(TyperGroup):
-    """Turns domain errors into one line on stderr and exit status 1, for every command."""
+class _CatalogueGroup(CommandGroup):
+    """Turns domain errors into one line on stderr and exit status 1 (2 for a filter a query
+    does not have), for every command."""
 
     def invoke(self, ctx):
-        from txmdb.errors import TxmdbError
+        from txmdb.errors import FilterError, TxmdbError
 
         try:
             return super().invoke(ctx)
         except TxmdbError as exc:
-            typer.echo(f"error: {exc}", err=True)
-            raise typer.Exit(1) from None
+            typer.echo(f"error: {error_line(exc)}", err=True)
+            raise typer.Exit(2 if isinstance(exc, FilterError) else 1) from None
 
 
 app = typer.Typer(

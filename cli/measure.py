@@ -2,37 +2,18 @@
 
 from __future__ import annotations
 
-import enum
 from pathlib import Path
 from typing import Optional
 
 import typer
 
-from txmdb.cli._common import catalog, echo, parse_window
+from txmdb.cli._common import CommandGroup, catalog, echo, parse_window
+from txmdb.vocabulary import CyclerFormat, Edge, Mode
 
-cycling_app = typer.Typer(help="Cycler files: ingest and per-cycle metrics.", no_args_is_help=True)
-xas_app = typer.Typer(help="XAS spectra: K-edge energies and L3 ratios.", no_args_is_help=True)
-xrd_app = typer.Typer(help="XRD results: (003)/(104) ratio and lattice parameters.", no_args_is_help=True)
-
-
-class CyclerFormat(str, enum.Enum):
-    auto = "auto"
-    ndax = "ndax"
-    nda = "nda"
-    neware_csv = "neware-csv"
-    csv = "csv"
-
-
-class Edge(str, enum.Enum):
-    ni_k = "Ni-K"
-    ni_l3 = "Ni-L3"
-
-
-class Mode(str, enum.Enum):
-    transmission = "transmission"
-    fluorescence = "fluorescence"
-    tey = "TEY"
-    fy = "FY"
+cycling_app = typer.Typer(cls=CommandGroup, help="Cycler files: ingest and per-cycle metrics.", no_args_is_help=True)
+xas_app = typer.Typer(cls=CommandGroup, help="XAS spectra: K-edge energies and L3 ratios.", no_args_is_help=True)
+xrd_app = typer.Typer(cls=CommandGroup, help="XRD results: (003)/(104) ratio and lattice parameters.",
+                      no_args_is_help=True)
 
 
 @cycling_app.command("ingest")
@@ -42,7 +23,7 @@ def cycling_ingest(
     cell: str = typer.Option(..., help="Cell the file belongs to."),
     file_format: CyclerFormat = typer.Option(CyclerFormat.auto, "--format", help="File format; auto reads the content."),
     columns: Optional[str] = typer.Option(None, help="Column mapping for other CSVs, e.g. time_s=Time,voltage_v=Ewe,current_a=I."),
-    upper_cutoff: Optional[float] = typer.Option(None, help="Upper cut-off voltage (V) for the voltage drop [default: the cell's]."),
+    upper_cutoff_v: Optional[float] = typer.Option(None, "--upper-cutoff", help="Upper cut-off voltage (V) for the voltage drop [default: the cell's]."),
     reference_cycle: int = typer.Option(2, help="Reference cycle for capacity retention."),
 ) -> None:
     """Ingest a cycler file and compute per-cycle metrics; the same file again returns the existing run."""
@@ -51,7 +32,7 @@ def cycling_ingest(
 
     column_map = parse_column_map(columns) if columns else None
     run, created = ingest_cycling(catalog(ctx), file, cell=cell, file_format=file_format.value, columns=column_map,
-                                  upper_cutoff_v=upper_cutoff, reference_cycle=reference_cycle)
+                                  upper_cutoff_v=upper_cutoff_v, reference_cycle=reference_cycle)
     echo(f"{'ingested' if created else 'already in the catalogue'}: {file} ({run.file_format}, "
          f"{run.n_records} records, {run.n_cycles} cycles)")
     echo(str(run.id))
@@ -99,14 +80,14 @@ def xrd_add(
     sample: str = typer.Option(..., help="Sample measured."),
     state: Optional[str] = typer.Option(None, help="State, e.g. pristine."),
     i003_i104: Optional[float] = typer.Option(None, help="(003)/(104) integrated intensity ratio."),
-    a: Optional[float] = typer.Option(None, help="Lattice parameter a, Å."),
-    c: Optional[float] = typer.Option(None, help="Lattice parameter c, Å."),
+    a_angstrom: Optional[float] = typer.Option(None, "--a", help="Lattice parameter a, Å."),
+    c_angstrom: Optional[float] = typer.Option(None, "--c", help="Lattice parameter c, Å."),
     pattern: Optional[Path] = typer.Option(None, help="2θ–intensity pattern file to compute the ratio from."),
-    wavelength: Optional[float] = typer.Option(None, help="X-ray wavelength of the pattern, Å (Cu Kα 1.5406)."),
+    wavelength_angstrom: Optional[float] = typer.Option(None, "--wavelength", help="X-ray wavelength of the pattern, Å (Cu Kα 1.5406)."),
 ) -> None:
     """Record XRD values, or compute the (003)/(104) ratio from a pattern."""
     from txmdb.catalog.spectroscopy import add_xrd
 
-    record = add_xrd(catalog(ctx), sample=sample, state=state, i003_i104=i003_i104, a_angstrom=a, c_angstrom=c,
-                     pattern=pattern, wavelength_angstrom=wavelength)
+    record = add_xrd(catalog(ctx), sample=sample, state=state, i003_i104=i003_i104, a_angstrom=a_angstrom,
+                     c_angstrom=c_angstrom, pattern=pattern, wavelength_angstrom=wavelength_angstrom)
     echo(f"XRD result {record.id}: I(003)/I(104) = {record.i003_i104:.3f}")

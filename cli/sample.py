@@ -8,11 +8,13 @@ from typing import List, Optional
 import typer
 
 from txmdb.cli._common import (
-    FormatOption, OutputFormat, OutputOption, catalog, echo, emit_table, field_value_table,
+    CommandGroup, FormatOption, OutputFormat, OutputOption, catalog, echo, emit_table, field_value_table,
 )
+from txmdb.cli.query import table_command
+from txmdb.vocabulary import CE_CONVENTIONS, MORPHOLOGY_EXAMPLES, ORIENTATION_EXAMPLES, CEConvention
 
-sample_app = typer.Typer(help="Record and list samples.", no_args_is_help=True)
-cell_app = typer.Typer(help="Record and list coin cells.", no_args_is_help=True)
+sample_app = typer.Typer(cls=CommandGroup, help="Record and list samples.", no_args_is_help=True)
+cell_app = typer.Typer(cls=CommandGroup, help="Record and list coin cells.", no_args_is_help=True)
 
 
 @sample_app.command("add")
@@ -20,56 +22,62 @@ def sample_add(
     ctx: typer.Context,
     name: str = typer.Argument(..., help="Unique sample name."),
     material: Optional[str] = typer.Option(None, help="Material, e.g. LiNi0.6Mn0.2Co0.2O2."),
-    morphology: Optional[str] = typer.Option(None, help="Morphology, e.g. rod or gravel."),
-    orientation: Optional[str] = typer.Option(None, help="Grain orientation, e.g. radial or random."),
-    ni: Optional[float] = typer.Option(None, help="Ni fraction of the transition metals (0–1)."),
-    mn: Optional[float] = typer.Option(None, help="Mn fraction (0–1)."),
-    co: Optional[float] = typer.Option(None, help="Co fraction (0–1)."),
+    morphology: Optional[str] = typer.Option(None, help=f"Morphology, e.g. {' or '.join(MORPHOLOGY_EXAMPLES)}."),
+    orientation: Optional[str] = typer.Option(
+        None, help=f"Grain orientation, e.g. {' or '.join(ORIENTATION_EXAMPLES)}."),
+    ni_fraction: Optional[float] = typer.Option(None, "--ni", help="Ni fraction of the transition metals (0–1)."),
+    mn_fraction: Optional[float] = typer.Option(None, "--mn", help="Mn fraction (0–1)."),
+    co_fraction: Optional[float] = typer.Option(None, "--co", help="Co fraction (0–1)."),
     source: Optional[str] = typer.Option(None, help="Provenance: synthesis batch, supplier, paper."),
     notes: Optional[str] = typer.Option(None, help="Free text."),
     meta: Optional[List[str]] = typer.Option(None, help="Extra metadata KEY=VALUE (repeatable)."),
 ) -> None:
     """Add a sample."""
-    from txmdb.catalog.samples import add_sample, parse_meta
+    from txmdb.catalog.samples import add_sample
 
-    extra = parse_meta(meta)
+    extra = _parse_meta(meta)
     cat = catalog(ctx)
     with cat.session() as session:
         sample = add_sample(
             session, name, meta=extra, material=material, morphology=morphology, orientation=orientation,
-            ni_fraction=ni, mn_fraction=mn, co_fraction=co, source=source, notes=notes,
+            ni_fraction=ni_fraction, mn_fraction=mn_fraction, co_fraction=co_fraction, source=source, notes=notes,
         )
         echo(f"sample {sample.name} added (id {sample.id})")
 
 
-@sample_app.command("list")
-def sample_list(
-    ctx: typer.Context,
-    morphology: Optional[str] = typer.Option(None, help="Only samples of this morphology."),
-    fmt: OutputFormat = FormatOption,
-    output: Optional[Path] = OutputOption,
-) -> None:
-    """List samples."""
-    from txmdb.catalog.samples import samples_frame
+def _parse_meta(items: list[str] | None) -> dict[str, str]:
+    """``--meta KEY=VALUE`` items → dict. Values stay strings; a key may not repeat."""
+    from txmdb.errors import TxmdbError
 
-    with catalog(ctx).session() as session:
-        emit_table(samples_frame(session, morphology=morphology), fmt, output)
+    meta: dict[str, str] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise TxmdbError(f"malformed --meta {item!r}: expected KEY=VALUE")
+        if key in meta:
+            raise TxmdbError(f"--meta key {key!r} given twice")
+        meta[key] = value.strip()
+    return meta
+
+
+sample_app.command("list")(table_command("samples", "List samples."))
 
 
 @sample_app.command("show")
 def sample_show(ctx: typer.Context, name: str = typer.Argument(..., help="Sample name."),
                 fmt: OutputFormat = FormatOption, output: Optional[Path] = OutputOption) -> None:
     """Show one sample and its cells."""
-    from txmdb.catalog.samples import cells_frame, get_sample, samples_frame
+    from txmdb import query
+    from txmdb.catalog.samples import get_sample
 
-    with catalog(ctx).session() as session:
+    cat = catalog(ctx)
+    with cat.session() as session:
         get_sample(session, name)
-        frame = samples_frame(session)
-        emit_table(field_value_table(frame[frame["sample"] == name]), fmt, output)
-        cells = cells_frame(session, sample=name)
-        if fmt is OutputFormat.table and output is None:
-            echo("\ncells:")
-            emit_table(cells)
+    emit_table(field_value_table(query.samples(cat, sample=name)), fmt, output)
+    if fmt is OutputFormat.table and output is None:
+        echo("\ncells:")
+        emit_table(query.cells(cat, sample=name))
 
 
 @cell_app.command("add")
@@ -83,7 +91,9 @@ def cell_add(
     active_fraction: Optional[float] = typer.Option(None, help="Active-material mass fraction (0–1]."),
     electrolyte: Optional[str] = typer.Option(None, help="Electrolyte."),
     cell_format: Optional[str] = typer.Option(None, "--format-name", help="Cell format, e.g. CR2032."),
-    ce_convention: Optional[str] = typer.Option(None, help="'discharge/charge' (cathode half cell, default) or 'charge/discharge'."),
+    ce_convention: Optional[CEConvention] = typer.Option(
+        None, help=f"Coulombic-efficiency convention: {CE_CONVENTIONS[0]} (cathode half cell, default) or "
+                   f"{CE_CONVENTIONS[1]} (anode half cell)."),
     upper_cutoff_v: Optional[float] = typer.Option(None, help="Upper cut-off voltage, V."),
     lower_cutoff_v: Optional[float] = typer.Option(None, help="Lower cut-off voltage, V."),
     notes: Optional[str] = typer.Option(None, help="Free text."),
@@ -96,32 +106,23 @@ def cell_add(
         cell = add_cell(
             session, name, sample=sample, active_mass_mg=active_mass_mg, loading_mg_cm2=loading_mg_cm2,
             area_cm2=area_cm2, active_fraction=active_fraction, electrolyte=electrolyte, cell_format=cell_format,
-            ce_convention=ce_convention, upper_cutoff_v=upper_cutoff_v, lower_cutoff_v=lower_cutoff_v, notes=notes,
+            ce_convention=ce_convention.value if ce_convention else None, upper_cutoff_v=upper_cutoff_v,
+            lower_cutoff_v=lower_cutoff_v, notes=notes,
         )
         echo(f"cell {cell.name} added (id {cell.id})")
 
 
-@cell_app.command("list")
-def cell_list(
-    ctx: typer.Context,
-    sample: Optional[str] = typer.Option(None, help="Only cells of this sample."),
-    fmt: OutputFormat = FormatOption,
-    output: Optional[Path] = OutputOption,
-) -> None:
-    """List cells."""
-    from txmdb.catalog.samples import cells_frame
-
-    with catalog(ctx).session() as session:
-        emit_table(cells_frame(session, sample=sample), fmt, output)
+cell_app.command("list")(table_command("cells", "List cells."))
 
 
 @cell_app.command("show")
 def cell_show(ctx: typer.Context, name: str = typer.Argument(..., help="Cell name."),
               fmt: OutputFormat = FormatOption, output: Optional[Path] = OutputOption) -> None:
     """Show one cell."""
-    from txmdb.catalog.samples import cells_frame, get_cell
+    from txmdb import query
+    from txmdb.catalog.samples import get_cell
 
-    with catalog(ctx).session() as session:
+    cat = catalog(ctx)
+    with cat.session() as session:
         get_cell(session, name)
-        frame = cells_frame(session)
-        emit_table(field_value_table(frame[frame["cell"] == name]), fmt, output)
+    emit_table(field_value_table(query.cells(cat, cell=name)), fmt, output)

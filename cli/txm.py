@@ -2,31 +2,18 @@
 
 from __future__ import annotations
 
-import enum
 from pathlib import Path
 from typing import List, Optional
 
 import typer
 
 from txmdb.cli._common import (
-    FormatOption, OutputFormat, OutputOption, catalog, echo, emit_table, field_value_table, parse_window,
+    CommandGroup, FormatOption, OutputFormat, OutputOption, catalog, echo, emit_table, field_value_table,
+    parse_window,
 )
+from txmdb.vocabulary import MAX_BIN_FACTOR, MIN_BIN_FACTOR, Element, Layout
 
-app = typer.Typer(help="TXM-XANES tomograms: ingest, analyse, show.", no_args_is_help=True)
-
-
-class Layout(str, enum.Enum):
-    auto = "auto"
-    dxchange = "dxchange"
-    txm_sandbox = "txm-sandbox"
-    fxi = "fxi"
-
-
-class Element(str, enum.Enum):
-    Ni = "Ni"
-    Co = "Co"
-    Mn = "Mn"
-    Fe = "Fe"
+app = typer.Typer(cls=CommandGroup, help="TXM-XANES tomograms: ingest, analyse, show.", no_args_is_help=True)
 
 
 def parse_bins(text: str) -> tuple[int, ...]:
@@ -36,8 +23,9 @@ def parse_bins(text: str) -> tuple[int, ...]:
         factors = tuple(sorted({int(x) for x in text.split(",") if x.strip()}))
     except ValueError:
         raise TxmdbError(f"--bin {text!r}: expected binning factors like 1,2,3") from None
-    if not factors or min(factors) < 1 or max(factors) > 16:
-        raise TxmdbError(f"--bin {text!r}: binning factors must be whole numbers from 1 to 16")
+    if not factors or min(factors) < MIN_BIN_FACTOR or max(factors) > MAX_BIN_FACTOR:
+        raise TxmdbError(f"--bin {text!r}: binning factors must be whole numbers from {MIN_BIN_FACTOR} "
+                         f"to {MAX_BIN_FACTOR}")
     return factors
 
 
@@ -47,7 +35,7 @@ def ingest(
     file: Path = typer.Argument(..., help="HDF5 tomogram (absorbance stack + energies)."),
     sample: str = typer.Option(..., help="Sample the scan belongs to."),
     state: Optional[str] = typer.Option(None, help="State of charge / history, e.g. pristine, charged-4.5V, cycled-100."),
-    layout: Layout = typer.Option(Layout.auto, help="HDF5 layout; auto detects it."),
+    layout: Layout = typer.Option(Layout.auto.value, help="HDF5 layout; auto detects it."),
     data: Optional[str] = typer.Option(None, help="Path of the stack data set inside the file (overrides the layout)."),
     energy: Optional[str] = typer.Option(None, help="Path of the energy data set inside the file."),
     voxel_nm: Optional[float] = typer.Option(None, help="Voxel size in nm (else read from the file's attributes)."),
@@ -68,7 +56,7 @@ def analyze(
     ctx: typer.Context,
     scan_ids: Optional[List[int]] = typer.Argument(None, help="Scan ids to analyse."),
     all_scans: bool = typer.Option(False, "--all", help="Analyse every scan in the catalogue."),
-    element: Element = typer.Option(Element.Ni, help="Element preset for the edge windows."),
+    element: Element = typer.Option(Element.Ni.value, help="Element preset for the edge windows."),
     bin: str = typer.Option("1,2,3", "--bin", help="Binning factors for the gradient statistics, e.g. 1,2,3."),
     pre: Optional[str] = typer.Option(None, help="Pre-edge window LO:HI in eV (preset: ≤ 8320 for Ni)."),
     post: Optional[str] = typer.Option(None, help="Post-edge window LO:HI in eV (preset: ≥ 8370 for Ni)."),

@@ -7,7 +7,6 @@ import pandas as pd
 import pytest
 
 from txmdb.analysis.cycling import CYCLE_COLUMNS, cycle_metrics, retention
-from txmdb.errors import InputError
 from txmdb.io.cycling import RECORD_COLUMNS
 
 
@@ -88,9 +87,9 @@ def test_ce_convention_cutoff_and_mass():
     assert m["coulombic_efficiency_pct"].iloc[0] == pytest.approx(110.0)
     assert m["voltage_drop_v"].tolist() == pytest.approx([0.3, 0.35])
     assert m["charge_capacity_mah_g"].isna().all() and m["discharge_capacity_mah_g"].isna().all()
-    with pytest.raises(InputError, match="unknown convention"):
+    with pytest.raises(ValueError, match="unknown convention"):
         cycle_metrics(records, active_mass_g=None, upper_cutoff_v=None, ce_convention="ratio")
-    with pytest.raises(InputError, match="positive"):
+    with pytest.raises(ValueError, match="positive"):
         cycle_metrics(records, active_mass_g=-1.0, upper_cutoff_v=None)
 
 
@@ -126,7 +125,7 @@ def test_cycle_with_discharge_only():
 
 def test_empty_records():
     empty = pd.DataFrame({c: [] for c in RECORD_COLUMNS})
-    with pytest.raises(InputError, match="no records"):
+    with pytest.raises(ValueError, match="no records"):
         cycle_metrics(empty, active_mass_g=None, upper_cutoff_v=None)
 
 
@@ -156,11 +155,11 @@ def test_retention_without_mass_uses_mah():
 
 
 def test_retention_missing_cycles():
-    with pytest.raises(InputError, match="cycle 9 is not in the data"):
+    with pytest.raises(ValueError, match="cycle 9 is not in the data"):
         retention(_cycle_table([200, 200]), cycle=9)
-    with pytest.raises(InputError, match="reference cycle"):
+    with pytest.raises(ValueError, match="reference cycle"):
         retention(_cycle_table([200]), cycle=1)
-    with pytest.raises(InputError, match="no discharge capacity"):
+    with pytest.raises(ValueError, match="no discharge capacity"):
         retention(_cycle_table([200, 0, 100]), cycle=3)
 
 

@@ -9,7 +9,7 @@ import pytest
 
 from txmdb.analysis.edge import edge_parameters
 from txmdb.analysis.xas import EDGE_PRESETS, L3Parameters, edge_preset, k_edge, l3_ratio
-from txmdb.errors import InputError
+from txmdb.errors import InputError, input_errors
 from txmdb.io.spectra import MIN_POINTS, read_spectrum
 from txmdb.synthetic.spectra import (
     default_k_energies,
@@ -29,7 +29,7 @@ def references() -> dict[str, object]:
     out = {}
     for name in ("ni_metal_rt.xdi", "ref_NiO.txt", "ref_LiNiO2.txt"):
         spec = read_spectrum(XAS_DATA / name)
-        out[name] = k_edge(spec.energy_ev, spec.mu, params=NI_K, source=str(XAS_DATA / name))
+        out[name] = k_edge(spec.energy_ev, spec.mu, params=NI_K)
     return out
 
 
@@ -167,7 +167,7 @@ def test_l3_ratio_tey_and_fy_files(tmp_path):
             path, [energy, intensity], names=["energy", mode.lower()], comments=[f"mode: {mode}"]
         )
         spec = read_spectrum(path)
-        ratios[mode] = l3_ratio(spec.energy_ev, spec.mu, source=str(path)).ratio
+        ratios[mode] = l3_ratio(spec.energy_ev, spec.mu).ratio
     assert ratios["TEY"] == pytest.approx(0.7, rel=0.02)
     assert ratios["FY"] == pytest.approx(1.2, rel=0.02)
 
@@ -180,8 +180,8 @@ def test_l3_custom_windows_and_errors():
         energy, intensity, background=(841.0, 849.0), low=(851.5, 853.5), high=(854.0, 856.0)
     )
     assert result.ratio == pytest.approx(0.5, rel=1e-6)
-    with pytest.raises(InputError, match=r"scan\.txt: background window"):
-        l3_ratio(energy, intensity, background=(800.0, 810.0), source="scan.txt")
+    with pytest.raises(InputError, match=r"scan\.txt: background window"), input_errors("scan.txt"):
+        l3_ratio(energy, intensity, background=(800.0, 810.0))
     flat = np.full(energy.size, 2.0)
     with pytest.raises(ValueError, match="L3-low"):
         l3_ratio(energy, flat)
@@ -347,6 +347,6 @@ def test_too_few_points_in_pre_edge_window_names_the_file(tmp_path):
     path = tmp_path / "short_pre.txt"
     write_columns(path, [energy[keep], mu[keep]], names=["energy", "mu"])
     spec = read_spectrum(path)
-    with pytest.raises(InputError) as info:
-        k_edge(spec.energy_ev, spec.mu, params=NI_K, source=str(path))
+    with pytest.raises(InputError) as info, input_errors(path):
+        k_edge(spec.energy_ev, spec.mu, params=NI_K)
     assert str(info.value).startswith(str(path)) and "pre-edge window" in str(info.value)

@@ -13,7 +13,7 @@ from txmdb.analysis.xrd import (
     reflection_area,
     two_theta_to_d,
 )
-from txmdb.errors import InputError
+from txmdb.errors import InputError, input_errors
 from txmdb.io.spectra import read_pattern
 from txmdb.synthetic.spectra import layered_xrd_pattern, write_columns
 
@@ -99,8 +99,8 @@ def test_pattern_not_covering_a_reflection_names_the_file():
     tt, intensity = layered_xrd_pattern(wavelength_angstrom=CU, d_range_angstrom=(2.3, 6.0))
     with pytest.raises(ValueError, match=r"\(104\)"):
         i003_i104_ratio(tt, intensity, wavelength_angstrom=CU)
-    with pytest.raises(InputError, match=r"^pattern\.xy: \(104\) reflection"):
-        i003_i104_ratio(tt, intensity, wavelength_angstrom=CU, source="pattern.xy")
+    with pytest.raises(InputError, match=r"^pattern\.xy: \(104\) reflection"), input_errors("pattern.xy"):
+        i003_i104_ratio(tt, intensity, wavelength_angstrom=CU)
 
 
 # ------------------------------------------------------------------ pattern reader
@@ -114,7 +114,7 @@ def test_read_pattern_round_trip_with_wavelength(tmp_path):
     assert pattern.metadata["wavelength_angstrom"] == pytest.approx(0.7)
     assert pattern.source_columns == {"two_theta": "2theta", "intensity": "intensity"}
     ratio = i003_i104_ratio(
-        pattern.two_theta_deg, pattern.intensity, wavelength_angstrom=0.7, source=str(path)
+        pattern.two_theta_deg, pattern.intensity, wavelength_angstrom=0.7
     )
     assert ratio == pytest.approx(1.6, rel=1e-4)
 

@@ -1,18 +1,106 @@
 """Cross-sample queries. Every function returns a long, tidy pandas DataFrame.
 
 Statistics come from the latest finished analysis of each scan unless ``analysis`` names one.
+
+Each query declares the filters it honours (:data:`QUERIES`, names from
+:data:`txmdb.vocabulary.FILTERS`); a filter it does not declare raises
+:class:`~txmdb.errors.FilterError` instead of being ignored. Filters of several values bind
+with SQL ``IN``.
 """
 
 from __future__ import annotations
 
-from typing import Sequence
+import functools
+import importlib
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable, Sequence
 
-import pandas as pd
-from sqlalchemy import Select, func, select
-from sqlalchemy.orm import aliased
+from txmdb.errors import FilterError
+from txmdb.vocabulary import FILTERS, Filter
 
-from txmdb.db import models as m
-from txmdb.errors import TxmdbError
+if TYPE_CHECKING:
+    from sqlalchemy import Select
+
+
+class _OnFirstUse:
+    """A module imported on first attribute access.
+
+    The CLI imports this module at start-up for :data:`QUERIES` alone, and ``txmdb --help``
+    must not pay for pandas and SQLAlchemy (tests/test_cli_help.py).
+    """
+
+    def __init__(self, name: str):
+        self._name = name
+
+    def __getattr__(self, attr: str):
+        return getattr(importlib.import_module(self._name), attr)
+
+
+pd = _OnFirstUse("pandas")
+sa = _OnFirstUse("sqlalchemy")
+orm = _OnFirstUse("sqlalchemy.orm")
+m = _OnFirstUse("txmdb.db.models")
+
+
+@dataclass(frozen=True)
+class Query:
+    """One query: its table name (``txmdb query NAME``), function, filters and parameters.
+
+    ``parameters`` are the query's own arguments that are not filters (``retention``'s
+    ``cycle``): :class:`txmdb.vocabulary.Filter` objects with ``multiple=False``.
+    """
+
+    name: str
+    function: Callable
+    filters: tuple[str, ...]
+    parameters: tuple = ()
+
+    @property
+    def summary(self) -> str:
+        return (self.function.__doc__ or "").strip().split("\n\n")[0].replace("\n", " ")
+
+    def check(self, values: dict) -> None:
+        """Raise FilterError for a filter given a value that this query does not declare."""
+        own = set(self.filters) | {p.name for p in self.parameters}
+        for key, value in values.items():
+            if key in own:
+                continue
+            known = FILTERS.get(key)
+            if known is None or known.given(value):
+                raise FilterError(key, f"query {self.name} has no filter {key!r} "
+                                       f"(its filters: {', '.join(self.filters) or 'none'})")
+
+
+#: Every query, by its table name, in the order the CLI lists them.
+QUERIES: dict[str, Query] = {}
+
+# Filter sets shared by families of queries.
+_SCAN_FILTERS = ("sample", "morphology", "state", "scan")
+_STATISTICS_FILTERS = (*_SCAN_FILTERS, "analysis", "particle")
+_SCAN_LEVEL_FILTERS = (*_STATISTICS_FILTERS, "scan_level")
+_BINNED_FILTERS = (*_SCAN_LEVEL_FILTERS, "bin")
+_CELL_FILTERS = ("sample", "cell", "morphology", "run")
+
+
+def declares(name: str, filters: Sequence[str], parameters: Sequence = ()):
+    """Register the decorated function as query ``name`` honouring ``filters`` only."""
+    unknown = set(filters) - set(FILTERS)
+    if unknown:  # programming error: a filter the vocabulary does not know
+        raise AssertionError(f"query {name}: unknown filters {sorted(unknown)}")
+
+    def register(function: Callable) -> Callable:
+        @functools.wraps(function)
+        def checked(catalog, **values):
+            spec.check(values)
+            # Filters left at "no filter" are dropped, so the function's defaults apply.
+            return function(catalog, **{k: v for k, v in values.items() if k not in FILTERS or FILTERS[k].given(v)})
+
+        spec = Query(name, checked, tuple(filters), tuple(parameters))
+        QUERIES[name] = spec
+        checked.query = spec
+        return checked
+
+    return register
 
 
 def _frame(catalog, stmt: Select) -> pd.DataFrame:
@@ -29,7 +117,7 @@ def _frame(catalog, stmt: Select) -> pd.DataFrame:
 def _latest_analyses():
     """analysis ids: the newest 'done' analysis of each scan."""
     return (
-        select(func.max(m.Analysis.id).label("id"))
+        sa.select(sa.func.max(m.Analysis.id).label("id"))
         .where(m.Analysis.status == "done")
         .group_by(m.Analysis.scan_id)
         .scalar_subquery()
@@ -53,11 +141,15 @@ def _as_list(value) -> list:
     return list(value) if isinstance(value, (list, tuple, set)) else [value]
 
 
-def _stats(catalog, model, columns: Sequence[str], *, analysis=None, bin=None, weighted=None, particle=None,
-           scan_level=False, order: Sequence[str] = (), **filters) -> pd.DataFrame:
-    """Rows of a statistics table with sample, scan and analysis beside them."""
+def _stats(catalog, model, *, analysis=None, bin=None, weighted=None, particle=None, scan_level=False,
+           order: Sequence[str] = (), **filters) -> pd.DataFrame:
+    """Rows of a statistics table (the model's columns) with sample, scan and analysis beside them.
+
+    Only the filters the calling query declares reach here, so each applies to ``model``.
+    """
+    columns = m.data_columns(model)
     stmt = (
-        select(
+        sa.select(
             m.Sample.name.label("sample"),
             m.TXMScan.state.label("state"),
             m.TXMScan.id.label("scan_id"),
@@ -74,97 +166,82 @@ def _stats(catalog, model, columns: Sequence[str], *, analysis=None, bin=None, w
         stmt = stmt.where(m.Analysis.id.in_(_as_list(analysis)))
     else:
         stmt = stmt.where(m.Analysis.id.in_(_latest_analyses()))
-    if bin is not None and hasattr(model, "bin_factor"):
+    if bin:
         stmt = stmt.where(model.bin_factor.in_(_as_list(bin)))
-    if weighted is not None and hasattr(model, "weighted"):
+    if weighted is not None:
         stmt = stmt.where(model.weighted.is_(bool(weighted)))
     if scan_level:
         stmt = stmt.where(model.particle.is_(None))
-    elif particle is not None:
+    if particle:
         stmt = stmt.where(model.particle.in_(_as_list(particle)))
     stmt = _scan_filters(stmt, **filters)
-    keys = [m.Sample.name, m.TXMScan.id, m.Analysis.id]
-    if hasattr(model, "particle"):
-        keys.append(model.particle.is_not(None))  # scan-level rows first
-        keys.append(model.particle)
+    keys = [m.Sample.name, m.TXMScan.id, m.Analysis.id, model.particle.is_not(None), model.particle]  # scan rows first
     stmt = stmt.order_by(*keys, *(getattr(model, c) for c in order), model.id)
     frame = _frame(catalog, stmt)
-    if "particle" in frame:
-        frame["particle"] = frame["particle"].astype("Int64")
+    frame["particle"] = frame["particle"].astype("Int64")
     return frame
 
 
+@declares("theta", (*_BINNED_FILTERS, "weighted"))
 def theta(catalog, **filters) -> pd.DataFrame:
-    """θ histograms: probability per 5° bin with the random reference (particle empty: whole scan)."""
-    return _stats(catalog, m.ThetaHistogram,
-                  ["particle", "bin_factor", "weighted", "theta_lo", "theta_hi", "probability", "reference"],
-                  order=["bin_factor", "weighted", "theta_lo"], **filters)
+    """θ histograms (probability and sin θ reference per 5° bin), per scan and particle."""
+    return _stats(catalog, m.ThetaHistogram, order=["bin_factor", "weighted", "theta_lo"], **filters)
 
 
+@declares("vector-size", _BINNED_FILTERS)
 def vector_size(catalog, **filters) -> pd.DataFrame:
-    """|u| statistics in the nine folded θ groups."""
-    filters.pop("weighted", None)
-    return _stats(catalog, m.VectorSizeStat,
-                  ["particle", "bin_factor", "phi_lo", "phi_hi", "n", "mean_u_ev_per_nm", "median_u_ev_per_nm",
-                   "p90_u_ev_per_nm"], order=["bin_factor", "phi_lo"], **filters)
+    """|u| statistics (n, mean, median, p90) in the nine folded θ groups."""
+    return _stats(catalog, m.VectorSizeStat, order=["bin_factor", "phi_lo"], **filters)
 
 
+@declares("vector-size-histogram", _BINNED_FILTERS)
 def vector_size_histogram(catalog, **filters) -> pd.DataFrame:
-    filters.pop("weighted", None)
-    return _stats(catalog, m.VectorSizeHistogram,
-                  ["particle", "bin_factor", "phi_lo", "phi_hi", "u_lo_ev_per_nm", "u_hi_ev_per_nm", "count"],
-                  order=["bin_factor", "phi_lo", "u_lo_ev_per_nm"], **filters)
+    """Histograms of |u| per folded θ group."""
+    return _stats(catalog, m.VectorSizeHistogram, order=["bin_factor", "phi_lo", "u_lo_ev_per_nm"], **filters)
 
 
+@declares("u-theta", _BINNED_FILTERS)
 def u_theta(catalog, **filters) -> pd.DataFrame:
     """Mean |u| against θ."""
-    filters.pop("weighted", None)
-    return _stats(catalog, m.UThetaProfile, ["particle", "bin_factor", "theta_lo", "theta_hi", "n", "mean_u_ev_per_nm"],
-                  order=["bin_factor", "theta_lo"], **filters)
+    return _stats(catalog, m.UThetaProfile, order=["bin_factor", "theta_lo"], **filters)
 
 
+@declares("gradient", _BINNED_FILTERS)
 def gradient_summary(catalog, **filters) -> pd.DataFrame:
-    filters.pop("weighted", None)
-    return _stats(catalog, m.GradientSummary,
-                  ["particle", "bin_factor", "voxel_size_nm", "n_vectors", "mean_u_ev_per_nm", "tangential_excess",
-                   "tangential_excess_weighted", "kl_divergence", "kl_divergence_weighted"],
-                  order=["bin_factor"], **filters)
+    """Per scan/particle and binning factor: n vectors, mean |u|, tangential excess, KL divergence."""
+    return _stats(catalog, m.GradientSummary, order=["bin_factor"], **filters)
 
 
+@declares("edge-histogram", _SCAN_LEVEL_FILTERS)
 def edge_histogram(catalog, **filters) -> pd.DataFrame:
-    for key in ("weighted", "bin"):
-        filters.pop(key, None)
-    return _stats(catalog, m.EdgeHistogram, ["particle", "edge_lo_ev", "edge_hi_ev", "count", "probability"],
-                  order=["edge_lo_ev"], **filters)
+    """Edge-energy histograms per scan and particle."""
+    return _stats(catalog, m.EdgeHistogram, order=["edge_lo_ev"], **filters)
 
 
+@declares("depth-profile", _SCAN_LEVEL_FILTERS)
 def depth_profile(catalog, **filters) -> pd.DataFrame:
-    for key in ("weighted", "bin"):
-        filters.pop(key, None)
-    return _stats(catalog, m.DepthProfile,
-                  ["particle", "depth_lo_vox", "depth_hi_vox", "depth_lo_nm", "depth_hi_nm", "n_voxels",
-                   "mean_edge_ev", "std_edge_ev"], order=["depth_lo_vox"], **filters)
+    """Edge energy against depth below the particle surface."""
+    return _stats(catalog, m.DepthProfile, order=["depth_lo_vox"], **filters)
 
 
+@declares("particles", _STATISTICS_FILTERS)
 def particles(catalog, **filters) -> pd.DataFrame:
-    for key in ("weighted", "bin"):
-        filters.pop(key, None)
-    return _stats(catalog, m.Particle,
-                  ["particle", "n_voxels", "centroid_z", "centroid_y", "centroid_x", "equivalent_radius_vox",
-                   "equivalent_radius_nm", "mean_edge_ev", "std_edge_ev"], **filters)
+    """Particles: size, centroid, equivalent radius, edge-energy mean and spread."""
+    return _stats(catalog, m.Particle, **filters)
 
 
+@declares("scans", _SCAN_FILTERS)
 def scans(catalog, *, sample=None, morphology=None, state=None, scan=None) -> pd.DataFrame:
-    """Scans with their latest analysis (if any)."""
+    """TXM scans with their latest analysis (if any)."""
     latest = (
-        select(m.Analysis.scan_id, func.max(m.Analysis.id).label("analysis_id"))
+        sa.select(m.Analysis.scan_id, sa.func.max(m.Analysis.id).label("analysis_id"))
         .where(m.Analysis.status == "done")
         .group_by(m.Analysis.scan_id)
         .subquery()
     )
-    a = aliased(m.Analysis)
+    a = orm.aliased(m.Analysis)
     stmt = (
-        select(
+        sa.select(
             m.Sample.name.label("sample"), m.Sample.morphology, m.TXMScan.state, m.TXMScan.id.label("scan_id"),
             m.TXMScan.layout, m.TXMScan.ndim, m.TXMScan.shape, m.TXMScan.n_energies, m.TXMScan.energy_min_ev,
             m.TXMScan.energy_max_ev, m.TXMScan.voxel_size_nm, m.TXMScan.file_path, m.TXMScan.file_sha256,
@@ -181,44 +258,34 @@ def scans(catalog, *, sample=None, morphology=None, state=None, scan=None) -> pd
     return frame
 
 
+@declares("analyses", ("scan",))
 def analyses(catalog, *, scan=None) -> pd.DataFrame:
-    stmt = select(
+    """Analyses of TXM scans: status, version, times, results file and its SHA-256."""
+    stmt = sa.select(
         m.Analysis.id.label("analysis_id"), m.Analysis.scan_id, m.Analysis.status, m.Analysis.txmdb_version,
         m.Analysis.started_at, m.Analysis.finished_at, m.Analysis.n_valid_voxels, m.Analysis.n_particles,
         m.Analysis.mean_edge_ev, m.Analysis.std_edge_ev, m.Analysis.gradient_unit, m.Analysis.results_path,
         m.Analysis.results_sha256,
     ).order_by(m.Analysis.id)
-    if scan:
-        stmt = stmt.where(m.Analysis.scan_id.in_(_as_list(scan)))
-    return _frame(catalog, stmt)
+    return _frame(catalog, _where_in(stmt, (m.Analysis.scan_id, scan)))
 
 
 def _cell_filters(stmt: Select, *, sample=None, cell=None, morphology=None) -> Select:
     return _where_in(stmt, (m.Sample.name, sample), (m.Cell.name, cell), (m.Sample.morphology, morphology))
 
 
-CYCLE_COLUMNS = [
-    "cycle", "charge_capacity_mah", "discharge_capacity_mah", "charge_capacity_mah_g", "discharge_capacity_mah_g",
-    "coulombic_efficiency_pct", "charge_energy_mwh", "discharge_energy_mwh", "mean_charge_voltage_v",
-    "mean_discharge_voltage_v", "delta_v", "onset_discharge_voltage_v", "voltage_drop_v", "end_charge_voltage_v",
-    "end_discharge_voltage_v", "duration_s",
-]
-
-
+@declares("cycles", (*_CELL_FILTERS, "cycle"))
 def cycles(catalog, *, sample=None, cell=None, morphology=None, cycle=None, run=None) -> pd.DataFrame:
-    """Per-cycle metrics of every cycling run."""
+    """Per-cycle capacities, efficiency, energies, voltages and voltage drop of every cycling run."""
     stmt = (
-        select(m.Sample.name.label("sample"), m.Cell.name.label("cell"), m.CyclingRun.id.label("run_id"),
-               *(getattr(m.Cycle, c) for c in CYCLE_COLUMNS), m.CyclingRun.reference_cycle)
+        sa.select(m.Sample.name.label("sample"), m.Cell.name.label("cell"), m.CyclingRun.id.label("run_id"),
+                  *(getattr(m.Cycle, c) for c in m.data_columns(m.Cycle)), m.CyclingRun.reference_cycle)
         .join(m.CyclingRun, m.CyclingRun.id == m.Cycle.run_id)
         .join(m.Cell, m.Cell.id == m.CyclingRun.cell_id)
         .join(m.Sample, m.Sample.id == m.Cell.sample_id)
         .order_by(m.Sample.name, m.Cell.name, m.CyclingRun.id, m.Cycle.cycle)
     )
-    if cycle is not None:
-        stmt = stmt.where(m.Cycle.cycle.in_(_as_list(cycle)))
-    if run is not None:
-        stmt = stmt.where(m.CyclingRun.id.in_(_as_list(run)))
+    stmt = _where_in(stmt, (m.Cycle.cycle, cycle), (m.CyclingRun.id, run))
     return _frame(catalog, _cell_filters(stmt, sample=sample, cell=cell, morphology=morphology))
 
 
@@ -226,8 +293,18 @@ RETENTION_COLUMNS = ["sample", "cell", "run_id", "reference_cycle", "cycle", "re
                      "retention_pct", "cycles_to_95", "cycles_to_90", "cycles_to_80"]
 
 
+_REFERENCE = Filter("reference", ("--reference",), int, "Reference cycle [default: the run's, normally 2].",
+                    multiple=False)
+
+
+@declares("retention", _CELL_FILTERS, parameters=(
+    Filter("cycle", ("--cycle",), int, "Cycle whose retention to report.", multiple=False, default=...),
+    _REFERENCE))
 def retention(catalog, *, cycle: int, reference: int | None = None, **filters) -> pd.DataFrame:
-    """Capacity retention at ``cycle`` against the reference cycle (default: the run's, normally 2)."""
+    """Capacity retention at a cycle, and cycles to 95/90/80 %.
+
+    Retention at ``cycle`` is against the reference cycle (default: the run's, normally 2).
+    """
     from txmdb.analysis.cycling import retention as retention_of
 
     frame = cycles(catalog, **filters)
@@ -236,7 +313,7 @@ def retention(catalog, *, cycle: int, reference: int | None = None, **filters) -
         ref = reference or int(group["reference_cycle"].iloc[0])
         try:
             result = retention_of(group, cycle=cycle, reference_cycle=ref)
-        except TxmdbError:
+        except ValueError:
             # This cell has not reached the cycle (or its reference): no figures, not a failed query.
             result = {}
         result = {k: v for k, v in result.items() if k not in ("cycle", "reference_cycle")}
@@ -247,64 +324,74 @@ def retention(catalog, *, cycle: int, reference: int | None = None, **filters) -
     return out
 
 
+@declares("xas", ("sample", "morphology", "state", "edge", "mode"))
 def xas(catalog, *, sample=None, morphology=None, state=None, edge=None, mode=None) -> pd.DataFrame:
+    """XAS results: half-height and derivative edge energies, L3 ratios."""
     stmt = (
-        select(m.Sample.name.label("sample"), m.XASMeasurement.id.label("measurement_id"), m.XASMeasurement.edge,
+        sa.select(m.Sample.name.label("sample"), m.XASMeasurement.id.label("measurement_id"), m.XASMeasurement.edge,
                m.XASMeasurement.mode, m.XASMeasurement.state, m.XASMeasurement.edge_energy_ev,
                m.XASMeasurement.e0_derivative_ev, m.XASMeasurement.l3_ratio, m.XASMeasurement.depth_um,
                m.XASMeasurement.edge_jump, m.XASMeasurement.file_path)
         .join(m.Sample, m.Sample.id == m.XASMeasurement.sample_id)
         .order_by(m.Sample.name, m.XASMeasurement.edge, m.XASMeasurement.id)
     )
-    if state:
-        stmt = stmt.where(m.XASMeasurement.state.in_(_as_list(state)))
-    if edge:
-        stmt = stmt.where(m.XASMeasurement.edge.in_(_as_list(edge)))
-    if mode:
-        stmt = stmt.where(m.XASMeasurement.mode.in_(_as_list(mode)))
+    stmt = _where_in(stmt, (m.XASMeasurement.state, state), (m.XASMeasurement.edge, edge),
+                     (m.XASMeasurement.mode, mode))
     return _frame(catalog, _cell_filters(stmt, sample=sample, morphology=morphology))
 
 
+@declares("xrd", ("sample", "morphology", "state"))
 def xrd(catalog, *, sample=None, morphology=None, state=None) -> pd.DataFrame:
+    """XRD results: (003)/(104) ratio and lattice parameters."""
     stmt = (
-        select(m.Sample.name.label("sample"), m.XRDResult.id.label("xrd_id"), m.XRDResult.state,
+        sa.select(m.Sample.name.label("sample"), m.XRDResult.id.label("xrd_id"), m.XRDResult.state,
                m.XRDResult.i003_i104, m.XRDResult.a_angstrom, m.XRDResult.c_angstrom,
                m.XRDResult.wavelength_angstrom, m.XRDResult.file_path)
         .join(m.Sample, m.Sample.id == m.XRDResult.sample_id)
         .order_by(m.Sample.name, m.XRDResult.id)
     )
-    if state:
-        stmt = stmt.where(m.XRDResult.state.in_(_as_list(state)))
+    stmt = _where_in(stmt, (m.XRDResult.state, state))
     return _frame(catalog, _cell_filters(stmt, sample=sample, morphology=morphology))
 
 
-def samples(catalog, *, morphology=None) -> pd.DataFrame:
-    from txmdb.catalog.samples import samples_frame
+@declares("samples", ("sample", "morphology"))
+def samples(catalog, *, sample=None, morphology=None) -> pd.DataFrame:
+    """Samples: material, morphology, orientation, composition, provenance."""
+    from txmdb.catalog.samples import SAMPLE_FIELDS
 
+    stmt = sa.select(m.Sample.name.label("sample"), *(getattr(m.Sample, f) for f in SAMPLE_FIELDS), m.Sample.meta,
+                     m.Sample.created_at).order_by(m.Sample.name)
+    return _frame(catalog, _where_in(stmt, (m.Sample.name, sample), (m.Sample.morphology, morphology)))
+
+
+@declares("cells", ("sample", "cell", "morphology"))
+def cells(catalog, *, sample=None, cell=None, morphology=None) -> pd.DataFrame:
+    """Cells with their active mass."""
+    from txmdb.catalog.samples import CELL_FIELDS, active_mass_g
+
+    stmt = _cell_filters(sa.select(m.Cell).join(m.Sample).order_by(m.Cell.name), sample=sample, cell=cell,
+                         morphology=morphology)
     with catalog.session() as session:
-        return samples_frame(session, morphology=morphology)
+        rows = [{"cell": c.name, "sample": c.sample.name, **{f: getattr(c, f) for f in CELL_FIELDS},
+                 "active_mass_g": active_mass_g(c)} for c in session.scalars(stmt)]
+    return pd.DataFrame(rows, columns=["cell", "sample", *CELL_FIELDS, "active_mass_g"])
 
 
-def cells(catalog, *, sample=None) -> pd.DataFrame:
-    from txmdb.catalog.samples import cells_frame
-
-    with catalog.session() as session:
-        return cells_frame(session, sample=sample)
-
-
+@declares("summary", ("sample", "morphology", "state"), parameters=(
+    Filter("cycle", ("--cycle",), int, "Cycle at which retention and voltage drop are read.", multiple=False,
+           default=100),
+    _REFERENCE))
 def summary(catalog, *, sample=None, morphology=None, state=None, cycle: int = 100,
             reference: int | None = None) -> pd.DataFrame:
-    """One row per sample and state: its cells' retention and voltage drop at ``cycle`` beside its
-    scans' mean edge energy, mean |u| and tangential excess for each binning factor.
+    """One row per sample and state: retention and voltage drop beside edge energy, mean |u|, tangential excess.
+
+    Its cells' retention and voltage drop at ``cycle`` stand beside its scans' mean edge
+    energy, mean |u| and tangential excess for each binning factor.
 
     Cell figures are means over the sample's cells (cells carry no state, so every state of a
     sample shows them); scan figures are means over the sample's scans in that state.
     """
-    info = samples(catalog)
-    if sample:
-        info = info[info["sample"].isin(_as_list(sample))]
-    if morphology:
-        info = info[info["morphology"].isin(_as_list(morphology))]
+    info = samples(catalog, sample=sample, morphology=morphology)
     keep = set(info["sample"])
 
     cells_at = retention(catalog, cycle=cycle, reference=reference, sample=sample, morphology=morphology)

@@ -8,6 +8,7 @@ start-up and ``txmdb --help`` must stay fast (no numpy, pandas or SQLAlchemy her
 from __future__ import annotations
 
 import enum
+from dataclasses import dataclass
 
 
 def choices(name: str, values) -> type[enum.Enum]:
@@ -53,6 +54,51 @@ ORIENTATION_EXAMPLES = ("radial", "random")
 # ----------------------------------------------------------------------------------- output
 OUTPUT_FORMATS = ("table", "csv", "json", "parquet")
 
+# ---------------------------------------------------------------------------------- filters
+@dataclass(frozen=True)
+class Filter:
+    """One filter of the cross-sample queries, as the library and the CLI spell it.
+
+    ``name`` is the keyword of the query functions, ``flags`` the CLI options. A
+    ``multiple`` filter takes several values (repeated options; comma lists for numbers)
+    and is bound with SQL ``IN``; the others take one value, and ``default`` means "no
+    filter".
+    """
+
+    name: str
+    flags: tuple[str, ...]
+    type: type
+    help: str
+    multiple: bool = True
+    default: object = None
+
+    def given(self, value) -> bool:
+        """Whether ``value`` asks for filtering (not the default, not an empty list)."""
+        return value is not None and value != self.default and value != [] and value != ()
+
+
+#: Every filter a query may declare (txmdb.query declares which ones each query honours).
+FILTERS = {f.name: f for f in (
+    Filter("sample", ("--sample",), str, "Only these samples (repeatable)."),
+    Filter("cell", ("--cell",), str, "Only these cells (repeatable)."),
+    Filter("morphology", ("--morphology",), str,
+           f"Only samples of these morphologies, e.g. {' or '.join(MORPHOLOGY_EXAMPLES)} (repeatable)."),
+    Filter("state", ("--state",), str, "Only these states (repeatable)."),
+    Filter("scan", ("--scan",), int, "Only these scan ids (repeatable, or comma-separated)."),
+    Filter("analysis", ("--analysis",), int,
+           "These analysis ids instead of each scan's latest (repeatable, or comma-separated)."),
+    Filter("particle", ("--particle",), int, "Only these particle labels (repeatable, or comma-separated)."),
+    Filter("scan_level", ("--scan-level",), bool, "Only whole-scan rows (no per-particle rows).",
+           multiple=False, default=False),
+    Filter("bin", ("--bin",), int, "Only these binning factors (repeatable, or comma-separated)."),
+    Filter("weighted", ("--weighted/--unweighted",), bool, "Only |u|-weighted or only plain histograms.",
+           multiple=False),
+    Filter("run", ("--run",), int, "Only these cycling runs (repeatable, or comma-separated)."),
+    Filter("cycle", ("--cycle",), int, "Only these cycles (repeatable, or comma-separated)."),
+    Filter("edge", ("--edge",), str, f"Only these edges, e.g. {' or '.join(EDGES)} (repeatable)."),
+    Filter("mode", ("--mode",), str, f"Only these detection modes: {', '.join(MODES)} (repeatable)."),
+)}
+
 # ----------------------------------------------------------------------------------- Limits
 # Named bounds on what txmdb accepts. Add a limit here, with a comment saying why it is
 # that size, rather than as a literal where it is checked.
@@ -60,6 +106,30 @@ OUTPUT_FORMATS = ("table", "csv", "json", "parquet")
 #: Binning factors of the gradient statistics: 1 (none) up to 16 (a 16³ block per voxel).
 MIN_BIN_FACTOR = 1
 MAX_BIN_FACTOR = 16
+
+# HDF5 tomograms (txmdb.io.hdf5): checked on the file's declarations before any data is
+# read, so a few-KB file cannot make txmdb allocate, decompress or scan gigabytes.
+#: Voxel edge length, nm: 0.01 nm (below any atom) to 1 mm (above any TXM field of view).
+#: Wider values are unit mistakes or garbage (1e-320 would overflow every per-nm quantity).
+VOXEL_NM_MIN = 0.01
+VOXEL_NM_MAX = 1e6
+#: Images along a stack's energy axis (and flat/dark frames): XANES scans have 20–300.
+MAX_ENERGIES = 10_000
+#: Values read at once for one slice along the slab axis (all energies and flat frames):
+#: 2**29 is 2 GiB of float32, e.g. 128 energies × 2048 × 2048.
+MAX_SLICE_VALUES = 2**29
+#: Bytes of one HDF5 chunk: a compressed chunk is decompressed whole into memory.
+MAX_CHUNK_BYTES = 1 << 30
+#: Declared bytes per stored byte: gzip tops out near 1030:1 even on constant data (lzf
+#: near 90:1); beyond that the "compression" is a filter chain built as a bomb.
+MAX_EXPANSION = 2048
+#: Soft links followed to resolve one path (HDF5's own default limit), then a loop.
+MAX_SOFT_LINKS = 16
+#: Groups walked to resolve one path (soft links included): real layouts use fewer than 10.
+MAX_PATH_DEPTH = 256
+#: Values and bytes of a voxel-size or unit attribute (one number or word, or one per axis).
+MAX_ATTRIBUTE_VALUES = 16
+MAX_ATTRIBUTE_BYTES = 4096
 
 
 # --------------------------------------------------------------------------- CLI choice enums

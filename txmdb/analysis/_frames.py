@@ -13,7 +13,14 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 import pandas as pd
 
-__all__ = ["particle_column", "frame", "flat_chunks", "grouped_moments", "CHUNK"]
+from txmdb.db.models import STATISTICS_TABLES, data_columns
+
+__all__ = ["particle_column", "table_columns", "frame", "flat_chunks", "grouped_moments", "CHUNK"]
+
+
+def table_columns(table: str) -> tuple[str, ...]:
+    """Columns of a kernel's DataFrame for catalogue table ``table``: the model's, declared once there."""
+    return data_columns(STATISTICS_TABLES[table])
 
 
 def particle_column(labels: np.ndarray) -> pd.arrays.IntegerArray:

@@ -31,28 +31,11 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from txmdb.errors import InputError
+from txmdb.db.models import Cycle, data_columns
+from txmdb.vocabulary import CE_CONVENTIONS
 
-CYCLE_COLUMNS = [
-    "cycle",
-    "charge_capacity_mah",
-    "discharge_capacity_mah",
-    "charge_capacity_mah_g",
-    "discharge_capacity_mah_g",
-    "coulombic_efficiency_pct",
-    "charge_energy_mwh",
-    "discharge_energy_mwh",
-    "mean_charge_voltage_v",
-    "mean_discharge_voltage_v",
-    "delta_v",
-    "onset_discharge_voltage_v",
-    "voltage_drop_v",
-    "end_charge_voltage_v",
-    "end_discharge_voltage_v",
-    "duration_s",
-]
-
-CE_CONVENTIONS = ("discharge/charge", "charge/discharge")
+#: Columns of the per-cycle table: the catalogue's ``cycles`` table declares them.
+CYCLE_COLUMNS = list(data_columns(Cycle))
 RETENTION_THRESHOLDS = (95, 90, 80)
 
 
@@ -60,7 +43,7 @@ def _step_table(records: pd.DataFrame) -> pd.DataFrame:
     """One row per step: cycle, type, first/last time and voltage, capacity and energy."""
     step = records["step"].to_numpy()
     if len(step) == 0:
-        raise InputError("records", "no records")
+        raise ValueError("no records")
     starts = np.r_[True, step[1:] != step[:-1]]
     first = np.flatnonzero(starts)
     last = np.r_[first[1:] - 1, len(step) - 1]
@@ -130,14 +113,13 @@ def cycle_metrics(
 
     Raises
     ------
-    InputError
+    ValueError
         For an unknown CE convention, a non-positive active mass or an empty table.
     """
     if ce_convention not in CE_CONVENTIONS:
-        raise InputError("ce_convention", f"unknown convention {ce_convention!r} "
-                         f"(known: {', '.join(CE_CONVENTIONS)})")
+        raise ValueError(f"unknown convention {ce_convention!r} (known: {', '.join(CE_CONVENTIONS)})")
     if active_mass_g is not None and not (active_mass_g > 0 and np.isfinite(active_mass_g)):
-        raise InputError("active mass", f"must be a positive number of grams, got {active_mass_g}")
+        raise ValueError(f"active mass {active_mass_g} g is not a positive number of grams")
     steps = _step_table(records)
 
     by_cycle = steps.groupby("cycle", sort=True)
@@ -185,18 +167,18 @@ def retention_curve(cycles: pd.DataFrame, *, reference_cycle: int = 2) -> pd.Ser
 
     Raises
     ------
-    InputError
+    ValueError
         When the reference cycle is missing or has no discharge capacity.
     """
     table = cycles.set_index("cycle").sort_index() if "cycle" in cycles.columns else cycles
     if reference_cycle not in table.index:
-        raise InputError("reference cycle", f"cycle {reference_cycle} is not in the data "
+        raise ValueError(f"reference cycle {reference_cycle} is not in the data "
                          f"(cycles {table.index.min()}–{table.index.max()})")
     specific = table["discharge_capacity_mah_g"].astype(float)
     basis = specific if specific.notna().any() else table["discharge_capacity_mah"].astype(float)
     reference = basis.loc[reference_cycle]
     if not reference > 0:
-        raise InputError("reference cycle", f"cycle {reference_cycle} has no discharge capacity")
+        raise ValueError(f"reference cycle {reference_cycle} has no discharge capacity")
     return 100.0 * basis / reference
 
 
@@ -225,13 +207,13 @@ def retention(cycles: pd.DataFrame, *, cycle: int, reference_cycle: int = 2) -> 
 
     Raises
     ------
-    InputError
+    ValueError
         When the cycle or the reference cycle is missing, or the reference has no discharge.
     """
     table = cycles.set_index("cycle").sort_index()
     for label, number in (("reference cycle", reference_cycle), ("cycle", cycle)):
         if number not in table.index:
-            raise InputError(label, f"cycle {number} is not in the data "
+            raise ValueError(f"{label} {number} is not in the data "
                              f"(cycles {table.index.min()}–{table.index.max()})")
     specific = table["discharge_capacity_mah_g"].astype(float)
     pct = retention_curve(table, reference_cycle=reference_cycle)

@@ -50,6 +50,8 @@ from dataclasses import dataclass, replace
 import numexpr as ne
 import numpy as np
 
+from txmdb.vocabulary import K_EDGE_EV
+
 _NUMBA_UNSET = object()
 _edge_numba = _NUMBA_UNSET     # the compiled kernel module, imported on first use
 
@@ -101,12 +103,8 @@ def _k_edge_preset(e0: float) -> EdgeParameters:
                           edge=(e0 - 8.0, e0 + 32.0))
 
 
-PRESETS: dict[str, EdgeParameters] = {
-    "Ni": _k_edge_preset(8333.0),   # pre <= 8320, post >= 8370, edge 8325-8365
-    "Co": _k_edge_preset(7709.0),
-    "Mn": _k_edge_preset(6539.0),
-    "Fe": _k_edge_preset(7112.0),
-}
+# Ni: pre <= 8320, post >= 8370, edge 8325-8365.
+PRESETS: dict[str, EdgeParameters] = {element: _k_edge_preset(e0) for element, e0 in K_EDGE_EV.items()}
 
 
 def edge_parameters(element: str = "Ni", *, pre=None, post=None, edge=None,

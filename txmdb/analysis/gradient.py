@@ -40,7 +40,7 @@ import numexpr as ne
 import numpy as np
 import pandas as pd
 
-from txmdb.analysis._frames import frame, particle_column
+from txmdb.analysis._frames import frame, particle_column, table_columns
 from txmdb.analysis.particles import label_centroids
 
 __all__ = [
@@ -63,18 +63,9 @@ PHI_EDGES = np.arange(0.0, 91.0, 10.0)
 # The tangential band of the tangential excess.
 TANGENTIAL_BAND = (80.0, 100.0)
 
-GRADIENT_TABLES = {
-    "theta_histograms": ("particle", "bin_factor", "weighted", "theta_lo", "theta_hi",
-                         "probability", "reference"),
-    "gradient_summaries": ("particle", "bin_factor", "voxel_size_nm", "n_vectors",
-                           "mean_u_ev_per_nm", "tangential_excess", "tangential_excess_weighted",
-                           "kl_divergence", "kl_divergence_weighted"),
-    "vector_size_stats": ("particle", "bin_factor", "phi_lo", "phi_hi", "n", "mean_u_ev_per_nm",
-                          "median_u_ev_per_nm", "p90_u_ev_per_nm"),
-    "vector_size_histograms": ("particle", "bin_factor", "phi_lo", "phi_hi", "u_lo_ev_per_nm",
-                               "u_hi_ev_per_nm", "count"),
-    "u_theta_profiles": ("particle", "bin_factor", "theta_lo", "theta_hi", "n", "mean_u_ev_per_nm"),
-}
+# The tables these statistics fill, with their columns (declared once, in the models).
+GRADIENT_TABLES = {name: table_columns(name) for name in (
+    "theta_histograms", "gradient_summaries", "vector_size_stats", "vector_size_histograms", "u_theta_profiles")}
 
 
 # --------------------------------------------------------------------------- vectors

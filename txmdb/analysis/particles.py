@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage as ndi
 
-from txmdb.analysis._frames import CHUNK, flat_chunks, frame, grouped_moments, particle_column
+from txmdb.analysis._frames import CHUNK, flat_chunks, frame, grouped_moments, particle_column, table_columns
 
 __all__ = [
     "DEFAULT_MIN_VOXELS",
@@ -48,11 +48,9 @@ __all__ = [
 
 DEFAULT_MIN_VOXELS = {3: 1000, 2: 100}
 
-PARTICLE_COLUMNS = ("particle", "n_voxels", "centroid_z", "centroid_y", "centroid_x",
-                    "equivalent_radius_vox", "equivalent_radius_nm", "mean_edge_ev", "std_edge_ev")
-DEPTH_COLUMNS = ("particle", "depth_lo_vox", "depth_hi_vox", "depth_lo_nm", "depth_hi_nm",
-                 "n_voxels", "mean_edge_ev", "std_edge_ev")
-EDGE_HISTOGRAM_COLUMNS = ("particle", "edge_lo_ev", "edge_hi_ev", "count", "probability")
+PARTICLE_COLUMNS = table_columns("particles")
+DEPTH_COLUMNS = table_columns("depth_profiles")
+EDGE_HISTOGRAM_COLUMNS = table_columns("edge_histograms")
 
 def default_min_voxels(ndim: int) -> int:
     """Default smallest particle: 1000 voxels in 3D, 100 pixels in 2D (DESIGN §5)."""

@@ -11,9 +11,8 @@ Pure functions on numpy arrays (no files, no database), DESIGN §5.
   probing depth differs, so the mode is metadata of the measurement).
 
 Errors: a spectrum that cannot be analysed (a window with too few points, no edge, no
-L3 peak) raises :class:`ValueError`; pass ``source=`` (the file it came from) to get an
-:class:`~txmdb.errors.InputError` naming that file instead, which is what the ingest
-commands do.
+L3 peak) raises :class:`ValueError`; the catalogue names the file
+(:func:`txmdb.errors.input_errors`).
 """
 
 from __future__ import annotations
@@ -25,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from txmdb.analysis.edge import EdgeKernel, EdgeParameters, edge_parameters
-from txmdb.errors import InputError
+from txmdb.vocabulary import MODES_BY_KIND
 
 __all__ = [
     "KEdgeResult",
@@ -65,10 +64,7 @@ EDGE_PRESETS: dict[str, EdgeParameters | L3Parameters] = {
 }
 
 #: Acquisition modes that make sense per edge kind ("K" or "L3").
-MODES: dict[str, tuple[str, ...]] = {
-    "K": ("transmission", "fluorescence"),
-    "L3": ("TEY", "FY"),
-}
+MODES: dict[str, tuple[str, ...]] = MODES_BY_KIND
 
 
 def edge_preset(edge: str) -> EdgeParameters | L3Parameters:
@@ -229,7 +225,6 @@ def k_edge(
     mu,
     *,
     params: EdgeParameters | None = None,
-    source: str | None = None,
 ) -> KEdgeResult:
     """Normalise a bulk K-edge spectrum and measure its edge energies (DESIGN §5).
 
@@ -243,9 +238,6 @@ def k_edge(
     params : EdgeParameters, optional
         Windows and thresholds; default the Ni K preset (pre ≤ 8320 eV, post ≥ 8370 eV,
         edge 8325–8365 eV).
-    source : str, optional
-        The file the spectrum came from. When given, problems raise
-        :class:`~txmdb.errors.InputError` naming it instead of :class:`ValueError`.
 
     Returns
     -------
@@ -255,18 +247,13 @@ def k_edge(
 
     Raises
     ------
-    ValueError or InputError
+    ValueError
         Mismatched or non-finite arrays, energies not strictly increasing, a window with
         fewer than 2 energies.
     """
     params = params if params is not None else edge_parameters("Ni")
-    try:
-        e, y = _check_spectrum(energy_ev, mu, "mu")
-        kernel = EdgeKernel(e, params)
-    except ValueError as exc:
-        if source is None:
-            raise
-        raise InputError(source, str(exc)) from None
+    e, y = _check_spectrum(energy_ev, mu, "mu")
+    kernel = EdgeKernel(e, params)
     result = kernel(y)
     return KEdgeResult(
         edge_energy_ev=float(result.edge_ev),
@@ -318,7 +305,6 @@ def l3_ratio(
     background: tuple[float, float] = (845.0, 850.0),
     low: tuple[float, float] = (852.0, 854.0),
     high: tuple[float, float] = (854.5, 856.5),
-    source: str | None = None,
 ) -> L3Result:
     """L3-high/L3-low peak-height ratio of a Ni L3 soft-XAS spectrum (DESIGN §5).
 
@@ -336,9 +322,6 @@ def l3_ratio(
     background, low, high : tuple of float
         ``(low, high)`` windows in eV, inclusive. Defaults are the Ni L3 ones; the
         ``"Ni-L3"`` entry of :data:`EDGE_PRESETS` holds the same values.
-    source : str, optional
-        The file the spectrum came from; problems then raise
-        :class:`~txmdb.errors.InputError` naming it.
 
     Returns
     -------
@@ -346,29 +329,24 @@ def l3_ratio(
 
     Raises
     ------
-    ValueError or InputError
+    ValueError
         Fewer than 2 energies in the background window or none in a peak window;
         a non-positive L3-low peak (no L3 edge above the background).
     """
-    try:
-        e, y = _check_spectrum(energy_ev, intensity, "intensity")
-        bg_idx = _indices(e, background, "background", minimum=2)
-        low_idx = _indices(e, low, "L3-low", minimum=1)
-        high_idx = _indices(e, high, "L3-high", minimum=1)
-        slope, intercept = np.polyfit(e[bg_idx], y[bg_idx], 1)
-        signal = y - (intercept + slope * e)
-        low_peak = float(signal[low_idx].max())
-        high_peak = float(signal[high_idx].max())
-        # Relative threshold: a flat line leaves round-off (~1e-16 of the signal), not a peak.
-        if not low_peak > 1e-9 * float(np.abs(y).max()):
-            raise ValueError(
-                f"no L3-low peak above the background in {low[0]:g}..{low[1]:g} eV "
-                f"(height {low_peak:.3g}); wrong edge or energy scale?"
-            )
-    except ValueError as exc:
-        if source is None:
-            raise
-        raise InputError(source, str(exc)) from None
+    e, y = _check_spectrum(energy_ev, intensity, "intensity")
+    bg_idx = _indices(e, background, "background", minimum=2)
+    low_idx = _indices(e, low, "L3-low", minimum=1)
+    high_idx = _indices(e, high, "L3-high", minimum=1)
+    slope, intercept = np.polyfit(e[bg_idx], y[bg_idx], 1)
+    signal = y - (intercept + slope * e)
+    low_peak = float(signal[low_idx].max())
+    high_peak = float(signal[high_idx].max())
+    # Relative threshold: a flat line leaves round-off (~1e-16 of the signal), not a peak.
+    if not low_peak > 1e-9 * float(np.abs(y).max()):
+        raise ValueError(
+            f"no L3-low peak above the background in {low[0]:g}..{low[1]:g} eV "
+            f"(height {low_peak:.3g}); wrong edge or energy scale?"
+        )
     scale = max(low_peak, high_peak)
     return L3Result(
         ratio=high_peak / low_peak,

@@ -18,8 +18,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from txmdb.errors import InputError
-
 __all__ = [
     "CU_KALPHA1_ANGSTROM",
     "DEFAULT_WINDOWS_D",
@@ -194,7 +192,6 @@ def i003_i104_ratio(
     *,
     wavelength_angstrom: float,
     windows: Mapping[str, tuple[float, float]] | None = None,
-    source: str | None = None,
 ) -> float:
     """Integrated-intensity ratio I(003)/I(104) of a layered R-3m oxide pattern.
 
@@ -210,9 +207,6 @@ def i003_i104_ratio(
         ``{"003": (d_min, d_max), "104": (d_min, d_max)}`` in Å, replacing
         :data:`DEFAULT_WINDOWS_D` (either key may be left out). Each is turned into a 2θ
         window at ``wavelength_angstrom``.
-    source : str, optional
-        The file the pattern came from; problems then raise
-        :class:`~txmdb.errors.InputError` naming it instead of :class:`ValueError`.
 
     Returns
     -------
@@ -221,19 +215,10 @@ def i003_i104_ratio(
 
     Raises
     ------
-    ValueError or InputError
+    ValueError
         A window outside the measured 2θ range or unreachable at this wavelength, too
         few points in a window, or a non-positive (104) area.
     """
-    try:
-        return _i003_i104_ratio(two_theta_deg, intensity, wavelength_angstrom, windows)
-    except ValueError as exc:
-        if source is None:
-            raise
-        raise InputError(source, str(exc)) from None
-
-
-def _i003_i104_ratio(two_theta_deg, intensity, wavelength_angstrom, windows) -> float:
     _check_wavelength(wavelength_angstrom)
     d_windows = dict(DEFAULT_WINDOWS_D)
     if windows:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 
 from sqlalchemy import select
@@ -9,7 +10,7 @@ from sqlalchemy import select
 from txmdb.catalog._records import existing_by_sha, file_provenance, frame_records, record_with_store_file
 from txmdb.catalog.samples import active_mass_g, get_cell
 from txmdb.db.models import Cycle, CyclingRun
-from txmdb.errors import InputError
+from txmdb.errors import InputError, ParameterError, input_errors
 
 
 def ingest_cycling(
@@ -27,9 +28,10 @@ def ingest_cycling(
     from txmdb.io.cycling import read_cycler_file
 
     if reference_cycle < 1:
-        raise InputError(path, f"--reference-cycle must be at least 1, got {reference_cycle}")
-    if upper_cutoff_v is not None and not upper_cutoff_v > 0:
-        raise InputError(path, f"--upper-cutoff must be a positive voltage, got {upper_cutoff_v}")
+        raise ParameterError("reference_cycle", f"reference cycle {reference_cycle} is not a cycle number "
+                                                "(cycles count from 1)")
+    if upper_cutoff_v is not None and not (math.isfinite(upper_cutoff_v) and upper_cutoff_v > 0):
+        raise ParameterError("upper_cutoff_v", f"upper cut-off {upper_cutoff_v} V is not a positive voltage")
     provenance = file_provenance(path)
     with catalog.session() as session:
         owner = get_cell(session, cell)
@@ -44,7 +46,8 @@ def ingest_cycling(
         return found, False
 
     records = read_cycler_file(path, file_format=file_format, columns=columns)
-    metrics = cycle_metrics(records.frame, active_mass_g=mass_g, upper_cutoff_v=cutoff, ce_convention=convention)
+    with input_errors(path):
+        metrics = cycle_metrics(records.frame, active_mass_g=mass_g, upper_cutoff_v=cutoff, ce_convention=convention)
     if metrics.empty:
         raise InputError(path, "no complete cycle found in the records")
 

@@ -1,37 +1,20 @@
-"""Samples and cells: create, read, list."""
+"""Samples and cells: create and read (``txmdb.query`` lists them)."""
 
 from __future__ import annotations
 
 import math
 from typing import Any
 
-import pandas as pd
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from txmdb.db.models import Cell, Sample
-from txmdb.errors import DuplicateError, NotFoundError, TxmdbError
+from txmdb.db.models import Cell, Sample, data_columns
+from txmdb.errors import DuplicateError, NotFoundError, ParameterError, TxmdbError
+from txmdb.vocabulary import CE_CONVENTIONS
 
-SAMPLE_FIELDS = ("material", "morphology", "orientation", "ni_fraction", "mn_fraction", "co_fraction", "source", "notes")
-CELL_FIELDS = (
-    "active_mass_mg", "loading_mg_cm2", "area_cm2", "active_fraction", "electrolyte", "cell_format",
-    "ce_convention", "upper_cutoff_v", "lower_cutoff_v", "notes",
-)
-CE_CONVENTIONS = ("discharge/charge", "charge/discharge")
-
-
-def parse_meta(items: list[str] | None) -> dict[str, Any]:
-    """``["k=v", ...]`` → dict. Values stay strings; a key may not repeat."""
-    meta: dict[str, Any] = {}
-    for item in items or []:
-        key, sep, value = item.partition("=")
-        key = key.strip()
-        if not sep or not key:
-            raise TxmdbError(f"malformed --meta {item!r}: expected KEY=VALUE")
-        if key in meta:
-            raise TxmdbError(f"--meta key {key!r} given twice")
-        meta[key] = value.strip()
-    return meta
+# The fields a user gives: the model's columns but the name and what txmdb fills in itself.
+SAMPLE_FIELDS = tuple(c for c in data_columns(Sample) if c not in ("name", "meta", "created_at"))
+CELL_FIELDS = tuple(c for c in data_columns(Cell) if c not in ("name", "created_at"))
 
 
 def add_sample(session: Session, name: str, *, meta: dict[str, Any] | None = None, **fields: Any) -> Sample:
@@ -43,7 +26,8 @@ def add_sample(session: Session, name: str, *, meta: dict[str, Any] | None = Non
     for key in ("ni_fraction", "mn_fraction", "co_fraction"):
         value = fields.get(key)
         if value is not None and not (0 <= value <= 1):
-            raise TxmdbError(f"--{key.split('_')[0]} must be a fraction between 0 and 1, got {value}")
+            element = key.split("_")[0].capitalize()
+            raise ParameterError(key, f"{element} fraction {value} is not a fraction between 0 and 1")
     unknown = set(fields) - set(SAMPLE_FIELDS)
     if unknown:
         raise TypeError(f"unknown sample fields {sorted(unknown)}")
@@ -69,9 +53,16 @@ def active_mass_g(cell: Cell) -> float | None:
     return None
 
 
+# Cell fields that must be positive numbers: what they are and their unit, for the error.
+_POSITIVE_CELL_FIELDS = {"active_mass_mg": ("active mass", "mg"), "loading_mg_cm2": ("loading", "mg/cm²"),
+                         "area_cm2": ("area", "cm²"), "upper_cutoff_v": ("upper cut-off", "V"),
+                         "lower_cutoff_v": ("lower cut-off", "V")}
+
+
 def _positive(name: str, value: float | None) -> None:
     if value is not None and not (math.isfinite(value) and value > 0):
-        raise TxmdbError(f"--{name.replace('_', '-')} must be a positive number, got {value}")
+        what, unit = _POSITIVE_CELL_FIELDS[name]
+        raise ParameterError(name, f"{what} {value} {unit} is not a positive number")
 
 
 def add_cell(session: Session, name: str, *, sample: str, **fields: Any) -> Cell:
@@ -84,19 +75,21 @@ def add_cell(session: Session, name: str, *, sample: str, **fields: Any) -> Cell
     unknown = set(fields) - set(CELL_FIELDS)
     if unknown:
         raise TypeError(f"unknown cell fields {sorted(unknown)}")
-    for key in ("active_mass_mg", "loading_mg_cm2", "area_cm2", "upper_cutoff_v", "lower_cutoff_v"):
+    for key in _POSITIVE_CELL_FIELDS:
         _positive(key, fields.get(key))
     fraction = fields.get("active_fraction")
     if fraction is not None and not (0 < fraction <= 1):
-        raise TxmdbError(f"--active-fraction must be in (0, 1], got {fraction}")
-    loading = [fields.get(k) for k in ("loading_mg_cm2", "area_cm2", "active_fraction")]
-    if fields.get("active_mass_mg") is None and None in loading:
+        raise ParameterError("active_fraction", f"active fraction {fraction} is not in (0, 1]")
+    loading = ("loading_mg_cm2", "area_cm2", "active_fraction")
+    if fields.get("active_mass_mg") is None and any(fields.get(k) is None for k in loading):
         # mAh/g needs the active mass; DESIGN makes one of the two forms mandatory.
-        raise TxmdbError("give --active-mass-mg, or all of --loading-mg-cm2, --area-cm2 and --active-fraction")
+        raise ParameterError(("active_mass_mg", *loading),
+                             f"cell {name!r} needs its active mass, or its loading, area and active fraction")
     if fields.get("ce_convention") is None:
         fields.pop("ce_convention", None)
     elif fields["ce_convention"] not in CE_CONVENTIONS:
-        raise TxmdbError(f"--ce-convention must be one of {', '.join(CE_CONVENTIONS)}")
+        raise ParameterError("ce_convention", f"CE convention {fields['ce_convention']!r} is not one of "
+                                              f"{', '.join(CE_CONVENTIONS)}")
     cell = Cell(name=name, sample=owner, **fields)
     session.add(cell)
     session.flush()
@@ -108,26 +101,3 @@ def get_cell(session: Session, name: str) -> Cell:
     if cell is None:
         raise NotFoundError(f"no cell named {name!r}; see 'txmdb cell list'")
     return cell
-
-
-def samples_frame(session: Session, *, morphology: str | None = None) -> pd.DataFrame:
-    query = select(Sample).order_by(Sample.name)
-    if morphology:
-        query = query.where(Sample.morphology == morphology)
-    rows = [
-        {"sample": s.name, **{f: getattr(s, f) for f in SAMPLE_FIELDS}, "meta": s.meta, "created_at": s.created_at}
-        for s in session.scalars(query)
-    ]
-    return pd.DataFrame(rows, columns=["sample", *SAMPLE_FIELDS, "meta", "created_at"])
-
-
-def cells_frame(session: Session, *, sample: str | None = None) -> pd.DataFrame:
-    query = select(Cell).join(Sample).order_by(Cell.name)
-    if sample:
-        query = query.where(Sample.name == sample)
-    columns = ["cell", "sample", *CELL_FIELDS, "active_mass_g"]
-    rows = [
-        {"cell": c.name, "sample": c.sample.name, **{f: getattr(c, f) for f in CELL_FIELDS}, "active_mass_g": active_mass_g(c)}
-        for c in session.scalars(query)
-    ]
-    return pd.DataFrame(rows, columns=columns)

@@ -12,12 +12,9 @@ from txmdb.catalog._records import (
 )
 from txmdb.catalog.samples import get_sample
 from txmdb.db.models import XASMeasurement, XRDResult
-from txmdb.errors import InputError, TxmdbError
+from txmdb.errors import InputError, ParameterError, input_errors
+from txmdb.vocabulary import MODES_BY_KIND, edge_kind
 
-
-
-def _kind(edge: str) -> str:
-    return "L3" if edge.upper().endswith("-L3") else "K"
 
 
 def xas_parameters(edge: str, *, pre=None, post=None, edge_window=None, min_jump=None, background=None, low=None,
@@ -33,8 +30,8 @@ def xas_parameters(edge: str, *, pre=None, post=None, edge_window=None, min_jump
     try:
         preset = edge_preset(edge)
     except ValueError as exc:
-        raise TxmdbError(str(exc)) from None
-    if _kind(edge) == "K":
+        raise ParameterError("edge", str(exc)) from None
+    if edge_kind(edge) == "K":
         changes = dict(pre=pre, post=post, edge=edge_window, min_jump=0.0 if min_jump is None else min_jump)
     else:
         changes = dict(background=background, low=low, high=high)
@@ -59,12 +56,12 @@ def ingest_xas(
     from txmdb.io.spectra import read_spectrum
 
     params = params or xas_parameters(edge)
-    modes = xas.MODES[_kind(edge)]
+    modes = MODES_BY_KIND[edge_kind(edge)]
     mode = mode or modes[0]
     if mode not in modes:
-        raise InputError(path, f"mode {mode!r} does not fit edge {edge}; use one of {', '.join(modes)}")
+        raise ParameterError("mode", f"mode {mode!r} does not fit edge {edge}; use one of {', '.join(modes)}")
     if depth_um is not None and not (math.isfinite(depth_um) and depth_um >= 0):
-        raise InputError(path, f"--depth-um must be ≥ 0, got {depth_um}")
+        raise ParameterError("depth_um", f"probing depth {depth_um} µm is not a depth (≥ 0)")
     provenance = file_provenance(path)
     with catalog.session() as session:
         sample_id = get_sample(session, sample).id
@@ -75,8 +72,8 @@ def ingest_xas(
 
     spectrum = read_spectrum(path)
     fields: dict = {}
-    try:
-        if _kind(edge) == "K":
+    with input_errors(path):
+        if edge_kind(edge) == "K":
             result = xas.k_edge(spectrum.energy_ev, spectrum.mu, params=params)
             if not result.valid:
                 raise InputError(path, "no half-height crossing of the edge in the edge window "
@@ -87,8 +84,6 @@ def ingest_xas(
             result = xas.l3_ratio(spectrum.energy_ev, spectrum.mu, background=params.background, low=params.low,
                                   high=params.high)
             fields = dict(l3_ratio=finite_or_none(result.ratio))
-    except ValueError as exc:
-        raise InputError(path, str(exc)) from None
     normalized = result.normalized
     parameters = jsonable(dataclasses.asdict(params))
 
@@ -124,24 +119,25 @@ def add_xrd(
     from txmdb.analysis.xrd import i003_i104_ratio
 
     if (i003_i104 is None) == (pattern is None):
-        raise TxmdbError("give either --i003-i104 or --pattern FILE --wavelength Å")
-    for name, value in (("--i003-i104", i003_i104), ("--a", a_angstrom), ("--c", c_angstrom),
-                        ("--wavelength", wavelength_angstrom)):
+        raise ParameterError(("i003_i104", "pattern"), "give either an (003)/(104) ratio or a pattern to compute it "
+                                                       "from, not both or neither")
+    for name, what, value in (("i003_i104", "(003)/(104) ratio", i003_i104), ("a_angstrom", "a", a_angstrom),
+                              ("c_angstrom", "c", c_angstrom), ("wavelength_angstrom", "wavelength",
+                                                                wavelength_angstrom)):
         if value is not None and not (math.isfinite(value) and value > 0):
-            raise TxmdbError(f"{name} must be a positive number, got {value}")
+            raise ParameterError(name, f"{what} {value} is not a positive number")
     provenance: dict = {}
     parameters: dict = {}
     if pattern is not None:
         from txmdb.io.spectra import read_pattern
 
         if wavelength_angstrom is None:
-            raise InputError(pattern, "a pattern needs --wavelength (Å)")
+            raise ParameterError("wavelength_angstrom", f"pattern {pattern} needs the X-ray wavelength (Å) it was "
+                                                        "measured at")
         provenance = file_provenance(pattern)
         data = read_pattern(pattern)
-        try:
+        with input_errors(pattern):
             i003_i104 = float(i003_i104_ratio(data.two_theta_deg, data.intensity, wavelength_angstrom=wavelength_angstrom))
-        except ValueError as exc:
-            raise InputError(pattern, str(exc)) from None
         if not math.isfinite(i003_i104):
             raise InputError(pattern, "the (003)/(104) ratio could not be computed from this pattern")
         parameters = {"method": "integrated intensity after linear background"}

@@ -358,6 +358,15 @@ class UThetaProfile(Base):
 # Tables the TXM pipeline fills, keyed by the name of the DataFrame it returns.
 STATISTICS_TABLES = {
     "particles": Particle,
+def data_columns(model: type[Base]) -> tuple[str, ...]:
+    """The model's columns without its own id and its keys to other rows, in declaration order.
+
+    These are what a kernel computes for a row (``Cycle``, the statistics tables): queries,
+    kernels' frames and catalogue inserts take their column lists from here.
+    """
+    return tuple(c.name for c in model.__table__.columns if not c.primary_key and not c.foreign_keys)
+
+
     "edge_histograms": EdgeHistogram,
     "depth_profiles": DepthProfile,
     "theta_histograms": ThetaHistogram,

@@ -68,9 +68,9 @@ from txmdb.io._cycler_columns import (
 
 # The record frame's columns: the canonical keys without the single-column variants.
 RECORD_COLUMNS = [key for key in CANONICAL_KEYS if key not in ("capacity_ah", "energy_wh")]
+from txmdb.vocabulary import AUTO, CYCLER_FORMATS, STEP_TYPES
 
-FORMATS = ("auto", "ndax", "nda", "neware-csv", "csv")
-STEP_TYPES = ("charge", "discharge", "rest")
+FORMATS = (AUTO, *CYCLER_FORMATS)
 
 _NDA_MAGIC = b"NEWARE"
 _ZIP_MAGIC = b"PK\x03\x04"

@@ -249,7 +249,7 @@ def _cycling_section(ctx: _Context) -> Section:
     for (sample, cell, run_id), run in cycles.groupby(["sample", "cell", "run_id"], sort=False):
         try:
             pct = retention_curve(run, reference_cycle=references[int(run_id)]).to_numpy()
-        except TxmdbError:  # no reference cycle in this run: capacity still plotted, retention not
+        except ValueError:  # no reference cycle in this run: capacity still plotted, retention not
             pct = np.full(len(run), np.nan)
         runs.append(run.assign(retention_pct=pct))
         items.append((sample, f"{sample} · {cell}" + (f" run {run_id}" if several_runs else "")))
