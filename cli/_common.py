@@ -55,28 +55,63 @@ def catalog(ctx: typer.Context, *, check: bool = True):
 
 
 def emit_table(frame, fmt: OutputFormat = OutputFormat.table, output: Optional[Path] = None) -> None:
-    """Print or write a pandas DataFrame in the chosen format."""
+    """Print or write a pandas DataFrame in the chosen format.
+
+    Stored text is shown safely (:mod:`txmdb.textsafe`): the table format escapes control
+    characters, CSV cells cannot start a spreadsheet formula; JSON and parquet are faithful.
+    With ``output`` the file is written whole or not at all.
+    """
     from txmdb.errors import TxmdbError
 
+    if output is not None:
+        from txmdb.io.outputs import check_file_destination
+
+        check_file_destination(output)
     if fmt is OutputFormat.parquet:
         if output is None:
             raise TxmdbError("--format parquet needs -o FILE")
+        import io
+
+        buffer = io.BytesIO()
         frame.assign(**{c: _parquet_text(frame[c]) for c in frame.columns if frame[c].dtype == object}
-                     ).to_parquet(output, index=False)
-        return
+                     ).to_parquet(buffer, index=False)
+        data = buffer.getvalue()
+    else:
+        text = _table_text(frame, fmt)
+        if output is None:
+            sys.stdout.write(text)
+            return
+        data = text.encode("utf-8")
+    from txmdb.io.outputs import write_files
+
+    write_files({Path(output): data})
+
+
+def _table_text(frame, fmt: OutputFormat) -> str:
+    """The frame as CSV, JSON or an aligned text table."""
+    from txmdb.textsafe import spreadsheet_cell, visible
+
     if fmt is OutputFormat.csv:
-        text = frame.to_csv(index=False)
-    elif fmt is OutputFormat.json:
+        return _map_text(frame, spreadsheet_cell).to_csv(index=False)
+    if fmt is OutputFormat.json:
         import json
 
-        # Round-trip through json: pandas escapes "/" and we want plain text.
-        text = json.dumps(json.loads(frame.to_json(orient="records", date_format="iso")), indent=1) + "\n"
-    else:
-        text = ("(no rows)" if frame.empty else frame.to_string(index=False)) + "\n"
-    if output is None:
-        sys.stdout.write(text)
-    else:
-        Path(output).write_text(text)
+        # Round-trip through json: pandas escapes "/" and we want plain text (ASCII, so no
+        # control character reaches a terminal either).
+        return json.dumps(json.loads(frame.to_json(orient="records", date_format="iso")), indent=1) + "\n"
+    return ("(no rows)" if frame.empty else _map_text(frame, visible).to_string(index=False)) + "\n"
+
+
+def _map_text(frame, function):
+    """``function`` applied to every text cell and text column name; numbers and other values untouched."""
+    from pandas.api.types import is_string_dtype
+
+    out = frame.copy()
+    for i, dtype in enumerate(frame.dtypes):
+        if is_string_dtype(dtype):  # object columns too: they may hold text beside other values
+            out.isetitem(i, frame.iloc[:, i].map(lambda v: function(v) if isinstance(v, str) else v))
+    out.columns = [function(c) if isinstance(c, str) else c for c in frame.columns]
+    return out
 
 
 def field_value_table(row):
@@ -96,7 +131,10 @@ def _parquet_text(column):
 
 
 def echo(message: str) -> None:
-    typer.echo(message)
+    """Print a message; names it quotes cannot act on the terminal (their own line breaks stay)."""
+    from txmdb.textsafe import visible
+
+    typer.echo(visible(message, keep="\n"))
 
 
 def parse_window(text: Optional[str], option: str, *, open_ends: bool = True) -> Optional[tuple[float, float]]:

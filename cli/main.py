@@ -22,11 +22,13 @@ class _CatalogueGroup(CommandGroup):
 
     def invoke(self, ctx):
         from txmdb.errors import FilterError, TxmdbError
+        from txmdb.textsafe import visible
 
         try:
             return super().invoke(ctx)
         except TxmdbError as exc:
-            typer.echo(f"error: {error_line(exc)}", err=True)
+            # One line whatever names it quotes: their control characters and undecodable bytes escaped.
+            typer.echo(f"error: {visible(error_line(exc))}", err=True)
             raise typer.Exit(2 if isinstance(exc, FilterError) else 1) from None
 
 

@@ -76,6 +76,10 @@ def analyze(
     from txmdb.errors import TxmdbError
     from txmdb.pipeline import AnalysisOptions
 
+    if scheduler is not None:  # at once, not after hashing every scan
+        from txmdb.catalog.distributed import check_scheduler_address
+
+        check_scheduler_address(scheduler)
     cat = catalog(ctx)
     ids = all_scan_ids(cat) if all_scans else list(scan_ids or [])
     if not ids:
@@ -88,7 +92,7 @@ def analyze(
                              edge=parse_window(edge, "--edge", open_ends=False), min_jump=min_jump, snr=snr)
     options = AnalysisOptions(params=params, bin_factors=parse_bins(bin), theta_bins=theta_bins,
                               min_particle_voxels=min_particle_voxels, workers=workers)
-    if scheduler:
+    if scheduler is not None:  # an empty address is refused, not taken for "run here"
         # one scan, or a scan above SPLIT_BYTES, is split into slabs across the workers;
         # other scans run whole, many at once
         from txmdb.catalog.distributed import analyze_on_cluster

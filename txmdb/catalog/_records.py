@@ -17,11 +17,18 @@ T = TypeVar("T")
 
 def file_provenance(path: str | os.PathLike) -> dict:
     """path, size and SHA-256 of an input file (streamed), or an InputError naming it."""
+    from txmdb.textsafe import utf8_problem
+
     p = Path(path)
     if not p.is_file():
         raise InputError(p, "no such file")
+    resolved = str(p.resolve())
+    # Refused rather than stored escaped: the analysis and the store check reopen this path.
+    if problem := utf8_problem(resolved):
+        raise InputError(p, f"the file's path {problem}; the catalogue keeps paths as text: "
+                            "rename the file or its folder to a UTF-8 name")
     try:
-        return {"file_path": str(p.resolve()), "file_size_bytes": p.stat().st_size, "file_sha256": sha256_file(p)}
+        return {"file_path": resolved, "file_size_bytes": p.stat().st_size, "file_sha256": sha256_file(p)}
     except OSError as exc:
         raise InputError(p, f"cannot read: {exc.strerror}") from None
 

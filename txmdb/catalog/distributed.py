@@ -77,16 +77,37 @@ def _gradient_task(binned, labels, centroids, step: float, origin: int):
     return gradient_vectors(binned, labels, centroids, step=step, origin=origin)
 
 
-def connect(scheduler: str):
-    """A Dask client for ``scheduler`` (tcp://host:port), or a one-line error."""
+def check_scheduler_address(scheduler: str) -> None:
+    """Refuse a malformed scheduler address in one line, before any scan is read.
+
+    Dask's own parser, plus what it leaves to the connection attempt: port 99999 would time
+    out after 10 s, an unknown scheme end in a traceback.
+    """
     try:
-        from dask.distributed import Client
+        from distributed.comm.addressing import parse_address, parse_host_port
     except ImportError:
         raise TxmdbError("--scheduler needs Dask: pip install 'txmdb[distributed]'") from None
+    try:
+        scheme, location = parse_address(scheduler)
+        host, port = parse_host_port(location)
+        if scheme not in ("tcp", "tls", "ws", "wss", "ucx") or not host or not 0 < port < 65536:
+            raise ValueError
+    except ValueError:
+        raise TxmdbError(f"Dask scheduler address {scheduler!r} is malformed: expected tcp://host:port, "
+                         "e.g. tcp://10.0.0.5:8786") from None
+
+
+def connect(scheduler: str):
+    """A Dask client for ``scheduler`` (tcp://host:port), or a one-line error."""
+    check_scheduler_address(scheduler)  # and that Dask is installed
+    from dask.distributed import Client
+
     try:
         return Client(scheduler, timeout="10s")
     except (OSError, TimeoutError) as exc:
         raise TxmdbError(f"cannot reach the Dask scheduler at {scheduler}: {exc}") from None
+    except (ValueError, TypeError) as exc:  # e.g. tls:// without a TLS configuration
+        raise TxmdbError(f"cannot use the Dask scheduler at {scheduler}: {exc}") from None
 
 
 def _stack_bytes(info) -> int:

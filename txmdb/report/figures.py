@@ -27,6 +27,7 @@ if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
+    from matplotlib.text import Text
 
 #: Line styles for the 1st, 2nd, ... cell/scan/spectrum of one sample.
 LINESTYLES = ("-", "--", ":", "-.")
@@ -97,11 +98,37 @@ def new_figure(nrows: int = 1, ncols: int = 1, *, panel: tuple[float, float] = P
     return fig, fig.subplots(nrows, ncols, squeeze=False)
 
 
+#: gid of the texts drawn as mathtext on purpose (:func:`_math_label`); all other text is literal.
+_MATHTEXT = "txmdb-mathtext"
+
+
 def png_bytes(fig: "Figure", dpi: int = DPI) -> bytes:
-    """The figure rendered as PNG (Agg canvas, white background)."""
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=dpi, facecolor="white")
+    """The figure rendered as PNG (Agg canvas, white background).
+
+    Every text is drawn as written: names are plain text, so ``rod $x^2$`` is not typeset
+    as math and ``$\\undefined$`` does not stop the report, whatever the user's matplotlib
+    settings (usetex). Control and bidi characters show as escapes (:mod:`txmdb.textsafe`).
+    """
+    import matplotlib as mpl
+    from matplotlib.text import Text
+
+    from txmdb.textsafe import visible
+
+    for text in fig.findobj(Text):
+        text.set_usetex(False)
+        if text.get_gid() != _MATHTEXT:
+            text.set_parse_math(False)
+            text.set_text(visible(text.get_text(), keep="\n"))
+    # Tick labels are made while drawing: they take these settings.
+    with mpl.rc_context({"text.parse_math": False, "text.usetex": False}):
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format="png", dpi=dpi, facecolor="white")
     return buffer.getvalue()
+
+
+def _math_label(text: "Text") -> None:
+    """Mark one of the figures' own labels as mathtext (png_bytes draws every other text literally)."""
+    text.set_gid(_MATHTEXT)
 
 
 def axis_labels(fig: "Figure") -> list[str]:
@@ -263,7 +290,7 @@ def l3_ratio_figure(frame: "pd.DataFrame", colours: dict[str, str], modes: Seque
         ticks.append(f"{mode}\n~{depth * 1000:g} nm" if depth is not None and np.isfinite(depth) else mode)
     ax.set_xticks(x, ticks)
     ax.set_xlabel("detection mode (probing depth)")
-    ax.set_ylabel(r"Ni L$_3$ high / L$_3$ low (–)")
+    _math_label(ax.set_ylabel(r"Ni L$_3$ high / L$_3$ low (–)"))
     ax.set_title("surface vs bulk Ni valence", loc="left", fontsize="medium")
     ax.margins(y=0.25)  # head room for the legend above the bars
     _legend(ax, loc="upper left", ncols=min(len(samples), 3))

@@ -22,9 +22,10 @@ import pandas as pd
 from txmdb import __version__, query
 from txmdb.analysis.cycling import retention_curve
 from txmdb.errors import InputError, NotFoundError, TxmdbError
-from txmdb.io.files import atomic_output
+from txmdb.io.outputs import check_file_destination, check_folder_destination, write_files
 from txmdb.report import figures as fg
 from txmdb.report.figures import Curve, Style
+from txmdb.textsafe import visible
 
 #: Name of the edge-energy map in an analysis results file (written by txmdb.pipeline).
 EDGE_MAP_DATASET = "edge_ev"
@@ -132,7 +133,7 @@ def build_report(catalog, samples: Sequence[str], *, output: Path, png_dir: Path
     samples : sequence of str
         Sample names, in the order of their colours in every figure.
     output : Path
-        HTML file to write (atomically: a failure leaves no partial file).
+        HTML file to write (atomically: a failure leaves no partial file, nor a folder made for it).
     png_dir : Path, optional
         Also write every figure there as ``<name>.png``.
     cycle : int
@@ -149,12 +150,18 @@ def build_report(catalog, samples: Sequence[str], *, output: Path, png_dir: Path
         A sample is not in the catalogue.
     TxmdbError
         No samples were given, or ``cycle`` is not positive.
+    InputError
+        ``output`` or ``png_dir`` cannot be written (checked before any figure is drawn).
     """
     from jinja2 import Environment, PackageLoader, select_autoescape
 
     names = _check_samples(catalog, samples)
     if cycle < 1:
         raise TxmdbError(f"--cycle must be a positive cycle number, got {cycle}")
+    # Before the figures are drawn: a destination that cannot be written is refused at once.
+    check_file_destination(output, make_folder=True)
+    if png_dir is not None:
+        check_folder_destination(png_dir)
     ctx = _Context(catalog=catalog, samples=names, cycle=cycle, colours=fg.sample_colours(names))
     sections = [builder(ctx) for builder in SECTIONS]
 
@@ -170,13 +177,13 @@ def build_report(catalog, samples: Sequence[str], *, output: Path, png_dir: Path
         database=catalog.engine.url.render_as_string(hide_password=True),
     )
     output = Path(output)
-    with atomic_output(output) as tmp:
-        tmp.write_text(html, encoding="utf-8")
+    # Names are plain text in the page too: control and bidi characters show as escapes.
+    files = {output: visible(html, keep="\n").encode("utf-8")}
     if png_dir is not None:
-        for section in sections:
-            for figure in section.figures:
-                with atomic_output(Path(png_dir) / f"{figure.name}.png") as tmp:
-                    tmp.write_bytes(figure.png)
+        files.update((Path(png_dir) / f"{figure.name}.png", figure.png)
+                     for section in sections for figure in section.figures)
+    # The report and its PNGs are written whole, or none of them (nor the folders made for them).
+    write_files(files, new_folders=[output.parent, *([Path(png_dir)] if png_dir is not None else [])])
     return output.resolve()
 
 
