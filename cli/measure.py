@@ -25,6 +25,7 @@ def cycling_ingest(
     columns: Optional[str] = typer.Option(None, help="Column mapping for other CSVs, e.g. time_s=Time,voltage_v=Ewe,current_a=I."),
     upper_cutoff_v: Optional[float] = typer.Option(None, "--upper-cutoff", help="Upper cut-off voltage (V) for the voltage drop [default: the cell's]."),
     reference_cycle: int = typer.Option(2, help="Reference cycle for capacity retention."),
+    encoding: Optional[str] = typer.Option(None, help="Text encoding of a CSV, e.g. cp1252 or gb18030 [default: read from the bytes]."),
 ) -> None:
     """Ingest a cycler file and compute per-cycle metrics; the same file again returns the existing run."""
     from txmdb.catalog.cycling import ingest_cycling
@@ -32,7 +33,7 @@ def cycling_ingest(
 
     column_map = parse_column_map(columns) if columns else None
     run, created = ingest_cycling(catalog(ctx), file, cell=cell, file_format=file_format.value, columns=column_map,
-                                  upper_cutoff_v=upper_cutoff_v, reference_cycle=reference_cycle)
+                                  upper_cutoff_v=upper_cutoff_v, reference_cycle=reference_cycle, encoding=encoding)
     echo(f"{'ingested' if created else 'already in the catalogue'}: {file} ({run.file_format}, "
          f"{run.n_records} records, {run.n_cycles} cycles)")
     echo(str(run.id))

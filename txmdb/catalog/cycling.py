@@ -20,12 +20,13 @@ def ingest_cycling(
     cell: str,
     file_format: str = "auto",
     columns: dict[str, str] | None = None,
+    encoding: str | None = None,
     upper_cutoff_v: float | None = None,
     reference_cycle: int = 2,
 ) -> tuple[CyclingRun, bool]:
     """Ingest one cycler file for ``cell``; the same file again returns the existing run."""
     from txmdb.analysis.cycling import cycle_metrics
-    from txmdb.io.cycling import read_cycler_file
+    from txmdb.io.cycling import read_cycler_file, require_cycling
 
     if reference_cycle < 1:
         raise ParameterError("reference_cycle", f"reference cycle {reference_cycle} is not a cycle number "
@@ -45,7 +46,8 @@ def ingest_cycling(
     if found is not None:
         return found, False
 
-    records = read_cycler_file(path, file_format=file_format, columns=columns)
+    records = read_cycler_file(path, file_format=file_format, columns=columns, encoding=encoding)
+    require_cycling(records, path)
     with input_errors(path):
         metrics = cycle_metrics(records.frame, active_mass_g=mass_g, upper_cutoff_v=cutoff, ce_convention=convention)
     if metrics.empty:

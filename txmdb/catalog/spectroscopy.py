@@ -70,7 +70,7 @@ def ingest_xas(
     if found is not None:
         return found, False
 
-    spectrum = read_spectrum(path)
+    spectrum = read_spectrum(path, edge=edge)
     fields: dict = {}
     with input_errors(path):
         if edge_kind(edge) == "K":

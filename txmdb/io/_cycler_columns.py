@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import re
 
+from txmdb.errors import InputError
+
 # Canonical keys a reader fills (``RECORD_COLUMNS`` plus the two single-column variants a
 # cycler may write instead of separate charge/discharge columns: a net or unsigned capacity
 # and energy whose direction follows from the step).
@@ -68,6 +70,13 @@ _UNITS: dict[str, dict[str, float]] = {
     "energy": {"uwh": 1e-6, "mwh": 1e-3, "wh": 1.0, "mws": 1e-3 / 3600, "ws": 1 / 3600,
                "j": 1 / 3600},
 }
+# How an error names a quantity and its units.
+_QUANTITY_WORD = {"time_s": "time", "voltage_v": "voltage", "current_a": "current",
+                  "capacity": "capacity", "energy": "energy"}
+_UNIT_NAMES = {"time_s": ("ms", "s", "min", "h"), "voltage_v": ("mV", "V"),
+               "current_a": ("µA", "uA", "mA", "A"),
+               "capacity": ("µAh", "uAh", "mAh", "Ah", "mAs", "As", "C"),
+               "energy": ("uWh", "mWh", "Wh", "mWs", "Ws", "J")}
 
 
 def normalise_name(name: str) -> str:
@@ -83,17 +92,40 @@ def _quantity(key: str) -> str | None:
     return key if key in _UNITS else None
 
 
+# A unit the name states explicitly: its last bracketed group, or what follows a slash
+# ("Current(mA)", "Current [mA]", "Ecell/V", "Current / A"). Such a unit must be known.
+_EXPLICIT_UNIT = re.compile(r"(?:\(([^()]*)\)|\[([^\[\]]*)\]|/\s*([^/()\[\]]+?))\s*$")
+
+
 def unit_factor(key: str, column: str) -> float:
     """Factor converting ``column`` (a header name) to the canonical unit of ``key``.
 
-    The unit is the last unit-like token of the name: ``Current(mA)`` → 1e-3,
-    ``Capacity(mAs)`` → 1/3.6e6, ``Voltage_V`` → 1. A name without a unit is taken as
-    already canonical.
+    A unit stated in brackets or after a slash (``Current(mA)``, ``Ewe/V``) must be one
+    of the quantity's units; otherwise the unit is the last unit-like token of the name
+    (``Capacity_mAh``, ``currentma``). A name without any unit is taken as already
+    canonical: ``Current(mA)`` → 1e-3, ``Voltage_V`` → 1, ``Voltage`` → 1.
+
+    Raises
+    ------
+    ValueError
+        When the name states a unit that is not a unit of the quantity (``Current(礎)``,
+        a mis-decoded ``µA``; ``Capacity(mAh/g)``): a silent factor of 1 would be wrong
+        by orders of magnitude.
     """
     quantity = _quantity(key)
     if quantity is None:
         return 1.0
     units = _UNITS[quantity]
+    explicit = _EXPLICIT_UNIT.search(str(column))
+    if explicit is not None:
+        stated = next(g for g in explicit.groups() if g is not None)
+        token = re.sub(r"[\s·.*]", "", stated.lower())
+        if token in units:
+            return units[token]
+        raise ValueError(
+            f"unit {stated.strip()!r} of column {str(column)!r} is not understood as a "
+            f"{_QUANTITY_WORD[quantity]} unit (known: {', '.join(_UNIT_NAMES[quantity])})"
+        )
     for token in reversed(re.findall(r"[a-zµμ]+", str(column).lower())):
         if token in units:
             return units[token]
@@ -105,11 +137,25 @@ def unit_factor(key: str, column: str) -> float:
     return 1.0
 
 
+def column_factors(source, found: dict[str, str]) -> dict[str, float]:
+    """Unit factor of every matched column (key → file column), or one ``InputError``."""
+    try:
+        return {key: unit_factor(key, column) for key, column in found.items()}
+    except ValueError as exc:
+        raise InputError(source, str(exc)) from None
+
+
 def match_columns(header: list[str]) -> dict[str, str]:
-    """Map canonical keys to the header's columns by the known names (first match wins)."""
+    """Map canonical keys to the header's columns by the known names (first match wins).
+
+    A name with a bracketed or slashed unit also matches by its name without the unit
+    (``Current(µA)`` as ``current``); :func:`unit_factor` then reads, or refuses, the unit.
+    """
     by_norm: dict[str, str] = {}
     for col in header:
         by_norm.setdefault(normalise_name(col), col)
+    for col in header:
+        by_norm.setdefault(normalise_name(_EXPLICIT_UNIT.sub("", str(col))), col)
     found: dict[str, str] = {}
     used: set[str] = set()
     for key, names in ALIASES.items():

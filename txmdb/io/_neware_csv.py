@@ -12,23 +12,30 @@ first cycle row is written on the same line as its first step row (the step's ce
 the cycle's cells without the leading empty cell), so a cycle line longer than the cycle
 header carries a step row too. Times are ``H:MM:SS`` (hours may exceed 24). The file is ASCII
 or, from Chinese-locale installations, GB18030 (``℃`` in temperature headers).
+
+European-locale exports write decimal commas: with ``;`` between cells, or with ``,``
+between cells and the decimal-comma numbers quoted (``"4,3185"``). Both are read as the
+plain export (:func:`as_plain_export`).
 """
 
 from __future__ import annotations
 
 import io
+import re
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
 from txmdb.errors import InputError
-from txmdb.io._cycler_columns import normalise_name, unit_factor
+from txmdb.io._cycler_columns import column_factors, normalise_name
 
 # Normalised first cells of the three header lines.
 _CYCLE_HEADER = "cycleindex"
 _STEP_HEADER = "stepindex"
 _RECORD_HEADER = "datapoint"
+# A quoted decimal-comma number of a comma-separated European export: "4,3185".
+_QUOTED_DECIMAL_COMMA = re.compile(r'"([+-]?\d*),(\d+(?:[eE][+-]?\d+)?)"')
 
 
 @dataclass
@@ -44,7 +51,8 @@ def looks_like_neware_csv(first_lines: list[str]) -> bool:
     """True when the first three lines are the cycle, step and record headers."""
     if len(first_lines) < 3:
         return False
-    heads = [line.split(",") for line in first_lines[:3]]
+    sep = ";" if first_lines[0].count(";") > first_lines[0].count(",") else ","
+    heads = [line.split(sep) for line in first_lines[:3]]
     return (
         normalise_name(heads[0][0]) == _CYCLE_HEADER
         and len(heads[1]) > 1 and heads[1][0] == "" and normalise_name(heads[1][1]) == _STEP_HEADER
@@ -67,6 +75,25 @@ def parse_hms(values: pd.Series) -> np.ndarray:
     # H:MM:SS → weights 3600, 60, 1 (a malformed cell gives NaN through the product).
     weights = 60.0 ** np.arange(numbers.shape[1])[::-1]
     return numbers @ weights
+
+
+def as_plain_export(text: str, source) -> str:
+    """The export's text with ``,`` between cells and ``.`` as the decimal mark.
+
+    A ``;``-separated export has its decimal commas turned into points, then its
+    semicolons into commas (its cells hold numbers, times, dates and step names, none of
+    which has a comma of its own). A comma-separated export loses the quotes around its
+    decimal-comma numbers.
+    """
+    first = text.split("\n", 1)[0]
+    if first.count(";") > first.count(","):
+        if '"' in text:
+            raise InputError(source, "quoted cells in a ';'-separated Neware export "
+                             "(export it again without quotes)")
+        return text.replace(",", ".").replace(";", ",")
+    if '"' in text:
+        return _QUOTED_DECIMAL_COMMA.sub(r"\1.\2", text)
+    return text
 
 
 def split_tables(text: str, source, *, record_stems: tuple[str, ...] | None = None) -> NewareTables:
@@ -155,7 +182,7 @@ def read_neware_csv(text: str, source) -> tuple[pd.DataFrame, dict[str, str]]:
     Returns the frame (``time_s, voltage_v, current_a, cycle, step, step_type,
     capacity_ah, energy_wh``; capacity and energy are per step, unsigned) and the column map.
     """
-    tables = split_tables(text, source, record_stems=_RECORD_STEMS)
+    tables = split_tables(as_plain_export(text, source), source, record_stems=_RECORD_STEMS)
     rec, steps, cycles = tables.records, tables.steps, tables.cycles
     cols = {
         "time_s": _find(rec.columns, "totaltime"),
@@ -167,6 +194,7 @@ def read_neware_csv(text: str, source) -> tuple[pd.DataFrame, dict[str, str]]:
     missing = [k for k in ("time_s", "voltage_v", "current_a") if cols[k] is None]
     if missing:
         raise InputError(source, f"Neware CSV record rows lack columns for {', '.join(missing)}")
+    factors = column_factors(source, {k: c for k, c in cols.items() if c is not None})
     out = pd.DataFrame(index=rec.index)
     try:
         out["time_s"] = parse_hms(rec[cols["time_s"]])
@@ -178,7 +206,7 @@ def read_neware_csv(text: str, source) -> tuple[pd.DataFrame, dict[str, str]]:
             continue
         cells = rec[cols[key]]
         if cells.dtype.kind in "fiub":
-            out[key] = cells.to_numpy(dtype=float) * unit_factor(key, cols[key])
+            out[key] = cells.to_numpy(dtype=float) * factors[key]
             continue
         values = pd.to_numeric(cells, errors="coerce").to_numpy(dtype=float)
         bad = np.isnan(values) & cells.notna().to_numpy()
@@ -188,7 +216,7 @@ def read_neware_csv(text: str, source) -> tuple[pd.DataFrame, dict[str, str]]:
                 source, f"non-numeric value {rec[cols[key]].iloc[row]!r} in column "
                 f"{cols[key]!r} (record {row + 1})",
             )
-        out[key] = values * unit_factor(key, cols[key])
+        out[key] = values * factors[key]
 
     step_type_col = _find(steps.columns, "steptype")
     step_number_col = _find(steps.columns, "stepnumber", "stepindex")

@@ -44,11 +44,14 @@ and empty or damaged Neware files (fastnda reporting an error) raise
 
 from __future__ import annotations
 
+import codecs
 import contextlib
+import csv
 import io
 import logging
 import os
 import re
+import struct
 import tempfile
 import warnings
 import zipfile
@@ -62,13 +65,13 @@ from txmdb.errors import InputError
 from txmdb.io._cycler_columns import (
     CANONICAL_KEYS,
     REQUIRED_KEYS,
+    column_factors,
     match_columns,
-    unit_factor,
 )
+from txmdb.vocabulary import AUTO, CYCLER_FORMATS, STEP_TYPES
 
 # The record frame's columns: the canonical keys without the single-column variants.
 RECORD_COLUMNS = [key for key in CANONICAL_KEYS if key not in ("capacity_ah", "energy_wh")]
-from txmdb.vocabulary import AUTO, CYCLER_FORMATS, STEP_TYPES
 
 FORMATS = (AUTO, *CYCLER_FORMATS)
 
@@ -77,6 +80,30 @@ _ZIP_MAGIC = b"PK\x03\x04"
 _SNIFF_BYTES = 64 << 10
 # A step whose mean |current| is below this fraction of the file's largest |current| rests.
 _REST_FRACTION = 1e-3
+
+#: Largest cycle number: the catalogue stores cycles as 32-bit integers.
+MAX_CYCLE_NUMBER = 2**31 - 1
+#: Most a .ndax archive may unpack to (its ZIP directory's sizes, summed). fastnda holds the
+#: unpacked members and the decoded columns in memory at once: a few times this.
+MAX_NDAX_UNPACKED_BYTES = 2 << 30
+#: Highest unpacked/packed ratio of a .ndax past NDAX_RATIO_FLOOR_BYTES. Neware's binary
+#: records deflate 2–15×; deflate itself reaches ~1000× only on repetitive filler (a bomb).
+MAX_NDAX_RATIO = 100
+#: Below this unpacked size any ratio passes: small members are mostly zero padding (an
+#: 8 KiB data_step.ndc packs into 58 bytes).
+NDAX_RATIO_FLOOR_BYTES = 16 << 20
+
+# Text encodings of cycler exports, in the order tried: UTF-8 (BOM allowed), GB18030 (Neware
+# on Chinese Windows), Windows-1252 (Western Windows). A header with a Windows-1252 "µ" or
+# "°" right before a unit letter ("µA", "°C") is read as Windows-1252 first: GB18030 decodes
+# those byte pairs too, as Chinese characters ("Current(µA)" → "Current(礎)").
+_ENCODINGS = ("utf-8-sig", "gb18030", "cp1252")
+_CP1252_UNIT_SYMBOL = re.compile(rb"[\xb0\xb5][A-Za-z]")
+# A decimal number written with a comma (European locales), and one written with a point.
+_DECIMAL_COMMA = re.compile(r"^[+-]?\d*,\d+(?:[eE][+-]?\d+)?$")
+_DECIMAL_POINT = re.compile(r"^[+-]?(?:\d+\.\d*|\.\d+)(?:[eE][+-]?\d+)?$")
+# Cell separators a plain CSV may use (the header line decides).
+_SEPARATORS = (",", ";", "\t")
 
 
 class TruncatedFileWarning(UserWarning):
@@ -140,8 +167,10 @@ def parse_column_map(text: str) -> dict[str, str]:
     return mapping
 
 
-def detect_format(path: str | os.PathLike) -> str:
+def detect_format(path: str | os.PathLike, *, encoding: str | None = None) -> str:
     """Format of a cycler file from its content: ``ndax``, ``nda``, ``neware-csv`` or ``csv``.
+
+    ``encoding`` is the text encoding of a CSV (default: see :func:`text_encoding`).
 
     Raises
     ------
@@ -168,8 +197,40 @@ def detect_format(path: str | os.PathLike) -> str:
         raise InputError(path, "binary content: not a Neware file and not a CSV text file")
     from txmdb.io._neware_csv import looks_like_neware_csv
 
-    text = _decode(head, path, partial=True)
+    text = _decode(head, path, text_encoding(head, path, encoding), partial=True)
     return "neware-csv" if looks_like_neware_csv(text.splitlines()[:3]) else "csv"
+
+
+def text_encoding(head: bytes, source, requested: str | None = None) -> str:
+    """The encoding of a cycler text file, from its first bytes ``head``.
+
+    ``requested`` (``--encoding``) wins when it is a known codec. Otherwise UTF-8 (with or
+    without a byte-order mark), then GB18030, then Windows-1252 — but Windows-1252 before
+    GB18030 when the header lines hold a Windows-1252 ``µ`` or ``°`` right before a unit
+    letter, which GB18030 would turn into Chinese characters.
+
+    Raises
+    ------
+    InputError
+        An unknown ``requested`` codec, or bytes none of the three encodings decode.
+    """
+    if requested:
+        try:
+            return codecs.lookup(requested).name
+        except LookupError:
+            raise InputError(source, f"unknown text encoding {requested!r}") from None
+    order = list(_ENCODINGS)
+    if _CP1252_UNIT_SYMBOL.search(b"\n".join(head.splitlines()[:3])):
+        order.remove("cp1252")
+        order.insert(1, "cp1252")
+    for encoding in order:
+        try:
+            _decode(head, source, encoding, partial=True)
+        except InputError:
+            continue
+        return encoding
+    raise InputError(source, "not a text file (neither UTF-8, GB18030 nor Windows-1252; "
+                     "name its encoding with --encoding)")
 
 
 def read_cycler_file(
@@ -177,6 +238,7 @@ def read_cycler_file(
     *,
     file_format: str = "auto",
     columns: dict[str, str] | None = None,
+    encoding: str | None = None,
 ) -> CyclerRecords:
     """Read a cycler file into the normalised record table.
 
@@ -189,6 +251,9 @@ def read_cycler_file(
     columns : dict, optional
         Record column → file column, overriding the recognised names (plain CSV only);
         see :func:`parse_column_map`.
+    encoding : str, optional
+        Text encoding of a CSV file; by default it is read from the bytes
+        (:func:`text_encoding`).
 
     Returns
     -------
@@ -203,7 +268,7 @@ def read_cycler_file(
     path = Path(path)
     if file_format not in FORMATS:
         raise InputError(path, f"unknown format {file_format!r} (known: {', '.join(FORMATS)})")
-    detected = detect_format(path)
+    detected = detect_format(path, encoding=encoding)
     fmt = detected if file_format == "auto" else file_format
     if columns:
         unknown = sorted(set(columns) - set(CANONICAL_KEYS))
@@ -220,17 +285,43 @@ def read_cycler_file(
     elif fmt == "neware-csv":
         from txmdb.io._neware_csv import read_neware_csv
 
-        text = _read_text(path)
+        text = _read_text(path, encoding)
         raw, column_map = read_neware_csv(text, path)
         scope = "step"
     else:
         if detected in ("ndax", "nda"):
             raise InputError(path, f"a Neware {detected} file, not a CSV")
-        raw, column_map = _read_plain_csv(path, columns)
+        raw, column_map = _read_plain_csv(path, columns, encoding)
         scope = "running"
-    frame, has_capacity = _normalise(raw, path, capacity_scope=scope)
+    frame, has_capacity = _normalise(raw, path, capacity_scope=scope, column_map=column_map,
+                                     row_name=_ROW_NAMES[fmt])
     return CyclerRecords(frame=frame, file_format=fmt, column_map=column_map,
                          has_capacity=has_capacity)
+
+
+def require_cycling(records: CyclerRecords, source) -> None:
+    """Refuse records without one complete charge or discharge step.
+
+    A complete step has two or more records over a positive time. A file of rests only
+    (or of one record) has no cycle to measure: ingesting it would record a cycle of NaNs.
+
+    Raises
+    ------
+    InputError
+        Naming ``source``, the record count and, when so, that the current is zero throughout.
+    """
+    frame = records.frame
+    steps = frame.groupby("step", sort=False).agg(
+        kind=("step_type", "first"), n=("time_s", "size"), t0=("time_s", "first"),
+        t1=("time_s", "last"),
+    )
+    complete = (steps["kind"].astype(str) != "rest") & (steps["n"] > 1) & (steps["t1"] > steps["t0"])
+    if complete.any():
+        return
+    n = len(frame)
+    detail = ", zero current throughout" if not frame["current_a"].any() else ""
+    raise InputError(source, f"no complete charge or discharge step ({n} record"
+                     f"{'' if n == 1 else 's'}{detail})")
 
 
 # --------------------------------------------------------------------------- readers
@@ -263,6 +354,8 @@ def _captured_fastnda_log():
 
 def _read_neware_binary(path: Path, fmt: str) -> tuple[pd.DataFrame, dict[str, str], str]:
     """Neware ``.nda``/``.ndax`` through fastnda; its logged errors mean a damaged file."""
+    if fmt == "ndax":
+        _check_ndax_archive(path)
     import fastnda
 
     with contextlib.ExitStack() as stack:
@@ -316,54 +409,206 @@ def _read_neware_binary(path: Path, fmt: str) -> tuple[pd.DataFrame, dict[str, s
     return raw, column_map, "step"
 
 
-def _decode(data: bytes, source, *, partial: bool = False) -> str:
-    """Text of a CSV: UTF-8 (BOM allowed), else GB18030 (Neware on Chinese Windows)."""
-    for encoding in ("utf-8-sig", "gb18030"):
-        try:
-            return data.decode(encoding)
-        except UnicodeDecodeError as exc:
-            # A sniffed prefix may end inside a multi-byte character.
-            if partial and exc.start >= len(data) - 4:
+def _check_ndax_archive(path: Path) -> None:
+    """Refuse a ``.ndax`` ZIP that would unpack to more than the limits, before fastnda unpacks it.
+
+    fastnda reads each member whole (``ZipFile.read``), and Python's zipfile then inflates
+    the member's whole stream in one call, whatever size the directory declares. So the
+    directory's sizes are checked against :data:`MAX_NDAX_UNPACKED_BYTES` and
+    :data:`MAX_NDAX_RATIO` first, and each deflated stream is then inflated here, 1 MiB at
+    a time and thrown away, to prove it holds no more than its entry declares.
+    """
+    try:
+        with zipfile.ZipFile(path) as zf:
+            infos = zf.infolist()
+    except (zipfile.BadZipFile, OSError, ValueError) as exc:
+        raise InputError(path, f"damaged Neware ndax file ({exc})") from None
+    unpacked = sum(info.file_size for info in infos)
+    packed = sum(info.compress_size for info in infos)
+    if unpacked > NDAX_RATIO_FLOOR_BYTES and unpacked > MAX_NDAX_RATIO * max(packed, 1):
+        raise InputError(
+            path, f"ZIP directory declares {_size(unpacked)} unpacked from {_size(packed)} "
+            f"({unpacked / max(packed, 1):.0f}×, more than the {MAX_NDAX_RATIO}× a Neware file "
+            "compresses): refused as a likely ZIP bomb",
+        )
+    if unpacked > MAX_NDAX_UNPACKED_BYTES:
+        raise InputError(path, f"ZIP directory declares {_size(unpacked)} unpacked, more than "
+                         f"the {_size(MAX_NDAX_UNPACKED_BYTES)} limit for a .ndax file")
+    with open(path, "rb") as fh:
+        for info in infos:
+            if info.flag_bits & 0x1:
+                raise InputError(path, f"ZIP member {info.filename!r} is encrypted")
+            if info.compress_type == zipfile.ZIP_DEFLATED:
+                _check_deflated_member(fh, info, path)
+            elif info.compress_type != zipfile.ZIP_STORED:
+                # bzip2 and lzma members are inflated without any output bound by zipfile.
+                raise InputError(path, f"ZIP member {info.filename!r} uses compression method "
+                                 f"{info.compress_type}; Neware .ndax files use deflate")
+
+
+def _check_deflated_member(fh, info: zipfile.ZipInfo, path: Path) -> None:
+    """Inflate one member's stream in bounded steps; refuse it past its declared size."""
+    import zlib
+
+    fh.seek(info.header_offset)
+    local = fh.read(30)
+    if len(local) < 30 or local[:4] != _ZIP_MAGIC:
+        raise InputError(path, f"damaged Neware ndax file (no local header for {info.filename!r})")
+    name_len, extra_len = struct.unpack("<HH", local[26:30])
+    fh.seek(info.header_offset + 30 + name_len + extra_len)
+    inflate = zlib.decompressobj(-zlib.MAX_WBITS)
+    left, produced, step = info.compress_size, 0, 1 << 20
+    try:
+        while left > 0 and not inflate.eof:
+            data = fh.read(min(step, left))
+            if not data:
+                break
+            left -= len(data)
+            while data and not inflate.eof:
+                produced += len(inflate.decompress(data, step))
+                if produced > info.file_size:
+                    raise InputError(
+                        path, f"ZIP member {info.filename!r} inflates to more than the "
+                        f"{_size(info.file_size)} its directory entry declares: refused",
+                    )
+                data = inflate.unconsumed_tail
+    except zlib.error as exc:
+        raise InputError(path, f"damaged Neware ndax file ({info.filename}: {exc})") from None
+
+
+def _size(n_bytes: int) -> str:
+    """Byte count for a message: ``3.0 GiB``, ``2.9 MiB``, ``812 bytes``."""
+    for unit, scale in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n_bytes >= scale:
+            return f"{n_bytes / scale:.1f} {unit}"
+    return f"{n_bytes} bytes"
+
+
+def _decode(data: bytes, source, encoding: str, *, partial: bool = False) -> str:
+    """Text of ``data`` in ``encoding``; a sniffed prefix may end inside a character."""
+    try:
+        return data.decode(encoding)
+    except UnicodeDecodeError as exc:
+        if partial and exc.start >= len(data) - 4:
+            with contextlib.suppress(UnicodeDecodeError):
                 return data[: exc.start].decode(encoding)
-    raise InputError(source, "not a text file (neither UTF-8 nor GB18030)")
+        raise InputError(source, f"not {encoding} text (byte {exc.start}); name the file's "
+                         "encoding with --encoding") from None
 
 
-def _read_text(path: Path) -> str:
+def _read_text(path: Path, encoding: str | None = None) -> str:
     with open(path, "rb") as fh:
         data = fh.read()
     if b"\x00" in data[:_SNIFF_BYTES]:
         raise InputError(path, "binary content: not a CSV text file")
-    return _decode(data, path)
+    return _decode(data, path, text_encoding(data[:_SNIFF_BYTES], path, encoding))
 
 
-def _partial_last_line(path: Path, n_cells: int) -> bool:
-    """True when the file's final line has fewer cells than the header (cut short)."""
+@dataclass
+class _LineCells:
+    """Cell counts of a CSV's lines: the first line with too many cells, and the last line's."""
+
+    first_overlong: tuple[int, int] | None  # (line number, cells)
+    last: int
+
+
+def _count_cells(path: Path, sep: str, n_header: int) -> _LineCells:
+    """Cells per line of the whole file, counted on its bytes in blocks (bounded memory).
+
+    Separators inside double quotes do not count. Lines end at LF, CRLF or a lone CR.
+    pandas, asked for some columns only, silently ignores extra cells, so a comma-separated
+    file with decimal commas would be read shifted; this finds such lines.
+    """
+    sep_byte, block_size = ord(sep), 8 << 20
+    first_overlong, last, line_base, quoted, carry = None, 0, 1, 0, b""
     with open(path, "rb") as fh:
-        fh.seek(0, os.SEEK_END)
-        size = fh.tell()
-        fh.seek(max(0, size - _SNIFF_BYTES))
-        tail = fh.read()
-    lines = tail.rstrip(b"\r\n").split(b"\n")
-    if len(lines) < 2 and size > len(tail):
-        return False  # a final line longer than the window is not a short line
-    return len(lines) >= 1 and lines[-1].count(b",") + 1 < n_cells
+        while True:
+            block = fh.read(block_size)
+            data = carry + block
+            if not data:
+                break
+            if block:  # keep a partial last line for the next block
+                cut = (data.rfind(b"\n") + 1) or (data.rfind(b"\r") + 1)
+                data, carry = data[:cut], data[cut:]
+                if not data:
+                    continue
+            else:
+                carry = b""
+            arr = np.frombuffer(data, dtype=np.uint8)
+            cr = np.flatnonzero(arr == 13)
+            lone_cr = cr[arr[np.minimum(cr + 1, arr.size - 1)] != 10]
+            ends = np.sort(np.r_[np.flatnonzero(arr == 10), lone_cr])
+            seps = np.flatnonzero(arr == sep_byte)
+            quotes = np.flatnonzero(arr == 34)
+            if quotes.size:
+                seps = seps[(np.searchsorted(quotes, seps) + quoted) % 2 == 0]
+                quoted = (quoted + quotes.size) % 2
+            cells = np.bincount(np.searchsorted(ends, seps), minlength=ends.size + 1) + 1
+            last_content = len(data.rstrip()) - 1  # blank trailing lines do not count
+            if last_content >= 0:
+                last = int(cells[np.searchsorted(ends, last_content)])
+            over = np.flatnonzero(cells > n_header)
+            if first_overlong is None and over.size:
+                first_overlong = (line_base + int(over[0]), int(cells[over[0]]))
+            line_base += ends.size
+            if not block:
+                break
+    return _LineCells(first_overlong, last)
 
 
-def _read_plain_csv(path: Path, columns: dict[str, str] | None) -> tuple[pd.DataFrame, dict]:
-    """A plain CSV with recognised or user-mapped column names → canonical raw columns."""
+def _csv_separator(header_line: str) -> str:
+    """The header line's cell separator: the most frequent of comma, semicolon and tab."""
+    counts = {sep: len(next(csv.reader([header_line], delimiter=sep), [])) for sep in _SEPARATORS}
+    return max(_SEPARATORS, key=lambda sep: counts[sep])  # ties: the first, a comma
+
+
+def _decimal_mark(path: Path, sample: list[str], sep: str, columns: list[int],
+                  names: list[str]) -> str:
+    """``"."`` or ``","``: how the numeric columns of the sampled lines write decimals."""
+    comma, point = None, None
+    try:
+        rows = list(csv.reader(sample, delimiter=sep))
+    except csv.Error:
+        rows = []  # pandas reports what is wrong with such lines
+    for row in rows:
+        for i in columns:
+            cell = row[i].strip() if i < len(row) else ""
+            if comma is None and _DECIMAL_COMMA.match(cell):
+                comma = (names[i], cell)
+            elif point is None and _DECIMAL_POINT.match(cell):
+                point = (names[i], cell)
+    if comma and point:
+        raise InputError(path, f"mixes decimal commas ({comma[1]!r} in {comma[0]!r}) and "
+                         f"decimal points ({point[1]!r} in {point[0]!r})")
+    return "," if comma else "."
+
+
+def _read_plain_csv(path: Path, columns: dict[str, str] | None,
+                    encoding: str | None = None) -> tuple[pd.DataFrame, dict]:
+    """A plain CSV with recognised or user-mapped column names → canonical raw columns.
+
+    The cell separator (comma, semicolon or tab) comes from the header line and the
+    decimal mark (point or comma, e.g. ``3,85`` in European exports, quoted when the
+    separator is a comma too) from the first lines' numbers. A comma-separated file whose
+    decimal commas are not quoted is ambiguous and refused.
+    """
     with open(path, "rb") as fh:
         head = fh.read(_SNIFF_BYTES)
     if b"\x00" in head:
         raise InputError(path, "binary content: not a CSV text file")
+    encoding = text_encoding(head, path, encoding)
+    head_lines = _decode(head, path, encoding, partial=True).splitlines()
     # A file of blank lines or only a byte-order mark has no header line at all.
-    header_line = next(iter(_decode(head, path, partial=True).splitlines()), "")
+    header_line = next(iter(head_lines), "")
+    sep = _csv_separator(header_line)
     try:
-        header = list(pd.read_csv(io.StringIO(header_line), nrows=0,
+        header = list(pd.read_csv(io.StringIO(header_line), sep=sep, nrows=0,
                                   skipinitialspace=True).columns)
     except pd.errors.EmptyDataError:
         raise InputError(path, "empty CSV (no header)") from None
     if len(header) < 2:
-        raise InputError(path, "not a comma-separated table (fewer than two columns)")
+        raise InputError(path, "not a comma-, semicolon- or tab-separated table "
+                         "(fewer than two columns)")
     found = match_columns(header)
     if columns:
         absent = [c for c in columns.values() if c not in header]
@@ -376,24 +621,34 @@ def _read_plain_csv(path: Path, columns: dict[str, str] | None) -> tuple[pd.Data
             path, f"missing needed column(s) for {', '.join(missing)} (map them with "
             f"--columns KEY=COLUMN; header: {', '.join(header[:12])})",
         )
+    factors = column_factors(path, {k: c for k, c in found.items() if k != "step_type"})
+
+    lines = _count_cells(path, sep, len(header))
+    if lines.first_overlong is not None:
+        line, n_cells = lines.first_overlong
+        hint = (": decimal commas in a comma-separated file? Export with ';' between cells, "
+                "or with '.' as the decimal mark") if sep == "," else ""
+        raise InputError(path, f"line {line} has {n_cells} cells but the header has "
+                         f"{len(header)}{hint}")
+    numeric = sorted({header.index(c) for k, c in found.items() if k != "step_type"})
+    # The sniffed block's last line may be cut; it is not needed to tell the decimal mark.
+    decimal = _decimal_mark(path, head_lines[1:-1] if len(head) == _SNIFF_BYTES else head_lines[1:],
+                            sep, numeric, header)
 
     # Only the mapped columns are parsed (wide Arbin exports carry dozens more); pandas'
     # C parser converts numbers directly, garbage is located afterwards.
     usecols = sorted(set(found.values()), key=header.index)
-    table = None
-    for encoding in ("utf-8-sig", "gb18030"):
-        try:
-            table = pd.read_csv(path, usecols=usecols, encoding=encoding, skipinitialspace=True,
-                                dtype={found["step_type"]: str} if "step_type" in found else None,
-                                engine="c", low_memory=False)
-            break
-        except UnicodeDecodeError:
-            continue
-        except (pd.errors.ParserError, ValueError) as exc:
-            raise InputError(path, f"damaged CSV: {str(exc).splitlines()[0]}") from None
-    if table is None:
-        raise InputError(path, "not a text file (neither UTF-8 nor GB18030)")
-    if len(table) and _partial_last_line(path, len(header)):
+    try:
+        table = pd.read_csv(path, usecols=usecols, sep=sep, decimal=decimal, encoding=encoding,
+                            skipinitialspace=True,
+                            dtype={found["step_type"]: str} if "step_type" in found else None,
+                            engine="c", low_memory=False)
+    except UnicodeDecodeError as exc:
+        raise InputError(path, f"not {encoding} text (byte {exc.start}); name the file's "
+                         "encoding with --encoding") from None
+    except (pd.errors.ParserError, ValueError) as exc:
+        raise InputError(path, f"damaged CSV: {str(exc).splitlines()[0]}") from None
+    if len(table) and lines.last < len(header):
         warnings.warn(f"{path}: dropped a truncated final line", TruncatedFileWarning,
                       stacklevel=3)
         table = table.iloc[:-1]
@@ -416,7 +671,7 @@ def _read_plain_csv(path: Path, columns: dict[str, str] | None) -> tuple[pd.Data
                     f"(line {table.index[row] + 2})",
                 )
             cells = values
-        raw[key] = cells.to_numpy(dtype=float) * unit_factor(key, column)
+        raw[key] = cells.to_numpy(dtype=float) * factors[key]
     return raw.reset_index(drop=True), dict(found)
 
 
@@ -468,8 +723,38 @@ def _per_step_cumulative(values: np.ndarray, starts: np.ndarray, scope: str) -> 
     return total - np.repeat(base, np.diff(np.r_[np.flatnonzero(starts), len(v)]))
 
 
-def _normalise(raw: pd.DataFrame, source, *, capacity_scope: str) -> tuple[pd.DataFrame, bool]:
-    """Canonical raw columns (any subset, see CANONICAL_KEYS) → the record table."""
+# How an error names the i-th record (0-based) of each format: a plain CSV's line (after
+# its header line); the records of the others (a Neware CSV interleaves other rows).
+_ROW_NAMES = {
+    "csv": lambda i: f"line {i + 2}",
+    "neware-csv": lambda i: f"record {i + 1}",
+    "ndax": lambda i: f"record {i + 1}",
+    "nda": lambda i: f"record {i + 1}",
+}
+
+
+def _check_cycle_numbers(cycle: pd.Series, source, column: str, row_name) -> None:
+    """Cycle numbers must be whole numbers from 0 to MAX_CYCLE_NUMBER (no NaN, no inf)."""
+    values = cycle.to_numpy(dtype=float)
+    with np.errstate(invalid="ignore"):
+        bad = ~np.isfinite(values) | (values != np.round(values)) | (values < 0) \
+            | (values > MAX_CYCLE_NUMBER)
+    if not bad.any():
+        return
+    i = int(np.flatnonzero(bad)[0])
+    value = values[i]
+    shown = "missing" if np.isnan(value) else f"{value:.15g}"
+    raise InputError(source, f"cycle number {shown} in column {column!r} ({row_name(cycle.index[i])}) "
+                     f"is not a whole number from 0 to {MAX_CYCLE_NUMBER}")
+
+
+def _normalise(raw: pd.DataFrame, source, *, capacity_scope: str, column_map: dict[str, str],
+               row_name) -> tuple[pd.DataFrame, bool]:
+    """Canonical raw columns (any subset, see CANONICAL_KEYS) → the record table.
+
+    ``column_map`` (key → the file's column) and ``row_name`` (record position → "line 7")
+    name the place of a bad value in errors.
+    """
     # Drop records without time, voltage or current (blank trailing cells, a cut last row).
     required = raw[list(REQUIRED_KEYS)].to_numpy(dtype=float)
     complete = ~np.isnan(required).any(axis=1)
@@ -482,7 +767,10 @@ def _normalise(raw: pd.DataFrame, source, *, capacity_scope: str) -> tuple[pd.Da
             first = int(np.flatnonzero(~complete)[0])
             raise InputError(source, f"{n_bad} record(s) without time, voltage or current "
                              f"(first: record {first + 1})")
-        raw = raw.loc[complete].reset_index(drop=True)
+        raw = raw.loc[complete]
+    if "cycle" in raw:
+        _check_cycle_numbers(raw["cycle"], source, column_map.get("cycle", "cycle"), row_name)
+    raw = raw.reset_index(drop=True)
     n = len(raw)
     if n == 0:
         raise InputError(source, "no records")
@@ -494,7 +782,7 @@ def _normalise(raw: pd.DataFrame, source, *, capacity_scope: str) -> tuple[pd.Da
     current = raw["current_a"].to_numpy(dtype=float)
     threshold = _REST_FRACTION * max(float(np.abs(current).max()), 1e-300)
 
-    has_cycle = "cycle" in raw and raw["cycle"].notna().all()
+    has_cycle = "cycle" in raw
     cycle_key = raw["cycle"].to_numpy(dtype=float) if has_cycle else np.zeros(n)
     step_key = raw["step"].to_numpy(dtype=float) if "step" in raw else None
     if "step_type" in raw and raw["step_type"].notna().all():

@@ -22,8 +22,13 @@ Choice of μ(E), following XDI semantics (column names are case-insensitive):
 A plain-text file without column names is read as (energy, μ) when it has two columns
 and as (energy, I0, It) when it has three; wider unnamed tables need ``columns=``.
 
-Energies below 100 are keV and are multiplied by 1000 (an XDI ``keV`` unit says so
-too). Energy order: a scan that runs strictly upward is kept, one that runs strictly
+Energy units come from the header where it states them: an XDI ``# Column.N: energy eV``
+(or ``keV``) line, or a plain-text column name such as ``energy(keV)`` or ``energy_ev``.
+Otherwise the energies are eV, unless they are all below 100 and bracket the edge's
+energy in keV (``edge="Ni-K"``: 8.333; without an edge, any edge txmdb knows), when they
+are keV and multiplied by 1000. So a keV K-edge table is read in eV, and an eV-scale
+M-edge scan (Ni M ≈ 68 eV, values 50–90) stays in eV. (The TXM stacks' own rule, any
+energy below 100 is keV, is the HDF5 readers'.) Energy order: a scan that runs strictly upward is kept, one that runs strictly
 downward is reversed (some monochromators scan down), and a scan that changes direction,
 or repeats an energy, is refused — a reversal means two scans spliced together or a
 corrupted file, and silently sorting it would interleave them. Every problem raises
@@ -48,8 +53,12 @@ from txmdb.errors import InputError
 #: pre-edge line, an edge and a post-edge line (or a peak and its two flanks).
 MIN_POINTS = 5
 
-#: Energies whose largest value is below this are taken as keV (DESIGN §4).
+#: Energies whose largest value is below this may be keV: when they bracket the edge.
 KEV_THRESHOLD = 100.0
+
+#: L3-edge energies (eV) of the soft-XAS edges txmdb knows (Ni 2p3/2, tabulated 852.7 eV);
+#: the K edges are :data:`txmdb.vocabulary.K_EDGE_EV`.
+L3_EDGE_EV = {"Ni": 852.7}
 
 #: h·c in eV·Å, for the monochromator angle → energy conversion of XDI ``angle`` columns.
 HC_EV_ANGSTROM = 12398.419843320026
@@ -162,7 +171,8 @@ class _Table:
 
 
 def read_spectrum(
-    path: str | os.PathLike, *, columns: Mapping[str, int | str] | None = None
+    path: str | os.PathLike, *, columns: Mapping[str, int | str] | None = None,
+    edge: str | None = None,
 ) -> Spectrum:
     """Read an XAS spectrum from an XDI file or a plain-text table.
 
@@ -176,6 +186,9 @@ def read_spectrum(
         name from the header or a column number counted from 1 (as XDI's ``Column.N``).
         Give ``energy`` and either ``mu``, or ``i0`` with ``itrans`` (μ = ln(I0/It)), or
         ``i0`` with ``ifluor`` (μ = If/I0). Example: ``{"energy": 1, "mu": 3}``.
+    edge : str, optional
+        The edge measured (``"Ni-K"``, ``"Ni-L3"``): energies without a stated unit are
+        keV only when they bracket this edge's energy in keV (see the module docstring).
 
     Returns
     -------
@@ -196,7 +209,8 @@ def read_spectrum(
     energy = data[:, roles["energy"]].copy()
     energy_name = _column_label(table, roles["energy"])
     energy_unit = (table.units[roles["energy"]] or "").strip() or None
-    energy, energy_unit_read = _energy_to_ev(path, table, energy, energy_unit, energy_name, lines)
+    energy, energy_unit_read = _energy_to_ev(path, table, energy, energy_unit, energy_name, lines,
+                                             _edge_energies_ev(path, edge))
 
     mu, expression, mode = _compute_mu(path, table, roles, lines)
     energy, mu, reversed_ = _ordered(path, energy, [mu], lines, what="energy", unit="eV")
@@ -297,7 +311,7 @@ def _read_table(path: str | os.PathLike) -> _Table:
         raise InputError(path, "empty file")
     if b"\x00" in raw[:8192]:
         raise InputError(path, "binary file, not a text spectrum or pattern")
-    text = raw.decode("utf-8", errors="replace")
+    text = raw.decode("utf-8-sig", errors="replace")  # a byte-order mark is not content
     lines = text.splitlines()
     first = next((ln for ln in lines if ln.strip()), "")
     if re.match(r"^\s*#\s*XDI/", first, flags=re.IGNORECASE):
@@ -518,9 +532,29 @@ def _choose_xas_columns(path, table: _Table, columns: Mapping[str, int | str] | 
     )
 
 
-def _energy_to_ev(path, table, energy, unit, name, lines) -> tuple[np.ndarray, str]:
+def _edge_energies_ev(path, edge: str | None) -> tuple[float, ...]:
+    """Energy (eV) of ``edge``, or of every edge txmdb knows when it is None."""
+    from txmdb.vocabulary import K_EDGE_EV, edge_kind
+
+    tables = {"K": K_EDGE_EV, "L3": L3_EDGE_EV}
+    if edge is None:
+        return tuple(e for table in tables.values() for e in table.values())
+    element = edge.strip().partition("-")[0].capitalize()
+    energy = tables[edge_kind(edge)].get(element)
+    if energy is None:
+        raise InputError(path, f"no tabulated energy for edge {edge!r}")
+    return (energy,)
+
+
+# A unit at the end of an energy column's name: "energy(kev)", "energy_ev", "kev".
+_NAME_UNIT = re.compile(r"(?:^|[^a-z])(kev|ev)[^a-z]*$")
+
+
+def _energy_to_ev(path, table, energy, unit, name, lines, edges_ev) -> tuple[np.ndarray, str]:
     _require_finite(path, energy, lines, "energy")
     unit_l = (unit or "").lower()
+    if not unit_l and (named := _NAME_UNIT.search(name or "")):
+        unit_l = named.group(1)
     if name == "angle" or unit_l.startswith("deg"):
         d_text = table.fields.get("Mono.d_spacing")
         if not d_text:
@@ -535,7 +569,11 @@ def _energy_to_ev(path, table, energy, unit, name, lines) -> tuple[np.ndarray, s
         return np.round(energy * 1000.0, 6), "keV"  # drop float noise of the ×1000 (8.205 keV → 8205 eV)
     if unit_l == "ev":
         return energy, "eV"
-    if np.nanmax(np.abs(energy)) < KEV_THRESHOLD:
+    if unit_l:
+        raise InputError(path, f"energy unit {unit!r} of column {name!r} is not understood "
+                         "(eV, keV, or deg for a monochromator angle)")
+    low, high = float(np.min(energy)), float(np.max(energy))
+    if high < KEV_THRESHOLD and any(low <= e / 1000.0 <= high for e in edges_ev):
         return np.round(energy * 1000.0, 6), "keV"  # drop float noise of the ×1000 (8.205 keV → 8205 eV)
     return energy, "eV"
 
