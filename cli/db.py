@@ -50,9 +50,29 @@ def current_cmd(ctx: typer.Context) -> None:
 
 
 @app.command("check")
-def check_cmd(ctx: typer.Context) -> None:
-    """Exit 0 if the catalogue is at the schema this txmdb needs, 1 (naming the fix) if not."""
+def check_cmd(
+    ctx: typer.Context,
+    repair: bool = typer.Option(False, "--repair", help="Remove what a crash left: temporary and orphan files, "
+                                "rows whose file never arrived; mark analyses whose process is gone failed. "
+                                "Never deletes a recorded result or a source file."),
+    stale_hours: float = typer.Option(24.0, "--stale-hours", min=0.0,
+                                      help="A 'running' analysis of another host counts as killed after this "
+                                           "many hours (on this host its process is asked)."),
+    sources: bool = typer.Option(True, "--sources/--no-sources",
+                                 help="Re-hash every ingested file (slow for large tomograms)."),
+) -> None:
+    """Check the schema, the store against the rows (files, SHA-256, leftovers) and the ingested files.
+
+    One line per problem and a summary; exit 1 while problems remain.
+    """
+    from txmdb.catalog.integrity import check_catalog
     from txmdb.db.migrate import check_database
 
     cat = catalog(ctx, check=False)
     echo(f"ok: schema at {check_database(cat.engine)}")
+    report = check_catalog(cat, repair=repair, stale_hours=stale_hours, sources=sources)
+    for finding in report.findings:
+        echo(finding.line())
+    echo(report.summary())
+    if report.problems:
+        raise typer.Exit(1)

@@ -134,7 +134,8 @@ def show(
         return
     emit_table(field_value_table(scan))
     echo("\nanalyses:")
+    # running, done or failed: a failed analysis says why, a killed one stays running until db check
     emit_table(query.analyses(cat, scan=scan_id)[["analysis_id", "status", "started_at", "n_valid_voxels",
-                                                   "n_particles", "mean_edge_ev"]])
+                                                   "n_particles", "mean_edge_ev", "error"]])
     echo("\ngradient summary (latest analysis):")
     emit_table(query.gradient_summary(cat, scan=scan_id))

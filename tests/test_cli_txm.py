@@ -151,8 +151,9 @@ def test_unknown_scan(lab):
     assert result.exit_code == 1 and "999" in result.stderr
 
 
-def test_killed_analysis_leaves_nothing_and_rerun_succeeds(lab, tmp_path):
-    """SIGKILL in the middle of an analysis: no analysis row, no results file; a rerun works."""
+def test_killed_analysis_is_repaired_and_rerun_succeeds(lab, tmp_path):
+    """SIGKILL in the middle of an analysis: its row stays 'running', no results file under a final
+    name; db check --repair marks it failed; a rerun works (every step: tests/test_crash.py)."""
     from txmdb.synthetic.tomogram import SyntheticStack, energy_grid, particle_field, write_stack
 
     energies = energy_grid(40)
@@ -163,19 +164,21 @@ def test_killed_analysis_leaves_nothing_and_rerun_succeeds(lab, tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ("TXMDB_URL", "TXMDB_STORE")}
     proc = subprocess.Popen([sys.executable, "-m", "txmdb.cli.main", "--db", lab.url, "--store", str(lab.store),
                              "txm", "analyze", scan_id], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    # Kill once the pending results file exists: the analysis is under way.
+    # Kill once the temporary results file exists: the analysis is under way.
     deadline = time.monotonic() + 60
     analyses = Path(lab.store) / "analyses"
-    while time.monotonic() < deadline and not (analyses.exists() and any(analyses.glob(".pending-*"))):
+    while time.monotonic() < deadline and not (analyses.exists() and any(analyses.glob(".*tmp.*"))):
         time.sleep(0.02)
     assert proc.poll() is None, "the analysis finished before it could be killed"
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
-    assert _count(lab, "analyses") == 0
-    assert not [p for p in _store_files(lab) if not p.name.startswith(".pending-")]
+    assert _count(lab, "analyses WHERE status = 'running'") == 1
+    assert not [p for p in _store_files(lab) if not p.name.startswith(".")]
+    assert lab("db", "check", "--repair").exit_code == 0
+    assert _count(lab, "analyses WHERE status = 'failed'") == 1
     rerun = lab("txm", "analyze", scan_id)
     assert rerun.exit_code == 0, rerun.output
-    assert _count(lab, "analyses") == 1
+    assert _count(lab, "analyses WHERE status = 'done'") == 1
     finals = [p for p in _store_files(lab) if p.suffix == ".h5" and not p.name.startswith(".")]
     assert len(finals) == 1
 

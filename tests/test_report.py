@@ -33,6 +33,11 @@ def _sha(*parts) -> str:
     return hashlib.sha256("|".join(map(str, parts)).encode()).hexdigest()
 
 
+def _digest(path: Path) -> str:
+    """The SHA-256 of a written store file: the report reads store files hash-checked."""
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
 def _file(path: Path, tag: str) -> dict:
     return {"file_path": str(path), "file_size_bytes": 1, "file_sha256": _sha("file", tag)}
 
@@ -110,7 +115,7 @@ def populate(catalog, root: Path, samples=("rod-NMC", "gravel-NMC"), *, with_emp
             s.add(m.XASMeasurement(sample_id=sample.id, edge="Ni-K", mode="transmission", state="pristine",
                                    edge_energy_ev=EDGE_EV[sample_name], e0_derivative_ev=EDGE_EV[sample_name] + 3,
                                    edge_jump=1.0, n_points=len(energy), spectrum_path=str(k_path),
-                                   spectrum_sha256=_sha("k", sample_name), **_file(root / f"{sample_name}-k.xdi", f"k{sample_name}")))
+                                   spectrum_sha256=_digest(k_path), **_file(root / f"{sample_name}-k.xdi", f"k{sample_name}")))
             l3_energy = np.arange(845.0, 865.0, 0.1)
             for mode, depth, ratio in (("TEY", 0.005, 1.05 if rod else 0.92), ("FY", 0.1, 1.22 if rod else 1.18)):
                 peaks = np.exp(-((l3_energy - 853) / 0.6) ** 2) + ratio * np.exp(-((l3_energy - 855.5) / 0.6) ** 2)
@@ -118,7 +123,7 @@ def populate(catalog, root: Path, samples=("rod-NMC", "gravel-NMC"), *, with_emp
                 _spectrum(path, l3_energy, peaks / peaks.max())
                 s.add(m.XASMeasurement(sample_id=sample.id, edge="Ni-L3", mode=mode, state="pristine", depth_um=depth,
                                        l3_ratio=ratio, n_points=len(l3_energy), spectrum_path=str(path),
-                                       spectrum_sha256=_sha("l3", sample_name, mode),
+                                       spectrum_sha256=_digest(path),
                                        **_file(root / f"{sample_name}-{mode}.txt", f"l3{sample_name}{mode}")))
             s.add(m.XRDResult(sample_id=sample.id, state="pristine", i003_i104=1.45 if rod else 1.32,
                               a_angstrom=2.871, c_angstrom=14.21, wavelength_angstrom=1.5406))
@@ -134,7 +139,7 @@ def populate(catalog, root: Path, samples=("rod-NMC", "gravel-NMC"), *, with_emp
             results = root / f"{sample_name}-results.h5"
             _edge_map(results, EDGE_EV[sample_name])
             analysis = m.Analysis(scan_id=scan.id, status="done", txmdb_version="test", input_sha256="0" * 64,
-                                  results_path=str(results), results_sha256="1" * 64, gradient_unit="eV/nm",
+                                  results_path=str(results), results_sha256=_digest(results), gradient_unit="eV/nm",
                                   n_valid_voxels=20000, n_particles=1, mean_edge_ev=EDGE_EV[sample_name] + 2,
                                   std_edge_ev=1.2)
             s.add(analysis)

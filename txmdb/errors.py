@@ -32,6 +32,15 @@ class StoreError(TxmdbError):
     """The results store cannot be written: no space left, file too large, read-only…"""
 
 
+class StoreFileError(StoreError):
+    """A store file is missing or is not the file its row recorded (SHA-256 differs)."""
+
+    def __init__(self, path, problem: str):
+        self.path = str(path)
+        self.problem = problem
+        super().__init__(f"store file {path} {problem}")
+
+
 class ParameterError(TxmdbError):
     """A value given for a named parameter is unusable.
 

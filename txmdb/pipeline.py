@@ -68,6 +68,7 @@ from txmdb.analysis.particles import (
     particle_moments,
     particle_table,
 )
+from txmdb.db.models import STATISTICS_TABLES
 from txmdb.errors import InputError
 from txmdb.io.files import atomic_output
 
@@ -75,9 +76,8 @@ __all__ = ["AnalysisOptions", "AnalysisOutputs", "EdgeStatistics", "analyze_stac
            "analysis_parameters", "default_slab", "edge_kernel", "edge_slabs", "extract_edges",
            "slab_bounds", "statistics_from_edge_map", "table_records", "TABLE_NAMES"]
 
-TABLE_NAMES = ("particles", "edge_histograms", "depth_profiles", "theta_histograms",
-               "gradient_summaries", "vector_size_stats", "vector_size_histograms",
-               "u_theta_profiles")
+# The catalogue's statistics tables, in the order they are written (declared in the models).
+TABLE_NAMES = tuple(STATISTICS_TABLES)
 
 # Bytes of stack per slab, in its working dtype (StackInfo.dtype_work). Two slabs are in
 # memory (the one being computed and the one being read); larger slabs gain nothing once

@@ -1,6 +1,8 @@
 """Cross-sample queries. Every function returns a long, tidy pandas DataFrame.
 
-Statistics come from the latest finished analysis of each scan unless ``analysis`` names one.
+Statistics come from the latest finished analysis of each scan unless ``analysis`` names one;
+only finished (``done``) analyses give statistics, also when named. Queries that ask for
+``status`` show running and failed analyses too.
 
 Each query declares the filters it honours (:data:`QUERIES`, names from
 :data:`txmdb.vocabulary.FILTERS`); a filter it does not declare raises
@@ -163,7 +165,7 @@ def _stats(catalog, model, *, analysis=None, bin=None, weighted=None, particle=N
         .join(m.Sample, m.Sample.id == m.TXMScan.sample_id)
     )
     if analysis:
-        stmt = stmt.where(m.Analysis.id.in_(_as_list(analysis)))
+        stmt = stmt.where(m.Analysis.id.in_(_as_list(analysis)), m.Analysis.status == "done")
     else:
         stmt = stmt.where(m.Analysis.id.in_(_latest_analyses()))
     if bin:
@@ -230,9 +232,17 @@ def particles(catalog, **filters) -> pd.DataFrame:
     return _stats(catalog, m.Particle, **filters)
 
 
-@declares("scans", _SCAN_FILTERS)
-def scans(catalog, *, sample=None, morphology=None, state=None, scan=None) -> pd.DataFrame:
-    """TXM scans with their latest analysis (if any)."""
+@declares("scans", (*_SCAN_FILTERS, "status"))
+def scans(catalog, *, sample=None, morphology=None, state=None, scan=None, status=None) -> pd.DataFrame:
+    """TXM scans with their latest finished analysis (if any), and the status of their newest one.
+
+    ``latest_status`` is running or failed when a newer analysis than the one shown is under
+    way or failed; ``status`` filters on it.
+    """
+    newest = (
+        sa.select(m.Analysis.scan_id, sa.func.max(m.Analysis.id).label("id")).group_by(m.Analysis.scan_id).subquery()
+    )
+    attempt = orm.aliased(m.Analysis)
     latest = (
         sa.select(m.Analysis.scan_id, sa.func.max(m.Analysis.id).label("analysis_id"))
         .where(m.Analysis.status == "done")
@@ -246,28 +256,32 @@ def scans(catalog, *, sample=None, morphology=None, state=None, scan=None) -> pd
             m.TXMScan.layout, m.TXMScan.ndim, m.TXMScan.shape, m.TXMScan.n_energies, m.TXMScan.energy_min_ev,
             m.TXMScan.energy_max_ev, m.TXMScan.voxel_size_nm, m.TXMScan.file_path, m.TXMScan.file_sha256,
             latest.c.analysis_id, a.n_valid_voxels, a.n_particles, a.mean_edge_ev, a.std_edge_ev,
+            attempt.status.label("latest_status"),
         )
         .join(m.Sample, m.Sample.id == m.TXMScan.sample_id)
         .outerjoin(latest, latest.c.scan_id == m.TXMScan.id)
         .outerjoin(a, a.id == latest.c.analysis_id)
+        .outerjoin(newest, newest.c.scan_id == m.TXMScan.id)
+        .outerjoin(attempt, attempt.id == newest.c.id)
         .order_by(m.Sample.name, m.TXMScan.id)
     )
+    stmt = _where_in(stmt, (attempt.status, status))
     frame = _frame(catalog, _scan_filters(stmt, sample=sample, morphology=morphology, state=state, scan=scan))
     frame["analysis_id"] = frame["analysis_id"].astype("Int64")
     frame["shape"] = frame["shape"].map(lambda s: "×".join(map(str, s)) if isinstance(s, list) else s)
     return frame
 
 
-@declares("analyses", ("scan",))
-def analyses(catalog, *, scan=None) -> pd.DataFrame:
-    """Analyses of TXM scans: status, version, times, results file and its SHA-256."""
+@declares("analyses", ("scan", "status"))
+def analyses(catalog, *, scan=None, status=None) -> pd.DataFrame:
+    """Analyses of TXM scans: status (and error), version, times, results file and its SHA-256."""
     stmt = sa.select(
         m.Analysis.id.label("analysis_id"), m.Analysis.scan_id, m.Analysis.status, m.Analysis.txmdb_version,
         m.Analysis.started_at, m.Analysis.finished_at, m.Analysis.n_valid_voxels, m.Analysis.n_particles,
         m.Analysis.mean_edge_ev, m.Analysis.std_edge_ev, m.Analysis.gradient_unit, m.Analysis.results_path,
-        m.Analysis.results_sha256,
+        m.Analysis.results_sha256, m.Analysis.host, m.Analysis.pid, m.Analysis.error,
     ).order_by(m.Analysis.id)
-    return _frame(catalog, _where_in(stmt, (m.Analysis.scan_id, scan)))
+    return _frame(catalog, _where_in(stmt, (m.Analysis.scan_id, scan), (m.Analysis.status, status)))
 
 
 def _cell_filters(stmt: Select, *, sample=None, cell=None, morphology=None) -> Select:

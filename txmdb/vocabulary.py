@@ -54,6 +54,9 @@ ORIENTATION_EXAMPLES = ("radial", "random")
 # ----------------------------------------------------------------------------------- output
 OUTPUT_FORMATS = ("table", "csv", "json", "parquet")
 
+#: What an analysis is doing (analyses.status): running while it runs, then done or failed.
+ANALYSIS_STATUSES = ("running", "done", "failed")
+
 # ---------------------------------------------------------------------------------- filters
 @dataclass(frozen=True)
 class Filter:
@@ -97,6 +100,8 @@ FILTERS = {f.name: f for f in (
     Filter("cycle", ("--cycle",), int, "Only these cycles (repeatable, or comma-separated)."),
     Filter("edge", ("--edge",), str, f"Only these edges, e.g. {' or '.join(EDGES)} (repeatable)."),
     Filter("mode", ("--mode",), str, f"Only these detection modes: {', '.join(MODES)} (repeatable)."),
+    Filter("status", ("--status",), str,
+           f"Only analyses in these states: {', '.join(ANALYSIS_STATUSES)} (repeatable)."),
 )}
 
 # ----------------------------------------------------------------------------------- Limits

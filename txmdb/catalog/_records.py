@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import uuid
 from pathlib import Path
 from typing import Callable, TypeVar
 
@@ -76,21 +75,6 @@ def _race_winner(catalog, model: type[T], sha256: str, **owner) -> T:
     return found
 
 
-def commit_with_file(session, pending: Path, final: Path) -> None:
-    """Move a finished store file to its id-derived name and commit the rows that point at it.
-
-    Rename first, then commit; if the commit fails the file is removed again, so the store
-    never keeps a file that no row names.
-    """
-    final.parent.mkdir(parents=True, exist_ok=True)
-    os.replace(pending, final)
-    try:
-        session.commit()
-    except BaseException:
-        final.unlink(missing_ok=True)
-        raise
-
-
 def frame_records(frame, **constants) -> list[dict]:
     """DataFrame rows as plain-Python dicts (NaN → NULL, numpy scalars → Python) for bulk inserts."""
     import numpy as np
@@ -104,34 +88,23 @@ def frame_records(frame, **constants) -> list[dict]:
     return records
 
 
-def record_with_store_file(catalog, model: type[T], sha256: str, *, folder: str, suffix: str,
-                           write: Callable[[Path], None], create: Callable[[object, str], T],
-                           path_attribute: str, owner: tuple[str, int] | None = None,
+def record_with_store_file(catalog, kind, sha256: str, *, write: Callable[[Path], None],
+                           create: Callable[[object], T], owner: tuple[str, int] | None = None,
                            source=None) -> tuple[T, bool]:
-    """Write a store file and insert the record that names it, atomically; get-or-create by SHA-256.
+    """Write a store file of ``kind`` and insert the record that names it; get-or-create by SHA-256.
 
-    ``write(pending)`` writes the file under a temporary name; ``create(session, file_sha256)``
-    adds the record (and any child rows) and flushes it, so it has an id. The file is then
-    renamed to ``<folder>/<id><suffix>`` (ids only, never user strings) in the transaction
-    that commits the record. Losing a race to another writer of the same input file returns
-    the winner's record.
+    ``write(temp)`` writes the file; ``create(session)`` adds the record (path and hash
+    empty: the store fills them in) and any child rows, flushed. The store's protocol
+    (:mod:`txmdb.store`) commits the record, then gives the file its id-derived name.
+    Losing a race to another writer of the same input file (``sha256``) returns the winner's
+    record.
     """
-    pending = catalog.store_path(folder, f".pending-{uuid.uuid4().hex}{suffix}")
     try:
-        with catalog.writing_store():
-            pending.parent.mkdir(parents=True, exist_ok=True)
-            write(pending)
-        with catalog.session() as session:
-            record = create(session, sha256_file(pending))
-            final = catalog.store_path(folder, f"{record.id}{suffix}")
-            setattr(record, path_attribute, str(final.resolve()))
-            session.flush()
-            commit_with_file(session, pending, final)
-            return record, True
+        with catalog.store.put(kind) as put:
+            write(put.temp)
+            return put.commit(lambda session, _row: create(session)), True
     except DuplicateError:
-        return _race_winner(catalog, model, sha256, owner=owner, source=source), False
-    finally:
-        pending.unlink(missing_ok=True)
+        return _race_winner(catalog, kind.table(), sha256, owner=owner, source=source), False
 
 
 def finite_or_none(value) -> float | None:

@@ -11,6 +11,7 @@ from txmdb.catalog._records import existing_by_sha, file_provenance, frame_recor
 from txmdb.catalog.samples import active_mass_g, get_cell
 from txmdb.db.models import Cycle, CyclingRun
 from txmdb.errors import InputError, ParameterError, input_errors
+from txmdb.store import CYCLING
 
 
 def ingest_cycling(
@@ -53,10 +54,10 @@ def ingest_cycling(
     if metrics.empty:
         raise InputError(path, "no complete cycle found in the records")
 
-    def create(session, records_sha256: str) -> CyclingRun:
+    def create(session) -> CyclingRun:
         run = CyclingRun(
             cell_id=cell_id, file_format=records.file_format, n_records=len(records.frame), n_cycles=len(metrics),
-            upper_cutoff_v=cutoff, reference_cycle=reference_cycle, records_path="", records_sha256=records_sha256,
+            upper_cutoff_v=cutoff, reference_cycle=reference_cycle, records_path="", records_sha256="",
             column_map=dict(records.column_map), **provenance,
         )
         session.add(run)
@@ -65,9 +66,8 @@ def ingest_cycling(
         return run
 
     return record_with_store_file(
-        catalog, CyclingRun, provenance["file_sha256"], folder="cycling", suffix=".parquet",
-        write=lambda pending: records.frame.to_parquet(pending, index=False), create=create,
-        path_attribute="records_path", owner=("cell_id", cell_id), source=path,
+        catalog, CYCLING, provenance["file_sha256"], write=lambda temp: records.frame.to_parquet(temp, index=False),
+        create=create, owner=("cell_id", cell_id), source=path,
     )
 
 

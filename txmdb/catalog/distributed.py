@@ -19,7 +19,6 @@ Two ways to use the cluster, chosen per scan by :func:`analyze_on_cluster`:
 
 from __future__ import annotations
 
-import datetime as dt
 import math
 import time
 from pathlib import Path
@@ -27,8 +26,9 @@ from typing import Iterator
 
 import numpy as np
 
-from txmdb.catalog.txm import pending_results_path, prepare_scan, record_analysis
-from txmdb.errors import InputError, TxmdbError
+from txmdb.catalog.txm import new_analysis, prepare_scan, record_analysis
+from txmdb.errors import InputError, TxmdbError, input_errors
+from txmdb.store import ANALYSES, failure_text
 
 __all__ = ["SPLIT_BYTES", "connect", "analyze_on_cluster", "analyze_scan_distributed",
            "analyze_scans_distributed"]
@@ -122,7 +122,7 @@ def analyze_on_cluster(catalog, scan_ids: list[int], options, *, scheduler: str,
     into slabs across the workers (:func:`analyze_scan_distributed`); the other scans
     run as one task each, all at once (:func:`analyze_scans_distributed`).
     """
-    prepared = [prepare_scan(catalog, scan_id) for scan_id in scan_ids]
+    prepared = [prepare_scan(catalog, scan_id, options=options) for scan_id in scan_ids]
     with connect(scheduler) as client:
         split = [p for p in prepared if len(prepared) == 1 or _stack_bytes(p[1]) > split_bytes]
         whole = [p for p in prepared if not any(p is s for s in split)]
@@ -149,43 +149,49 @@ def analyze_scan_distributed(catalog, scan_id: int, options, *, scheduler: str):
     txmdb.db.models.Analysis
         The same tables as :func:`txmdb.catalog.txm.analyze_scan` gives.
     """
-    scan, info = prepare_scan(catalog, scan_id)
+    scan, info = prepare_scan(catalog, scan_id, options=options)
     with connect(scheduler) as client:
         return _split_scan(catalog, client, scan, info, options)
 
 
 def analyze_scans_distributed(catalog, scan_ids: list[int], options, *, scheduler: str) -> Iterator:
     """Analyse many scans at once, one whole-pipeline task per scan; yields each Analysis."""
-    prepared = [prepare_scan(catalog, scan_id) for scan_id in scan_ids]
+    prepared = [prepare_scan(catalog, scan_id, options=options) for scan_id in scan_ids]
     with connect(scheduler) as client:
         yield from _whole_scans(catalog, client, prepared, options)
 
 
 def _whole_scans(catalog, client, prepared, options) -> Iterator:
+    """One task per scan, all submitted at once; each analysis is recorded as its task ends.
+
+    Every analysis is ``running`` from its submission; when one fails, or the caller stops
+    iterating, the others are cancelled and recorded as failed.
+    """
     from dask.distributed import as_completed
 
     futures = {}
-    for scan, info in prepared:
-        pending = pending_results_path(catalog)
-        pending.parent.mkdir(parents=True, exist_ok=True)
-        started = dt.datetime.now(dt.timezone.utc)
-        future = client.submit(_analyze_on_worker, info, options, str(pending), pure=False)
-        futures[future] = (scan, pending, started)
     try:
+        for scan, info in prepared:
+            put = catalog.store.begin(ANALYSES, new_analysis(scan, options))
+            futures[client.submit(_analyze_on_worker, info, options, str(put.temp), pure=False)] = (scan, put)
         for future in as_completed(futures):
-            scan, pending, started = futures[future]
+            scan, put = futures[future]
             try:
-                outputs, elapsed = future.result()
-            except ValueError as exc:
-                raise InputError(scan.file_path, str(exc)) from None
-            try:
-                yield record_analysis(catalog, scan, options, outputs, pending, started=started, elapsed=elapsed)
-            finally:
-                pending.unlink(missing_ok=True)
+                with catalog.store.writing(), input_errors(scan.file_path):
+                    outputs, elapsed = future.result()
+                analysis = record_analysis(put, outputs, elapsed=elapsed)
+            except BaseException as exc:
+                put.abort(exc)
+                raise
+            yield analysis
+    except BaseException as exc:
+        reason = exc if isinstance(exc, (GeneratorExit, KeyboardInterrupt)) else f"cancelled: {failure_text(exc)}"
+        for _scan, put in futures.values():
+            put.abort(reason)
+        raise
     finally:
-        for future, (_scan, pending, _started) in futures.items():
+        for future in futures:
             future.cancel()
-            pending.unlink(missing_ok=True)
 
 
 def _split_scan(catalog, client, scan, info, options):
@@ -220,19 +226,13 @@ def _split_scan(catalog, client, scan, info, options):
         # slab order = C order of the whole map, as in map_gradient_vectors
         return GradientVectors.concat(client.gather(parts))
 
-    started = dt.datetime.now(dt.timezone.utc)
     t0 = time.perf_counter()
-    pending = pending_results_path(catalog)
-    pending.parent.mkdir(parents=True, exist_ok=True)
-    try:
+    with catalog.store.put(ANALYSES, new_analysis(scan, options)) as put:
         try:
-            outputs = analyze_stack(info, options, results_path=pending, edge_source=edge_source,
-                                    vectors_fn=vectors_fn)
-        except ValueError as exc:
-            raise InputError(scan.file_path, str(exc)) from None
-        return record_analysis(catalog, scan, options, outputs, pending, started=started,
-                               elapsed=time.perf_counter() - t0)
-    finally:
-        for future in futures:
-            future.cancel()
-        pending.unlink(missing_ok=True)
+            with input_errors(scan.file_path):
+                outputs = analyze_stack(info, options, results_path=put.temp, edge_source=edge_source,
+                                        vectors_fn=vectors_fn)
+            return record_analysis(put, outputs, elapsed=time.perf_counter() - t0)
+        finally:
+            for future in futures:
+                future.cancel()

@@ -13,6 +13,7 @@ from txmdb.catalog._records import (
 from txmdb.catalog.samples import get_sample
 from txmdb.db.models import XASMeasurement, XRDResult
 from txmdb.errors import InputError, ParameterError, input_errors
+from txmdb.store import XAS
 from txmdb.vocabulary import MODES_BY_KIND, edge_kind
 
 
@@ -87,10 +88,10 @@ def ingest_xas(
     normalized = result.normalized
     parameters = jsonable(dataclasses.asdict(params))
 
-    def create(session, spectrum_sha256: str) -> XASMeasurement:
+    def create(session) -> XASMeasurement:
         record = XASMeasurement(
             sample_id=sample_id, edge=edge, mode=mode, state=state, depth_um=depth_um, n_points=len(spectrum.energy_ev),
-            parameters=parameters, spectrum_path="", spectrum_sha256=spectrum_sha256, **fields, **provenance,
+            parameters=parameters, spectrum_path="", spectrum_sha256="", **fields, **provenance,
         )
         session.add(record)
         session.flush()
@@ -98,9 +99,8 @@ def ingest_xas(
 
     table = pd.DataFrame({"energy_ev": spectrum.energy_ev, "mu": spectrum.mu, "normalized": normalized})
     return record_with_store_file(
-        catalog, XASMeasurement, provenance["file_sha256"], folder="xas", suffix=".parquet",
-        write=lambda pending: table.to_parquet(pending, index=False), create=create, path_attribute="spectrum_path",
-        owner=("sample_id", sample_id), source=path,
+        catalog, XAS, provenance["file_sha256"], write=lambda temp: table.to_parquet(temp, index=False),
+        create=create, owner=("sample_id", sample_id), source=path,
     )
 
 

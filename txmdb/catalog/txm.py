@@ -2,23 +2,20 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import math
 import os
 import time
-import uuid
 from pathlib import Path
 from typing import Callable, Iterable
 
 from sqlalchemy import select
 
 from txmdb import __version__
-from txmdb.catalog._records import (
-    commit_with_file, file_provenance, finite_or_none, frame_records, get_or_create, jsonable,
-)
+from txmdb.catalog._records import file_provenance, finite_or_none, frame_records, get_or_create, jsonable
 from txmdb.catalog.samples import get_sample
 from txmdb.db.models import STATISTICS_TABLES, Analysis, TXMScan
-from txmdb.errors import InputError, NotFoundError
+from txmdb.store import ANALYSES
+from txmdb.errors import InputError, NotFoundError, input_errors
 from txmdb.io.files import sha256_file
 
 
@@ -80,18 +77,30 @@ def open_scan_stack(scan: TXMScan):
     return open_stack(path, layout=scan.layout, data=scan.data_path, energy=scan.energy_path, voxel_nm=scan.voxel_size_nm)
 
 
-def prepare_scan(catalog, scan_id: int, *, verify_hash: bool = True):
-    """The scan record and its re-opened stack, after checking the file is the one ingested."""
+def prepare_scan(catalog, scan_id: int, *, verify_hash: bool = True, options=None):
+    """The scan record and its re-opened stack, after checking the file is the one ingested.
+
+    With ``options``, windows this stack cannot serve are refused here, before an analysis
+    is recorded: a refused option is a usage error, not a failed analysis.
+    """
+    from txmdb.pipeline import edge_kernel
+
     with catalog.session() as session:
         scan = get_scan(session, scan_id)
     if verify_hash and sha256_file(scan.file_path) != scan.file_sha256:
         raise InputError(scan.file_path, f"the file changed since scan {scan.id} was ingested (SHA-256 differs)")
-    return scan, open_scan_stack(scan)
+    info = open_scan_stack(scan)
+    if options is not None:
+        edge_kernel(info, options.params)
+    return scan, info
+
+def new_analysis(scan: TXMScan, options) -> Analysis:
+    """The row of an analysis about to run; the store commits it as ``running``."""
+    from txmdb.pipeline import analysis_parameters
 
 
-def pending_results_path(catalog) -> Path:
-    """A fresh temporary name in the store for a results file being written."""
-    return catalog.store_path("analyses", f".pending-{uuid.uuid4().hex}.h5")
+    return Analysis(scan_id=scan.id, parameters=jsonable(analysis_parameters(options, voxel_size_nm=scan.voxel_size_nm)),
+                    txmdb_version=__version__, input_sha256=scan.file_sha256)
 
 
 def analyze_scan(
@@ -102,56 +111,40 @@ def analyze_scan(
     progress: Callable[[int, int], None] | None = None,
     verify_hash: bool = True,
 ) -> Analysis:
-    """Run the TXM pipeline on one scan and store everything in one transaction.
+    """Run the TXM pipeline on one scan and record it through the store's protocol.
 
-    The results file is written under a temporary name and only renamed to its final,
-    id-derived name inside the transaction that records it: a failure or a killed process
-    leaves neither a row nor a results file.
+    The analysis row is ``running`` while the pipeline writes its results file, then
+    ``done`` with its statistics and file, or ``failed`` with the error (see
+    :mod:`txmdb.store`; a killed process leaves it ``running`` for ``txmdb db check``).
     """
     from txmdb.pipeline import analyze_stack
 
-    started = dt.datetime.now(dt.timezone.utc)
     t0 = time.perf_counter()
-    scan, info = prepare_scan(catalog, scan_id, verify_hash=verify_hash)
-    pending = pending_results_path(catalog)
-    try:
-        try:
-            with catalog.writing_store():
-                outputs = analyze_stack(info, options, results_path=pending, progress=progress)
-        except ValueError as exc:
-            raise InputError(scan.file_path, str(exc)) from None
-        return record_analysis(catalog, scan, options, outputs, pending, started=started, elapsed=time.perf_counter() - t0)
-    finally:
-        pending.unlink(missing_ok=True)
+    scan, info = prepare_scan(catalog, scan_id, verify_hash=verify_hash, options=options)
+    with catalog.store.put(ANALYSES, new_analysis(scan, options)) as put:
+        with input_errors(scan.file_path):
+            outputs = analyze_stack(info, options, results_path=put.temp, progress=progress)
+        return record_analysis(put, outputs, elapsed=time.perf_counter() - t0)
 
 
-def record_analysis(catalog, scan: TXMScan, options, outputs, pending: Path, *, started, elapsed: float) -> Analysis:
-    """Insert the analysis row and its statistics tables; move the results file into place."""
-    from txmdb.pipeline import analysis_parameters
+def record_analysis(put, outputs, *, elapsed: float) -> Analysis:
+    """Commit a written analysis: its figures and statistics tables, ``done``, its file in place."""
 
-    timings = dict(outputs.timings_s)
-    with catalog.session() as session:
-        analysis = Analysis(
-            scan_id=scan.id, status="done",
-            parameters=jsonable(analysis_parameters(options, voxel_size_nm=scan.voxel_size_nm)), txmdb_version=__version__,
-            input_sha256=scan.file_sha256, started_at=started, finished_at=dt.datetime.now(dt.timezone.utc),
-            gradient_unit=outputs.gradient_unit, n_valid_voxels=int(outputs.n_valid_voxels),
-            n_particles=int(outputs.n_particles), mean_edge_ev=finite_or_none(outputs.mean_edge_ev),
-            std_edge_ev=finite_or_none(outputs.std_edge_ev),
-        )
-        session.add(analysis)
-        session.flush()
-        final = catalog.store_path("analyses", f"{analysis.id}.h5")
+    def fill(session, analysis: Analysis) -> Analysis:
+        timings = dict(outputs.timings_s)
+        analysis.gradient_unit = outputs.gradient_unit
+        analysis.n_valid_voxels = int(outputs.n_valid_voxels)
+        analysis.n_particles = int(outputs.n_particles)
+        analysis.mean_edge_ev = finite_or_none(outputs.mean_edge_ev)
+        analysis.std_edge_ev = finite_or_none(outputs.std_edge_ev)
         t_db = time.perf_counter()
         insert_statistics(session, analysis.id, outputs.tables)
         timings["db_write"] = time.perf_counter() - t_db
         timings["total"] = elapsed + timings["db_write"]
         analysis.timings_s = timings
-        analysis.results_sha256 = sha256_file(pending)
-        analysis.results_path = str(final.resolve())
-        session.flush()
-        commit_with_file(session, pending, final)
-    return analysis
+        return analysis
+
+    return put.commit(fill)
 
 
 def insert_statistics(session, analysis_id: int, tables: dict) -> None:

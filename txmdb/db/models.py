@@ -218,6 +218,9 @@ class Analysis(Base):
     results_path: Mapped[Optional[str]] = mapped_column(Text)
     results_sha256: Mapped[Optional[str]] = mapped_column(String(64))
     error: Mapped[Optional[str]] = mapped_column(Text)
+    # The process running it (while 'running'): db check tells a live analysis from a killed one.
+    host: Mapped[Optional[str]] = mapped_column(String(255))
+    pid: Mapped[Optional[int]] = mapped_column(Integer)
     gradient_unit: Mapped[str] = mapped_column(String(20), default="eV/nm")
     n_valid_voxels: Mapped[Optional[int]] = mapped_column(BigInteger)
     n_particles: Mapped[Optional[int]] = mapped_column(Integer)

@@ -21,7 +21,7 @@ import pandas as pd
 
 from txmdb import __version__, query
 from txmdb.analysis.cycling import retention_curve
-from txmdb.errors import InputError, NotFoundError, TxmdbError
+from txmdb.errors import InputError, NotFoundError, ParameterError, TxmdbError
 from txmdb.io.outputs import check_file_destination, check_folder_destination, write_files
 from txmdb.report import figures as fg
 from txmdb.report.figures import Curve, Style
@@ -157,7 +157,7 @@ def build_report(catalog, samples: Sequence[str], *, output: Path, png_dir: Path
 
     names = _check_samples(catalog, samples)
     if cycle < 1:
-        raise TxmdbError(f"--cycle must be a positive cycle number, got {cycle}")
+        raise ParameterError("cycle", f"cycle {cycle} is not a cycle number (cycles count from 1)")
     # Before the figures are drawn: a destination that cannot be written is refused at once.
     check_file_destination(output, make_folder=True)
     if png_dir is not None:

@@ -1,0 +1,639 @@
+"""The results store: one owner for its layout, its write-then-commit protocol, its errors and
+the hash-checked reading of its files (DESIGN §2, §8).
+
+Layout
+------
+``<root>/<folder>/<id><suffix>`` for each record that keeps a file here (:data:`KINDS`): ids
+and fixed names only, never user strings. A file on its way in is a *temporary*: a dot-file
+``.tmp.<host tag>.<pid>.<id or "new">.<random><suffix>`` (writers may put their own scratch
+files beside it, with that name inside theirs), so ``db check`` can tell which process
+writes it and whether that process still runs.
+
+Protocol
+--------
+One sequence for every store file, its steps named in :data:`STEPS` (the crash tests kill
+the process after each one):
+
+``begun``
+    Records with a status (analyses) only: the row is committed as ``running`` with the
+    host and pid of its process; its id names the temporary.
+``written``
+    The file is complete under its temporary name.
+``synced``
+    It is fsynced and hashed.
+``committed``
+    The rows naming its final path and SHA-256 are committed in one transaction (an
+    analysis becomes ``done``).
+``renamed``
+    The temporary has its final name and the folder is fsynced.
+
+Any exception before ``committed`` — a full disk, a bad input, KeyboardInterrupt — removes
+the temporary and marks a status row ``failed`` with the error text. A SIGKILL leaves
+nothing that ``txmdb db check`` cannot name and ``--repair`` cannot settle:
+
+- after ``begun``: a ``running`` row whose process is gone → marked ``failed``;
+- after ``written`` / ``synced``: a temporary no live process owns → removed;
+- after ``committed``: a row whose file is still under its temporary name → renamed into
+  place ("rolled forward": the row is right and the bytes are the ones its hash names);
+- after ``renamed``: nothing, the record is complete.
+
+The commit comes before the rename because a new record's id, and so its file's final
+name, exists only inside its transaction: renaming first left a final-named file without a
+row whenever the process died before the commit.
+
+Ingest records (cycling runs, XAS spectra) have no status column. Such a record is complete
+the moment it is committed — its store file is derived from the source file and named by
+the hash in its row — so a crash can only leave a committed row whose file still carries its
+temporary name, which ``--repair`` rolls forward, or a temporary without a row, which it
+removes. A status would add a half-made state that every query of cycles and spectra, and
+every get-or-create by the source's SHA-256, would then have to step around, and tell a
+user nothing: a failed ingest is a one-line error and the file can simply be ingested again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import errno
+import hashlib
+import os
+import re
+import socket
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+from txmdb.errors import StoreError, StoreFileError
+
+STEPS = ("begun", "written", "synced", "committed", "renamed")
+
+_STORE_ERRNO = {
+    errno.ENOSPC: "no space left on device",
+    errno.EFBIG: "file too large (file size limit reached)",
+    errno.EDQUOT: "disk quota exceeded",
+    errno.EROFS: "read-only file system",
+    errno.EACCES: "permission denied",
+    errno.EIO: "input/output error",
+}
+
+
+@dataclass(frozen=True)
+class Kind:
+    """A kind of record that keeps one file in the store, and the columns that name it.
+
+    A kind with ``status`` has the columns ``status`` (running | done | failed), ``error``,
+    ``host``, ``pid``, ``started_at`` and ``finished_at``; its row is committed first.
+    """
+
+    noun: str
+    folder: str
+    suffix: str
+    model: str              # class name in txmdb.db.models
+    path_column: str
+    sha_column: str
+    status: bool = False
+
+    @property
+    def steps(self) -> tuple[str, ...]:
+        """The protocol steps a file of this kind goes through."""
+        return STEPS if self.status else STEPS[1:]
+
+    def table(self):
+        from txmdb.db import models
+
+        return getattr(models, self.model)
+
+
+ANALYSES = Kind("analysis", "analyses", ".h5", "Analysis", "results_path", "results_sha256", status=True)
+CYCLING = Kind("cycling run", "cycling", ".parquet", "CyclingRun", "records_path", "records_sha256")
+XAS = Kind("XAS measurement", "xas", ".parquet", "XASMeasurement", "spectrum_path", "spectrum_sha256")
+KINDS = (ANALYSES, CYCLING, XAS)
+
+HOST = socket.gethostname()
+
+
+def host_tag(host: str) -> str:
+    """Eight hex digits naming a host in temporary file names (a host name is no file name)."""
+    return hashlib.sha256(host.encode()).hexdigest()[:8]
+
+
+_TEMP = re.compile(r"\.tmp\.(?P<host>[0-9a-f]{8})\.(?P<pid>\d+)\.(?P<id>\d+|new)\.[0-9a-f]+")
+
+
+def describe_os_error(exc: OSError) -> str:
+    """The reason of an OSError in words; h5py and pyarrow bury the errno in their message."""
+    code = exc.errno
+    if code is None:
+        found = re.search(r"errno\s*[=:]?\s*(\d+)", str(exc), flags=re.IGNORECASE)
+        code = int(found.group(1)) if found else None
+    if code in _STORE_ERRNO:
+        return _STORE_ERRNO[code]
+    if code is not None:
+        return os.strerror(code).lower()
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
+def failure_text(exc: BaseException | str) -> str:
+    """What a failed record's ``error`` column says about ``exc``: one line."""
+    from txmdb.errors import TxmdbError
+
+    if isinstance(exc, str):
+        text = exc
+    elif isinstance(exc, KeyboardInterrupt):
+        text = "interrupted"
+    elif isinstance(exc, SystemExit):
+        text = f"interrupted (exit {exc.code})"
+    elif isinstance(exc, GeneratorExit):
+        text = "cancelled"
+    elif isinstance(exc, TxmdbError):
+        text = str(exc)
+    else:
+        text = f"{type(exc).__name__}: {exc}"
+    lines = text.strip().splitlines()
+    return (lines[0] if lines else type(exc).__name__)[:2000]
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+def _fsync(path: Path) -> None:
+    """Flush a file's data, or a folder's entries, to the disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class Store:
+    """The results store at ``root``, writing its rows through ``engine``."""
+
+    def __init__(self, root: str | os.PathLike, engine=None):
+        self.root = Path(root)
+        self.engine = engine
+
+    def __fspath__(self) -> str:
+        return str(self.root)
+
+    def __str__(self) -> str:
+        return str(self.root)
+
+    def __repr__(self) -> str:
+        return f"Store({str(self.root)!r})"
+
+    def session(self):
+        from txmdb.db.session import session_scope
+
+        return session_scope(self.engine)
+
+    # ------------------------------------------------------------------ layout
+    def path(self, kind: Kind, record_id: int) -> Path:
+        """The final, absolute name of the file of record ``record_id``."""
+        return self.root.resolve() / kind.folder / f"{int(record_id)}{kind.suffix}"
+
+    def temp_path(self, kind: Kind, record_id: int | None = None) -> Path:
+        """A fresh temporary name in ``kind``'s folder, saying which process writes it."""
+        owner = "new" if record_id is None else str(int(record_id))
+        name = f".tmp.{host_tag(HOST)}.{os.getpid()}.{owner}.{uuid.uuid4().hex[:12]}{kind.suffix}"
+        return self.root.resolve() / kind.folder / name
+
+    # ------------------------------------------------------------------ errors
+    @contextlib.contextmanager
+    def writing(self) -> Iterator[None]:
+        """Turn an ``OSError`` while writing store files (disk full, size limit, read-only
+        mount…) into one :class:`StoreError` naming the store and the problem."""
+        try:
+            yield
+        except OSError as exc:
+            raise StoreError(f"cannot write to the store {self.root}: {describe_os_error(exc)}") from None
+        except RuntimeError as exc:
+            # HDF5 reports a failed write while closing a file as RuntimeError ("Can't
+            # decrement id ref count (file write failed: … errno = 27 …)").
+            if "write failed" not in str(exc):
+                raise
+            reason = describe_os_error(OSError(str(exc)))
+            del exc
+            import gc
+
+            gc.collect()
+            raise StoreError(f"cannot write to the store {self.root}: {reason}") from None
+
+    # ------------------------------------------------------------------ protocol
+    def step(self, name: str, kind: Kind) -> None:
+        """Protocol step ``name`` (one of :data:`STEPS`) of a ``kind`` file has just completed.
+
+        Does nothing; a hook the crash tests replace to kill the process exactly there.
+        """
+
+    def begin(self, kind: Kind, row=None) -> "Put":
+        """Start a file of ``kind``: for a kind with a status, commit ``row`` as ``running``."""
+        record_id = None
+        if kind.status:
+            row.status, row.host, row.pid, row.started_at = "running", HOST, os.getpid(), _now()
+            with self.session() as session:
+                session.add(row)
+                session.flush()
+                record_id = row.id
+            self.step("begun", kind)
+        put = Put(self, kind, record_id)
+        try:
+            with self.writing():
+                put.temp.parent.mkdir(parents=True, exist_ok=True)
+        except BaseException as exc:
+            put.abort(exc)
+            raise
+        return put
+
+    @contextlib.contextmanager
+    def put(self, kind: Kind, row=None) -> Iterator["Put"]:
+        """One file through the protocol: write ``put.temp`` in the block, then ``put.commit(fill)``.
+
+        An exception in the block (OSError as :class:`StoreError`) removes the temporary and
+        marks a status row failed; after the commit nothing is undone.
+        """
+        put = self.begin(kind, row)
+        try:
+            with self.writing():
+                yield put
+            if put.state != "committed":
+                raise RuntimeError("the store file was written but never committed")
+        except BaseException as exc:
+            put.abort(exc)
+            raise
+
+    def fail(self, kind: Kind, record_id: int, error: str, *, was: str = "running") -> bool:
+        """Mark a status row failed with ``error``, if it is still ``was``; True if it was."""
+        from sqlalchemy import update
+
+        model = kind.table()
+        with self.session() as session:
+            done = session.execute(
+                update(model).where(model.id == record_id, model.status == was)
+                .values(status="failed", error=error, finished_at=_now()))
+            return done.rowcount == 1
+
+    # ------------------------------------------------------------------ reading
+    def verified(self, path: str | os.PathLike | None, sha256: str | None) -> Path:
+        """``path`` after checking it is there and has the SHA-256 its row recorded."""
+        from txmdb.io.files import sha256_file
+
+        if not path or not Path(path).is_file():
+            raise StoreFileError(path, "is missing")
+        try:
+            actual = sha256_file(path)
+        except OSError as exc:
+            raise StoreFileError(path, f"cannot be read: {describe_os_error(exc)}") from None
+        if actual != sha256:
+            raise StoreFileError(path, "changed since it was recorded (SHA-256 differs)")
+        return Path(path)
+
+    def open_hdf5(self, path, sha256):
+        """A results HDF5 file opened read-only after its hash check (use it in a ``with``)."""
+        import h5py
+
+        return h5py.File(self.verified(path, sha256), "r")
+
+    def read_parquet(self, path, sha256, columns: list[str] | None = None):
+        """A stored table (cycling records, spectra) as a DataFrame, after its hash check."""
+        import pandas as pd
+
+        return pd.read_parquet(self.verified(path, sha256), columns=columns)
+
+    # ------------------------------------------------------------------ audit
+    def audit(self, *, stale_after_s: float) -> "Audit":
+        """Every row against its file, every file against its row (see :class:`Audit`)."""
+        audit = Audit()
+        for kind in KINDS:
+            _audit_kind(self, kind, audit, stale_after_s)
+        return audit
+
+
+class Put:
+    """One store file on its way in; made by :meth:`Store.begin` or :meth:`Store.put`."""
+
+    def __init__(self, store: Store, kind: Kind, record_id: int | None):
+        self.store, self.kind, self.record_id = store, kind, record_id
+        self.temp = store.temp_path(kind, record_id)
+        self.state = "open"
+
+    def commit(self, fill: Callable):
+        """Sync and hash the written temporary, commit the rows naming it, give it its final name.
+
+        ``fill(session, row)`` completes ``row`` (the status row; None for an ingest record,
+        which ``fill`` adds) and returns the record the file belongs to, flushed. The store
+        then sets its path, SHA-256 and status, commits, and renames the file.
+        """
+        store, kind = self.store, self.kind
+        store.step("written", kind)
+        from txmdb.io.files import sha256_file
+
+        with store.writing():
+            _fsync(self.temp)
+            _fsync(self.temp.parent)
+            sha256 = sha256_file(self.temp)
+        store.step("synced", kind)
+        with store.session() as session:
+            row = session.get(kind.table(), self.record_id) if self.record_id is not None else None
+            record = fill(session, row)
+            session.flush()
+            final = store.path(kind, record.id)
+            setattr(record, kind.path_column, str(final))
+            setattr(record, kind.sha_column, sha256)
+            if kind.status:
+                record.status, record.finished_at, record.error = "done", _now(), None
+            session.flush()
+        self.state = "committed"
+        store.step("committed", kind)
+        try:
+            with store.writing():
+                os.replace(self.temp, final)
+                _fsync(final.parent)
+        except StoreError as exc:
+            raise StoreError(f"{exc}; {kind.noun} {record.id} is recorded and its file waits under "
+                             f"{self.temp.name}: run 'txmdb db check --repair'") from None
+        store.step("renamed", kind)
+        return record
+
+    def abort(self, reason: BaseException | str) -> None:
+        """Give up before the commit: remove the temporary, mark a status row failed."""
+        if self.state != "open":
+            return
+        self.state = "aborted"
+        with contextlib.suppress(OSError):
+            self.temp.unlink(missing_ok=True)
+        if self.record_id is not None:
+            # The original error matters more than a failed update: the row then stays
+            # 'running' and db check finds it stale.
+            with contextlib.suppress(Exception):
+                self.store.fail(self.kind, self.record_id, failure_text(reason))
+
+
+# ---------------------------------------------------------------------- liveness
+
+
+def _process_start(pid: int) -> float | None:
+    """When process ``pid`` started (epoch seconds), or None where /proc cannot say; -1 if a zombie."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        fields = stat[stat.rindex(")") + 2:].split()
+        if fields[0] == "Z":
+            return -1.0
+        boot = next(float(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
+                    if line.startswith("btime "))
+        return boot + int(fields[19]) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, StopIteration):
+        return None
+
+
+def process_alive(pid: int, since: float) -> bool:
+    """Whether the process ``pid`` of this host that was running at ``since`` still runs.
+
+    A pid taken over by a process started after ``since`` is not it (btime has 1 s steps).
+    """
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    started = _process_start(pid)
+    if started is not None and started < 0:
+        return False
+    return started is None or started <= since + 2.0
+
+
+def owner_alive(host: str, pid: int | None, since: float, stale_after_s: float, *, tag: bool = False) -> bool:
+    """Whether the writer ``pid`` on ``host`` (a host tag with ``tag``) may still be at work.
+
+    On this host its process answers; another host's process cannot be asked, so its work
+    counts as alive until ``stale_after_s`` seconds after ``since``.
+    """
+    here = host_tag(HOST) if tag else HOST
+    if host == here and pid:
+        return process_alive(int(pid), since)
+    return time.time() - since < stale_after_s
+
+
+def _epoch(value: dt.datetime | None) -> float:
+    if value is None:
+        return 0.0
+    if value.tzinfo is None:      # SQLite gives naive datetimes; txmdb writes UTC
+        value = value.replace(tzinfo=dt.timezone.utc)
+    return value.timestamp()
+
+
+# ---------------------------------------------------------------------- audit
+
+
+@dataclass
+class Finding:
+    """One problem: what it concerns, what is wrong, and what ``--repair`` does about it."""
+
+    subject: str
+    problem: str
+    fix: str | None = None
+    action: Callable[[], None] | None = field(default=None, repr=False)
+    repaired: bool = False
+
+    def line(self) -> str:
+        if self.repaired:
+            return f"repaired: {self.subject}: {self.problem}: {self.fix}"
+        hint = f" (--repair: {self.fix})" if self.fix else ""
+        return f"problem: {self.subject}: {self.problem}{hint}"
+
+
+@dataclass
+class Audit:
+    findings: list[Finding] = field(default_factory=list)
+    files: int = 0           # store files checked against their rows
+    in_progress: int = 0     # records and temporaries a live process is writing
+
+    def add(self, *args, **kwargs) -> None:
+        self.findings.append(Finding(*args, **kwargs))
+
+
+@dataclass
+class _Temp:
+    path: Path
+    host: str
+    pid: int
+    owner: str               # record id or "new"
+    mtime: float
+    scratch: bool            # a writer's own scratch file, not the temporary itself
+
+
+def _listing(folder: Path, kind: Kind):
+    """Final files by id, temporaries, and files that are neither."""
+    finals: dict[int, Path] = {}
+    temps: list[_Temp] = []
+    others: list[Path] = []
+    if not folder.is_dir():
+        return finals, temps, others
+    final_name = re.compile(rf"(\d+){re.escape(kind.suffix)}")
+    for path in sorted(folder.iterdir()):
+        if not path.is_file():
+            others.append(path)
+            continue
+        if (found := final_name.fullmatch(path.name)) is not None:
+            finals[int(found.group(1))] = path
+        elif path.name.startswith(".") and (found := _TEMP.search(path.name)) is not None:
+            try:
+                mtime = path.stat().st_mtime
+            except FileNotFoundError:
+                continue
+            temps.append(_Temp(path, found["host"], int(found["pid"]), found["id"], mtime,
+                               scratch=not path.name.startswith(".tmp.")))
+        else:
+            others.append(path)
+    return finals, temps, others
+
+
+def _inside(path: Path, root: Path) -> bool:
+    return path.resolve().is_relative_to(root.resolve())
+
+
+def _audit_kind(store: Store, kind: Kind, audit: Audit, stale_after_s: float) -> None:
+    from sqlalchemy import select
+
+    model = kind.table()
+    folder = store.root / kind.folder
+    finals, temps, others = _listing(folder, kind)
+    columns = [model.id, getattr(model, kind.path_column).label("path"), getattr(model, kind.sha_column).label("sha")]
+    if kind.status:
+        columns += [model.status, model.host, model.pid, model.started_at]
+    else:
+        columns += [model.file_path, model.file_sha256]
+    with store.session() as session:
+        rows = session.execute(select(*columns).order_by(model.id)).all()
+    by_id = {row.id: row for row in rows}
+    claimed: set[Path] = set()
+
+    def temp_alive(temp: _Temp) -> bool:
+        return owner_alive(temp.host, temp.pid, temp.mtime, stale_after_s, tag=True)
+
+    for row in rows:
+        subject = f"{kind.noun} {row.id}"
+        if kind.status:
+            if row.status == "running":
+                since = _epoch(row.started_at)
+                if owner_alive(row.host, row.pid, since, stale_after_s):
+                    audit.in_progress += 1
+                    claimed.update(t.path for t in temps if t.owner == str(row.id))
+                    continue
+                where = f"host {row.host}, pid {row.pid}" if row.host else "an unknown process"
+                audit.add(subject, f"running since {_when(row.started_at)} on {where}, which is gone",
+                          "marked failed (interrupted)",
+                          _bind(store.fail, kind, row.id, "interrupted: its process ended without a result"))
+                continue
+            if row.status != "done":
+                continue
+        if not row.path:
+            audit.add(subject, "no file recorded")
+            continue
+        path = Path(row.path)
+        actual = _sha256_or_none(path)
+        if actual is not None:
+            claimed.add(path.resolve())
+            audit.files += 1
+            if actual != row.sha:
+                audit.add(subject, f"{path} changed since it was recorded (SHA-256 differs); "
+                                   "restore it or re-run what wrote it")
+            continue
+        owner = str(row.id) if kind.status else "new"
+        pending = [t for t in temps if t.owner == owner and not t.scratch and t.path not in claimed]
+        match = next((t for t in pending if _sha256_or_none(t.path) == row.sha), None)
+        if match is not None:
+            claimed.add(match.path)
+            if temp_alive(match):
+                audit.in_progress += 1
+            elif _inside(path, store.root):
+                audit.add(subject, f"its file is still under its temporary name {match.path.name}",
+                          f"renamed to {path.name}", _bind(_roll_forward, match.path, path))
+            else:
+                audit.add(subject, f"its file {path} is missing and its temporary {match.path} lies in "
+                                   "another folder; check --store")
+            continue
+        if not _inside(path, store.root):
+            audit.add(subject, f"its file {path} is missing; it lies outside the store {store.root}: check --store")
+        elif not folder.is_dir():
+            audit.add(subject, f"its file {path} is missing, and so is the folder {folder}: check --store")
+        elif kind.status:
+            audit.add(subject, f"its file {path} is missing", "marked failed (results file missing)",
+                      _bind(store.fail, kind, row.id, f"results file missing: {path}", was="done"))
+        elif _source_intact(row.file_path, row.file_sha256):
+            audit.add(subject, f"its file {path} never arrived",
+                      f"record removed; ingest {row.file_path} again", _bind(_delete_row, store, kind, row.id))
+        else:
+            audit.add(subject, f"its file {path} is missing and its source {row.file_path} is gone or changed")
+
+    for record_id, path in finals.items():
+        if path.resolve() in claimed:
+            continue
+        row = by_id.get(record_id)
+        subject = f"{kind.folder}/{path.name}"
+        if row is not None and row.path and Path(row.path).resolve() != path.resolve() and (
+                not kind.status or row.status == "done"):
+            audit.add(subject, f"{kind.noun} {record_id} names another file, {row.path}; check --store")
+            continue
+        whose = "no row names it" if row is None else f"{kind.noun} {record_id} is {row.status}"
+        audit.add(subject, f"orphan file: {whose}", "removed", _bind(_remove, path))
+
+    for temp in temps:
+        if temp.path in claimed:
+            continue
+        subject = f"{kind.folder}/{temp.path.name}"
+        if temp_alive(temp):
+            audit.in_progress += 1
+            continue
+        audit.add(subject, f"temporary file left by a crash (writer pid {temp.pid} is gone)", "removed",
+                  _bind(_remove, temp.path))
+
+    for path in others:
+        audit.add(f"{kind.folder}/{path.name}", "not a file txmdb writes; move it out of the store")
+
+
+def _sha256_or_none(path: Path) -> str | None:
+    """The file's SHA-256, or None when it is not there (a writer may rename it meanwhile)."""
+    from txmdb.io.files import sha256_file
+
+    try:
+        return sha256_file(path)
+    except (FileNotFoundError, IsADirectoryError):
+        return None
+
+
+def _when(value: dt.datetime | None) -> str:
+    return "an unknown time" if value is None else dt.datetime.fromtimestamp(
+        _epoch(value), dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _bind(function, *args, **kwargs) -> Callable[[], None]:
+    return lambda: function(*args, **kwargs)
+
+
+def _remove(path: Path) -> None:
+    path.unlink(missing_ok=True)
+
+
+def _roll_forward(temp: Path, final: Path) -> None:
+    os.replace(temp, final)
+    _fsync(final.parent)
+
+
+def _delete_row(store: Store, kind: Kind, record_id: int) -> None:
+    with store.session() as session:
+        record = session.get(kind.table(), record_id)
+        if record is not None:
+            session.delete(record)
+
+
+def _source_intact(path: str | None, sha256: str | None) -> bool:
+    """Whether an ingested source is still where it was, unchanged (so it can be ingested again)."""
+    try:
+        return bool(path) and _sha256_or_none(Path(path)) == sha256
+    except OSError:
+        return False
