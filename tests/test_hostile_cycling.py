@@ -37,13 +37,12 @@ def lab(cli):
     return cli
 
 
-def _state(cli) -> tuple:
-    """Row counts of the cycling tables and the store's listing (sizes included)."""
+def catalogue_state(cli, tables: tuple[str, ...] = ("cycling_runs", "cycles")) -> tuple:
+    """Row counts of ``tables`` and the store's listing (sizes included)."""
     engine = sa.create_engine(cli.url)
     try:
         with engine.connect() as conn:
-            counts = tuple(conn.execute(sa.text(f"SELECT count(*) FROM {t}")).scalar_one()
-                           for t in ("cycling_runs", "cycles"))
+            counts = tuple(conn.execute(sa.text(f"SELECT count(*) FROM {t}")).scalar_one() for t in tables)
     finally:
         engine.dispose()
     store = Path(cli.store)
@@ -69,12 +68,12 @@ def _ingest(cli, path: Path, cell: str, *extra: str) -> str:
 
 def _refused(cli, path: Path, problem: str, *extra: str, cell: str = "C4") -> None:
     """Exit 1, exactly ``error: PATH: PROBLEM`` on stderr, nothing changed."""
-    before = _state(cli)
+    before = catalogue_state(cli)
     result = cli("cycling", "ingest", path, "--cell", cell, *extra)
     assert result.exit_code == 1, result.output
     assert result.stderr == f"error: {path}: {problem}\n"
     assert "Traceback" not in result.output
-    assert _state(cli) == before
+    assert catalogue_state(cli) == before
 
 
 def _same_cycles(ours: pd.DataFrame, original: pd.DataFrame) -> None:
@@ -309,7 +308,7 @@ def test_ndax_zip_bombs_are_refused_in_bounded_memory(lab, bombs):
         "liar": "ZIP member 'data.ndc' inflates to more than the 64.0 KiB its directory entry declares: refused",
         "lzma": "ZIP member 'EditStep.xml' uses compression method 14; Neware .ndax files use deflate",
     }
-    before = _state(lab)
+    before = catalogue_state(lab)
     for name, problem in expected.items():
         run = _ingest_measured(lab, bombs[name])
         assert run["rc"] == 1, run
@@ -318,7 +317,7 @@ def test_ndax_zip_bombs_are_refused_in_bounded_memory(lab, bombs):
         # start-up size (~190 MB with pandas, SQLAlchemy and the catalogue loaded).
         assert run["peak_mb"] < 300, run
         assert run["seconds"] < 60, run
-    assert _state(lab) == before
+    assert catalogue_state(lab) == before
 
 
 def test_a_real_ndax_still_passes_the_archive_checks(lab):

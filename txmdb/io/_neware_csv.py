@@ -208,7 +208,8 @@ def read_neware_csv(text: str, source) -> tuple[pd.DataFrame, dict[str, str]]:
         if cells.dtype.kind in "fiub":
             out[key] = cells.to_numpy(dtype=float) * factors[key]
             continue
-        values = pd.to_numeric(cells, errors="coerce").to_numpy(dtype=float)
+        # As text: a cell of 400 digits is a Python int that to_numeric cannot convert.
+        values = pd.to_numeric(cells.astype("string"), errors="coerce").astype(float).to_numpy()
         bad = np.isnan(values) & cells.notna().to_numpy()
         if bad.any():
             row = int(np.flatnonzero(bad)[0])

@@ -662,7 +662,8 @@ def _read_plain_csv(path: Path, columns: dict[str, str] | None,
             raw[key] = cells.to_numpy(dtype=object)
             continue
         if cells.dtype.kind not in "fiub":
-            values = pd.to_numeric(cells, errors="coerce")
+            # As text: a cell of 400 digits is a Python int that to_numeric cannot convert.
+            values = pd.to_numeric(cells.astype("string"), errors="coerce").astype(float)
             garbage = values.isna() & cells.notna()
             if garbage.any():
                 row = int(np.flatnonzero(garbage.to_numpy())[0])
