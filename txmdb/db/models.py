@@ -358,9 +358,6 @@ class UThetaProfile(Base):
     mean_u_ev_per_nm: Mapped[Optional[float]] = mapped_column(Float)
 
 
-# Tables the TXM pipeline fills, keyed by the name of the DataFrame it returns.
-STATISTICS_TABLES = {
-    "particles": Particle,
 def data_columns(model: type[Base]) -> tuple[str, ...]:
     """The model's columns without its own id and its keys to other rows, in declaration order.
 
@@ -370,6 +367,9 @@ def data_columns(model: type[Base]) -> tuple[str, ...]:
     return tuple(c.name for c in model.__table__.columns if not c.primary_key and not c.foreign_keys)
 
 
+# Tables the TXM pipeline fills, keyed by the name of the DataFrame it returns.
+STATISTICS_TABLES = {
+    "particles": Particle,
     "edge_histograms": EdgeHistogram,
     "depth_profiles": DepthProfile,
     "theta_histograms": ThetaHistogram,
