@@ -14,8 +14,8 @@ from txmdb import __version__
 from txmdb.catalog._records import file_provenance, finite_or_none, frame_records, get_or_create, jsonable
 from txmdb.catalog.samples import get_sample
 from txmdb.db.models import STATISTICS_TABLES, Analysis, TXMScan
-from txmdb.store import ANALYSES
 from txmdb.errors import InputError, NotFoundError, input_errors
+from txmdb.store import ANALYSES
 from txmdb.io.files import sha256_file
 
 
@@ -94,10 +94,10 @@ def prepare_scan(catalog, scan_id: int, *, verify_hash: bool = True, options=Non
         edge_kernel(info, options.params)
     return scan, info
 
+
 def new_analysis(scan: TXMScan, options) -> Analysis:
     """The row of an analysis about to run; the store commits it as ``running``."""
     from txmdb.pipeline import analysis_parameters
-
 
     return Analysis(scan_id=scan.id, parameters=jsonable(analysis_parameters(options, voxel_size_nm=scan.voxel_size_nm)),
                     txmdb_version=__version__, input_sha256=scan.file_sha256)

@@ -21,7 +21,8 @@ import pandas as pd
 
 from txmdb import __version__, query
 from txmdb.analysis.cycling import retention_curve
-from txmdb.errors import InputError, NotFoundError, ParameterError, TxmdbError
+from txmdb.db.engine import safe_url
+from txmdb.errors import InputError, NotFoundError, ParameterError, StoreFileError, TxmdbError
 from txmdb.io.outputs import check_file_destination, check_folder_destination, write_files
 from txmdb.report import figures as fg
 from txmdb.report.figures import Curve, Style
@@ -174,7 +175,7 @@ def build_report(catalog, samples: Sequence[str], *, output: Path, png_dir: Path
         cycle=cycle,
         generated=dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         version=__version__,
-        database=catalog.engine.url.render_as_string(hide_password=True),
+        database=safe_url(catalog.engine.url),
     )
     output = Path(output)
     # Names are plain text in the page too: control and bidi characters show as escapes.
@@ -301,15 +302,17 @@ def _spectra(ctx: _Context, rows: pd.DataFrame, section: Section, label: Callabl
 
     ids = [int(i) for i in rows["measurement_id"]]
     with ctx.catalog.session() as session:
-        paths = dict(session.execute(select(XASMeasurement.id, XASMeasurement.spectrum_path)
-                                     .where(XASMeasurement.id.in_(ids))).all())
+        files = {i: (path, sha) for i, path, sha in session.execute(
+            select(XASMeasurement.id, XASMeasurement.spectrum_path, XASMeasurement.spectrum_sha256)
+            .where(XASMeasurement.id.in_(ids))).all()}
     spectra, items = [], []
     for _, row in rows.iterrows():
-        path = Path(paths.get(int(row["measurement_id"])) or "")
-        if not path.is_file():
-            section.notes.append(f"The spectrum of XAS measurement {row['measurement_id']} is missing ({path}).")
+        path, sha256 = files.get(int(row["measurement_id"]), (None, None))
+        try:
+            data = ctx.catalog.store.read_parquet(path, sha256, columns=["energy_ev", "normalized"])
+        except StoreFileError as exc:
+            section.notes.append(f"The spectrum of XAS measurement {row['measurement_id']} {exc.problem} ({path}).")
             continue
-        data = pd.read_parquet(path, columns=["energy_ev", "normalized"])
         data.attrs["edge_energy_ev"] = row["edge_energy_ev"]
         spectra.append(data)
         items.append((row["sample"], label(row)))
@@ -391,13 +394,13 @@ def _xrd_section(ctx: _Context) -> Section:
     return section
 
 
-def _read_central_slice(path: str | None) -> tuple[np.ndarray | None, str | None]:
+def _read_central_slice(store, path: str | None, sha256: str | None) -> tuple[np.ndarray | None, str | None]:
     """The central z slice of an analysis' edge-energy map, read alone (never the whole map)."""
-    import h5py
-
-    if not path or not Path(path).is_file():
-        return None, f"its results file is missing ({path})"
-    with h5py.File(path, "r") as h5:
+    try:
+        results = store.open_hdf5(path, sha256)
+    except StoreFileError as exc:
+        return None, f"its results file {exc.problem} ({path})"
+    with results as h5:
         if EDGE_MAP_DATASET not in h5:
             return None, f"its results file has no '{EDGE_MAP_DATASET}' dataset"
         dataset = h5[EDGE_MAP_DATASET]
@@ -436,10 +439,11 @@ def _txm_section(ctx: _Context) -> Section:
         section.figure("edge_histogram", "Distribution of the voxels' edge energy per scan.",
                        fg.edge_histogram_figure(curves))
 
-    paths = query.analyses(ctx.catalog, scan=list(styles)).set_index("analysis_id")["results_path"]
+    files = query.analyses(ctx.catalog, scan=list(styles)).set_index("analysis_id")[["results_path", "results_sha256"]]
     maps = []
     for _, scan in scans.dropna(subset=["analysis_id"]).iterrows():
-        plane, problem = _read_central_slice(paths.get(int(scan["analysis_id"])))
+        path, sha256 = files.loc[int(scan["analysis_id"])]
+        plane, problem = _read_central_slice(ctx.catalog.store, path, sha256)
         if plane is None:
             section.notes.append(f"No valence map for scan {scan['scan_id']}: {problem}.")
             continue
