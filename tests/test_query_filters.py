@@ -71,6 +71,9 @@ def _populate(catalog) -> dict:
                     s.flush()
                     ids["analysis"].setdefault((sample, state), []).append(analysis.id)
                     _statistics(s, analysis.id)
+        # A newer analysis of the gravel scan failed: its statistics stay those of the done one.
+        s.add(m.Analysis(scan_id=ids["scan"][("gravel-C", "charged")], status="failed", txmdb_version="t",
+                         input_sha256="0" * 64, error="killed"))
     return ids
 
 
@@ -124,6 +127,8 @@ def _cases(ids: dict) -> dict:
         "cell": (["cA2"], ["cA2", "cC1"], lambda r, v: r["cell"] in v),
         "edge": (["Ni-L3"], ["Ni-L3", "Ni-K"], lambda r, v: r["edge"] in v),
         "mode": (["TEY"], ["TEY", "fluorescence"], lambda r, v: r["mode"] in v),
+        # analyses show their own status, scans the status of their newest analysis
+        "status": (["failed"], ["failed", "done"], lambda r, v: r.get("status", r.get("latest_status")) in v),
     }
 
 
