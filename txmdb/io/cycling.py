@@ -34,6 +34,16 @@ The record table (:data:`RECORD_COLUMNS`) is the same for every format:
   (per step, cumulative per cycle or over the test — resets are recognised). NaN when the
   file has no such column; the analysis then integrates current over time.
 
+Text: UTF-8, GB18030 or Windows-1252, told apart by :func:`text_encoding` (or named with
+``encoding=``). A plain CSV's cells may be separated by commas, semicolons or tabs, and its
+decimal mark may be a comma (European exports: ``3,85`` between semicolons, or ``"3,85"``
+quoted between commas); a comma-separated file with unquoted decimal commas is ambiguous
+and refused. A unit written in a column name must be understood (``Current(µA)``), never
+taken as 1. Cycle numbers must be whole numbers from 0 to :data:`MAX_CYCLE_NUMBER`. A
+``.ndax`` archive is checked against :data:`MAX_NDAX_UNPACKED_BYTES` and
+:data:`MAX_NDAX_RATIO` before fastnda unpacks it (ZIP bombs). :func:`require_cycling`
+refuses records without one complete charge or discharge step (ingest calls it).
+
 Truncated files: a final CSV line cut short (fewer cells than the header) is dropped with a
 :class:`TruncatedFileWarning` and the rest is read — a user loses one record, not the file.
 (A final line cut inside its last cell still parses and cannot be told apart.) A file with
@@ -535,16 +545,18 @@ def _count_cells(path: Path, sep: str, n_header: int) -> _LineCells:
             else:
                 carry = b""
             arr = np.frombuffer(data, dtype=np.uint8)
-            cr = np.flatnonzero(arr == 13)
-            lone_cr = cr[arr[np.minimum(cr + 1, arr.size - 1)] != 10]
-            ends = np.sort(np.r_[np.flatnonzero(arr == 10), lone_cr])
+            ends = np.flatnonzero(arr == 10)
+            if b"\r" in data:
+                cr = np.flatnonzero(arr == 13)
+                ends = np.union1d(ends, cr[arr[np.minimum(cr + 1, arr.size - 1)] != 10])
             seps = np.flatnonzero(arr == sep_byte)
-            quotes = np.flatnonzero(arr == 34)
-            if quotes.size:
+            if b'"' in data:
+                quotes = np.flatnonzero(arr == 34)
                 seps = seps[(np.searchsorted(quotes, seps) + quoted) % 2 == 0]
                 quoted = (quoted + quotes.size) % 2
-            cells = np.bincount(np.searchsorted(ends, seps), minlength=ends.size + 1) + 1
-            last_content = len(data.rstrip()) - 1  # blank trailing lines do not count
+            # Separators before each line end → separators per line (the last: after the last end).
+            cells = np.diff(np.r_[0, np.searchsorted(seps, ends), seps.size]) + 1
+            last_content = _last_content(data)  # blank trailing lines do not count
             if last_content >= 0:
                 last = int(cells[np.searchsorted(ends, last_content)])
             over = np.flatnonzero(cells > n_header)
@@ -554,6 +566,15 @@ def _count_cells(path: Path, sep: str, n_header: int) -> _LineCells:
             if not block:
                 break
     return _LineCells(first_overlong, last)
+
+
+def _last_content(data: bytes) -> int:
+    """Index of the last byte that is not white space, or -1 (strips a short tail first:
+    stripping a whole block copies it)."""
+    tail = data[-4096:].rstrip()
+    if tail:
+        return len(data) - min(len(data), 4096) + len(tail) - 1
+    return len(data.rstrip()) - 1 if len(data) > 4096 else -1
 
 
 def _csv_separator(header_line: str) -> str:
