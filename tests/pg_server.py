@@ -27,6 +27,11 @@ def _bindir() -> Path:
     return Path(candidates[-1]).parent
 
 
+# A role that must give a password (scram-sha-256) even though every other role is trusted:
+# tests of PGPASSWORD, ~/.pgpass and service files create it with a password of their choice.
+PASSWORD_ROLE = "txmdb_pwuser"
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -55,11 +60,18 @@ class PostgresServer:
             shutil.chown(self.root, "postgres", "postgres")
         os.chmod(self.root, 0o700)
         self._run(self.bindir / "initdb", "-D", self.data, "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync")
+        self._require_password(PASSWORD_ROLE)
         options = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200"
         self._run(self.bindir / "pg_ctl", "-D", self.data, "-o", options, "-l", self.root / "log", "-w", "-t", "60", "start")
         self.url = f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/postgres"
         self._wait()
         return self
+
+    def _require_password(self, role: str) -> None:
+        # Before initdb's trust lines: the first matching line wins.
+        hba = self.data / "pg_hba.conf"
+        lines = f"local all {role} scram-sha-256\nhost all {role} 127.0.0.1/32 scram-sha-256\n"
+        hba.write_text(lines + hba.read_text())
 
     def _wait(self) -> None:
         import psycopg

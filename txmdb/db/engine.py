@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
+from urllib.parse import quote
 
 from sqlalchemy import event
 from sqlalchemy.engine import URL, Engine, make_url
@@ -16,34 +17,92 @@ DEFAULT_URL = "sqlite:///txmdb.db"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 
 
+# A scheme txmdb knows, at the start of the text: with it, the text is a URL, never a path.
+_KNOWN_SCHEME = re.compile(r"(?P<backend>postgres(?:ql)?|sqlite)(?:\+[\w.-]*)?:", re.IGNORECASE)
+# Query parameters whose values are secrets (libpq's password and sslpassword, and kin).
+_SECRET_KEY = re.compile(r"pass|pwd|secret|token", re.IGNORECASE)
+_EXPECTED = {
+    "postgresql": "postgresql://[USER@]HOST[:PORT]/DB or postgresql:///?service=NAME",
+    "sqlite": "sqlite:///FILE or a plain file path",
+}
+_PASSWORD_HINT = (
+    "; percent-encode @ : / ? # % in a password (@ as %40), "
+    "or keep it out of the URL with PGPASSWORD, ~/.pgpass or a service file"
+)
+
+
 def resolve_url(url: str | None = None) -> URL:
     """The catalogue URL from ``url``, ``$TXMDB_URL`` or the default; a bare path means SQLite.
 
-    ``postgresql://`` URLs get the psycopg 3 driver.
+    ``postgresql://`` and ``postgresql+DRIVER://`` URLs get the installed psycopg 3 driver.
+    A malformed URL raises a DatabaseError that never repeats the URL (it may hold a password).
     """
     text = url or os.environ.get("TXMDB_URL") or DEFAULT_URL
-    if "://" not in text:
-        text = f"sqlite:///{Path(text).expanduser().resolve()}"
+    known = _KNOWN_SCHEME.match(text)
+    if known and not text.startswith("//", known.end()):
+        # e.g. postgresql:/u:pw@host/db: a URL with a slash missing, not a file to create.
+        raise _malformed(known["backend"], "the scheme must be followed by '//'")
+    if known is None and "://" not in text:
+        # URL.create, not "sqlite:///" + path: a '?' or '#' in a folder name is part of the path.
+        return URL.create("sqlite", database=str(Path(text).expanduser().resolve()))
     try:
         parsed = make_url(text)
     except (ArgumentError, ValueError):
-        masked = re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", text)
-        raise DatabaseError(f"invalid database URL {masked!r}: expected sqlite:///FILE or postgresql://USER@HOST/DB") from None
-    if parsed.drivername in ("postgresql", "postgres"):
+        raise _malformed(known["backend"] if known else None, "it cannot be parsed") from None
+    if parsed.get_backend_name() in ("postgresql", "postgres"):
+        # Any postgresql+DRIVER URL (psycopg2, asyncpg…) from another tool runs on psycopg 3.
         parsed = parsed.set(drivername="postgresql+psycopg")
+        if parsed.host and "@" in parsed.host:
+            raise _malformed("postgresql", "more than one '@' before the host")
     if parsed.get_backend_name() not in ("sqlite", "postgresql"):
         raise DatabaseError(f"unsupported database {safe_url(parsed)}: use sqlite:///FILE or postgresql://…")
     return parsed
 
 
+def _malformed(backend: str | None, problem: str) -> DatabaseError:
+    """One line saying the URL is malformed and what is expected, without the URL itself."""
+    backend = "postgresql" if backend and backend.lower().startswith("postgres") else (backend or "").lower()
+    expected = _EXPECTED.get(backend) or " or ".join(_EXPECTED.values())
+    kind = f"{backend} URL" if backend else "database URL"
+    hint = "" if backend == "sqlite" else _PASSWORD_HINT
+    return DatabaseError(f"malformed {kind} ({problem}): expected {expected}{hint}")
+
+
 def safe_url(url: URL | str) -> str:
-    """The URL as text with any password hidden."""
+    """The URL as text with every secret hidden: the password, secret query values such as
+    ``?password=`` or ``sslpassword=``, and anything before an ``@`` that landed in the host.
+
+    Every URL txmdb prints or writes goes through here.
+    """
     if isinstance(url, str):
         try:
             url = make_url(url)
         except (ArgumentError, ValueError):
-            return "<invalid URL>"
-    return url.render_as_string(hide_password=True)
+            return "<malformed URL>"
+    url = url.set(query={k: ("***" if _SECRET_KEY.search(k) else v) for k, v in url.query.items()})
+    if url.host and "@" in url.host:
+        url = url.set(host="***@" + url.host.rsplit("@", 1)[1])
+    # The renderer percent-encodes query values; show the mask as written.
+    return url.render_as_string(hide_password=True).replace("=%2A%2A%2A", "=***")
+
+
+def url_secrets(url: URL) -> list[str]:
+    """The secret strings in ``url`` (password, secret query values), to scrub from driver messages."""
+    found = [url.password] if url.password else []
+    for key, value in url.query.items():
+        if _SECRET_KEY.search(key):
+            found.extend([value] if isinstance(value, str) else value)
+    if url.host and "@" in url.host:
+        found.append(url.host.rsplit("@", 1)[0])
+    return [secret for secret in found if secret]
+
+
+def missing_sqlite_file(url: URL) -> Path | None:
+    """The SQLite file ``url`` names, if it does not exist (connecting would create it)."""
+    if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
+        return None
+    path = Path(url.database)
+    return None if path.exists() else path.resolve()
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:
@@ -68,10 +127,6 @@ def make_engine(url: str | URL | None = None, *, read_only: bool = False) -> Eng
             folder = Path(database).parent
             if not folder.is_dir():
                 raise DatabaseError(f"cannot open {safe_url(parsed)}: folder {folder} does not exist")
-        if read_only:
-            # A file: URI with mode=ro makes writes impossible at the SQLite level.
-            uri = f"file:{Path(database).resolve()}?mode=ro"
-            parsed = make_url("sqlite://").set(database=uri, query={"uri": "true"})
         kwargs["connect_args"] = {"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}
     else:
         kwargs["pool_pre_ping"] = True
@@ -81,12 +136,25 @@ def make_engine(url: str | URL | None = None, *, read_only: bool = False) -> Eng
     except (NoSuchModuleError, ArgumentError) as exc:
         raise DatabaseError(f"invalid database URL {safe_url(parsed)}: {exc}") from None
     if parsed.get_backend_name() == "sqlite":
+        if read_only:
+            event.listen(engine, "do_connect", _open_read_only)
         event.listen(engine, "connect", _sqlite_pragmas)
     return engine
 
 
+def _open_read_only(_dialect, _record, cargs, cparams) -> None:
+    # A file: URI with mode=ro makes writes impossible at the SQLite level. The path is
+    # percent-encoded: a raw '?', '#' or '%' in a folder name would end the path early and
+    # silently drop mode=ro. The engine's URL stays the plain one, for messages.
+    if cargs[0] != ":memory:":
+        cargs[0] = f"file:{quote(str(Path(cargs[0]).resolve()))}?mode=ro"
+        cparams["uri"] = True
+
+
 def describe_db_error(engine: Engine, exc: BaseException, *, doing: str = "cannot connect to") -> str:
-    """One line naming the database (password hidden) and the first line of the driver's reason."""
+    """One line naming the database and the first line of the driver's reason, secrets hidden."""
     reason = str(getattr(exc, "orig", exc) or exc).strip().splitlines()
     first = reason[0] if reason else type(exc).__name__
+    for secret in url_secrets(engine.url):
+        first = first.replace(secret, "***")
     return f"{doing} {safe_url(engine.url)}: {first}"

@@ -7,8 +7,11 @@ from importlib import resources
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError, OperationalError
 
-from txmdb.db.engine import describe_db_error
+from txmdb.db.engine import describe_db_error, missing_sqlite_file
 from txmdb.errors import DatabaseError
+
+# Key of the PostgreSQL advisory lock that serialises concurrent migrations ("txmdb" in ASCII).
+_MIGRATION_LOCK_KEY = 0x74786D6462
 
 
 def alembic_config(connection=None):
@@ -31,9 +34,14 @@ def head_revision() -> str:
 
 
 def current_revision(engine: Engine) -> str | None:
-    """The revision the database is at; None for a database without txmdb's schema."""
+    """The revision the database is at; None for a database without txmdb's schema.
+
+    A SQLite file that does not exist is not created by asking.
+    """
     from alembic.runtime.migration import MigrationContext
 
+    if missing_sqlite_file(engine.url):
+        return None
     try:
         with engine.connect() as connection:
             return MigrationContext.configure(connection).get_current_revision()
@@ -47,11 +55,27 @@ def _run(engine: Engine, command_name: str, revision: str) -> None:
 
     try:
         with engine.begin() as connection:
+            _lock_for_migration(connection)
             getattr(command, command_name)(alembic_config(connection), revision)
     except CommandError as exc:
         raise DatabaseError(f"cannot {command_name} to {revision!r}: {exc}") from None
     except (OperationalError, DBAPIError) as exc:
-        raise DatabaseError(describe_db_error(engine, exc)) from None
+        raise DatabaseError(describe_db_error(engine, exc, doing=f"cannot {command_name}")) from None
+
+
+def _lock_for_migration(connection) -> None:
+    """Make concurrent migrations (three ``txmdb init`` at once) wait for each other.
+
+    Alembic reads the current revision inside this transaction, after the lock, so a
+    migration that waited finds the schema at head and does nothing.
+    """
+    if connection.dialect.name == "postgresql":
+        # Held until the transaction ends; the DDL commits with it.
+        connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_MIGRATION_LOCK_KEY})")
+    elif connection.dialect.name == "sqlite":
+        # pysqlite opens no transaction before DDL; take the write lock now (the busy
+        # timeout makes the others wait for it) so the DDL is one transaction.
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def upgrade(engine: Engine, revision: str = "head") -> None:
@@ -63,6 +87,8 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
 
 
 def downgrade(engine: Engine, revision: str) -> None:
+    """Downgrade to ``revision``. Never creates a catalogue that does not exist."""
+    _refuse_missing(engine)
     current = current_revision(engine)
     if current is not None and not _known(current):
         raise DatabaseError(_newer_message(current))
@@ -87,6 +113,7 @@ def _newer_message(current: str) -> str:
 
 def check_database(engine: Engine) -> str:
     """Raise a DatabaseError naming the command to run unless the database is at head."""
+    _refuse_missing(engine)
     current = current_revision(engine)
     head = head_revision()
     if current == head:
@@ -98,3 +125,9 @@ def check_database(engine: Engine) -> str:
     raise DatabaseError(
         f"database schema is at revision {current}, this txmdb needs {head}; run 'txmdb db upgrade'"
     )
+
+
+def _refuse_missing(engine: Engine) -> None:
+    """Only ``txmdb init`` and ``txmdb db upgrade`` create a SQLite catalogue."""
+    if missing := missing_sqlite_file(engine.url):
+        raise DatabaseError(f"catalogue {missing} does not exist; run 'txmdb init' to create it")
