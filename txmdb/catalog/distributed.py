@@ -27,7 +27,7 @@ from typing import Iterator
 import numpy as np
 
 from txmdb.catalog.txm import new_analysis, prepare_scan, record_analysis
-from txmdb.errors import InputError, TxmdbError, input_errors
+from txmdb.errors import InputError, ParameterError, TxmdbError, input_errors
 from txmdb.store import ANALYSES, failure_text
 
 __all__ = ["SPLIT_BYTES", "connect", "analyze_on_cluster", "analyze_scan_distributed",
@@ -86,7 +86,8 @@ def check_scheduler_address(scheduler: str) -> None:
     try:
         from distributed.comm.addressing import parse_address, parse_host_port
     except ImportError:
-        raise TxmdbError("--scheduler needs Dask: pip install 'txmdb[distributed]'") from None
+        raise ParameterError("scheduler", "running on a Dask scheduler needs Dask: pip install 'txmdb[distributed]'"
+                             ) from None
     try:
         scheme, location = parse_address(scheduler)
         host, port = parse_host_port(location)
