@@ -6,6 +6,7 @@ from __future__ import annotations
 import typer
 
 from txmdb.cli._common import catalog, echo
+from txmdb.readonly_sql import REPORTING_ROLE
 
 app = typer.Typer(help="Inspect and migrate the catalogue schema.", no_args_is_help=True)
 
@@ -47,6 +48,24 @@ def current_cmd(ctx: typer.Context) -> None:
 
     cat = catalog(ctx, check=False)
     echo(current_revision(cat.engine) or "base (empty)")
+
+
+@app.command("reporting-role")
+def reporting_role_cmd(ctx: typer.Context,
+                       name: str = typer.Argument(REPORTING_ROLE, help="Name of the reporting role.")) -> None:
+    """Create or update the read-only role `query sql` runs as (PostgreSQL; safe to run again).
+
+    The role cannot log in and may only SELECT the catalogue's tables, today's and future
+    ones. The catalogue owner becomes a member so it can switch to it. Run it as the
+    catalogue owner if that role may create roles (CREATEROLE), otherwise as a database admin.
+    """
+    from txmdb.readonly_sql import ensure_reporting_role
+
+    cat = catalog(ctx, check=False)
+    role = ensure_reporting_role(cat.engine.url, name)
+    members = ", ".join(f'"{m}"' for m in role.members)
+    echo(f'reporting role "{role.name}": SELECT on {role.tables} tables in schema "{role.schema}" and on the '
+         f'tables "{role.owner}" creates there later; members: {members}; query sql runs as it')
 
 
 @app.command("check")

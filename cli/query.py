@@ -16,6 +16,7 @@ import typer
 
 from txmdb.cli._common import CommandGroup, FormatOption, OutputFormat, OutputOption, catalog, emit_table
 from txmdb.query import QUERIES
+from txmdb.readonly_sql import DEFAULT_MAX_ROWS, DEFAULT_TIMEOUT_S
 from txmdb.vocabulary import FILTERS, Filter
 
 # Every spelling of every filter option ("--weighted" and "--unweighted" alike).
@@ -104,9 +105,23 @@ for _name in QUERIES:
 
 @app.command("sql")
 def sql(ctx: typer.Context, statement: str = typer.Argument(..., help="One SELECT statement."),
+        timeout: float = typer.Option(DEFAULT_TIMEOUT_S, "--timeout", min=0.001, metavar="SECONDS",
+                                      help="Stop the statement after this long (on the server, for PostgreSQL)."),
+        max_rows: int = typer.Option(DEFAULT_MAX_ROWS, "--max-rows", min=1, metavar="N",
+                                     help="Return at most N rows; a note on stderr says when more were cut."),
         fmt: OutputFormat = FormatOption, output: Optional[Path] = OutputOption) -> None:
-    """Run one read-only SQL query on the catalogue (it can never write)."""
-    from txmdb.readonly_sql import run_readonly_sql
+    """Run one read-only SQL query on the catalogue: it can never write, and it is bounded in time and rows.
+
+    On PostgreSQL it runs as the read-only reporting role (see `txmdb db reporting-role`).
+    """
+    from txmdb.errors import TxmdbError
+    from txmdb.readonly_sql import QueryTimeout, run_readonly_sql
 
     cat = catalog(ctx)
-    emit_table(run_readonly_sql(cat.engine.url, statement), fmt, output)
+    try:
+        result = run_readonly_sql(cat.engine.url, statement, timeout=timeout, max_rows=max_rows)
+    except QueryTimeout as exc:
+        raise TxmdbError(f"{exc} (--timeout)") from None
+    emit_table(result.frame, fmt, output)
+    if result.cut:
+        typer.echo(f"note: the result was cut at {max_rows} rows (--max-rows)", err=True)

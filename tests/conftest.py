@@ -64,9 +64,37 @@ def db_url(request, tmp_path):
         return
     url, drop = _fresh_pg_url(request.getfixturevalue("pg_server"))
     try:
-        yield url
+        yield as_catalogue_owner(url)
     finally:
         drop()
+
+
+# A lab's catalogue belongs to a login role without superuser rights (docs/deployment.md), and
+# query sql refuses superusers: the tests' catalogues belong to this role, and the reporting
+# role query sql runs as is set up the lab's way, with `txmdb db reporting-role`.
+PG_OWNER = "txmdb_owner"
+
+
+def as_catalogue_owner(admin_url: str) -> str:
+    """Give the database of ``admin_url`` (a superuser's) to PG_OWNER; its URL, reporting role ready."""
+    import psycopg
+    from psycopg import sql
+    from sqlalchemy.engine import make_url
+
+    from txmdb.readonly_sql import ensure_reporting_role
+
+    admin = make_url(admin_url)
+    conninfo = psycopg.conninfo.make_conninfo(host=admin.host, port=admin.port, user=admin.username,
+                                              password=admin.password, dbname=admin.database)
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        if not conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", [PG_OWNER]).fetchone():
+            conn.execute(sql.SQL("CREATE ROLE {} LOGIN CREATEROLE PASSWORD {}").format(
+                sql.Identifier(PG_OWNER), sql.Literal(admin.password)))
+        conn.execute(sql.SQL("ALTER DATABASE {} OWNER TO {}").format(sql.Identifier(admin.database),
+                                                                      sql.Identifier(PG_OWNER)))
+    owner_url = admin.set(username=PG_OWNER).render_as_string(hide_password=False)
+    ensure_reporting_role(owner_url)
+    return owner_url
 
 
 @pytest.fixture
