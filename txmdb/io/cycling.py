@@ -394,7 +394,10 @@ def _read_neware_binary(path: Path, fmt: str) -> tuple[pd.DataFrame, dict[str, s
     for rec in logs:
         warnings.warn(f"{path}: {rec.getMessage()}", stacklevel=3)
     for w in caught:
-        warnings.warn(f"{path}: {w.message}", stacklevel=3)
+        if "fastnda" in w.filename or w.category.__module__.startswith("fastnda"):
+            warnings.warn(f"{path}: {w.message}", stacklevel=3)
+        else:  # not about the file (e.g. a garbage-collected connection): pass it on as it was
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     if df.height == 0:
         raise InputError(path, "no records")
 
