@@ -92,7 +92,11 @@ def _table_text(frame, fmt: OutputFormat) -> str:
     from txmdb.textsafe import spreadsheet_cell, visible
 
     if fmt is OutputFormat.csv:
-        return _map_text(frame, spreadsheet_cell).to_csv(index=False)
+        cells = _map_text(frame, spreadsheet_cell)
+        text = cells.to_csv(index=False, lineterminator="\n")
+        # Python's csv quotes a cell for the characters of the line terminator only: a "\r" in a
+        # cell, which readers take for a line break, is quoted only with RFC 4180's "\r\n" line ends.
+        return cells.to_csv(index=False, lineterminator="\r\n") if "\r" in text else text
     if fmt is OutputFormat.json:
         import json
 
