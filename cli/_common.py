@@ -42,7 +42,8 @@ def error_line(exc) -> str:
 
 
 FormatOption = typer.Option(OutputFormat.table, "--format", "-f", help="Output format of the table.")
-OutputOption = typer.Option(None, "--output", "-o", help="Write the table to this file instead of the terminal.")
+OutputOption = typer.Option(None, "--output", "-o",
+                            help="Write the table to this file instead of the terminal (its folder must exist).")
 
 
 def catalog(ctx: typer.Context, *, check: bool = True):

@@ -16,7 +16,8 @@ app = typer.Typer(help="Comparison reports (HTML with the figures of Xu et al. 2
 def compare(
     ctx: typer.Context,
     samples: List[str] = typer.Argument(..., metavar="SAMPLE...", help="Samples to compare; their order sets their colours."),
-    output: Path = typer.Option(Path("report.html"), "--output", "-o", help="HTML file to write."),
+    output: Path = typer.Option(Path("report.html"), "--output", "-o",
+                                help="HTML file to write (missing folders are made)."),
     png_dir: Optional[Path] = typer.Option(None, "--png-dir", help="Also write every figure as PNG into this folder."),
     cycle: int = typer.Option(100, "--cycle", min=1,
                               help="Cycle at which retention and voltage drop are compared."),

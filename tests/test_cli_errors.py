@@ -294,5 +294,6 @@ def test_non_utf8_file_name_in_a_real_process(lab, tmp_path):
 def test_malformed_scheduler_is_one_line_at_once(lab, tmp_path, address):
     t0 = time.perf_counter()
     check_refused(lab, tmp_path, ["txm", "analyze", "1", "--scheduler", address],
-                  f"Dask scheduler address {address!r} is malformed: expected tcp://host:port, e.g. tcp://10.0.0.5:8786")
+                  f"Dask scheduler address {address!r} is malformed: expected tcp://host:port, "
+                  "e.g. tcp://10.0.0.5:8786")
     assert time.perf_counter() - t0 < 5, "refused before any connection attempt (which waits 10 s)"
