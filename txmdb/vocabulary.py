@@ -135,6 +135,12 @@ MAX_PATH_DEPTH = 256
 #: Values and bytes of a voxel-size or unit attribute (one number or word, or one per axis).
 MAX_ATTRIBUTE_VALUES = 16
 MAX_ATTRIBUTE_BYTES = 4096
+#: Ingest's search for one voxel with a finite spectrum reads at most this much (from the
+#: middle slab outwards; a normal stack answers with its first slab). A stack still
+#: undecided then is accepted (the analysis masks non-finite voxels anyway): an all-NaN
+#: stack of tiny, highly compressed chunks cannot keep ingest busy. Each ~0.5 s.
+FINITE_SCAN_BYTES = 512 << 20
+FINITE_SCAN_CHUNKS = 16_384
 
 
 # --------------------------------------------------------------------------- CLI choice enums

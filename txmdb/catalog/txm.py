@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import os
 import time
 from pathlib import Path
@@ -31,10 +30,11 @@ def ingest_scan(
     voxel_nm: float | None = None,
 ) -> tuple[TXMScan, bool]:
     """Validate an HDF5 tomogram and record it; the same file again returns the existing scan."""
-    from txmdb.io.hdf5 import open_stack
+    from txmdb.io.hdf5 import open_stack, voxel_size_problem
 
-    if voxel_nm is not None and not (math.isfinite(voxel_nm) and voxel_nm > 0):
-        raise InputError(path, f"--voxel-nm must be positive, got {voxel_nm}")
+    # before hashing the file: 1e-320 nm or 1 km are mistakes, not sizes (bounds: txmdb.vocabulary)
+    if voxel_nm is not None and (problem := voxel_size_problem(voxel_nm)):
+        raise InputError(path, problem)
     provenance = file_provenance(path)
     with catalog.session() as session:
         sample_id = get_sample(session, sample).id

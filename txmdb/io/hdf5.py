@@ -22,6 +22,23 @@ images, so no precision is lost before the edge kernel) straight into its place
 into a reused buffer; :func:`iter_slabs` can prefetch the next slab in a background
 thread. Every problem with a file raises
 :class:`~txmdb.errors.InputError` naming the file and the problem.
+
+Hostile files fail fast, before any data is read (limits in :mod:`txmdb.vocabulary`):
+
+- paths are resolved link by link, inside the file only: an external link is refused, a
+  soft-link loop is named, and no path walks more than ``MAX_PATH_DEPTH`` groups;
+- a data set whose bytes live elsewhere (external raw storage, or a virtual data set,
+  even one whose sources are in the same file) is refused with a hint to make a
+  self-contained copy, since the file's SHA-256 is what vouches for the analysed data;
+  this runs at ingest and again whenever an analysis re-opens the file;
+- every data set that is read must store what it declares: a contiguous one all its
+  bytes, a chunked one every chunk of its grid (a missing chunk would read back as fill
+  value: a few-KB file could declare terabytes), at most ``MAX_EXPANSION`` declared bytes
+  per stored byte, chunks of at most ``MAX_CHUNK_BYTES``, and HDF5 filters this HDF5 can
+  decode; work and memory therefore grow with the file's real size, never its claims;
+- energies (and flat frames) are at most ``MAX_ENERGIES``, one slice along the slab axis
+  at most ``MAX_SLICE_VALUES`` values, attributes at most ``MAX_ATTRIBUTE_VALUES``, and a
+  voxel size lies between ``VOXEL_NM_MIN`` and ``VOXEL_NM_MAX`` nm.
 """
 
 from __future__ import annotations
@@ -37,8 +54,13 @@ import numexpr as ne
 import numpy as np
 
 from txmdb.errors import InputError
+from txmdb.vocabulary import (
+    FINITE_SCAN_BYTES, FINITE_SCAN_CHUNKS, MAX_ATTRIBUTE_BYTES, MAX_ATTRIBUTE_VALUES, MAX_CHUNK_BYTES, MAX_ENERGIES,
+    MAX_EXPANSION, MAX_PATH_DEPTH, MAX_SLICE_VALUES, MAX_SOFT_LINKS, VOXEL_NM_MAX, VOXEL_NM_MIN,
+)
 
-__all__ = ["StackInfo", "LAYOUTS", "open_stack", "read_slab", "iter_slabs", "default_slab_size"]
+__all__ = ["StackInfo", "LAYOUTS", "open_stack", "read_slab", "iter_slabs", "default_slab_size",
+           "voxel_size_problem"]
 
 _SANDBOX = "/registration_results/reg_results"
 
@@ -142,18 +164,150 @@ def _open(path: Path) -> h5py.File:
         raise InputError(path, f"not a readable HDF5 file ({detail.split('(')[0].strip()})") from None
 
 
+_SELF_CONTAINED = ("make a self-contained copy (e.g. `h5repack --merge -l CONTI IN OUT` copies linked, "
+                   "external and virtual data into OUT) and ingest that")
+
+
+def _lookup(f: h5py.File, path: Path, name: str):
+    """The object at ``name``, following hard and soft links inside the file only; None if absent.
+
+    Walked one link at a time instead of letting HDF5 resolve the path: an external link
+    (whose object lives in another file, outside the SHA-256 that identifies this one) is
+    refused rather than followed, and a soft-link loop is named rather than ending in
+    HDF5's RuntimeError. Hard-link cycles are harmless: only the named path is walked.
+    """
+    pending = [part for part in name.split("/") if part not in ("", ".")]
+    group, hops, steps = f, 0, 0
+    while pending:
+        steps += 1
+        if steps > MAX_PATH_DEPTH:
+            raise InputError(path, f"{name!r} is more than {MAX_PATH_DEPTH} groups deep")
+        part = pending.pop(0)
+        if not isinstance(group, h5py.Group):
+            return None                              # a data set has no members
+        try:
+            link = group.get(part, getlink=True)
+        except (KeyError, ValueError, RuntimeError, OSError, TypeError):
+            raise InputError(path, f"cannot resolve {name!r} (corrupt link?)") from None
+        if link is None:
+            return None
+        if isinstance(link, h5py.SoftLink):
+            hops += 1
+            if hops > MAX_SOFT_LINKS:
+                raise InputError(path, f"{name!r}: soft links form a loop (more than {MAX_SOFT_LINKS} "
+                                       f"followed)")
+            if link.path.startswith("/"):
+                group = f
+            pending = [part for part in link.path.split("/") if part not in ("", ".")] + pending
+            continue
+        if isinstance(link, h5py.ExternalLink):
+            raise InputError(path, f"{name!r} is an external link to {link.path!r} in {link.filename}: its "
+                                   f"bytes live outside this file; {_SELF_CONTAINED}")
+        if not isinstance(link, h5py.HardLink):
+            raise InputError(path, f"{name!r} is a user-defined link, which txmdb does not follow; "
+                                   f"{_SELF_CONTAINED}")
+        try:
+            group = group[part]
+        except (KeyError, ValueError, RuntimeError, OSError, TypeError):
+            raise InputError(path, f"cannot open {name!r} (corrupt object header?)") from None
+    return group
+
+
 def _dataset(f: h5py.File, path: Path, name: str, what: str) -> h5py.Dataset:
-    obj = f.get(name)
+    """The data set at ``name``, whose bytes are in this file (not yet checked: their amount)."""
+    obj = _lookup(f, path, name)
     if obj is None:
         raise InputError(path, f"missing {what} data set {name!r}")
     if not isinstance(obj, h5py.Dataset):
-        raise InputError(path, f"{what} {name!r} is a group, not a data set")
+        kind = "a group" if isinstance(obj, h5py.Group) else "a named data type"
+        raise InputError(path, f"{what} {name!r} is {kind}, not a data set")
+    _require_inside(obj, path, what)
     return obj
+
+
+def _require_inside(ds: h5py.Dataset, path: Path, what: str) -> None:
+    """Refuse a data set whose bytes live outside the file: external raw storage or virtual.
+
+    Virtual data sets are refused even when their sources are in this file: their bytes
+    are then another data set's, whose own storage would need the same checks, and no
+    tomogram writer produces them.
+    """
+    try:
+        external, virtual = ds.external, ds.is_virtual
+    except (OSError, RuntimeError, ValueError, TypeError):
+        raise InputError(path, f"{what} {ds.name!r} cannot be read (corrupt object header?)") from None
+    if external:
+        raise InputError(path, f"{what} {ds.name!r} keeps its bytes in {external[0][0]!r}, outside this "
+                               f"file; {_SELF_CONTAINED}")
+    if virtual:
+        raise InputError(path, f"{what} {ds.name!r} is a virtual data set (its bytes live in other data "
+                               f"sets or files); {_SELF_CONTAINED}")
+
+
+def _size(nbytes: int) -> str:
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20)):
+        if nbytes >= scale:
+            return f"{nbytes / scale:.3g} {unit}"
+    return f"{nbytes:,} bytes"
+
+
+def _require_stored(ds: h5py.Dataset, path: Path, what: str, *, fill_ok: bool = False) -> None:
+    """Refuse a data set that does not hold what it declares, before reading any of it.
+
+    Reading never costs more than the file's real size allows: every chunk present (an
+    absent one reads back as fill value), no more than MAX_EXPANSION declared bytes per
+    stored byte, chunks of bounded size, and only filters this HDF5 can decode.
+    ``fill_ok``: the data set may be left unwritten, all fill value (a constant dark often
+    is), because reading it costs no more than reading the stack beside it.
+    """
+    name = ds.name
+    try:
+        plist = ds.id.get_create_plist()
+        filters = [plist.get_filter(i) for i in range(plist.get_nfilters())]  # (code, flags, values, name)
+        layout = plist.get_layout()
+        stored = ds.id.get_storage_size()
+        n_chunks = ds.id.get_num_chunks() if layout == h5py.h5d.CHUNKED else None
+        offset = ds.id.get_offset() if layout == h5py.h5d.CONTIGUOUS else None
+    except (OSError, RuntimeError, ValueError, TypeError):
+        raise InputError(path, f"{what} {name!r} cannot be read (corrupt object header or chunk "
+                               f"index?)") from None
+    for code, _flags, _values, label in filters:
+        if not h5py.h5z.filter_avail(code):
+            label = label.decode("utf-8", "replace") if isinstance(label, bytes) else str(label)
+            raise InputError(path, f"{what} {name!r} needs HDF5 filter {code} ({label!r}), which this HDF5 "
+                                   f"cannot decode; install its plugin (HDF5_PLUGIN_PATH) or store the data "
+                                   f"without it")
+    declared = ds.size * ds.dtype.itemsize
+    file_size = path.stat().st_size
+    if layout == h5py.h5d.CHUNKED:
+        chunk_bytes = math.prod(ds.chunks) * ds.dtype.itemsize
+        if chunk_bytes > MAX_CHUNK_BYTES:
+            raise InputError(path, f"{what} {name!r} has chunks of {_size(chunk_bytes)} {ds.chunks}, more than "
+                                   f"the {_size(MAX_CHUNK_BYTES)} txmdb decompresses at once")
+        grid = math.prod(-(-n // c) for n, c in zip(ds.shape, ds.chunks))
+        if n_chunks < grid and not fill_ok:
+            raise InputError(path, f"{what} {name!r} declares {_size(declared)} in {grid:,} chunks but the file "
+                                   f"stores only {n_chunks:,} of them (an interrupted write, or a crafted file)")
+        if declared > MAX_EXPANSION * stored and not (fill_ok and n_chunks < grid):
+            raise InputError(path, f"{what} {name!r} declares {_size(declared)} stored in {stored:,} bytes, "
+                                   f"more than {MAX_EXPANSION}:1 (compression of real data stays far below; "
+                                   f"a decompression bomb?)")
+        if stored > file_size:
+            raise InputError(path, f"{what} {name!r} claims {_size(stored)} of chunks in a file of "
+                                   f"{_size(file_size)} (truncated or corrupt)")
+    elif layout == h5py.h5d.CONTIGUOUS and (offset is not None or not fill_ok):
+        if stored < declared or offset is None:
+            raise InputError(path, f"{what} {name!r} declares {_size(declared)} but the file stores "
+                                   f"{_size(stored)} of it (never written, or a crafted file)")
+        if offset + stored > file_size:
+            raise InputError(path, f"{what} {name!r} lies beyond the end of the file ({_size(offset + stored)} "
+                                   f"of {_size(file_size)}: truncated or corrupt)")
+    # a compact data set is held in its object header, which HDF5 has read already
 
 
 def _detect(f: h5py.File, path: Path) -> str:
     for layout, (data_paths, *_rest) in LAYOUTS.items():
-        if any(isinstance(f.get(p), h5py.Dataset) for p in data_paths):
+        if any(isinstance(_lookup(f, path, p), h5py.Dataset) for p in data_paths):
             return layout
     known = "; ".join(f"{name}: {cands[0]}" for name, (cands, *_r) in LAYOUTS.items())
     raise InputError(path, f"no known tomogram layout ({known}); give the data and energy "
@@ -161,20 +315,25 @@ def _detect(f: h5py.File, path: Path) -> str:
 
 
 def _energies(ds: h5py.Dataset, path: Path, n_expected: int) -> tuple[np.ndarray, np.ndarray]:
-    """Sorted energies in eV and the permutation that sorts them."""
-    try:
-        raw = np.asarray(ds[()], dtype=np.float64)
-    except (TypeError, ValueError):
-        raise InputError(path, f"energies {ds.name!r} are not numbers") from None
-    if raw.ndim != 1:
-        # (n, 1) and (1, n) columns from MATLAB-style writers are still a list
-        if raw.ndim == 2 and 1 in raw.shape:
-            raw = raw.ravel()
-        else:
-            raise InputError(path, f"energies {ds.name!r} have shape {raw.shape}, expected a 1-D list")
-    if raw.size != n_expected:
-        raise InputError(path, f"{raw.size} energies in {ds.name!r} but the stack has "
+    """Sorted energies in eV and the permutation that sorts them.
+
+    Type, shape and storage are checked on the declaration; only then is the list (at most
+    MAX_ENERGIES numbers, as the stack's first axis is) read.
+    """
+    if ds.dtype.kind not in "fiu":
+        raise InputError(path, f"energies {ds.name!r} are not numbers (HDF5 type {ds.dtype})")
+    shape = ds.shape or ()                       # None: an empty (null) dataspace
+    # (n, 1) and (1, n) columns from MATLAB-style writers are still a list
+    if len(shape) != 1 and not (len(shape) == 2 and 1 in shape):
+        raise InputError(path, f"energies {ds.name!r} have shape {ds.shape}, expected a 1-D list")
+    if math.prod(shape) != n_expected:
+        raise InputError(path, f"{math.prod(shape)} energies in {ds.name!r} but the stack has "
                                f"{n_expected} images along its first axis")
+    _require_stored(ds, path, "energy")
+    try:
+        raw = np.asarray(ds[()], dtype=np.float64).ravel()
+    except (TypeError, ValueError, OSError):
+        raise InputError(path, f"energies {ds.name!r} cannot be read as numbers") from None
     if not np.all(np.isfinite(raw)):
         raise InputError(path, f"energies {ds.name!r} contain NaN or inf")
     if raw.size and np.all(raw < 100):
@@ -188,15 +347,41 @@ def _energies(ds: h5py.Dataset, path: Path, n_expected: int) -> tuple[np.ndarray
     return energies, order
 
 
-def _attr_voxel_nm(objs) -> float | None:
-    """First voxel-size attribute found on ``objs`` (data set, its parents, file), in nm."""
+def voxel_size_problem(nm: float) -> str | None:
+    """What is wrong with a voxel size of ``nm`` nanometres, or None if it is plausible."""
+    if math.isfinite(nm) and VOXEL_NM_MIN <= nm <= VOXEL_NM_MAX:
+        return None
+    return f"voxel size {nm} nm is outside {VOXEL_NM_MIN:g} nm – {VOXEL_NM_MAX / 1e6:g} mm"
+
+
+def _small_attr(obj, name: str, path: Path):
+    """Attribute ``name`` of ``obj`` if it is one value or a few (sized before it is read); None if unreadable."""
+    try:
+        aid = obj.attrs.get_id(name)
+        count, nbytes = math.prod(aid.shape or ()), aid.get_storage_size()
+    except (KeyError, OSError, RuntimeError, ValueError, TypeError):
+        return None
+    if count > MAX_ATTRIBUTE_VALUES or nbytes > MAX_ATTRIBUTE_BYTES:
+        raise InputError(path, f"attribute {name!r} of {obj.name!r} holds {count:,} values in {nbytes:,} "
+                               f"bytes; a voxel size or its unit is one value")
+    try:
+        return obj.attrs[name]
+    except (KeyError, OSError, RuntimeError, ValueError, TypeError):
+        return None
+
+
+def _attr_voxel_nm(objs, path: Path) -> float | None:
+    """First voxel-size attribute found on ``objs`` (data set, its parents, file), in nm.
+
+    Zero, negative and non-numbers are "unknown" (writers put 0 when they do not know); a
+    positive size outside VOXEL_NM_MIN..VOXEL_NM_MAX is refused, not guessed around.
+    """
     for obj in objs:
-        attrs = obj.attrs
         for name in _VOXEL_ATTRS:
-            if name not in attrs:
+            if name not in obj.attrs:
                 continue
             try:
-                value = float(np.asarray(attrs[name]).ravel()[0])
+                value = float(np.asarray(_small_attr(obj, name, path)).ravel()[0])
             except (TypeError, ValueError, IndexError):
                 continue
             if name.endswith("_um"):
@@ -204,10 +389,13 @@ def _attr_voxel_nm(objs) -> float | None:
             elif name.endswith("_nm"):
                 scale = 1.0
             else:
-                unit = attrs.get(f"{name}_unit", attrs.get(f"{name}_units", attrs.get("units", "nm")))
-                unit = unit.decode() if isinstance(unit, bytes) else str(unit)
+                unit = next((u for key in (f"{name}_unit", f"{name}_units", "units") if key in obj.attrs
+                             and (u := _small_attr(obj, key, path)) is not None), "nm")
+                unit = unit.decode(errors="replace") if isinstance(unit, bytes) else str(unit)
                 scale = _UNIT_TO_NM.get(unit.strip().lower(), 1.0)
             if math.isfinite(value) and value > 0:
+                if problem := voxel_size_problem(value * scale):
+                    raise InputError(path, f"attribute {name!r} of {obj.name!r}: {problem}")
                 return value * scale
     return None
 
@@ -240,7 +428,10 @@ def open_stack(path: str | os.PathLike, *, layout: str = "auto", data: str | Non
     InputError
         Not HDF5, truncated, no known layout, missing data set, wrong rank, energy count
         different from the stack's first axis, duplicate or non-finite energies, flat or
-        dark images not matching the stack, a stack without one finite voxel.
+        dark images not matching the stack, a stack without one finite voxel; and, before
+        anything is read, data outside the file (external links or storage, virtual data
+        sets), data sets storing less than they declare, undecodable filters, soft-link
+        loops, sizes beyond the limits of :mod:`txmdb.vocabulary`, an implausible voxel size.
     """
     path = Path(path)
     with _open(path) as f:
@@ -255,36 +446,54 @@ def open_stack(path: str | os.PathLike, *, layout: str = "auto", data: str | Non
             raise InputError(path, f"unknown layout {layout!r}; one of auto, {', '.join(LAYOUTS)}")
         data_cands, energy_path, white_path, dark_path = LAYOUTS[layout]
         if data is None:
-            data = next((p for p in data_cands if isinstance(f.get(p), h5py.Dataset)), data_cands[0])
+            data = next((p for p in data_cands if isinstance(_lookup(f, path, p), h5py.Dataset)), data_cands[0])
         energy_path = energy or energy_path
         ds = _dataset(f, path, data, "stack")
         try:
-            _ = ds.shape
+            shape = ds.shape or ()               # None: an empty (null) dataspace
             readable = ds.dtype.kind in "fiu"
         except Exception:                        # noqa: BLE001 - corrupt object header
             raise InputError(path, f"stack {data!r} cannot be read") from None
         if not readable:
             raise InputError(path, f"stack {data!r} has non-numeric dtype {ds.dtype}")
-        if ds.ndim not in (3, 4):
-            raise InputError(path, f"stack {data!r} has rank {ds.ndim} {ds.shape}; expected "
+        if len(shape) not in (3, 4):
+            raise InputError(path, f"stack {data!r} has rank {len(shape)} {ds.shape}; expected "
                                    f"(n_energy, y, x) or (n_energy, z, y, x)")
-        if min(ds.shape) == 0:
-            raise InputError(path, f"stack {data!r} is empty {ds.shape}")
-        energies, order = _energies(_dataset(f, path, energy_path, "energy"), path, ds.shape[0])
+        if min(shape) == 0:
+            raise InputError(path, f"stack {data!r} is empty {shape}")
+        _require_stored(ds, path, "stack")
+        if shape[0] > MAX_ENERGIES:
+            raise InputError(path, f"stack {data!r} has {shape[0]:,} images along its energy axis, more "
+                                   f"than the {MAX_ENERGIES:,} txmdb accepts")
+        energies, order = _energies(_dataset(f, path, energy_path, "energy"), path, shape[0])
 
-        # Flat/dark images only belong to the layout's own data set and only if present
-        def aux(p):
-            if p is None or not isinstance(f.get(p), h5py.Dataset):
-                return None
-            a = f[p]
-            if a.ndim not in (ds.ndim, ds.ndim - 1) or a.shape[-(ds.ndim - 1):] != ds.shape[1:]:
+        def aux(p, what):
+            """Flat/dark images only belong to the layout's own data set and only if present."""
+            a = None if p is None else _lookup(f, path, p)
+            if not isinstance(a, h5py.Dataset):
+                return None, 0
+            _require_inside(a, path, what)
+            if a.dtype.kind not in "fiu":
+                raise InputError(path, f"{what} {p!r} has non-numeric dtype {a.dtype}")
+            if a.ndim not in (ds.ndim, ds.ndim - 1) or a.shape[-(ds.ndim - 1):] != shape[1:]:
                 raise InputError(path, f"{p!r} has shape {a.shape}, not matching the stack "
-                                       f"{ds.shape}")
-            return p
-        if layout == "fxi" and aux(white_path) is None:
+                                       f"{shape}")
+            frames = a.shape[0] if a.ndim == ds.ndim else 1
+            if not 0 < frames <= MAX_ENERGIES:
+                raise InputError(path, f"{what} {p!r} has {frames:,} frames; expected 1 to {MAX_ENERGIES:,}")
+            # unwritten (fill value) is fine while it costs no more to read than the stack
+            _require_stored(a, path, what, fill_ok=frames <= shape[0])
+            return p, frames
+        white, white_frames = aux(white_path, "flat-field")
+        if layout == "fxi" and white is None:
             raise InputError(path, f"missing background data set {white_path!r} for raw FXI images")
-        white = aux(white_path)
-        dark = aux(dark_path) if white is not None else None
+        dark, dark_frames = aux(dark_path, "dark") if white is not None else (None, 0)
+        # one slice along the slab axis, with the flat frames read beside it, is read whole
+        values = (shape[0] + white_frames + dark_frames) * math.prod(shape[2:])
+        if values > MAX_SLICE_VALUES:
+            flats = " with its flat/dark frames" if white_frames + dark_frames else ""
+            raise InputError(path, f"one slice of stack {data!r} {shape} holds {values:,} values{flats}, more "
+                                   f"than the {MAX_SLICE_VALUES:,} txmdb reads at once")
 
         if voxel_nm is None:
             parents = []
@@ -294,9 +503,9 @@ def open_stack(path: str | os.PathLike, *, layout: str = "auto", data: str | Non
                 if obj.name == "/":
                     break
                 obj = obj.parent
-            voxel_nm = _attr_voxel_nm([ds, *parents])
-        elif not (math.isfinite(voxel_nm) and voxel_nm > 0):
-            raise InputError(path, f"voxel size must be a positive number of nm, got {voxel_nm}")
+            voxel_nm = _attr_voxel_nm([ds, *parents], path)
+        elif problem := voxel_size_problem(voxel_nm):
+            raise InputError(path, problem)
 
         info = StackInfo(path=path, layout=layout, data_path=data, energy_path=energy_path,
                          white_path=white, dark_path=dark, shape=tuple(ds.shape),
@@ -308,14 +517,41 @@ def open_stack(path: str | os.PathLike, *, layout: str = "auto", data: str | Non
 
 
 def _require_finite_voxel(info: StackInfo, f: h5py.File) -> None:
-    """Raise unless some voxel has a finite spectrum; usually decided by the first slab."""
-    # small slabs: a normal file answers after reading a few MB
+    """Raise unless some voxel has a finite spectrum; usually decided by the first slab read.
+
+    Slabs are read from the middle of the stack outwards (registration leaves NaN at its
+    borders), within FINITE_SCAN_BYTES and FINITE_SCAN_CHUNKS: exact for any stack that
+    fits, and a larger one still undecided is accepted rather than scanned for minutes.
+    """
+    # small slabs: a normal file answers after reading a few MB, and no slab reads more than
+    # a 16th of the chunk budget (a slab of tiny chunks costs time, not memory)
     step = default_slab_size(info, target_bytes=8 << 20)
-    for _, _, slab in iter_slabs(info, step, h5file=f):
+    if info.chunks:
+        rows = FINITE_SCAN_CHUNKS // 16 // _chunks_touched(info, 0, 1)
+        step = max(1, min(step, rows * info.chunks[1]))
+    bounds = [(s, min(s + step, info.n_slices)) for s in range(0, info.n_slices, step)]
+    middle = len(bounds) // 2
+    order = sorted(range(len(bounds)), key=lambda i: abs(i - middle))
+    spent_bytes = spent_chunks = 0
+    for i in order:
+        if spent_bytes >= FINITE_SCAN_BYTES or spent_chunks >= FINITE_SCAN_CHUNKS:
+            return
+        start, stop = bounds[i]
+        slab = read_slab(info, start, stop, h5file=f)
         if np.isfinite(slab).all(axis=0).any():
             return
+        spent_bytes += slab.nbytes
+        spent_chunks += _chunks_touched(info, start, stop)
     raise InputError(info.path, f"stack {info.data_path!r} has no voxel with a finite "
                                 f"spectrum (all NaN/inf)")
+
+
+def _chunks_touched(info: StackInfo, start: int, stop: int) -> int:
+    """HDF5 chunks of the stack that slab ``[start, stop)`` reads (0 if not chunked)."""
+    if not info.chunks:
+        return 0
+    per_row = math.prod(-(-n // c) for k, (n, c) in enumerate(zip(info.shape, info.chunks)) if k != 1)
+    return ((stop - 1) // info.chunks[1] - start // info.chunks[1] + 1) * per_row
 
 
 def read_slab(info: StackInfo, start: int, stop: int, *, h5file: h5py.File | None = None,
@@ -398,7 +634,8 @@ def default_slab_size(info: StackInfo, target_bytes: int = 256 << 20) -> int:
     """Number of first-axis slices per slab so that one slab is ~``target_bytes``.
 
     Rounded down to a whole number of HDF5 chunks along that axis (at least one chunk), so
-    that no chunk is decompressed twice.
+    that no chunk is decompressed twice (unless one chunk's depth of slices exceeds both
+    ``target_bytes`` and ``MAX_CHUNK_BYTES``: memory stays bounded).
 
     Parameters
     ----------
@@ -415,7 +652,8 @@ def default_slab_size(info: StackInfo, target_bytes: int = 256 << 20) -> int:
     per_slice = info.dtype_work.itemsize * info.shape[0] * int(np.prod(info.shape[2:], dtype=np.int64))
     n = max(1, int(target_bytes // max(per_slice, 1)))
     chunk = info.chunks[1] if info.chunks else None
-    if chunk:
+    # whole chunks, unless chunks deep along this axis would make one slab huge
+    if chunk and chunk * per_slice <= max(target_bytes, MAX_CHUNK_BYTES):
         n = max(chunk, n // chunk * chunk)
     return min(n, info.n_slices)
 
