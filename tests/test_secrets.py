@@ -291,12 +291,20 @@ def test_home_pgpass_with_a_host_less_url(pw_db, clean_env):
     _init_and_use(env, f"postgresql:///{name}")
 
 
-def test_service_file(pw_db, clean_env, tmp_path):
+@pytest.mark.parametrize("password_in", ["service file", "pgpass"])
+def test_service_file(pw_db, clean_env, tmp_path, password_in):
     server, name = pw_db
     services = tmp_path / "pg_service.conf"
-    services.write_text(f"[lab]\nhost=127.0.0.1\nport={server.port}\ndbname={name}\n"
-                        f"user={PASSWORD_ROLE}\npassword={PASSWORD}\n")
+    settings = f"[lab]\nhost=127.0.0.1\nport={server.port}\ndbname={name}\nuser={PASSWORD_ROLE}\n"
     env = {**clean_env, "PGSERVICEFILE": str(services)}
+    if password_in == "service file":
+        settings += f"password={PASSWORD}\n"
+    else:
+        passfile = tmp_path / "lab.pgpass"
+        passfile.write_text(_pgpass_line(server, name))
+        passfile.chmod(0o600)
+        env["PGPASSFILE"] = str(passfile)
+    services.write_text(settings)
     init = txmdb(env, "--db", "postgresql:///?service=lab", "init")
     assert init.stdout.splitlines() == [f"catalogue postgresql+psycopg:///?service=lab is at schema {head_revision()}"]
     _init_and_use(env, "postgresql:///?service=lab")
