@@ -158,7 +158,7 @@ def build_report(catalog, samples: Sequence[str], *, output: Path, png_dir: Path
 
     names = _check_samples(catalog, samples)
     if cycle < 1:
-        raise ParameterError("cycle", f"cycle {cycle} is not a cycle number (cycles count from 1)")
+        raise ParameterError("cycle", f"cycle {cycle} is not a positive cycle number")
     # Before the figures are drawn: a destination that cannot be written is refused at once.
     check_file_destination(output, make_folder=True)
     if png_dir is not None:
