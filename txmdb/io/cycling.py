@@ -108,7 +108,7 @@ NDAX_RATIO_FLOOR_BYTES = 16 << 20
 # "°" right before a unit letter ("µA", "°C") is read as Windows-1252 first: GB18030 decodes
 # those byte pairs too, as Chinese characters ("Current(µA)" → "Current(礎)").
 _ENCODINGS = ("utf-8-sig", "gb18030", "cp1252")
-_CP1252_UNIT_SYMBOL = re.compile(rb"[\xb0\xb5][A-Za-z]")
+_CP1252_UNIT_SYMBOL = re.compile(rb"(?<![\x81-\xfe])[\xb0\xb5][A-Za-z]")  # not a GB18030 trail byte
 # A decimal number written with a comma (European locales), and one written with a point.
 _DECIMAL_COMMA = re.compile(r"^[+-]?\d*,\d+(?:[eE][+-]?\d+)?$")
 _DECIMAL_POINT = re.compile(r"^[+-]?(?:\d+\.\d*|\.\d+)(?:[eE][+-]?\d+)?$")
