@@ -81,7 +81,7 @@ def run_demo(out: str | Path, *, size: int = 100, n_energies: int = 60, noise: f
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
 
-    catalog = open_catalog(f"sqlite:///{database.resolve()}", out / "store", check=False)
+    catalog = open_catalog(str(database.resolve()), out / "store", check=False)
     upgrade(catalog.engine)
     specs = {"rod-NMC": ROD_NMC, "gravel-NMC": GRAVEL_NMC}
     with catalog.session() as session:
