@@ -521,9 +521,9 @@ def _privileges(conn, role: str) -> dict:
 
 @postgresql_only
 def test_reporting_role_command_sets_up_a_role_that_only_reads(lab, request):
-    role = f"t_reader_{os.getpid()}"
+    role = f"Lab Reader {os.getpid()}"  # quoted everywhere: capitals and a space
     with _pg(lab.url) as conn:
-        conn.execute(f"DROP ROLE IF EXISTS {role}")
+        conn.execute(f'DROP ROLE IF EXISTS "{role}"')
         conn.commit()
     first = lab("db", "reporting-role", role)
     assert first.exit_code == 0, first.output
@@ -537,7 +537,7 @@ def test_reporting_role_command_sets_up_a_role_that_only_reads(lab, request):
     assert all(can_read and not can_write for _, can_read, can_write in granted["tables"])
     assert granted["sequences"] and not any(can for _, can in granted["sequences"])
     assert granted["attributes"] == (False, False, False, False, False, False, None, True, False, [PG_OWNER])
-    assert granted["functions"] == [(GUARD_FUNCTION, role, True, "s", [f"{role}=X/{role}"])]
+    assert granted["functions"] == [(GUARD_FUNCTION, f'"{role}"', True, "s", [f'"{role}"=X/"{role}"'])]
 
     # Idempotent: a second run changes nothing and says the same.
     again = lab("db", "reporting-role", role)
@@ -613,3 +613,40 @@ def test_reporting_role_on_sqlite_is_one_line(lab):
     assert _one_error_line(lab("db", "reporting-role")) == (
         "error: db reporting-role is for PostgreSQL catalogues; on SQLite query sql opens the file read-only "
         "and needs no role")
+
+
+@postgresql_only
+def test_a_database_admin_sets_the_role_up_for_the_catalogue_owner(lab, request):
+    role = f"t_admin_reader_{os.getpid()}"
+    result = _invoke(_admin_url(request, lab.url), lab.store, "db", "reporting-role", role)
+    assert result.exit_code == 0, result.output
+    assert result.stdout.endswith(f'creates there later; members: "{PG_OWNER}"; query sql runs as it\n')
+    assert result.stdout.startswith(f'reporting role "{role}": SELECT on ')
+    who = lab("query", "sql", "SELECT current_user AS who, count(*) AS n FROM samples", "--format", "json")
+    assert json.loads(who.stdout) == [{"who": role, "n": 2}]
+
+
+@postgresql_only
+def test_an_owner_that_may_not_create_roles_gets_one_line(lab, request):
+    from sqlalchemy.engine import make_url
+
+    name = f"t_nocreaterole_{os.getpid()}"
+    admin = _admin_url(request, lab.url)
+    with _pg(make_url(admin).set(database="postgres").render_as_string(hide_password=False),
+             autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {name}")
+        conn.execute(f"DROP ROLE IF EXISTS {name}")
+        conn.execute(f"CREATE ROLE {name} LOGIN")
+        conn.execute(f"CREATE DATABASE {name} OWNER {name}")
+    url = make_url(lab.url).set(username=name, database=name).render_as_string(hide_password=False)
+    try:
+        assert _invoke(url, lab.store, "init").exit_code == 0
+        assert _one_error_line(_invoke(url, lab.store, "db", "reporting-role", f"{name}_r")) == (
+            f'error: db reporting-role "{name}_r": permission denied to create role')
+        assert _one_error_line(_invoke(url, lab.store, "query", "sql", "SELECT 1 AS one")).startswith(
+            "error: query sql needs the reporting role: run `txmdb db reporting-role` once")
+    finally:
+        with _pg(make_url(admin).set(database="postgres").render_as_string(hide_password=False),
+                 autocommit=True) as conn:
+            conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+            conn.execute(f"DROP ROLE IF EXISTS {name}")

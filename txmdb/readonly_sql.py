@@ -299,7 +299,7 @@ SELECT r.rolname::text, p.prosecdef, p.provolatile, p.prosrc, p.proconfig, l.lan
                        OR CASE WHEN c.relkind = 'S' THEN has_sequence_privilege(r.oid, c.oid, 'USAGE,UPDATE')
                                ELSE has_table_privilege(r.oid, c.oid, 'INSERT,UPDATE,DELETE,TRUNCATE,REFERENCES,TRIGGER')
                           END)),
-       pg_has_role(session_user, r.oid, 'MEMBER'),
+       pg_has_role(session_user, r.oid, %(switch)s),
        p.proconfig = ARRAY['search_path=pg_catalog, ' || quote_ident(current_schema()) || ', pg_temp']
 FROM pg_proc p JOIN pg_roles r ON r.oid = p.proowner JOIN pg_language l ON l.oid = p.prolang
 WHERE p.oid = to_regprocedure(quote_ident(current_schema()) || '.' || %(name)s || '(text,bigint,bigint)')
@@ -310,7 +310,9 @@ def _reporting_guard(cur) -> _Guard:
     """The guard function and its role, after checking the session and the role may run user SQL."""
     cur.execute(_CHECK_SESSION, {"forbidden": list(FORBIDDEN_ROLES)})
     user, superuser, forbidden, schema, owner = cur.fetchone()
-    cur.execute(_CHECK_GUARD, {"name": GUARD_FUNCTION})
+    # PostgreSQL 16 tells membership from the right to SET ROLE.
+    switch = "SET" if cur.connection.info.server_version >= 160000 else "MEMBER"
+    cur.execute(_CHECK_GUARD, {"name": GUARD_FUNCTION, "switch": switch})
     found = cur.fetchone()
     role = found[0] if found else REPORTING_ROLE
     use = (f'connect as the catalogue owner "{owner}"' if owner and owner != user
@@ -455,7 +457,8 @@ def _grant_reading(cur, name: str) -> ReportingRole:
         if change:
             run("ALTER ROLE {} " + " ".join(change), role)
         # It reads as itself only: no membership lends it another role's rights.
-        cur.execute("SELECT m.roleid::regrole::text FROM pg_auth_members m WHERE m.member = to_regrole(%s)", [name])
+        cur.execute("SELECT m.roleid::regrole::text FROM pg_auth_members m JOIN pg_roles r ON r.oid = m.member"
+                    " WHERE r.rolname = %s", [name])
         for (granted,) in cur.fetchall():
             run("REVOKE {} FROM {}", sql.Identifier(granted), role)
     for statement in ("REVOKE ALL ON ALL TABLES IN SCHEMA {} FROM {}", "REVOKE ALL ON ALL SEQUENCES IN SCHEMA {} FROM {}",
@@ -467,20 +470,15 @@ def _grant_reading(cur, name: str) -> ReportingRole:
     run("ALTER DEFAULT PRIVILEGES FOR ROLE {} IN SCHEMA {} GRANT SELECT ON TABLES TO {}",
         sql.Identifier(owner), s, role)
     members = tuple(dict.fromkeys([owner] + ([] if superuser else [me])))
+    # PostgreSQL 16 grants a role's creator membership without SET and INHERIT: ask for both.
+    options = " WITH INHERIT TRUE, SET TRUE" if cur.connection.info.server_version >= 160000 else ""
     for member in members:
-        if not _is_member(cur, member, name):
-            run("GRANT {} TO {}", role, sql.Identifier(member))
+        run("GRANT {} TO {}" + options, role, sql.Identifier(member))
     _install_guard(cur, schema, name)
-    cur.execute("SELECT count(*) FROM pg_class c WHERE c.relnamespace = to_regnamespace(%s)"
-                " AND c.relkind IN ('r', 'p', 'v', 'm') AND has_table_privilege(to_regrole(%s), c.oid, 'SELECT')",
+    cur.execute("SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+                " WHERE n.nspname = %s AND c.relkind IN ('r', 'p', 'v', 'm') AND has_table_privilege(%s, c.oid, 'SELECT')",
                 [schema, name])
     return ReportingRole(name, schema, cur.fetchone()[0], owner, members)
-
-
-def _is_member(cur, member: str, role: str) -> bool:
-    cur.execute("SELECT EXISTS (SELECT 1 FROM pg_auth_members WHERE member = to_regrole(%s) AND roleid = to_regrole(%s))",
-                [member, role])
-    return cur.fetchone()[0]
 
 
 def _install_guard(cur, schema: str, name: str) -> None:
