@@ -24,6 +24,8 @@ AUTO = "auto"
 #: Tabulated K-edge energies (eV) of the elements whose edge the kernel knows.
 K_EDGE_EV = {"Ni": 8333.0, "Co": 7709.0, "Mn": 6539.0, "Fe": 7112.0}
 ELEMENTS = tuple(K_EDGE_EV)
+#: Tabulated L3-edge energies (eV) of the soft-XAS edges (Ni 2p3/2).
+L3_EDGE_EV = {"Ni": 852.7}
 
 # ------------------------------------------------------------------------------- XAS / XRD
 #: Edges ``xas ingest --edge`` knows by name (any ``<element>-K`` of ELEMENTS works too).
@@ -141,6 +143,19 @@ MAX_ATTRIBUTE_BYTES = 4096
 #: stack of tiny, highly compressed chunks cannot keep ingest busy. Each ~0.5 s.
 FINITE_SCAN_BYTES = 512 << 20
 FINITE_SCAN_CHUNKS = 16_384
+
+# Cycler files (txmdb.io.cycling).
+#: Largest cycle number: the catalogue stores cycles as 32-bit integers.
+MAX_CYCLE_NUMBER = 2**31 - 1
+#: Most a .ndax archive may unpack to (its ZIP directory's sizes, summed). fastnda holds the
+#: unpacked members and the decoded columns in memory at once: a few times this.
+MAX_NDAX_UNPACKED_BYTES = 2 << 30
+#: Highest unpacked/packed ratio of a .ndax past NDAX_RATIO_FLOOR_BYTES. Neware's binary
+#: records deflate 2–15×; deflate reaches ~1000× only on repetitive filler (a bomb).
+MAX_NDAX_RATIO = 100
+#: Below this unpacked size any ratio passes: small members are mostly zero padding (an
+#: 8 KiB data_step.ndc packs into 58 bytes).
+NDAX_RATIO_FLOOR_BYTES = 16 << 20
 
 
 # --------------------------------------------------------------------------- CLI choice enums

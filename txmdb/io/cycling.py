@@ -39,9 +39,9 @@ Text: UTF-8, GB18030 or Windows-1252, told apart by :func:`text_encoding` (or na
 decimal mark may be a comma (European exports: ``3,85`` between semicolons, or ``"3,85"``
 quoted between commas); a comma-separated file with unquoted decimal commas is ambiguous
 and refused. A unit written in a column name must be understood (``Current(µA)``), never
-taken as 1. Cycle numbers must be whole numbers from 0 to :data:`MAX_CYCLE_NUMBER`. A
-``.ndax`` archive is checked against :data:`MAX_NDAX_UNPACKED_BYTES` and
-:data:`MAX_NDAX_RATIO` before fastnda unpacks it (ZIP bombs). :func:`require_cycling`
+taken as 1. Cycle numbers must be whole numbers from 0 to ``MAX_CYCLE_NUMBER``. A ``.ndax``
+archive is checked against ``MAX_NDAX_UNPACKED_BYTES`` and ``MAX_NDAX_RATIO``
+(:mod:`txmdb.vocabulary`) before fastnda unpacks it (ZIP bombs). :func:`require_cycling`
 refuses records without one complete charge or discharge step (ingest calls it).
 
 Truncated files: a final CSV line cut short (fewer cells than the header) is dropped with a
@@ -78,6 +78,12 @@ from txmdb.io._cycler_columns import (
     column_factors,
     match_columns,
 )
+from txmdb.vocabulary import (
+    MAX_CYCLE_NUMBER,
+    MAX_NDAX_RATIO,
+    MAX_NDAX_UNPACKED_BYTES,
+    NDAX_RATIO_FLOOR_BYTES,
+)
 from txmdb.vocabulary import AUTO, CYCLER_FORMATS, STEP_TYPES
 
 # The record frame's columns: the canonical keys without the single-column variants.
@@ -90,18 +96,6 @@ _ZIP_MAGIC = b"PK\x03\x04"
 _SNIFF_BYTES = 64 << 10
 # A step whose mean |current| is below this fraction of the file's largest |current| rests.
 _REST_FRACTION = 1e-3
-
-#: Largest cycle number: the catalogue stores cycles as 32-bit integers.
-MAX_CYCLE_NUMBER = 2**31 - 1
-#: Most a .ndax archive may unpack to (its ZIP directory's sizes, summed). fastnda holds the
-#: unpacked members and the decoded columns in memory at once: a few times this.
-MAX_NDAX_UNPACKED_BYTES = 2 << 30
-#: Highest unpacked/packed ratio of a .ndax past NDAX_RATIO_FLOOR_BYTES. Neware's binary
-#: records deflate 2–15×; deflate itself reaches ~1000× only on repetitive filler (a bomb).
-MAX_NDAX_RATIO = 100
-#: Below this unpacked size any ratio passes: small members are mostly zero padding (an
-#: 8 KiB data_step.ndc packs into 58 bytes).
-NDAX_RATIO_FLOOR_BYTES = 16 << 20
 
 # Text encodings of cycler exports, in the order tried: UTF-8 (BOM allowed), GB18030 (Neware
 # on Chinese Windows), Windows-1252 (Western Windows). A header with a Windows-1252 "µ" or

@@ -56,10 +56,6 @@ MIN_POINTS = 5
 #: Energies whose largest value is below this may be keV: when they bracket the edge.
 KEV_THRESHOLD = 100.0
 
-#: L3-edge energies (eV) of the soft-XAS edges txmdb knows (Ni 2p3/2, tabulated 852.7 eV);
-#: the K edges are :data:`txmdb.vocabulary.K_EDGE_EV`.
-L3_EDGE_EV = {"Ni": 852.7}
-
 #: h·c in eV·Å, for the monochromator angle → energy conversion of XDI ``angle`` columns.
 HC_EV_ANGSTROM = 12398.419843320026
 
@@ -534,7 +530,7 @@ def _choose_xas_columns(path, table: _Table, columns: Mapping[str, int | str] | 
 
 def _edge_energies_ev(path, edge: str | None) -> tuple[float, ...]:
     """Energy (eV) of ``edge``, or of every edge txmdb knows when it is None."""
-    from txmdb.vocabulary import K_EDGE_EV, edge_kind
+    from txmdb.vocabulary import K_EDGE_EV, L3_EDGE_EV, edge_kind
 
     tables = {"K": K_EDGE_EV, "L3": L3_EDGE_EV}
     if edge is None:
