@@ -11,7 +11,7 @@ session
  1. refuses superusers and members of the server-file and signal roles;
  2. opens a ``READ ONLY`` transaction, always rolled back, with a server-side statement timeout,
     a dead-client check and keepalives;
- 3. ``SET LOCAL ROLE``\\ s to the reporting role (a NOLOGIN role with SELECT only);
+ 3. switches to the reporting role (``SET LOCAL ROLE``), a NOLOGIN role with SELECT only;
  4. sends the query in one protocol ``Parse`` (the extended protocol): the server refuses
     stacked statements (``cannot insert multiple commands into a prepared statement``) and
     utility statements (``COMMIT``, ``SET ROLE``, ``DO``…) return no rows, so they are refused
@@ -222,6 +222,7 @@ def _run_sqlite(con, text: str, timeout: float, max_rows: int):
 
 def _run_postgresql(pg, text: str, timeout: float, max_rows: int):
     import psycopg
+    from psycopg import sql
 
     pg.rollback()
     pg.read_only = True  # psycopg opens the transaction with BEGIN READ ONLY
@@ -229,8 +230,6 @@ def _run_postgresql(pg, text: str, timeout: float, max_rows: int):
         with pg.cursor() as cur:
             _set_limits(cur, timeout)
             guard = _reporting_guard(cur)
-            from psycopg import sql
-
             cur.execute(sql.SQL("SET LOCAL ROLE {}").format(sql.Identifier(guard.role)))
             names, types = _describe(pg, cur, text)
         return names, *_fetch(pg, guard, text, types, max_rows)
@@ -255,8 +254,8 @@ def _pg_reason(exc) -> str:
 def _set_limits(cur, timeout: float) -> None:
     """Server-side limits for this transaction only: time, idle time, and a dead client.
 
-    The query may change these settings, but not for the statement already running: the
-    server arms the statement timeout when the statement starts.
+    A query can change settings for the rest of its transaction, but not the timeout of its
+    own statement: the server arms that when the statement starts.
     """
     ms = max(1, int(timeout * 1000))
     # The name shows in pg_stat_activity, so an admin sees which sessions are query sql.
@@ -290,7 +289,7 @@ FROM pg_roles r WHERE r.rolname = session_user
 """
 
 _CHECK_GUARD = """
-SELECT r.rolname::text, p.prosecdef, p.provolatile, p.prosrc, p.proconfig, l.lanname,
+SELECT r.rolname::text, p.prosecdef, p.provolatile, p.prosrc, l.lanname,
        r.rolcanlogin, r.rolsuper OR r.rolcreaterole OR r.rolcreatedb OR r.rolreplication OR r.rolbypassrls,
        EXISTS (SELECT 1 FROM pg_auth_members m WHERE m.member = r.oid),
        EXISTS (SELECT 1 FROM pg_class c
@@ -328,7 +327,7 @@ def _reporting_guard(cur) -> _Guard:
     if found is None:
         raise TxmdbError(f'query sql needs the reporting role: run `txmdb db reporting-role` once, as the '
                          f'catalogue owner or a database admin (no {schema}.{GUARD_FUNCTION} here)')
-    _, secdef, volatility, body, _config, language, login, powers, member_of, can_write, can_switch, path_ok = found
+    _, secdef, volatility, body, language, login, powers, member_of, can_write, can_switch, path_ok = found
     problem = (
         "can log in" if login else
         "has superuser or role-creating powers" if powers else
@@ -423,8 +422,7 @@ def _setup_role(pg, name: str) -> ReportingRole:
     pg.rollback()
     try:
         with pg.transaction(), pg.cursor() as cur:
-            setup = _grant_reading(cur, name)
-        return setup
+            return _grant_reading(cur, name)
     except psycopg.Error as exc:
         raise TxmdbError(f'db reporting-role "{name}": {_pg_reason(exc)}') from None
 
@@ -457,7 +455,7 @@ def _grant_reading(cur, name: str) -> ReportingRole:
         if change:
             run("ALTER ROLE {} " + " ".join(change), role)
         # It reads as itself only: no membership lends it another role's rights.
-        cur.execute("SELECT m.roleid::regrole::text FROM pg_auth_members m JOIN pg_roles r ON r.oid = m.member"
+        cur.execute("SELECT pg_get_userbyid(m.roleid) FROM pg_auth_members m JOIN pg_roles r ON r.oid = m.member"
                     " WHERE r.rolname = %s", [name])
         for (granted,) in cur.fetchall():
             run("REVOKE {} FROM {}", sql.Identifier(granted), role)
