@@ -43,7 +43,7 @@ DEFAULT_MAX_ROWS = 100_000
 MAX_RESULT_BYTES = 256 << 20
 # SQLite runs in this process: no one value (a string doubled in a recursive query, say)
 # may grow beyond this. Catalogue values are names, paths and small JSON documents.
-SQLITE_MAX_VALUE_BYTES = 64 << 20
+SQLITE_MAX_VALUE_BYTES = 16 << 20
 REPORTING_ROLE = "txmdb_reader"
 GUARD_FUNCTION = "txmdb_reporting_query"
 # Roles that reach beyond the database (files, programs) or into other sessions.
@@ -51,13 +51,19 @@ FORBIDDEN_ROLES = ("pg_execute_server_program", "pg_write_server_files", "pg_rea
 _BATCH_ROWS = 1000
 _SQLITE_PROGRESS_STEPS = 1000
 
+# One row per FETCH (a FOR loop would read ten ahead): the byte cap stops a query whose rows
+# grow, before the next, larger row is made.
 _GUARD_BODY = """
 DECLARE
+  c refcursor;
   r record;
   n bigint := 0;
   size bigint := 0;
 BEGIN
-  FOR r IN EXECUTE query LOOP
+  OPEN c NO SCROLL FOR EXECUTE query;
+  LOOP
+    FETCH c INTO r;
+    EXIT WHEN NOT FOUND;
     size := size + pg_column_size(r);
     IF size > max_bytes THEN
       RAISE EXCEPTION 'the result is larger than % bytes; select fewer rows or columns', max_bytes
@@ -67,6 +73,7 @@ BEGIN
     n := n + 1;
     EXIT WHEN n >= max_rows;
   END LOOP;
+  CLOSE c;
 END
 """
 
