@@ -14,8 +14,8 @@ from txmdb.catalog._records import file_provenance, finite_or_none, frame_record
 from txmdb.catalog.samples import get_sample
 from txmdb.db.models import STATISTICS_TABLES, Analysis, TXMScan
 from txmdb.errors import InputError, NotFoundError, input_errors
-from txmdb.store import ANALYSES
 from txmdb.io.files import sha256_file
+from txmdb.store import ANALYSES
 
 
 def ingest_scan(
