@@ -522,7 +522,7 @@ def _privileges(conn, role: str) -> dict:
 
 
 @postgresql_only
-def test_reporting_role_command_sets_up_a_role_that_only_reads(lab, request):
+def test_reporting_role_command_sets_up_a_role_that_only_reads(lab):
     role = f"Lab Reader {os.getpid()}"  # quoted everywhere: capitals and a space
     with _pg(lab.url) as conn:
         conn.execute(f'DROP ROLE IF EXISTS "{role}"')
