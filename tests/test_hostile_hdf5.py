@@ -381,7 +381,8 @@ print(json.dumps(report))
 
 
 def test_hostile_files_cost_little_time_and_memory(lab, tmp_path):
-    """All the files in one fresh process: each refused in < 1 s; peak RSS < 300 MB over them all."""
+    """All the files in one fresh process: each refused in < 1 s, and together they grow the peak RSS
+    by < 64 MB over what the imports take (the files declare up to 15 GiB and more)."""
     built = {name: _build(name, tmp_path / "in" / str(i)) for i, name in enumerate(CASES)}
     before = _counts(lab)
     warm_up = ["txm", "ingest", str(tmp_path / "missing.h5"), "--sample", "S"]
@@ -392,7 +393,7 @@ def test_hostile_files_cost_little_time_and_memory(lab, tmp_path):
     for (name, (_, _, line)), case in zip(built.items(), report["cases"]):
         assert (case["exit"], case["stderr"].splitlines()) == (1, [line]), name
         assert case["seconds"] < 1.0, (name, case["seconds"])
-    assert report["cases"][-1]["peak_mb"] < 300, report
+    assert report["cases"][-1]["peak_mb"] - report["after_imports_mb"] < 64, report
     assert _counts(lab) == before
 
 
