@@ -37,8 +37,9 @@ and what was measured):
    the standard error ``σ`` of its shift is estimated from the residual, scaled by the
    residual's correlation volume. ``quality = 0.1 / (0.1 + σ)``: 1 for a perfectly
    determined shift, below :data:`QUALITY_THRESHOLD` (σ > 0.5 voxel) for an energy that
-   cannot be registered (no sample signal, a blank or corrupted frame). It measures
-   precision, not bias.
+   cannot be registered; 0 when the template's coefficient is below
+   :data:`MIN_DETECTION` standard errors (no sample signal: a blank or corrupted frame).
+   It measures precision, not bias.
 
 Application (:func:`read_plan`, :func:`apply_shift_slab`, :func:`registered_slab`): the
 integer part ``n = floor(s_e)`` offsets the read window; the fractional part
@@ -70,7 +71,7 @@ from scipy import ndimage as ndi
 
 from txmdb.analysis.gradient import _blocks
 
-__all__ = ["QUALITY_THRESHOLD", "Window", "read_window", "estimate_shifts", "integer_shifts",
+__all__ = ["QUALITY_THRESHOLD", "MIN_DETECTION", "Window", "read_window", "estimate_shifts", "integer_shifts",
            "ReadPlan", "read_plan", "apply_shift_slab", "registered_slab", "valid_box", "valid_mask"]
 
 #: Energies with a quality below this cannot be trusted. ``quality = 0.1 / (0.1 + σ)``
@@ -78,12 +79,23 @@ __all__ = ["QUALITY_THRESHOLD", "Window", "read_window", "estimate_shifts", "int
 #: axes): 1 for a perfectly determined shift, 0.5 at σ = 0.1 voxel, and this threshold,
 #: 1/6, at σ = 0.5 voxel. Measured on the synthetic stacks: σ ≈ 0.01 on clean energies,
 #: 0.02-0.3 on dim pre-edge energies with every difficulty (their true errors are of
-#: that size), ≥ 0.7 for an energy of pure noise, ∞ (quality 0) for a constant one.
+#: that size), ≥ 0.4 for an energy of pure noise, ∞ (quality 0) for a constant one.
+#: An energy in which the sample is not detected at all gets quality 0
+#: (:data:`MIN_DETECTION`). On a coarse energy grid (4-5 eV steps through the edge) the
+#: energy in the middle of the edge, whose particles show inverted contrast (bulk bright,
+#: surface dim), can fall below the threshold: its appearance matches no other energy.
 QUALITY_THRESHOLD = 1.0 / 6.0
 
 
-def _quality(sigma: np.ndarray) -> np.ndarray:
-    return 0.1 / (0.1 + np.asarray(sigma, dtype=np.float64))
+#: An energy whose sample-template coefficient is below this many standard errors holds
+#: no detectable sample (noise-only frames: 3-6, selection by the shift search included;
+#: registered energies: 25-500) and gets quality 0.
+MIN_DETECTION = 8.0
+
+
+def _quality(sigma: np.ndarray, detection: np.ndarray) -> np.ndarray:
+    q = 0.1 / (0.1 + np.asarray(sigma, dtype=np.float64))
+    return np.where(np.asarray(detection) >= MIN_DETECTION, q, 0.0)
 
 
 _DEFAULT_BAND = (1.0, 4.0)
@@ -464,6 +476,7 @@ class _Model:
     template: np.ndarray      # T, reference frame (valid inside box)
     box: tuple[tuple[int, ...], tuple[int, ...]]
     sigma: np.ndarray         # standard error of each shift, working-grid voxels
+    detection: np.ndarray     # t-value of the sample template in each energy
 
 
 def _template(J, s, a, c, b, F, box, order) -> np.ndarray:
@@ -482,7 +495,7 @@ def _template(J, s, a, c, b, F, box, order) -> np.ndarray:
     return T
 
 
-def _shift_error(reg: np.ndarray, other: np.ndarray) -> float:
+def _shift_error(reg: np.ndarray, other: np.ndarray) -> tuple[float, float]:
     """Standard error (voxels, rms over axes) of the shift between ``reg`` and ``other``:
     least squares of ``reg`` on ``other``, its gradient and a constant; the residual
     variance is scaled by the residual's correlation volume (a smooth residual has fewer
@@ -497,22 +510,25 @@ def _shift_error(reg: np.ndarray, other: np.ndarray) -> float:
         sol = np.linalg.solve(G, A @ y)
         cov = np.linalg.inv(G)
     except np.linalg.LinAlgError:
-        return math.inf
+        return math.inf, 0.0
     if sol[0] == 0:
-        return math.inf
+        return math.inf, 0.0
     r = (y - sol @ A).reshape(reg[inner].shape)
     var_r = float(r.var())
     dr = np.gradient(r) if nd > 1 else [np.gradient(r)]
     var_d = float(np.mean([g.var() for g in dr]))
     ell2 = var_r / (2 * var_d) if var_d > 0 else 0.0
     volume = max(1.0, (4 * math.pi * ell2) ** (nd / 2))
-    se = np.sqrt(np.maximum(var_r * volume * np.diag(cov)[1:1 + nd], 0.0)) / abs(sol[0])
-    return float(np.sqrt(np.mean(se ** 2)))
+    var = np.maximum(var_r * volume * np.diag(cov), 0.0)
+    se = np.sqrt(var[1:1 + nd]) / abs(sol[0])
+    t = abs(sol[0]) / math.sqrt(var[0]) if var[0] > 0 else math.inf
+    return float(np.sqrt(np.mean(se ** 2))), float(t)
 
 
-def _standard_error(J, s, a, c, b, F, box, order, neighbours: int = 2) -> np.ndarray:
-    """Standard error of each energy's shift: the smaller of the errors against the
-    template of all *other* energies (its own noise would vouch for it) and against
+def _standard_error(J, s, a, c, b, F, box, order, neighbours: int = 2) -> tuple[np.ndarray, np.ndarray]:
+    """Standard error of each energy's shift, and the t-value of its template coefficient
+    (how many standard errors of sample signal it holds): the better of the fits against
+    the template of all *other* energies (its own noise would vouch for it) and against
     the template of its ``neighbours`` on each side (similar contrast through the edge)."""
     sl = _box_slices(*box)
     n = J.shape[0]
@@ -522,16 +538,18 @@ def _standard_error(J, s, a, c, b, F, box, order, neighbours: int = 2) -> np.nda
     num = np.tensordot(weights, regs, axes=1)
     den = float((weights ** 2).sum())
     sigma = np.full(n, np.inf)
+    tval = np.zeros(n)
     for e in range(n):
         reg = regs[e].astype(np.float64)
         if den - weights[e] ** 2 > 0:
-            sigma[e] = _shift_error(reg, (num - weights[e] * reg) / (den - weights[e] ** 2))
+            sigma[e], tval[e] = _shift_error(reg, (num - weights[e] * reg) / (den - weights[e] ** 2))
         near = [k for k in range(max(0, e - neighbours), min(n, e + neighbours + 1)) if k != e]
         wn = weights[near]
         if (wn ** 2).sum() > 0:
             local = np.tensordot(wn, regs[near], axes=1) / (wn ** 2).sum()
-            sigma[e] = min(sigma[e], _shift_error(reg, local))
-    return sigma
+            se, t = _shift_error(reg, local)
+            sigma[e], tval[e] = min(sigma[e], se), max(tval[e], t)
+    return sigma, tval
 
 
 def _fit(J, s, T, F, box, order, *, with_pattern: bool, gauss_newton: bool):
@@ -611,7 +629,7 @@ def _refine(J: np.ndarray, s: np.ndarray, reference: int, iterations: int, order
     s = s.copy()
     a, c, b = np.ones(n), np.zeros(n), np.zeros(n)
     F = np.zeros(shape, dtype=np.float32)
-    sigma = np.full(n, np.inf)
+    sigma, tval = np.full(n, np.inf), np.zeros(n)
     for it in range(iterations + 1):
         lo, hi = valid_box(s, shape)
         box = (tuple(v + margin for v in lo), tuple(v - margin for v in hi))
@@ -625,13 +643,13 @@ def _refine(J: np.ndarray, s: np.ndarray, reference: int, iterations: int, order
             F = _median_pattern(resid)
             F = np.nan_to_num(F, copy=False)
         if it == iterations:
-            sigma = _standard_error(J, s, a, c, b, F, box, order)
+            sigma, tval = _standard_error(J, s, a, c, b, F, box, order)
             break
         a, c, b, step, _ = _fit(J, s, T, F, box, order, with_pattern=True,
                                          gauss_newton=True)
         s += step
         s -= s[reference]
-    return _Model(s, a, c, b, F, T, box, sigma)
+    return _Model(s, a, c, b, F, T, box, sigma, tval)
 
 
 def _check(n_energies: int, reference_index: int, shape: Sequence[int], max_shift: float, roi):
@@ -735,7 +753,7 @@ def estimate_shifts(read_energy: Callable[[int, Window], np.ndarray], n_energies
     model = _refine(J, s, reference_index, iterations, order, margin)
     shifts = model.shifts * f
     if f == 1:
-        return shifts, _quality(model.sigma * f)
+        return shifts, _quality(model.sigma * f, model.detection)
     del J
 
     # fine level: a full-resolution window on the most structured part of the template,
@@ -760,7 +778,7 @@ def estimate_shifts(read_energy: Callable[[int, Window], np.ndarray], n_energies
     window = Window(tuple(start), tuple(stop), 1)
     J = _working_images(read_energy, n_energies, window, band)
     model = _refine(J, shifts, reference_index, iterations, order, margin)
-    return model.shifts, _quality(model.sigma)
+    return model.shifts, _quality(model.sigma, model.detection)
 
 
 def integer_shifts(read_energy: Callable[[int, Window], np.ndarray], n_energies: int, reference_index: int, *,
