@@ -125,3 +125,12 @@ def cli(db_url, tmp_path):
     run.url = db_url
     run.store = store
     return run
+
+
+@pytest.fixture
+def cell_lab(cli):
+    """A fresh catalogue holding sample S and cell C (10 mg active mass, 4.5 V upper cut-off)."""
+    assert cli("init").exit_code == 0
+    assert cli("sample", "add", "S").exit_code == 0
+    assert cli("cell", "add", "C", "--sample", "S", "--active-mass-mg", "10", "--upper-cutoff-v", "4.5").exit_code == 0
+    return cli

@@ -67,11 +67,8 @@ def _kill_at(cli, step: str, *args) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture
-def lab(cli):
-    assert cli("init").exit_code == 0
-    assert cli("sample", "add", "S").exit_code == 0
-    assert cli("cell", "add", "C", "--sample", "S", "--active-mass-mg", "10", "--upper-cutoff-v", "4.5").exit_code == 0
-    return cli
+def lab(cell_lab):
+    return cell_lab
 
 
 def _command(lab, kind: str) -> tuple[list, str]:

@@ -133,11 +133,8 @@ def test_connection_lost_mid_transaction_rolls_back(catalog, tmp_path):
 
 
 @pytest.fixture
-def lab(cli):
-    assert cli("init").exit_code == 0
-    assert cli("sample", "add", "S").exit_code == 0
-    assert cli("cell", "add", "C", "--sample", "S", "--active-mass-mg", "10", "--upper-cutoff-v", "4.5").exit_code == 0
-    return cli
+def lab(cell_lab):
+    return cell_lab
 
 
 @pytest.fixture
