@@ -6,7 +6,7 @@ from __future__ import annotations
 import typer
 
 from txmdb.cli._common import catalog, echo
-from txmdb.readonly_sql import REPORTING_ROLE
+from txmdb.vocabulary import REPORTING_ROLE
 
 app = typer.Typer(help="Inspect and migrate the catalogue schema.", no_args_is_help=True)
 

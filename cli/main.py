@@ -63,7 +63,16 @@ app.add_typer(query_cli.app, name="query")
 app.add_typer(report_cli.app, name="report")
 
 
+def _terminated(signum, _frame) -> None:
+    # SIGTERM (a scheduler's kill, systemd stop) unwinds like Ctrl-C, so a running analysis is
+    # recorded as failed and its temporary file removed, instead of staying "running".
+    raise SystemExit(128 + signum)
+
+
 def main() -> None:
+    import signal
+
+    signal.signal(signal.SIGTERM, _terminated)
     app()
 
 

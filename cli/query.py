@@ -16,8 +16,7 @@ import typer
 
 from txmdb.cli._common import CommandGroup, FormatOption, OutputFormat, OutputOption, catalog, emit_table
 from txmdb.query import QUERIES
-from txmdb.readonly_sql import DEFAULT_MAX_ROWS, DEFAULT_TIMEOUT_S
-from txmdb.vocabulary import FILTERS, Filter
+from txmdb.vocabulary import DEFAULT_MAX_ROWS, DEFAULT_TIMEOUT_S, FILTERS, Filter
 
 # Every spelling of every filter option ("--weighted" and "--unweighted" alike).
 _FLAGS = {flag: f for f in FILTERS.values() for spelling in f.flags for flag in spelling.split("/")}

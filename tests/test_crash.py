@@ -33,11 +33,11 @@ _KILL_AT = """
 import os, signal, sys
 import txmdb.store
 
-KILL_AT, sys.argv = sys.argv[1], ["txmdb", *sys.argv[2:]]
+KILL_AT, SIGNAL, sys.argv = sys.argv[1], int(sys.argv[2]), ["txmdb", *sys.argv[3:]]
 
 def step(self, name, kind):
     if name == KILL_AT:
-        os.kill(os.getpid(), signal.SIGKILL)
+        os.kill(os.getpid(), SIGNAL)
 
 txmdb.store.Store.step = step
 from txmdb.cli.main import main
@@ -60,10 +60,11 @@ def _lines(result) -> list[str]:
     return result.stdout.strip().splitlines()
 
 
-def _kill_at(cli, step: str, *args) -> subprocess.CompletedProcess:
+def _kill_at(cli, step: str, *args, signum: int = signal.SIGKILL) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k not in ("TXMDB_URL", "TXMDB_STORE")}
-    return subprocess.run([sys.executable, "-c", _KILL_AT, step, "--db", cli.url, "--store", str(cli.store),
-                           *map(str, args)], env=env, capture_output=True, text=True, timeout=300)
+    return subprocess.run([sys.executable, "-c", _KILL_AT, step, str(int(signum)), "--db", cli.url,
+                           "--store", str(cli.store), *map(str, args)],
+                          env=env, capture_output=True, text=True, timeout=300)
 
 
 @pytest.fixture
@@ -172,6 +173,19 @@ def test_txm_show_and_queries_show_a_killed_analysis(lab):
     assert [(a["analysis_id"], a["status"]) for a in failed] == [(1, "failed")]
     # no statistics from it: the statistics tables have no rows at all
     assert json.loads(lab("query", "theta", "--format", "json").stdout) == []
+
+
+def test_a_terminated_analysis_is_recorded_as_failed(lab):
+    """SIGTERM (a scheduler's kill) unwinds: the analysis is 'failed' at once, no temporary is left."""
+    args, _ = _command(lab, "txm")
+    stopped = _kill_at(lab, "written", *args, signum=signal.SIGTERM)
+    assert stopped.returncode == 128 + signal.SIGTERM, stopped.stderr
+    assert "Traceback" not in stopped.stderr
+    failed = json.loads(lab("query", "analyses", "--status", "failed", "--format", "json").stdout)
+    assert [(a["analysis_id"], a["error"]) for a in failed] == [(1, f"interrupted (exit {128 + signal.SIGTERM})")]
+    assert _store_files(lab) == []
+    check = lab("db", "check")
+    assert check.exit_code == 0, check.output
 
 
 # --------------------------------------------------------------------------- damage db check finds

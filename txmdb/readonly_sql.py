@@ -37,14 +37,10 @@ from txmdb.errors import TxmdbError
 if TYPE_CHECKING:
     import pandas as pd
 
-DEFAULT_TIMEOUT_S = 30.0
-DEFAULT_MAX_ROWS = 100_000
-# Rows times width can still be large: the result never holds more than this many bytes.
-MAX_RESULT_BYTES = 256 << 20
-# SQLite runs in this process: no one value (a string doubled in a recursive query, say)
-# may grow beyond this. Catalogue values are names, paths and small JSON documents.
-SQLITE_MAX_VALUE_BYTES = 16 << 20
-REPORTING_ROLE = "txmdb_reader"
+from txmdb.vocabulary import (  # noqa: F401  (the CLI's defaults, re-exported)
+    DEFAULT_MAX_ROWS, DEFAULT_TIMEOUT_S, MAX_RESULT_BYTES, REPORTING_ROLE, SQLITE_MAX_VALUE_BYTES,
+)
+
 GUARD_FUNCTION = "txmdb_reporting_query"
 # Roles that reach beyond the database (files, programs) or into other sessions.
 FORBIDDEN_ROLES = ("pg_execute_server_program", "pg_write_server_files", "pg_read_server_files", "pg_signal_backend")

@@ -166,3 +166,16 @@ Mode = choices("Mode", MODES)
 CyclerFormat = choices("CyclerFormat", (AUTO, *CYCLER_FORMATS))
 CEConvention = choices("CEConvention", CE_CONVENTIONS)
 OutputFormat = choices("OutputFormat", OUTPUT_FORMATS)
+
+# query sql (txmdb.readonly_sql): user SQL is bounded in time, rows and bytes.
+#: Statement timeout, s (server-side on PostgreSQL, a progress handler on SQLite).
+DEFAULT_TIMEOUT_S = 30.0
+#: Rows returned at the most; more are cut, and the command says so.
+DEFAULT_MAX_ROWS = 100_000
+#: Rows times width can still be large: the result never holds more than this many bytes.
+MAX_RESULT_BYTES = 256 << 20
+#: SQLite runs in this process: no one value (a string doubled in a recursive query, say)
+#: may grow beyond this. Catalogue values are names, paths and small JSON documents.
+SQLITE_MAX_VALUE_BYTES = 16 << 20
+#: The NOLOGIN role user SQL runs as on PostgreSQL (`txmdb db reporting-role`).
+REPORTING_ROLE = "txmdb_reader"
