@@ -612,17 +612,19 @@ def _fit(J, s, templates, F, box, order, *, with_pattern: bool, gauss_newton: bo
         y = J[e][sl].ravel().astype(np.float64)
         if y.size < 4 * (nd + K + 2):
             continue
-        ms = [m[sl].ravel().astype(np.float64) for m in moved]
-        cols = list(ms)
+        cols = [m[sl] for m in moved]
         if gauss_newton:
             weights = coef[e] if coef is not None else np.eye(K)[0]
             combined = sum(np.float32(w) * m for w, m in zip(weights, moved))
             grads = np.gradient(combined) if nd > 1 else [np.gradient(combined)]
-            cols += [-g[sl].ravel().astype(np.float64) for g in grads]
+            cols += [-g[sl] for g in grads]
         if with_pattern:
-            cols.append(F[sl].ravel().astype(np.float64))
-        cols.append(np.ones_like(y))
-        A = np.stack(cols)
+            cols.append(F[sl])
+        A = np.empty((len(cols) + 1, y.size))
+        for row, col in zip(A, cols):
+            row[:] = col.ravel()
+        A[-1] = 1.0
+        ms = A[:K]
         G = A @ A.T
         try:
             sol = np.linalg.solve(G + 1e-9 * np.trace(G) / len(G) * np.eye(len(G)), A @ y)
@@ -646,13 +648,17 @@ def _median_pattern(resid: np.ndarray) -> np.ndarray:
     n = resid.shape[0]
     flat = resid.reshape(n, -1)
     out = np.zeros(flat.shape[1], dtype=np.float32)
-    has_nan = np.isnan(flat).any(axis=0)
-    full = ~has_nan
+    count = n - np.isnan(flat).sum(axis=0)
+    full = count == n
     if full.any():
         out[full] = np.median(flat[:, full], axis=0)
-    some = has_nan & ~np.isnan(flat).all(axis=0)
+    some = (count > 0) & ~full
     if some.any():
-        out[some] = np.nanmedian(flat[:, some], axis=0)
+        # sorting puts NaN last: the median of the k finite values sits in the first k rows
+        part = np.sort(flat[:, some], axis=0)
+        k = count[some]
+        cols = np.arange(k.size)
+        out[some] = 0.5 * (part[(k - 1) // 2, cols] + part[k // 2, cols])
     return out.reshape(resid.shape[1:])
 
 
