@@ -16,7 +16,7 @@ and what was measured):
    (coarse level, at most ``coarse_voxels``) and, when that was binned, once more at full
    resolution over a bounded window that follows the sample (fine level). NaN voxels are
    filled with the image median. Every image is band-passed (difference of Gaussians,
-   ``band`` = (1, 6) voxels of the working grid: removes noise, the flat-field residue and
+   ``band`` = (1, 4) voxels of the working grid: removes noise, the flat-field residue and
    offsets) and scaled to unit standard deviation (intensity changes).
 2. **Start.** Cross-correlation of every energy with the reference, searched only within
    ``±max_shift`` (zero-padded FFT: no wrap-around, no far-away false peak), with a
@@ -735,8 +735,7 @@ def estimate_shifts(read_energy: Callable[[int, Window], np.ndarray], n_energies
     read_energy : callable ``(i, window) -> ndarray``
         Returns energy ``i`` over ``window`` (a :class:`Window`: full-resolution box,
         mean-binned by ``window.bin``) with shape ``window.shape``, absorbance. For an
-        array-like stack: ``functools.partial(read_window, dataset)`` with the arguments
-        swapped, i.e. ``lambda i, w: read_window(dataset, i, w)``.
+        array-like stack: ``lambda i, w: read_window(dataset, i, w)``.
     n_energies : int
         Number of energies (at least 2).
     reference_index : int
