@@ -201,6 +201,59 @@ class TXMScan(FileRecord, Base):
     voxel_size_nm: Mapped[Optional[float]] = mapped_column(Float)
 
     analyses: Mapped[list["Analysis"]] = relationship(back_populates="scan")
+    registrations: Mapped[list["Registration"]] = relationship(back_populates="scan")
+
+
+class Registration(Base):
+    """One translation per energy of a scan's stack (DESIGN §10), estimated once and reused.
+
+    Its shifts are rows of ``registration_shifts``; ``input_sha256`` is the scan file it was
+    estimated from, ``accepted_poor`` says the user stored it despite energies below the
+    quality threshold or beyond the maximum shift.
+    """
+
+    __tablename__ = "registrations"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    scan_id: Mapped[int] = mapped_column(ForeignKey("txm_scans.id"), index=True)
+    method: Mapped[str] = mapped_column(String(80))
+    parameters: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    reference_index: Mapped[int] = mapped_column(Integer)
+    reference_energy_ev: Mapped[float] = mapped_column(Float)
+    max_shift_vox: Mapped[float] = mapped_column(Float)
+    accepted_poor: Mapped[bool] = mapped_column(Boolean, default=False)
+    txmdb_version: Mapped[str] = mapped_column(String(40))
+    input_sha256: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[dt.datetime] = mapped_column(Timestamp, default=_now)
+    elapsed_s: Mapped[Optional[float]] = mapped_column(Float)
+
+    scan: Mapped[TXMScan] = relationship(back_populates="registrations")
+    shifts: Mapped[list["RegistrationShift"]] = relationship(
+        back_populates="registration",
+        cascade="all, delete-orphan",
+        passive_deletes=True,
+        order_by="RegistrationShift.energy_index",
+    )
+
+
+class RegistrationShift(Base):
+    """s_e in voxels: the sample moved by s_e at energy e, registered_e(x) = raw_e(x + s_e)."""
+
+    __tablename__ = "registration_shifts"
+    __table_args__ = (
+        UniqueConstraint("registration_id", "energy_index", name="uq_registration_shifts_registration_energy"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    registration_id: Mapped[int] = mapped_column(ForeignKey("registrations.id", ondelete="CASCADE"), index=True)
+    energy_index: Mapped[int] = mapped_column(Integer)  # into the scan's sorted energies
+    energy_ev: Mapped[float] = mapped_column(Float)
+    shift_z: Mapped[Optional[float]] = mapped_column(Float)  # NULL for 2-D stacks
+    shift_y: Mapped[float] = mapped_column(Float)
+    shift_x: Mapped[float] = mapped_column(Float)
+    quality: Mapped[Optional[float]] = mapped_column(Float)
+
+    registration: Mapped[Registration] = relationship(back_populates="shifts")
 
 
 class Analysis(Base):
@@ -226,6 +279,8 @@ class Analysis(Base):
     n_particles: Mapped[Optional[int]] = mapped_column(Integer)
     mean_edge_ev: Mapped[Optional[float]] = mapped_column(Float)
     std_edge_ev: Mapped[Optional[float]] = mapped_column(Float)
+    # The registration applied while reading the stack; NULL: the stack as it is.
+    registration_id: Mapped[Optional[int]] = mapped_column(ForeignKey("registrations.id"), index=True)
 
     scan: Mapped[TXMScan] = relationship(back_populates="analyses")
 
