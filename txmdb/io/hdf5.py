@@ -60,7 +60,7 @@ from txmdb.vocabulary import (
 )
 
 __all__ = ["StackInfo", "LAYOUTS", "open_stack", "read_slab", "iter_slabs", "default_slab_size",
-           "voxel_size_problem"]
+           "voxel_size_problem", "AbsorbanceView"]
 
 _SANDBOX = "/registration_results/reg_results"
 
@@ -628,6 +628,59 @@ def _flat(ds: h5py.Dataset, start: int, stop: int, info: StackInfo) -> np.ndarra
     if ds.shape[0] == info.shape[0]:
         return part                              # one flat per energy, on-disk order
     return part.mean(axis=0)[None]
+
+
+class AbsorbanceView:
+    """The stack as absorbance, one energy's box at a time: ``view[e, z0:z1, y0:y1, x0:x1]``.
+
+    ``e`` indexes the sorted energies (``info.energies_ev``); only that box of that image,
+    and of its flat and dark images for raw layouts, is read. For readers that work energy
+    by energy on a window (registration: ``read_window``, ``registered_slab``), where
+    :func:`read_slab` would read every energy.
+
+    Parameters
+    ----------
+    info : StackInfo
+    h5file : h5py.File
+        An open handle of ``info.path``, kept open while the view is used.
+    """
+
+    def __init__(self, info: StackInfo, h5file: h5py.File):
+        self.info = info
+        self.shape = info.shape
+        self.ndim = len(info.shape)
+        self.dtype = info.dtype_work
+        self._file = h5file
+
+    def __getitem__(self, key) -> np.ndarray:
+        key = key if isinstance(key, tuple) else (key,)
+        energy, box = key[0], tuple(key[1:])
+        if not isinstance(energy, (int, np.integer)):
+            raise TypeError("the first index of an AbsorbanceView is one energy")
+        info = self.info
+        frame = int(info.order[energy])
+        try:
+            out = self._file[info.data_path].astype(self.dtype)[(frame, *box)]
+            if info.white_path is None:
+                return out
+            white = self._aux(info.white_path, frame, box)
+            dark = self._aux(info.dark_path, frame, box) if info.dark_path else 0.0
+        except OSError as exc:
+            raise InputError(info.path, f"cannot read {info.data_path!r} energy {energy} "
+                                        f"({str(exc).split('(')[0].strip()}); truncated or corrupt file?") from None
+        with np.errstate(all="ignore"):
+            return ne.evaluate("-log((raw - dark) / (white - dark))",
+                               local_dict={"raw": out, "dark": dark, "white": white}).astype(self.dtype)
+
+    def _aux(self, path: str, frame: int, box: tuple) -> np.ndarray:
+        """Flat or dark over ``box``: the energy's own frame, else the frames' mean (as :func:`_flat`)."""
+        ds = self._file[path]
+        read = ds.astype(np.float64)
+        if ds.ndim == self.info.ndim:
+            return read[box]
+        if ds.shape[0] == self.info.shape[0]:
+            return read[(frame, *box)]
+        return read[(slice(None), *box)].mean(axis=0)
 
 
 def default_slab_size(info: StackInfo, target_bytes: int = 256 << 20) -> int:
