@@ -14,7 +14,10 @@ and what was measured):
 
 1. **Working images.** Each energy is read as a binned image of the region of interest
    (coarse level, at most ``coarse_voxels``) and, when that was binned, once more at full
-   resolution over a bounded window that follows the sample (fine level). NaN voxels are
+   resolution over a bounded window centred on the sample's structure and widened by the
+   spread of the shifts (fine level). Binned, the drift spans too few voxels to tell the
+   fixed pattern from the sample: the coarse level only gives the start (step 2) and
+   places the window; steps 2-4 then run on the fine level. NaN voxels are
    filled with the image median. Every image is band-passed (difference of Gaussians,
    ``band`` = (1, 4) voxels of the working grid: removes noise, the flat-field residue and
    offsets) and scaled to unit standard deviation (intensity changes).
