@@ -33,8 +33,15 @@ Results file layout (``results_path``)::
     /valid     bool    (spatial)   edge-kernel validity (before particle filtering)
     /labels    int32   (spatial)   particle label, 0 outside particles
     /energies_ev float64 (n_energy)
+    /registration_shifts float64 (n_energy, ndim)   only when a registration was applied
     attrs: txmdb_version, layout, source, voxel_size_nm (NaN if unknown), gradient_unit,
            parameters (JSON), n_particles
+
+Registered analysis (DESIGN §10): with ``options.registration`` every slab is read from the
+registered stack (:func:`txmdb.io.hdf5.read_slab` with shifts: the integer part of each
+shift moves that energy's read window, the fractional part is interpolated with a halo,
+voxels whose source leaves the field of view at any energy are NaN and so masked). The
+maps are in the reference energy's frame, and do not depend on the slab size.
 """
 
 from __future__ import annotations
@@ -72,7 +79,7 @@ from txmdb.db.models import STATISTICS_TABLES
 from txmdb.errors import InputError
 from txmdb.io.files import atomic_output
 
-__all__ = ["AnalysisOptions", "AnalysisOutputs", "EdgeStatistics", "analyze_stack",
+__all__ = ["AnalysisOptions", "AnalysisOutputs", "AppliedRegistration", "EdgeStatistics", "analyze_stack",
            "analysis_parameters", "default_slab", "edge_kernel", "edge_slabs", "extract_edges",
            "slab_bounds", "statistics_from_edge_map", "table_records", "TABLE_NAMES"]
 
@@ -85,6 +92,38 @@ TABLE_NAMES = tuple(STATISTICS_TABLES)
 _SLAB_BYTES = 128 << 20
 
 VectorsFn = Callable[[np.ndarray, np.ndarray, np.ndarray, float], GradientVectors]
+
+#: Names of the interpolation orders of a registration's fractional shifts (as recorded).
+INTERPOLATIONS = {1: "linear", 3: "cubic"}
+
+
+@dataclass(frozen=True)
+class AppliedRegistration:
+    """A registration applied while the stack is read (DESIGN §10).
+
+    Attributes
+    ----------
+    shifts : ndarray, shape (n_energy, ndim)
+        ``s_e`` per energy in ascending-energy order, voxels:
+        ``registered_e(x) = mu_e(x + s_e)``.
+    registration_id : int, optional
+        The catalogue's registration, recorded with the analysis.
+    order : {1, 3}
+        Interpolation of the fractional parts: linear (the default; the same numbers as
+        ``scipy.ndimage.shift(order=1)``) or Keys cubic.
+    """
+
+    shifts: np.ndarray
+    registration_id: int | None = None
+    order: int = 1
+
+    def __post_init__(self) -> None:
+        if self.order not in INTERPOLATIONS:
+            raise ValueError(f"interpolation order must be 1 (linear) or 3 (cubic), got {self.order}")
+
+    def parameters(self) -> dict[str, Any]:
+        """What an analysis records of it (the shifts are the registration's own rows)."""
+        return {"registration_id": self.registration_id, "interpolation": INTERPOLATIONS[self.order]}
 
 
 @dataclass
@@ -107,6 +146,8 @@ class AnalysisOptions:
     workers : int
         Threads computing the edge kernel on blocks of the current slab (one more thread
         always reads the next slab meanwhile). Results do not depend on it.
+    registration : AppliedRegistration, optional
+        Read the registered stack (slab by slab, never copied); ``None`` reads it as it is.
 
     Notes
     -----
@@ -121,6 +162,7 @@ class AnalysisOptions:
     min_particle_voxels: int | None = None
     slab_size: int | None = None
     workers: int = 1
+    registration: AppliedRegistration | None = None
 
     def __post_init__(self) -> None:
         self.bin_factors = tuple(int(f) for f in self.bin_factors)
@@ -175,6 +217,7 @@ def analysis_parameters(options: AnalysisOptions, *, voxel_size_nm: float | None
         "theta_bins": options.theta_bins,
         "min_particle_voxels": options.min_particle_voxels,
         "voxel_size_nm": voxel_size_nm,
+        "registration": options.registration.parameters() if options.registration else None,
     }
 
 
@@ -216,7 +259,8 @@ def default_slab(info) -> int:
 
 
 def extract_edges(info, params: EdgeParameters, start: int, stop: int, *,
-                  kernel: EdgeKernel | None = None) -> EdgeResult:
+                  kernel: EdgeKernel | None = None,
+                  registration: AppliedRegistration | None = None) -> EdgeResult:
     """The edge phase of one slab: read ``[start, stop)`` and run the edge kernel.
 
     Pure per slab (opens the file itself, no shared state): the unit a Dask worker runs.
@@ -229,6 +273,8 @@ def extract_edges(info, params: EdgeParameters, start: int, stop: int, *,
         Range along the first spatial axis.
     kernel : EdgeKernel, optional
         A kernel already built for ``info`` and ``params``.
+    registration : AppliedRegistration, optional
+        Read the slab of the registered stack (``[start, stop)`` in the reference frame).
 
     Returns
     -------
@@ -238,22 +284,32 @@ def extract_edges(info, params: EdgeParameters, start: int, stop: int, *,
     from txmdb.io.hdf5 import read_slab
 
     kernel = kernel or edge_kernel(info, params)
-    return kernel(read_slab(info, start, stop))
+    return kernel(read_slab(info, start, stop, **_registered_read(registration)))
 
 
 def edge_slabs(info, params: EdgeParameters, *, slab_size: int | None = None,
-               workers: int = 1) -> Iterator[tuple[int, int, EdgeResult]]:
+               workers: int = 1,
+               registration: AppliedRegistration | None = None) -> Iterator[tuple[int, int, EdgeResult]]:
     """The edge phase in this process: ``(start, stop, EdgeResult)`` in slab order.
 
     A background thread reads the next slab (into one of two reused buffers) while the
     kernel runs on the current one with ``workers`` threads; h5py releases the GIL while
-    HDF5 copies the data, so reading and computing overlap.
+    HDF5 copies the data, so reading and computing overlap. With a ``registration`` that
+    thread also interpolates the registered slab.
     """
     from txmdb.io.hdf5 import iter_slabs
 
     kernel = edge_kernel(info, params)
-    for start, stop, mu in iter_slabs(info, slab_size or default_slab(info), prefetch=True):
+    for start, stop, mu in iter_slabs(info, slab_size or default_slab(info), prefetch=True,
+                                      **_registered_read(registration)):
         yield start, stop, kernel(mu, threads=workers)
+
+
+def _registered_read(registration: AppliedRegistration | None) -> dict[str, Any]:
+    """Keywords of :func:`txmdb.io.hdf5.read_slab` for the registered (or the plain) read."""
+    if registration is None:
+        return {}
+    return {"shifts": registration.shifts, "order": registration.order}
 
 
 # --------------------------------------------------------------------------- statistics phase
@@ -401,8 +457,8 @@ def analyze_stack(info, options: AnalysisOptions, *, results_path: Path,
         one for the particle step and one per binning factor.
     edge_source : callable, optional
         ``edge_source(info, params, slab_size)`` yielding ``(start, stop, EdgeResult)``
-        for the slabs of :func:`slab_bounds` (any order); default :func:`edge_slabs`
-        in this process.
+        for the slabs of :func:`slab_bounds` (any order), read with
+        ``options.registration``; default :func:`edge_slabs` in this process.
     vectors_fn : callable, optional
         Gradient vectors of a binned map (see :func:`statistics_from_edge_map`).
 
@@ -421,10 +477,15 @@ def analyze_stack(info, options: AnalysisOptions, *, results_path: Path,
     d = info.voxel_size_nm if info.voxel_size_nm and math.isfinite(info.voxel_size_nm) else None
     gradient_unit = "eV/nm" if d else "eV/voxel"
     edge_kernel(info, options.params)             # window errors before any file exists
+    if options.registration is not None:          # shape errors too
+        from txmdb.io.hdf5 import registration_shifts
+
+        registration_shifts(info, options.registration.shifts)
     slab_size = options.slab_size or default_slab(info)
     if edge_source is None:
         def edge_source(info, params, slab_size):
-            return edge_slabs(info, params, slab_size=slab_size, workers=options.workers)
+            return edge_slabs(info, params, slab_size=slab_size, workers=options.workers,
+                              registration=options.registration)
     total_units = len(slab_bounds(info, slab_size)) + 1 + len(options.bin_factors)
     done = 0
 
@@ -462,6 +523,8 @@ def analyze_stack(info, options: AnalysisOptions, *, results_path: Path,
             t0 = time.perf_counter()
             out.create_dataset("labels", data=stats.labels, chunks=True, compression="lzf")
             out.create_dataset("energies_ev", data=np.asarray(info.energies_ev, dtype=np.float64))
+            if options.registration is not None:
+                out.create_dataset("registration_shifts", data=np.asarray(options.registration.shifts))
             out.attrs["txmdb_version"] = __version__
             out.attrs["source"] = str(info.path)
             out.attrs["layout"] = info.layout

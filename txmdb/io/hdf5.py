@@ -59,7 +59,7 @@ from txmdb.vocabulary import (
     MAX_EXPANSION, MAX_PATH_DEPTH, MAX_SLICE_VALUES, MAX_SOFT_LINKS, VOXEL_NM_MAX, VOXEL_NM_MIN,
 )
 
-__all__ = ["StackInfo", "LAYOUTS", "open_stack", "read_slab", "iter_slabs", "default_slab_size",
+__all__ = ["StackInfo", "LAYOUTS", "open_stack", "read_slab", "iter_slabs", "default_slab_size", "registration_shifts",
            "voxel_size_problem", "AbsorbanceView"]
 
 _SANDBOX = "/registration_results/reg_results"
@@ -555,7 +555,8 @@ def _chunks_touched(info: StackInfo, start: int, stop: int) -> int:
 
 
 def read_slab(info: StackInfo, start: int, stop: int, *, h5file: h5py.File | None = None,
-              out: np.ndarray | None = None) -> np.ndarray:
+              out: np.ndarray | None = None, shifts: np.ndarray | None = None,
+              order: int = 1) -> np.ndarray:
     """Absorbance of spatial slab ``[start, stop)`` along the first spatial axis.
 
     Parameters
@@ -570,19 +571,26 @@ def read_slab(info: StackInfo, start: int, stop: int, *, h5file: h5py.File | Non
         C-contiguous buffer of dtype ``info.dtype_work`` and shape
         ``(n_energy, stop - start, ...)`` to read into (reused between slabs: no page
         faults on a fresh array per slab).
+    shifts : ndarray, shape (n_energy, ndim), optional
+        A registration (DESIGN §10), rows in ascending-energy order: read the slab of the
+        *registered* stack instead (see :func:`_read_registered`), ``[start, stop)`` in
+        the reference frame. A separate path: the plain read is untouched.
+    order : {1, 3}
+        Interpolation of the shifts' fractional parts (linear, Keys cubic).
 
     Returns
     -------
     ndarray of ``info.dtype_work``, shape (n_energy, stop - start, ...)
         ``out`` if given. Energies ascending (``info.energies_ev``). For raw images (fxi,
         dxchange with white/dark) ``-ln((I - dark) / (white - dark))``; non-positive
-        ratios give NaN/inf, which the edge kernel masks.
+        ratios give NaN/inf, which the edge kernel masks. Registered: NaN at every energy
+        for voxels whose source lies outside the field of view at any energy.
     """
     if not 0 <= start < stop <= info.n_slices:
         raise ValueError(f"slab [{start}, {stop}) outside 0..{info.n_slices}")
     if h5file is None:
         with _open(info.path) as f:
-            return read_slab(info, start, stop, h5file=f, out=out)
+            return read_slab(info, start, stop, h5file=f, out=out, shifts=shifts, order=order)
     shape = (info.shape[0], stop - start, *info.shape[2:])
     dtype = info.dtype_work
     if out is None:
@@ -590,6 +598,8 @@ def read_slab(info: StackInfo, start: int, stop: int, *, h5file: h5py.File | Non
     elif out.shape != shape or out.dtype != dtype or not out.flags.c_contiguous:
         raise ValueError(f"out must be a C-contiguous {dtype} array of shape {shape}")
     f = h5file
+    if shifts is not None:
+        return _read_registered(info, start, stop, f, out, shifts, order)
     ds = f[info.data_path]
     try:
         # HDF5 converts the on-disk dtype to the working one while reading (no temporary).
@@ -615,6 +625,51 @@ def read_slab(info: StackInfo, start: int, stop: int, *, h5file: h5py.File | Non
             ne.evaluate("-log((raw - dark) / (white - dark))",
                         local_dict={"raw": out, "dark": dark, "white": white}, out=out,
                         casting="unsafe")
+    return out
+
+
+def registration_shifts(info: StackInfo, shifts) -> np.ndarray:
+    """``shifts`` as a float64 ``(n_energy, ndim)`` array, checked against the stack."""
+    arr = np.asarray(shifts, dtype=np.float64)
+    want = (info.shape[0], info.ndim)
+    if arr.shape != want:
+        raise ValueError(f"a registration of shape {arr.shape} does not fit the stack: one shift of "
+                         f"{info.ndim} axes per energy {want} was expected")
+    if not np.isfinite(arr).all():
+        raise ValueError("the registration's shifts contain NaN or inf")
+    return arr
+
+
+def _read_registered(info: StackInfo, start: int, stop: int, f: h5py.File, out: np.ndarray,
+                     shifts, order: int) -> np.ndarray:
+    """Slab ``[start, stop)`` of the registered stack, ``registered_e(x) = mu_e(x + s_e)``.
+
+    Per energy, only that energy's source box is read: the window moved by ``floor(s_e)``
+    plus the interpolation halo (:func:`txmdb.analysis.registration.read_plan`); its
+    fractional part is applied by the finite stencil of
+    :func:`~txmdb.analysis.registration.apply_shift_slab`, so every output voxel is
+    bit-identical whatever the slab partition. Raw images become absorbance in the lab
+    frame first (sample, flat and dark images are all taken there), then the absorbance
+    is shifted. Voxels whose source is outside the field of view at any energy
+    (:func:`~txmdb.analysis.registration.valid_box`) are NaN at every energy.
+    """
+    from txmdb.analysis.registration import apply_shift_slab, read_plan, valid_box
+
+    shifts = registration_shifts(info, shifts)
+    spatial = tuple(info.spatial_shape)
+    lo = (start,) + (0,) * (info.ndim - 1)
+    hi = (stop,) + spatial[1:]
+    view = AbsorbanceView(info, f)
+    for i, s in enumerate(shifts):
+        plan = read_plan(s, lo, hi, spatial, order=order)
+        out[i] = apply_shift_slab(view[(i, *plan.source)], plan)
+    valid_lo, valid_hi = valid_box(shifts, spatial)
+    for axis, (a, n, v_lo, v_hi) in enumerate(zip(lo, out.shape[1:], valid_lo, valid_hi)):
+        cut = [slice(None)] * out.ndim
+        cut[axis + 1] = slice(0, min(max(v_lo - a, 0), n))
+        out[tuple(cut)] = np.nan
+        cut[axis + 1] = slice(max(min(v_hi - a, n), 0), n)
+        out[tuple(cut)] = np.nan
     return out
 
 
@@ -712,7 +767,8 @@ def default_slab_size(info: StackInfo, target_bytes: int = 256 << 20) -> int:
 
 
 def iter_slabs(info: StackInfo, slab_size: int, *, h5file: h5py.File | None = None,
-               prefetch: bool = False) -> Iterator[tuple[int, int, np.ndarray]]:
+               prefetch: bool = False, shifts: np.ndarray | None = None,
+               order: int = 1) -> Iterator[tuple[int, int, np.ndarray]]:
     """Yield ``(start, stop, slab)`` covering the first spatial axis in order.
 
     Parameters
@@ -728,6 +784,9 @@ def iter_slabs(info: StackInfo, slab_size: int, *, h5file: h5py.File | None = No
         it too), into two preallocated buffers used in turn. **A slab yielded
         with prefetch is valid only until the next one is requested** (copy what must
         be kept). Without prefetch every slab is a fresh array.
+    shifts, order : optional
+        Slabs of the registered stack (see :func:`read_slab`); with prefetch the
+        interpolation runs in the reading thread too.
 
     Yields
     ------
@@ -738,12 +797,12 @@ def iter_slabs(info: StackInfo, slab_size: int, *, h5file: h5py.File | None = No
         raise ValueError(f"slab_size must be >= 1, got {slab_size}")
     if h5file is None:
         with _open(info.path) as f:
-            yield from iter_slabs(info, slab_size, h5file=f, prefetch=prefetch)
+            yield from iter_slabs(info, slab_size, h5file=f, prefetch=prefetch, shifts=shifts, order=order)
         return
     bounds = [(s, min(s + slab_size, info.n_slices)) for s in range(0, info.n_slices, slab_size)]
     if not prefetch or len(bounds) == 1:
         for start, stop in bounds:
-            yield start, stop, read_slab(info, start, stop, h5file=h5file)
+            yield start, stop, read_slab(info, start, stop, h5file=h5file, shifts=shifts, order=order)
         return
     from concurrent.futures import ThreadPoolExecutor
 
@@ -756,7 +815,7 @@ def iter_slabs(info: StackInfo, slab_size: int, *, h5file: h5py.File | None = No
         # a shorter last slab: the leading part of the buffer, still C-contiguous
         # because the slab axis is the second one and is cut as a whole per energy
         view = buf.reshape(-1)[:info.shape[0] * (stop - start) * int(np.prod(info.shape[2:]))]
-        return read_slab(info, start, stop, h5file=h5file,
+        return read_slab(info, start, stop, h5file=h5file, shifts=shifts, order=order,
                          out=view.reshape(info.shape[0], stop - start, *info.shape[2:]))
 
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="txmdb-read") as pool:
