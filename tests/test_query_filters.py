@@ -28,7 +28,7 @@ def _populate(catalog) -> dict:
     from txmdb.catalog.samples import add_cell, add_sample
     from txmdb.db import models as m
 
-    ids: dict = {"run": {}, "scan": {}, "analysis": {}}
+    ids: dict = {"run": {}, "scan": {}, "analysis": {}, "registration": {}}
     digest = iter(f"{i:064x}" for i in range(1, 1000))
     with catalog.session() as s:
         for name, morphology in MORPHOLOGY.items():
@@ -71,6 +71,7 @@ def _populate(catalog) -> dict:
                     s.flush()
                     ids["analysis"].setdefault((sample, state), []).append(analysis.id)
                     _statistics(s, analysis.id)
+                    _registration(s, scan.id, ids["registration"].setdefault((sample, state), []))
         # A newer analysis of the gravel scan failed: its statistics stay those of the done one.
         s.add(m.Analysis(scan_id=ids["scan"][("gravel-C", "charged")], status="failed", txmdb_version="t",
                          input_sha256="0" * 64, error="killed"))
@@ -104,6 +105,19 @@ def _statistics(s, analysis_id: int) -> None:
                                   theta_hi=5.0, n=4, mean_u_ev_per_nm=0.5))
 
 
+def _registration(s, scan_id: int, ids: list) -> None:
+    """A registration of the scan, two energies (3-D shifts)."""
+    from txmdb.db import models as m
+
+    registration = m.Registration(scan_id=scan_id, method="t", reference_index=1, reference_energy_ev=8400.0,
+                                  max_shift_vox=1.0, txmdb_version="t", input_sha256="0" * 64)
+    registration.shifts = [m.RegistrationShift(energy_index=e, energy_ev=energy, shift_z=0.5 - e, shift_y=0.0,
+                                               shift_x=0.0, quality=0.9) for e, energy in enumerate((8300.0, 8400.0))]
+    s.add(registration)
+    s.flush()
+    ids.append(registration.id)
+
+
 # Per filter: (one value, two values, the test a returned row must pass). Values that name
 # catalogue ids are resolved from the populated ids.
 def _cases(ids: dict) -> dict:
@@ -129,6 +143,9 @@ def _cases(ids: dict) -> dict:
         "mode": (["TEY"], ["TEY", "fluorescence"], lambda r, v: r["mode"] in v),
         # analyses show their own status, scans the status of their newest analysis
         "status": (["failed"], ["failed", "done"], lambda r, v: r.get("status", r.get("latest_status")) in v),
+        "registration": ([ids["registration"][("rod-A", "pristine")][0]],
+                         [ids["registration"][("rod-A", "pristine")][0], ids["registration"][("gravel-C", "charged")][0]],
+                         lambda r, v: r["registration_id"] in v),
     }
 
 

@@ -104,11 +104,16 @@ FILTERS = {f.name: f for f in (
     Filter("mode", ("--mode",), str, f"Only these detection modes: {', '.join(MODES)} (repeatable)."),
     Filter("status", ("--status",), str,
            f"Only analyses in these states: {', '.join(ANALYSIS_STATUSES)} (repeatable)."),
+    Filter("registration", ("--registration",), int, "Only these registration ids (repeatable, or comma-separated)."),
 )}
 
 # ----------------------------------------------------------------------------------- Limits
 # Named bounds on what txmdb accepts. Add a limit here, with a comment saying why it is
 # that size, rather than as a literal where it is checked.
+
+#: Whole numbers in the catalogue (ids, cycles, binning factors, particle labels) are 32-bit
+#: on PostgreSQL: a filter or an id outside 0 to this matches nothing, and is refused.
+MAX_CATALOGUE_INT = 2**31 - 1
 
 #: Binning factors of the gradient statistics: 1 (none) up to 16 (a 16³ block per voxel).
 MIN_BIN_FACTOR = 1
@@ -143,6 +148,26 @@ MAX_ATTRIBUTE_BYTES = 4096
 #: stack of tiny, highly compressed chunks cannot keep ingest busy. Each ~0.5 s.
 FINITE_SCAN_BYTES = 512 << 20
 FINITE_SCAN_CHUNKS = 16_384
+
+# Registration of the energy stack (txmdb.catalog.registration, DESIGN §10).
+#: Default reference energy: the stack's energy nearest this fraction of its energy range.
+#: A K-edge XANES scan runs from ~50 eV below to ~90 eV above the edge (Ni: 8280–8420 eV →
+#: 8385 eV), so this is a post-edge energy: the particles at their brightest, and an image
+#: that no longer changes across the edge; yet not the scan's last energy, from which the
+#: drift of the whole scan would be measured (shifts, and --max-shift, stay smaller).
+REGISTRATION_REFERENCE_FRACTION = 0.75
+#: Default largest shift: this fraction of the smallest field-of-view dimension (DESIGN §10:
+#: shifts are relative to the reference, so two energies may differ by twice the excursion).
+REGISTRATION_MAX_SHIFT_FRACTION = 0.25
+#: Largest shift accepted: half the smallest dimension (beyond it, less than half of the
+#: field is common to the reference and a shifted energy; the estimate needs that overlap).
+REGISTRATION_MAX_SHIFT_LIMIT = 0.5
+#: A requested reference energy matches a stack energy within this, eV (keV lists times
+#: 1000 are not exact; XANES steps are 0.2 eV and more).
+REGISTRATION_ENERGY_TOLERANCE_EV = 0.05
+#: Smallest region of interest per axis, voxels: the estimate's band-pass and its 3-voxel
+#: border leave nothing to fit below this.
+REGISTRATION_MIN_ROI_VOXELS = 8
 
 # Cycler files (txmdb.io.cycling).
 #: Largest cycle number: the catalogue stores cycles as 32-bit integers.
