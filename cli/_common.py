@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import datetime
 import math
+import numbers
 import sys
 from pathlib import Path
 from typing import Optional
@@ -41,6 +43,9 @@ def error_line(exc) -> str:
     return f"{', '.join(options)}: {exc}" if options else str(exc)
 
 
+# Values the table and CSV formats show as they are: numbers (Decimal, numpy and bool too) and dates.
+_NOT_TEXT = (numbers.Number, datetime.date, datetime.time, datetime.timedelta)
+
 FormatOption = typer.Option(OutputFormat.table, "--format", "-f", help="Output format of the table.")
 OutputOption = typer.Option(None, "--output", "-o",
                             help="Write the table to this file instead of the terminal (its folder must exist).")
@@ -60,7 +65,8 @@ def emit_table(frame, fmt: OutputFormat = OutputFormat.table, output: Optional[P
 
     Stored text is shown safely (:mod:`txmdb.textsafe`): the table format escapes control
     characters, CSV cells cannot start a spreadsheet formula; JSON and parquet are faithful.
-    With ``output`` the file is written whole or not at all.
+    CSV printed to a terminal has its control characters escaped too (JSON is ASCII already);
+    in a file or a pipe it stays faithful. With ``output`` the file is written whole or not at all.
     """
     from txmdb.errors import TxmdbError
 
@@ -78,7 +84,7 @@ def emit_table(frame, fmt: OutputFormat = OutputFormat.table, output: Optional[P
                      ).to_parquet(buffer, index=False)
         data = buffer.getvalue()
     else:
-        text = _table_text(frame, fmt)
+        text = _table_text(frame, fmt, terminal=output is None and sys.stdout.isatty())
         if output is None:
             sys.stdout.write(text)
             return
@@ -88,12 +94,13 @@ def emit_table(frame, fmt: OutputFormat = OutputFormat.table, output: Optional[P
     write_files({Path(output): data})
 
 
-def _table_text(frame, fmt: OutputFormat) -> str:
-    """The frame as CSV, JSON or an aligned text table."""
+def _table_text(frame, fmt: OutputFormat, *, terminal: bool = False) -> str:
+    """The frame as CSV, JSON or an aligned text table (``terminal``: for a terminal to show)."""
     from txmdb.textsafe import spreadsheet_cell, visible
 
     if fmt is OutputFormat.csv:
-        cells = _map_text(frame, spreadsheet_cell)
+        cells = (_map_text(frame, lambda text: visible(spreadsheet_cell(text)), objects=True) if terminal
+                 else _map_text(frame, spreadsheet_cell))
         text = cells.to_csv(index=False, lineterminator="\n")
         # Python's csv quotes a cell for the characters of the line terminator only: a "\r" in a
         # cell, which readers take for a line break, is quoted only with RFC 4180's "\r\n" line ends.
@@ -104,17 +111,28 @@ def _table_text(frame, fmt: OutputFormat) -> str:
         # Round-trip through json: pandas escapes "/" and we want plain text (ASCII, so no
         # control character reaches a terminal either).
         return json.dumps(json.loads(frame.to_json(orient="records", date_format="iso")), indent=1) + "\n"
-    return ("(no rows)" if frame.empty else _map_text(frame, visible).to_string(index=False)) + "\n"
+    return ("(no rows)" if frame.empty else _map_text(frame, visible, objects=True).to_string(index=False)) + "\n"
 
 
-def _map_text(frame, function):
-    """``function`` applied to every text cell and text column name; numbers and other values untouched."""
+def _map_text(frame, function, *, objects: bool = False):
+    """``function`` applied to every text cell and text column name; numbers and dates untouched.
+
+    With ``objects`` it is applied to the text of every other value too (a JSON ``meta`` dict,
+    a list): their keys and items are stored text as well.
+    """
     from pandas.api.types import is_string_dtype
+
+    def cell(value):
+        if isinstance(value, str):
+            return function(value)
+        if objects and value is not None and not isinstance(value, _NOT_TEXT):
+            return function(str(value))
+        return value
 
     out = frame.copy()
     for i, dtype in enumerate(frame.dtypes):
         if is_string_dtype(dtype):  # object columns too: they may hold text beside other values
-            out.isetitem(i, frame.iloc[:, i].map(lambda v: function(v) if isinstance(v, str) else v))
+            out.isetitem(i, frame.iloc[:, i].map(cell))
     out.columns = [function(c) if isinstance(c, str) else c for c in frame.columns]
     return out
 

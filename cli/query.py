@@ -16,7 +16,7 @@ import typer
 
 from txmdb.cli._common import CommandGroup, FormatOption, OutputFormat, OutputOption, catalog, emit_table
 from txmdb.query import QUERIES
-from txmdb.vocabulary import DEFAULT_MAX_ROWS, DEFAULT_TIMEOUT_S, FILTERS, Filter
+from txmdb.vocabulary import DEFAULT_MAX_ROWS, DEFAULT_TIMEOUT_S, FILTERS, MAX_CATALOGUE_INT, Filter
 
 # Every spelling of every filter option ("--weighted" and "--unweighted" alike).
 _FLAGS = {flag: f for f in FILTERS.values() for spelling in f.flags for flag in spelling.split("/")}
@@ -28,6 +28,8 @@ class _QueryGroup(CommandGroup):
     """Usage errors of a query command in one line, naming the filters the table does have."""
 
     def invoke(self, ctx):
+        from txmdb.textsafe import visible
+
         try:
             return super().invoke(ctx)
         except _UsageError as exc:
@@ -40,7 +42,7 @@ class _QueryGroup(CommandGroup):
                            f"its filters: {', '.join(own) or 'none'}")
             else:
                 message = exc.format_message() + (f" (see 'txmdb query {name} --help')" if name else "")
-            typer.echo(f"error: {message}", err=True)
+            typer.echo(f"error: {visible(message)}", err=True)
             raise typer.Exit(2) from None
 
 
@@ -48,13 +50,20 @@ app = typer.Typer(cls=_QueryGroup, help="Query across samples, cells, cycles and
 
 
 def _integers(value) -> list[int]:
-    """One option value of a numeric filter: a whole number or a comma-separated list of them."""
+    """One option value of a numeric filter: a whole number or a comma-separated list of them,
+    each within the catalogue's integers (a larger one would overflow the database's binding)."""
     if isinstance(value, list):  # a default, already parsed
         return value
     try:
-        return [int(v) for v in str(value).split(",") if v.strip()]
+        numbers = [int(v) for v in str(value).split(",") if v.strip()]
     except ValueError:
         raise typer.BadParameter(f"{value!r} is not a whole number or a comma-separated list of them") from None
+    if not numbers:  # " , ," would otherwise mean "no filter": every row
+        raise typer.BadParameter(f"{value!r} holds no number; give N or N,N,…")
+    for number in numbers:
+        if not 0 <= number <= MAX_CATALOGUE_INT:
+            raise typer.BadParameter(f"{number} is not in the range 0 to {MAX_CATALOGUE_INT}")
+    return numbers
 
 
 def _parameter(f: Filter) -> inspect.Parameter:
@@ -70,7 +79,8 @@ def _parameter(f: Filter) -> inspect.Parameter:
         option = typer.Option(None, *f.flags, help=f.help)
     else:
         annotation = f.type if f.default is not None else Optional[f.type]
-        option = typer.Option(f.default, *f.flags, help=f.help)
+        bounds = {"min": 0, "max": MAX_CATALOGUE_INT} if f.type is int else {}
+        option = typer.Option(f.default, *f.flags, help=f.help, **bounds)
     return inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=annotation)
 
 

@@ -20,7 +20,8 @@ def file_provenance(path: str | os.PathLike) -> dict:
 
     p = Path(path)
     if not p.is_file():
-        raise InputError(p, "no such file")
+        # A FIFO or a device (/dev/zero) exists but has no fixed content to record.
+        raise InputError(p, "not a regular file" if p.exists() else "no such file")
     resolved = str(p.resolve())
     # Refused rather than stored escaped: the analysis and the store check reopen this path.
     if problem := utf8_problem(resolved):

@@ -21,6 +21,12 @@ SQLITE_BUSY_TIMEOUT_MS = 30_000
 _KNOWN_SCHEME = re.compile(r"(?P<backend>postgres(?:ql)?|sqlite)(?:\+[\w.-]*)?:", re.IGNORECASE)
 # Query parameters whose values are secrets (libpq's password and sslpassword, and kin).
 _SECRET_KEY = re.compile(r"pass|pwd|secret|token", re.IGNORECASE)
+# The same inside a value or a driver's message: libpq reads a conninfo string in ?dbname=
+# ("x password=…", a value in quotes or up to a space; a closing '"' of the message kept), or a
+# URL with user:password@. Either may also come back quoted in the server's error.
+_SECRET_SETTING = re.compile(r"(?P<key>[\w-]*(?:pass|pwd|secret|token)[\w-]*\s*=\s*)"
+                             r"(?P<value>'(?:[^'\\]|\\.)*'?|\S+?(?=\"?(?:\s|$)))", re.IGNORECASE)
+_USERINFO_SECRET = re.compile(r"(?P<key>://[^\s/:@]*:)(?P<value>[^\s@]*)(?=@)")
 _EXPECTED = {
     "postgresql": "postgresql://[USER@]HOST[:PORT]/DB or postgresql:///?service=NAME",
     "sqlite": "sqlite:///FILE or a plain file path",
@@ -56,6 +62,11 @@ def resolve_url(url: str | None = None) -> URL:
             raise _malformed("postgresql", "more than one '@' before the host")
     if parsed.get_backend_name() not in ("sqlite", "postgresql"):
         raise DatabaseError(f"unsupported database {safe_url(parsed)}: use sqlite:///FILE or postgresql://…")
+    if parsed.get_backend_name() == "sqlite" and parsed.query:
+        # ?mode=…&uri=true would open another file (named with the '?') or drop read-only mode;
+        # other keys only make the driver warn. txmdb sets how the file is opened itself.
+        raise DatabaseError("sqlite URL with query parameters: txmdb takes none (it opens the file itself); "
+                            "give sqlite:///FILE, or the plain path when the file's name holds a '?'")
     return parsed
 
 
@@ -79,19 +90,34 @@ def safe_url(url: URL | str) -> str:
             url = make_url(url)
         except (ArgumentError, ValueError):
             return "<malformed URL>"
-    url = url.set(query={k: ("***" if _SECRET_KEY.search(k) else v) for k, v in url.query.items()})
+    url = url.set(query={k: ("***" if _SECRET_KEY.search(k) else _mask_values(v)) for k, v in url.query.items()})
     if url.host and "@" in url.host:
         url = url.set(host="***@" + url.host.rsplit("@", 1)[1])
     # The renderer percent-encodes query values; show the mask as written.
-    return url.render_as_string(hide_password=True).replace("=%2A%2A%2A", "=***")
+    return url.render_as_string(hide_password=True).replace("%2A%2A%2A", "***")
+
+
+def mask_secrets(text: str) -> str:
+    """``text`` with every ``password=…`` (and kin) and every ``user:password@`` in it masked."""
+    for pattern in (_SECRET_SETTING, _USERINFO_SECRET):
+        text = pattern.sub(lambda match: match["key"] + "***", text)
+    return text
+
+
+def _mask_values(value: str | tuple) -> str | tuple:
+    """A query value (or a repeated key's values) with the secrets inside them masked."""
+    return mask_secrets(value) if isinstance(value, str) else tuple(map(mask_secrets, value))
 
 
 def url_secrets(url: URL) -> list[str]:
     """The secret strings in ``url`` (password, secret query values), to scrub from driver messages."""
     found = [url.password] if url.password else []
     for key, value in url.query.items():
+        values = [value] if isinstance(value, str) else list(value)
         if _SECRET_KEY.search(key):
-            found.extend([value] if isinstance(value, str) else value)
+            found.extend(values)
+        for text in values:  # a password inside another value (?dbname=x password=…)
+            found.extend(m["value"].strip("'") for p in (_SECRET_SETTING, _USERINFO_SECRET) for m in p.finditer(text))
     if url.host and "@" in url.host:
         found.append(url.host.rsplit("@", 1)[0])
     return [secret for secret in found if secret]
@@ -157,4 +183,4 @@ def describe_db_error(engine: Engine, exc: BaseException, *, doing: str = "canno
     first = reason[0] if reason else type(exc).__name__
     for secret in url_secrets(engine.url):
         first = first.replace(secret, "***")
-    return f"{doing} {safe_url(engine.url)}: {first}"
+    return f"{doing} {safe_url(engine.url)}: {mask_secrets(first)}"

@@ -4,14 +4,23 @@ A destination that cannot be written (a folder given as a file, a file given as 
 a missing folder where none may be made) is refused in one line before the query or the
 report runs. Regular files are written under a temporary name and renamed when all of
 them are complete; a device or a pipe (``/dev/stdout``, ``/dev/full``) is written directly,
-since it cannot be renamed onto. Folders made for the output are removed again when
-writing fails, so a failure leaves nothing behind.
+since it cannot be renamed onto, and a named pipe that no process reads is refused at once
+rather than waited on forever. Folders made for the output are removed again when writing
+fails, so a failure leaves nothing behind.
+
+A symbolic link is followed: the file it names is replaced, as a shell's ``>`` would write
+into it. Except where the kernel's ``protected_symlinks`` would refuse to follow it: a link
+in a world-writable sticky folder (``/tmp``) that neither this user nor the folder's owner
+owns. Anyone could have planted it there to make this user, root say, overwrite a file of
+theirs; and txmdb replaces the target by a rename, which that kernel check never sees.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import stat
 from pathlib import Path
 from typing import Iterable, Mapping
 
@@ -97,10 +106,10 @@ def write_files(contents: Mapping[Path, bytes], *, new_folders: Iterable[Path] =
                 current = Path(current)
                 check_file_destination(current)
                 if current.exists() and not current.is_file():
-                    current.write_bytes(data)  # a device or a pipe: nothing to rename
+                    _write_special(current, data)  # a device or a pipe: nothing to rename
                     continue
                 # A link to a file: replace the file it names, not the link.
-                target = Path(os.path.realpath(current)) if current.is_symlink() else current
+                target = _link_target(current)
                 # atomic_output renames when the stack closes, after every file is complete.
                 renames.enter_context(atomic_output(target)).write_bytes(data)
     except OSError as exc:
@@ -109,6 +118,39 @@ def write_files(contents: Mapping[Path, bytes], *, new_folders: Iterable[Path] =
     except BaseException:
         _remove_folders(made)
         raise
+
+
+def _write_special(path: Path, data: bytes) -> None:
+    """Write ``data`` to a device or a pipe; a pipe with no reader is refused, not waited on."""
+    try:
+        # Non-blocking, opening a FIFO nobody reads fails (ENXIO) instead of waiting for a reader.
+        fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK)
+    except OSError as exc:
+        if exc.errno == errno.ENXIO:
+            raise InputError(path, "is a pipe that no process reads; start its reader first") from None
+        raise
+    with open(fd, "wb") as stream:
+        os.set_blocking(fd, True)  # then write as any file: a slow reader is waited for
+        stream.write(data)
+
+
+def _link_target(path: Path) -> Path:
+    """``path``, or the file its chain of symbolic links names; refused where a link may be planted.
+
+    The links are followed one at a time (at most 40, the kernel's limit): each must be
+    owned by this user or by its folder's owner when that folder is world-writable and
+    sticky, as the kernel's ``protected_symlinks`` requires.
+    """
+    for _ in range(40):
+        if not path.is_symlink():
+            return path
+        link, folder = path.lstat(), path.parent.stat()
+        shared = folder.st_mode & stat.S_ISVTX and folder.st_mode & stat.S_IWOTH
+        if shared and link.st_uid not in (os.geteuid(), folder.st_uid):
+            raise InputError(path, f"is a symbolic link of user id {link.st_uid} in the shared folder {path.parent} "
+                                   "(world-writable, sticky): not followed; write to another name")
+        path = path.parent / os.readlink(path)
+    raise OSError(errno.ELOOP, os.strerror(errno.ELOOP))
 
 
 def _remove_folders(folders: list[Path]) -> None:
