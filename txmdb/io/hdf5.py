@@ -452,10 +452,17 @@ def open_stack(path: str | os.PathLike, *, layout: str = "auto", data: str | Non
         try:
             shape = ds.shape or ()               # None: an empty (null) dataspace
             readable = ds.dtype.kind in "fiu"
+            labels = h5py.check_enum_dtype(ds.dtype)
         except Exception:                        # noqa: BLE001 - corrupt object header
             raise InputError(path, f"stack {data!r} cannot be read") from None
+        if ds.dtype.subdtype is not None:        # an HDF5 array type: several values per voxel
+            raise InputError(path, f"stack {data!r} has {ds.dtype.shape} values per element (HDF5 array of "
+                                   f"{ds.dtype.base}); expected one number per voxel")
         if not readable:
             raise InputError(path, f"stack {data!r} has non-numeric dtype {ds.dtype}")
+        if labels is not None:                   # an HDF5 enum: names of states, not measured values
+            raise InputError(path, f"stack {data!r} holds enumerated labels (HDF5 enum of {ds.dtype}), "
+                                   "not measured numbers")
         if len(shape) not in (3, 4):
             raise InputError(path, f"stack {data!r} has rank {len(shape)} {ds.shape}; expected "
                                    f"(n_energy, y, x) or (n_energy, z, y, x)")
