@@ -47,7 +47,6 @@ maps are in the reference energy's frame, and do not depend on the slab size.
 from __future__ import annotations
 
 import json
-import os
 import math
 import time
 from dataclasses import asdict, dataclass, field
@@ -77,7 +76,7 @@ from txmdb.analysis.particles import (
 )
 from txmdb.db.models import STATISTICS_TABLES
 from txmdb.errors import InputError
-from txmdb.io.files import atomic_output
+from txmdb.io.files import atomic_output, check_room
 
 __all__ = ["AnalysisOptions", "AnalysisOutputs", "AppliedRegistration", "EdgeStatistics", "analyze_stack",
            "analysis_parameters", "default_slab", "edge_kernel", "edge_slabs", "extract_edges",
@@ -284,7 +283,7 @@ def extract_edges(info, params: EdgeParameters, start: int, stop: int, *,
     from txmdb.io.hdf5 import read_slab
 
     kernel = kernel or edge_kernel(info, params)
-    return kernel(read_slab(info, start, stop, **_registered_read(registration)))
+    return kernel(read_slab(info, start, stop, **registered_read(registration)))
 
 
 def edge_slabs(info, params: EdgeParameters, *, slab_size: int | None = None,
@@ -301,11 +300,11 @@ def edge_slabs(info, params: EdgeParameters, *, slab_size: int | None = None,
 
     kernel = edge_kernel(info, params)
     for start, stop, mu in iter_slabs(info, slab_size or default_slab(info), prefetch=True,
-                                      **_registered_read(registration)):
+                                      **registered_read(registration)):
         yield start, stop, kernel(mu, threads=workers)
 
 
-def _registered_read(registration: AppliedRegistration | None) -> dict[str, Any]:
+def registered_read(registration: AppliedRegistration | None) -> dict[str, Any]:
     """Keywords of :func:`txmdb.io.hdf5.read_slab` for the registered (or the plain) read."""
     if registration is None:
         return {}
@@ -419,26 +418,6 @@ def statistics_from_edge_map(edge_ev: np.ndarray, options: AnalysisOptions, *,
 EdgeSource = Callable[[Any, EdgeParameters, int], Iterable[tuple[int, int, EdgeResult]]]
 
 
-def _check_room(path: Path, *, n_bytes: int) -> None:
-    """Fail early, with a plain OSError, when the results file cannot fit beside ``path``.
-
-    HDF5 reports a write that fails half-way (disk full, file-size limit) only when the file
-    is closed, and then crashes the interpreter at exit; reserving the file's size (edge map,
-    jump, mask and labels: ≤ 13 bytes per voxel) in a scratch file first turns that into an
-    ordinary, clean error before any result is written.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    probe = path.with_name(f".room-{path.name}")
-    try:
-        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            os.posix_fallocate(fd, 0, max(n_bytes, 1))
-        finally:
-            os.close(fd)
-    finally:
-        probe.unlink(missing_ok=True)
-
-
 def analyze_stack(info, options: AnalysisOptions, *, results_path: Path,
                   progress: Callable[[int, int], None] | None = None,
                   edge_source: EdgeSource | None = None,
@@ -500,7 +479,8 @@ def analyze_stack(info, options: AnalysisOptions, *, results_path: Path,
     from txmdb import __version__
 
     results_path = Path(results_path)
-    _check_room(results_path, n_bytes=13 * int(np.prod(spatial)))
+    # edge map, jump, mask and labels: <= 13 bytes per voxel
+    check_room(results_path, n_bytes=13 * int(np.prod(spatial)))
     with atomic_output(results_path) as tmp:
         with h5py.File(tmp, "w") as out:
             t0 = time.perf_counter()

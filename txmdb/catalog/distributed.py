@@ -15,6 +15,9 @@ Two ways to use the cluster, chosen per scan by :func:`analyze_on_cluster`:
   vector-size medians and 90th percentiles need all vectors of a group (per-slab
   histograms do not add up to exact quantiles). The tables equal those of the
   in-process run exactly.
+
+A scan's registration (by default its newest, as in process) travels with its tasks: the
+workers read registered slabs (:func:`txmdb.io.hdf5.read_slab` with its shifts).
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from typing import Iterator
 
 import numpy as np
 
-from txmdb.catalog.txm import new_analysis, prepare_scan, record_analysis
+from txmdb.catalog.txm import LATEST, new_analysis, prepare_analysis, record_analysis
 from txmdb.errors import InputError, ParameterError, TxmdbError, input_errors
 from txmdb.store import ANALYSES, failure_text
 
@@ -60,12 +63,12 @@ def _analyze_on_worker(info, options, pending: str):
     return outputs, time.perf_counter() - t0
 
 
-def _edge_task(info, params, start: int, stop: int):
-    """Runs on a worker: the edge phase of one slab."""
+def _edge_task(info, params, start: int, stop: int, registration=None):
+    """Runs on a worker: the edge phase of one slab (of the registered stack, with a registration)."""
     from txmdb.pipeline import extract_edges
 
     try:
-        return start, stop, extract_edges(info, params, start, stop)
+        return start, stop, extract_edges(info, params, start, stop, registration=registration)
     except InputError as exc:
         raise _problem(exc) from None
 
@@ -116,24 +119,25 @@ def _stack_bytes(info) -> int:
 
 
 def analyze_on_cluster(catalog, scan_ids: list[int], options, *, scheduler: str,
-                       split_bytes: int = SPLIT_BYTES) -> Iterator:
+                       split_bytes: int = SPLIT_BYTES, registration=LATEST) -> Iterator:
     """Analyse ``scan_ids`` on the cluster; yields each Analysis as it is recorded.
 
     A single scan, and every scan whose float32 stack exceeds ``split_bytes``, is split
     into slabs across the workers (:func:`analyze_scan_distributed`); the other scans
     run as one task each, all at once (:func:`analyze_scans_distributed`).
+    ``registration`` as :func:`txmdb.catalog.txm.analyze_scan`'s.
     """
-    prepared = [prepare_scan(catalog, scan_id, options=options) for scan_id in scan_ids]
+    prepared = [prepare_analysis(catalog, scan_id, options, registration=registration) for scan_id in scan_ids]
     with connect(scheduler) as client:
         split = [p for p in prepared if len(prepared) == 1 or _stack_bytes(p[1]) > split_bytes]
         whole = [p for p in prepared if not any(p is s for s in split)]
         if whole:
-            yield from _whole_scans(catalog, client, whole, options)
-        for scan, info in split:
-            yield _split_scan(catalog, client, scan, info, options)
+            yield from _whole_scans(catalog, client, whole)
+        for scan, info, scan_options in split:
+            yield _split_scan(catalog, client, scan, info, scan_options)
 
 
-def analyze_scan_distributed(catalog, scan_id: int, options, *, scheduler: str):
+def analyze_scan_distributed(catalog, scan_id: int, options, *, scheduler: str, registration=LATEST):
     """Analyse one scan split into slabs across the cluster's workers.
 
     Parameters
@@ -144,25 +148,28 @@ def analyze_scan_distributed(catalog, scan_id: int, options, *, scheduler: str):
     options : txmdb.pipeline.AnalysisOptions
     scheduler : str
         Dask scheduler address; the workers must see the scan's file at its path.
+    registration : int, ``LATEST`` or None
+        As :func:`txmdb.catalog.txm.analyze_scan`'s.
 
     Returns
     -------
     txmdb.db.models.Analysis
         The same tables as :func:`txmdb.catalog.txm.analyze_scan` gives.
     """
-    scan, info = prepare_scan(catalog, scan_id, options=options)
+    scan, info, options = prepare_analysis(catalog, scan_id, options, registration=registration)
     with connect(scheduler) as client:
         return _split_scan(catalog, client, scan, info, options)
 
 
-def analyze_scans_distributed(catalog, scan_ids: list[int], options, *, scheduler: str) -> Iterator:
+def analyze_scans_distributed(catalog, scan_ids: list[int], options, *, scheduler: str,
+                              registration=LATEST) -> Iterator:
     """Analyse many scans at once, one whole-pipeline task per scan; yields each Analysis."""
-    prepared = [prepare_scan(catalog, scan_id, options=options) for scan_id in scan_ids]
+    prepared = [prepare_analysis(catalog, scan_id, options, registration=registration) for scan_id in scan_ids]
     with connect(scheduler) as client:
-        yield from _whole_scans(catalog, client, prepared, options)
+        yield from _whole_scans(catalog, client, prepared)
 
 
-def _whole_scans(catalog, client, prepared, options) -> Iterator:
+def _whole_scans(catalog, client, prepared) -> Iterator:
     """One task per scan, all submitted at once; each analysis is recorded as its task ends.
 
     Every analysis is ``running`` from its submission; when one fails, or the caller stops
@@ -172,7 +179,7 @@ def _whole_scans(catalog, client, prepared, options) -> Iterator:
 
     futures = {}
     try:
-        for scan, info in prepared:
+        for scan, info, options in prepared:
             put = catalog.store.begin(ANALYSES, new_analysis(scan, options))
             futures[client.submit(_analyze_on_worker, info, options, str(put.temp), pure=False)] = (scan, put)
         for future in as_completed(futures):
@@ -205,7 +212,8 @@ def _split_scan(catalog, client, scan, info, options):
     futures: list = []
 
     def edge_source(info, params, slab_size):
-        futures.extend(client.submit(_edge_task, info, params, start, stop, pure=False)
+        # the shifts are a few hundred numbers: they travel with every task
+        futures.extend(client.submit(_edge_task, info, params, start, stop, options.registration, pure=False)
                        for start, stop in slab_bounds(info, slab_size))
         for future in as_completed(futures):
             yield future.result()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from pathlib import Path
@@ -13,9 +14,13 @@ from txmdb import __version__
 from txmdb.catalog._records import file_provenance, finite_or_none, frame_records, get_or_create, jsonable
 from txmdb.catalog.samples import get_sample
 from txmdb.db.models import STATISTICS_TABLES, Analysis, TXMScan
-from txmdb.errors import InputError, NotFoundError, input_errors
+from txmdb.errors import InputError, NotFoundError, ParameterError, input_errors
 from txmdb.io.files import sha256_file
 from txmdb.store import ANALYSES
+
+#: ``registration`` of :func:`analyze_scan`: apply the scan's newest registration, if it has one
+#: (``None``: read the stack as it is; an id: that registration, which must be the scan's).
+LATEST = "latest"
 
 
 def ingest_scan(
@@ -56,7 +61,10 @@ def ingest_scan(
 
 
 def get_scan(session, scan_id: int) -> TXMScan:
-    scan = session.get(TXMScan, scan_id)
+    from txmdb.vocabulary import MAX_CATALOGUE_INT
+
+    # An id beyond the id column's range is no scan (asked of SQLite, it would overflow the binding).
+    scan = session.get(TXMScan, scan_id) if 0 <= scan_id <= MAX_CATALOGUE_INT else None
     if scan is None:
         raise NotFoundError(f"no TXM scan with id {scan_id}; see 'txmdb query scans'")
     return scan
@@ -95,12 +103,59 @@ def prepare_scan(catalog, scan_id: int, *, verify_hash: bool = True, options=Non
     return scan, info
 
 
+def resolve_registration(catalog, scan_id: int, registration: int | str | None = LATEST):
+    """The registration an analysis of ``scan_id`` applies while it reads (DESIGN §10).
+
+    Parameters
+    ----------
+    registration : int, ``LATEST`` or None
+        A registration id (it must be one of this scan's), the scan's newest registration
+        (none if it has none), or None for the stack as it is.
+
+    Returns
+    -------
+    txmdb.pipeline.AppliedRegistration or None
+    """
+    from txmdb.catalog.registration import get_registration, latest_registration, shift_array
+    from txmdb.pipeline import AppliedRegistration
+
+    with catalog.session() as session:
+        get_scan(session, scan_id)
+        if registration is None:
+            return None
+        if registration == LATEST:
+            found = latest_registration(session, scan_id)
+            if found is None:
+                return None
+        else:
+            found = get_registration(session, int(registration))
+            if found.scan_id != scan_id:
+                raise ParameterError("registration", f"registration {found.id} belongs to scan {found.scan_id}, "
+                                                     f"not to scan {scan_id}")
+        return AppliedRegistration(shift_array(found), registration_id=found.id)
+
+
+def prepare_analysis(catalog, scan_id: int, options, *, registration: int | str | None = LATEST,
+                     verify_hash: bool = True):
+    """:func:`prepare_scan`, and the options with the registration to apply (:func:`resolve_registration`)."""
+    applied = resolve_registration(catalog, scan_id, registration)
+    scan, info = prepare_scan(catalog, scan_id, verify_hash=verify_hash, options=options)
+    if applied is not None:
+        from txmdb.io.hdf5 import registration_shifts
+
+        with input_errors(scan.file_path):
+            registration_shifts(info, applied.shifts)
+    return scan, info, dataclasses.replace(options, registration=applied)
+
+
 def new_analysis(scan: TXMScan, options) -> Analysis:
     """The row of an analysis about to run; the store commits it as ``running``."""
     from txmdb.pipeline import analysis_parameters
 
+    applied = options.registration
     return Analysis(scan_id=scan.id, parameters=jsonable(analysis_parameters(options, voxel_size_nm=scan.voxel_size_nm)),
-                    txmdb_version=__version__, input_sha256=scan.file_sha256)
+                    txmdb_version=__version__, input_sha256=scan.file_sha256,
+                    registration_id=None if applied is None else applied.registration_id)
 
 
 def analyze_scan(
@@ -108,6 +163,7 @@ def analyze_scan(
     scan_id: int,
     options,
     *,
+    registration: int | str | None = LATEST,
     progress: Callable[[int, int], None] | None = None,
     verify_hash: bool = True,
 ) -> Analysis:
@@ -116,11 +172,14 @@ def analyze_scan(
     The analysis row is ``running`` while the pipeline writes its results file, then
     ``done`` with its statistics and file, or ``failed`` with the error (see
     :mod:`txmdb.store`; a killed process leaves it ``running`` for ``txmdb db check``).
+    ``registration`` (:func:`resolve_registration`; default the scan's newest) is applied
+    while the stack is read and recorded with the analysis.
     """
     from txmdb.pipeline import analyze_stack
 
     t0 = time.perf_counter()
-    scan, info = prepare_scan(catalog, scan_id, verify_hash=verify_hash, options=options)
+    scan, info, options = prepare_analysis(catalog, scan_id, options, registration=registration,
+                                           verify_hash=verify_hash)
     with catalog.store.put(ANALYSES, new_analysis(scan, options)) as put:
         with input_errors(scan.file_path):
             outputs = analyze_stack(info, options, results_path=put.temp, progress=progress)

@@ -21,6 +21,27 @@ def sha256_file(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
+def check_room(path: str | os.PathLike, *, n_bytes: int) -> None:
+    """Fail early, with a plain OSError, when ``n_bytes`` cannot be written beside ``path``.
+
+    HDF5 reports a write that fails half-way (disk full, file-size limit) only when the file
+    is closed, and then crashes the interpreter at exit; reserving the file's size in a
+    scratch file (``.room-<name>``, removed again) first turns that into an ordinary, clean
+    error before anything is written.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    probe = path.with_name(f".room-{path.name}")
+    try:
+        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.posix_fallocate(fd, 0, max(n_bytes, 1))
+        finally:
+            os.close(fd)
+    finally:
+        probe.unlink(missing_ok=True)
+
+
 @contextlib.contextmanager
 def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` only on success.
