@@ -618,8 +618,7 @@ def read_slab(info: StackInfo, start: int, stop: int, *, h5file: h5py.File | Non
             for i, src in enumerate(info.order):
                 ds.read_direct(out, np.s_[int(src), start:stop], np.s_[i])
     except OSError as exc:
-        raise InputError(info.path, f"cannot read {info.data_path!r} slab {start}:{stop} "
-                                    f"({str(exc).split('(')[0].strip()}); truncated or corrupt file?") from None
+        raise _read_error(info, start, stop, exc) from None
     if info.white_path is not None:
         white = _flat(f[info.white_path], start, stop, info)
         dark = _flat(f[info.dark_path], start, stop, info) if info.dark_path else dtype.type(0)
@@ -633,6 +632,11 @@ def read_slab(info: StackInfo, start: int, stop: int, *, h5file: h5py.File | Non
                         local_dict={"raw": out, "dark": dark, "white": white}, out=out,
                         casting="unsafe")
     return out
+
+
+def _read_error(info: StackInfo, start: int, stop: int, exc: OSError) -> InputError:
+    return InputError(info.path, f"cannot read {info.data_path!r} slab {start}:{stop} "
+                                 f"({str(exc).split('(')[0].strip()}); truncated or corrupt file?")
 
 
 def registration_shifts(info: StackInfo, shifts) -> np.ndarray:
@@ -655,21 +659,44 @@ def _read_registered(info: StackInfo, start: int, stop: int, f: h5py.File, out: 
     plus the interpolation halo (:func:`txmdb.analysis.registration.read_plan`); its
     fractional part is applied by the finite stencil of
     :func:`~txmdb.analysis.registration.apply_shift_slab`, so every output voxel is
-    bit-identical whatever the slab partition. Raw images become absorbance in the lab
-    frame first (sample, flat and dark images are all taken there), then the absorbance
-    is shifted. Voxels whose source is outside the field of view at any energy
+    bit-identical whatever the slab partition. Absorbance stacks are read box by box into
+    one reused buffer; raw images become absorbance in the lab frame first
+    (:class:`AbsorbanceView`: sample, flat and dark images are all taken there), then the
+    absorbance is shifted. Voxels whose source is outside the field of view at any energy
     (:func:`~txmdb.analysis.registration.valid_box`) are NaN at every energy.
     """
-    from txmdb.analysis.registration import apply_shift_slab, read_plan, valid_box
+    from txmdb.analysis.registration import apply_shift_slab, read_plan
 
     shifts = registration_shifts(info, shifts)
     spatial = tuple(info.spatial_shape)
     lo = (start,) + (0,) * (info.ndim - 1)
     hi = (stop,) + spatial[1:]
-    view = AbsorbanceView(info, f)
-    for i, s in enumerate(shifts):
-        plan = read_plan(s, lo, hi, spatial, order=order)
-        out[i] = apply_shift_slab(view[(i, *plan.source)], plan)
+    plans = [read_plan(s, lo, hi, spatial, order=order) for s in shifts]
+    if info.white_path is not None:
+        view = AbsorbanceView(info, f)
+        for i, plan in enumerate(plans):
+            out[i] = apply_shift_slab(view[(i, *plan.source)], plan)
+        return _mask_outside(out, shifts, spatial, lo)
+    # absorbance on disk: each box straight into one reused buffer, as the plain read does
+    # (3x faster here than a converting read through AbsorbanceView)
+    ds = f[info.data_path]
+    sizes = [math.prod(s.stop - s.start for s in plan.source) for plan in plans]
+    buffer = np.empty(max(sizes), dtype=info.dtype_work)
+    try:
+        for i, (plan, size) in enumerate(zip(plans, sizes)):
+            block = buffer[:size].reshape([s.stop - s.start for s in plan.source])
+            ds.read_direct(block, (int(info.order[i]), *plan.source))
+            out[i] = apply_shift_slab(block, plan)
+    except OSError as exc:
+        raise _read_error(info, start, stop, exc) from None
+    return _mask_outside(out, shifts, spatial, lo)
+
+
+def _mask_outside(out: np.ndarray, shifts: np.ndarray, spatial: tuple[int, ...], lo: tuple[int, ...]) -> np.ndarray:
+    """NaN at every energy for the voxels of the window starting at ``lo`` whose source is
+    outside the field of view at some energy."""
+    from txmdb.analysis.registration import valid_box
+
     valid_lo, valid_hi = valid_box(shifts, spatial)
     for axis, (a, n, v_lo, v_hi) in enumerate(zip(lo, out.shape[1:], valid_lo, valid_hi)):
         cut = [slice(None)] * out.ndim
