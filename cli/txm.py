@@ -69,10 +69,13 @@ def analyze(
     scheduler: Optional[str] = typer.Option(None, help="Dask scheduler address (tcp://host:port) to run on a cluster: "
                                             "one scan (or any above 2 GiB) is split into slabs across the workers, "
                                             "other scans run whole, several at once."),
+    registration: Optional[str] = typer.Option(None, "--registration", metavar="ID|none",
+                                               help="Registration applied while reading the stack: an id of the "
+                                                    "scan's, or none [default: the scan's latest, if any]."),
 ) -> None:
     """Extract edge energies, find particles and compute valence-gradient statistics."""
     from txmdb.analysis.edge import edge_parameters
-    from txmdb.catalog.txm import all_scan_ids, analyze_scan
+    from txmdb.catalog.txm import all_scan_ids, analyze_scan, resolve_registration
     from txmdb.errors import TxmdbError
     from txmdb.pipeline import AnalysisOptions
 
@@ -92,26 +95,116 @@ def analyze(
                              edge=parse_window(edge, "--edge", open_ends=False), min_jump=min_jump, snr=snr)
     options = AnalysisOptions(params=params, bin_factors=parse_bins(bin), theta_bins=theta_bins,
                               min_particle_voxels=min_particle_voxels, workers=workers)
+    choice = parse_registration(registration)
+    for scan_id in ids:  # another scan's registration is refused before any scan is read
+        resolve_registration(cat, scan_id, choice)
     if scheduler is not None:  # an empty address is refused, not taken for "run here"
         # one scan, or a scan above SPLIT_BYTES, is split into slabs across the workers;
         # other scans run whole, many at once
         from txmdb.catalog.distributed import analyze_on_cluster
 
-        for analysis in analyze_on_cluster(cat, ids, options, scheduler=scheduler):
+        for analysis in analyze_on_cluster(cat, ids, options, scheduler=scheduler, registration=choice):
             _report(analysis)
         return
     from txmdb.cli._progress import progress_bar
 
     for scan_id in ids:
         with progress_bar(f"scan {scan_id}") as progress:
-            analysis = analyze_scan(cat, scan_id, options, progress=progress)
+            analysis = analyze_scan(cat, scan_id, options, registration=choice, progress=progress)
         _report(analysis)
+
+
+def parse_registration(text: Optional[str]):
+    """``--registration``: None → the scan's latest (``LATEST``), ``none`` → None, else an id."""
+    from txmdb.catalog.txm import LATEST
+    from txmdb.errors import TxmdbError
+
+    if text is None:
+        return LATEST
+    if text.strip().lower() == "none":
+        return None
+    if not text.strip().isdigit():
+        raise TxmdbError(f"--registration {text!r}: expected a registration id or none")
+    return int(text)
 
 
 def _report(analysis) -> None:
     mean = "n/a" if analysis.mean_edge_ev is None else f"{analysis.mean_edge_ev:.2f} eV"
-    echo(f"scan {analysis.scan_id}: analysis {analysis.id} done — {analysis.n_valid_voxels} valid voxels, "
-         f"{analysis.n_particles} particles, mean edge {mean} ({analysis.timings_s.get('total', 0):.1f} s)")
+    registered = "" if analysis.registration_id is None else f" (registration {analysis.registration_id})"
+    echo(f"scan {analysis.scan_id}: analysis {analysis.id} done{registered} — {analysis.n_valid_voxels} valid "
+         f"voxels, {analysis.n_particles} particles, mean edge {mean} ({analysis.timings_s.get('total', 0):.1f} s)")
+
+
+def parse_roi(text: Optional[str]) -> Optional[tuple[tuple[Optional[int], Optional[int]], ...]]:
+    """'Z0:Z1,Y0:Y1,X0:X1' (2-D: 'Y0:Y1,X0:X1'; an end may be empty) → ((lo, hi), …)."""
+    from txmdb.errors import TxmdbError
+
+    if text is None:
+        return None
+    out = []
+    for part in text.split(","):
+        lo, sep, hi = part.partition(":")
+        try:
+            if not sep:
+                raise ValueError(part)
+            out.append((int(lo) if lo.strip() else None, int(hi) if hi.strip() else None))
+        except ValueError:
+            raise TxmdbError(f"--roi {text!r}: expected Z0:Z1,Y0:Y1,X0:X1 (2-D: Y0:Y1,X0:X1) in voxels, "
+                             f"e.g. 0:64,:,10:90") from None
+    return tuple(out)
+
+
+@app.command("register")
+def register(
+    ctx: typer.Context,
+    scan_id: int = typer.Argument(..., help="Scan id."),
+    reference_energy_ev: Optional[float] = typer.Option(
+        None, "--reference-energy", metavar="EV",
+        help="Energy whose shift is zero, eV; one of the stack's [default: the energy nearest 3/4 of the scan's "
+             "range, a post-edge energy]."),
+    max_shift: Optional[float] = typer.Option(
+        None, "--max-shift", metavar="VOX",
+        help="Largest shift per axis, voxels [default: a quarter of the smallest field-of-view dimension; at most "
+             "half]."),
+    roi: Optional[str] = typer.Option(
+        None, "--roi", metavar="Z0:Z1,Y0:Y1,X0:X1",
+        help="Region the estimate uses, voxels (2-D: Y0:Y1,X0:X1; an empty end is the field's) [default: all]."),
+    accept_poor: bool = typer.Option(
+        False, "--accept-poor", help="Store the registration even if some energies cannot be registered."),
+) -> None:
+    """Estimate one sub-voxel shift per energy (DESIGN §10) and record it; prints the registration id last."""
+    from txmdb.catalog.registration import register_scan, summarize
+
+    registration = register_scan(catalog(ctx), scan_id, reference_energy_ev=reference_energy_ev,
+                                 max_shift=max_shift, roi=parse_roi(roi), accept_poor=accept_poor)
+    summary = summarize(registration)
+    largest = ", ".join(f"{axis} {value:.2f}" for axis, value in summary.max_abs_shift_vox.items())
+    echo(f"scan {scan_id}: {len(registration.shifts)} energies registered to {summary.reference_energy_ev:g} eV "
+         f"({registration.elapsed_s:.1f} s)")
+    lowest = ("n/a" if summary.min_quality is None
+              else f"{summary.min_quality:.2f} at {summary.min_quality_energy_ev:g} eV")
+    echo(f"largest |shift| (voxels): {largest}; lowest quality {lowest}")
+    if summary.accepted_poor:
+        echo(f"accepted although these energies cannot be registered: "
+             f"{', '.join(f'{e:g} eV' for e in summary.poor_energies_ev)}")
+    echo(str(registration.id))
+
+
+@app.command("export")
+def export(
+    ctx: typer.Context,
+    scan_id: int = typer.Argument(..., help="Scan id."),
+    output: Path = typer.Option(..., "--output", "-o", help="HDF5 file to write (TXM_Sandbox layout)."),
+    registered: bool = typer.Option(False, "--registered", help="Apply the scan's latest registration."),
+) -> None:
+    """Write the scan's stack (absorbance, energies in keV) in the TXM_Sandbox layout, slab by slab."""
+    from txmdb.catalog.export import export_scan
+    from txmdb.cli._progress import progress_bar
+
+    with progress_bar(f"scan {scan_id}") as progress:
+        applied = export_scan(catalog(ctx), scan_id, output, registered=registered, progress=progress)
+    how = "as it is" if applied is None else f"registered (registration {applied.registration_id})"
+    echo(f"scan {scan_id}: stack {how} written to {output}")
 
 
 @app.command("show")
@@ -123,6 +216,7 @@ def show(
 ) -> None:
     """Show a scan, its analyses and the gradient summary of the latest one."""
     from txmdb import query
+    from txmdb.catalog.registration import scan_registrations
     from txmdb.catalog.txm import get_scan
 
     cat = catalog(ctx)
@@ -135,7 +229,9 @@ def show(
     emit_table(field_value_table(scan))
     echo("\nanalyses:")
     # running, done or failed: a failed analysis says why, a killed one stays running until db check
-    emit_table(query.analyses(cat, scan=scan_id)[["analysis_id", "status", "started_at", "n_valid_voxels",
-                                                   "n_particles", "mean_edge_ev", "error"]])
+    emit_table(query.analyses(cat, scan=scan_id)[["analysis_id", "status", "registration_id", "started_at",
+                                                   "n_valid_voxels", "n_particles", "mean_edge_ev", "error"]])
+    echo("\nregistrations:")
+    emit_table(scan_registrations(cat, scan_id))
     echo("\ngradient summary (latest analysis):")
     emit_table(query.gradient_summary(cat, scan=scan_id))

@@ -236,6 +236,7 @@ def particles(catalog, **filters) -> pd.DataFrame:
 def scans(catalog, *, sample=None, morphology=None, state=None, scan=None, status=None) -> pd.DataFrame:
     """TXM scans with their latest finished analysis (if any), and the status of their newest one.
 
+    ``registration_id`` is the registration that analysis applied (NULL: none).
     ``latest_status`` is running or failed when a newer analysis than the one shown is under
     way or failed; ``status`` filters on it.
     """
@@ -255,8 +256,8 @@ def scans(catalog, *, sample=None, morphology=None, state=None, scan=None, statu
             m.Sample.name.label("sample"), m.Sample.morphology, m.TXMScan.state, m.TXMScan.id.label("scan_id"),
             m.TXMScan.layout, m.TXMScan.ndim, m.TXMScan.shape, m.TXMScan.n_energies, m.TXMScan.energy_min_ev,
             m.TXMScan.energy_max_ev, m.TXMScan.voxel_size_nm, m.TXMScan.file_path, m.TXMScan.file_sha256,
-            latest.c.analysis_id, a.n_valid_voxels, a.n_particles, a.mean_edge_ev, a.std_edge_ev,
-            attempt.status.label("latest_status"),
+            latest.c.analysis_id, a.registration_id, a.n_valid_voxels, a.n_particles, a.mean_edge_ev,
+            a.std_edge_ev, attempt.status.label("latest_status"),
         )
         .join(m.Sample, m.Sample.id == m.TXMScan.sample_id)
         .outerjoin(latest, latest.c.scan_id == m.TXMScan.id)
@@ -268,20 +269,45 @@ def scans(catalog, *, sample=None, morphology=None, state=None, scan=None, statu
     stmt = _where_in(stmt, (attempt.status, status))
     frame = _frame(catalog, _scan_filters(stmt, sample=sample, morphology=morphology, state=state, scan=scan))
     frame["analysis_id"] = frame["analysis_id"].astype("Int64")
+    frame["registration_id"] = frame["registration_id"].astype("Int64")
     frame["shape"] = frame["shape"].map(lambda s: "×".join(map(str, s)) if isinstance(s, list) else s)
     return frame
 
 
 @declares("analyses", ("scan", "status"))
 def analyses(catalog, *, scan=None, status=None) -> pd.DataFrame:
-    """Analyses of TXM scans: status (and error), version, times, results file and its SHA-256."""
+    """Analyses of TXM scans: status (and error), the registration applied (NULL: none), version,
+    times, results file and its SHA-256."""
     stmt = sa.select(
-        m.Analysis.id.label("analysis_id"), m.Analysis.scan_id, m.Analysis.status, m.Analysis.txmdb_version,
+        m.Analysis.id.label("analysis_id"), m.Analysis.scan_id, m.Analysis.status, m.Analysis.registration_id,
+        m.Analysis.txmdb_version,
         m.Analysis.started_at, m.Analysis.finished_at, m.Analysis.n_valid_voxels, m.Analysis.n_particles,
         m.Analysis.mean_edge_ev, m.Analysis.std_edge_ev, m.Analysis.gradient_unit, m.Analysis.results_path,
         m.Analysis.results_sha256, m.Analysis.host, m.Analysis.pid, m.Analysis.error,
     ).order_by(m.Analysis.id)
-    return _frame(catalog, _where_in(stmt, (m.Analysis.scan_id, scan), (m.Analysis.status, status)))
+    frame = _frame(catalog, _where_in(stmt, (m.Analysis.scan_id, scan), (m.Analysis.status, status)))
+    frame["registration_id"] = frame["registration_id"].astype("Int64")
+    return frame
+
+
+@declares("registrations", ("sample", "scan", "registration"))
+def registrations(catalog, *, sample=None, scan=None, registration=None) -> pd.DataFrame:
+    """Energy-stack registrations: per energy the shift s_e (voxels; shift_z empty in 2-D) and its quality.
+
+    DESIGN §10: the sample had moved by s_e at that energy, registered_e(x) = raw_e(x + s_e).
+    """
+    stmt = (
+        sa.select(m.Sample.name.label("sample"), m.TXMScan.state, m.TXMScan.id.label("scan_id"),
+                  m.Registration.id.label("registration_id"), m.RegistrationShift.energy_index,
+                  m.RegistrationShift.energy_ev, m.RegistrationShift.shift_z, m.RegistrationShift.shift_y,
+                  m.RegistrationShift.shift_x, m.RegistrationShift.quality)
+        .join(m.Registration, m.Registration.id == m.RegistrationShift.registration_id)
+        .join(m.TXMScan, m.TXMScan.id == m.Registration.scan_id)
+        .join(m.Sample, m.Sample.id == m.TXMScan.sample_id)
+        .order_by(m.Sample.name, m.TXMScan.id, m.Registration.id, m.RegistrationShift.energy_index)
+    )
+    stmt = _where_in(stmt, (m.Sample.name, sample), (m.TXMScan.id, scan), (m.Registration.id, registration))
+    return _frame(catalog, stmt)
 
 
 def _cell_filters(stmt: Select, *, sample=None, cell=None, morphology=None) -> Select:

@@ -24,7 +24,7 @@ from txmdb.catalog.txm import get_scan, prepare_scan
 from txmdb.db.models import Registration, RegistrationShift, TXMScan
 from txmdb.errors import InputError, NotFoundError, ParameterError, input_errors
 from txmdb.vocabulary import (
-    REGISTRATION_ENERGY_TOLERANCE_EV, REGISTRATION_MAX_SHIFT_FRACTION, REGISTRATION_MAX_SHIFT_LIMIT,
+    MAX_CATALOGUE_INT, REGISTRATION_ENERGY_TOLERANCE_EV, REGISTRATION_MAX_SHIFT_FRACTION, REGISTRATION_MAX_SHIFT_LIMIT,
     REGISTRATION_MIN_ROI_VOXELS, REGISTRATION_REFERENCE_FRACTION,
 )
 
@@ -240,7 +240,9 @@ def _poor_message(scan, shifts, quality, poor: list[int], max_shift: float, thre
 # ------------------------------------------------------------------------------ look-ups
 
 def get_registration(session, registration_id: int) -> Registration:
-    registration = session.get(Registration, registration_id)
+    # an id beyond the id column's range is no registration (SQLite would overflow binding it)
+    in_range = 0 <= registration_id <= MAX_CATALOGUE_INT
+    registration = session.get(Registration, registration_id) if in_range else None
     if registration is None:
         raise NotFoundError(f"no registration with id {registration_id}; see 'txmdb query registrations'")
     return registration
