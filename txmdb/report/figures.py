@@ -351,6 +351,29 @@ def valence_maps_figure(maps: Sequence[tuple[str, np.ndarray, float | None]], vm
     return fig
 
 
+def registration_shifts_figure(curves: Sequence[Curve]) -> "Figure":
+    """Shift against energy, one panel per axis (z, y, x; 2-D scans have no z), a curve per scan.
+
+    ``data`` of each curve holds one registration's rows of :func:`txmdb.query.registrations`:
+    ``energy_ev`` and ``shift_z`` (NaN in 2-D), ``shift_y``, ``shift_x`` in voxels (DESIGN §10:
+    the sample had moved by the shift at that energy).
+    """
+    names = [a for a in ("z", "y", "x") if any(c.data[f"shift_{a}"].notna().any() for c in curves)]
+    fig, axes = new_figure(1, len(names), panel=ROW_PANEL_IN)
+    for ax, name in zip(axes.flat, names):
+        for curve in curves:
+            frame = curve.data.dropna(subset=[f"shift_{name}"])
+            if not frame.empty:
+                ax.plot(frame["energy_ev"], frame[f"shift_{name}"], color=curve.style.color,
+                        linestyle=curve.style.linestyle, marker=".", label=curve.style.label)
+        ax.axhline(0.0, color="0.6", linewidth=0.8)
+        ax.set_xlabel("energy (eV)")
+        ax.set_ylabel(f"shift along {name} (voxels)")
+        ax.set_title(f"{name} axis", loc="left", fontsize="medium")
+    _figure_legend(fig)
+    return fig
+
+
 def depth_profile_figure(curves: Sequence[Curve], depth_unit: str) -> "Figure":
     """Mean edge energy (± standard deviation) against depth below the particle surface.
 

@@ -110,9 +110,11 @@ class _Context:
             out.append(Style(label, self.colours[sample], fg.LINESTYLES[index % len(fg.LINESTYLES)]))
         return out
 
-    def scan_styles(self) -> dict[int, Style]:
-        """A style per analysed scan, labelled by sample (and scan id when a sample has several) and state."""
-        analysed = self.scans.dropna(subset=["analysis_id"])
+    def scan_styles(self, scan_ids: Sequence[int] | None = None) -> dict[int, Style]:
+        """A style per analysed scan (or per scan of ``scan_ids``), labelled by sample (and scan id
+        when a sample has several) and state."""
+        analysed = (self.scans.dropna(subset=["analysis_id"]) if scan_ids is None
+                    else self.scans[self.scans["scan_id"].isin(list(scan_ids))])
         per_sample = analysed["sample"].value_counts()
         items = []
         for _, row in analysed.iterrows():
@@ -422,9 +424,11 @@ def _txm_section(ctx: _Context) -> Section:
     if scans.empty:
         section.notes.append("No TXM scans for these samples.")
         return section
-    section.table("TXM scans and their latest analysis.",
+    section.table("TXM scans and their latest analysis (registration_id: the energy-stack registration it "
+                  "applied).",
                   scans[["sample", "state", "scan_id", "ndim", "shape", "n_energies", "voxel_size_nm", "analysis_id",
-                         "n_valid_voxels", "n_particles", "mean_edge_ev", "std_edge_ev"]])
+                         "registration_id", "n_valid_voxels", "n_particles", "mean_edge_ev", "std_edge_ev"]])
+    _registration_figure(ctx, section)
     pending = scans[scans["analysis_id"].isna()]
     if len(pending):
         section.notes.append("Not analysed yet (run 'txmdb txm analyze'): scan "
@@ -460,6 +464,25 @@ def _txm_section(ctx: _Context) -> Section:
     elif maps:
         section.notes.append("The valence maps' central slices have no valid voxel.")
     return section
+
+
+def _registration_figure(ctx: _Context, section: Section) -> None:
+    """Shift against energy per axis for each registered scan: the registration its latest
+    analysis applied, else its newest (DESIGN §10). Nothing when no scan is registered."""
+    rows = query.registrations(ctx.catalog, sample=ctx.samples)
+    if rows.empty:
+        return
+    applied = ctx.scans.set_index("scan_id")["registration_id"]
+    chosen = {}
+    for scan_id, group in rows.groupby("scan_id"):
+        used = applied.get(scan_id, pd.NA)
+        ids = set(group["registration_id"])
+        chosen[int(scan_id)] = int(used) if pd.notna(used) and int(used) in ids else max(ids)
+    styles = ctx.scan_styles(list(chosen))
+    curves = [Curve(style, rows[rows["registration_id"] == chosen[scan_id]]) for scan_id, style in styles.items()]
+    section.figure("registration_shifts", "Energy-stack registration: how far the sample had moved at each "
+                   "energy, per axis (the registration each scan's latest analysis applied, else its newest).",
+                   fg.registration_shifts_figure(curves))
 
 
 def _by_scan(frame: pd.DataFrame, styles: dict[int, Style]):
