@@ -262,3 +262,25 @@ def test_read_window_bins_slab_by_slab():
     expected = stack[1, 1:13, 0:9, 2:8].reshape(4, 3, 3, 3, 2, 3).mean(axis=(1, 3, 5))
     np.testing.assert_allclose(got, expected, rtol=1e-6)
     assert got.shape == w.shape == (4, 3, 2)
+
+
+def test_binning_ignores_nan_voxels():
+    # one NaN voxel must not blank its coarse bin; a wholly NaN block stays NaN
+    stack = np.random.default_rng(5).random((1, 4, 4, 4)).astype(np.float32)
+    stack[0, 0, 0, 0] = np.nan
+    stack[0, 2:4, 2:4, 2:4] = np.nan
+    got = read_window(stack, 0, Window((0, 0, 0), (4, 4, 4), 2))
+    assert np.isfinite(got[0, 0, 0]) and np.isnan(got[1, 1, 1])
+    np.testing.assert_allclose(got[0, 0, 0], np.nanmean(stack[0, :2, :2, :2]), rtol=1e-6)
+    assert np.isfinite(np.delete(got.ravel(), 7)).all()
+
+
+@pytest.mark.parametrize("seed", [0, 1, 5])
+def test_accuracy_2d_several_seeds(seed):
+    # every difficulty, the 2-D size `txm register` tests use; 48³ fields at ±5 voxels
+    # still fail on some seeds (docs/registration.md, "Multi-seed robustness")
+    d = drifted_stack((112, 128), n_energies=30, seed=seed, **ALL_DIFFICULTIES)
+    est, quality = _estimate(d)
+    rms, worst = _rms_max(est, d.shifts)
+    assert rms.max() < 0.15 and worst < 0.5
+    assert np.all((quality > QUALITY_THRESHOLD) | _mid_edge(d.energies_ev))

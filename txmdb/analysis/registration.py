@@ -79,6 +79,7 @@ from scipy import fft as sfft
 from scipy import ndimage as ndi
 
 from txmdb.analysis.gradient import _blocks
+from txmdb.vocabulary import REGISTRATION_MIN_ROI_VOXELS
 
 __all__ = ["QUALITY_THRESHOLD", "MIN_DETECTION", "Window", "read_window", "estimate_shifts", "integer_shifts",
            "ReadPlan", "read_plan", "apply_shift_slab", "registered_slab", "valid_box", "valid_mask"]
@@ -135,10 +136,16 @@ class Window:
 
 
 def _bin(a: np.ndarray, f: int) -> np.ndarray:
+    """Mean of each ``f``-block over its finite voxels (one NaN voxel must not blank its
+    coarse bin); NaN only where the whole block is."""
     if f == 1:
         return a
     blocks, axes = _blocks(a, f)
-    return blocks.mean(axis=axes, dtype=np.float64).astype(np.float32)
+    finite = np.isfinite(blocks)
+    total = np.where(finite, blocks, 0).sum(axis=axes, dtype=np.float64)
+    count = finite.sum(axis=axes)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (total / count).astype(np.float32)
 
 
 def read_window(source, index: int, window: Window, *, slab_bytes: int = 64 << 20) -> np.ndarray:
@@ -422,7 +429,7 @@ def _prepare(img: np.ndarray, sigma: float, index: int) -> np.ndarray:
     img = np.asarray(img, dtype=np.float32)
     finite = np.isfinite(img)
     if not finite.any():
-        raise ValueError(f"energy index {index}: every value is NaN or infinite")
+        raise ValueError(f"energy index {index}: every value is NaN or infinite in the region registered")
     if not finite.all():
         img = np.where(finite, img, np.median(img[finite]))
     out = ndi.gaussian_filter(img, sigma, mode="nearest") if sigma > 0 else img.copy()
@@ -722,8 +729,9 @@ def _check(n_energies: int, reference_index: int, shape: Sequence[int], max_shif
     lo, hi = [], []
     for sl, n in zip(roi, shape):
         a, b, step = sl.indices(n)
-        if step != 1 or b - a < 8:
-            raise ValueError(f"roi {roi} must be a box of at least 8 voxels per axis inside {tuple(shape)}")
+        if step != 1 or b - a < REGISTRATION_MIN_ROI_VOXELS:
+            raise ValueError(f"roi {roi} must be a box of at least {REGISTRATION_MIN_ROI_VOXELS} voxels per "
+                             f"axis inside {tuple(shape)}")
         lo.append(a)
         hi.append(b)
     return tuple(lo), tuple(hi)
