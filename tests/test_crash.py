@@ -52,8 +52,12 @@ def _sql(cli, statement: str) -> list[dict]:
 
 
 def _store_files(cli) -> list[str]:
+    """The store's files but its owner mark."""
+    from txmdb.store import MARK
+
     root = Path(cli.store)
-    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()) if root.exists() else []
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*")
+                  if p.is_file() and p != root / MARK) if root.exists() else []
 
 
 def _lines(result) -> list[str]:
@@ -226,7 +230,7 @@ def test_check_reports_damage_and_repair_touches_no_good_data(lab, tmp_path):
     shutil.copy(store / "cycling" / "1.parquet", store / "cycling" / "99.parquet")   # an orphan
     proc = subprocess.Popen(["true"])
     proc.wait()
-    leftover = store / "xas" / f".tmp.{host_tag(HOST)}.{proc.pid}.new.0123abcd.parquet"
+    leftover = store / "xas" / f".tmp.{host_tag(HOST)}.{proc.pid}.new.0123456789ab.parquet"
     leftover.write_bytes(b"half a spectrum")              # a temporary whose writer died
     (store / "xas" / "notes.txt").write_text("mine")      # not txmdb's
 

@@ -52,8 +52,12 @@ def _options(*factors: int):
 
 
 def _store_files(store) -> list[str]:
+    """The store's files but its owner mark."""
+    from txmdb.store import MARK
+
     root = Path(store.root)
-    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()) if root.exists() else []
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*")
+                  if p.is_file() and p != root / MARK) if root.exists() else []
 
 
 def _analysis_rows(catalog) -> list[tuple]:

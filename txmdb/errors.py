@@ -32,6 +32,10 @@ class StoreError(TxmdbError):
     """The results store cannot be written: no space left, file too large, read-only…"""
 
 
+class StoreOwnerError(StoreError):
+    """The store belongs to another catalogue, or cannot be shown to be this one's."""
+
+
 class StoreFileError(StoreError):
     """A store file is missing or is not the file its row recorded (SHA-256 differs)."""
 

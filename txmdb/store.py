@@ -7,7 +7,21 @@ Layout
 and fixed names only, never user strings. A file on its way in is a *temporary*: a dot-file
 ``.tmp.<host tag>.<pid>.<id or "new">.<random><suffix>`` (writers may put their own scratch
 files beside it, with that name inside theirs), so ``db check`` can tell which process
-writes it and whether that process still runs.
+writes it and whether that process still runs. Only the names a writer makes, matched
+whole, are temporaries; every entry of a store folder that is not a regular file (a link, a
+FIFO, a folder) is reported, never read, renamed or removed, and a store folder that is a
+link out of its place is left alone.
+
+Owner
+-----
+A store belongs to one catalogue: ``<root>/.txmdb-store`` names the catalogue's id (table
+``catalogue_identity``), written before the store's first file. Writing to, checking or
+repairing a store marked for another catalogue is refused, so two catalogues never share
+file names (ids start at 1 in each) nor delete each other's files as orphans. A store
+without a mark that already holds files (made before stores were marked) is marked by
+``txmdb db check --repair`` only when every file in it is one this catalogue's rows account
+for — by name and SHA-256 —, and a write is refused until then: a file the catalogue cannot
+account for may be another catalogue's, and the mark would hand it to this one's repair.
 
 Protocol
 --------
@@ -59,13 +73,14 @@ import hashlib
 import os
 import re
 import socket
+import stat
 import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
-from txmdb.errors import StoreError, StoreFileError
+from txmdb.errors import StoreError, StoreFileError, StoreOwnerError
 
 STEPS = ("begun", "written", "synced", "committed", "renamed")
 
@@ -119,7 +134,15 @@ def host_tag(host: str) -> str:
     return hashlib.sha256(host.encode()).hexdigest()[:8]
 
 
-_TEMP = re.compile(r"\.tmp\.(?P<host>[0-9a-f]{8})\.(?P<pid>\d+)\.(?P<id>\d+|new)\.[0-9a-f]+")
+# A temporary's whole name (see Layout): ``.tmp.<host tag>.<pid>.<id or new>.<12 hex><suffix>``,
+# bare, or inside a writer's scratch name: HDF5's room probe (``.room-`` before it) or
+# atomic_output's mkstemp file (``.`` before it, ``.<8 chars>.partial`` after it).
+_TEMP = re.compile(r"(?P<pre>|\.room-|\.)\.tmp\.(?P<host>[0-9a-f]{8})\.(?P<pid>[0-9]+)\.(?P<id>[1-9][0-9]*|new)"
+                   r"\.[0-9a-f]{12}(?P<suffix>\.[a-z0-9]+)(?P<post>|\.[a-z0-9_]{8}\.partial)")
+
+# The owner mark: the store's first file, naming the catalogue it belongs to.
+MARK = ".txmdb-store"
+_MARK_TEXT = re.compile(r"txmdb results store of catalogue ([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})\n")
 
 
 def describe_os_error(exc: OSError) -> str:
@@ -160,6 +183,14 @@ def _now() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
 
 
+def _write_synced(path: Path, data: bytes) -> None:
+    """Create ``path`` (it must not exist) holding ``data``, flushed to the disk."""
+    with open(path, "xb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
 def _fsync(path: Path) -> None:
     """Flush a file's data, or a folder's entries, to the disk."""
     fd = os.open(path, os.O_RDONLY)
@@ -175,6 +206,7 @@ class Store:
     def __init__(self, root: str | os.PathLike, engine=None):
         self.root = Path(root)
         self.engine = engine
+        self._catalogue_id: str | None = None
 
     def __fspath__(self) -> str:
         return str(self.root)
@@ -189,6 +221,102 @@ class Store:
         from txmdb.db.session import session_scope
 
         return session_scope(self.engine)
+
+    # ------------------------------------------------------------------ owner
+    def catalogue_id(self) -> str:
+        """The id of the catalogue this store object writes for (its ``catalogue_identity`` row)."""
+        if self._catalogue_id is None:
+            from sqlalchemy import select
+
+            from txmdb.db.models import CatalogueIdentity
+
+            with self.session() as session:
+                self._catalogue_id = session.scalar(select(CatalogueIdentity.uuid))
+            if self._catalogue_id is None:
+                raise StoreOwnerError("the catalogue has lost its id (table catalogue_identity is empty), so "
+                                      f"it cannot tell whether the store {self.root} is its own")
+        return self._catalogue_id
+
+    def owner(self) -> str | None:
+        """The id the store's owner mark names; None for a store without one.
+
+        Raises :class:`StoreOwnerError` when the mark names another catalogue, or is no
+        txmdb mark.
+        """
+        refuse = "give --store a folder of this catalogue's own"
+        try:
+            text = _read_regular(self.root / MARK, limit=4096).decode("ascii")
+        except FileNotFoundError:
+            return None
+        except (OSError, RuntimeError) as exc:
+            raise StoreOwnerError(f"store {self.root}: its owner mark {MARK} {_file_problem(exc)}; {refuse}") from None
+        except UnicodeDecodeError:
+            text = ""
+        found = _MARK_TEXT.fullmatch(text)
+        if found is None:
+            raise StoreOwnerError(f"store {self.root}: {MARK} is not a txmdb owner mark; {refuse}")
+        if found.group(1) != self.catalogue_id():
+            raise StoreOwnerError(f"store {self.root} belongs to another catalogue (id {found.group(1)}); {refuse}")
+        return found.group(1)
+
+    def holds_files(self) -> bool:
+        """Whether any store folder has an entry (a folder that is not one counts as empty)."""
+        for kind in KINDS:
+            try:
+                with os.scandir(self.root / kind.folder) as entries:
+                    if next(entries, None) is not None:
+                        return True
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+            except OSError:
+                return True
+        return False
+
+    def mark(self) -> None:
+        """Write the owner mark naming this catalogue, unless one is there; then it must name it.
+
+        The mark is made whole under a scratch name and hard-linked into place, which fails
+        if a mark appeared meanwhile: two catalogues marking one new store cannot both win.
+        Any failure is a :class:`StoreOwnerError`: nothing may be written or repaired then.
+        """
+        mine = self.catalogue_id()
+        try:
+            with self.writing():
+                self.root.mkdir(parents=True, exist_ok=True)
+                text = f"txmdb results store of catalogue {mine}\n".encode("ascii")
+                scratch = self.root / f"{MARK}.{uuid.uuid4().hex[:12]}"
+                try:
+                    _write_synced(scratch, text)
+                    os.link(scratch, self.root / MARK)
+                except FileExistsError:
+                    pass
+                except OSError as exc:
+                    if exc.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP):
+                        raise
+                    # No hard links on this file system (some network shares): create it
+                    # exclusively in place; a reader that comes in between finds it empty.
+                    with contextlib.suppress(FileExistsError):
+                        _write_synced(self.root / MARK, text)
+                finally:
+                    scratch.unlink(missing_ok=True)
+                _fsync(self.root)
+        except StoreError as exc:
+            raise StoreOwnerError(str(exc)) from None
+        if self.owner() is None:
+            raise StoreOwnerError(f"store {self.root}: its owner mark {MARK} vanished while it was written")
+
+    def claim(self, kind: Kind) -> None:
+        """Before a ``kind`` file is written: the store is this catalogue's (marked now if it
+        is new) and ``kind``'s folder is its own, not a link out of the store."""
+        if self.owner() is None:
+            if self.holds_files():
+                raise StoreOwnerError(
+                    f"store {self.root} holds files but no owner mark (it was made before txmdb marked its stores): "
+                    "run 'txmdb db check --repair' to mark it as this catalogue's, or give --store a folder of "
+                    "this catalogue's own")
+            self.mark()
+        if (problem := _folder_problem(self, kind)) is not None:
+            raise StoreOwnerError(f"store folder {self.root / kind.folder} {problem}")
 
     # ------------------------------------------------------------------ layout
     def path(self, kind: Kind, record_id: int) -> Path:
@@ -231,6 +359,7 @@ class Store:
 
     def begin(self, kind: Kind, row=None) -> "Put":
         """Start a file of ``kind``: for a kind with a status, commit ``row`` as ``running``."""
+        self.claim(kind)
         record_id = None
         if kind.status:
             row.status, row.host, row.pid, row.started_at = "running", HOST, os.getpid(), _now()
@@ -279,14 +408,14 @@ class Store:
     # ------------------------------------------------------------------ reading
     def verified(self, path: str | os.PathLike | None, sha256: str | None) -> Path:
         """``path`` after checking it is there and has the SHA-256 its row recorded."""
-        from txmdb.io.files import sha256_file
-
-        if not path or not Path(path).is_file():
+        if not path:
             raise StoreFileError(path, "is missing")
         try:
-            actual = sha256_file(path)
-        except OSError as exc:
-            raise StoreFileError(path, f"cannot be read: {describe_os_error(exc)}") from None
+            actual = sha256_regular(Path(path))
+        except FileNotFoundError:
+            raise StoreFileError(path, "is missing") from None
+        except (OSError, RuntimeError) as exc:
+            raise StoreFileError(path, _file_problem(exc)) from None
         if actual != sha256:
             raise StoreFileError(path, "changed since it was recorded (SHA-256 differs)")
         return Path(path)
@@ -305,10 +434,25 @@ class Store:
 
     # ------------------------------------------------------------------ audit
     def audit(self, *, stale_after_s: float) -> "Audit":
-        """Every row against its file, every file against its row (see :class:`Audit`)."""
+        """Every row against its file, every file against its row (see :class:`Audit`).
+
+        Refused (:class:`StoreOwnerError`) for another catalogue's store, and for a store
+        without an owner mark holding entries the rows do not account for; an unmarked store
+        whose files all are this catalogue's gets a finding that ``--repair`` marks it.
+        """
+        owner = self.owner()
         audit = Audit()
         for kind in KINDS:
             _audit_kind(self, kind, audit, stale_after_s)
+        if owner is None and self.holds_files():
+            foreign = [f for f in audit.findings if f.foreign]
+            if foreign:
+                raise StoreOwnerError(
+                    f"store {self.root} has no owner mark and this catalogue's rows do not account for "
+                    f"{len(foreign)} of its entries (first {foreign[0].subject}: {foreign[0].problem}); if another "
+                    "catalogue uses it, give --store a folder of this catalogue's own, else settle them by hand")
+            audit.findings.insert(0, Finding(f"store {self.root}", "no owner mark yet, and every file in it is "
+                                             "this catalogue's", "marked as this catalogue's", self.mark))
         return audit
 
 
@@ -389,11 +533,18 @@ def _process_start(pid: int) -> float | None:
         return None
 
 
+# Linux never gives a process a pid above PID_MAX_LIMIT (2**22).
+_PID_LIMIT = 2 ** 22
+
+
 def process_alive(pid: int, since: float) -> bool:
     """Whether the process ``pid`` of this host that was running at ``since`` still runs.
 
-    A pid taken over by a process started after ``since`` is not it (btime has 1 s steps).
+    A pid taken over by a process started after ``since`` is not it (btime has 1 s steps);
+    a pid no process can have (0 or less would even signal a process group) is no process.
     """
+    if not 0 < pid <= _PID_LIMIT:
+        return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -413,7 +564,7 @@ def owner_alive(host: str, pid: int | None, since: float, stale_after_s: float, 
     counts as alive until ``stale_after_s`` seconds after ``since``.
     """
     here = host_tag(HOST) if tag else HOST
-    if host == here and pid:
+    if host == here and pid is not None:
         return process_alive(int(pid), since)
     return time.time() - since < stale_after_s
 
@@ -426,18 +577,128 @@ def _epoch(value: dt.datetime | None) -> float:
     return value.timestamp()
 
 
+# ---------------------------------------------------------------------- files
+
+
+class _NotRegular(OSError):
+    """Something other than a regular file is where a file should be."""
+
+    def __init__(self, what: str):
+        super().__init__(f"is {what}, not a regular file")
+
+
+_KINDS_OF_ENTRY = ((stat.S_ISDIR, "a folder"), (stat.S_ISLNK, "a symbolic link"), (stat.S_ISFIFO, "a named pipe"),
+                   (stat.S_ISCHR, "a device"), (stat.S_ISBLK, "a device"), (stat.S_ISSOCK, "a socket"))
+
+
+def _what(mode: int) -> str:
+    return next((name for test, name in _KINDS_OF_ENTRY if test(mode)), "an unknown kind of entry")
+
+
+def _open_regular(path: Path) -> int:
+    """A descriptor for reading the regular file at ``path``, itself no link.
+
+    Anything else is refused before a byte is read: a FIFO blocks its reader forever and a
+    device (``/dev/zero``) never ends. The open neither blocks nor follows a link, so an
+    entry swapped between the check and the open is refused too.
+    """
+    mode = os.lstat(path).st_mode
+    if stat.S_ISREG(mode):
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISREG(mode):
+            return fd
+        os.close(fd)
+    raise _NotRegular(_what(mode))
+
+
+def _read_regular(path: Path, *, limit: int) -> bytes:
+    """At most ``limit`` bytes of the regular file at ``path``."""
+    with open(_open_regular(path), "rb") as fh:
+        return fh.read(limit)
+
+
+def _resolved(path: Path) -> Path | None:
+    """``path`` with every link followed; None for a loop of links."""
+    try:
+        return path.resolve()
+    except (OSError, RuntimeError):
+        return None
+
+
+def sha256_regular(path: str | os.PathLike) -> str:
+    """SHA-256 of the regular file ``path`` names (links followed), read in chunks.
+
+    Raises FileNotFoundError when nothing is there, another OSError (worded by
+    :func:`_file_problem`) for a link loop, a path through a file, or anything that is not
+    a regular file.
+    """
+    from txmdb.io.files import sha256_file
+
+    where = _resolved(Path(path))
+    if where is None:
+        raise OSError(errno.ELOOP, os.strerror(errno.ELOOP), str(path))
+    return sha256_file(_open_regular(where))
+
+
+def _sha256_or_none(path: Path) -> str | None:
+    """The SHA-256 of a regular file; None when there is none to read (a writer may rename it meanwhile)."""
+    try:
+        return sha256_regular(path)
+    except OSError:
+        return None
+
+
+def _file_problem(exc: BaseException) -> str:
+    """Why a file could not be hashed, in words that follow its name."""
+    if isinstance(exc, _NotRegular):
+        return str(exc)
+    code = getattr(exc, "errno", None)
+    if isinstance(exc, RuntimeError) or code == errno.ELOOP:
+        return "cannot be read: its path is a loop of symbolic links"
+    if code == errno.ENOTDIR:
+        return "cannot be read: a part of its path is a file, not a folder"
+    return f"cannot be read: {describe_os_error(exc)}"
+
+
+def _folder_problem(store: Store, kind: Kind) -> str | None:
+    """What is wrong with ``kind``'s folder in the store, if it is a link out of its place."""
+    folder = store.root / kind.folder
+    if not os.path.lexists(folder):
+        return None
+    root, where = _resolved(store.root), _resolved(folder)
+    if root is None or where != root / kind.folder:
+        return f"links to {where or 'a loop of symbolic links'}, out of its place in the store"
+    return None
+
+
+@contextlib.contextmanager
+def _opened_folder(home: Path) -> Iterator[int]:
+    """The store folder ``home`` itself: one swapped for a link since the audit is not opened."""
+    fd = os.open(home, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        yield fd
+    finally:
+        os.close(fd)
+
+
 # ---------------------------------------------------------------------- audit
 
 
 @dataclass
 class Finding:
-    """One problem: what it concerns, what is wrong, and what ``--repair`` does about it."""
+    """One problem: what it concerns, what is wrong, and what ``--repair`` does about it.
+
+    ``foreign`` marks an entry of the store the catalogue's rows do not account for: it may
+    be another catalogue's, so a store holding one is not marked as this catalogue's.
+    """
 
     subject: str
     problem: str
     fix: str | None = None
     action: Callable[[], None] | None = field(default=None, repr=False)
     repaired: bool = False
+    foreign: bool = False
 
     def line(self) -> str:
         if self.repaired:
@@ -466,34 +727,45 @@ class _Temp:
     scratch: bool            # a writer's own scratch file, not the temporary itself
 
 
-def _listing(folder: Path, kind: Kind):
-    """Final files by id, temporaries, and files that are neither."""
+def _listing(home: Path, kind: Kind):
+    """Final files by id, temporaries, and entries that are neither (links, folders, FIFOs,
+    names txmdb does not make), from the folder's own entries: no link is followed."""
     finals: dict[int, Path] = {}
     temps: list[_Temp] = []
     others: list[Path] = []
-    if not folder.is_dir():
+    try:
+        with os.scandir(home) as found:
+            entries = sorted(found, key=lambda entry: entry.name)
+    except (FileNotFoundError, NotADirectoryError):
         return finals, temps, others
-    final_name = re.compile(rf"(\d+){re.escape(kind.suffix)}")
-    for path in sorted(folder.iterdir()):
-        if not path.is_file():
-            others.append(path)
+    final_name = re.compile(rf"[1-9][0-9]*{re.escape(kind.suffix)}")
+    for entry in entries:
+        path = home / entry.name
+        try:
+            info = entry.stat(follow_symlinks=False)
+        except FileNotFoundError:
             continue
-        if (found := final_name.fullmatch(path.name)) is not None:
-            finals[int(found.group(1))] = path
-        elif path.name.startswith(".") and (found := _TEMP.search(path.name)) is not None:
-            try:
-                mtime = path.stat().st_mtime
-            except FileNotFoundError:
-                continue
-            temps.append(_Temp(path, found["host"], int(found["pid"]), found["id"], mtime,
-                               scratch=not path.name.startswith(".tmp.")))
+        if not stat.S_ISREG(info.st_mode):
+            others.append(path)
+        elif final_name.fullmatch(entry.name):
+            finals[int(entry.name[:-len(kind.suffix)])] = path
+        elif (temp := _TEMP.fullmatch(entry.name)) and temp["suffix"] == kind.suffix and (
+                (temp["pre"] == ".") == bool(temp["post"])):
+            temps.append(_Temp(path, temp["host"], int(temp["pid"]), temp["id"], info.st_mtime, scratch=bool(temp["pre"])))
         else:
             others.append(path)
     return finals, temps, others
 
 
-def _inside(path: Path, root: Path) -> bool:
-    return path.resolve().is_relative_to(root.resolve())
+def _not_in_store(path: Path, where: Path | None, home: Path, root: Path) -> str:
+    """Why a row's file is not looked at: it is not an entry of its store folder."""
+    if where is None:
+        return f"its file {path} is a loop of symbolic links; it is not read"
+    if path.parent == home:
+        return f"its file {path} links out of the store, to {where}; it is not read"
+    if where.is_relative_to(home.parent):
+        return f"its file {path} is not a file of the store folder {home}; it is not read"
+    return f"its file {path} lies outside the store {root}: check --store"
 
 
 def _audit_kind(store: Store, kind: Kind, audit: Audit, stale_after_s: float) -> None:
@@ -501,7 +773,16 @@ def _audit_kind(store: Store, kind: Kind, audit: Audit, stale_after_s: float) ->
 
     model = kind.table()
     folder = store.root / kind.folder
-    finals, temps, others = _listing(folder, kind)
+    home = (_resolved(store.root) or store.root) / kind.folder
+    finals, temps, others = {}, [], []
+    if (problem := _folder_problem(store, kind)) is not None:
+        audit.add(f"{kind.folder}/", f"{problem}; nothing in it is checked or repaired: move its files back into "
+                                     "the store, or give --store", foreign=True)
+    else:
+        try:
+            finals, temps, others = _listing(home, kind)
+        except OSError as exc:
+            audit.add(f"{kind.folder}/", f"cannot be listed: {describe_os_error(exc)}", foreign=True)
     columns = [model.id, getattr(model, kind.path_column).label("path"), getattr(model, kind.sha_column).label("sha")]
     if kind.status:
         columns += [model.status, model.host, model.pid, model.started_at]
@@ -535,13 +816,26 @@ def _audit_kind(store: Store, kind: Kind, audit: Audit, stale_after_s: float) ->
             audit.add(subject, "no file recorded")
             continue
         path = Path(row.path)
-        actual = _sha256_or_none(path)
+        where = _resolved(path)
+        if where is None or where.parent != home:
+            # Never read: a row may name /dev/zero, a FIFO or another catalogue's file.
+            audit.add(subject, _not_in_store(path, where, home, store.root))
+            claimed.add(path)        # a link in the folder: this line says all about it
+            continue
+        try:
+            actual = sha256_regular(where)
+        except FileNotFoundError:
+            actual = None
+        except OSError as exc:
+            claimed.add(where)
+            audit.add(subject, f"its file {path} {_file_problem(exc)}", foreign=True)
+            continue
         if actual is not None:
-            claimed.add(path.resolve())
+            claimed.add(where)
             audit.files += 1
             if actual != row.sha:
                 audit.add(subject, f"{path} changed since it was recorded (SHA-256 differs); "
-                                   "restore it or re-run what wrote it")
+                                   "restore it or re-run what wrote it", foreign=True)
             continue
         owner = str(row.id) if kind.status else "new"
         pending = [t for t in temps if t.owner == owner and not t.scratch and t.path not in claimed]
@@ -550,16 +844,17 @@ def _audit_kind(store: Store, kind: Kind, audit: Audit, stale_after_s: float) ->
             claimed.add(match.path)
             if temp_alive(match):
                 audit.in_progress += 1
-            elif _inside(path, store.root):
-                audit.add(subject, f"its file is still under its temporary name {match.path.name}",
-                          f"renamed to {path.name}", _bind(_roll_forward, match.path, path))
             else:
-                audit.add(subject, f"its file {path} is missing and its temporary {match.path} lies in "
-                                   "another folder; check --store")
+                audit.add(subject, f"its file is still under its temporary name {match.path.name}",
+                          f"renamed to {where.name}", _bind(_roll_forward, home, match.path.name, where.name))
             continue
-        if not _inside(path, store.root):
-            audit.add(subject, f"its file {path} is missing; it lies outside the store {store.root}: check --store")
-        elif not folder.is_dir():
+        canonical = finals.get(row.id)
+        if canonical is not None and canonical not in claimed and _sha256_or_none(canonical) == row.sha:
+            # The row's path is wrong (edited, corrupted), not its file: follow the file.
+            claimed.add(canonical)
+            audit.add(subject, f"it names {path}, but its file is {canonical.name}, with the SHA-256 it records",
+                      f"row re-pointed to {canonical}", _bind(_repoint, store, kind, row.id, row.path, canonical))
+        elif not home.is_dir():
             audit.add(subject, f"its file {path} is missing, and so is the folder {folder}: check --store")
         elif kind.status:
             audit.add(subject, f"its file {path} is missing", "marked failed (results file missing)",
@@ -571,16 +866,20 @@ def _audit_kind(store: Store, kind: Kind, audit: Audit, stale_after_s: float) ->
             audit.add(subject, f"its file {path} is missing and its source {row.file_path} is gone or changed")
 
     for record_id, path in finals.items():
-        if path.resolve() in claimed:
+        if path in claimed:
             continue
         row = by_id.get(record_id)
         subject = f"{kind.folder}/{path.name}"
-        if row is not None and row.path and Path(row.path).resolve() != path.resolve() and (
-                not kind.status or row.status == "done"):
-            audit.add(subject, f"{kind.noun} {record_id} names another file, {row.path}; check --store")
-            continue
-        whose = "no row names it" if row is None else f"{kind.noun} {record_id} is {row.status}"
-        audit.add(subject, f"orphan file: {whose}", "removed", _bind(_remove, path))
+        if row is None:
+            audit.add(subject, "orphan file: no row names it", "removed", _bind(_remove, home, path.name),
+                      foreign=True)
+        elif row.path and _resolved(Path(row.path)) != path and (not kind.status or row.status == "done"):
+            audit.add(subject, f"{kind.noun} {record_id} names another file, {row.path}; check --store", foreign=True)
+        else:
+            # Its id has a row, which may want it back: never removed.
+            state = f"is {row.status}" if kind.status else "records no file"
+            audit.add(subject, f"{kind.noun} {record_id} {state}, but this file has its id: kept; move it out of "
+                               "the store if it is not wanted", foreign=True)
 
     for temp in temps:
         if temp.path in claimed:
@@ -590,20 +889,18 @@ def _audit_kind(store: Store, kind: Kind, audit: Audit, stale_after_s: float) ->
             audit.in_progress += 1
             continue
         audit.add(subject, f"temporary file left by a crash (writer pid {temp.pid} is gone)", "removed",
-                  _bind(_remove, temp.path))
+                  _bind(_remove, home, temp.path.name), foreign=True)
 
     for path in others:
-        audit.add(f"{kind.folder}/{path.name}", "not a file txmdb writes; move it out of the store")
-
-
-def _sha256_or_none(path: Path) -> str | None:
-    """The file's SHA-256, or None when it is not there (a writer may rename it meanwhile)."""
-    from txmdb.io.files import sha256_file
-
-    try:
-        return sha256_file(path)
-    except (FileNotFoundError, IsADirectoryError):
-        return None
+        if path in claimed:
+            continue
+        try:
+            mode = path.lstat().st_mode
+        except FileNotFoundError:
+            continue
+        what = "" if stat.S_ISREG(mode) else f"{_what(mode)}, "
+        audit.add(f"{kind.folder}/{path.name}", f"{what}not a file txmdb writes; move it out of the store",
+                  foreign=True)
 
 
 def _when(value: dt.datetime | None) -> str:
@@ -615,13 +912,32 @@ def _bind(function, *args, **kwargs) -> Callable[[], None]:
     return lambda: function(*args, **kwargs)
 
 
-def _remove(path: Path) -> None:
-    path.unlink(missing_ok=True)
+def _remove(home: Path, name: str) -> None:
+    """Remove the regular file ``name`` of the store folder ``home``, never through a link."""
+    with _opened_folder(home) as fd:
+        try:
+            mode = os.stat(name, dir_fd=fd, follow_symlinks=False).st_mode
+        except FileNotFoundError:
+            return
+        if not stat.S_ISREG(mode):
+            raise _NotRegular(_what(mode))
+        os.unlink(name, dir_fd=fd)
 
 
-def _roll_forward(temp: Path, final: Path) -> None:
-    os.replace(temp, final)
-    _fsync(final.parent)
+def _roll_forward(home: Path, temp: str, final: str) -> None:
+    with _opened_folder(home) as fd:
+        os.replace(temp, final, src_dir_fd=fd, dst_dir_fd=fd)
+        os.fsync(fd)
+
+
+def _repoint(store: Store, kind: Kind, record_id: int, was: str, path: Path) -> None:
+    """Make the row name ``path``, if it still names ``was``."""
+    from sqlalchemy import update
+
+    model = kind.table()
+    with store.session() as session:
+        session.execute(update(model).where(model.id == record_id, getattr(model, kind.path_column) == was)
+                        .values({kind.path_column: str(path)}))
 
 
 def _delete_row(store: Store, kind: Kind, record_id: int) -> None:
@@ -633,7 +949,4 @@ def _delete_row(store: Store, kind: Kind, record_id: int) -> None:
 
 def _source_intact(path: str | None, sha256: str | None) -> bool:
     """Whether an ingested source is still where it was, unchanged (so it can be ingested again)."""
-    try:
-        return bool(path) and _sha256_or_none(Path(path)) == sha256
-    except OSError:
-        return False
+    return bool(path) and _sha256_or_none(Path(path)) == sha256

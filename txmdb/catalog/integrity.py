@@ -1,10 +1,13 @@
 """``txmdb db check``: the catalogue against its store and its sources, and the repair of what
 a crash left (the store's protocol, :mod:`txmdb.store`, says what each crash leaves).
 
-A repair removes only what no row needs — temporaries and orphan files — moves a committed
-file still under its temporary name into place, and marks analyses whose process is gone
-``failed``. It never deletes a recorded result whose file is there, nor a source file; a
-changed or missing source, or a store file whose hash differs, is reported for a person.
+A repair removes only what no row needs — temporaries and files whose id has no row —, moves
+a committed file still under its temporary name into place, points a row whose path is wrong
+at the file of its id when that file has the row's SHA-256, and marks analyses whose process
+is gone ``failed``. It never deletes a file whose id has a row, nor a source file, nor
+anything through a link; a changed or missing source, or a store file whose hash differs, is
+reported for a person. A store that belongs to another catalogue is neither checked nor
+repaired (:mod:`txmdb.store`, Owner).
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from txmdb.errors import TxmdbError
+from txmdb.errors import StoreOwnerError, TxmdbError
 from txmdb.store import Audit, Finding
 
 # Hours a 'running' analysis (or a temporary file) of another host counts as at work: its
@@ -60,6 +63,8 @@ def check_catalog(catalog, *, repair: bool = False, stale_hours: float = STALE_H
             if finding.action is not None:
                 try:
                     finding.action()
+                except StoreOwnerError:
+                    raise           # the store is not (or no longer) this catalogue's: repair nothing
                 except (OSError, TxmdbError) as exc:
                     report.findings.append(Finding(finding.subject, f"repair failed: {exc}"))
                     continue
@@ -80,7 +85,7 @@ def check_sources(catalog) -> Audit:
     from sqlalchemy import select
 
     from txmdb.db import models as m
-    from txmdb.io.files import sha256_file
+    from txmdb.store import sha256_regular
 
     audit = Audit()
     for model, noun in ((m.TXMScan, "TXM scan"), (m.CyclingRun, "cycling run"), (m.XASMeasurement, "XAS measurement"),
@@ -95,7 +100,7 @@ def check_sources(catalog) -> Audit:
             try:
                 if not path.is_file():
                     audit.add(subject, f"source {path} is missing")
-                elif path.stat().st_size != row.file_size_bytes or sha256_file(path) != row.file_sha256:
+                elif path.stat().st_size != row.file_size_bytes or sha256_regular(path) != row.file_sha256:
                     audit.add(subject, f"source {path} changed since it was ingested (SHA-256 differs)")
             except OSError as exc:
                 audit.add(subject, f"source {path} cannot be read: {exc.strerror or exc}")

@@ -16,6 +16,7 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     Boolean,
+    CheckConstraint,
     DateTime,
     Float,
     ForeignKey,
@@ -411,6 +412,18 @@ class UThetaProfile(Base):
     theta_hi: Mapped[float] = mapped_column(Float)
     n: Mapped[int] = mapped_column(Integer)
     mean_u_ev_per_nm: Mapped[Optional[float]] = mapped_column(Float)
+
+
+class CatalogueIdentity(Base):
+    """The catalogue's own id (one row, made by its migration): its results store carries it
+    in an owner mark, so no other catalogue writes, checks or repairs that store."""
+
+    __tablename__ = "catalogue_identity"
+    __table_args__ = (CheckConstraint("id = 1", name="one_row"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    uuid: Mapped[str] = mapped_column(String(36))
+    created_at: Mapped[dt.datetime] = mapped_column(Timestamp, default=_now)
 
 
 def data_columns(model: type[Base]) -> tuple[str, ...]:
