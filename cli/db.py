@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 
+from typing import Optional
+
 import typer
 
 from txmdb.cli._common import catalog, echo
-from txmdb.vocabulary import REPORTING_ROLE
 
 app = typer.Typer(help="Inspect and migrate the catalogue schema.", no_args_is_help=True)
 
@@ -52,12 +53,17 @@ def current_cmd(ctx: typer.Context) -> None:
 
 @app.command("reporting-role")
 def reporting_role_cmd(ctx: typer.Context,
-                       name: str = typer.Argument(REPORTING_ROLE, help="Name of the reporting role.")) -> None:
+                       name: Optional[str] = typer.Argument(
+                           None, show_default=False,
+                           help="Name of the reporting role [default: txmdb_reader_<database>, and "
+                                "_<schema> outside schema public].")) -> None:
     """Create or update the read-only role `query sql` runs as (PostgreSQL; safe to run again).
 
     The role cannot log in and may only SELECT the catalogue's tables, today's and future
-    ones. The catalogue owner becomes a member so it can switch to it. Run it as the
-    catalogue owner if that role may create roles (CREATEROLE), otherwise as a database admin.
+    ones. Each catalogue has its own. The catalogue owner becomes a member so it can switch
+    to it. An existing role is refused unless it is this catalogue's reporting role. Run it
+    as the catalogue owner if that role may create roles (CREATEROLE), otherwise as a
+    database admin.
     """
     from txmdb.readonly_sql import ensure_reporting_role
 

@@ -9,6 +9,7 @@ rather than a filter silently ignored.
 from __future__ import annotations
 
 import inspect
+import math
 from pathlib import Path
 from typing import List, Optional
 
@@ -16,7 +17,9 @@ import typer
 
 from txmdb.cli._common import CommandGroup, FormatOption, OutputFormat, OutputOption, catalog, emit_table
 from txmdb.query import QUERIES
-from txmdb.vocabulary import DEFAULT_MAX_ROWS, DEFAULT_TIMEOUT_S, FILTERS, MAX_CATALOGUE_INT, Filter
+from txmdb.vocabulary import (
+    DEFAULT_MAX_ROWS, DEFAULT_TIMEOUT_S, FILTERS, MAX_CATALOGUE_INT, MAX_SQL_ROWS, MAX_TIMEOUT_S, Filter,
+)
 
 # Every spelling of every filter option ("--weighted" and "--unweighted" alike).
 _FLAGS = {flag: f for f in FILTERS.values() for spelling in f.flags for flag in spelling.split("/")}
@@ -112,12 +115,21 @@ for _name in QUERIES:
     app.command(_name)(table_command(_name))
 
 
+def _seconds(value: float) -> float:
+    if math.isnan(value):  # a range lets NaN through: no comparison with it is true
+        raise typer.BadParameter("nan is not a number of seconds")
+    return value
+
+
 @app.command("sql")
 def sql(ctx: typer.Context, statement: str = typer.Argument(..., help="One SELECT statement."),
-        timeout: float = typer.Option(DEFAULT_TIMEOUT_S, "--timeout", min=0.001, metavar="SECONDS",
-                                      help="Stop the statement after this long (on the server, for PostgreSQL)."),
-        max_rows: int = typer.Option(DEFAULT_MAX_ROWS, "--max-rows", min=1, metavar="N",
-                                     help="Return at most N rows; a note on stderr says when more were cut."),
+        timeout: float = typer.Option(DEFAULT_TIMEOUT_S, "--timeout", min=0.001, max=MAX_TIMEOUT_S,
+                                      callback=_seconds, metavar="SECONDS",
+                                      help="Stop the statement after this long (on the server, for PostgreSQL); "
+                                           f"at most {MAX_TIMEOUT_S:g}."),
+        max_rows: int = typer.Option(DEFAULT_MAX_ROWS, "--max-rows", min=1, max=MAX_SQL_ROWS, metavar="N",
+                                     help="Return at most N rows; a note on stderr says when more were cut; "
+                                          f"N is at most {MAX_SQL_ROWS}."),
         fmt: OutputFormat = FormatOption, output: Optional[Path] = OutputOption) -> None:
     """Run one read-only SQL query on the catalogue: it can never write, and it is bounded in time and rows.
 
@@ -131,6 +143,11 @@ def sql(ctx: typer.Context, statement: str = typer.Argument(..., help="One SELEC
         result = run_readonly_sql(cat.engine.url, statement, timeout=timeout, max_rows=max_rows)
     except QueryTimeout as exc:
         raise TxmdbError(f"{exc} (--timeout)") from None
-    emit_table(result.frame, fmt, output)
+    try:
+        emit_table(result.frame, fmt, output)
+    except MemoryError:
+        from txmdb.readonly_sql import OUT_OF_MEMORY
+
+        raise TxmdbError(f"{OUT_OF_MEMORY} (--max-rows)") from None
     if result.cut:
         typer.echo(f"note: the result was cut at {max_rows} rows (--max-rows)", err=True)

@@ -62,11 +62,13 @@ def db_url(request, tmp_path):
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'catalogue.db'}"
         return
-    url, drop = _fresh_pg_url(request.getfixturevalue("pg_server"))
+    server = request.getfixturevalue("pg_server")
+    url, drop = _fresh_pg_url(server)
     try:
         yield as_catalogue_owner(url)
     finally:
         drop()
+        _drop_reporting_role(server, url)
 
 
 # A lab's catalogue belongs to a login role without superuser rights (docs/deployment.md), and
@@ -95,6 +97,22 @@ def as_catalogue_owner(admin_url: str) -> str:
     owner_url = admin.set(username=PG_OWNER).render_as_string(hide_password=False)
     ensure_reporting_role(owner_url)
     return owner_url
+
+
+def _drop_reporting_role(server, admin_url: str) -> None:
+    """Roles are cluster-wide and outlive their database: drop the catalogue's own reporting role."""
+    import psycopg
+    from psycopg import sql
+    from sqlalchemy.engine import make_url
+
+    from txmdb.readonly_sql import default_reporting_role
+
+    base = make_url(server if isinstance(server, str) else server.url)
+    conninfo = psycopg.conninfo.make_conninfo(host=base.host, port=base.port, user=base.username,
+                                              password=base.password, dbname=base.database)
+    role = default_reporting_role(make_url(admin_url).database, "public")
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
 
 
 @pytest.fixture

@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import PG_OWNER
-from txmdb.readonly_sql import GUARD_FUNCTION, REPORTING_ROLE
+from txmdb.readonly_sql import GUARD_FUNCTION, default_reporting_role
 
 NOTE_CUT = "note: the result was cut at {} rows (--max-rows)"
 UPDATE = "UPDATE samples SET notes = 'x' WHERE id = 1"
@@ -116,7 +116,7 @@ COMMON = [
     ("NOTIFY c", "error", "error"),
     ("GRANT ALL ON samples TO PUBLIC", "error", "error"),
     ("CREATE ROLE evil SUPERUSER", "error", "error"),
-    (f"ALTER ROLE {REPORTING_ROLE} LOGIN", "error", "error"),
+    ("ALTER ROLE CURRENT_USER LOGIN", "error", "error"),
     # Reading is fine.
     ("SELECT * FROM samples;", "rows", "rows"),
     ("VALUES (1)", "rows", "rows"),
@@ -197,6 +197,13 @@ def _snapshot(cli) -> dict:
         out["roles"] = conn.execute("SELECT rolname, rolsuper, rolcanlogin, rolcreaterole FROM pg_roles"
                                     " WHERE rolname NOT LIKE 'pg\\_%' ORDER BY 1").fetchall()
     return out
+
+
+def _reader(cli) -> str:
+    """The reporting role of the test's PostgreSQL catalogue (each catalogue has its own)."""
+    from sqlalchemy.engine import make_url
+
+    return default_reporting_role(make_url(cli.url).database, "public")
 
 
 def _one_error_line(result) -> str:
@@ -385,7 +392,7 @@ def test_superuser_url_is_refused_even_for_copy_to_program(lab, request, tmp_pat
     for statement in (f"COPY (SELECT 1) TO PROGRAM 'touch {tmp_path}/pwned'", "SELECT 1 AS one"):
         assert _one_error_line(_invoke(admin, lab.store, "query", "sql", statement)) == (
             f'error: query sql will not run as "postgres", a superuser: connect as the catalogue owner '
-            f'"{PG_OWNER}"; queries then run as the reporting role "{REPORTING_ROLE}"')
+            f'"{PG_OWNER}"; queries then run as the reporting role "{_reader(lab)}"')
     assert not (tmp_path / "pwned").exists()
     assert _snapshot(lab) == before
 
@@ -397,11 +404,11 @@ def test_roles_that_reach_outside_the_database_are_refused(lab, request, server_
     user = f"t_{server_role}"
     with _pg(_admin_url(request, lab.url), autocommit=True) as conn:
         conn.execute(f"DROP ROLE IF EXISTS {user}")
-        conn.execute(f"CREATE ROLE {user} LOGIN IN ROLE {server_role}, {REPORTING_ROLE}")
+        conn.execute(f"CREATE ROLE {user} LOGIN IN ROLE {server_role}, {_reader(lab)}")
     try:
         assert _one_error_line(_invoke(_as(lab.url, user), lab.store, "query", "sql", "SELECT 1 AS one")) == (
             f'error: query sql will not run as "{user}", a member of {server_role}: connect as the catalogue owner '
-            f'"{PG_OWNER}"; queries then run as the reporting role "{REPORTING_ROLE}"')
+            f'"{PG_OWNER}"; queries then run as the reporting role "{_reader(lab)}"')
     finally:
         with _pg(_admin_url(request, lab.url), autocommit=True) as conn:
             conn.execute(f"DROP OWNED BY {user}; DROP ROLE {user}")
@@ -431,7 +438,7 @@ def test_query_sql_signals_no_other_session_not_even_of_its_own_role(lab, reques
         conn.execute("CREATE ROLE t_colleague LOGIN")
     victims = {
         "same login role": _Victim(lab.url),
-        "same login role, switched to the reporting role": _Victim(lab.url, role=REPORTING_ROLE),
+        "same login role, switched to the reporting role": _Victim(lab.url, role=_reader(lab)),
         "another role": _Victim(_as(lab.url, "t_colleague")),
         "superuser": _Victim(admin),
     }
@@ -465,7 +472,7 @@ def test_query_sql_signals_no_other_session_not_even_of_its_own_role(lab, reques
     # reporting role but outside the guard, does end a session: SET ROLE alone is not enough.
     target = victims["same login role"]
     with _pg(lab.url) as plain:
-        plain.execute(f"SET LOCAL ROLE {REPORTING_ROLE}")
+        plain.execute(f"SET LOCAL ROLE {_reader(lab)}")
         plain.execute(f"SELECT set_config('role', 'none', true), pg_terminate_backend({target.pid})")
         plain.rollback()
     time.sleep(0.3)
@@ -574,19 +581,19 @@ def test_query_sql_without_a_reporting_role_names_the_command(lab):
     (f"CREATE OR REPLACE FUNCTION {GUARD_FUNCTION}(query text, max_rows bigint, max_bytes bigint) RETURNS SETOF "
      "record LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, public, pg_temp AS "
      "$$BEGIN RETURN QUERY EXECUTE query; END$$", f"has a changed {GUARD_FUNCTION} function"),
-    (f"GRANT INSERT ON samples TO {REPORTING_ROLE}", "can write catalogue tables"),
-    (f"GRANT USAGE ON SEQUENCE samples_id_seq TO {REPORTING_ROLE}", "can write catalogue tables"),
-    (f"ALTER ROLE {REPORTING_ROLE} LOGIN", "can log in"),
-    (f"GRANT pg_read_all_settings TO {REPORTING_ROLE}", "is a member of other roles"),
-    (f"ALTER ROLE {REPORTING_ROLE} CREATEDB", "has superuser or role-creating powers"),
+    ("GRANT INSERT ON samples TO {role}", "can write catalogue tables"),
+    ("GRANT USAGE ON SEQUENCE samples_id_seq TO {role}", "can write catalogue tables"),
+    ("GRANT pg_read_all_settings TO {role}", "is a member of other roles"),
+    ("ALTER ROLE {role} CREATEDB", "has superuser or role-creating powers"),
 ])
 def test_a_weakened_reporting_role_is_refused_until_the_command_runs_again(lab, tamper, problem):
+    role = _reader(lab)
     with _pg(lab.url, autocommit=True) as conn:
-        conn.execute(tamper)
+        conn.execute(tamper.format(role=role))
     try:
         assert _one_error_line(lab("query", "sql", "SELECT 1 AS one")) == (
-            f'error: query sql refused: the reporting role "{REPORTING_ROLE}" {problem}; '
-            f'run `txmdb db reporting-role {REPORTING_ROLE}` again')
+            f'error: query sql refused: the reporting role "{role}" {problem}; '
+            f'run `txmdb db reporting-role {role}` again')
     finally:
         repaired = lab("db", "reporting-role")
     assert repaired.exit_code == 0, repaired.output
@@ -602,8 +609,8 @@ def test_a_role_that_cannot_switch_to_the_reporting_role_is_refused(lab, request
         conn.execute("GRANT INSERT ON samples TO t_writer")
     try:
         assert _one_error_line(_invoke(_as(lab.url, "t_writer"), lab.store, "query", "sql", "SELECT 1 AS one")) == (
-            f'error: query sql runs queries as the reporting role "{REPORTING_ROLE}", which "t_writer" is not a '
-            f'member of: connect as the catalogue owner, or run `txmdb db reporting-role {REPORTING_ROLE}` as '
+            f'error: query sql runs queries as the reporting role "{_reader(lab)}", which "t_writer" is not a '
+            f'member of: connect as the catalogue owner, or run `txmdb db reporting-role {_reader(lab)}` as '
             f'"t_writer"')
     finally:
         with _pg(_admin_url(request, lab.url), autocommit=True) as conn:

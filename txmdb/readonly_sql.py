@@ -3,15 +3,18 @@
 Nothing here parses SQL to decide what is safe; the database engines decide.
 
 SQLite: the file is opened ``mode=ro`` with ``PRAGMA query_only``, an authorizer denies every
-action but reading, the driver prepares exactly one statement, and a progress handler stops
-the statement at the time limit.
+action but reading, the driver prepares exactly one statement, and a progress handler and a
+watchdog thread stop the statement at the time limit. Neither can stop one function call
+midway, so values are short (:data:`~txmdb.vocabulary.SQLITE_MAX_VALUE_BYTES`): the costliest
+call (``trim(X, Y)``, quadratic) then ends within a second.
 
 PostgreSQL: a guard function installed by :func:`ensure_reporting_role` runs the query. The
 session
  1. refuses superusers and members of the server-file and signal roles;
  2. opens a ``READ ONLY`` transaction, always rolled back, with a server-side statement timeout,
     a dead-client check and keepalives;
- 3. switches to the reporting role (``SET LOCAL ROLE``), a NOLOGIN role with SELECT only;
+ 3. switches to the reporting role (``SET LOCAL ROLE``), a NOLOGIN role with SELECT only, on
+    this catalogue only (roles are cluster-wide: each catalogue has its own);
  4. sends the query in one protocol ``Parse`` (the extended protocol): the server refuses
     stacked statements (``cannot insert multiple commands into a prepared statement``) and
     utility statements (``COMMIT``, ``SET ROLE``, ``DO``…) return no rows, so they are refused
@@ -27,6 +30,8 @@ Rows come back through a server-side cursor in batches.
 
 from __future__ import annotations
 
+import json
+import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -38,17 +43,22 @@ if TYPE_CHECKING:
     import pandas as pd
 
 from txmdb.vocabulary import (  # noqa: F401  (the CLI's defaults, re-exported)
-    DEFAULT_MAX_ROWS, DEFAULT_TIMEOUT_S, MAX_RESULT_BYTES, REPORTING_ROLE, SQLITE_MAX_VALUE_BYTES,
+    DEFAULT_MAX_ROWS, DEFAULT_TIMEOUT_S, MAX_RESULT_BYTES, MAX_ROLE_NAME_BYTES, MAX_SQL_ROWS, MAX_TIMEOUT_S,
+    REPORTING_ROLE_PREFIX, SQLITE_MAX_PATTERN_BYTES, SQLITE_MAX_VALUE_BYTES,
 )
 
 GUARD_FUNCTION = "txmdb_reporting_query"
 # Roles that reach beyond the database (files, programs) or into other sessions.
 FORBIDDEN_ROLES = ("pg_execute_server_program", "pg_write_server_files", "pg_read_server_files", "pg_signal_backend")
-_BATCH_ROWS = 1000
+# PostgreSQL rows arrive in batches (one round trip each; the guard has sized them already).
+# SQLite makes a row when it is fetched: one at a time, so the byte cap holds before the next.
+_PG_BATCH_ROWS = 1000
 _SQLITE_PROGRESS_STEPS = 1000
 
 # One row per FETCH (a FOR loop would read ten ahead): the byte cap stops a query whose rows
-# grow, before the next, larger row is made.
+# grow, before the next, larger row is made. Sizes are of the row's text, as the client
+# receives it: pg_column_size would count a value read from a table compressed (100 MB of
+# repeated text is 1 MB stored).
 _GUARD_BODY = """
 DECLARE
   c refcursor;
@@ -60,7 +70,7 @@ BEGIN
   LOOP
     FETCH c INTO r;
     EXIT WHEN NOT FOUND;
-    size := size + pg_column_size(r);
+    size := size + octet_length(r::text);
     IF size > max_bytes THEN
       RAISE EXCEPTION 'the result is larger than % bytes; select fewer rows or columns', max_bytes
         USING ERRCODE = 'program_limit_exceeded';
@@ -119,17 +129,20 @@ def run_readonly_sql(url, text: str, *, timeout: float = DEFAULT_TIMEOUT_S,
 
     from txmdb.db.engine import resolve_url
 
-    if not timeout > 0:
-        raise TxmdbError(f"query sql: time limit {timeout} s is not positive")
-    if max_rows < 1:
-        raise TxmdbError(f"query sql: row cap {max_rows} is not a positive number of rows")
+    if not 0 < timeout <= MAX_TIMEOUT_S:  # NaN fails this too
+        raise TxmdbError(f"query sql: time limit {timeout} s is not between 0 and {MAX_TIMEOUT_S:g} s")
+    if not 1 <= max_rows <= MAX_SQL_ROWS:
+        raise TxmdbError(f"query sql: row cap {max_rows} is not between 1 and {MAX_SQL_ROWS} rows")
     if "\x00" in text:
         raise TxmdbError("query sql: the statement holds a NUL character")
     resolved = url if isinstance(url, URL) else resolve_url(url)
     run = _run_sqlite if resolved.get_backend_name() == "sqlite" else _run_postgresql
-    with _driver_connection(resolved, read_only=True) as connection:
-        names, rows, cut = run(connection, text, timeout, max_rows)
-    return SqlResult(pd.DataFrame(rows, columns=_unique_names(names)), cut)
+    try:
+        with _driver_connection(resolved, read_only=True) as connection:
+            names, rows, cut = run(connection, text, timeout, max_rows)
+        return SqlResult(pd.DataFrame(rows, columns=_unique_names(names)), cut)
+    except MemoryError:
+        raise TxmdbError(OUT_OF_MEMORY) from None
 
 
 @contextmanager
@@ -153,22 +166,39 @@ def _driver_connection(url, *, read_only: bool):
         engine.dispose()
 
 
+OUT_OF_MEMORY = "query sql: out of memory for the result; select fewer rows or columns"
+
+
 def _timeout_error(timeout: float) -> QueryTimeout:
     return QueryTimeout(f"query sql: stopped at the time limit of {timeout:g} s")
 
 
-def _collect(fetchmany, max_rows: int, size_of) -> tuple[list, bool]:
-    """Up to ``max_rows`` rows in batches (never all at once); True if more were there."""
+def _value_size(value) -> int:
+    """Bytes a fetched value counts against the cap: text and blobs by length, the rest as text."""
+    if isinstance(value, (str, bytes, bytearray, memoryview)):
+        return len(value)
+    if value is None or isinstance(value, (bool, int, float)):
+        return 8
+    return len(str(value))  # decimals, dates, JSON documents, arrays
+
+
+def _collect(fetchmany, max_rows: int, batch_rows: int) -> tuple[list, bool]:
+    """Up to ``max_rows`` rows, ``batch_rows`` at a time (never all at once); True if more were there.
+
+    Each row is sized before it is kept, so the rows never hold more than the cap and one row.
+    """
     rows: list = []
     size = 0
     while len(rows) <= max_rows:
-        batch = fetchmany(min(_BATCH_ROWS, max_rows + 1 - len(rows)))
+        batch = fetchmany(min(batch_rows, max_rows + 1 - len(rows)))
         if not batch:
             break
-        size += sum(map(size_of, batch))
-        if size > MAX_RESULT_BYTES:
-            raise TxmdbError(f"query sql: the result is larger than {MAX_RESULT_BYTES} bytes; select fewer rows or columns")
-        rows.extend(batch)
+        for row in batch:
+            size += sum(map(_value_size, row))
+            if size > MAX_RESULT_BYTES:
+                raise TxmdbError(f"query sql: the result is larger than {MAX_RESULT_BYTES} bytes; "
+                                 f"select fewer rows or columns")
+            rows.append(row)
     cut = len(rows) > max_rows
     return rows[:max_rows], cut
 
@@ -185,8 +215,11 @@ def _sqlite_authorizer(action, _arg1, arg2, *_rest) -> int:
     return sqlite3.SQLITE_OK if action in allowed else sqlite3.SQLITE_DENY
 
 
-def _sqlite_row_size(row) -> int:
-    return sum(len(v) if isinstance(v, (str, bytes)) else 8 for v in row)
+# What the engine says when a limit of query sql stops a statement, and which limit it is.
+_SQLITE_LIMIT_REASONS = {
+    "string or blob too big": f"no value may be longer than {SQLITE_MAX_VALUE_BYTES} bytes here",
+    "LIKE or GLOB pattern too complex": f"a pattern may be at most {SQLITE_MAX_PATTERN_BYTES} bytes here",
+}
 
 
 def _run_sqlite(con, text: str, timeout: float, max_rows: int):
@@ -195,29 +228,43 @@ def _run_sqlite(con, text: str, timeout: float, max_rows: int):
     # Three locks, each enough: mode=ro (the engine), query_only, and an authorizer for reading only.
     con.execute("PRAGMA query_only = ON")
     con.set_authorizer(_sqlite_authorizer)
-    length_limit = con.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, SQLITE_MAX_VALUE_BYTES)
+    limits = {sqlite3.SQLITE_LIMIT_LENGTH: SQLITE_MAX_VALUE_BYTES,
+              sqlite3.SQLITE_LIMIT_LIKE_PATTERN_LENGTH: SQLITE_MAX_PATTERN_BYTES}
+    saved = {limit: con.setlimit(limit, value) for limit, value in limits.items()}
     deadline = time.monotonic() + timeout
     con.set_progress_handler(lambda: int(time.monotonic() > deadline), _SQLITE_PROGRESS_STEPS)
+    # The progress handler runs every so many engine steps; the watchdog interrupts at the
+    # deadline whatever the engine is doing, fetching included. A function call runs to its end
+    # either way: the value limit keeps the longest short.
+    fired = threading.Event()
+    watchdog = threading.Timer(timeout, lambda: (fired.set(), con.interrupt()))
+    watchdog.daemon = True
+    watchdog.start()
     try:
         # The driver prepares one statement and refuses a second ("one statement at a time").
         cursor = con.execute(text)
         if cursor.description is None:
             raise TxmdbError("query sql: the statement returns no rows (only queries run here)")
         names = [d[0] for d in cursor.description]
-        rows, cut = _collect(cursor.fetchmany, max_rows, _sqlite_row_size)
+        rows, cut = _collect(cursor.fetchmany, max_rows, 1)
         return names, [tuple(r) for r in rows], cut
     except sqlite3.Error as exc:
-        if time.monotonic() > deadline and "interrupt" in str(exc):
+        if "interrupt" in str(exc) and (fired.is_set() or time.monotonic() > deadline):
             raise _timeout_error(timeout) from None
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         if reason in ("not authorized", "authorization denied"):
             reason += ": query sql only reads"
+        elif reason in _SQLITE_LIMIT_REASONS:
+            reason += f": {_SQLITE_LIMIT_REASONS[reason]}"
         raise TxmdbError(f"query sql: {reason}") from None
     finally:
+        watchdog.cancel()
+        watchdog.join()  # never interrupt the connection once it is handed back
         con.rollback()
         con.set_progress_handler(None, 0)
         con.set_authorizer(None)
-        con.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, length_limit)
+        for limit, value in saved.items():
+            con.setlimit(limit, value)
 
 
 # --------------------------------------------------------------------------- PostgreSQL
@@ -287,9 +334,45 @@ SELECT session_user::text, r.rolsuper OR current_setting('is_superuser') = 'on',
                         ELSE pg_has_role(session_user, d, 'MEMBER') OR pg_has_role(current_user, d, 'MEMBER') END),
        current_schema(),
        (SELECT pg_get_userbyid(c.relowner) FROM pg_class c
-         WHERE c.oid = to_regclass(quote_ident(current_schema()) || '.alembic_version'))
+         WHERE c.oid = to_regclass(quote_ident(current_schema()) || '.alembic_version')),
+       current_database()::text
 FROM pg_roles r WHERE r.rolname = session_user
 """
+
+
+def _beyond_catalogue(role: str, guard: str) -> str:
+    """SQL for where role ``role`` (an oid expression) holds rights or owns objects beyond
+    reading the current schema and owning its guard function ``guard`` (an oid expression,
+    may be NULL): an array of places, such as ``database "x"`` or ``schema "y"``.
+
+    pg_shdepend records, cluster-wide, every object a role owns and every grant it holds.
+    Memberships are checked on their own.
+    """
+    return f"""ARRAY(SELECT DISTINCT place FROM (
+  SELECT CASE
+    WHEN d.dbid = 0 AND d.classid = 'pg_database'::regclass AND d.objid = db.oid THEN NULL
+    WHEN d.dbid = 0 AND d.classid = 'pg_database'::regclass
+      THEN 'database ' || quote_ident((SELECT datname FROM pg_database WHERE oid = d.objid))
+    WHEN d.dbid = 0 THEN 'the cluster (a tablespace or setting)'
+    WHEN d.dbid <> db.oid THEN 'database ' || quote_ident((SELECT datname FROM pg_database WHERE oid = d.dbid))
+    WHEN d.deptype = 'o' AND d.classid = 'pg_proc'::regclass AND d.objid = {guard} THEN NULL
+    WHEN n.nspname = current_schema() AND d.deptype <> 'o' THEN NULL
+    WHEN n.nspname = current_schema() THEN 'objects it owns in schema ' || quote_ident(n.nspname)
+    WHEN n.nspname IS NOT NULL THEN 'schema ' || quote_ident(n.nspname)
+    ELSE 'database ' || quote_ident(db.datname) || ' outside its schemas'
+  END AS place
+  FROM pg_shdepend d
+  JOIN pg_database db ON db.datname = current_database()
+  LEFT JOIN pg_namespace n ON n.oid = CASE d.classid
+      WHEN 'pg_class'::regclass THEN (SELECT relnamespace FROM pg_class WHERE oid = d.objid)
+      WHEN 'pg_proc'::regclass THEN (SELECT pronamespace FROM pg_proc WHERE oid = d.objid)
+      WHEN 'pg_type'::regclass THEN (SELECT typnamespace FROM pg_type WHERE oid = d.objid)
+      WHEN 'pg_namespace'::regclass THEN d.objid
+      WHEN 'pg_default_acl'::regclass THEN (SELECT defaclnamespace FROM pg_default_acl WHERE oid = d.objid)
+    END
+  WHERE d.refclassid = 'pg_authid'::regclass AND d.refobjid = {role}) AS places
+ WHERE place IS NOT NULL ORDER BY 1)"""
+
 
 _CHECK_GUARD = """
 SELECT r.rolname::text, p.prosecdef, p.provolatile, p.prosrc, l.lanname,
@@ -302,7 +385,8 @@ SELECT r.rolname::text, p.prosecdef, p.provolatile, p.prosrc, l.lanname,
                                ELSE has_table_privilege(r.oid, c.oid, 'INSERT,UPDATE,DELETE,TRUNCATE,REFERENCES,TRIGGER')
                           END)),
        pg_has_role(session_user, r.oid, %(switch)s),
-       p.proconfig = ARRAY['search_path=pg_catalog, ' || quote_ident(current_schema()) || ', pg_temp']
+       p.proconfig = ARRAY['search_path=pg_catalog, ' || quote_ident(current_schema()) || ', pg_temp'],
+       """ + _beyond_catalogue("r.oid", "p.oid") + """
 FROM pg_proc p JOIN pg_roles r ON r.oid = p.proowner JOIN pg_language l ON l.oid = p.prolang
 WHERE p.oid = to_regprocedure(quote_ident(current_schema()) || '.' || %(name)s || '(text,bigint,bigint)')
 """
@@ -311,12 +395,12 @@ WHERE p.oid = to_regprocedure(quote_ident(current_schema()) || '.' || %(name)s |
 def _reporting_guard(cur) -> _Guard:
     """The guard function and its role, after checking the session and the role may run user SQL."""
     cur.execute(_CHECK_SESSION, {"forbidden": list(FORBIDDEN_ROLES)})
-    user, superuser, forbidden, schema, owner = cur.fetchone()
+    user, superuser, forbidden, schema, owner, database = cur.fetchone()
     # PostgreSQL 16 tells membership from the right to SET ROLE.
     switch = "SET" if cur.connection.info.server_version >= 160000 else "MEMBER"
     cur.execute(_CHECK_GUARD, {"name": GUARD_FUNCTION, "switch": switch})
     found = cur.fetchone()
-    role = found[0] if found else REPORTING_ROLE
+    role = found[0] if found else default_reporting_role(database, schema or "public")
     use = (f'connect as the catalogue owner "{owner}"' if owner and owner != user
            else "connect as the catalogue owner, or another role without these rights")
     if superuser:
@@ -330,19 +414,22 @@ def _reporting_guard(cur) -> _Guard:
     if found is None:
         raise TxmdbError(f'query sql needs the reporting role: run `txmdb db reporting-role` once, as the '
                          f'catalogue owner or a database admin (no {schema}.{GUARD_FUNCTION} here)')
-    _, secdef, volatility, body, language, login, powers, member_of, can_write, can_switch, path_ok = found
-    problem = (
-        "can log in" if login else
-        "has superuser or role-creating powers" if powers else
-        "is a member of other roles" if member_of else
-        "can write catalogue tables" if can_write else
-        f"has a changed {GUARD_FUNCTION} function"
+    _, secdef, volatility, body, language, login, powers, member_of, can_write, can_switch, path_ok, beyond = found
+    again = f"run `txmdb db reporting-role {role}` again"
+    problem, remedy = (
+        ("can log in", f"an admin must make it NOLOGIN (txmdb never changes a role that can log in), then {again}")
+        if login else
+        ("has superuser or role-creating powers", again) if powers else
+        ("is a member of other roles", again) if member_of else
+        ("can write catalogue tables", again) if can_write else
+        (f"has rights beyond reading this catalogue ({', '.join(beyond)})",
+         "give the catalogue a role of its own: run `txmdb db reporting-role NAME` with a new NAME") if beyond else
+        (f"has a changed {GUARD_FUNCTION} function", again)
         if (secdef, volatility, body, language, path_ok) != (True, "s", _GUARD_BODY, "plpgsql", True)
-        else None
+        else (None, None)
     )
     if problem:
-        raise TxmdbError(f'query sql refused: the reporting role "{role}" {problem}; '
-                         f'run `txmdb db reporting-role {role}` again')
+        raise TxmdbError(f'query sql refused: the reporting role "{role}" {problem}; {remedy}')
     if not can_switch:
         raise TxmdbError(f'query sql runs queries as the reporting role "{role}", which "{user}" is not a member of: '
                          f'connect as the catalogue owner, or run `txmdb db reporting-role {role}` as "{user}"')
@@ -389,14 +476,45 @@ def _fetch(pg, guard: _Guard, text: str, types: list[str], max_rows: int) -> tup
         sql.Identifier(guard.schema), sql.Identifier(GUARD_FUNCTION), columns)
     with pg.cursor(name="txmdb_query_sql") as cur:
         cur.execute(call, [text, max_rows + 1, MAX_RESULT_BYTES])
-        # The guard caps bytes on the server; rows are counted, not sized, here.
-        return _collect(cur.fetchmany, max_rows, lambda _row: 0)
+        # The guard caps bytes on the server; the client counts them again, as it receives them.
+        return _collect(cur.fetchmany, max_rows, _PG_BATCH_ROWS)
 
 
 # --------------------------------------------------------------------------- the reporting role
 
 
-def ensure_reporting_role(url, name: str = REPORTING_ROLE) -> ReportingRole:
+def default_reporting_role(database: str, schema: str) -> str:
+    """The reporting role of the catalogue in ``schema`` of ``database``: ``txmdb_reader_<database>``,
+    then ``_<schema>`` unless the schema is public. A name longer than PostgreSQL's 63 bytes
+    is cut and ends in a hash of both, so two long names still differ.
+    """
+    import hashlib
+
+    name = f"{REPORTING_ROLE_PREFIX}_{database}" + ("" if schema == "public" else f"_{schema}")
+    if len(name.encode()) <= MAX_ROLE_NAME_BYTES:
+        return name
+    digest = hashlib.sha256(f"{database}\0{schema}".encode()).hexdigest()[:8]
+    return name.encode()[:MAX_ROLE_NAME_BYTES - 9].decode(errors="ignore") + "_" + digest
+
+
+def _role_mark(database: str, schema: str) -> str:
+    """The comment on a reporting role naming its catalogue: how txmdb knows a role is its own."""
+    return _ROLE_MARK + json.dumps({"database": database, "schema": schema})
+
+
+_ROLE_MARK = "txmdb reporting role of "
+
+
+def _marked_catalogue(comment: str | None) -> str | None:
+    """The catalogue a role's comment marks it for, in words; None for a comment of no txmdb role."""
+    try:
+        place = json.loads(comment.removeprefix(_ROLE_MARK)) if comment and comment.startswith(_ROLE_MARK) else None
+        return f'database "{place["database"]}", schema "{place["schema"]}"'
+    except (ValueError, TypeError, KeyError):
+        return None
+
+
+def ensure_reporting_role(url, name: str | None = None) -> ReportingRole:
     """Create or update the read-only reporting role of the PostgreSQL catalogue at ``url``.
 
     The role cannot log in and holds USAGE on the catalogue's schema, SELECT on its tables
@@ -404,6 +522,12 @@ def ensure_reporting_role(url, name: str = REPORTING_ROLE) -> ReportingRole:
     nothing else. It owns the guard function query sql runs queries through, and the
     catalogue owner (and the user running this, unless a superuser) become its members so
     that they can switch to it. Idempotent; one transaction.
+
+    ``name`` defaults to :func:`default_reporting_role`: roles are cluster-wide, and each
+    catalogue has its own. An existing role is taken over only when it is this catalogue's
+    reporting role (marked so by its comment, or owning the guard function here), cannot log
+    in, is no superuser, and has no rights or members beyond this catalogue; nothing changes
+    otherwise. The catalogue's earlier reporting role, if another, loses its rights here.
     """
     from sqlalchemy.engine import URL
 
@@ -413,13 +537,21 @@ def ensure_reporting_role(url, name: str = REPORTING_ROLE) -> ReportingRole:
     if resolved.get_backend_name() != "postgresql":
         raise TxmdbError("db reporting-role is for PostgreSQL catalogues; on SQLite query sql opens the file "
                          "read-only and needs no role")
-    if not name or name.lower().startswith("pg_"):
-        raise TxmdbError(f"reporting role name {name!r} is empty or reserved (pg_…)")
+    if name is not None:
+        _check_role_name(name)
     with _driver_connection(resolved, read_only=False) as connection:
         return _setup_role(connection, name)
 
 
-def _setup_role(pg, name: str) -> ReportingRole:
+def _check_role_name(name: str) -> None:
+    if not name or "\x00" in name or name.lower().startswith("pg_"):
+        raise TxmdbError(f"reporting role name {name!r} is empty or reserved (pg_…)")
+    if len(name.encode()) > MAX_ROLE_NAME_BYTES:
+        raise TxmdbError(f"reporting role name {name!r} is longer than {MAX_ROLE_NAME_BYTES} bytes, "
+                         f"which PostgreSQL would cut short")
+
+
+def _setup_role(pg, name: str | None) -> ReportingRole:
     import psycopg
 
     pg.rollback()
@@ -427,34 +559,56 @@ def _setup_role(pg, name: str) -> ReportingRole:
         with pg.transaction(), pg.cursor() as cur:
             return _grant_reading(cur, name)
     except psycopg.Error as exc:
-        raise TxmdbError(f'db reporting-role "{name}": {_pg_reason(exc)}') from None
+        label = f' "{name}"' if name else ""
+        raise TxmdbError(f"db reporting-role{label}: {_pg_reason(exc)}") from None
 
 
-def _grant_reading(cur, name: str) -> ReportingRole:
+_WHO = """
+SELECT current_user::text, current_schema(), r.rolsuper, pg_get_userbyid(d.datdba),
+       (SELECT pg_get_userbyid(c.relowner) FROM pg_class c
+         WHERE c.oid = to_regclass(quote_ident(current_schema()) || '.alembic_version')),
+       current_database()::text,
+       (SELECT pg_get_userbyid(p.proowner) FROM pg_proc p
+         WHERE p.oid = to_regprocedure(quote_ident(current_schema()) || '.' || %(guard)s || '(text,bigint,bigint)'))
+FROM pg_roles r, pg_database d WHERE r.rolname = current_user AND d.datname = current_database()
+"""
+
+_EXISTING_ROLE = """
+SELECT r.rolsuper, r.rolcanlogin, shobj_description(r.oid, 'pg_authid'),
+       p.proowner IS NOT DISTINCT FROM r.oid,
+       """ + _beyond_catalogue("r.oid", "p.oid") + """,
+       ARRAY(SELECT pg_get_userbyid(m.member) FROM pg_auth_members m WHERE m.roleid = r.oid ORDER BY 1),
+       r.rolinherit, r.rolcreaterole, r.rolcreatedb, r.rolreplication, r.rolbypassrls
+FROM pg_roles r
+LEFT JOIN pg_proc p ON p.oid = to_regprocedure(quote_ident(current_schema()) || '.' || %(guard)s || '(text,bigint,bigint)')
+WHERE r.rolname = %(name)s
+"""
+
+
+def _grant_reading(cur, name: str | None) -> ReportingRole:
     from psycopg import sql
 
-    cur.execute("SELECT current_user::text, current_schema(), r.rolsuper, pg_get_userbyid(d.datdba),"
-                " (SELECT pg_get_userbyid(c.relowner) FROM pg_class c"
-                "   WHERE c.oid = to_regclass(quote_ident(current_schema()) || '.alembic_version'))"
-                " FROM pg_roles r, pg_database d WHERE r.rolname = current_user AND d.datname = current_database()")
-    me, schema, superuser, db_owner, catalogue_owner = cur.fetchone()
+    cur.execute(_WHO, {"guard": GUARD_FUNCTION})
+    me, schema, superuser, db_owner, catalogue_owner, database, previous = cur.fetchone()
     if schema is None:
         raise TxmdbError("db reporting-role: the session has no current schema (check search_path)")
+    name = name or default_reporting_role(database, schema)
     owner = catalogue_owner or (db_owner if superuser else me)
     if name in (me, owner):
         raise TxmdbError(f'db reporting-role: the reporting role must not be "{name}", which '
                          f'{"runs this command" if name == me else "owns the catalogue"}')
+    members = tuple(dict.fromkeys([owner] + ([] if superuser else [me])))
     role, s = sql.Identifier(name), sql.Identifier(schema)
     run = lambda statement, *args: cur.execute(sql.SQL(statement).format(*args))  # noqa: E731
-    cur.execute("SELECT rolsuper, rolcanlogin, rolinherit, rolcreaterole, rolcreatedb, rolreplication, rolbypassrls"
-                " FROM pg_roles WHERE rolname = %s", [name])
-    attributes = cur.fetchone()
-    if attributes is None:
+    cur.execute(_EXISTING_ROLE, {"guard": GUARD_FUNCTION, "name": name})
+    existing = cur.fetchone()
+    if existing is None:
         run("CREATE ROLE {} NOLOGIN NOINHERIT", role)
     else:
+        _refuse_foreign_role(name, existing[:6], _role_mark(database, schema), members)
         # Only the attributes that differ: changing some of them at all needs a superuser.
-        wanted = ("NOSUPERUSER", "NOLOGIN", "NOINHERIT", "NOCREATEROLE", "NOCREATEDB", "NOREPLICATION", "NOBYPASSRLS")
-        change = [word for word, has in zip(wanted, attributes) if has]
+        wanted = ("NOINHERIT", "NOCREATEROLE", "NOCREATEDB", "NOREPLICATION", "NOBYPASSRLS")
+        change = [word for word, has in zip(wanted, existing[6:]) if has]
         if change:
             run("ALTER ROLE {} " + " ".join(change), role)
         # It reads as itself only: no membership lends it another role's rights.
@@ -462,15 +616,16 @@ def _grant_reading(cur, name: str) -> ReportingRole:
                     " WHERE r.rolname = %s", [name])
         for (granted,) in cur.fetchall():
             run("REVOKE {} FROM {}", sql.Identifier(granted), role)
-    for statement in ("REVOKE ALL ON ALL TABLES IN SCHEMA {} FROM {}", "REVOKE ALL ON ALL SEQUENCES IN SCHEMA {} FROM {}",
-                      "REVOKE ALL ON ALL ROUTINES IN SCHEMA {} FROM {}", "REVOKE ALL ON SCHEMA {} FROM {}"):
-        run(statement, s, role)
-    run("REVOKE ALL ON DATABASE {} FROM {}", sql.Identifier(cur.connection.info.dbname), role)
+    run("COMMENT ON ROLE {} IS {}", role, sql.Literal(_role_mark(database, schema)))
+    if previous and previous != name:
+        # One reporting role per catalogue: the one it replaces reads here no more.
+        _revoke_reading(run, s, sql.Identifier(previous), sql.Identifier(owner))
+    _revoke_reading(run, s, role, sql.Identifier(owner))
+    run("REVOKE ALL ON DATABASE {} FROM {}", sql.Identifier(database), role)
     run("GRANT USAGE ON SCHEMA {} TO {}", s, role)
     run("GRANT SELECT ON ALL TABLES IN SCHEMA {} TO {}", s, role)
     run("ALTER DEFAULT PRIVILEGES FOR ROLE {} IN SCHEMA {} GRANT SELECT ON TABLES TO {}",
         sql.Identifier(owner), s, role)
-    members = tuple(dict.fromkeys([owner] + ([] if superuser else [me])))
     # PostgreSQL 16 grants a role's creator membership without SET and INHERIT: ask for both.
     options = " WITH INHERIT TRUE, SET TRUE" if cur.connection.info.server_version >= 160000 else ""
     for member in members:
@@ -480,6 +635,42 @@ def _grant_reading(cur, name: str) -> ReportingRole:
                 " WHERE n.nspname = %s AND c.relkind IN ('r', 'p', 'v', 'm') AND has_table_privilege(%s, c.oid, 'SELECT')",
                 [schema, name])
     return ReportingRole(name, schema, cur.fetchone()[0], owner, members)
+
+
+def _refuse_foreign_role(name: str, existing: tuple, mark: str, members: tuple[str, ...]) -> None:
+    """Refuse to take over an existing role that is not this catalogue's reporting role.
+
+    Taking one over would strip a user's login or a superuser's powers and hand its rights
+    (in other databases too) to the catalogue owner; a role with rights or members beyond
+    this catalogue would let other catalogues' users read this one, or this one's read theirs.
+    """
+    superuser, login, comment, owns_guard, beyond, current_members = existing
+    ours = comment == mark or owns_guard
+    other = None if ours else _marked_catalogue(comment)
+    strangers = [m for m in current_members if m not in members]
+    problem = (
+        "is a superuser" if superuser else
+        "can log in" if login else
+        f"is the reporting role of {other}" if other else
+        "is not this catalogue's reporting role" if not ours else
+        f"has rights beyond reading this catalogue ({', '.join(beyond)})" if beyond else
+        "has members other than this catalogue's owner: " + ", ".join(f'"{m}"' for m in strangers)
+        if strangers else None
+    )
+    if problem is None:
+        return
+    remedy = ("choose another name" if not ours or not (superuser or login) else
+              f'an admin can run ALTER ROLE "{name}" NOSUPERUSER NOLOGIN, then this again, or choose another name')
+    never = " (txmdb never changes a role that can log in or is a superuser)" if superuser or login else ""
+    raise TxmdbError(f'db reporting-role: role "{name}" already exists and {problem}{never}; {remedy}')
+
+
+def _revoke_reading(run, schema, role, owner) -> None:
+    """Take from ``role`` what a reporting role holds in ``schema`` (all are sql.Identifier)."""
+    for statement in ("REVOKE ALL ON ALL TABLES IN SCHEMA {} FROM {}", "REVOKE ALL ON ALL SEQUENCES IN SCHEMA {} FROM {}",
+                      "REVOKE ALL ON ALL ROUTINES IN SCHEMA {} FROM {}", "REVOKE ALL ON SCHEMA {} FROM {}"):
+        run(statement, schema, role)
+    run("ALTER DEFAULT PRIVILEGES FOR ROLE {} IN SCHEMA {} REVOKE ALL ON TABLES FROM {}", owner, schema, role)
 
 
 def _install_guard(cur, schema: str, name: str) -> None:

@@ -193,14 +193,30 @@ CEConvention = choices("CEConvention", CE_CONVENTIONS)
 OutputFormat = choices("OutputFormat", OUTPUT_FORMATS)
 
 # query sql (txmdb.readonly_sql): user SQL is bounded in time, rows and bytes.
-#: Statement timeout, s (server-side on PostgreSQL, a progress handler on SQLite).
+#: Statement timeout, s (server-side on PostgreSQL; on SQLite a progress handler and a
+#: watchdog thread that interrupts the statement).
 DEFAULT_TIMEOUT_S = 30.0
+#: Longest --timeout, s. A query holds its server session, its locks (even a session-level
+#: advisory lock it takes itself) and its temporary files for up to this long.
+MAX_TIMEOUT_S = 3600.0
 #: Rows returned at the most; more are cut, and the command says so.
 DEFAULT_MAX_ROWS = 100_000
-#: Rows times width can still be large: the result never holds more than this many bytes.
+#: Highest --max-rows: each row costs ~100 bytes of Python objects beyond the bytes counted
+#: against MAX_RESULT_BYTES, so a million one-number rows stay near 100 MB.
+MAX_SQL_ROWS = 1_000_000
+#: Rows times width can still be large: the result never holds more than this many bytes
+#: (counted row by row before a row is kept; on PostgreSQL also by the server, uncompressed).
 MAX_RESULT_BYTES = 256 << 20
-#: SQLite runs in this process: no one value (a string doubled in a recursive query, say)
-#: may grow beyond this. Catalogue values are names, paths and small JSON documents.
-SQLITE_MAX_VALUE_BYTES = 16 << 20
-#: The NOLOGIN role user SQL runs as on PostgreSQL (`txmdb db reporting-role`).
-REPORTING_ROLE = "txmdb_reader"
+#: SQLite runs a function call to its end before it looks at the time limit: instr(),
+#: replace() and trim(X, Y) cost length squared (trim(X, Y) at 1 MiB: 90 s of CPU). At
+#: 64 KiB the worst measured call (trim) takes 0.9 s: --timeout holds to within a second. No
+#: stored or computed value may be longer; catalogue values are names, paths, notes and small
+#: JSON documents.
+SQLITE_MAX_VALUE_BYTES = 64 << 10
+#: Longest LIKE or GLOB pattern on SQLite (its cost is pattern length × text length).
+SQLITE_MAX_PATTERN_BYTES = 1000
+#: PostgreSQL's longest role name (NAMEDATALEN - 1); the server would cut a longer one.
+MAX_ROLE_NAME_BYTES = 63
+#: Reporting roles are named from this: `txmdb_reader_<database>[_<schema>]`, one per catalogue
+#: (roles are cluster-wide; a shared one would let one catalogue's users read another's).
+REPORTING_ROLE_PREFIX = "txmdb_reader"
