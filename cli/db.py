@@ -55,8 +55,8 @@ def current_cmd(ctx: typer.Context) -> None:
 def reporting_role_cmd(ctx: typer.Context,
                        name: Optional[str] = typer.Argument(
                            None, show_default=False,
-                           help="Name of the reporting role [default: txmdb_reader_<database>, and "
-                                "_<schema> outside schema public].")) -> None:
+                           help="Name of the reporting role (default: txmdb_reader_<database>, and "
+                                "_<schema> outside schema public).")) -> None:
     """Create or update the read-only role `query sql` runs as (PostgreSQL; safe to run again).
 
     The role cannot log in and may only SELECT the catalogue's tables, today's and future

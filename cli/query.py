@@ -125,11 +125,9 @@ def _seconds(value: float) -> float:
 def sql(ctx: typer.Context, statement: str = typer.Argument(..., help="One SELECT statement."),
         timeout: float = typer.Option(DEFAULT_TIMEOUT_S, "--timeout", min=0.001, max=MAX_TIMEOUT_S,
                                       callback=_seconds, metavar="SECONDS",
-                                      help="Stop the statement after this long (on the server, for PostgreSQL); "
-                                           f"at most {MAX_TIMEOUT_S:g}."),
+                                      help="Stop the statement after this long (on the server, for PostgreSQL)."),
         max_rows: int = typer.Option(DEFAULT_MAX_ROWS, "--max-rows", min=1, max=MAX_SQL_ROWS, metavar="N",
-                                     help="Return at most N rows; a note on stderr says when more were cut; "
-                                          f"N is at most {MAX_SQL_ROWS}."),
+                                     help="Return at most N rows; a note on stderr says when more were cut."),
         fmt: OutputFormat = FormatOption, output: Optional[Path] = OutputOption) -> None:
     """Run one read-only SQL query on the catalogue: it can never write, and it is bounded in time and rows.
 
