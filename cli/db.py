@@ -78,8 +78,10 @@ def reporting_role_cmd(ctx: typer.Context,
 def check_cmd(
     ctx: typer.Context,
     repair: bool = typer.Option(False, "--repair", help="Remove what a crash left: temporary and orphan files, "
-                                "rows whose file never arrived; mark analyses whose process is gone failed. "
-                                "Never deletes a recorded result or a source file."),
+                                "rows whose file never arrived; mark analyses whose process is gone failed; point a row "
+                                "whose path is wrong at its file; mark a store from before store marks as this "
+                                "catalogue's. Never deletes a recorded result, a file whose id has a row, or a "
+                                "source file; refused on another catalogue's store."),
     stale_hours: float = typer.Option(24.0, "--stale-hours", min=0.0,
                                       help="A 'running' analysis of another host counts as killed after this "
                                            "many hours (on this host its process is asked)."),
