@@ -22,7 +22,6 @@ import stat
 import subprocess
 import sys
 import tty
-import uuid
 from pathlib import Path
 from urllib.parse import quote
 
@@ -203,7 +202,7 @@ def admin_url(pg_server) -> str:
 
 @pytest.mark.parametrize("query, quoted", [
     # libpq takes the whole value as the database's name; the server's error repeats it
-    ("?dbname=" + quote(f"nodb_{uuid.uuid4().hex[:6]} password={SECRET}", safe=""), 'password=***" does not exist'),
+    ("?dbname=" + quote(f"nodb_txmdb_test password={SECRET}", safe=""), 'password=***" does not exist'),
     ("?dbname=" + quote(f"postgresql://u:{SECRET}@h/db", safe=""), 'database "postgresql://u:***@h/db" does not exist'),
     ("?options=" + quote(f"-c password={SECRET}", safe=""), 'unrecognized configuration parameter "password"'),
 ])
