@@ -23,7 +23,9 @@ and what was measured):
    offsets) and scaled to unit standard deviation (intensity changes).
 2. **Start.** Cross-correlation of every energy with the reference, searched only within
    ``±max_shift`` (zero-padded FFT: no wrap-around, no far-away false peak), with a
-   parabolic sub-voxel peak.
+   parabolic sub-voxel peak; then re-correlated against the leave-one-out median of the
+   other energies (registered with the current shifts), whose median drops the fixed
+   pattern that pulls a correlation with the reference image alone towards zero.
 3. **Joint model.** Every working image is explained as
    ``J_e(x) = a_e T(x - s_e) + c_e F(x) + b_e``: one sample template ``T`` that moves,
    one fixed pattern ``F`` that does not (rings, flat-field residue: the lab frame), and a
@@ -48,7 +50,9 @@ and what was measured):
    determined shift, below :data:`QUALITY_THRESHOLD` (σ > 0.5 voxel) for an energy that
    cannot be registered; 0 when the template's coefficient is below
    :data:`MIN_DETECTION` standard errors (no sample signal: a blank or corrupted frame).
-   It measures precision, not bias.
+   ``σ`` is raised to the energy's disagreement with the leave-one-out median of the
+   other registered energies when that is larger: a group of energies misregistered
+   together has small standard errors but disagrees with the rest.
 
 Application (:func:`read_plan`, :func:`apply_shift_slab`, :func:`registered_slab`): the
 integer part ``n = floor(s_e)`` offsets the read window; the fractional part
@@ -600,6 +604,30 @@ def _standard_error(J, s, a, c, b, F, box, order, neighbours: int = 2) -> tuple[
     return sigma, tval
 
 
+def _disagreement(J, s, c, b, F, box, order, reach: float = 2.0) -> np.ndarray:
+    """How far (voxels, largest axis) each registered energy sits from the leave-one-out
+    median of all other registered energies, by bounded correlation over the common box.
+
+    The standard error measures precision only: a group of energies misregistered
+    together is consistent with itself and with the template it shaped. Against the
+    median of the others it is not, as long as it is a minority. Measured twice: with
+    the fitted pattern removed, and without it (the pattern, fitted with wrong shifts,
+    can hold the misregistered sample structure and then vouch for the wrong shift: on
+    one stack the first comparison saw 0.1-0.3 on energies 2 voxels wrong, the second
+    0.9-1.5). Without the pattern removed the comparison carries the pattern's own pull
+    (up to 0.8 on well registered mid-edge energies), so it counts at half weight."""
+    sl = _box_slices(*box)
+    n = J.shape[0]
+    worst = np.zeros(n)
+    for clean, weight in ((True, 1.0), (False, 0.5)):
+        regs = np.stack([_translate(J[e] - np.float32(c[e]) * F - np.float32(b[e]) if clean else J[e],
+                                    s[e], order)[sl] for e in range(n)])
+        for e, template in enumerate(_loo_median_templates(regs)):
+            d = weight * float(np.abs(_bounded_correlation(template, regs[e], reach)).max())
+            worst[e] = max(worst[e], d)
+    return worst
+
+
 def _fit(J, s, templates, F, box, order, *, with_pattern: bool, gauss_newton: bool, coef=None):
     """Per-energy least squares of ``J_e ≈ Σ_k a_ek T_k(x-s) [- ∇(Σ_k a_ek T_k)(x-s)·δ]
     [+ c F] + b`` over the lab-frame box of the moved templates (the gradient with the
@@ -702,6 +730,7 @@ def _refine(J: np.ndarray, s: np.ndarray, reference: int, iterations: int, order
             F = np.nan_to_num(_median_pattern(resid), copy=False)
         if it == iterations:
             sigma, tval = _standard_error(J, s, a[:, 0], c, b, F, box, order)
+            sigma = np.maximum(sigma, _disagreement(J, s, c, b, F, box, order))
             break
         a, c, b, step, _ = _fit(J, s, templates, F, box, order, with_pattern=True, gauss_newton=True, coef=a)
         s += step
@@ -848,11 +877,49 @@ def estimate_shifts(read_energy: Callable[[int, Window], np.ndarray], n_energies
     return model.shifts, _quality(model.sigma, model.detection)
 
 
-def _start(J: np.ndarray, reference: int, reach: float, centre: np.ndarray | None = None) -> np.ndarray:
-    """Starting shifts: bounded cross-correlation of every energy with the reference."""
+def _start(J: np.ndarray, reference: int, reach: float, centre: np.ndarray | None = None,
+           rounds: int = 3, order: int = 3) -> np.ndarray:
+    """Starting shifts: bounded cross-correlation of every energy with the reference, then
+    ``rounds`` re-correlations against the leave-one-out median template (see
+    :func:`_loo_median_templates`)."""
     s = np.stack([_bounded_correlation(J[reference], J[e], reach, None if centre is None else centre[e])
                   for e in range(J.shape[0])])
-    return s - s[reference]
+    s -= s[reference]
+    first = s.copy()
+    for _ in range(rounds if J.shape[0] >= 4 else 0):
+        templates = _loo_median_templates(np.stack([_translate(J[e], s[e], order) for e in range(J.shape[0])]))
+        # searched around the first start, not the last round's: an energy with no sample
+        # (a blank frame) must not wander off and shrink everyone's common region
+        s = np.stack([_bounded_correlation(next(templates), J[e], _RESTART_REACH, first[e])
+                      for e in range(J.shape[0])])
+        s -= s[reference]
+    return s
+
+
+#: working-grid voxels searched around the first start by the leave-one-out re-correlations
+_RESTART_REACH = 3.0
+
+
+def _loo_median_templates(regs: np.ndarray):
+    """Yield, for each energy ``e``, the per-voxel median of the registered images of all
+    *other* energies. Against the reference image alone, the fixed pattern (rings) that
+    every image shares at zero shift pulls the dim pre-edge energies towards zero; in the
+    registered frame the pattern sits at a different place in each energy and the median
+    drops it, and leaving ``e`` out keeps its own pattern from vouching for zero.
+    One sort per voxel, then each leave-one-out median is read off by ``e``'s rank."""
+    n = regs.shape[0]
+    idx = np.argsort(regs, axis=0)
+    srt = np.take_along_axis(regs, idx, axis=0)
+    rank = np.empty(idx.shape, dtype=np.int32)
+    np.put_along_axis(rank, idx, np.arange(n, dtype=np.int32).reshape((n,) + (1,) * (regs.ndim - 1)), axis=0)
+    del idx
+    m = n - 1
+    for e in range(n):
+        r = rank[e]
+        # k-th of the n - 1 others is the k-th sorted value below e's rank, the (k+1)-th above
+        lo = np.take_along_axis(srt, ((m - 1) // 2 + (r <= (m - 1) // 2))[None], axis=0)[0]
+        hi = np.take_along_axis(srt, (m // 2 + (r <= m // 2))[None], axis=0)[0]
+        yield 0.5 * (lo + hi)
 
 
 def integer_shifts(read_energy: Callable[[int, Window], np.ndarray], n_energies: int, reference_index: int, *,
