@@ -81,7 +81,7 @@ def lab(cli):
 # arguments fails test_every_output_command_is_covered until it is listed here.
 REQUIRED = {
     "sample show": ["S"], "cell show": ["C"], "txm show": ["1"], "query retention": ["--cycle", "2"],
-    "query sql": ["SELECT name FROM samples"], "report compare": ["S"],
+    "query sql": ["SELECT name FROM samples"], "report compare": ["S"], "txm export": ["1"],
 }
 
 
@@ -101,7 +101,8 @@ def output_commands() -> list[tuple[str, list[str]]]:
     return [(name, REQUIRED.get(name, [])) for name, command in walk(typer.main.get_command(app), [])]
 
 
-TABLE_COMMANDS = [(name, args) for name, args in output_commands() if name != "report compare"]
+# Commands that write a table (-f/-o); the report and the HDF5 export have tests of their own.
+TABLE_COMMANDS = [(name, args) for name, args in output_commands() if name not in ("report compare", "txm export")]
 
 
 def test_every_output_command_is_covered():
@@ -121,6 +122,21 @@ def test_every_output_command_is_covered():
 
 
 # --------------------------------------------------------------------------- -o of the table commands
+
+
+def test_export_destinations_are_one_line(lab, tmp_path):
+    """txm export writes HDF5 under a temporary name: devices, folders and missing folders are refused."""
+    plain = tmp_path / "plain.txt"
+    plain.write_text("keep me\n")
+    cases = {
+        tmp_path / "no-such-folder" / "x.h5": f"{tmp_path / 'no-such-folder' / 'x.h5'}: folder {tmp_path / 'no-such-folder'} does not exist",
+        tmp_path: f"{tmp_path}: is a folder; give the name of a file to write",
+        plain / "x.h5": f"{plain / 'x.h5'}: {plain} is not a folder",
+        Path(FULL): f"{FULL}: is not a regular file; an HDF5 file is written under a temporary name and renamed",
+    }
+    for target, line in cases.items():
+        check_refused(lab, tmp_path, ["txm", "export", "1", "-o", target], line)
+    assert plain.read_text() == "keep me\n"
 
 
 def test_output_into_a_missing_folder(lab, tmp_path):
