@@ -82,7 +82,6 @@ import numpy as np
 from scipy import fft as sfft
 from scipy import ndimage as ndi
 
-from txmdb.analysis.gradient import _blocks
 from txmdb.vocabulary import REGISTRATION_MIN_ROI_VOXELS
 
 __all__ = ["QUALITY_THRESHOLD", "MIN_DETECTION", "Window", "read_window", "estimate_shifts", "integer_shifts",
@@ -144,12 +143,21 @@ def _bin(a: np.ndarray, f: int) -> np.ndarray:
     coarse bin); NaN only where the whole block is."""
     if f == 1:
         return a
-    blocks, axes = _blocks(a, f)
-    finite = np.isfinite(blocks)
-    total = np.where(finite, blocks, 0).sum(axis=axes, dtype=np.float64)
-    count = finite.sum(axis=axes)
+    n = tuple(k // f for k in a.shape)
+    a = np.asarray(a[tuple(slice(0, k * f) for k in n)], dtype=np.float32)
+    finite = np.isfinite(a)
+    count = None if finite.all() else finite.astype(np.float32)
+    total = a if count is None else np.where(finite, a, np.float32(0))
+    # axis by axis, last first, in float32: each sum runs over f adjacent values (at most
+    # f ≤ a few tens per axis, no precision to lose), 3x faster than one float64
+    # reduction over the strided block axes, which dominated the coarse level
+    for axis in range(a.ndim - 1, -1, -1):
+        split = total.shape[:axis] + (n[axis], f) + total.shape[axis + 1:]
+        total = total.reshape(split).sum(axis=axis + 1, dtype=np.float32)
+        if count is not None:
+            count = count.reshape(split).sum(axis=axis + 1, dtype=np.float32)
     with np.errstate(invalid="ignore", divide="ignore"):
-        return (total / count).astype(np.float32)
+        return total / np.float32(f ** a.ndim) if count is None else total / count
 
 
 def read_window(source, index: int, window: Window, *, slab_bytes: int = 64 << 20) -> np.ndarray:
@@ -906,19 +914,18 @@ def _loo_median_templates(regs: np.ndarray):
     every image shares at zero shift pulls the dim pre-edge energies towards zero; in the
     registered frame the pattern sits at a different place in each energy and the median
     drops it, and leaving ``e`` out keeps its own pattern from vouching for zero.
-    One sort per voxel, then each leave-one-out median is read off by ``e``'s rank."""
+    One partition per voxel keeps the (at most three) order statistics around the middle;
+    each leave-one-out median is then read off by comparing ``e``'s own value with them."""
     n = regs.shape[0]
-    idx = np.argsort(regs, axis=0)
-    srt = np.take_along_axis(regs, idx, axis=0)
-    rank = np.empty(idx.shape, dtype=np.int32)
-    np.put_along_axis(rank, idx, np.arange(n, dtype=np.int32).reshape((n,) + (1,) * (regs.ndim - 1)), axis=0)
-    del idx
     m = n - 1
+    ka, kb = (m - 1) // 2, m // 2
+    mid = np.partition(regs, list(range(ka, kb + 2)), axis=0)[ka:kb + 2]
     for e in range(n):
-        r = rank[e]
-        # k-th of the n - 1 others is the k-th sorted value below e's rank, the (k+1)-th above
-        lo = np.take_along_axis(srt, ((m - 1) // 2 + (r <= (m - 1) // 2))[None], axis=0)[0]
-        hi = np.take_along_axis(srt, (m // 2 + (r <= m // 2))[None], axis=0)[0]
+        v = regs[e]
+        # k-th of the n - 1 others is the k-th of all when e's value is above it, the
+        # (k+1)-th when at or below (ties: both are equal, so either is right)
+        lo = np.where(v <= mid[0], mid[1], mid[0])
+        hi = np.where(v <= mid[kb - ka], mid[kb - ka + 1], mid[kb - ka])
         yield 0.5 * (lo + hi)
 
 
