@@ -636,11 +636,13 @@ def _disagreement(J, s, c, b, F, box, order, reach: float = 2.0) -> np.ndarray:
     return worst
 
 
-def _fit(J, s, templates, F, box, order, *, with_pattern: bool, gauss_newton: bool, coef=None):
+def _fit(J, s, templates, F, box, order, *, with_pattern: bool, gauss_newton: bool, coef=None, moved=None):
     """Per-energy least squares of ``J_e ≈ Σ_k a_ek T_k(x-s) [- ∇(Σ_k a_ek T_k)(x-s)·δ]
     [+ c F] + b`` over the lab-frame box of the moved templates (the gradient with the
     coefficients ``coef`` of the previous fit). Returns the coefficients (n, K), c, b,
-    δ and the residuals (for the fixed pattern)."""
+    δ and the residuals (for the fixed pattern). ``moved``, a list, keeps the moved
+    templates per energy for the next fit with the same shifts and templates (the
+    Gauss-Newton step follows a plain fit: it need not move them again)."""
     n, shape = J.shape[0], J.shape[1:]
     nd, K = len(shape), len(templates)
     a = np.zeros((n, K))
@@ -649,7 +651,12 @@ def _fit(J, s, templates, F, box, order, *, with_pattern: bool, gauss_newton: bo
     resid = np.full((n,) + shape, np.nan, dtype=np.float32)
     lo, hi = box
     for e in range(n):
-        moved = [_translate(T, -s[e], order) for T in templates]           # T_k(x - s_e)
+        if moved is not None and len(moved) > e:
+            kept = moved[e]
+        else:
+            kept = [_translate(T, -s[e], order) for T in templates]        # T_k(x - s_e)
+            if moved is not None:
+                moved.append(kept)
         # lab box where x - s_e falls in the template box, shrunk by 1 for the gradient
         blo, bhi = [], []
         for axis in range(nd):
@@ -661,10 +668,10 @@ def _fit(J, s, templates, F, box, order, *, with_pattern: bool, gauss_newton: bo
         y = J[e][sl].ravel().astype(np.float64)
         if y.size < 4 * (nd + K + 2):
             continue
-        cols = [m[sl] for m in moved]
+        cols = [m[sl] for m in kept]
         if gauss_newton:
             weights = coef[e] if coef is not None else np.eye(K)[0]
-            combined = sum(np.float32(w) * m for w, m in zip(weights, moved))
+            combined = sum(np.float32(w) * m for w, m in zip(weights, kept))
             grads = np.gradient(combined) if nd > 1 else [np.gradient(combined)]
             cols += [-g[sl] for g in grads]
         if with_pattern:
@@ -734,13 +741,17 @@ def _refine(J: np.ndarray, s: np.ndarray, reference: int, iterations: int, order
         # templates and fixed pattern for the current shifts (twice on the first pass: F starts at 0)
         for _ in range(2 if it == 0 else 1):
             templates = _template(J, s, a[:, 0], c, b, F, box, order, components)
-            a, c, b, _, resid = _fit(J, s, templates, F, box, order, with_pattern=True, gauss_newton=False)
+            moved = []
+            a, c, b, _, resid = _fit(J, s, templates, F, box, order, with_pattern=True, gauss_newton=False,
+                                     moved=moved)
             F = np.nan_to_num(_median_pattern(resid), copy=False)
         if it == iterations:
             sigma, tval = _standard_error(J, s, a[:, 0], c, b, F, box, order)
             sigma = np.maximum(sigma, _disagreement(J, s, c, b, F, box, order))
             break
-        a, c, b, step, _ = _fit(J, s, templates, F, box, order, with_pattern=True, gauss_newton=True, coef=a)
+        a, c, b, step, _ = _fit(J, s, templates, F, box, order, with_pattern=True, gauss_newton=True, coef=a,
+                                moved=moved)
+        del moved
         s += step
         s -= s[reference]
     return _Model(s, a[:, 0], c, b, F, templates[0], box, sigma, tval)
