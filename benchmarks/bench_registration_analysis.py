@@ -45,10 +45,10 @@ def _peak_rss_mb() -> float:
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
-def _errors(est: np.ndarray, truth: np.ndarray) -> dict:
-    err = np.asarray(est) - truth
-    return {"rms_voxels": np.sqrt((err ** 2).mean(axis=0)).round(4).tolist(),
-            "max_voxels": round(float(np.abs(err).max()), 4)}
+def _errors(est, truth: np.ndarray) -> dict:
+    from bench_registration import _errors as shift_errors
+
+    return shift_errors(np.asarray(est), truth)
 
 
 def _scan(path: Path, work: str):
@@ -109,23 +109,13 @@ def measure_registered(path: Path) -> dict:
 
 
 def measure_integer(path: Path) -> dict:
-    import h5py
+    """The whole-voxel alignment of bench_registration, for the accuracy comparison."""
+    from bench_registration import measure_integer as integer_alignment
 
-    from bench_registration import DATA, _truth
-
-    from txmdb.analysis.registration import integer_shifts, read_window
-
-    reference, truth = _truth(path)
-    with h5py.File(path, "r") as f:
-        ds = f[DATA]
-        shape = ds.shape[1:]
-        roi = tuple(slice(max(0, (n - 128) // 2), max(0, (n - 128) // 2) + min(n, 128)) for n in shape)
-        t0 = time.perf_counter()
-        whole = integer_shifts(lambda i, w: read_window(ds, i, w), ds.shape[0], reference, shape=shape,
-                               max_shift=min(shape) / 4, roi=roi)
-        seconds = time.perf_counter() - t0
-    return {"seconds": round(seconds, 2), "shifts": _errors(whole, truth),
-            "rounded_truth": _errors(np.round(truth), truth)}
+    row = integer_alignment(path)
+    return {"seconds": round(row["seconds"], 2),
+            "shifts": {key: row[key] for key in ("rms_voxels", "max_voxels")},
+            "rounded_truth": row["rounded_truth"]}
 
 
 MEASURES = {"unregistered": measure_unregistered, "registered": measure_registered, "integer": measure_integer}
