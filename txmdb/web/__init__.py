@@ -1,0 +1,1 @@
+"""The lab web application and HTTP API (DESIGN §12)."""
