@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime
-import math
 import numbers
 import sys
 from pathlib import Path
@@ -12,6 +11,7 @@ from typing import Optional
 import typer
 from typer.core import TyperGroup
 
+from txmdb.options import parse_window  # noqa: F401  (the commands' window parser, shared with jobs)
 from txmdb.vocabulary import OutputFormat
 
 
@@ -158,21 +158,3 @@ def echo(message: str) -> None:
     from txmdb.textsafe import visible
 
     typer.echo(visible(message, keep="\n"))
-
-
-def parse_window(text: Optional[str], option: str, *, open_ends: bool = True) -> Optional[tuple[float, float]]:
-    """'LO:HI' in eV → (lo, hi); with ``open_ends`` either side may be empty (±inf)."""
-    from txmdb.errors import TxmdbError
-
-    if text is None:
-        return None
-    lo, sep, hi = text.partition(":")
-    try:
-        window = (float(lo) if lo.strip() else float("-inf"), float(hi) if hi.strip() else float("inf"))
-    except ValueError:
-        raise TxmdbError(f"{option} {text!r}: expected LO:HI in eV, e.g. 8325:8365") from None
-    if not sep or not window[0] < window[1]:
-        raise TxmdbError(f"{option} {text!r}: expected LO:HI in eV with LO < HI")
-    if not open_ends and not all(map(math.isfinite, window)):
-        raise TxmdbError(f"{option} {text!r}: both ends are needed (the edge jump is taken at the window's centre)")
-    return window

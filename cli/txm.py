@@ -11,22 +11,11 @@ from txmdb.cli._common import (
     CommandGroup, FormatOption, OutputFormat, OutputOption, catalog, echo, emit_table, field_value_table,
     parse_window,
 )
+from txmdb.options import parse_bins, parse_registration, parse_roi
 from txmdb.vocabulary import MAX_BIN_FACTOR, MIN_BIN_FACTOR, Element, Layout
 
 app = typer.Typer(cls=CommandGroup, help="TXM-XANES tomograms: ingest, analyse, show.", no_args_is_help=True)
 
-
-def parse_bins(text: str) -> tuple[int, ...]:
-    from txmdb.errors import TxmdbError
-
-    try:
-        factors = tuple(sorted({int(x) for x in text.split(",") if x.strip()}))
-    except ValueError:
-        raise TxmdbError(f"--bin {text!r}: expected binning factors like 1,2,3") from None
-    if not factors or min(factors) < MIN_BIN_FACTOR or max(factors) > MAX_BIN_FACTOR:
-        raise TxmdbError(f"--bin {text!r}: binning factors must be whole numbers from {MIN_BIN_FACTOR} "
-                         f"to {MAX_BIN_FACTOR}")
-    return factors
 
 
 @app.command("ingest")
@@ -114,19 +103,6 @@ def analyze(
         _report(analysis)
 
 
-def parse_registration(text: Optional[str]):
-    """``--registration``: None → the scan's latest (``LATEST``), ``none`` → None, else an id."""
-    from txmdb.catalog.txm import LATEST
-    from txmdb.errors import TxmdbError
-
-    if text is None:
-        return LATEST
-    if text.strip().lower() == "none":
-        return None
-    if not text.strip().isdigit():
-        raise TxmdbError(f"--registration {text!r}: expected a registration id or none")
-    return int(text)
-
 
 def _report(analysis) -> None:
     mean = "n/a" if analysis.mean_edge_ev is None else f"{analysis.mean_edge_ev:.2f} eV"
@@ -134,24 +110,6 @@ def _report(analysis) -> None:
     echo(f"scan {analysis.scan_id}: analysis {analysis.id} done{registered} — {analysis.n_valid_voxels} valid "
          f"voxels, {analysis.n_particles} particles, mean edge {mean} ({analysis.timings_s.get('total', 0):.1f} s)")
 
-
-def parse_roi(text: Optional[str]) -> Optional[tuple[tuple[Optional[int], Optional[int]], ...]]:
-    """'Z0:Z1,Y0:Y1,X0:X1' (2-D: 'Y0:Y1,X0:X1'; an end may be empty) → ((lo, hi), …)."""
-    from txmdb.errors import TxmdbError
-
-    if text is None:
-        return None
-    out = []
-    for part in text.split(","):
-        lo, sep, hi = part.partition(":")
-        try:
-            if not sep:
-                raise ValueError(part)
-            out.append((int(lo) if lo.strip() else None, int(hi) if hi.strip() else None))
-        except ValueError:
-            raise TxmdbError(f"--roi {text!r}: expected Z0:Z1,Y0:Y1,X0:X1 (2-D: Y0:Y1,X0:X1) in voxels, "
-                             f"e.g. 0:64,:,10:90") from None
-    return tuple(out)
 
 
 @app.command("register")

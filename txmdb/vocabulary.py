@@ -59,6 +59,23 @@ OUTPUT_FORMATS = ("table", "csv", "json", "parquet")
 #: What an analysis is doing (analyses.status): running while it runs, then done or failed.
 ANALYSIS_STATUSES = ("running", "done", "failed")
 
+# -------------------------------------------------------------------------------------- jobs
+#: What a durable job runs (jobs.kind, DESIGN §12): ``txm analyze`` or ``txm register`` of one scan.
+JOB_KINDS = ("analyze", "register")
+#: Where a job is (jobs.status): queued until a worker claims it, running under the worker's
+#: lease, then done, failed (with its error) or cancelled.
+JOB_STATUSES = ("queued", "running", "done", "failed", "cancelled")
+#: Seconds a worker's lease on its job lasts unless renewed (DESIGN §12); the worker renews it
+#: every third of this, so a worker is declared lost one lease after its last renewal.
+DEFAULT_LEASE_S = 60.0
+#: Shortest lease: below ~1 s a busy database or a paused process loses leases of live workers.
+MIN_LEASE_S = 1.0
+#: Times a job is started before a lost worker or an unexpected error makes it failed: a job that
+#: kills every worker taking it (out of memory) stops being retried.
+DEFAULT_MAX_ATTEMPTS = 3
+#: Seconds an idle worker waits between looks for a queued job (one small query each).
+WORKER_POLL_S = 1.0
+
 # ---------------------------------------------------------------------------------- filters
 @dataclass(frozen=True)
 class Filter:
@@ -191,6 +208,7 @@ Mode = choices("Mode", MODES)
 CyclerFormat = choices("CyclerFormat", (AUTO, *CYCLER_FORMATS))
 CEConvention = choices("CEConvention", CE_CONVENTIONS)
 OutputFormat = choices("OutputFormat", OUTPUT_FORMATS)
+JobStatus = choices("JobStatus", JOB_STATUSES)
 
 # query sql (txmdb.readonly_sql): user SQL is bounded in time, rows and bytes.
 #: Statement timeout, s (server-side on PostgreSQL; on SQLite a progress handler and a

@@ -6,6 +6,8 @@ Create Date: 2026-11-29
 
 Placeholder: the helper working on this issue fills upgrade/downgrade.
 """
+from alembic import op
+import sqlalchemy as sa
 
 
 revision = '0007'
@@ -15,8 +17,48 @@ depends_on = None
 
 
 def upgrade() -> None:
-    pass
+    _create_jobs()
 
 
 def downgrade() -> None:
-    pass
+    _drop_jobs()
+
+
+def _create_jobs() -> None:
+    # durable jobs (txmdb.jobs)
+    op.create_table('jobs',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('kind', sa.String(length=20), nullable=False),
+    sa.Column('parameters', sa.JSON(), nullable=False),
+    sa.Column('scan_id', sa.Integer(), nullable=False),
+    sa.Column('after_job_id', sa.Integer(), nullable=True),
+    sa.Column('status', sa.String(length=20), nullable=False),
+    sa.Column('attempts', sa.Integer(), nullable=False),
+    sa.Column('max_attempts', sa.Integer(), nullable=False),
+    sa.Column('worker', sa.String(length=300), nullable=True),
+    sa.Column('lease_expires_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('started_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('finished_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('error', sa.Text(), nullable=True),
+    sa.Column('result', sa.JSON(), nullable=True),
+    sa.Column('created_by', sa.String(length=200), nullable=True),
+    sa.ForeignKeyConstraint(['after_job_id'], ['jobs.id'], name=op.f('fk_jobs_after_job_id_jobs')),
+    sa.ForeignKeyConstraint(['scan_id'], ['txm_scans.id'], name=op.f('fk_jobs_scan_id_txm_scans')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_jobs'))
+    )
+    with op.batch_alter_table('jobs', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_jobs_after_job_id'), ['after_job_id'], unique=False)
+        batch_op.create_index(batch_op.f('ix_jobs_scan_id'), ['scan_id'], unique=False)
+        batch_op.create_index('ix_jobs_status_id', ['status', 'id'], unique=False)
+        batch_op.create_index('ix_jobs_status_lease_expires_at', ['status', 'lease_expires_at'], unique=False)
+
+
+def _drop_jobs() -> None:
+    with op.batch_alter_table('jobs', schema=None) as batch_op:
+        batch_op.drop_index('ix_jobs_status_lease_expires_at')
+        batch_op.drop_index('ix_jobs_status_id')
+        batch_op.drop_index(batch_op.f('ix_jobs_scan_id'))
+        batch_op.drop_index(batch_op.f('ix_jobs_after_job_id'))
+
+    op.drop_table('jobs')

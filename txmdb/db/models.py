@@ -426,6 +426,42 @@ class CatalogueIdentity(Base):
     created_at: Mapped[dt.datetime] = mapped_column(Timestamp, default=_now)
 
 
+class Job(Base):
+    """A durable job (DESIGN §12): one analysis or registration of a scan, run by ``txmdb worker``.
+
+    ``parameters`` are the options of ``txm analyze`` / ``txm register`` as they are spelt
+    there (txmdb.options), ``result`` names what the job made (``analysis_id`` or
+    ``registration_id``). A running job is its ``worker``'s (``host:pid``) until
+    ``lease_expires_at``; the worker renews the lease while it works, and a job whose lease
+    passed is queued again (or failed after ``max_attempts``) by the next worker that looks.
+    ``after_job_id``: a job that must be done first (a registration before its analysis).
+    """
+
+    __tablename__ = "jobs"
+    __table_args__ = (
+        # a worker's claim: the oldest queued job; its sweep: running jobs whose lease passed
+        Index("ix_jobs_status_id", "status", "id"),
+        Index("ix_jobs_status_lease_expires_at", "status", "lease_expires_at"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    kind: Mapped[str] = mapped_column(String(20))  # vocabulary.JOB_KINDS
+    parameters: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    scan_id: Mapped[int] = mapped_column(ForeignKey("txm_scans.id"), index=True)
+    after_job_id: Mapped[Optional[int]] = mapped_column(ForeignKey("jobs.id"), index=True)
+    status: Mapped[str] = mapped_column(String(20), default="queued")  # vocabulary.JOB_STATUSES
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    max_attempts: Mapped[int] = mapped_column(Integer, default=3)
+    worker: Mapped[Optional[str]] = mapped_column(String(300))  # host:pid while running, then the last one
+    lease_expires_at: Mapped[Optional[dt.datetime]] = mapped_column(Timestamp)
+    created_at: Mapped[dt.datetime] = mapped_column(Timestamp, default=_now)
+    started_at: Mapped[Optional[dt.datetime]] = mapped_column(Timestamp)
+    finished_at: Mapped[Optional[dt.datetime]] = mapped_column(Timestamp)
+    error: Mapped[Optional[str]] = mapped_column(Text)
+    result: Mapped[Optional[dict[str, Any]]] = mapped_column()
+    created_by: Mapped[Optional[str]] = mapped_column(String(200))
+
+
 def data_columns(model: type[Base]) -> tuple[str, ...]:
     """The model's columns without its own id and its keys to other rows, in declaration order.
 

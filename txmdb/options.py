@@ -1,0 +1,161 @@
+"""Options of ``txm analyze`` and ``txm register`` as text, parsed once for every caller.
+
+The command line, a queued job's ``parameters`` (txmdb.jobs) and a watch rule's
+``analysis`` table (txmdb.harvest) spell the options the same way — the command's option
+names with ``_`` for ``-`` (``theta_bins``, ``min_jump``) and its value syntax (``bin =
+"1,2,3"``, ``pre = "8200:8320"``) — and all turn into the library's objects here, so a job
+runs exactly what the same command typed in a shell would.
+
+Standard library only at import time (the CLI imports this at start-up).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Mapping, Optional
+
+#: ``txm analyze``'s options: (type, default); a None default is the element preset's, or
+#: automatic. ``registration``: None is the scan's latest registration, ``"none"`` the stack as it is.
+ANALYZE_OPTIONS: dict[str, tuple[type, Any]] = {
+    "element": (str, "Ni"), "bin": (str, "1,2,3"), "pre": (str, None), "post": (str, None), "edge": (str, None),
+    "min_jump": (float, None), "snr": (float, None), "theta_bins": (int, 36), "min_particle_voxels": (int, None),
+    "workers": (int, 1), "registration": (str, None),
+}
+#: ``txm register``'s options: (type, default).
+REGISTER_OPTIONS: dict[str, tuple[type, Any]] = {
+    "reference_energy": (float, None), "max_shift": (float, None), "roi": (str, None), "accept_poor": (bool, False),
+}
+
+
+def parse_window(text: Optional[str], option: str, *, open_ends: bool = True) -> Optional[tuple[float, float]]:
+    """'LO:HI' in eV → (lo, hi); with ``open_ends`` either side may be empty (±inf)."""
+    from txmdb.errors import TxmdbError
+
+    if text is None:
+        return None
+    lo, sep, hi = text.partition(":")
+    try:
+        window = (float(lo) if lo.strip() else float("-inf"), float(hi) if hi.strip() else float("inf"))
+    except ValueError:
+        raise TxmdbError(f"{option} {text!r}: expected LO:HI in eV, e.g. 8325:8365") from None
+    if not sep or not window[0] < window[1]:
+        raise TxmdbError(f"{option} {text!r}: expected LO:HI in eV with LO < HI")
+    if not open_ends and not all(map(math.isfinite, window)):
+        raise TxmdbError(f"{option} {text!r}: both ends are needed (the edge jump is taken at the window's centre)")
+    return window
+
+
+def parse_bins(text: str) -> tuple[int, ...]:
+    """'1,2,3' → the sorted binning factors, each within the vocabulary's bounds."""
+    from txmdb.errors import TxmdbError
+    from txmdb.vocabulary import MAX_BIN_FACTOR, MIN_BIN_FACTOR
+
+    try:
+        factors = tuple(sorted({int(x) for x in text.split(",") if x.strip()}))
+    except ValueError:
+        raise TxmdbError(f"--bin {text!r}: expected binning factors like 1,2,3") from None
+    if not factors or min(factors) < MIN_BIN_FACTOR or max(factors) > MAX_BIN_FACTOR:
+        raise TxmdbError(f"--bin {text!r}: binning factors must be whole numbers from {MIN_BIN_FACTOR} "
+                         f"to {MAX_BIN_FACTOR}")
+    return factors
+
+
+def parse_registration(text: Optional[str]):
+    """``--registration``: None → the scan's latest (``LATEST``), ``none`` → None, else an id."""
+    from txmdb.catalog.txm import LATEST
+    from txmdb.errors import TxmdbError
+
+    if text is None:
+        return LATEST
+    if text.strip().lower() == "none":
+        return None
+    if not text.strip().isdigit():
+        raise TxmdbError(f"--registration {text!r}: expected a registration id or none")
+    return int(text)
+
+
+def parse_roi(text: Optional[str]) -> Optional[tuple[tuple[Optional[int], Optional[int]], ...]]:
+    """'Z0:Z1,Y0:Y1,X0:X1' (2-D: 'Y0:Y1,X0:X1'; an end may be empty) → ((lo, hi), …)."""
+    from txmdb.errors import TxmdbError
+
+    if text is None:
+        return None
+    out = []
+    for part in text.split(","):
+        lo, sep, hi = part.partition(":")
+        try:
+            if not sep:
+                raise ValueError(part)
+            out.append((int(lo) if lo.strip() else None, int(hi) if hi.strip() else None))
+        except ValueError:
+            raise TxmdbError(f"--roi {text!r}: expected Z0:Z1,Y0:Y1,X0:X1 (2-D: Y0:Y1,X0:X1) in voxels, "
+                             f"e.g. 0:64,:,10:90") from None
+    return tuple(out)
+
+
+def option_values(kind: str, values: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The full option set of a ``kind`` job (``analyze`` | ``register``): ``values`` over the defaults.
+
+    Names may use ``-`` or ``_``; an unknown name, or a value of the wrong type, is a one-line
+    error naming it. The result is what a job stores as its ``parameters`` (JSON).
+    """
+    from txmdb.errors import TxmdbError
+
+    options = {"analyze": ANALYZE_OPTIONS, "register": REGISTER_OPTIONS}.get(kind)
+    if options is None:
+        raise TxmdbError(f"unknown job kind {kind!r}: expected analyze or register")
+    out = {name: default for name, (_, default) in options.items()}
+    for key, value in (values or {}).items():
+        name = str(key).replace("-", "_")
+        if name not in options:
+            raise TxmdbError(f"unknown {kind} option {key!r}; options: {', '.join(options)}")
+        out[name] = _typed(f"{kind} option {name}", options[name][0], value)
+    return out
+
+
+def _typed(what: str, wanted: type, value: Any) -> Any:
+    """``value`` as ``wanted`` (None stays None); numbers and words from TOML or the CLI alike."""
+    from txmdb.errors import TxmdbError
+
+    if value is None:
+        return None
+    if isinstance(value, (list, tuple)) and wanted is str:  # a TOML array: bin = [1, 2, 3]
+        value = ",".join(str(v) for v in value)
+    elif isinstance(value, int) and not isinstance(value, bool) and wanted in (str, float):
+        value = wanted(value)  # registration = 4, min_jump = 1
+    if not isinstance(value, wanted) or (wanted is not bool and isinstance(value, bool)):
+        raise TxmdbError(f"{what}: expected {wanted.__name__}, got {value!r}")
+    return value
+
+
+def analysis_request(values: Mapping[str, Any] | None):
+    """``txm analyze``'s options (names and text as :func:`option_values`) → (AnalysisOptions, registration).
+
+    ``registration`` is :data:`txmdb.catalog.txm.LATEST`, None (the stack as it is) or an id,
+    for :func:`txmdb.catalog.txm.analyze_scan`. Every bad value is a one-line TxmdbError.
+    """
+    from txmdb.analysis.edge import edge_parameters
+    from txmdb.errors import TxmdbError
+    from txmdb.pipeline import AnalysisOptions
+    from txmdb.vocabulary import ELEMENTS
+
+    v = option_values("analyze", values)
+    if v["element"] not in ELEMENTS:
+        raise TxmdbError(f"--element {v['element']!r}: expected one of {', '.join(ELEMENTS)}")
+    if not 2 <= v["theta_bins"] <= 180:
+        raise TxmdbError(f"--theta-bins must be between 2 and 180, got {v['theta_bins']}")
+    if v["workers"] < 1:
+        raise TxmdbError(f"--workers must be at least 1, got {v['workers']}")
+    params = edge_parameters(v["element"], pre=parse_window(v["pre"], "--pre"), post=parse_window(v["post"], "--post"),
+                             edge=parse_window(v["edge"], "--edge", open_ends=False), min_jump=v["min_jump"],
+                             snr=v["snr"])
+    options = AnalysisOptions(params=params, bin_factors=parse_bins(v["bin"]), theta_bins=v["theta_bins"],
+                              min_particle_voxels=v["min_particle_voxels"], workers=v["workers"])
+    return options, parse_registration(v["registration"])
+
+
+def registration_request(values: Mapping[str, Any] | None) -> dict[str, Any]:
+    """``txm register``'s options → the keywords of :func:`txmdb.catalog.registration.register_scan`."""
+    v = option_values("register", values)
+    return {"reference_energy_ev": v["reference_energy"], "max_shift": v["max_shift"], "roi": parse_roi(v["roi"]),
+            "accept_poor": v["accept_poor"]}
