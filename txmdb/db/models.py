@@ -50,6 +50,13 @@ def _now() -> dt.datetime:
 Timestamp = DateTime(timezone=True)
 
 
+def _created_by() -> Mapped[Optional[str]]:
+    """Who wrote the row: a web account, ``os:<login>`` from a shell, NULL if unknown (txmdb.db.actor)."""
+    from txmdb.db.actor import current_actor
+
+    return mapped_column(String(200), default=current_actor)
+
+
 class FileRecord:
     """Provenance of an ingested file: where it was, how big, its SHA-256 and when."""
 
@@ -74,6 +81,8 @@ class Sample(Base):
     notes: Mapped[Optional[str]] = mapped_column(Text)
     meta: Mapped[dict[str, Any]] = mapped_column(default=dict)
     created_at: Mapped[dt.datetime] = mapped_column(Timestamp, default=_now)
+    created_by: Mapped[Optional[str]] = _created_by()
+
 
     cells: Mapped[list["Cell"]] = relationship(back_populates="sample")
 
@@ -96,6 +105,8 @@ class Cell(Base):
     lower_cutoff_v: Mapped[Optional[float]] = mapped_column(Float)
     notes: Mapped[Optional[str]] = mapped_column(Text)
     created_at: Mapped[dt.datetime] = mapped_column(Timestamp, default=_now)
+    created_by: Mapped[Optional[str]] = _created_by()
+
 
     sample: Mapped[Sample] = relationship(back_populates="cells")
 
@@ -113,6 +124,7 @@ class CyclingRun(FileRecord, Base):
     records_path: Mapped[str] = mapped_column(Text)
     records_sha256: Mapped[str] = mapped_column(String(64))
     column_map: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_by: Mapped[Optional[str]] = _created_by()
 
     cycles: Mapped[list["Cycle"]] = relationship(
         back_populates="run", cascade="all, delete-orphan", passive_deletes=True
@@ -162,6 +174,7 @@ class XASMeasurement(FileRecord, Base):
     parameters: Mapped[dict[str, Any]] = mapped_column(default=dict)
     spectrum_path: Mapped[str] = mapped_column(Text)
     spectrum_sha256: Mapped[str] = mapped_column(String(64))
+    created_by: Mapped[Optional[str]] = _created_by()
 
 
 class XRDResult(Base):
@@ -179,6 +192,8 @@ class XRDResult(Base):
     file_sha256: Mapped[Optional[str]] = mapped_column(String(64), unique=True)  # NULL for typed-in values
     parameters: Mapped[dict[str, Any]] = mapped_column(default=dict)
     created_at: Mapped[dt.datetime] = mapped_column(Timestamp, default=_now)
+    created_by: Mapped[Optional[str]] = _created_by()
+
 
 
 class TXMScan(FileRecord, Base):
@@ -200,6 +215,7 @@ class TXMScan(FileRecord, Base):
     energy_max_ev: Mapped[float] = mapped_column(Float)
     energies_ev: Mapped[list[Any]] = mapped_column()  # sorted, in eV
     voxel_size_nm: Mapped[Optional[float]] = mapped_column(Float)
+    created_by: Mapped[Optional[str]] = _created_by()
 
     analyses: Mapped[list["Analysis"]] = relationship(back_populates="scan")
     registrations: Mapped[list["Registration"]] = relationship(back_populates="scan")
@@ -227,6 +243,7 @@ class Registration(Base):
     input_sha256: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[dt.datetime] = mapped_column(Timestamp, default=_now)
     elapsed_s: Mapped[Optional[float]] = mapped_column(Float)
+    created_by: Mapped[Optional[str]] = _created_by()
 
     scan: Mapped[TXMScan] = relationship(back_populates="registrations")
     shifts: Mapped[list["RegistrationShift"]] = relationship(
@@ -282,6 +299,7 @@ class Analysis(Base):
     std_edge_ev: Mapped[Optional[float]] = mapped_column(Float)
     # The registration applied while reading the stack; NULL: the stack as it is.
     registration_id: Mapped[Optional[int]] = mapped_column(ForeignKey("registrations.id"), index=True)
+    created_by: Mapped[Optional[str]] = _created_by()
 
     scan: Mapped[TXMScan] = relationship(back_populates="analyses")
 
@@ -462,13 +480,81 @@ class Job(Base):
     created_by: Mapped[Optional[str]] = mapped_column(String(200))
 
 
+class User(Base):
+    """A web account (DESIGN §12): its role, Argon2 password hash, and whether it may sign in."""
+
+    __tablename__ = "users"
+    __table_args__ = (CheckConstraint("role IN ('viewer', 'editor', 'admin')", name="role"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    role: Mapped[str] = mapped_column(String(20))
+    password_hash: Mapped[str] = mapped_column(Text)
+    disabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[dt.datetime] = mapped_column(Timestamp, default=_now)
+    created_by: Mapped[Optional[str]] = _created_by()
+
+
+class ApiToken(Base):
+    """An API token: only its HMAC-SHA-256 under the catalogue's web key is kept (txmdb.web.secrets)."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[dt.datetime] = mapped_column(Timestamp, default=_now)
+    expires_at: Mapped[Optional[dt.datetime]] = mapped_column(Timestamp)  # NULL: until the account is disabled
+
+
+class WebSession(Base):
+    """A signed-in browser: the cookie holds a random secret, this row its HMAC (so logout and
+    disabling an account end it at once, on every server sharing the catalogue)."""
+
+    __tablename__ = "sessions"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    session_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[dt.datetime] = mapped_column(Timestamp, default=_now)
+    expires_at: Mapped[dt.datetime] = mapped_column(Timestamp, index=True)
+
+
+class LoginAttempt(Base):
+    """One try at the login form, kept for the rate limit (per account name and per address)."""
+
+    __tablename__ = "login_attempts"
+    __table_args__ = (
+        Index("ix_login_attempts_username_at", "username", "attempted_at"),
+        Index("ix_login_attempts_remote_at", "remote", "attempted_at"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    username: Mapped[str] = mapped_column(String(200))
+    remote: Mapped[str] = mapped_column(String(100))
+    attempted_at: Mapped[dt.datetime] = mapped_column(Timestamp, default=_now)
+    succeeded: Mapped[bool] = mapped_column(Boolean)
+
+
+class WebKey(Base):
+    """The catalogue's key of API-token, session and CSRF HMACs (one row, made by its migration)."""
+
+    __tablename__ = "web_key"
+    __table_args__ = (CheckConstraint("id = 1", name="one_row"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    key_hex: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[dt.datetime] = mapped_column(Timestamp, default=_now)
+
+
 def data_columns(model: type[Base]) -> tuple[str, ...]:
     """The model's columns without its own id and its keys to other rows, in declaration order.
 
     These are what a kernel computes for a row (``Cycle``, the statistics tables): queries,
     kernels' frames and catalogue inserts take their column lists from here.
     """
-    return tuple(c.name for c in model.__table__.columns if not c.primary_key and not c.foreign_keys)
+    return tuple(c.name for c in model.__table__.columns
+                 if not c.primary_key and not c.foreign_keys and c.name != "created_by")  # provenance, not data
 
 
 # Tables the TXM pipeline fills, keyed by the name of the DataFrame it returns.

@@ -1,0 +1,187 @@
+"""The ASGI application of ``txmdb serve``: pages, /api/v1, static assets, one gate for all.
+
+:func:`create_app` takes the catalogue (:class:`txmdb.catalog.Catalog`, the object every CLI
+command opens: engine and results store) and returns a FastAPI application:
+
+- ``/static/*``: txmdb's own scripts, styles and fonts (no CDN), public;
+- ``/login``, ``/logout``, ``/setup`` (:mod:`txmdb.web.auth`);
+- ``/api/v1/*`` (:mod:`txmdb.web.api`), OpenAPI at ``/api/v1/openapi.json``;
+- the pages (:mod:`txmdb.web.pages`, an ``APIRouter`` named ``router``).
+
+A middleware identifies every request once (bearer token or session cookie), refuses
+anonymous requests outside :data:`txmdb.web.auth.PUBLIC_PATHS` unless ``public_read``, and
+sets the security headers. Errors are JSON under /api (``{"error": ..., "status": ...}``)
+and a page elsewhere; never a traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from txmdb.vocabulary import MAX_UPLOAD_BYTES
+
+STATIC = Path(__file__).resolve().parent / "static"
+log = logging.getLogger("txmdb.web")
+
+#: No inline script anywhere (DESIGN §12); styles may be inline (plotting libraries set them).
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data: blob:; "
+    "font-src 'self'; connect-src 'self'; object-src 'none'; base-uri 'self'; form-action 'self'; "
+    "frame-ancestors 'none'"
+)
+SECURITY_HEADERS = {
+    "Content-Security-Policy": CONTENT_SECURITY_POLICY,
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "same-origin",
+    "Cross-Origin-Opener-Policy": "same-origin",
+}
+
+
+@dataclass
+class WebSettings:
+    """How this server answers (``txmdb serve``'s options)."""
+
+    public_read: bool = False
+    max_upload_bytes: int = MAX_UPLOAD_BYTES
+    # SHA-256 of the one-time setup link's token; None once used, or when accounts exist.
+    setup_token_hash: Optional[str] = None
+
+
+def create_app(context, *, public_read: bool = False, max_upload_bytes: int = MAX_UPLOAD_BYTES,
+               setup_token: Optional[str] = None) -> FastAPI:
+    """The web application over catalogue ``context`` (engine and store; kept as ``app.state.catalog``)."""
+    from txmdb import __version__
+    from txmdb.web import api, auth
+
+    app = FastAPI(title="txmdb", version=__version__, description="The lab's TXM-XANES catalogue (DESIGN §12).",
+                  openapi_url="/api/v1/openapi.json", docs_url=None, redoc_url=None)
+    app.state.catalog = context
+    app.state.settings = WebSettings(public_read=public_read, max_upload_bytes=max_upload_bytes,
+                                     setup_token_hash=auth.setup_token_hash(setup_token) if setup_token else None)
+    _add_gate(app)
+    _add_error_handlers(app)
+    app.mount("/static", StaticFiles(directory=STATIC, check_dir=False), name="static")
+    app.include_router(auth.router)
+    app.include_router(api.router, prefix="/api/v1")
+    try:
+        from txmdb.web import pages
+    except ModuleNotFoundError as exc:  # the pages are optional; an error inside them is not
+        if exc.name != "txmdb.web.pages":
+            raise
+    else:
+        app.include_router(pages.router)
+    return app
+
+
+def _add_gate(app: FastAPI) -> None:
+    from fastapi import HTTPException
+
+    from txmdb.errors import TxmdbError
+    from txmdb.web.auth import identify, is_api, is_public, login_redirect, relative_path, secure, set_cookies
+
+    @app.middleware("http")
+    async def gate(request, call_next):
+        path = relative_path(request)
+        if not (path == "/api/v1/health" or path.startswith("/static/")):
+            try:
+                user = await identify(request)
+            except HTTPException as exc:
+                return _headers(request, error_response(request, exc.status_code, exc.detail, exc.headers))
+            except TxmdbError as exc:  # the catalogue cannot be reached
+                return _headers(request, error_response(request, 503, str(exc)))
+            if user is None and not app.state.settings.public_read and not is_public(path):
+                if is_api(path):
+                    return _headers(request, error_response(request, 401, "sign in first: send "
+                                                            "'Authorization: Bearer TOKEN' (txmdb user token NAME)",
+                                                            {"WWW-Authenticate": "Bearer"}))
+                return _headers(request, login_redirect(request))
+        response = await call_next(request)
+        set_cookies(request, response)
+        return _headers(request, response)
+
+    def _headers(request, response):
+        for name, value in SECURITY_HEADERS.items():
+            response.headers.setdefault(name, value)
+        if secure(request):
+            response.headers.setdefault("Strict-Transport-Security", "max-age=31536000")
+        if not relative_path(request).startswith("/static/"):
+            # Pages and answers hold catalogue data: no shared cache keeps them.
+            response.headers.setdefault("Cache-Control", "no-store")
+        return response
+
+
+def error_response(request, status: int, message, headers=None):
+    """A JSON error under /api, else an error page (template ``error.html`` when there is one)."""
+    from txmdb.web.auth import is_api, relative_path
+
+    message = str(message)
+    if is_api(relative_path(request)):
+        return JSONResponse({"error": message, "status": status}, status_code=status, headers=headers)
+    from jinja2 import TemplateNotFound
+
+    from txmdb.web.templating import render
+
+    try:
+        return render(request, "error.html", status_code=status, headers=headers, status=status, message=message)
+    except TemplateNotFound:
+        from html import escape
+
+        return HTMLResponse(f"<!doctype html><title>{status}</title><p>{escape(message)}</p>", status_code=status,
+                            headers=headers)
+
+
+#: HTTP status of each domain error (the most specific class first).
+def _status_of(exc) -> int:
+    from txmdb.accounts import LoginRefused
+    from txmdb.errors import DatabaseError, DuplicateError, FilterError, NotFoundError, StoreError
+
+    for kind, status in ((NotFoundError, 404), (FilterError, 422), (DuplicateError, 409), (LoginRefused, 429),
+                         (DatabaseError, 503), (StoreError, 503)):
+        if isinstance(exc, kind):
+            return status
+    return 400
+
+
+def _validation_message(exc: RequestValidationError) -> str:
+    """One line per bad field, naming where it was and what is wrong, never the value sent."""
+    parts = []
+    for error in exc.errors():
+        where = [str(p) for p in error.get("loc", ()) if p not in ("body",)]
+        kind = {"query": "query parameter", "path": "path parameter", "header": "header"}.get(where[0] if where else "",
+                                                                                             "field")
+        name = ".".join(where[1:] if len(where) > 1 else where) or "request"
+        parts.append(f"{kind} {name!r}: {error.get('msg', 'invalid')}")
+    return "; ".join(parts) or "invalid request"
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    from txmdb.errors import TxmdbError
+    from txmdb.textsafe import visible
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request, exc):
+        return error_response(request, exc.status_code, exc.detail, getattr(exc, "headers", None))
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request, exc):
+        return error_response(request, 422, _validation_message(exc))
+
+    @app.exception_handler(TxmdbError)
+    async def domain_error(request, exc):
+        return error_response(request, _status_of(exc), visible(str(exc)))
+
+    @app.exception_handler(Exception)
+    async def unexpected(request, exc):
+        log.error("unexpected error on %s %s: %s", request.method, request.url.path, type(exc).__name__,
+                  exc_info=exc)
+        return error_response(request, 500, "internal error; the server log has the details")

@@ -1,0 +1,61 @@
+"""Jinja2 pages: one environment, autoescaped, and :func:`render` for every HTML response.
+
+Every template gets ``request``, ``user`` (the signed-in :class:`~txmdb.accounts.Account`, or
+None when public reading lets an anonymous visitor in), ``csrf_token`` (the value every form
+posts back in a hidden ``csrf_token`` field), ``public_read``, ``root_path`` (also ``root``),
+``status_code``, and two URL
+helpers that keep the server's ``--root-path``: ``url('/samples')`` and
+``static_url('app.css')``. The Content-Security-Policy allows no inline script: data for
+scripts goes in ``data-`` attributes or a ``<script type="application/json">`` block
+(``|tojson``), code in files under /static.
+"""
+
+from __future__ import annotations
+
+import functools
+from urllib.parse import quote
+
+from jinja2 import Environment, PackageLoader, select_autoescape
+
+
+@functools.cache
+def environment() -> Environment:
+    """The templates of txmdb.web (autoescape on for every template, whatever its suffix)."""
+    return Environment(
+        loader=PackageLoader("txmdb.web", "templates"),
+        autoescape=select_autoescape(default=True, default_for_string=True),
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+
+
+def root_path(request) -> str:
+    """The prefix the server lives under (``--root-path``), without a trailing slash."""
+    return (request.scope.get("root_path") or "").rstrip("/")
+
+
+def url(request, path: str) -> str:
+    """``path`` (absolute inside the application) as the browser must ask for it."""
+    return root_path(request) + path
+
+
+def render(request, template: str, status_code: int = 200, headers: dict | None = None, **context):
+    """The HTML response of ``template`` with ``context`` and the names every page has."""
+    from fastapi.responses import HTMLResponse
+
+    from txmdb.web.auth import csrf_token
+
+    names = {
+        "request": request,
+        "user": getattr(request.state, "user", None),
+        "csrf_token": csrf_token(request),
+        "public_read": request.app.state.settings.public_read,
+        "root_path": root_path(request),
+        "root": root_path(request),
+        "status_code": status_code,
+        "url": lambda path: url(request, path),
+        "static_url": lambda name: url(request, "/static/" + quote(name)),
+        **context,
+    }
+    html = environment().get_template(template).render(names)
+    return HTMLResponse(html, status_code=status_code, headers=headers)
