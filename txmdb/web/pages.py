@@ -1,0 +1,743 @@
+"""The web pages (DESIGN §12): dashboard, samples, scans, compare, query, SQL, jobs, harvest, upload.
+
+Every table comes from the same query functions as ``txmdb query`` (:data:`txmdb.query.QUERIES`)
+and every filter form is built from their declarations (:data:`txmdb.vocabulary.FILTERS`): the
+pages hold no query of their own. Plot data travel in ``data-plot`` attributes (JSON, escaped by
+Jinja's autoescape); the scripts are static files, so the Content-Security-Policy can forbid
+inline scripts.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+from typing import Callable, Iterable
+from urllib.parse import urlencode
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+
+from txmdb.errors import NotFoundError, TxmdbError
+from txmdb.query import QUERIES
+from txmdb.vocabulary import FILTERS, MAX_CATALOGUE_INT
+from txmdb.web.auth import Editor, Viewer
+
+router = APIRouter(include_in_schema=False)
+
+#: Rows a page shows of a table; the downloads have all of them.
+PAGE_ROWS = 500
+#: Rows the SQL console asks for (the CLI's --max-rows, smaller: a page, not a file).
+SQL_PAGE_ROWS = 1000
+
+# Axis names of a map's spatial axes, as the slice endpoint takes them.
+SPATIAL_AXES = {3: ("z", "y", "x"), 2: ("y", "x")}
+
+
+# --------------------------------------------------------------------------- plumbing
+
+
+def _catalog(request: Request):
+    return request.app.state.catalog
+
+
+def _root(request: Request) -> str:
+    from txmdb.web.templating import root_path
+
+    return root_path(request)
+
+
+def _page(request: Request, template: str, *, active: str | None = None, status_code: int = 200, **context):
+    """A page; ``render`` adds the user, the CSRF token of its forms and the root path."""
+    from txmdb.web.templating import render
+
+    return render(request, template, status_code=status_code, active=active, **context)
+
+
+# --------------------------------------------------------------------------- tables
+
+
+def _text(value) -> str:
+    """A cell as text: numbers to six significant figures, no 'nan' or 'None'."""
+    from txmdb.textsafe import visible
+
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return "" if not math.isfinite(value) else f"{value:.6g}"
+    if isinstance(value, (dict, list)):
+        return visible(json.dumps(value, ensure_ascii=False))
+    if isinstance(value, dt.datetime):
+        return value.strftime("%Y-%m-%d %H:%M:%S")
+    try:
+        import pandas as pd
+
+        if value is pd.NA or value is pd.NaT:
+            return ""
+    except ImportError:  # pragma: no cover - pandas is a dependency
+        pass
+    if hasattr(value, "item"):  # numpy scalars
+        return _text(value.item())
+    return visible(str(value))
+
+
+def table(frame, *, links: dict[str, Callable[[dict], str | None]] | None = None, status: Iterable[str] = (),
+          limit: int = PAGE_ROWS, empty: str | None = None) -> dict:
+    """A DataFrame as the rows of ``_macros.data_table``: text cells, links where ``links`` say."""
+    from pandas.api.types import is_numeric_dtype
+
+    links = links or {}
+    status = set(status)
+    columns = list(frame.columns)
+    numeric = {c for c in columns if is_numeric_dtype(frame[c].dtype) and frame[c].dtype != bool}
+    rows = []
+    for record in frame.head(limit).to_dict("records"):
+        row = []
+        for c in columns:
+            text = _text(record[c])
+            href = links[c](record) if c in links and text else None
+            row.append({"text": text, "href": href, "num": c in numeric, "status": c in status and bool(text)})
+        rows.append(row)
+    return {"columns": columns, "rows": rows, "total": len(frame), "empty": empty}
+
+
+# --------------------------------------------------------------------------- dashboard
+
+
+def _optional_table(catalog, name: str):
+    """The SQLAlchemy Table ``name`` if this catalogue has it (jobs and harvest arrive with migration 0007)."""
+    import sqlalchemy as sa
+
+    if not sa.inspect(catalog.engine).has_table(name):
+        return None
+    return sa.Table(name, sa.MetaData(), autoload_with=catalog.engine)
+
+
+def _recent_rows(catalog, name: str, *, where=None, limit: int = 10):
+    """The newest rows of an optional table (by id), or None when the catalogue has no such table."""
+    import pandas as pd
+    import sqlalchemy as sa
+
+    found = _optional_table(catalog, name)
+    if found is None:
+        return None
+    stmt = sa.select(found)
+    if where is not None:
+        stmt = stmt.where(where(found))
+    if "id" in found.c:
+        stmt = stmt.order_by(found.c.id.desc())
+    with catalog.engine.connect() as conn:
+        result = conn.execute(stmt.limit(limit))
+        return pd.DataFrame(result.fetchall(), columns=list(result.keys()))
+
+
+def _counts(catalog) -> list[tuple[str, int, str | None]]:
+    import sqlalchemy as sa
+
+    from txmdb.db import models as m
+
+    things = [("samples", m.Sample, "/samples"), ("cells", m.Cell, "/query/cells"),
+              ("cycling runs", m.CyclingRun, "/query/cycles"), ("XAS spectra", m.XASMeasurement, "/query/xas"),
+              ("XRD results", m.XRDResult, "/query/xrd"), ("TXM scans", m.TXMScan, "/query/scans"),
+              ("analyses", m.Analysis, "/query/analyses"), ("particles", m.Particle, "/query/particles")]
+    with catalog.session() as session:
+        return [(label, session.scalar(sa.select(sa.func.count()).select_from(model)), href)
+                for label, model, href in things]
+
+
+def _recent_ingests(catalog, limit: int = 12):
+    """The newest ingested files of every kind, newest first."""
+    import pandas as pd
+    import sqlalchemy as sa
+
+    from txmdb.db import models as m
+
+    kinds = [("cycling", m.CyclingRun, m.Cell.name, m.CyclingRun.cell_id == m.Cell.id, m.CyclingRun.ingested_at),
+             ("XAS", m.XASMeasurement, m.Sample.name, m.XASMeasurement.sample_id == m.Sample.id,
+              m.XASMeasurement.ingested_at),
+             ("TXM", m.TXMScan, m.Sample.name, m.TXMScan.sample_id == m.Sample.id, m.TXMScan.ingested_at),
+             ("XRD", m.XRDResult, m.Sample.name, m.XRDResult.sample_id == m.Sample.id, m.XRDResult.created_at)]
+    rows = []
+    with catalog.session() as session:
+        for kind, model, owner, join, when in kinds:
+            stmt = sa.select(model.id, owner, model.file_path, when).join_from(model, owner.class_, join)
+            for id_, name, path, at in session.execute(stmt.order_by(when.desc(), model.id.desc()).limit(limit)):
+                rows.append({"when": at, "kind": kind, "id": id_, "of": name, "file": path})
+    frame = pd.DataFrame(rows, columns=["when", "kind", "id", "of", "file"])
+    if not frame.empty:
+        frame["sort"] = pd.to_datetime(frame["when"], utc=True)
+        frame = frame.sort_values("sort", ascending=False).drop(columns="sort").head(limit)
+    return frame
+
+
+def _ingest_link(root: str):
+    def link(row: dict) -> str | None:
+        if row["kind"] == "TXM":
+            return f"{root}/scans/{row['id']}"
+        return None
+    return link
+
+
+@router.get("/", response_class=HTMLResponse)
+def dashboard(request: Request, user=Viewer):
+    from txmdb import query
+
+    catalog, root = _catalog(request), _root(request)
+    analyses = query.analyses(catalog).sort_values("analysis_id", ascending=False).head(10)
+    jobs = _recent_rows(catalog, "jobs")
+    harvest = _recent_rows(catalog, "harvested_files", where=lambda t: t.c.status == "failed") \
+        if _optional_table(catalog, "harvested_files") is not None else None
+    return _page(
+        request, "dashboard.html", active="/", counts=_counts(catalog),
+        ingests=table(_recent_ingests(catalog), links={"of": _sample_or_cell_link(root), "id": _ingest_link(root)},
+                      empty="Nothing ingested yet."),
+        jobs=None if jobs is None else table(jobs, status=["status"], empty="No jobs."),
+        harvest=None if harvest is None else table(harvest, status=["status"], empty="No failed harvests."),
+        analyses=table(analyses[["analysis_id", "scan_id", "status", "started_at", "finished_at", "n_particles",
+                                 "mean_edge_ev", "error"]],
+                       links={"scan_id": lambda r: f"{root}/scans/{r['scan_id']}"}, status=["status"],
+                       empty="No analyses yet."),
+    )
+
+
+def _sample_or_cell_link(root: str):
+    def link(row: dict) -> str | None:
+        return None if row["kind"] == "cycling" else f"{root}/samples/{_quote(row['of'])}"
+    return link
+
+
+def _quote(name: str) -> str:
+    from urllib.parse import quote
+
+    return quote(str(name), safe="")
+
+
+# --------------------------------------------------------------------------- samples
+
+
+_SAMPLE_FORM = ("q", "morphology", "material", "ni_min", "ni_max", "mn_min", "mn_max", "co_min", "co_max", "meta")
+
+
+def _fraction(form: dict, key: str) -> float | None:
+    text = form.get(key, "").strip()
+    if not text:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise TxmdbError(f"{key}: {text!r} is not a number") from None
+    if not 0 <= value <= 1:
+        raise TxmdbError(f"{key}: {text} is not a fraction between 0 and 1")
+    return value
+
+
+def search_samples(frame, form: dict):
+    """The rows of ``query.samples`` that match the search form (name, material, composition, meta)."""
+    keep = frame.index == frame.index
+    if form.get("q", "").strip():
+        keep &= frame["sample"].str.contains(form["q"].strip(), case=False, regex=False)
+    if form.get("material", "").strip():
+        keep &= frame["material"].fillna("").str.contains(form["material"].strip(), case=False, regex=False)
+    for element in ("ni", "mn", "co"):
+        low, high = _fraction(form, f"{element}_min"), _fraction(form, f"{element}_max")
+        column = frame[f"{element}_fraction"].astype(float)
+        if low is not None:
+            keep &= column >= low
+        if high is not None:
+            keep &= column <= high
+    meta = form.get("meta", "").strip()
+    if meta:
+        key, sep, value = meta.partition("=")
+        key, value = key.strip(), value.strip()
+        if not key:
+            raise TxmdbError(f"meta: {meta!r} names no key; write key=value or key")
+        keep &= frame["meta"].map(lambda d: isinstance(d, dict) and key in d
+                                  and (not sep or str(d[key]).casefold() == value.casefold()))
+    return frame[keep]
+
+
+@router.get("/samples", response_class=HTMLResponse)
+def samples_page(request: Request, user=Viewer):
+    from txmdb import query
+
+    catalog, root = _catalog(request), _root(request)
+    form = {key: request.query_params.get(key, "") for key in _SAMPLE_FORM}
+    everything = query.samples(catalog)
+    morphologies = sorted({m for m in everything["morphology"].dropna()})
+    error = None
+    try:
+        found = search_samples(query.samples(catalog, morphology=form["morphology"] or None), form)
+    except TxmdbError as exc:
+        error, found = str(exc), everything.iloc[0:0]
+    shown = found.drop(columns=["source"], errors="ignore")
+    return _page(request, "samples.html", active="/samples", form=form, morphologies=morphologies, error=error,
+                 table=table(shown, links={"sample": lambda r: f"{root}/samples/{_quote(r['sample'])}"},
+                             empty="No sample matches."))
+
+
+def _series(frame, x: str, y: str, label: str, **extra) -> dict:
+    """One plot series; non-finite values become gaps (JSON has no NaN)."""
+    def finite(values):
+        return [float(v) if v is not None and math.isfinite(float(v)) else None for v in values]
+
+    return {"label": label, "x": finite(frame[x].astype(float)), "y": finite(frame[y].astype(float)), **extra}
+
+
+def cycling_plots(cycles) -> list[dict]:
+    """Capacity, retention and voltage drop against cycle, one series per cycling run."""
+    from txmdb.analysis.cycling import retention_curve
+
+    capacity, retention, drop = [], [], []
+    several = cycles.groupby("cell")["run_id"].nunique().max() > 1 if not cycles.empty else False
+    for (cell, run_id), run in cycles.sort_values("cycle").groupby(["cell", "run_id"], sort=True):
+        label = f"{cell} run {run_id}" if several else str(cell)
+        capacity.append(_series(run, "cycle", "discharge_capacity_mah_g", label))
+        try:
+            pct = retention_curve(run, reference_cycle=int(run["reference_cycle"].iloc[0])).to_numpy()
+        except ValueError:  # no reference cycle in this run: no retention curve
+            pct = None
+        if pct is not None:
+            retention.append(_series(run.assign(retention_pct=pct), "cycle", "retention_pct", label))
+        drop.append(_series(run, "cycle", "voltage_drop_v", label))
+    cycle_axis = {"label": "Cycle", "unit": "no."}
+    return [
+        {"id": "capacity", "title": "Discharge capacity", "x": cycle_axis,
+         "y": {"label": "Discharge capacity", "unit": "mAh g⁻¹"}, "series": capacity},
+        {"id": "retention", "title": "Capacity retention (against the reference cycle)", "x": cycle_axis,
+         "y": {"label": "Retention", "unit": "%"}, "series": retention},
+        {"id": "voltage-drop", "title": "Voltage drop (upper cut-off − onset discharge voltage)", "x": cycle_axis,
+         "y": {"label": "Voltage drop", "unit": "V"}, "series": drop},
+    ]
+
+
+def xas_plots(catalog, xas) -> tuple[list[dict], list[str]]:
+    """Normalised spectra overlaid, one plot per edge and mode kind; notes for unreadable spectra."""
+    import sqlalchemy as sa
+
+    from txmdb.db.models import XASMeasurement
+    from txmdb.errors import StoreFileError
+
+    if xas.empty:
+        return [], []
+    ids = [int(i) for i in xas["measurement_id"]]
+    with catalog.session() as session:
+        files = {i: (p, s) for i, p, s in session.execute(
+            sa.select(XASMeasurement.id, XASMeasurement.spectrum_path, XASMeasurement.spectrum_sha256)
+            .where(XASMeasurement.id.in_(ids)))}
+    plots: dict[tuple[str, str], dict] = {}
+    notes = []
+    for row in xas.to_dict("records"):
+        path, sha256 = files[int(row["measurement_id"])]
+        try:
+            data = catalog.store.read_parquet(path, sha256, columns=["energy_ev", "normalized"])
+        except StoreFileError as exc:
+            notes.append(f"The spectrum of XAS measurement {row['measurement_id']} {exc.problem}.")
+            continue
+        data = data.sort_values("energy_ev").drop_duplicates("energy_ev")
+        group = (row["edge"], "") if row["edge"].upper().endswith("-K") else (row["edge"], row["mode"])
+        title = f"{group[0]} {group[1]}".strip()
+        plot = plots.setdefault(group, {"id": f"xas-{len(plots)}", "title": f"{title} spectra",
+                                        "x": {"label": "Energy", "unit": "eV"},
+                                        "y": {"label": "Normalised absorbance", "unit": "a.u."}, "series": []})
+        label = " · ".join(str(v) for v in (row["state"], row["mode"], f"#{row['measurement_id']}") if v)
+        plot["series"].append(_series(data, "energy_ev", "normalized", label))
+    return list(plots.values()), notes
+
+
+def _thumbnail(root: str, row: dict) -> str | None:
+    """The central z slice of the scan's edge map, from the slice endpoint (None: not analysed)."""
+    if row.get("analysis_id") is None or _text(row.get("analysis_id")) == "":
+        return None
+    spatial = _spatial_shape(row["shape"])
+    axis = SPATIAL_AXES.get(len(spatial), ("z",))[0]
+    return f"{root}/api/v1/scans/{row['scan_id']}/slice.png?" + urlencode(
+        {"map": "edge", "axis": axis, "index": spatial[0] // 2})
+
+
+def _spatial_shape(shape) -> list[int]:
+    """The spatial axes of a scan from query.scans' shape text ('60×100×100': energies first)."""
+    sizes = [int(s) for s in str(shape).split("×")] if shape else []
+    return sizes[1:]
+
+
+@router.get("/samples/{name}", response_class=HTMLResponse)
+def sample_page(request: Request, name: str, user=Viewer):
+    from txmdb import query
+
+    catalog, root = _catalog(request), _root(request)
+    info = query.samples(catalog, sample=[name])
+    if info.empty:
+        raise NotFoundError(f"no sample named {name!r}; see the samples page")
+    record = info.iloc[0].to_dict()
+    fields = [(k.replace("_", " "), _text(v)) for k, v in record.items() if k != "sample"]
+    cycles = query.cycles(catalog, sample=[name])
+    xas = query.xas(catalog, sample=[name])
+    spectra, notes = xas_plots(catalog, xas)
+    scans = query.scans(catalog, sample=[name])
+    scan_cards = [{"id": int(r["scan_id"]), "state": r["state"], "shape": r["shape"],
+                   "mean_edge_ev": _text(r["mean_edge_ev"]), "thumbnail": _thumbnail(root, r)}
+                  for r in scans.to_dict("records")]
+    return _page(
+        request, "sample.html", active="/samples", sample={"name": name, "fields": fields},
+        cells=table(query.cells(catalog, sample=[name]).drop(columns=["sample"]), empty="No cells of this sample."),
+        cycling_plots=cycling_plots(cycles) if not cycles.empty else [],
+        xas=table(xas.drop(columns=["sample"]), empty="No XAS measurements of this sample."),
+        xas_plots=spectra, xas_notes=notes,
+        xrd=table(query.xrd(catalog, sample=[name]).drop(columns=["sample"]), empty="No XRD results of this sample."),
+        scans=scan_cards,
+    )
+
+
+# --------------------------------------------------------------------------- scans
+
+
+def _first(frame, *names: str) -> str:
+    """The first of ``names`` that ``frame`` has (statistics columns renamed with the map statistics)."""
+    return next(n for n in names if n in frame.columns)
+
+
+def _edge_rows(frame):
+    """The edge map's rows of a per-map statistics table (tables without a map column are the edge's)."""
+    return frame[frame["map"] == "edge"] if "map" in frame.columns else frame
+
+
+def gradient_plots(theta, vector_size, unit: str) -> list[dict]:
+    """Per binning factor: θ probability (with the sin θ reference) and |u| per folded θ group (edge map)."""
+    plots = []
+    theta, vector_size = _edge_rows(theta), _edge_rows(vector_size)
+    for factor, rows in theta.groupby("bin_factor", sort=True):
+        rows = rows.assign(theta=(rows["theta_lo"] + rows["theta_hi"]) / 2).sort_values("theta_lo")
+        weighted = rows["weighted"].astype(bool)
+        series = [_series(part, "theta", "probability", "|u|-weighted" if flag else "unweighted")
+                  for flag, part in rows.groupby(weighted, sort=True)]
+        reference = rows[~weighted] if (~weighted).any() else rows
+        series.append(_series(reference, "theta", _first(rows, "reference", "sin_reference"), "sin θ (random)",
+                              dash=True))
+        plots.append({"id": f"theta-f{factor}", "title": f"θ distribution, binning factor {factor}",
+                      "x": {"label": "θ", "unit": "°"}, "y": {"label": "Probability", "unit": "per 5° bin"},
+                      "series": series})
+    for factor, rows in vector_size.groupby("bin_factor", sort=True):
+        rows = rows.sort_values("phi_lo").assign(phi=lambda f: (f["phi_lo"] + f["phi_hi"]) / 2)
+        series = [_series(rows, "phi", _first(rows, "mean_u", "mean_u_ev_per_nm"), "mean |u|"),
+                  _series(rows, "phi", _first(rows, "median_u", "median_u_ev_per_nm"), "median |u|"),
+                  _series(rows, "phi", _first(rows, "p90_u", "p90_u_ev_per_nm"), "90th percentile |u|", dash=True)]
+        plots.append({"id": f"vector-size-f{factor}", "title": f"Vector size |u|, binning factor {factor}",
+                      "x": {"label": "Folded θ group centre", "unit": "°"}, "y": {"label": "|u|", "unit": unit},
+                      "series": series, "points": True})
+    return plots
+
+
+def map_choices(results_path: str | None) -> list[dict]:
+    """The maps an analysis' results file holds (names only are read), with their units."""
+    try:
+        from txmdb.analysis.maps import maps_in, parse_map
+    except ImportError:  # a catalogue from before the spectral maps: the edge map only
+        return [{"name": "edge", "label": "edge energy", "unit": "eV"}]
+    try:
+        names = maps_in(results_path) if results_path else ()
+    except TxmdbError:
+        names = ()
+    labels = {"edge": "edge energy", "white_line": "white-line energy", "white_line_height": "white-line height",
+              "rfactor": "LCF R-factor", "cluster": "phase cluster"}
+    return [{"name": n, "label": labels.get(n, n.replace("fraction:", "fraction of ")),
+             "unit": parse_map(n).unit} for n in names or ("edge",)]
+
+
+@router.get("/scans/{scan_id}", response_class=HTMLResponse)
+def scan_page(request: Request, scan_id: int, user=Viewer):
+    from txmdb import query
+
+    catalog, root = _catalog(request), _root(request)
+    if not 0 <= scan_id <= MAX_CATALOGUE_INT:
+        raise NotFoundError(f"no TXM scan with id {scan_id}")
+    rows = query.scans(catalog, scan=[scan_id])
+    if rows.empty:
+        raise NotFoundError(f"no TXM scan with id {scan_id}")
+    row = rows.iloc[0].to_dict()
+    metadata_keys = ["sample", "morphology", "state", "layout", "ndim", "shape", "n_energies", "energy_min_ev",
+                     "energy_max_ev", "voxel_size_nm", "n_valid_voxels", "n_particles", "mean_edge_ev",
+                     "std_edge_ev", "latest_status"]
+    provenance_keys = ["file_path", "file_sha256", "analysis_id", "registration_id"]
+    analyses = query.analyses(catalog, scan=[scan_id])
+    registrations = query.registrations(catalog, scan=[scan_id])
+    spatial = _spatial_shape(row["shape"])
+    viewer, note = None, "Not analysed yet: the maps appear after 'txmdb txm analyze'."
+    if _text(row["analysis_id"]):
+        axes = SPATIAL_AXES.get(len(spatial))
+        if axes is None:
+            note = f"This scan has {len(spatial)} spatial axes; the viewer shows 2-D and 3-D maps."
+        else:
+            latest = analyses[analyses["analysis_id"] == row["analysis_id"]]["results_path"]
+            maps = map_choices(latest.iloc[0] if len(latest) else None)
+            viewer = {"url": f"{root}/api/v1/scans/{scan_id}/slice.png", "maps": maps,
+                      "axes": [_viewer_axis(axes, spatial, i) for i in range(len(axes))]}
+            if len(axes) == 2:  # one image: the whole 2-D map, no slider
+                viewer["axes"] = [viewer["axes"][0]]
+    theta = query.theta(catalog, scan=[scan_id], scan_level=True)
+    vector_size = query.vector_size(catalog, scan=[scan_id], scan_level=True)
+    unit = "eV nm⁻¹" if (analyses["gradient_unit"].dropna() == "eV/nm").all() else "eV voxel⁻¹"
+    return _page(
+        request, "scan.html", active="/samples", viewer=viewer, viewer_note=note,
+        scan={"id": scan_id, "sample": row["sample"], "state": row["state"],
+              "metadata": [(k.replace("_", " "), _text(row[k])) for k in metadata_keys],
+              "provenance": [(k.replace("_", " "), _text(row[k])) for k in provenance_keys]},
+        analyses=table(analyses.drop(columns=["scan_id"]), status=["status"], empty="No analyses of this scan."),
+        registrations=table(_registration_summary(registrations), empty="No registrations of this scan."),
+        gradient_plots=gradient_plots(theta, vector_size, unit),
+        particles=table(query.particles(catalog, scan=[scan_id]).drop(columns=["sample", "state", "scan_id"]),
+                        empty="No particles (not analysed yet)."),
+    )
+
+
+def _viewer_axis(axes: tuple[str, ...], spatial: list[int], i: int) -> dict:
+    """One slider of the viewer: the slice across axis i, its image the other two axes."""
+    others = [spatial[j] for j in range(len(spatial)) if j != i] or [1, 1]
+    return {"name": axes[i], "size": spatial[i], "index": spatial[i] // 2, "height": others[0],
+            "width": others[-1]}
+
+
+def _registration_summary(registrations):
+    """One row per registration: energies and the largest shift per axis (the page's overview)."""
+    import pandas as pd
+
+    if registrations.empty:
+        return pd.DataFrame(columns=["registration_id", "n_energies", "max_abs_shift_z", "max_abs_shift_y",
+                                     "max_abs_shift_x", "min_quality"])
+    grouped = registrations.groupby("registration_id", sort=True)
+    out = pd.DataFrame({
+        "n_energies": grouped["energy_index"].count(),
+        **{f"max_abs_shift_{a}": grouped[f"shift_{a}"].apply(lambda s: s.astype(float).abs().max())
+           for a in ("z", "y", "x")},
+        "min_quality": grouped["quality"].min(),
+    })
+    return out.reset_index()
+
+
+# --------------------------------------------------------------------------- query tables
+
+
+def _form_fields(spec, params) -> list[dict]:
+    """The filter form of one query, from its declarations (parameters first, as the CLI lists them)."""
+    fields = []
+    for f in (*spec.parameters, *(FILTERS[name] for name in spec.filters)):
+        given = [v for v in params.getlist(f.name) if v != ""]
+        field = {"name": f.name, "label": f.flags[0].split("/")[0].lstrip("-"), "help": f.help,
+                 "required": f.default is ..., "value": given[0] if given else ""}
+        if f.type is bool and f.default is None:
+            no = f.flags[0].split("/")[-1].lstrip("-")
+            field.update(kind="bool3", true_text=field["label"], false_text=no)
+        elif f.type is bool:
+            field.update(kind="flag", value=bool(given) and given[0].lower() in ("true", "1", "on", "yes"))
+        else:
+            field.update(kind="text", value=",".join(given) if f.type is int else (given[0] if given else ""),
+                         placeholder="N[,N…]" if f.type is int and f.multiple else
+                         ("" if f.default in (None, ...) else str(f.default)))
+        fields.append(field)
+    return fields
+
+
+def query_values(spec, given: list[tuple[str, str]]) -> dict:
+    """TEMPORARY until the API's parser lands."""
+    values: dict = {}
+    for key, text in given:
+        f = next((p for p in spec.parameters if p.name == key), None) or FILTERS.get(key)
+        if f is None:
+            from txmdb.errors import FilterError
+            raise FilterError(key, f"query {spec.name} has no filter {key!r}")
+        if f.type is bool:
+            values[key] = text.lower() in ("true", "1", "yes", "on")
+        elif f.type is int:
+            try:
+                numbers = [int(v) for v in text.split(",") if v.strip()]
+            except ValueError:
+                raise TxmdbError(f"{key}: {text!r} is not a whole number") from None
+            values[key] = (values.get(key) or []) + numbers if f.multiple else numbers[0]
+        else:
+            values[key] = (values.get(key) or []) + [text] if f.multiple else text
+    return values
+
+
+def _given_params(params) -> list[tuple[str, str]]:
+    """The query string without empty fields (an empty form field means no filter)."""
+    return [(key, value) for key, value in params.multi_items() if value != ""]
+
+
+@router.get("/query", response_class=HTMLResponse)
+def query_index(request: Request, user=Viewer):
+    return RedirectResponse(f"{_root(request)}/query/{next(iter(QUERIES))}", status_code=303)
+
+
+@router.get("/query/{table_name}", response_class=HTMLResponse)
+def query_page(request: Request, table_name: str, user=Viewer):
+    spec = QUERIES.get(table_name)
+    if spec is None:
+        raise NotFoundError(f"no query table {table_name!r}; the tables: {', '.join(QUERIES)}")
+    given = _given_params(request.query_params)
+    form = _form_fields(spec, request.query_params)
+    error, result, status_code = None, None, 200
+    required = [f["label"] for f in form if f["required"] and not f["value"]]
+    if required:
+        error, status_code = f"give --{', --'.join(required)} to see this table", 200
+    else:
+        try:
+            result = spec.function(_catalog(request), **query_values(spec, given))
+        except TxmdbError as exc:
+            error, status_code = str(exc), 422
+    api = f"{_root(request)}/api/v1/query/{table_name}"
+    downloads = {fmt: f"{api}?{urlencode([*given, ('format', fmt)])}" for fmt in ("csv", "json", "parquet")}
+    return _page(request, "query.html", active="/query/scans", status_code=status_code, tables=list(QUERIES),
+                 table_name=table_name, summary=spec.summary, form=form, error=error, downloads=downloads,
+                 table=table(result, links=_query_links(_root(request))) if result is not None else None)
+
+
+def _query_links(root: str) -> dict:
+    """Links from query tables to the sample and scan pages."""
+    return {"sample": lambda r: f"{root}/samples/{_quote(r['sample'])}",
+            "scan_id": lambda r: f"{root}/scans/{r['scan_id']}"}
+
+
+# --------------------------------------------------------------------------- SQL console
+
+
+@router.get("/sql", response_class=HTMLResponse)
+def sql_form(request: Request, user=Editor):
+    return _sql_page(request, statement="SELECT name, morphology FROM samples ORDER BY name")
+
+
+@router.post("/sql", response_class=HTMLResponse)
+async def sql_run(request: Request, user=Editor):
+    from fastapi.concurrency import run_in_threadpool
+
+    from txmdb.web.auth import check_csrf
+
+    form = await request.form()
+    check_csrf(request, form.get("csrf_token"))
+    statement = str(form.get("statement") or "")
+    return await run_in_threadpool(_sql_result, request, statement)
+
+
+def _sql_result(request: Request, statement: str):
+    from txmdb.readonly_sql import QueryTimeout, run_readonly_sql
+
+    if not statement.strip():
+        return _sql_page(request, statement=statement, error="write one SELECT statement", status_code=422)
+    try:
+        result = run_readonly_sql(_catalog(request).engine.url, statement, max_rows=SQL_PAGE_ROWS)
+    except QueryTimeout as exc:
+        return _sql_page(request, statement=statement, error=str(exc), status_code=422)
+    except TxmdbError as exc:
+        return _sql_page(request, statement=statement, error=str(exc), status_code=422)
+    return _sql_page(request, statement=statement, cut=result.cut,
+                     result=table(result.frame, limit=SQL_PAGE_ROWS, empty="The statement returned no rows."))
+
+
+def _sql_page(request: Request, *, statement: str, result=None, error=None, cut=False, status_code=200):
+    from txmdb.vocabulary import DEFAULT_TIMEOUT_S
+
+    return _page(request, "sql.html", active="/sql", status_code=status_code, statement=statement, error=error,
+                 cut=cut, table=result, timeout=f"{DEFAULT_TIMEOUT_S:g}", max_rows=SQL_PAGE_ROWS)
+
+
+# --------------------------------------------------------------------------- jobs and harvest
+
+
+def _log_page(request: Request, *, name: str, heading: str, active: str, statuses: Iterable[str], links: dict):
+    """The newest rows of the jobs or harvest table, optionally of some statuses (comma-separated)."""
+    import pandas as pd
+    import sqlalchemy as sa
+
+    catalog = _catalog(request)
+    status = request.query_params.get("status", "").strip()
+    context = dict(active=active, heading=heading, status=status, statuses=statuses, table_id=active.strip("/"))
+    found = _optional_table(catalog, name)
+    if found is None:
+        return _page(request, "log.html", table=None, **context)
+    stmt = sa.select(found).order_by(found.c.id.desc()).limit(PAGE_ROWS)
+    if status:
+        stmt = stmt.where(found.c.status.in_([s.strip() for s in status.split(",") if s.strip()]))
+    with catalog.engine.connect() as conn:
+        result = conn.execute(stmt)
+        frame = pd.DataFrame(result.fetchall(), columns=list(result.keys()))
+    return _page(request, "log.html", table=table(frame, status=["status"], links=links, empty="Nothing here."),
+                 **context)
+
+
+@router.get("/jobs", response_class=HTMLResponse)
+def jobs_page(request: Request, user=Viewer):
+    from txmdb.vocabulary import JOB_STATUSES
+
+    root = _root(request)
+    return _log_page(request, name="jobs", heading="Jobs", active="/jobs", statuses=JOB_STATUSES,
+                     links={"scan_id": lambda r: f"{root}/scans/{r['scan_id']}"})
+
+
+@router.get("/harvest", response_class=HTMLResponse)
+def harvest_page(request: Request, user=Viewer):
+    from txmdb.vocabulary import HARVEST_STATUSES
+
+    return _log_page(request, name="harvested_files", heading="Harvest log", active="/harvest",
+                     statuses=HARVEST_STATUSES, links={})
+
+
+# --------------------------------------------------------------------------- compare
+
+
+def _report_choice(request: Request) -> tuple[list[str], int]:
+    """The samples and cycle the compare form asks for (cycle 100 unless given)."""
+    chosen = [s for s in request.query_params.getlist("sample") if s.strip()]
+    text = request.query_params.get("cycle", "").strip() or "100"
+    try:
+        cycle = int(text)
+    except ValueError:
+        raise TxmdbError(f"cycle: {text!r} is not a whole number") from None
+    if not 1 <= cycle <= MAX_CATALOGUE_INT:
+        raise TxmdbError(f"cycle: {cycle} is not a cycle number (1 to {MAX_CATALOGUE_INT})")
+    return chosen, cycle
+
+
+@router.get("/compare", response_class=HTMLResponse)
+def compare_page(request: Request, user=Viewer):
+    from txmdb import query
+
+    info = query.samples(_catalog(request))
+    samples = [(r["sample"], r["morphology"]) for r in info.to_dict("records")]
+    error, report_url, chosen, cycle = None, None, [], 100
+    try:
+        chosen, cycle = _report_choice(request)
+    except TxmdbError as exc:
+        error = str(exc)
+    unknown = sorted(set(chosen) - set(info["sample"]))
+    if unknown:
+        error = f"no sample named {', '.join(map(repr, unknown))}"
+    elif chosen and error is None:
+        report_url = f"{_root(request)}/compare/report?" + urlencode([*(("sample", s) for s in chosen),
+                                                                       ("cycle", cycle)])
+    return _page(request, "compare.html", active="/compare", status_code=422 if error else 200, samples=samples,
+                 chosen=chosen, cycle=cycle, error=error, report_url=report_url)
+
+
+@router.get("/compare/report")
+def compare_report(request: Request, user=Viewer):
+    """The comparison report (txmdb.report), whole: shown in the compare page's frame, or downloaded."""
+    import tempfile
+    from pathlib import Path
+
+    from txmdb.report import build_report
+
+    chosen, cycle = _report_choice(request)
+    with tempfile.TemporaryDirectory(prefix="txmdb-report-") as folder:
+        path = build_report(_catalog(request), chosen, output=Path(folder) / "report.html", cycle=cycle)
+        html = path.read_bytes()
+    headers = {
+        # The compare page frames this report (same origin); it has no script at all.
+        "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; img-src data:; "
+                                   "frame-ancestors 'self'",
+        "X-Frame-Options": "SAMEORIGIN",
+    }
+    if request.query_params.get("download"):
+        name = "txmdb-compare-" + "-".join(chosen) + ".html"
+        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+        headers["Content-Disposition"] = f'attachment; filename="{safe}"'
+    return Response(html, media_type="text/html; charset=utf-8", headers=headers)
