@@ -56,19 +56,10 @@ def run_demo(out: str | Path, *, size: int = 100, n_energies: int = 60, noise: f
     noise : float
         Gaussian noise on the absorbance of the tomograms.
     """
-    from txmdb.analysis.edge import edge_parameters
     from txmdb.catalog import open_catalog
-    from txmdb.catalog.cycling import ingest_cycling
-    from txmdb.catalog.samples import add_cell, add_sample
-    from txmdb.catalog.spectroscopy import add_xrd, ingest_xas
-    from txmdb.catalog.txm import analyze_scan, ingest_scan
     from txmdb.db.migrate import upgrade
-    from txmdb.pipeline import AnalysisOptions
     from txmdb.query import summary
     from txmdb.report import build_report
-    from txmdb.synthetic.cycling import GRAVEL_NMC, ROD_NMC, write_cycling_csv
-    from txmdb.synthetic.spectra import ni_k_edge_spectrum, ni_l3_spectrum, write_columns
-    from txmdb.synthetic.tomogram import SyntheticStack, energy_grid, particle_field, write_stack
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -76,13 +67,39 @@ def run_demo(out: str | Path, *, size: int = 100, n_energies: int = 60, noise: f
     for old in (database, out / "demo.db-wal", out / "demo.db-shm"):
         old.unlink(missing_ok=True)
     shutil.rmtree(out / "store", ignore_errors=True)
-    raw = out / "raw"
-    raw.mkdir(exist_ok=True)
-    timings: dict[str, float] = {}
     t0 = time.perf_counter()
-
     catalog = open_catalog(str(database.resolve()), out / "store", check=False)
     upgrade(catalog.engine)
+    timings = populate_demo(catalog, out / "raw", size=size, n_energies=n_energies, noise=noise, echo=echo)
+
+    table = summary(catalog, cycle=100)
+    report = build_report(catalog, list(SAMPLES), output=out / "report.html")
+    timings["total"] = time.perf_counter() - t0
+    catalog.engine.dispose()
+    return DemoResult(out=out, database=database, report=report, summary=table, timings_s=timings)
+
+
+def populate_demo(catalog, raw: Path, *, size: int = 100, n_energies: int = 60, noise: float = 0.01,
+                  echo: Callable[[str], None] = print) -> dict[str, float]:
+    """Record the demo's samples and cells and ingest and analyse its synthetic files into ``catalog``.
+
+    Any catalogue at schema head (SQLite or PostgreSQL); the raw files are written to ``raw``.
+    Returns the seconds each stage took.
+    """
+    from txmdb.analysis.edge import edge_parameters
+    from txmdb.catalog.cycling import ingest_cycling
+    from txmdb.catalog.samples import add_cell, add_sample
+    from txmdb.catalog.spectroscopy import add_xrd, ingest_xas
+    from txmdb.catalog.txm import analyze_scan, ingest_scan
+    from txmdb.pipeline import AnalysisOptions
+    from txmdb.synthetic.cycling import GRAVEL_NMC, ROD_NMC, write_cycling_csv
+    from txmdb.synthetic.spectra import ni_k_edge_spectrum, ni_l3_spectrum, write_columns
+    from txmdb.synthetic.tomogram import SyntheticStack, energy_grid, particle_field, write_stack
+
+    raw = Path(raw)
+    raw.mkdir(parents=True, exist_ok=True)
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
     specs = {"rod-NMC": ROD_NMC, "gravel-NMC": GRAVEL_NMC}
     with catalog.session() as session:
         for name, info in SAMPLES.items():
@@ -125,9 +142,4 @@ def run_demo(out: str | Path, *, size: int = 100, n_energies: int = 60, noise: f
         timings[f"tomogram_{name}"] = time.perf_counter() - t1
         echo(f"{name}: scan {scan.id} ({size}³ voxels × {n_energies} energies) analysed — "
              f"{analysis.n_particles} particle(s), mean edge {analysis.mean_edge_ev:.2f} eV")
-
-    table = summary(catalog, cycle=100)
-    report = build_report(catalog, list(SAMPLES), output=out / "report.html")
-    timings["total"] = time.perf_counter() - t0
-    catalog.engine.dispose()
-    return DemoResult(out=out, database=database, report=report, summary=table, timings_s=timings)
+    return timings

@@ -741,3 +741,18 @@ def compare_report(request: Request, user=Viewer):
         safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
         headers["Content-Disposition"] = f'attachment; filename="{safe}"'
     return Response(html, media_type="text/html; charset=utf-8", headers=headers)
+
+
+# --------------------------------------------------------------------------- upload
+
+
+@router.get("/upload", response_class=HTMLResponse)
+def upload_page(request: Request, user=Editor):
+    """The upload forms; they post to the API (/api/v1/cycling, /xas, /xrd), which checks and stores the files."""
+    from txmdb import query
+    from txmdb.vocabulary import EDGES, MODES
+
+    catalog = _catalog(request)
+    return _page(request, "upload.html", active="/upload", cells=list(query.cells(catalog)["cell"]),
+                 samples=list(query.samples(catalog)["sample"]), edges=EDGES, modes=MODES,
+                 max_mb=f"{request.app.state.settings.max_upload_bytes / 1e6:g}")
