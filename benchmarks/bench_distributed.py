@@ -52,7 +52,7 @@ def _summary(catalog, analysis) -> tuple:
     import pandas as pd
 
     frame = pd.read_sql_query(
-        f"SELECT particle, bin_factor, n_vectors, mean_u_ev_per_nm, tangential_excess "
+        f"SELECT particle, bin_factor, n_vectors, mean_u, tangential_excess "
         f"FROM gradient_summaries WHERE analysis_id = {analysis.id} ORDER BY particle, bin_factor",
         catalog.engine)
     return (analysis.n_valid_voxels, analysis.mean_edge_ev, repr(frame.to_dict("list")))

@@ -58,7 +58,7 @@ def build(catalog) -> None:
                                            theta_lo=float(lo[k]), theta_hi=float(lo[k] + 5), probability=float(p[k]),
                                            reference=float(ref[k])) for k in range(THETA_BINS))
                 summaries.append(dict(analysis_id=aid, particle=None, bin_factor=f, n_vectors=1000,
-                                      mean_u_ev_per_nm=0.02, tangential_excess=1 + rng.random(),
+                                      mean_u=0.02, tangential_excess=1 + rng.random(),
                                       tangential_excess_weighted=1 + rng.random()))
             if len(theta_rows) > 200_000:
                 s.execute(m.ThetaHistogram.__table__.insert(), theta_rows)

@@ -73,7 +73,8 @@ def test_golden_statistics_come_back_from_the_catalogue(lab, case):
             np.testing.assert_allclose([r["reference"] for r in rows], numbers["reference"], atol=1e-6)
         (summary,) = [r for r in grad if r["bin_factor"] == f]
         assert summary["n_vectors"] == numbers["n_vectors"]
-        assert summary["mean_u_ev_per_nm"] == pytest.approx(numbers["mean_u_ev_per_nm"], rel=1e-6)
+        assert summary["mean_u"] == pytest.approx(numbers["mean_u_ev_per_nm"], rel=1e-6)
+        assert summary["gradient_unit"] == "eV/nm" and summary["map"] == "edge"
         assert summary["tangential_excess"] == pytest.approx(numbers["tangential_excess"], rel=1e-6)
         if "tangential_excess_weighted" in numbers:
             assert summary["tangential_excess_weighted"] == pytest.approx(numbers["tangential_excess_weighted"],

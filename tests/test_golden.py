@@ -69,7 +69,7 @@ def _check_binning(case_name, tables, *, p_atol=P_ATOL, rtol=1e-9, n_exact=True)
         row = summaries[summaries["particle"].isna() & (summaries["bin_factor"] == f)].iloc[0]
         if n_exact:
             assert row["n_vectors"] == exp["n_vectors"], f
-        assert row["mean_u_ev_per_nm"] == pytest.approx(exp["mean_u_ev_per_nm"], rel=rtol), f
+        assert row["mean_u"] == pytest.approx(exp["mean_u_ev_per_nm"], rel=rtol), f
         assert row["tangential_excess"] == pytest.approx(exp["tangential_excess"], rel=rtol), f
         if "tangential_excess_weighted" in exp:
             assert row["tangential_excess_weighted"] == pytest.approx(exp["tangential_excess_weighted"], rel=rtol), f
@@ -130,4 +130,6 @@ def test_pipeline_reproduces_golden(name, slab_size, workers, tmp_path):
     assert out.mean_edge_ev == pytest.approx(exp["mean_ev"], abs=1e-9)
     assert out.std_edge_ev == pytest.approx(exp["std_ev"], abs=1e-9)
     assert out.gradient_unit == "eV/nm"
+    assert set(out.tables["gradient_summaries"]["gradient_unit"]) == {"eV/nm"}
+    assert set(out.tables["gradient_summaries"]["map"]) == {"edge"}
     _check_binning(name, out.tables)

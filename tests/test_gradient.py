@@ -200,9 +200,9 @@ def test_statistics_per_particle_and_scan():
         assert list(t[name].columns) == list(cols)
     s = t["gradient_summaries"].set_index(t["gradient_summaries"]["particle"].fillna(0))
     assert s.loc[0, "n_vectors"] == m and s.loc[3, "n_vectors"] == 0
-    assert np.isnan(s.loc[3, "mean_u_ev_per_nm"]) and np.isnan(s.loc[3, "tangential_excess"])
+    assert np.isnan(s.loc[3, "mean_u"]) and np.isnan(s.loc[3, "tangential_excess"])
     assert s.loc[0, "voxel_size_nm"] == 60.0
-    assert s.loc[1, "mean_u_ev_per_nm"] == pytest.approx(vec.u[vec.particle == 1].mean())
+    assert s.loc[1, "mean_u"] == pytest.approx(vec.u[vec.particle == 1].mean())
     th = vec.theta_deg
     band = (th >= 80) & (th < 100)
     assert s.loc[0, "tangential_excess"] == pytest.approx(band.mean() / np.cos(np.radians(80)))
@@ -224,19 +224,19 @@ def test_statistics_per_particle_and_scan():
         for (_, row), lo in zip(rows.iterrows(), PHI_EDGES[:-1]):
             g = sel & (phi >= lo) & ((phi < lo + 10) | (lo == 80))
             assert row["n"] == g.sum()
-            assert row["median_u_ev_per_nm"] == pytest.approx(np.median(vec.u[g]))
-            assert row["p90_u_ev_per_nm"] == pytest.approx(np.percentile(vec.u[g], 90))
-            assert row["mean_u_ev_per_nm"] == pytest.approx(vec.u[g].mean())
+            assert row["median_u"] == pytest.approx(np.median(vec.u[g]))
+            assert row["p90_u"] == pytest.approx(np.percentile(vec.u[g], 90))
+            assert row["mean_u"] == pytest.approx(vec.u[g].mean())
     # |u| histograms: shared edges, counts add up per group
     vh = t["vector_size_histograms"]
     assert vh.groupby(vh["particle"].fillna(0))["count"].sum().tolist() == [m, (vec.particle == 1).sum(),
                                                                           (vec.particle == 2).sum(), 0]
-    np.testing.assert_array_equal(np.unique(vh["u_lo_ev_per_nm"]), u_edges[:-1])
+    np.testing.assert_array_equal(np.unique(vh["u_lo"]), u_edges[:-1])
     # mean |u| against θ
     ut = t["u_theta_profiles"]
     scan = ut[ut["particle"].isna()]
     assert scan["n"].sum() == m
-    assert np.nansum(scan["n"] * scan["mean_u_ev_per_nm"]) == pytest.approx(vec.u.sum())
+    assert np.nansum(scan["n"] * scan["mean_u"]) == pytest.approx(vec.u.sum())
 
 
 def test_rod_like_gradient_field_gives_tangential_excess():

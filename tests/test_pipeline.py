@@ -56,7 +56,7 @@ def test_tables_have_exactly_the_model_columns(two_particles, tmp_path):
     # rows insert as plain Python values, None for the whole-scan particle and NaN
     rows = table_records(out.tables["gradient_summaries"])
     assert rows[0]["particle"] is None and isinstance(rows[1]["particle"], int)
-    assert all(type(v) in (int, float, bool, type(None)) for r in rows for v in r.values())
+    assert all(type(v) in (int, float, bool, str, type(None)) for r in rows for v in r.values())
 
 
 def test_results_file_holds_the_maps(two_particles, tmp_path):

@@ -96,13 +96,46 @@ def _statistics(s, analysis_id: int) -> None:
                                        weighted=weighted, theta_lo=0.0, theta_hi=5.0, probability=0.1,
                                        reference=0.1))
             s.add(m.GradientSummary(analysis_id=analysis_id, particle=particle, bin_factor=factor, n_vectors=4,
-                                    mean_u_ev_per_nm=0.5, tangential_excess=1.1))
+                                    mean_u=0.5, tangential_excess=1.1))
             s.add(m.VectorSizeStat(analysis_id=analysis_id, particle=particle, bin_factor=factor, phi_lo=0.0,
-                                   phi_hi=10.0, n=4, mean_u_ev_per_nm=0.5))
+                                   phi_hi=10.0, n=4, mean_u=0.5))
             s.add(m.VectorSizeHistogram(analysis_id=analysis_id, particle=particle, bin_factor=factor, phi_lo=0.0,
-                                        phi_hi=10.0, u_lo_ev_per_nm=0.0, u_hi_ev_per_nm=1.0, count=4))
+                                        phi_hi=10.0, u_lo=0.0, u_hi=1.0, count=4))
             s.add(m.UThetaProfile(analysis_id=analysis_id, particle=particle, bin_factor=factor, theta_lo=0.0,
-                                  theta_hi=5.0, n=4, mean_u_ev_per_nm=0.5))
+                                  theta_hi=5.0, n=4, mean_u=0.5))
+        s.add(m.MapSummary(analysis_id=analysis_id, particle=particle, map="edge", n_valid=5, mean=8340.0))
+    # a second map, particle 1 only: fewer rows than the edge map has
+    _map_statistics(s, analysis_id, "fraction:NiO", particle=1)
+    # phase clusters (per analysis, no particles): two clusters at two energies, a 2-component PCA
+    for cluster in (0, 1):
+        for index, energy in ((0, 8300.0), (1, 8400.0)):
+            s.add(m.ClusterSpectrum(analysis_id=analysis_id, cluster=cluster, energy_index=index, energy_ev=energy,
+                                    mean_norm=0.5, n_voxels=5))
+    for component, ratio in ((1, 0.9), (2, 0.1)):
+        s.add(m.PCAVariance(analysis_id=analysis_id, component=component, explained_variance_ratio=ratio))
+
+
+def _map_statistics(s, analysis_id: int, name: str, *, particle: int) -> None:
+    """Rows of map ``name`` in every table that holds statistics of any map."""
+    from txmdb.db import models as m
+
+    s.add(m.EdgeHistogram(analysis_id=analysis_id, particle=particle, map=name, edge_lo_ev=0.0, edge_hi_ev=0.1,
+                          count=1, probability=0.5))
+    s.add(m.DepthProfile(analysis_id=analysis_id, particle=particle, map=name, depth_lo_vox=1.0, depth_hi_vox=2.0,
+                         n_voxels=3, mean_edge_ev=0.5, std_edge_ev=0.1))
+    for factor in (1, 2):
+        for weighted in (False, True):
+            s.add(m.ThetaHistogram(analysis_id=analysis_id, particle=particle, map=name, bin_factor=factor,
+                                   weighted=weighted, theta_lo=0.0, theta_hi=5.0, probability=0.1, reference=0.1))
+        s.add(m.GradientSummary(analysis_id=analysis_id, particle=particle, map=name, bin_factor=factor,
+                                n_vectors=4, mean_u=0.01, gradient_unit="1/nm"))
+        s.add(m.VectorSizeStat(analysis_id=analysis_id, particle=particle, map=name, bin_factor=factor, phi_lo=0.0,
+                               phi_hi=10.0, n=4, mean_u=0.01, gradient_unit="1/nm"))
+        s.add(m.VectorSizeHistogram(analysis_id=analysis_id, particle=particle, map=name, bin_factor=factor,
+                                    phi_lo=0.0, phi_hi=10.0, u_lo=0.0, u_hi=0.1, count=4, gradient_unit="1/nm"))
+        s.add(m.UThetaProfile(analysis_id=analysis_id, particle=particle, map=name, bin_factor=factor, theta_lo=0.0,
+                              theta_hi=5.0, n=4, mean_u=0.01, gradient_unit="1/nm"))
+    s.add(m.MapSummary(analysis_id=analysis_id, particle=particle, map=name, n_valid=5, mean=0.5))
 
 
 def _registration(s, scan_id: int, ids: list) -> None:
@@ -143,6 +176,8 @@ def _cases(ids: dict) -> dict:
         "mode": (["TEY"], ["TEY", "fluorescence"], lambda r, v: r["mode"] in v),
         # analyses show their own status, scans the status of their newest analysis
         "status": (["failed"], ["failed", "done"], lambda r, v: r.get("status", r.get("latest_status")) in v),
+        # statistics tables show the edge map unless --map names others
+        "map": (["fraction:NiO"], ["edge", "fraction:NiO"], lambda r, v: r["map"] in v),
         "registration": ([ids["registration"][("rod-A", "pristine")][0]],
                          [ids["registration"][("rod-A", "pristine")][0], ids["registration"][("gravel-C", "charged")][0]],
                          lambda r, v: r["registration_id"] in v),
@@ -255,5 +290,5 @@ def test_statistics_columns_are_the_models(catalog):
                             (query.depth_profile, m.DepthProfile), (query.particles, m.Particle)):
         columns = list(function(catalog).columns)
         assert columns[:4] == ["sample", "state", "scan_id", "analysis_id"]
-        assert [c for c in columns[4:] if c != "gradient_unit"] == list(m.data_columns(model)), function.__name__
+        assert columns[4:] == list(m.data_columns(model)), function.__name__
     assert list(query.cycles(catalog).columns)[3:-1] == list(m.data_columns(m.Cycle))

@@ -183,7 +183,7 @@ def _statistics(s, analysis_id: int, rod: bool, edge: float) -> None:
         _, _, p_plain, ref = _theta_bins(strength)
         _, _, p_weighted, _ = _theta_bins(strength * 1.6)
         s.add(m.GradientSummary(analysis_id=analysis_id, particle=None, bin_factor=f, voxel_size_nm=VOXEL_NM * f,
-                                n_vectors=20000 // f ** 3, mean_u_ev_per_nm=0.06 / f,
+                                n_vectors=20000 // f ** 3, mean_u=0.06 / f,
                                 tangential_excess=p_plain[tangential].sum() / ref[tangential].sum(),
                                 tangential_excess_weighted=p_weighted[tangential].sum() / ref[tangential].sum(),
                                 kl_divergence=0.01 * f, kl_divergence_weighted=0.02 * f))
@@ -191,16 +191,16 @@ def _statistics(s, analysis_id: int, rod: bool, edge: float) -> None:
             scale = (0.05 + (0.01 * g if rod else 0.0)) / f
             counts = np.round(1000 * np.exp(-((u_edges[:-1] + 0.005) / scale))).astype(int)
             s.add(m.VectorSizeStat(analysis_id=analysis_id, particle=None, bin_factor=f, phi_lo=10 * g,
-                                   phi_hi=10 * g + 10, n=int(counts.sum()), mean_u_ev_per_nm=scale,
-                                   median_u_ev_per_nm=scale * 0.7, p90_u_ev_per_nm=scale * 2.3))
+                                   phi_hi=10 * g + 10, n=int(counts.sum()), mean_u=scale,
+                                   median_u=scale * 0.7, p90_u=scale * 2.3))
             for u_lo, u_hi, count in zip(u_edges[:-1], u_edges[1:], counts):
                 s.add(m.VectorSizeHistogram(analysis_id=analysis_id, particle=None, bin_factor=f, phi_lo=10 * g,
-                                            phi_hi=10 * g + 10, u_lo_ev_per_nm=u_lo, u_hi_ev_per_nm=u_hi,
+                                            phi_hi=10 * g + 10, u_lo=u_lo, u_hi=u_hi,
                                             count=int(count)))
         for lo in range(0, 180, 5):
             phi = min(lo + 2.5, 180 - lo - 2.5)
             s.add(m.UThetaProfile(analysis_id=analysis_id, particle=None, bin_factor=f, theta_lo=lo, theta_hi=lo + 5,
-                                  n=100, mean_u_ev_per_nm=(0.05 + (0.0003 * phi if rod else 0.0)) / f))
+                                  n=100, mean_u=(0.05 + (0.0003 * phi if rod else 0.0)) / f))
 
 
 # --------------------------------------------------------------------------- HTML inspection

@@ -342,7 +342,7 @@ def test_statistics_come_from_done_analyses_only(lab, scan_id):
     assert 2 not in set(query.theta(lab, analysis=[first.id, second.id])["bin_factor"])
     summary = query.summary(lab)
     assert summary["mean_edge_ev"].tolist() == [pytest.approx(first.mean_edge_ev)]
-    assert "mean_u_ev_per_nm_f2" not in summary.columns        # only the failed analysis had f = 2
+    assert "mean_u_f2" not in summary.columns        # only the failed analysis had f = 2
 
     scans = query.scans(lab)
     assert scans["analysis_id"].tolist() == [first.id] and scans["latest_status"].tolist() == ["failed"]

@@ -46,12 +46,13 @@ maps are in the reference energy's frame, and do not depend on the slab size.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator, Mapping
 
 import numpy as np
 import pandas as pd
@@ -60,6 +61,7 @@ from txmdb.analysis.edge import EdgeKernel, EdgeParameters, EdgeResult
 from txmdb.analysis.gradient import (
     GradientVectors,
     bin_edge_map,
+    bin_labels,
     block_centroids,
     gradient_statistics,
     map_gradient_vectors,
@@ -74,8 +76,10 @@ from txmdb.analysis.particles import (
     particle_moments,
     particle_table,
 )
-from txmdb.db.models import STATISTICS_TABLES
-from txmdb.errors import InputError
+from txmdb.analysis.maps import gradient_unit as map_gradient_unit
+from txmdb.analysis.maps import ResultMaps, map_summaries, parse_map_list
+from txmdb.db.models import STATISTICS_TABLES, data_columns
+from txmdb.errors import InputError, ParameterError
 from txmdb.io.files import atomic_output, check_room
 
 __all__ = ["AnalysisOptions", "AnalysisOutputs", "AppliedRegistration", "EdgeStatistics", "analyze_stack",
@@ -147,6 +151,14 @@ class AnalysisOptions:
         always reads the next slab meanwhile). Results do not depend on it.
     registration : AppliedRegistration, optional
         Read the registered stack (slab by slab, never copied); ``None`` reads it as it is.
+    gradient_maps : tuple of str
+        Maps whose gradient statistics are computed (``edge``, ``white_line``,
+        ``fraction:NAME``…, :mod:`txmdb.analysis.maps`); each must be one this analysis
+        computes.
+    clusters : int, optional
+        k of the phase clusters (:mod:`txmdb.analysis.clusters`): k-means on the normalised
+        edge window, ``/cluster`` label map and the ``cluster_spectra``/``pca_variance``
+        tables; None: no clusters. It reads the stack twice more (sample, then labels).
 
     Notes
     -----
@@ -162,8 +174,19 @@ class AnalysisOptions:
     slab_size: int | None = None
     workers: int = 1
     registration: AppliedRegistration | None = None
+    gradient_maps: tuple[str, ...] = ("edge",)
+    clusters: int | None = None
 
     def __post_init__(self) -> None:
+        if self.clusters is not None and self.clusters < 1:
+            raise ValueError(f"the number of clusters must be at least 1, got {self.clusters}")
+        self.gradient_maps = parse_map_list(self.gradient_maps)
+        for name in self.gradient_maps:
+            map_gradient_unit(name, None)         # a label map has no gradient
+        not_computed = [name for name in self.gradient_maps if name not in self.computed_maps()]
+        if not_computed:
+            raise ParameterError("gradient_maps", f"map {not_computed[0]!r} is not computed by this analysis; "
+                                                  f"its maps: {', '.join(self.computed_maps())}")
         self.bin_factors = tuple(int(f) for f in self.bin_factors)
         if not self.bin_factors or min(self.bin_factors) < 1:
             raise ValueError(f"binning factors must be integers >= 1, got {self.bin_factors}")
@@ -175,6 +198,19 @@ class AnalysisOptions:
             raise ValueError(f"workers must be >= 1, got {self.workers}")
         if self.slab_size is not None and self.slab_size < 1:
             raise ValueError(f"slab size must be >= 1, got {self.slab_size}")
+
+    def computed_maps(self) -> tuple[str, ...]:
+        """Names of the maps this analysis computes (txmdb.analysis.maps), in results-file order."""
+        names = ["edge"]
+        if getattr(self, "white_line", None) is not None:
+            names += ["white_line", "white_line_height"]
+        references = getattr(self, "lcf", None) or ()
+        names += [f"fraction:{name}" for name in references]
+        if references:
+            names.append("rfactor")
+        if getattr(self, "clusters", None):
+            names.append("cluster")
+        return tuple(names)
 
 
 @dataclass
@@ -217,6 +253,8 @@ def analysis_parameters(options: AnalysisOptions, *, voxel_size_nm: float | None
         "min_particle_voxels": options.min_particle_voxels,
         "voxel_size_nm": voxel_size_nm,
         "registration": options.registration.parameters() if options.registration else None,
+        "gradient_maps": list(options.gradient_maps),
+        "clusters": None if not options.clusters else {"k": options.clusters, **cluster_parameters()},
     }
 
 
@@ -227,7 +265,7 @@ def table_records(table: pd.DataFrame) -> list[dict[str, Any]]:
         col = table[name]
         if isinstance(col.dtype, pd.Int64Dtype):
             cols[name] = [None if v is pd.NA else int(v) for v in col.array]
-        elif col.dtype == bool:
+        elif col.dtype == bool or not pd.api.types.is_numeric_dtype(col.dtype):  # flags, map names, units
             cols[name] = col.tolist()
         elif np.issubdtype(col.dtype, np.integer):
             cols[name] = col.astype(np.int64).tolist()
@@ -343,11 +381,49 @@ def _local_vectors(binned: np.ndarray, labels: np.ndarray, centroids: np.ndarray
     return map_gradient_vectors(binned, labels, centroids, step=step)
 
 
+def _labelled(table_name: str, table: pd.DataFrame, map_name: str, unit: str | None = None) -> pd.DataFrame:
+    """A kernel's table with the map it is of (and the unit of its |u| values), in the model's column order."""
+    table = table.assign(map=map_name)
+    columns = data_columns(STATISTICS_TABLES[table_name])
+    if "gradient_unit" in columns:
+        table["gradient_unit"] = unit
+    return table[list(columns)]
+
+
+def _map_gradient_statistics(values: np.ndarray, labels: np.ndarray, centroids: dict[int, np.ndarray], n: int,
+                             options: AnalysisOptions, *, ndim: int, d: float | None, vectors_fn: VectorsFn,
+                             tick: Callable[[], None]) -> Iterator[tuple[str, pd.DataFrame]]:
+    """DESIGN §5 gradient statistics of one map, every binning factor: ``(table name, table)``."""
+    vectors = {}
+    for f in options.bin_factors:
+        binned, blabels = bin_edge_map(values, labels, f)
+        vectors[f] = vectors_fn(binned, blabels, centroids[f], f * d if d else float(f))
+        del binned, blabels
+        tick()
+    # |u| bins shared by the whole analysis of this map: from the finest factor's vectors
+    finest = vectors[min(options.bin_factors)]
+    u_max = max((float(v.u.max()) for v in vectors.values() if len(v)), default=None)
+    u_edges = u_histogram_edges(finest.u, u_max=u_max)
+    for f in options.bin_factors:
+        stats = gradient_statistics(vectors.pop(f), n_particles=n, bin_factor=f, ndim=ndim,
+                                    u_edges=u_edges, theta_bins=options.theta_bins, voxel_size_nm=d)
+        yield from stats.items()
+
+
 def statistics_from_edge_map(edge_ev: np.ndarray, options: AnalysisOptions, *,
                              energies_ev: np.ndarray, voxel_size_nm: float | None,
                              vectors_fn: VectorsFn | None = None,
-                             tick: Callable[[], None] | None = None) -> EdgeStatistics:
-    """The statistics phase: particles, depth profiles, edge and gradient statistics.
+                             tick: Callable[[], None] | None = None,
+                             maps: Mapping[str, np.ndarray] | None = None) -> EdgeStatistics:
+    """The statistics phase: particles, depth profiles, edge and gradient statistics, map summaries.
+
+    Particles are defined once, from the edge map's validity. The gradient statistics of
+    DESIGN §5 are computed on each of ``options.gradient_maps``: on a map other than the
+    edge, a voxel (or block) counts only if it is in a particle and the map is finite there;
+    the particle centroids ``O`` stay those of the particles' blocks, whatever the map.
+    Every statistics row is labelled with its map, and the |u| rows with the map's gradient
+    unit (:func:`txmdb.analysis.maps.gradient_unit`). The ``map_summaries`` table covers
+    the edge map and every map of ``maps``.
 
     Parameters
     ----------
@@ -363,7 +439,11 @@ def statistics_from_edge_map(edge_ev: np.ndarray, options: AnalysisOptions, *,
         a whole binned map, in C order; default
         :func:`~txmdb.analysis.gradient.map_gradient_vectors` in this process.
     tick : callable, optional
-        Called after the particle step and after each binning factor.
+        Called after the particle step and after each map and binning factor.
+    maps : mapping of str to ndarray, optional
+        The analysis' other maps by name (NaN where masked), e.g.
+        :class:`txmdb.analysis.maps.ResultMaps` of the results file being written; read
+        one at a time.
 
     Returns
     -------
@@ -380,38 +460,93 @@ def statistics_from_edge_map(edge_ev: np.ndarray, options: AnalysisOptions, *,
     count, _, mean, std = moments
     depth = depth_map(labels, n)
     tables: dict[str, list[pd.DataFrame]] = {name: [] for name in TABLE_NAMES}
-    tables["particles"].append(particle_table(labels, n, edge_ev, voxel_size_nm=d, moments=moments))
-    tables["depth_profiles"].append(depth_profiles(labels, n, edge_ev, depth, voxel_size_nm=d))
+    tables["particles"].append(_labelled("particles", particle_table(labels, n, edge_ev, voxel_size_nm=d,
+                                                                      moments=moments), "edge"))
+    tables["depth_profiles"].append(_labelled("depth_profiles", depth_profiles(labels, n, edge_ev, depth,
+                                                                               voxel_size_nm=d), "edge"))
     del depth
     hist_edges = edge_histogram_edges(energies_ev, options.params.edge)
-    tables["edge_histograms"].append(edge_histograms(labels, n, edge_ev, hist_edges))
+    tables["edge_histograms"].append(_labelled("edge_histograms", edge_histograms(labels, n, edge_ev, hist_edges),
+                                               "edge"))
     timings["particles"] = time.perf_counter() - t0
     tick()
 
     t0 = time.perf_counter()
-    vectors = {}
-    for f in options.bin_factors:
-        binned, blabels = bin_edge_map(edge_ev, labels, f)
-        centroids = block_centroids(blabels, n)
-        vectors[f] = vectors_fn(binned, blabels, centroids, f * d if d else float(f))
-        del binned, blabels
-        tick()
-    # |u| bins shared by the whole analysis: from the finest factor's vectors
-    finest = vectors[min(options.bin_factors)]
-    u_max = max((float(v.u.max()) for v in vectors.values() if len(v)), default=None)
-    u_edges = u_histogram_edges(finest.u, u_max=u_max)
-    for f in options.bin_factors:
-        stats = gradient_statistics(vectors[f], n_particles=n, bin_factor=f, ndim=ndim,
-                                    u_edges=u_edges, theta_bins=options.theta_bins,
-                                    voxel_size_nm=d)
-        for name, table in stats.items():
-            tables[name].append(table)
-    del vectors
+    maps = {} if maps is None else maps
+    centroids = {}
+    for f in options.bin_factors:              # O of every particle: its blocks, whatever the map
+        centroids[f] = block_centroids(bin_labels(labels, f), n)
+    for name in options.gradient_maps:
+        values = edge_ev if name == "edge" else maps[name]
+        # a voxel counts where it is in a particle and the map has a value
+        map_labels = labels if name == "edge" else np.where(np.isfinite(values), labels, 0)
+        unit = map_gradient_unit(name, d)
+        for table_name, table in _map_gradient_statistics(values, map_labels, centroids, n, options,
+                                                          ndim=ndim, d=d, vectors_fn=vectors_fn, tick=tick):
+            tables[table_name].append(_labelled(table_name, table, name, unit))
+        del values, map_labels
     timings["gradient"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    named = itertools.chain([("edge", edge_ev)], ((name, maps[name]) for name in maps if name != "edge"))
+    tables["map_summaries"].append(map_summaries(labels, n, named))
+    timings["map_summaries"] = time.perf_counter() - t0
     return EdgeStatistics(
         tables={name: pd.concat(parts, ignore_index=True) for name, parts in tables.items()},
         labels=labels, n_particles=int(n), n_valid_voxels=int(count[0]),
         mean_edge_ev=float(mean[0]), std_edge_ev=float(std[0]), timings_s=timings)
+
+
+# --------------------------------------------------------------------------- clusters
+def cluster_parameters() -> dict[str, Any]:
+    """What an analysis with clusters records beyond k: the sample's bound and seed."""
+    from txmdb.analysis.clusters import MAX_SAMPLE, N_INIT, SEED
+
+    return {"max_sample": MAX_SAMPLE, "seed": SEED, "n_init": N_INIT, "window": "edge"}
+
+
+def cluster_map(info, options: AnalysisOptions, edge_ev: np.ndarray, out, *, slab_size: int,
+                tick: Callable[[], None] = lambda: None) -> dict[str, pd.DataFrame]:
+    """Phase clusters of the valid voxels (DESIGN §11): ``/cluster`` in ``out`` and two tables.
+
+    Two reads of the stack after the edge pass, slab by slab (registered when the analysis
+    is): the first gathers the seeded sample of valid voxels' normalised edge windows, the
+    second labels every valid voxel with its nearest k-means centre, writing ``/cluster``
+    (int16, -1 where masked) as it goes. Valid: the voxels with an edge energy.
+
+    Returns
+    -------
+    dict of str to DataFrame
+        ``cluster_spectra`` and ``pca_variance`` (:func:`txmdb.analysis.clusters.cluster_tables`).
+
+    Raises
+    ------
+    InputError
+        More clusters than valid voxels (with a finite normalised window).
+    """
+    from txmdb.analysis.clusters import (NO_CLUSTER, SEED, ClusterAssigner, SpectraSample, cluster_tables,
+                                         edge_window, fit_clusters)
+    from txmdb.io.hdf5 import iter_slabs
+
+    kernel = edge_kernel(info, options.params)
+    window = edge_window(info.energies_ev, options.params)
+    read = registered_read(options.registration)
+    per_slice = int(np.prod(edge_ev.shape[1:]))
+    sample = SpectraSample(kernel, window, seed=SEED)
+    for start, stop, mu in iter_slabs(info, slab_size, prefetch=True, **read):
+        sample.add(mu, np.isfinite(edge_ev[start:stop]), start * per_slice)
+        tick()
+    k = int(options.clusters)
+    if len(sample) < k:
+        raise InputError(info.path, f"{k} clusters asked for, but only {len(sample)} voxel"
+                                    f"{'s have' if len(sample) != 1 else ' has'} a valid spectrum")
+    model = fit_clusters(sample.result()[1], k, seed=SEED)
+    assign = ClusterAssigner(kernel, window, model)
+    labels = out.create_dataset("cluster", shape=edge_ev.shape, dtype=np.int16, fillvalue=NO_CLUSTER)
+    for start, stop, mu in iter_slabs(info, slab_size, prefetch=True, **read):
+        labels[start:stop] = assign(mu, np.isfinite(edge_ev[start:stop]))
+        tick()
+    return cluster_tables(model, assign, info.energies_ev)
 
 
 # --------------------------------------------------------------------------- whole analysis
@@ -465,7 +600,8 @@ def analyze_stack(info, options: AnalysisOptions, *, results_path: Path,
         def edge_source(info, params, slab_size):
             return edge_slabs(info, params, slab_size=slab_size, workers=options.workers,
                               registration=options.registration)
-    total_units = len(slab_bounds(info, slab_size)) + 1 + len(options.bin_factors)
+    total_units = len(slab_bounds(info, slab_size)) + 1 + len(options.bin_factors) * len(options.gradient_maps)
+    total_units += 2 * len(slab_bounds(info, slab_size)) if options.clusters else 0   # sample + labels
     done = 0
 
     def tick() -> None:
@@ -495,9 +631,14 @@ def analyze_stack(info, options: AnalysisOptions, *, results_path: Path,
                 d_valid[start:stop] = res.valid
                 tick()
             t_edge = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            cluster_tables = cluster_map(info, options, edge, out, slab_size=slab_size, tick=tick) \
+                if options.clusters else {}
+            t_clusters = time.perf_counter() - t0
 
             stats = statistics_from_edge_map(edge, options, energies_ev=info.energies_ev,
-                                             voxel_size_nm=d, vectors_fn=vectors_fn, tick=tick)
+                                             voxel_size_nm=d, vectors_fn=vectors_fn, tick=tick,
+                                             maps=ResultMaps(out))
             del edge
 
             t0 = time.perf_counter()
@@ -514,9 +655,9 @@ def analyze_stack(info, options: AnalysisOptions, *, results_path: Path,
             out.attrs["parameters"] = json.dumps(analysis_parameters(options, voxel_size_nm=d))
         t_write = time.perf_counter() - t0
 
-    timings = {"edge": t_edge, **stats.timings_s, "write": t_write,
+    timings = {"edge": t_edge, **({"clusters": t_clusters} if options.clusters else {}), **stats.timings_s, "write": t_write,
                "total": time.perf_counter() - t_start}
     return AnalysisOutputs(
-        tables=stats.tables, n_valid_voxels=stats.n_valid_voxels, n_particles=stats.n_particles,
+        tables={**stats.tables, **cluster_tables}, n_valid_voxels=stats.n_valid_voxels, n_particles=stats.n_particles,
         mean_edge_ev=stats.mean_edge_ev, std_edge_ev=stats.std_edge_ev,
         gradient_unit=gradient_unit, timings_s=timings)

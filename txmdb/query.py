@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Sequence
 
 from txmdb.errors import FilterError
-from txmdb.vocabulary import FILTERS, Filter
+from txmdb.vocabulary import DEFAULT_MAP, FILTERS, Filter
 
 if TYPE_CHECKING:
     from sqlalchemy import Select
@@ -78,7 +78,7 @@ QUERIES: dict[str, Query] = {}
 
 # Filter sets shared by families of queries.
 _SCAN_FILTERS = ("sample", "morphology", "state", "scan")
-_STATISTICS_FILTERS = (*_SCAN_FILTERS, "analysis", "particle")
+_STATISTICS_FILTERS = (*_SCAN_FILTERS, "analysis", "particle", "map")
 _SCAN_LEVEL_FILTERS = (*_STATISTICS_FILTERS, "scan_level")
 _BINNED_FILTERS = (*_SCAN_LEVEL_FILTERS, "bin")
 _CELL_FILTERS = ("sample", "cell", "morphology", "run")
@@ -143,31 +143,21 @@ def _as_list(value) -> list:
     return list(value) if isinstance(value, (list, tuple, set)) else [value]
 
 
+def _map_names(values) -> list[str]:
+    """Map filter values as canonical map names; a name that is no map is an error, not an empty table."""
+    from txmdb.analysis.maps import parse_map
+
+    return [parse_map(v).name for v in _as_list(values)]
+
+
 def _stats(catalog, model, *, analysis=None, bin=None, weighted=None, particle=None, scan_level=False,
-           order: Sequence[str] = (), **filters) -> pd.DataFrame:
+           map=None, default_map: str | None = DEFAULT_MAP, order: Sequence[str] = (), **filters) -> pd.DataFrame:
     """Rows of a statistics table (the model's columns) with sample, scan and analysis beside them.
 
     Only the filters the calling query declares reach here, so each applies to ``model``.
+    Rows are of the maps ``map`` names, else of ``default_map`` (None: every map).
     """
-    columns = m.data_columns(model)
-    stmt = (
-        sa.select(
-            m.Sample.name.label("sample"),
-            m.TXMScan.state.label("state"),
-            m.TXMScan.id.label("scan_id"),
-            m.Analysis.id.label("analysis_id"),
-            *(getattr(model, c) for c in columns),
-            # *_ev_per_nm columns hold eV/voxel for scans of unknown voxel size: say which.
-            *([m.Analysis.gradient_unit] if any(c.endswith("_ev_per_nm") for c in columns) else []),
-        )
-        .join(m.Analysis, m.Analysis.id == model.analysis_id)
-        .join(m.TXMScan, m.TXMScan.id == m.Analysis.scan_id)
-        .join(m.Sample, m.Sample.id == m.TXMScan.sample_id)
-    )
-    if analysis:
-        stmt = stmt.where(m.Analysis.id.in_(_as_list(analysis)), m.Analysis.status == "done")
-    else:
-        stmt = stmt.where(m.Analysis.id.in_(_latest_analyses()))
+    stmt = _analysis_select(model, analysis)
     if bin:
         stmt = stmt.where(model.bin_factor.in_(_as_list(bin)))
     if weighted is not None:
@@ -176,8 +166,11 @@ def _stats(catalog, model, *, analysis=None, bin=None, weighted=None, particle=N
         stmt = stmt.where(model.particle.is_(None))
     if particle:
         stmt = stmt.where(model.particle.in_(_as_list(particle)))
+    if map or default_map:
+        stmt = stmt.where(model.map.in_(_map_names(map or default_map)))
     stmt = _scan_filters(stmt, **filters)
-    keys = [m.Sample.name, m.TXMScan.id, m.Analysis.id, model.particle.is_not(None), model.particle]  # scan rows first
+    # scan rows first
+    keys = [m.Sample.name, m.TXMScan.id, m.Analysis.id, model.map, model.particle.is_not(None), model.particle]
     stmt = stmt.order_by(*keys, *(getattr(model, c) for c in order), model.id)
     frame = _frame(catalog, stmt)
     frame["particle"] = frame["particle"].astype("Int64")
@@ -199,7 +192,7 @@ def vector_size(catalog, **filters) -> pd.DataFrame:
 @declares("vector-size-histogram", _BINNED_FILTERS)
 def vector_size_histogram(catalog, **filters) -> pd.DataFrame:
     """Histograms of |u| per folded θ group."""
-    return _stats(catalog, m.VectorSizeHistogram, order=["bin_factor", "phi_lo", "u_lo_ev_per_nm"], **filters)
+    return _stats(catalog, m.VectorSizeHistogram, order=["bin_factor", "phi_lo", "u_lo"], **filters)
 
 
 @declares("u-theta", _BINNED_FILTERS)
@@ -226,10 +219,61 @@ def depth_profile(catalog, **filters) -> pd.DataFrame:
     return _stats(catalog, m.DepthProfile, order=["depth_lo_vox"], **filters)
 
 
-@declares("particles", _STATISTICS_FILTERS)
+# Particles are defined once, from the edge map's validity: they are of no other map.
+@declares("particles", tuple(f for f in _STATISTICS_FILTERS if f != "map"))
 def particles(catalog, **filters) -> pd.DataFrame:
     """Particles: size, centroid, equivalent radius, edge-energy mean and spread."""
     return _stats(catalog, m.Particle, **filters)
+
+
+def _analysis_select(model, analysis=None) -> Select:
+    """The model's columns with sample, state, scan and analysis beside them, of the analyses asked for.
+
+    ``analysis``: those analyses (finished ones only); else the latest finished one of each scan.
+    """
+    stmt = (
+        sa.select(m.Sample.name.label("sample"), m.TXMScan.state.label("state"), m.TXMScan.id.label("scan_id"),
+                  m.Analysis.id.label("analysis_id"), *(getattr(model, c) for c in m.data_columns(model)))
+        .join(m.Analysis, m.Analysis.id == model.analysis_id)
+        .join(m.TXMScan, m.TXMScan.id == m.Analysis.scan_id)
+        .join(m.Sample, m.Sample.id == m.TXMScan.sample_id)
+    )
+    if analysis:
+        return stmt.where(m.Analysis.id.in_(_as_list(analysis)), m.Analysis.status == "done")
+    return stmt.where(m.Analysis.id.in_(_latest_analyses()))
+
+
+def _analysis_rows(catalog, model, *, analysis=None, order: Sequence[str] = (), **filters) -> pd.DataFrame:
+    """Rows of a per-analysis table without particles (the model's columns), sample, scan and analysis beside."""
+    stmt = _scan_filters(_analysis_select(model, analysis), **filters)
+    return _frame(catalog, stmt.order_by(m.Sample.name, m.TXMScan.id, m.Analysis.id,
+                                         *(getattr(model, c) for c in order)))
+
+
+@declares("clusters", (*_SCAN_FILTERS, "analysis"))
+def clusters(catalog, **filters) -> pd.DataFrame:
+    """Phase clusters (txm analyze --clusters): each cluster's size and mean normalised spectrum over the edge window.
+
+    One row per cluster and energy: ``n_voxels`` voxels carry the label ``cluster`` (as in the
+    results file's ``/cluster`` map); ``mean_norm`` is their mean normalised absorbance.
+    """
+    return _analysis_rows(catalog, m.ClusterSpectrum, order=["cluster", "energy_index"], **filters)
+
+
+@declares("pca", (*_SCAN_FILTERS, "analysis"))
+def pca(catalog, **filters) -> pd.DataFrame:
+    """PCA of the spectra the phase clusters were fitted on: explained-variance ratio per component."""
+    return _analysis_rows(catalog, m.PCAVariance, order=["component"], **filters)
+
+
+@declares("maps", _SCAN_LEVEL_FILTERS)
+def maps(catalog, **filters) -> pd.DataFrame:
+    """Per analysis, map and particle (empty: whole scan): n_valid, mean, std, p05, p50, p95 of the map's values.
+
+    Over the particle voxels where the map is valid; every map of the analysis unless --map
+    names some.
+    """
+    return _stats(catalog, m.MapSummary, default_map=None, **filters)
 
 
 @declares("scans", (*_SCAN_FILTERS, "status"))
@@ -460,7 +504,7 @@ def summary(catalog, *, sample=None, morphology=None, state=None, cycle: int = 1
     if not grad.empty:
         grad["state"] = grad["state"].fillna("")
         wide = grad.pivot_table(index=["sample", "state"], columns="bin_factor",
-                                values=["mean_u_ev_per_nm", "tangential_excess", "tangential_excess_weighted"],
+                                values=["mean_u", "tangential_excess", "tangential_excess_weighted"],
                                 aggfunc="mean")
         wide.columns = [f"{name}_f{factor}" for name, factor in wide.columns]
         wide = wide[sorted(wide.columns, key=lambda c: (int(c.rsplit("_f", 1)[1]), c))]

@@ -76,6 +76,27 @@ DEFAULT_MAX_ATTEMPTS = 3
 #: Seconds an idle worker waits between looks for a queued job (one small query each).
 WORKER_POLL_S = 1.0
 
+# -------------------------------------------------------------------------------- harvester
+#: What the watcher (``txmdb watch``, DESIGN §12) knows of each file it saw (harvested_files.status).
+HARVEST_STATUSES = ("waiting", "ingested", "failed", "ignored")
+#: Kinds of file a watch rule ingests, each through its ingest command's catalogue service.
+HARVEST_KINDS = ("cycling", "xas", "xrd", "txm")
+#: Default seconds a file's size and mtime must stay unchanged before it is read.
+HARVEST_SETTLE_S = 5.0
+#: A file failed because the sample or cell it names does not exist is retried this often
+#: (one name lookup each, no file read): it is ingested within this long of the record's creation.
+HARVEST_RETRY_S = 10.0
+#: Without --poll, the inotify watcher still walks its folders this often, as a safety net for
+#: events the kernel dropped (queue overflow); 10,000 files cost ~0.1 s of stat calls.
+HARVEST_RESCAN_S = 300.0
+
+# ------------------------------------------------------------------------------------ maps
+#: Names of an analysis' maps (DESIGN §11, txmdb.analysis.maps); ``fraction:NAME`` stands for
+#: one map per LCF reference NAME.
+MAP_NAMES = ("edge", "white_line", "white_line_height", "fraction:NAME", "rfactor", "cluster")
+#: The map whose statistics a query gives when none is named.
+DEFAULT_MAP = "edge"
+
 # ---------------------------------------------------------------------------------- filters
 @dataclass(frozen=True)
 class Filter:
@@ -122,6 +143,8 @@ FILTERS = {f.name: f for f in (
     Filter("status", ("--status",), str,
            f"Only analyses in these states: {', '.join(ANALYSIS_STATUSES)} (repeatable)."),
     Filter("registration", ("--registration",), int, "Only these registration ids (repeatable, or comma-separated)."),
+    Filter("map", ("--map",), str, f"Only these maps: {', '.join(MAP_NAMES)} (repeatable) "
+                                   "[statistics of gradients, particles, depth and edge: default edge]."),
 )}
 
 # ----------------------------------------------------------------------------------- Limits
@@ -135,6 +158,10 @@ MAX_CATALOGUE_INT = 2**31 - 1
 #: Binning factors of the gradient statistics: 1 (none) up to 16 (a 16³ block per voxel).
 MIN_BIN_FACTOR = 1
 MAX_BIN_FACTOR = 16
+
+#: Phase clusters of ``txm analyze --clusters K`` (txmdb.analysis.clusters): k-means labels are
+#: int16 and the mean spectra K rows per energy; more than this many phases is no phase map.
+MAX_CLUSTERS = 100
 
 # HDF5 tomograms (txmdb.io.hdf5): checked on the file's declarations before any data is
 # read, so a few-KB file cannot make txmdb allocate, decompress or scan gigabytes.
@@ -263,8 +290,26 @@ MAX_FAILED_LOGINS_PER_ADDRESS = 20
 #: Largest upload (cycler, XAS, XRD files are kilobytes to tens of megabytes; tomograms are
 #: registered by their path on the shared store, never uploaded).
 MAX_UPLOAD_BYTES = 256 << 20
+#: Suffixes an uploaded file keeps in the store (readers look at them); any other is dropped.
+UPLOAD_SUFFIXES = (".csv", ".txt", ".tsv", ".dat", ".ndax", ".nda", ".xdi", ".xmu", ".nor", ".xy", ".xye", ".chi")
 #: Rows per page of the list endpoints, and their most.
 DEFAULT_PAGE_ROWS = 100
 MAX_PAGE_ROWS = 10_000
 #: API tokens: days until they expire when --expires-days is not given (None: never) and the most.
 MAX_TOKEN_DAYS = 3650
+
+
+def integer_list(text: str) -> list[int]:
+    """The value of a numeric filter given as text (a CLI option, an API query parameter): a whole
+    number or a comma-separated list of them, each within the catalogue's integers (a larger one
+    would overflow the database's binding). ValueError says what is wrong, quoting ``text``."""
+    try:
+        numbers = [int(v) for v in str(text).split(",") if v.strip()]
+    except ValueError:
+        raise ValueError(f"{text!r} is not a whole number or a comma-separated list of them") from None
+    if not numbers:  # " , ," would otherwise mean "no filter": every row
+        raise ValueError(f"{text!r} holds no number; give N or N,N,…")
+    for number in numbers:
+        if not 0 <= number <= MAX_CATALOGUE_INT:
+            raise ValueError(f"{number} is not in the range 0 to {MAX_CATALOGUE_INT}")
+    return numbers

@@ -15,12 +15,18 @@ import pandas as pd
 
 from txmdb.db.models import STATISTICS_TABLES, data_columns
 
-__all__ = ["particle_column", "table_columns", "frame", "flat_chunks", "grouped_moments", "CHUNK"]
+__all__ = ["ROW_LABELS", "particle_column", "table_columns", "frame", "flat_chunks", "grouped_moments", "CHUNK"]
+
+
+#: Columns the pipeline adds to every kernel's table (which map, and the unit of its |u| values):
+#: a kernel computes on one map and knows neither.
+ROW_LABELS = ("map", "gradient_unit")
 
 
 def table_columns(table: str) -> tuple[str, ...]:
-    """Columns of a kernel's DataFrame for catalogue table ``table``: the model's, declared once there."""
-    return data_columns(STATISTICS_TABLES[table])
+    """Columns of a kernel's DataFrame for catalogue table ``table``: the model's, declared once
+    there, without the ``ROW_LABELS`` the pipeline adds."""
+    return tuple(c for c in data_columns(STATISTICS_TABLES[table]) if c not in ROW_LABELS)
 
 
 def particle_column(labels: np.ndarray) -> pd.arrays.IntegerArray:

@@ -46,6 +46,7 @@ from txmdb.analysis.particles import label_centroids
 __all__ = [
     "GradientVectors",
     "bin_edge_map",
+    "bin_labels",
     "block_centroids",
     "gradient_vectors",
     "map_gradient_vectors",
@@ -135,15 +136,30 @@ def bin_edge_map(edge_ev: np.ndarray, labels: np.ndarray, factor: int) -> tuple[
         raise ValueError(f"edge map {edge_ev.shape} and labels {labels.shape} differ in shape")
     if f == 1:
         return edge_ev, labels.astype(np.int32, copy=False)
-    lab_blocks, axes = _blocks(labels, f)
-    valid = (lab_blocks > 0).all(axis=axes)
-    first = labels[tuple(slice(0, n * f, f) for n in valid.shape)]
-    binned_labels = np.where(valid, first, 0).astype(np.int32)
-    edge_blocks, _ = _blocks(edge_ev, f)
+    binned_labels = bin_labels(labels, f)
+    valid = binned_labels > 0
+    edge_blocks, axes = _blocks(edge_ev, f)
     with np.errstate(invalid="ignore"):
         binned = edge_blocks.mean(axis=axes, dtype=np.float64)
     binned[~valid] = np.nan
     return binned, binned_labels
+
+
+def bin_labels(labels: np.ndarray, factor: int) -> np.ndarray:
+    """Particle labels of ``factor``-wide blocks: the label of their voxels where all are in
+    particles, else 0 (the labels half of :func:`bin_edge_map`).
+
+    Returns
+    -------
+    ndarray of int32, shape of the binned map
+    """
+    f = int(factor)
+    if f == 1:
+        return labels.astype(np.int32, copy=False)
+    lab_blocks, axes = _blocks(labels, f)
+    valid = (lab_blocks > 0).all(axis=axes)
+    first = labels[tuple(slice(0, n * f, f) for n in valid.shape)]
+    return np.where(valid, first, 0).astype(np.int32)
 
 
 def block_centroids(binned_labels: np.ndarray, n: int) -> np.ndarray:
@@ -452,7 +468,7 @@ def gradient_statistics(vectors: GradientVectors, *, n_particles: int, bin_facto
 
     tables["gradient_summaries"] = frame({
         "particle": particle_column(groups), "bin_factor": np.full(ng, bin_factor),
-        "voxel_size_nm": np.full(ng, step_nm), "n_vectors": n_vec, "mean_u_ev_per_nm": mean_u,
+        "voxel_size_nm": np.full(ng, step_nm), "n_vectors": n_vec, "mean_u": mean_u,
         "tangential_excess": te, "tangential_excess_weighted": te_w,
         "kl_divergence": kl_plain, "kl_divergence_weighted": kl_weighted,
     }, GRADIENT_TABLES["gradient_summaries"])
@@ -474,7 +490,7 @@ def gradient_statistics(vectors: GradientVectors, *, n_particles: int, bin_facto
     tables["u_theta_profiles"] = frame({
         "particle": particle_column(np.repeat(groups, nb)), "bin_factor": np.full(ng * nb, bin_factor),
         "theta_lo": np.tile(edges[:-1], ng), "theta_hi": np.tile(edges[1:], ng),
-        "n": theta_count.ravel(), "mean_u_ev_per_nm": u_theta_mean.ravel(),
+        "n": theta_count.ravel(), "mean_u": u_theta_mean.ravel(),
     }, GRADIENT_TABLES["u_theta_profiles"])
 
     # Vector size per folded-angle group φ.
@@ -490,8 +506,8 @@ def gradient_statistics(vectors: GradientVectors, *, n_particles: int, bin_facto
     tables["vector_size_stats"] = frame({
         "particle": particle_column(np.repeat(groups, npg)), "bin_factor": np.full(ng * npg, bin_factor),
         "phi_lo": np.tile(PHI_EDGES[:-1], ng), "phi_hi": np.tile(PHI_EDGES[1:], ng),
-        "n": phi_count.ravel(), "mean_u_ev_per_nm": phi_mean.ravel(),
-        "median_u_ev_per_nm": quant[0].ravel(), "p90_u_ev_per_nm": quant[1].ravel(),
+        "n": phi_count.ravel(), "mean_u": phi_mean.ravel(),
+        "median_u": quant[0].ravel(), "p90_u": quant[1].ravel(),
     }, GRADIENT_TABLES["vector_size_stats"])
 
     nu = max(u_edges.size - 1, 0)
@@ -507,8 +523,8 @@ def gradient_statistics(vectors: GradientVectors, *, n_particles: int, bin_facto
         "bin_factor": np.full(ng * npg * nu, bin_factor),
         "phi_lo": np.tile(np.repeat(PHI_EDGES[:-1], nu), ng),
         "phi_hi": np.tile(np.repeat(PHI_EDGES[1:], nu), ng),
-        "u_lo_ev_per_nm": np.tile(u_edges[:-1], ng * npg) if nu else np.zeros(0),
-        "u_hi_ev_per_nm": np.tile(u_edges[1:], ng * npg) if nu else np.zeros(0),
+        "u_lo": np.tile(u_edges[:-1], ng * npg) if nu else np.zeros(0),
+        "u_hi": np.tile(u_edges[1:], ng * npg) if nu else np.zeros(0),
         "count": hist.ravel().astype(np.int64),
     }, GRADIENT_TABLES["vector_size_histograms"])
     return tables

@@ -1,8 +1,9 @@
 """ORM schema of the whole catalogue (SQLAlchemy 2.x typed models).
 
-Units are part of the column names (``_mah``, ``_v``, ``_ev``, ``_nm``, ``_ev_per_nm``).
-Gradient magnitudes are in eV/nm, or eV/voxel for a scan whose voxel size is unknown
-(``analyses.gradient_unit`` says which). ``particle`` columns hold the particle label of
+Units are part of the column names (``_mah``, ``_v``, ``_ev``, ``_nm``), except for the
+gradient magnitudes |u| (``mean_u``, ``u_lo``…): their unit follows the map they are of (a
+statistics row's ``map``) and its row's ``gradient_unit`` says it — eV/nm, eV/voxel for a scan
+whose voxel size is unknown, 1/nm or 1/voxel for dimensionless maps. ``particle`` columns hold the particle label of
 the analysis, NULL for statistics over the whole scan. Large arrays never live here: the
 results store holds them and these rows keep their path and SHA-256.
 """
@@ -308,6 +309,18 @@ def _stats_fk() -> Mapped[int]:
     return mapped_column(ForeignKey("analyses.id", ondelete="CASCADE"), index=True)
 
 
+def _map_column() -> Mapped[str]:
+    """The map a statistics row is of (``edge``, ``white_line``, ``fraction:NAME``…, txmdb.analysis.maps);
+    rows from before maps had names are of the edge map."""
+    return mapped_column(String(200), default="edge", server_default="edge")
+
+
+def _gradient_unit_column() -> Mapped[str]:
+    """Unit of the row's |u| values: the map's unit per nm, or per voxel when the voxel size is unknown
+    (eV/nm, eV/voxel, 1/nm or 1/voxel)."""
+    return mapped_column(String(20), default="eV/nm")
+
+
 class Particle(Base):
     __tablename__ = "particles"
     __table_args__ = (UniqueConstraint("analysis_id", "particle", name="uq_particles_analysis_particle"),)
@@ -315,6 +328,7 @@ class Particle(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     analysis_id: Mapped[int] = _stats_fk()
     particle: Mapped[int] = mapped_column(Integer)
+    map: Mapped[str] = _map_column()
     n_voxels: Mapped[int] = mapped_column(Integer)
     centroid_z: Mapped[Optional[float]] = mapped_column(Float)  # voxel index units; NULL in 2D
     centroid_y: Mapped[float] = mapped_column(Float)
@@ -331,6 +345,7 @@ class EdgeHistogram(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     analysis_id: Mapped[int] = _stats_fk()
     particle: Mapped[Optional[int]] = mapped_column(Integer)
+    map: Mapped[str] = _map_column()
     edge_lo_ev: Mapped[float] = mapped_column(Float)
     edge_hi_ev: Mapped[float] = mapped_column(Float)
     count: Mapped[int] = mapped_column(Integer)
@@ -343,6 +358,7 @@ class DepthProfile(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     analysis_id: Mapped[int] = _stats_fk()
     particle: Mapped[Optional[int]] = mapped_column(Integer)
+    map: Mapped[str] = _map_column()
     depth_lo_vox: Mapped[float] = mapped_column(Float)
     depth_hi_vox: Mapped[float] = mapped_column(Float)
     depth_lo_nm: Mapped[Optional[float]] = mapped_column(Float)
@@ -359,6 +375,7 @@ class ThetaHistogram(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     analysis_id: Mapped[int] = _stats_fk()
     particle: Mapped[Optional[int]] = mapped_column(Integer)
+    map: Mapped[str] = _map_column()
     bin_factor: Mapped[int] = mapped_column(Integer)
     weighted: Mapped[bool] = mapped_column(Boolean)
     theta_lo: Mapped[float] = mapped_column(Float)
@@ -376,14 +393,16 @@ class GradientSummary(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     analysis_id: Mapped[int] = _stats_fk()
     particle: Mapped[Optional[int]] = mapped_column(Integer)
+    map: Mapped[str] = _map_column()
     bin_factor: Mapped[int] = mapped_column(Integer)
     voxel_size_nm: Mapped[Optional[float]] = mapped_column(Float)  # f·d
     n_vectors: Mapped[int] = mapped_column(Integer)
-    mean_u_ev_per_nm: Mapped[Optional[float]] = mapped_column(Float)
+    mean_u: Mapped[Optional[float]] = mapped_column(Float)
     tangential_excess: Mapped[Optional[float]] = mapped_column(Float)
     tangential_excess_weighted: Mapped[Optional[float]] = mapped_column(Float)
     kl_divergence: Mapped[Optional[float]] = mapped_column(Float)
     kl_divergence_weighted: Mapped[Optional[float]] = mapped_column(Float)
+    gradient_unit: Mapped[str] = _gradient_unit_column()
 
 
 class VectorSizeStat(Base):
@@ -394,13 +413,15 @@ class VectorSizeStat(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     analysis_id: Mapped[int] = _stats_fk()
     particle: Mapped[Optional[int]] = mapped_column(Integer)
+    map: Mapped[str] = _map_column()
     bin_factor: Mapped[int] = mapped_column(Integer)
     phi_lo: Mapped[float] = mapped_column(Float)
     phi_hi: Mapped[float] = mapped_column(Float)
     n: Mapped[int] = mapped_column(Integer)
-    mean_u_ev_per_nm: Mapped[Optional[float]] = mapped_column(Float)
-    median_u_ev_per_nm: Mapped[Optional[float]] = mapped_column(Float)
-    p90_u_ev_per_nm: Mapped[Optional[float]] = mapped_column(Float)
+    mean_u: Mapped[Optional[float]] = mapped_column(Float)
+    median_u: Mapped[Optional[float]] = mapped_column(Float)
+    p90_u: Mapped[Optional[float]] = mapped_column(Float)
+    gradient_unit: Mapped[str] = _gradient_unit_column()
 
 
 class VectorSizeHistogram(Base):
@@ -409,12 +430,14 @@ class VectorSizeHistogram(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     analysis_id: Mapped[int] = _stats_fk()
     particle: Mapped[Optional[int]] = mapped_column(Integer)
+    map: Mapped[str] = _map_column()
     bin_factor: Mapped[int] = mapped_column(Integer)
     phi_lo: Mapped[float] = mapped_column(Float)
     phi_hi: Mapped[float] = mapped_column(Float)
-    u_lo_ev_per_nm: Mapped[float] = mapped_column(Float)
-    u_hi_ev_per_nm: Mapped[float] = mapped_column(Float)
+    u_lo: Mapped[float] = mapped_column(Float)
+    u_hi: Mapped[float] = mapped_column(Float)
     count: Mapped[int] = mapped_column(Integer)
+    gradient_unit: Mapped[str] = _gradient_unit_column()
 
 
 class UThetaProfile(Base):
@@ -425,11 +448,88 @@ class UThetaProfile(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     analysis_id: Mapped[int] = _stats_fk()
     particle: Mapped[Optional[int]] = mapped_column(Integer)
+    map: Mapped[str] = _map_column()
     bin_factor: Mapped[int] = mapped_column(Integer)
     theta_lo: Mapped[float] = mapped_column(Float)
     theta_hi: Mapped[float] = mapped_column(Float)
     n: Mapped[int] = mapped_column(Integer)
-    mean_u_ev_per_nm: Mapped[Optional[float]] = mapped_column(Float)
+    mean_u: Mapped[Optional[float]] = mapped_column(Float)
+    gradient_unit: Mapped[str] = _gradient_unit_column()
+
+
+class MapSummary(Base):
+    """Per analysis, map and particle (NULL: whole scan): the map's values over the particle voxels
+    where it is valid (population std; percentiles by numpy's linear interpolation)."""
+
+    __tablename__ = "map_summaries"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    analysis_id: Mapped[int] = _stats_fk()
+    particle: Mapped[Optional[int]] = mapped_column(Integer)
+    map: Mapped[str] = _map_column()
+    n_valid: Mapped[int] = mapped_column(BigInteger)
+    mean: Mapped[Optional[float]] = mapped_column(Float)
+    std: Mapped[Optional[float]] = mapped_column(Float)
+    p05: Mapped[Optional[float]] = mapped_column(Float)
+    p50: Mapped[Optional[float]] = mapped_column(Float)
+    p95: Mapped[Optional[float]] = mapped_column(Float)
+
+
+class ClusterSpectrum(Base):
+    """Phase clusters of an analysis (DESIGN §11): each cluster's size and mean normalised spectrum
+    over the edge window, one row per cluster and energy (txmdb.analysis.clusters)."""
+
+    __tablename__ = "cluster_spectra"
+    __table_args__ = (UniqueConstraint("analysis_id", "cluster", "energy_index",
+                                       name="uq_cluster_spectra_analysis_cluster_energy"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    analysis_id: Mapped[int] = _stats_fk()
+    cluster: Mapped[int] = mapped_column(Integer)
+    energy_index: Mapped[int] = mapped_column(Integer)  # into the scan's sorted energies
+    energy_ev: Mapped[float] = mapped_column(Float)
+    mean_norm: Mapped[Optional[float]] = mapped_column(Float)  # NULL: a cluster no voxel was assigned to
+    n_voxels: Mapped[int] = mapped_column(BigInteger)
+
+
+class PCAVariance(Base):
+    """Explained-variance ratio of each principal component of the spectra the clusters were fitted on."""
+
+    __tablename__ = "pca_variance"
+    __table_args__ = (UniqueConstraint("analysis_id", "component", name="uq_pca_variance_analysis_component"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    analysis_id: Mapped[int] = _stats_fk()
+    component: Mapped[int] = mapped_column(Integer)  # 1-based
+    explained_variance_ratio: Mapped[float] = mapped_column(Float)
+
+
+class HarvestedFile(Base):
+    """A file the watcher saw (txmdb.harvest, DESIGN §12): what it was when last read, and what became of it.
+
+    ``status`` is one of vocabulary.HARVEST_STATUSES; ``record_kind``/``record_id`` name the row it
+    became (a table name and its id). A file that changes after it was ingested is not ingested
+    again: ``changed_after_ingest`` flags it. ``missing_reference``: it failed because the sample or
+    cell it names does not exist yet, and is retried once that exists.
+    """
+
+    __tablename__ = "harvested_files"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    path: Mapped[str] = mapped_column(Text, unique=True)
+    rule: Mapped[str] = mapped_column(String(200))
+    kind: Mapped[str] = mapped_column(String(20))
+    status: Mapped[str] = mapped_column(String(20), index=True)
+    size_bytes: Mapped[Optional[int]] = mapped_column(BigInteger)
+    mtime: Mapped[Optional[float]] = mapped_column(Float)  # seconds since the epoch, as stat gives it
+    sha256: Mapped[Optional[str]] = mapped_column(String(64))
+    error: Mapped[Optional[str]] = mapped_column(Text)
+    missing_reference: Mapped[bool] = mapped_column(Boolean, default=False)
+    changed_after_ingest: Mapped[bool] = mapped_column(Boolean, default=False)
+    record_kind: Mapped[Optional[str]] = mapped_column(String(40))
+    record_id: Mapped[Optional[int]] = mapped_column(Integer)
+    first_seen: Mapped[dt.datetime] = mapped_column(Timestamp, default=_now)
+    updated: Mapped[dt.datetime] = mapped_column(Timestamp, default=_now, onupdate=_now)
 
 
 class CatalogueIdentity(Base):
@@ -442,42 +542,6 @@ class CatalogueIdentity(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     uuid: Mapped[str] = mapped_column(String(36))
     created_at: Mapped[dt.datetime] = mapped_column(Timestamp, default=_now)
-
-
-class Job(Base):
-    """A durable job (DESIGN §12): one analysis or registration of a scan, run by ``txmdb worker``.
-
-    ``parameters`` are the options of ``txm analyze`` / ``txm register`` as they are spelt
-    there (txmdb.options), ``result`` names what the job made (``analysis_id`` or
-    ``registration_id``). A running job is its ``worker``'s (``host:pid``) until
-    ``lease_expires_at``; the worker renews the lease while it works, and a job whose lease
-    passed is queued again (or failed after ``max_attempts``) by the next worker that looks.
-    ``after_job_id``: a job that must be done first (a registration before its analysis).
-    """
-
-    __tablename__ = "jobs"
-    __table_args__ = (
-        # a worker's claim: the oldest queued job; its sweep: running jobs whose lease passed
-        Index("ix_jobs_status_id", "status", "id"),
-        Index("ix_jobs_status_lease_expires_at", "status", "lease_expires_at"),
-    )
-
-    id: Mapped[int] = mapped_column(primary_key=True)
-    kind: Mapped[str] = mapped_column(String(20))  # vocabulary.JOB_KINDS
-    parameters: Mapped[dict[str, Any]] = mapped_column(default=dict)
-    scan_id: Mapped[int] = mapped_column(ForeignKey("txm_scans.id"), index=True)
-    after_job_id: Mapped[Optional[int]] = mapped_column(ForeignKey("jobs.id"), index=True)
-    status: Mapped[str] = mapped_column(String(20), default="queued")  # vocabulary.JOB_STATUSES
-    attempts: Mapped[int] = mapped_column(Integer, default=0)
-    max_attempts: Mapped[int] = mapped_column(Integer, default=3)
-    worker: Mapped[Optional[str]] = mapped_column(String(300))  # host:pid while running, then the last one
-    lease_expires_at: Mapped[Optional[dt.datetime]] = mapped_column(Timestamp)
-    created_at: Mapped[dt.datetime] = mapped_column(Timestamp, default=_now)
-    started_at: Mapped[Optional[dt.datetime]] = mapped_column(Timestamp)
-    finished_at: Mapped[Optional[dt.datetime]] = mapped_column(Timestamp)
-    error: Mapped[Optional[str]] = mapped_column(Text)
-    result: Mapped[Optional[dict[str, Any]]] = mapped_column()
-    created_by: Mapped[Optional[str]] = mapped_column(String(200))
 
 
 class User(Base):
@@ -547,6 +611,42 @@ class WebKey(Base):
     created_at: Mapped[dt.datetime] = mapped_column(Timestamp, default=_now)
 
 
+class Job(Base):
+    """A durable job (DESIGN §12): one analysis or registration of a scan, run by ``txmdb worker``.
+
+    ``parameters`` are the options of ``txm analyze`` / ``txm register`` as they are spelt
+    there (txmdb.options), ``result`` names what the job made (``analysis_id`` or
+    ``registration_id``). A running job is its ``worker``'s (``host:pid``) until
+    ``lease_expires_at``; the worker renews the lease while it works, and a job whose lease
+    passed is queued again (or failed after ``max_attempts``) by the next worker that looks.
+    ``after_job_id``: a job that must be done first (a registration before its analysis).
+    """
+
+    __tablename__ = "jobs"
+    __table_args__ = (
+        # a worker's claim: the oldest queued job; its sweep: running jobs whose lease passed
+        Index("ix_jobs_status_id", "status", "id"),
+        Index("ix_jobs_status_lease_expires_at", "status", "lease_expires_at"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    kind: Mapped[str] = mapped_column(String(20))  # vocabulary.JOB_KINDS
+    parameters: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    scan_id: Mapped[int] = mapped_column(ForeignKey("txm_scans.id"), index=True)
+    after_job_id: Mapped[Optional[int]] = mapped_column(ForeignKey("jobs.id"), index=True)
+    status: Mapped[str] = mapped_column(String(20), default="queued")  # vocabulary.JOB_STATUSES
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    max_attempts: Mapped[int] = mapped_column(Integer, default=3)
+    worker: Mapped[Optional[str]] = mapped_column(String(300))  # host:pid while running, then the last one
+    lease_expires_at: Mapped[Optional[dt.datetime]] = mapped_column(Timestamp)
+    created_at: Mapped[dt.datetime] = mapped_column(Timestamp, default=_now)
+    started_at: Mapped[Optional[dt.datetime]] = mapped_column(Timestamp)
+    finished_at: Mapped[Optional[dt.datetime]] = mapped_column(Timestamp)
+    error: Mapped[Optional[str]] = mapped_column(Text)
+    result: Mapped[Optional[dict[str, Any]]] = mapped_column()
+    created_by: Mapped[Optional[str]] = mapped_column(String(200))
+
+
 def data_columns(model: type[Base]) -> tuple[str, ...]:
     """The model's columns without its own id and its keys to other rows, in declaration order.
 
@@ -567,4 +667,11 @@ STATISTICS_TABLES = {
     "vector_size_stats": VectorSizeStat,
     "vector_size_histograms": VectorSizeHistogram,
     "u_theta_profiles": UThetaProfile,
+    "map_summaries": MapSummary,
+}
+
+# Tables an analysis with phase clusters fills (txmdb.analysis.clusters), by the name of its DataFrame.
+CLUSTER_TABLES = {
+    "cluster_spectra": ClusterSpectrum,
+    "pca_variance": PCAVariance,
 }

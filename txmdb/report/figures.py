@@ -479,7 +479,7 @@ def vector_size_figure(panels: Sequence[tuple[str, "pd.DataFrame"]], unit: str, 
             total = group["count"].sum()
             if total <= 0:
                 continue
-            edges = _edges(group["u_lo_ev_per_nm"], group["u_hi_ev_per_nm"])
+            edges = _edges(group["u_lo"], group["u_hi"])
             density = group["count"].to_numpy(float) / total / np.diff(edges)
             ax.stairs(density, edges, color=cmap(i / max(len(groups) - 1, 1) * 0.9), linewidth=1.1,
                       label=f"{lo:g}–{hi:g}°")
@@ -501,7 +501,7 @@ def _u_view_limit(frame: "pd.DataFrame") -> float:
     The last |u| bin may be an overflow bin far wider than the others (see
     :func:`txmdb.analysis.gradient.u_histogram_edges`); showing all of it squeezes the bulk.
     """
-    bins = frame.groupby(["u_lo_ev_per_nm", "u_hi_ev_per_nm"])["count"].sum().sort_index()
+    bins = frame.groupby(["u_lo", "u_hi"])["count"].sum().sort_index()
     lo = bins.index.get_level_values(0).to_numpy(float)
     hi = bins.index.get_level_values(1).to_numpy(float)
     limit = hi[-1]
@@ -521,7 +521,7 @@ def u_theta_figure(panels: Sequence[tuple[str, Sequence[Curve]]], unit: str) -> 
         for curve in curves:
             frame = curve.data
             centres = (frame["theta_lo"] + frame["theta_hi"]) / 2
-            ax.plot(centres, frame["mean_u_ev_per_nm"], color=curve.style.color, linestyle=curve.style.linestyle,
+            ax.plot(centres, frame["mean_u"], color=curve.style.color, linestyle=curve.style.linestyle,
                     marker="o", markersize=2.5, label=curve.style.label)
         if not curves:
             _no_data(ax)
