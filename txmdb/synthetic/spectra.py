@@ -36,6 +36,9 @@ __all__ = [
     "ni_l3_spectrum",
     "layered_xrd_pattern",
     "write_columns",
+    "white_line_norm",
+    "reference_components",
+    "THREE_PHASES",
 ]
 
 #: Upper end of the Ni-K pre-edge window and lower end of its post-edge window, eV
@@ -322,6 +325,7 @@ def write_columns(
     *,
     names: Sequence[str],
     comments: Sequence[str] = (),
+    fmt: str = "%.10g",
 ) -> None:
     """Write equal-length columns as a plain-text table the readers accept.
 
@@ -338,10 +342,121 @@ def write_columns(
         One name per column (e.g. ``("energy", "mu")`` or ``("2theta", "intensity")``).
     comments : sequence of str
         Free-text header lines (e.g. ``"wavelength: 1.5406"``).
+    fmt : str
+        Number format; ``"%.17g"`` keeps every float64 exactly (e.g. energies that must
+        fall on a stack's grid).
     """
     data = np.column_stack([np.asarray(c, dtype=np.float64) for c in columns])
     if len(names) != data.shape[1]:
         raise ValueError(f"{len(names)} names for {data.shape[1]} columns")
     header = "\n".join([*comments, " ".join(names)])
     with atomic_output(path) as tmp:
-        np.savetxt(tmp, data, fmt="%.10g", header=header, comments="# ")
+        np.savetxt(tmp, data, fmt=fmt, header=header, comments="# ")
+
+
+# --------------------------------------------------------------------------- spectral maps (DESIGN §11)
+#: Three phases of a Ni K stack, as ``white_line_norm`` parameters (half-height eV, white-line
+#: eV, white-line height): reduced (early edge, strong white line) to oxidised.
+THREE_PHASES = ((8333.0, 8348.0, 0.6), (8336.0, 8350.0, 0.4), (8339.0, 8352.0, 0.25))
+
+
+def white_line_norm(energy_ev: np.ndarray, half_height_ev, white_line_ev, height, *,
+                    edge_halfwidth_ev: float = 3.0, broadening_ev: float = 1.5,
+                    white_line_halfwidth_ev: float = 10.0) -> np.ndarray:
+    """Normalised Ni K spectra with a white line at a known energy, voxel-wise.
+
+    ``norm(E) = s(E) + h·max(0, 1 − ((E − E_wl)/w)²)``: the clipped arctan step ``s`` of
+    :func:`ni_k_edge_spectrum` (exactly 0 below E½ − ``edge_halfwidth_ev``, exactly 1 above
+    E½ + ``edge_halfwidth_ev``, 0.5 at E½) and a parabolic cap of height ``h`` centred on
+    E_wl, half-width ``w``. The cap starts after the step is complete, so
+
+    * the half-height is E½ and, wherever the cap is, ``norm = 1 + cap`` is a parabola:
+      a polynomial least-squares fit over any window inside ``[E_wl − w, E_wl + w]`` has its
+      maximum at E_wl exactly, of height ``1 + h`` (the white-line truth);
+    * both lie between the Ni-K pre-edge (≤ 8320 eV) and post-edge (≥ 8370 eV) windows, so
+      the normalisation's lines are exact: ``mu = line + jump·norm`` normalises back to
+      ``norm``.
+
+    Parameters
+    ----------
+    energy_ev : ndarray, shape (n_energy,)
+    half_height_ev, white_line_ev, height : float or ndarray
+        E½, E_wl (eV) and ``h``; arrays broadcast together (one value per voxel).
+    edge_halfwidth_ev, broadening_ev : float
+        Step rise half-range and arctan broadening, eV.
+    white_line_halfwidth_ev : float
+        ``w``, eV.
+
+    Returns
+    -------
+    ndarray of float64, shape (n_energy, *broadcast shape)
+
+    Raises
+    ------
+    ValueError
+        A cap that starts before the step is complete, or a step or cap reaching into the
+        Ni-K pre-/post-edge windows.
+    """
+    e_half, e_wl, h = np.broadcast_arrays(*(np.asarray(v, dtype=np.float64)
+                                            for v in (half_height_ev, white_line_ev, height)))
+    w, hw = float(white_line_halfwidth_ev), float(edge_halfwidth_ev)
+    if e_half.size:
+        if np.any(e_wl - w < e_half + hw):
+            raise ValueError(f"white line at {e_wl.min():g} eV starts before the edge step of "
+                             f"{e_half.max():g} eV is complete (needs E_wl - {w:g} >= E½ + {hw:g})")
+        if e_half.min() - hw < NI_K_PRE_MAX_EV or e_wl.max() + w > NI_K_POST_MIN_EV:
+            raise ValueError(f"edge and white line span {e_half.min() - hw:g}..{e_wl.max() + w:g} eV, outside the "
+                             f"{NI_K_PRE_MAX_EV:g}..{NI_K_POST_MIN_EV:g} eV gap between the Ni-K fit windows")
+    e = np.asarray(energy_ev, dtype=np.float64).reshape((-1,) + (1,) * e_half.ndim)
+    x = e - e_half
+    scale = math.atan(hw / broadening_ev)
+    step = np.clip(0.5 + 0.5 * np.arctan(x / broadening_ev) / scale, 0.0, 1.0)
+    cap = h * np.maximum(0.0, 1.0 - ((e - e_wl) / w) ** 2)
+    return step + cap
+
+
+def reference_components(energy_ev: np.ndarray, references, params=None) -> dict[str, np.ndarray]:
+    """Measured reference spectra made into exact mixture components on a stack's energies.
+
+    Each reference ``(energies, mu)`` is interpolated onto ``energy_ev`` with a not-a-knot
+    cubic spline and normalised by :meth:`txmdb.analysis.edge.EdgeKernel.normalize`; then,
+    on the pre-edge rows only, its least-squares line is taken off, and on the post-edge rows
+    its line is replaced by 1. The result ``R`` normalises to itself (its pre-edge line is 0
+    and its post-edge line 1), and so does any mixture ``Σ f_i R_i`` with ``Σ f_i = 1``:
+    a voxel ``mu = line + jump·Σ f_i R_i`` has ``norm = Σ f_i R_i`` exactly, and a linear
+    combination fit against the components (given as references on ``energy_ev``: a spline
+    through a grid's own points returns them) recovers ``f`` exactly. Between the windows
+    (the edge, the white line) ``R`` is the measured reference's normalised spectrum.
+
+    Parameters
+    ----------
+    energy_ev : ndarray
+        The stack's sorted energies, eV.
+    references : mapping of str to (energies_ev, mu)
+        E.g. ``tests/data/xas/ref_NiO.txt`` read by :func:`txmdb.io.spectra.read_spectrum`.
+    params : EdgeParameters, optional
+        Windows; default the Ni preset.
+
+    Returns
+    -------
+    dict of str to ndarray of float64, shape (n_energy,)
+    """
+    from scipy.interpolate import CubicSpline
+
+    from txmdb.analysis.edge import EdgeKernel, edge_parameters
+
+    kernel = EdgeKernel(energy_ev, params or edge_parameters("Ni"))
+    e = kernel.energies_ev
+    out = {}
+    for name, (e_ref, mu_ref) in references.items():
+        e_ref = np.asarray(e_ref, dtype=np.float64)
+        if e_ref[0] > e[0] or e_ref[-1] < e[-1]:
+            raise ValueError(f"reference {name} covers {e_ref[0]:g}..{e_ref[-1]:g} eV, not the stack's "
+                             f"{e[0]:g}..{e[-1]:g} eV")
+        norm = kernel.normalize(CubicSpline(e_ref, np.asarray(mu_ref, dtype=np.float64), bc_type="not-a-knot")(e))
+        for rows, target in ((kernel.pre, 0.0), (kernel.post, 1.0)):
+            x = kernel._x[rows]
+            slope, intercept = np.polyfit(x, norm[rows], 1)
+            norm[rows] = norm[rows] - (intercept + slope * x) + target
+        out[name] = norm
+    return out

@@ -42,7 +42,8 @@ from scipy.spatial import cKDTree
 
 from txmdb.io.files import atomic_output
 
-__all__ = ["energy_grid", "particle_field", "SyntheticStack", "write_stack", "LAYOUT_PATHS"]
+__all__ = ["energy_grid", "particle_field", "SyntheticStack", "write_stack", "LAYOUT_PATHS",
+           "NormStack", "white_line_stack", "mixture_stack", "phase_field", "three_phase_stack"]
 
 
 def energy_grid(n: int = 60, *, start: float = 8280.0, stop: float = 8420.0,
@@ -211,6 +212,16 @@ def particle_field(shape: tuple[int, ...], *, kind: str = "rod", n_particles: in
     return edge, mask
 
 
+def _add_noise(out: np.ndarray, start: int, noise: float, seed: int) -> np.ndarray:
+    """Add Gaussian noise to slab ``out`` (n_energy, slices, ...) in place, slice ``i`` from
+    ``default_rng((seed, start + i))``: any slab partition gives the same stack."""
+    if noise > 0:
+        for i in range(out.shape[1]):
+            rng = np.random.default_rng((seed, start + i))
+            out[:, i] += rng.standard_normal(out[:, i].shape, dtype=np.float32) * np.float32(noise)
+    return out
+
+
 class StackSource(Protocol):
     """Anything :func:`write_stack` can stream: a shape and slabs along axis 1."""
 
@@ -292,12 +303,7 @@ class SyntheticStack:
             out = ne.evaluate("bg + slope * (e - ref) + amp * 0.5 * (1 + step)")
         else:
             out = ne.evaluate("bg + slope * (e - ref) + amp * (0.5 + arctan2(e - e0, w) / 3.141592653589793)")
-        out = out.astype(np.float32, copy=False)
-        if self.noise > 0:
-            for i in range(stop - start):
-                rng = np.random.default_rng((self.seed, start + i))
-                out[:, i] += rng.standard_normal(out[:, i].shape, dtype=np.float32) * np.float32(self.noise)
-        return out
+        return _add_noise(out.astype(np.float32, copy=False), start, self.noise, self.seed)
 
     def __array__(self, dtype=None, copy=None):
         arr = self.slab(0, self.shape[1])
@@ -391,3 +397,170 @@ def write_stack(path: str | os.PathLike, stack: np.ndarray | StackSource, energi
                     flat[:, a:b] = fl
                     mu = ne.evaluate("(fl - dark) * exp(-mu) + dark").astype(np.float32)
                 ds[:, a:b] = mu
+
+
+# --------------------------------------------------------------------------- spectral maps (DESIGN §11)
+@dataclass
+class NormStack:
+    """Absorbance stack from per-voxel normalised spectra, generated slab by slab.
+
+    ``mu = background + pre_slope·(E − E_0) + jump·norm(E)`` inside the particles and
+    ``background + pre_slope·(E − E_0)`` elsewhere (no edge: masked by the analysis), plus
+    Gaussian noise drawn per slice from ``(seed, slice)`` as in :class:`SyntheticStack`.
+    With norm's edge between the Ni-K fit windows (:mod:`txmdb.synthetic.spectra`), the
+    analysis' normalisation of a noise-free voxel returns its ``norm`` exactly.
+
+    Parameters
+    ----------
+    norm : callable
+        ``norm(start, stop) -> ndarray (n_energy, stop - start, ...)``: normalised spectra of
+        slices ``[start, stop)``; only the particles' voxels are used.
+    inside : ndarray of bool, shape ([z,] y, x)
+        The particles.
+    energies_ev : ndarray
+    jump, noise, pre_slope, background, seed :
+        As for :class:`SyntheticStack`.
+    """
+
+    norm: object
+    inside: np.ndarray
+    energies_ev: np.ndarray
+    jump: float = 1.0
+    noise: float = 0.0
+    pre_slope: float = 1e-3
+    background: float = 0.2
+    seed: int = 0
+
+    def __post_init__(self):
+        self.energies_ev = np.asarray(self.energies_ev, dtype=np.float64)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (self.energies_ev.size, *self.inside.shape)
+
+    def slab(self, start: int, stop: int) -> np.ndarray:
+        """Absorbance of slices ``[start, stop)``, float32 (n_energy, stop - start, ...)."""
+        inside = self.inside[start:stop]
+        e = self.energies_ev.reshape((-1,) + (1,) * inside.ndim)
+        norm = np.where(inside[None], self.norm(start, stop), 0.0)
+        out = (self.background + self.pre_slope * (e - self.energies_ev[0]) + self.jump * norm).astype(np.float32)
+        return _add_noise(out, start, self.noise, self.seed)
+
+    def __array__(self, dtype=None, copy=None):
+        arr = self.slab(0, self.shape[1])
+        return arr if dtype is None else arr.astype(dtype)
+
+
+def _sphere(shape: tuple[int, ...], radius_fraction: float = 0.45) -> tuple[np.ndarray, np.ndarray]:
+    """Distance of every voxel from the field's centre relative to the radius, and the ball."""
+    grids = np.meshgrid(*[np.arange(n, dtype=float) - (n - 1) / 2 for n in shape], indexing="ij")
+    r = np.sqrt(sum(g * g for g in grids)) / (radius_fraction * min(shape))
+    return r, r <= 1.0
+
+
+def white_line_stack(shape: tuple[int, ...], energies_ev: np.ndarray, *, half_height_ev=(8334.0, 8338.0),
+                     white_line_ev=(8351.0, 8353.0), height=(0.5, 0.3), noise: float = 0.0,
+                     seed: int = 0) -> tuple[NormStack, dict[str, np.ndarray]]:
+    """A ball whose half-height, white-line energy and height change from centre to surface.
+
+    Each quantity goes linearly with the radius from its first value (centre) to its second
+    (surface), so every voxel has its own known white-line energy
+    (:func:`txmdb.synthetic.spectra.white_line_norm`: a parabolic white line, recovered
+    exactly by the cubic of DESIGN §11 over the Ni-K window 8345–8358 eV when the cap covers
+    it, as it does with the defaults).
+
+    Returns
+    -------
+    stack : NormStack
+    truth : dict of str to ndarray, shape ``shape``
+        ``edge_ev``, ``white_line_ev``, ``white_line_height`` (1 + h), NaN outside the ball;
+        ``inside`` (bool).
+    """
+    from txmdb.synthetic.spectra import white_line_norm
+
+    r, inside = _sphere(shape)
+    t = np.clip(r, 0.0, 1.0)
+    values = [np.where(inside, lo + (hi - lo) * t, np.nan) for lo, hi in (half_height_ev, white_line_ev, height)]
+    # check every voxel's parameters once (white_line_norm raises on an impossible one)
+    white_line_norm(energies_ev[:1], *(v[inside] for v in values))
+
+    def norm(start, stop):
+        part = [np.where(inside[start:stop], v[start:stop], v[inside][0]) for v in values]
+        return white_line_norm(energies_ev, *part)
+
+    truth = {"edge_ev": values[0], "white_line_ev": values[1], "white_line_height": 1.0 + values[2],
+             "inside": inside}
+    return NormStack(norm, inside, energies_ev, noise=noise, seed=seed), truth
+
+
+def mixture_stack(shape: tuple[int, ...], energies_ev: np.ndarray, components: dict[str, np.ndarray], *,
+                  fraction_range: tuple[float, float] = (1.0, 0.0), noise: float = 0.0,
+                  seed: int = 0) -> tuple[NormStack, dict[str, np.ndarray]]:
+    """A ball whose voxels mix two components with a known fraction (centre to surface).
+
+    ``norm = f·A + (1 − f)·B`` with ``A, B`` the two ``components`` (in their order; from
+    :func:`txmdb.synthetic.spectra.reference_components`) and ``f`` linear in the radius from
+    ``fraction_range[0]`` (centre) to ``fraction_range[1]`` (surface).
+
+    Returns
+    -------
+    stack : NormStack
+    truth : dict of str to ndarray, shape ``shape``
+        ``fraction:NAME`` for both components (summing to 1), NaN outside the ball;
+        ``inside`` (bool).
+    """
+    if len(components) != 2:
+        raise ValueError(f"a mixture of two components, got {len(components)}")
+    (name_a, comp_a), (name_b, comp_b) = components.items()
+    r, inside = _sphere(shape)
+    lo, hi = fraction_range
+    f = np.where(inside, lo + (hi - lo) * np.clip(r, 0.0, 1.0), np.nan)
+    col = (-1,) + (1,) * len(shape)
+    a, b = np.asarray(comp_a, float).reshape(col), np.asarray(comp_b, float).reshape(col)
+
+    def norm(start, stop):
+        part = np.nan_to_num(f[start:stop])[None]
+        return part * a + (1.0 - part) * b
+
+    truth = {f"fraction:{name_a}": f, f"fraction:{name_b}": 1.0 - f, "inside": inside}
+    return NormStack(norm, inside, energies_ev, noise=noise, seed=seed), truth
+
+
+def phase_field(shape: tuple[int, ...], n_phases: int = 3) -> np.ndarray:
+    """Phase labels of a ball in concentric shells of equal volume: 0 (core) … n−1 (surface), −1 outside."""
+    r, inside = _sphere(shape)
+    ndim = len(shape)
+    # shell i holds radii (i/n)^(1/ndim) .. ((i+1)/n)^(1/ndim): equal volumes (areas in 2-D)
+    bounds = (np.arange(1, n_phases) / n_phases) ** (1.0 / ndim)
+    return np.where(inside, np.searchsorted(bounds, r, side="right"), -1).astype(np.int16)
+
+
+def three_phase_stack(shape: tuple[int, ...], energies_ev: np.ndarray, *, phases=None, noise: float = 0.01,
+                      seed: int = 0) -> tuple[NormStack, dict[str, np.ndarray]]:
+    """A ball of three phases in concentric shells, each with its own spectrum.
+
+    Parameters
+    ----------
+    phases : sequence of (half_height_ev, white_line_ev, height), optional
+        One per phase; default :data:`txmdb.synthetic.spectra.THREE_PHASES` (core reduced,
+        surface oxidised).
+
+    Returns
+    -------
+    stack : NormStack
+    truth : dict
+        ``labels`` (int16, phase 0..n−1, −1 outside), ``spectra`` (n_phase, n_energy) the
+        phases' normalised spectra, ``inside`` (bool).
+    """
+    from txmdb.synthetic.spectra import THREE_PHASES, white_line_norm
+
+    phases = THREE_PHASES if phases is None else phases
+    spectra = np.stack([white_line_norm(energies_ev, *p) for p in phases])
+    labels = phase_field(shape, len(phases))
+    inside = labels >= 0
+
+    def norm(start, stop):
+        return np.moveaxis(spectra[np.maximum(labels[start:stop], 0)], -1, 0)
+
+    truth = {"labels": labels, "spectra": spectra, "inside": inside}
+    return NormStack(norm, inside, energies_ev, noise=noise, seed=seed), truth
