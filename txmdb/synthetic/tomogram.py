@@ -438,12 +438,16 @@ class NormStack:
     def shape(self) -> tuple[int, ...]:
         return (self.energies_ev.size, *self.inside.shape)
 
-    def slab(self, start: int, stop: int) -> np.ndarray:
-        """Absorbance of slices ``[start, stop)``, float32 (n_energy, stop - start, ...)."""
+    def slab(self, start: int, stop: int, dtype=np.float32) -> np.ndarray:
+        """Absorbance of slices ``[start, stop)``, shape (n_energy, stop - start, ...).
+
+        ``dtype`` float32 as written to tomogram files; float64 keeps the truth exact
+        (float32 rounds μ to ~1e-7 relative).
+        """
         inside = self.inside[start:stop]
         e = self.energies_ev.reshape((-1,) + (1,) * inside.ndim)
         norm = np.where(inside[None], self.norm(start, stop), 0.0)
-        out = (self.background + self.pre_slope * (e - self.energies_ev[0]) + self.jump * norm).astype(np.float32)
+        out = (self.background + self.pre_slope * (e - self.energies_ev[0]) + self.jump * norm).astype(dtype)
         return _add_noise(out, start, self.noise, self.seed)
 
     def __array__(self, dtype=None, copy=None):
