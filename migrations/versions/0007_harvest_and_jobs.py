@@ -18,9 +18,11 @@ depends_on = None
 
 def upgrade() -> None:
     _create_jobs()
+    _create_harvested_files()
 
 
 def downgrade() -> None:
+    _drop_harvested_files()
     _drop_jobs()
 
 
@@ -62,3 +64,35 @@ def _drop_jobs() -> None:
         batch_op.drop_index(batch_op.f('ix_jobs_after_job_id'))
 
     op.drop_table('jobs')
+
+
+def _create_harvested_files() -> None:
+    # every file the watcher saw (txmdb.harvest)
+    op.create_table('harvested_files',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('path', sa.Text(), nullable=False),
+    sa.Column('rule', sa.String(length=200), nullable=False),
+    sa.Column('kind', sa.String(length=20), nullable=False),
+    sa.Column('status', sa.String(length=20), nullable=False),
+    sa.Column('size_bytes', sa.BigInteger(), nullable=True),
+    sa.Column('mtime', sa.Float(), nullable=True),
+    sa.Column('sha256', sa.String(length=64), nullable=True),
+    sa.Column('error', sa.Text(), nullable=True),
+    sa.Column('missing_reference', sa.Boolean(), nullable=False),
+    sa.Column('changed_after_ingest', sa.Boolean(), nullable=False),
+    sa.Column('record_kind', sa.String(length=40), nullable=True),
+    sa.Column('record_id', sa.Integer(), nullable=True),
+    sa.Column('first_seen', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('updated', sa.DateTime(timezone=True), nullable=False),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_harvested_files')),
+    sa.UniqueConstraint('path', name=op.f('uq_harvested_files_path'))
+    )
+    with op.batch_alter_table('harvested_files', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_harvested_files_status'), ['status'], unique=False)
+
+
+def _drop_harvested_files() -> None:
+    with op.batch_alter_table('harvested_files', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_harvested_files_status'))
+
+    op.drop_table('harvested_files')

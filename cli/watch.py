@@ -1,0 +1,92 @@
+"""``txmdb watch``: harvest instrument files into the catalogue as they are written (DESIGN §12)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from txmdb.cli._common import FormatOption, OutputOption, catalog, echo, emit_table
+from txmdb.vocabulary import OutputFormat
+
+
+def watch(
+    ctx: typer.Context,
+    rules_file: Path = typer.Argument(..., metavar="RULES.toml", help="Watch rules (TOML; see docs/harvest.md)."),
+    check: bool = typer.Option(False, "--check", help="Validate the rules and show which existing files each rule "
+                                                      "would match and what it would record; ingest nothing."),
+    poll: Optional[float] = typer.Option(None, "--poll", metavar="SECONDS",
+                                         help="Walk the folders every SECONDS instead of using inotify events "
+                                              "(network shares: NFS and SMB deliver no events)."),
+    once: bool = typer.Option(False, "--once", help="Walk the folders once, ingest the complete files, and exit."),
+    log_json: bool = typer.Option(False, "--log-json", help="Log one JSON object per line instead of text lines."),
+    fmt: OutputFormat = FormatOption,
+    output: Optional[Path] = OutputOption,
+) -> None:
+    """Watch folders by the rules and ingest each file once it is complete; every file seen is recorded.
+
+    Logs one line per event on standard error; SIGTERM finishes the file being read, then stops.
+    """
+    from txmdb.errors import TxmdbError
+    from txmdb.harvest.rules import load_rules
+
+    rules = load_rules(rules_file)  # a bad rules file stops here, before the catalogue is touched
+    if check:
+        echo(f"{rules_file}: {len(rules.rules)} rule{'s' * (len(rules.rules) != 1)}, settle "
+             f"{rules.settle_seconds:g} s")
+        emit_table(_check_table(rules), fmt, output)
+        return
+    if poll is not None and not 0.1 <= poll <= 86400:
+        raise TxmdbError(f"--poll {poll:g}: expected seconds from 0.1 to 86400")
+    _run(catalog(ctx), rules, poll=poll, once=once, log_json=log_json)
+
+
+def _run(cat, rules, *, poll, once, log_json) -> None:
+    import signal
+
+    from txmdb.eventlog import EventLog
+    from txmdb.harvest.watcher import Watcher
+
+    log = EventLog(json=log_json)
+    watcher = Watcher(cat, rules, log=log.event, poll=poll, once=once)
+
+    def stop(signum, _frame):
+        if watcher_stopping[0]:  # asked twice: stop now, the file being read is left for the next start
+            raise SystemExit(128 + signum)
+        watcher_stopping[0] = True
+        log.info("watch.stopping", signal=signal.Signals(signum).name)
+        watcher.stop()
+
+    watcher_stopping = [False]
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    watcher.run()
+
+
+def _check_table(rules):
+    """One row per existing file a rule watches: what the watcher would do with it."""
+    import pandas as pd
+
+    from txmdb.errors import TxmdbError
+    from txmdb.harvest.watcher import _files_under
+
+    rows = []
+    for rule in rules.rules:
+        if not rule.folder.is_dir():
+            rows.append(dict(rule=rule.label, kind=rule.kind, file=str(rule.folder), action="folder missing",
+                             values="", jobs=""))
+            continue
+        for path in sorted(map(Path, _files_under(rule.folder))):
+            if rules.rule_for(path) is not rule:  # an earlier rule takes it
+                continue
+            try:
+                values = rule.values_for(path)
+                action = "ingest" if values is not None else "ignore (name does not match the pattern)"
+            except TxmdbError as exc:
+                values, action = None, f"fail: {exc}"
+            jobs = ", ".join(k for k, asked in (("register", rule.register), ("analyze", rule.analyze)) if asked)
+            rows.append(dict(rule=rule.label, kind=rule.kind, file=path.relative_to(rule.folder).as_posix(),
+                             action=action, values=" ".join(f"{k}={v}" for k, v in (values or {}).items()),
+                             jobs=jobs if values is not None else ""))
+    return pd.DataFrame(rows, columns=["rule", "kind", "file", "action", "values", "jobs"])

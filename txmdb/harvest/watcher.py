@@ -1,0 +1,378 @@
+"""The watcher: finds the rules' files, waits until each is complete, ingests it, records what happened.
+
+Two ways of finding files (DESIGN §12):
+
+- events: a watchdog Observer (inotify on Linux) reports each change at once; the folders are
+  still walked at start, when a folder comes back, and every HARVEST_RESCAN_S as a safety net;
+- polling (``poll`` seconds): the folders are walked every ``poll`` seconds, for network shares
+  (NFS, SMB), which deliver no inotify events.
+
+Either way a file becomes a *candidate* when its size or mtime differs from what
+harvested_files records; it is read once its size and mtime have not changed for the rules'
+``settle_seconds`` and it opens cleanly (txmdb.harvest.complete). One thread does all the
+reading and writing (the observer's thread only notes paths), so a stop request (SIGTERM) is
+honoured between files: the file being ingested is finished first.
+
+Restarts: harvested_files is the memory. A file whose row says ingested, failed or ignored at
+its current size and mtime is not read again; a waiting one is; a failed one that changed is
+retried; an ingested one that changed (another SHA-256) is flagged ``changed_after_ingest`` and
+never re-ingested; a file that failed because its sample or cell does not exist is retried
+every HARVEST_RETRY_S once that name exists. A watcher killed mid-ingest re-reads the file on
+restart, and the catalogue's services return the record already made of that SHA-256.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+from txmdb.errors import NotFoundError, TxmdbError
+from txmdb.harvest.complete import incomplete_reason
+from txmdb.harvest.ingest import ingest_file, missing_reference, queue_jobs
+from txmdb.harvest.record import Seen, load_seen, save
+from txmdb.harvest.rules import Rule, Rules
+from txmdb.vocabulary import HARVEST_RESCAN_S, HARVEST_RETRY_S
+
+#: Seconds between the watched folders' existence checks (a folder unmounted or recreated).
+FOLDER_CHECK_S = 1.0
+
+
+@dataclass
+class Candidate:
+    """A file changing or settling: its last stat, since when it has been unchanged."""
+
+    rule: Rule
+    size: int
+    mtime: float
+    since: float
+    reason: str | None = None  # why it was not complete at its last check
+
+
+class Watcher:
+    """Watches ``rules``' folders and harvests their files into ``catalog``.
+
+    ``log(event, level, **fields)`` receives one call per event (an EventLog's ``event``).
+    ``poll``: seconds between walks of the folders, None for inotify events. ``once``: walk
+    the folders once, ingest what is complete, and return.
+    """
+
+    def __init__(self, catalog, rules: Rules, *, log: Callable[..., None], poll: float | None = None,
+                 once: bool = False) -> None:
+        self.catalog = catalog
+        self.rules = rules
+        self.log = log
+        self.poll = poll
+        self.once = once
+        self.seen: dict[str, Seen] = {}
+        self.candidates: dict[str, Candidate] = {}
+        self._noted: set[str] = set()  # paths the observer reported since the last look
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stopping = False
+        self._observer = None
+        self._watches: dict[Path, object] = {}
+        self._folders: dict[Path, tuple[int, int] | None] = {}
+
+    # ------------------------------------------------------------------------------ control
+    @property
+    def observer_name(self) -> str:
+        return "one walk (--once)" if self.once else "polling" if self.poll is not None else "inotify"
+
+    def stop(self) -> None:
+        """Ask the watcher to stop after the file it is reading (safe from a signal handler)."""
+        self._stopping = True
+        self._wake.set()
+
+    def note(self, path: str) -> None:
+        """A file or folder changed (the observer's thread): looked at by the main loop."""
+        with self._lock:
+            self._noted.add(path)
+        self._wake.set()
+
+    def run(self) -> None:
+        settle = self.rules.settle_seconds
+        self.log("watch.start", "info", observer=self.observer_name, poll=self.poll, settle_seconds=settle,
+                 rules=str(self.rules.path), folders=[str(f) for f in self.rules.folders])
+        self.seen = load_seen(self.catalog)
+        if self.poll is None and not self.once:
+            self._start_observer()
+        try:
+            self._loop(settle)
+        finally:
+            if self._observer is not None:
+                self._observer.stop()
+                self._observer.join(timeout=5)
+        self.log("watch.stop", "info", candidates=len(self.candidates))
+
+    def _loop(self, settle: float) -> None:
+        tick = max(0.05, min(0.5, settle / 4 if settle else 0.1))
+        walk_every = self.poll if self.poll is not None else HARVEST_RESCAN_S
+        next_walk = next_folder_check = next_retry = 0.0
+        while not self._stopping:
+            now = time.monotonic()
+            if now >= next_folder_check:
+                self._check_folders()
+                next_folder_check = now + FOLDER_CHECK_S
+            if now >= next_walk:
+                for folder in self.rules.folders:
+                    self._walk(folder)
+                next_walk = now + walk_every
+            if now >= next_retry:
+                self._retry_missing_references()
+                next_retry = now + HARVEST_RETRY_S
+            self._look_at_noted()
+            self._settle(settle)
+            if self.once and not self.candidates:
+                return
+            self._wake.wait(tick)
+            self._wake.clear()
+
+    # ------------------------------------------------------------------------------ finding
+    def _start_observer(self) -> None:
+        from watchdog.events import FileSystemEventHandler
+        from watchdog.observers import Observer
+
+        watcher = self
+
+        class Handler(FileSystemEventHandler):
+            def on_any_event(self, event):
+                if event.event_type in ("opened", "closed_no_write"):
+                    return
+                watcher.note(os.fsdecode(getattr(event, "dest_path", "") or event.src_path))
+
+        self._handler = Handler()
+        self._observer = Observer()
+        self._observer.start()
+
+    def _check_folders(self) -> None:
+        """Notice a watched folder that disappeared or came back (a remount, a recreated folder)."""
+        for folder in self.rules.folders:
+            try:
+                st = os.stat(folder)
+                identity = (st.st_dev, st.st_ino)
+            except OSError:
+                identity = None
+            before = self._folders.get(folder, "unknown")
+            if identity == before:
+                continue
+            self._folders[folder] = identity
+            if identity is None:
+                self.log("folder.missing", "warning", folder=str(folder))
+                self._unwatch(folder)
+                continue
+            if before != "unknown":
+                self.log("folder.back", "info", folder=str(folder))
+            self._unwatch(folder)
+            if self._observer is not None:
+                try:
+                    self._watches[folder] = self._observer.schedule(self._handler, str(folder), recursive=True)
+                except OSError as exc:
+                    self.log("folder.unwatchable", "error", folder=str(folder), error=exc.strerror or str(exc))
+            if before != "unknown":
+                self._walk(folder)  # files that arrived while it was away
+
+    def _unwatch(self, folder: Path) -> None:
+        watch = self._watches.pop(folder, None)
+        if watch is not None:
+            try:
+                self._observer.unschedule(watch)
+            except (KeyError, OSError):  # the kernel dropped it with the folder
+                pass
+
+    def _walk(self, folder: Path) -> None:
+        for path in _files_under(folder):
+            self._consider(path)
+
+    def _look_at_noted(self) -> None:
+        with self._lock:
+            noted, self._noted = self._noted, set()
+        for path in noted:
+            if os.path.isdir(path):  # a folder moved in, or made and filled before it was watched
+                self._walk(Path(path))
+            else:
+                self._consider(path)
+
+    def _consider(self, path: str) -> None:
+        """A file that may have changed: a candidate if its stat differs from what is recorded."""
+        rule = self.rules.rule_for(Path(path))
+        if rule is None:
+            return
+        try:
+            st = os.stat(path)
+        except OSError:
+            self.candidates.pop(path, None)
+            return
+        if not _is_regular(st):
+            return
+        seen = self.seen.get(path)
+        if seen is not None and seen.status != "waiting" and seen.same_stat(st.st_size, st.st_mtime):
+            return
+        if _ignored(rule, path):  # its name does not match the pattern: nothing to read, however it changes
+            if seen is None or seen.status != "ignored":
+                self.candidates.pop(path, None)
+                self._record(path, rule, "ignored", st.st_size, st.st_mtime, event="file.ignored",
+                             error=f"name does not match the pattern of rule {rule.label}")
+            return
+        candidate = self.candidates.get(path)
+        if candidate is not None and (candidate.size, candidate.mtime) == (st.st_size, st.st_mtime):
+            return
+        self.candidates[path] = Candidate(rule, st.st_size, st.st_mtime, time.monotonic())
+        if seen is None:
+            self._record(path, rule, "waiting", st.st_size, st.st_mtime, event="file.seen")
+
+    # ----------------------------------------------------------------------------- settling
+    def _settle(self, settle: float) -> None:
+        now = time.monotonic()
+        for path, candidate in list(self.candidates.items()):
+            if self._stopping:
+                return
+            try:
+                st = os.stat(path)
+            except OSError:
+                del self.candidates[path]
+                self.log("file.vanished", "warning", path=path)
+                continue
+            if (st.st_size, st.st_mtime) != (candidate.size, candidate.mtime):
+                self.candidates[path] = Candidate(candidate.rule, st.st_size, st.st_mtime, now)
+                continue
+            if now - candidate.since < settle:
+                continue
+            reason = incomplete_reason(path)
+            if reason is not None:
+                if reason != candidate.reason:
+                    self.log("file.incomplete", "info", path=path, reason=reason)
+                    self._record(path, candidate.rule, "waiting", st.st_size, st.st_mtime, error=reason)
+                candidate.reason, candidate.since = reason, now
+                if self.once:
+                    del self.candidates[path]
+                continue
+            del self.candidates[path]
+            self._harvest(path, candidate.rule, st.st_size, st.st_mtime)
+
+    def _retry_missing_references(self) -> None:
+        """Files that failed for want of their sample or cell: candidates again once it exists."""
+        for path, seen in list(self.seen.items()):
+            if seen.status != "failed" or not seen.missing_reference or path in self.candidates:
+                continue
+            rule = self.rules.rule_for(Path(path))
+            try:
+                values = rule.values_for(Path(path)) if rule is not None else None
+            except TxmdbError:
+                continue
+            if values is None or missing_reference(self.catalog, rule.kind, values) is not None:
+                continue
+            try:
+                st = os.stat(path)
+            except OSError:
+                continue
+            self.log("file.retry", "info", path=path, reason="its sample or cell exists now")
+            self.candidates[path] = Candidate(rule, st.st_size, st.st_mtime, float("-inf"))
+
+    # ----------------------------------------------------------------------------- harvesting
+    def _harvest(self, path: str, rule: Rule, size: int, mtime: float) -> None:
+        """Read one complete file: ingest it, or flag it, or record why not."""
+        seen = self.seen.get(path)
+        if seen is not None and seen.status == "ingested":
+            self._changed_after_ingest(path, rule, seen, size, mtime)
+            return
+        try:
+            values = rule.values_for(Path(path))
+        except TxmdbError as exc:
+            self._failed(path, rule, size, mtime, str(exc))
+            return
+        try:
+            # before the file is hashed and read: a missing cell costs one lookup, now and at each retry
+            if (missing := missing_reference(self.catalog, rule.kind, values)) is not None:
+                raise NotFoundError(missing)
+            result = ingest_file(self.catalog, rule.kind, Path(path), values)
+        except TxmdbError as exc:
+            self._failed(path, rule, size, mtime, str(exc), missing=isinstance(exc, NotFoundError))
+            return
+        except OSError as exc:  # the file went away or became unreadable while it was read
+            self._failed(path, rule, size, mtime, f"cannot read: {exc.strerror or exc}")
+            return
+        jobs: list[int] = []
+        error = None
+        if result.record_kind == "txm_scans":
+            try:
+                jobs = queue_jobs(self.catalog, rule, result.record_id, created_by=f"watch:{rule.label}")
+            except TxmdbError as exc:
+                error = f"ingested, but its jobs were not queued: {exc}"
+                self.log("jobs.failed", "error", path=path, error=str(exc))
+        self._record(path, rule, "ingested", size, mtime, sha256=result.sha256, record_kind=result.record_kind,
+                     record_id=result.record_id, error=error, event="file.ingested", created=result.created,
+                     jobs=jobs or None)
+
+    def _changed_after_ingest(self, path: str, rule: Rule, seen: Seen, size: int, mtime: float) -> None:
+        from txmdb.io.files import sha256_file
+
+        try:
+            sha = sha256_file(path)
+        except OSError:
+            return
+        changed = sha != seen.sha256
+        self._record(path, rule, "ingested", size, mtime, sha256=sha, quiet=not changed,
+                     **({"changed_after_ingest": True, "event": "file.changed_after_ingest",
+                         "level": "warning"} if changed else {}))
+
+    def _failed(self, path: str, rule: Rule, size: int, mtime: float, error: str, *, missing: bool = False) -> None:
+        from txmdb.io.files import sha256_file
+
+        try:
+            sha = sha256_file(path)
+        except OSError:
+            sha = None
+        self._record(path, rule, "failed", size, mtime, sha256=sha, error=error, missing_reference=missing,
+                     event="file.failed", level="warning")
+
+    def _record(self, path: str, rule: Rule, status: str, size: int, mtime: float, *, event: str | None = None,
+                level: str = "info", quiet: bool = False, created: bool | None = None, jobs=None, **fields) -> None:
+        """Write the file's row, keep its copy, and log the event."""
+        fields.setdefault("error", None)
+        if status != "failed":
+            fields.setdefault("missing_reference", False)
+        save(self.catalog, path, rule=rule.label, kind=rule.kind, status=status, size_bytes=size, mtime=mtime,
+             **fields)
+        previous = self.seen.get(path)
+        self.seen[path] = Seen(status, size, mtime, fields.get("sha256", previous.sha256 if previous else None),
+                               fields.get("missing_reference", False), fields["error"])
+        if event and not quiet:
+            self.log(event, level, path=path, rule=rule.label, kind=rule.kind, status=status,
+                     record=f"{fields['record_kind']}:{fields['record_id']}" if fields.get("record_kind") else None,
+                     created=created, jobs=jobs, error=fields["error"])
+
+
+def _files_under(folder: Path) -> Iterator[str]:
+    """Every regular file below ``folder`` (symbolic links to folders not followed)."""
+    stack = [str(folder)]
+    while stack:
+        current = stack.pop()
+        try:
+            with os.scandir(current) as entries:
+                for entry in entries:
+                    try:
+                        if entry.is_dir(follow_symlinks=False):
+                            stack.append(entry.path)
+                        elif entry.is_file():
+                            yield entry.path
+                    except OSError:
+                        continue
+        except OSError:  # gone or unreadable (a share unmounted): the folder check reports it
+            continue
+
+
+def _is_regular(st) -> bool:
+    import stat
+
+    return stat.S_ISREG(st.st_mode)
+
+
+def _ignored(rule: Rule, path: str) -> bool:
+    try:
+        return rule.values_for(Path(path)) is None
+    except TxmdbError:
+        return False
