@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import datetime
-import numbers
 import sys
 from pathlib import Path
 from typing import Optional
@@ -43,9 +41,6 @@ def error_line(exc) -> str:
     return f"{', '.join(options)}: {exc}" if options else str(exc)
 
 
-# Values the table and CSV formats show as they are: numbers (Decimal, numpy and bool too) and dates.
-_NOT_TEXT = (numbers.Number, datetime.date, datetime.time, datetime.timedelta)
-
 FormatOption = typer.Option(OutputFormat.table, "--format", "-f", help="Output format of the table.")
 OutputOption = typer.Option(None, "--output", "-o",
                             help="Write the table to this file instead of the terminal (its folder must exist).")
@@ -63,7 +58,8 @@ def catalog(ctx: typer.Context, *, check: bool = True):
 def emit_table(frame, fmt: OutputFormat = OutputFormat.table, output: Optional[Path] = None) -> None:
     """Print or write a pandas DataFrame in the chosen format.
 
-    Stored text is shown safely (:mod:`txmdb.textsafe`): the table format escapes control
+    The text is :func:`txmdb.tables.table_text`'s (the API's too). Stored text is shown safely
+    (:mod:`txmdb.textsafe`): the table format escapes control
     characters, CSV cells cannot start a spreadsheet formula; JSON and parquet are faithful.
     CSV printed to a terminal has its control characters escaped too (JSON is ASCII already);
     in a file or a pipe it stays faithful. With ``output`` the file is written whole or not at all.
@@ -77,14 +73,13 @@ def emit_table(frame, fmt: OutputFormat = OutputFormat.table, output: Optional[P
     if fmt is OutputFormat.parquet:
         if output is None:
             raise TxmdbError("--format parquet needs -o FILE")
-        import io
+        from txmdb.tables import parquet_bytes
 
-        buffer = io.BytesIO()
-        frame.assign(**{c: _parquet_text(frame[c]) for c in frame.columns if frame[c].dtype == object}
-                     ).to_parquet(buffer, index=False)
-        data = buffer.getvalue()
+        data = parquet_bytes(frame)
     else:
-        text = _table_text(frame, fmt, terminal=output is None and sys.stdout.isatty())
+        from txmdb.tables import table_text
+
+        text = table_text(frame, fmt, terminal=output is None and sys.stdout.isatty())
         if output is None:
             sys.stdout.write(text)
             return
@@ -94,63 +89,9 @@ def emit_table(frame, fmt: OutputFormat = OutputFormat.table, output: Optional[P
     write_files({Path(output): data})
 
 
-def _table_text(frame, fmt: OutputFormat, *, terminal: bool = False) -> str:
-    """The frame as CSV, JSON or an aligned text table (``terminal``: for a terminal to show)."""
-    from txmdb.textsafe import spreadsheet_cell, visible
-
-    if fmt is OutputFormat.csv:
-        cells = (_map_text(frame, lambda text: visible(spreadsheet_cell(text)), objects=True) if terminal
-                 else _map_text(frame, spreadsheet_cell))
-        text = cells.to_csv(index=False, lineterminator="\n")
-        # Python's csv quotes a cell for the characters of the line terminator only: a "\r" in a
-        # cell, which readers take for a line break, is quoted only with RFC 4180's "\r\n" line ends.
-        return cells.to_csv(index=False, lineterminator="\r\n") if "\r" in text else text
-    if fmt is OutputFormat.json:
-        import json
-
-        # Round-trip through json: pandas escapes "/" and we want plain text (ASCII, so no
-        # control character reaches a terminal either).
-        return json.dumps(json.loads(frame.to_json(orient="records", date_format="iso")), indent=1) + "\n"
-    return ("(no rows)" if frame.empty else _map_text(frame, visible, objects=True).to_string(index=False)) + "\n"
-
-
-def _map_text(frame, function, *, objects: bool = False):
-    """``function`` applied to every text cell and text column name; numbers and dates untouched.
-
-    With ``objects`` it is applied to the text of every other value too (a JSON ``meta`` dict,
-    a list): their keys and items are stored text as well.
-    """
-    from pandas.api.types import is_string_dtype
-
-    def cell(value):
-        if isinstance(value, str):
-            return function(value)
-        if objects and value is not None and not isinstance(value, _NOT_TEXT):
-            return function(str(value))
-        return value
-
-    out = frame.copy()
-    for i, dtype in enumerate(frame.dtypes):
-        if is_string_dtype(dtype):  # object columns too: they may hold text beside other values
-            out.isetitem(i, frame.iloc[:, i].map(cell))
-    out.columns = [function(c) if isinstance(c, str) else c for c in frame.columns]
-    return out
-
-
 def field_value_table(row):
     """One record (a one-row DataFrame) as a two-column field/value listing."""
     return row.T.reset_index().set_axis(["field", "value"], axis=1)
-
-
-def _parquet_text(column):
-    """Parquet columns need one type: JSON values become JSON text, mixed columns plain text."""
-    import json
-
-    values = column.dropna()
-    if values.map(type).nunique() > 1 or values.map(lambda v: isinstance(v, (dict, list))).any():
-        return column.map(lambda v: None if v is None else
-                          json.dumps(v, default=str) if isinstance(v, (dict, list)) else str(v))
-    return column
 
 
 def echo(message: str) -> None:

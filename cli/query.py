@@ -18,7 +18,7 @@ import typer
 from txmdb.cli._common import CommandGroup, FormatOption, OutputFormat, OutputOption, catalog, emit_table
 from txmdb.query import QUERIES
 from txmdb.vocabulary import (
-    DEFAULT_MAX_ROWS, DEFAULT_TIMEOUT_S, FILTERS, MAX_CATALOGUE_INT, MAX_SQL_ROWS, MAX_TIMEOUT_S, Filter,
+    DEFAULT_MAX_ROWS, DEFAULT_TIMEOUT_S, FILTERS, MAX_CATALOGUE_INT, MAX_SQL_ROWS, MAX_TIMEOUT_S, Filter, integer_list,
 )
 
 # Every spelling of every filter option ("--weighted" and "--unweighted" alike).
@@ -53,20 +53,13 @@ app = typer.Typer(cls=_QueryGroup, help="Query across samples, cells, cycles and
 
 
 def _integers(value) -> list[int]:
-    """One option value of a numeric filter: a whole number or a comma-separated list of them,
-    each within the catalogue's integers (a larger one would overflow the database's binding)."""
+    """One option value of a numeric filter (:func:`txmdb.vocabulary.integer_list`)."""
     if isinstance(value, list):  # a default, already parsed
         return value
     try:
-        numbers = [int(v) for v in str(value).split(",") if v.strip()]
-    except ValueError:
-        raise typer.BadParameter(f"{value!r} is not a whole number or a comma-separated list of them") from None
-    if not numbers:  # " , ," would otherwise mean "no filter": every row
-        raise typer.BadParameter(f"{value!r} holds no number; give N or N,N,…")
-    for number in numbers:
-        if not 0 <= number <= MAX_CATALOGUE_INT:
-            raise typer.BadParameter(f"{number} is not in the range 0 to {MAX_CATALOGUE_INT}")
-    return numbers
+        return integer_list(value)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
 
 
 def _parameter(f: Filter) -> inspect.Parameter:

@@ -46,6 +46,7 @@ from txmdb.vocabulary import (  # noqa: F401  (the CLI's defaults, re-exported)
     DEFAULT_MAX_ROWS, DEFAULT_TIMEOUT_S, MAX_RESULT_BYTES, MAX_ROLE_NAME_BYTES, MAX_SQL_ROWS, MAX_TIMEOUT_S,
     REPORTING_ROLE_PREFIX, SQLITE_MAX_PATTERN_BYTES, SQLITE_MAX_VALUE_BYTES,
 )
+from txmdb.vocabulary import PRIVATE_TABLES
 
 GUARD_FUNCTION = "txmdb_reporting_query"
 # Roles that reach beyond the database (files, programs) or into other sessions.
@@ -206,10 +207,12 @@ def _collect(fetchmany, max_rows: int, batch_rows: int) -> tuple[list, bool]:
 # --------------------------------------------------------------------------- SQLite
 
 
-def _sqlite_authorizer(action, _arg1, arg2, *_rest) -> int:
+def _sqlite_authorizer(action, arg1, arg2, *_rest) -> int:
     import sqlite3
 
     if action == sqlite3.SQLITE_FUNCTION and arg2 in ("load_extension", "fts3_tokenizer"):
+        return sqlite3.SQLITE_DENY
+    if action == sqlite3.SQLITE_READ and arg1 in PRIVATE_TABLES:  # password and token hashes, the web key
         return sqlite3.SQLITE_DENY
     allowed = {sqlite3.SQLITE_SELECT, sqlite3.SQLITE_READ, sqlite3.SQLITE_FUNCTION, sqlite3.SQLITE_RECURSIVE}
     return sqlite3.SQLITE_OK if action in allowed else sqlite3.SQLITE_DENY
@@ -624,6 +627,11 @@ def _grant_reading(cur, name: str | None) -> ReportingRole:
     run("REVOKE ALL ON DATABASE {} FROM {}", sql.Identifier(database), role)
     run("GRANT USAGE ON SCHEMA {} TO {}", s, role)
     run("GRANT SELECT ON ALL TABLES IN SCHEMA {} TO {}", s, role)
+    # Never the web accounts' hashes and key (migration 0008 revokes them from roles made before it).
+    cur.execute("SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+                " WHERE n.nspname = %s AND c.relname = ANY(%s)", [schema, list(PRIVATE_TABLES)])
+    for (table,) in cur.fetchall():
+        run("REVOKE ALL ON TABLE {}.{} FROM {}", s, sql.Identifier(table), role)
     run("ALTER DEFAULT PRIVILEGES FOR ROLE {} IN SCHEMA {} GRANT SELECT ON TABLES TO {}",
         sql.Identifier(owner), s, role)
     # PostgreSQL 16 grants a role's creator membership without SET and INHERIT: ask for both.

@@ -18,6 +18,8 @@ branch_labels = None
 depends_on = None
 
 
+# Tables the SQL console never reads (txmdb.vocabulary.PRIVATE_TABLES, as of this revision).
+PRIVATE_TABLES = ('users', 'api_tokens', 'sessions', 'login_attempts', 'web_key')
 # Tables a write creates rows in: each records who wrote it (txmdb.db.actor).
 WRITTEN_TABLES = ('samples', 'cells', 'cycling_runs', 'xas_measurements', 'xrd_results', 'txm_scans',
                   'analyses', 'registrations')
@@ -81,6 +83,19 @@ def upgrade() -> None:
     op.bulk_insert(key, [{'id': 1, 'key_hex': secrets.token_hex(32), 'created_at': dt.datetime.now(dt.timezone.utc)}])
     for table in WRITTEN_TABLES:
         op.add_column(table, sa.Column('created_by', sa.String(length=200), nullable=True))
+    if op.get_bind().dialect.name == 'postgresql':
+        # Default privileges (a reporting role made before this migration) would let query sql read
+        # password and token hashes and the key: only the catalogue owner keeps rights on them.
+        bind = op.get_bind()
+        for table in PRIVATE_TABLES:
+            grantees = bind.execute(sa.text(
+                "SELECT DISTINCT a.grantee FROM pg_class c, aclexplode(c.relacl) a"
+                " WHERE c.oid = to_regclass(quote_ident(current_schema()) || '.' || :t) AND a.grantee <> c.relowner"),
+                {'t': table}).scalars().all()
+            for grantee in grantees:
+                who = 'PUBLIC' if grantee == 0 else bind.execute(
+                    sa.text("SELECT quote_ident(pg_get_userbyid(:g))"), {'g': grantee}).scalar()
+                op.execute(f'REVOKE ALL ON TABLE "{table}" FROM {who}')
 
 
 def downgrade() -> None:

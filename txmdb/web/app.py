@@ -68,6 +68,7 @@ def create_app(context, *, public_read: bool = False, max_upload_bytes: int = MA
     app.state.catalog = context
     app.state.settings = WebSettings(public_read=public_read, max_upload_bytes=max_upload_bytes,
                                      setup_token_hash=auth.setup_token_hash(setup_token) if setup_token else None)
+    app.add_middleware(BodyLimit)  # inside the gate: credentials first, then the size
     _add_gate(app)
     _add_error_handlers(app)
     app.mount("/static", StaticFiles(directory=STATIC, check_dir=False), name="static")
@@ -118,6 +119,44 @@ def _add_gate(app: FastAPI) -> None:
             # Pages and answers hold catalogue data: no shared cache keeps them.
             response.headers.setdefault("Cache-Control", "no-store")
         return response
+
+
+#: Room for the form fields and multipart boundaries of an upload beside its file.
+FORM_OVERHEAD_BYTES = 1 << 20
+
+
+class BodyLimit:
+    """Refuse request bodies beyond the upload limit (plus form overhead) with a 413 while they
+    stream, before the multipart parser spools them to disk: a declared Content-Length says so
+    at once, a chunked body when it crosses the limit."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        limit = scope["app"].state.settings.max_upload_bytes + FORM_OVERHEAD_BYTES
+        declared = dict(scope["headers"]).get(b"content-length", b"")
+        if declared.isdigit() and int(declared) > limit:
+            from starlette.requests import Request
+
+            response = error_response(Request(scope), 413, f"request too large: {int(declared)} bytes, the upload "
+                                                           f"limit is {limit - FORM_OVERHEAD_BYTES} bytes")
+            return await response(scope, receive, send)
+        seen = 0
+
+        async def counted():
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > limit:
+                    raise StarletteHTTPException(413, f"request too large: the upload limit is "
+                                                      f"{limit - FORM_OVERHEAD_BYTES} bytes")
+            return message
+
+        return await self.app(scope, counted, send)
 
 
 def error_response(request, status: int, message, headers=None):

@@ -1,0 +1,82 @@
+"""Query tables as text and bytes: one implementation for the CLI and the HTTP API.
+
+``txmdb query TABLE --format csv`` and ``GET /api/v1/query/TABLE?format=csv`` both print
+:func:`table_text`, so their bytes are the same. Stored text is shown safely
+(:mod:`txmdb.textsafe`): the table format escapes control characters, CSV cells cannot start
+a spreadsheet formula; JSON and parquet are faithful.
+"""
+
+from __future__ import annotations
+
+import datetime
+import numbers
+
+from txmdb.vocabulary import OutputFormat
+
+# Values the table and CSV formats show as they are: numbers (Decimal, numpy and bool too) and dates.
+_NOT_TEXT = (numbers.Number, datetime.date, datetime.time, datetime.timedelta)
+
+
+def table_text(frame, fmt, *, terminal: bool = False) -> str:
+    """The frame as CSV, JSON or an aligned text table (``terminal``: for a terminal to show)."""
+    from txmdb.textsafe import spreadsheet_cell, visible
+
+    fmt = OutputFormat(fmt)
+    if fmt is OutputFormat.csv:
+        cells = (map_text(frame, lambda text: visible(spreadsheet_cell(text)), objects=True) if terminal
+                 else map_text(frame, spreadsheet_cell))
+        text = cells.to_csv(index=False, lineterminator="\n")
+        # Python's csv quotes a cell for the characters of the line terminator only: a "\r" in a
+        # cell, which readers take for a line break, is quoted only with RFC 4180's "\r\n" line ends.
+        return cells.to_csv(index=False, lineterminator="\r\n") if "\r" in text else text
+    if fmt is OutputFormat.json:
+        import json
+
+        # Round-trip through json: pandas escapes "/" and we want plain text (ASCII, so no
+        # control character reaches a terminal either).
+        return json.dumps(json.loads(frame.to_json(orient="records", date_format="iso")), indent=1) + "\n"
+    return ("(no rows)" if frame.empty else map_text(frame, visible, objects=True).to_string(index=False)) + "\n"
+
+
+def parquet_bytes(frame) -> bytes:
+    """The frame as a parquet file."""
+    import io
+
+    buffer = io.BytesIO()
+    frame.assign(**{c: parquet_text(frame[c]) for c in frame.columns if frame[c].dtype == object}
+                 ).to_parquet(buffer, index=False)
+    return buffer.getvalue()
+
+
+def map_text(frame, function, *, objects: bool = False):
+    """``function`` applied to every text cell and text column name; numbers and dates untouched.
+
+    With ``objects`` it is applied to the text of every other value too (a JSON ``meta`` dict,
+    a list): their keys and items are stored text as well.
+    """
+    from pandas.api.types import is_string_dtype
+
+    def cell(value):
+        if isinstance(value, str):
+            return function(value)
+        if objects and value is not None and not isinstance(value, _NOT_TEXT):
+            return function(str(value))
+        return value
+
+    out = frame.copy()
+    for i, dtype in enumerate(frame.dtypes):
+        if is_string_dtype(dtype):  # object columns too: they may hold text beside other values
+            out.isetitem(i, frame.iloc[:, i].map(cell))
+    out.columns = [function(c) if isinstance(c, str) else c for c in frame.columns]
+    return out
+
+
+def parquet_text(column):
+    """Parquet columns need one type: JSON values become JSON text, mixed columns plain text."""
+    import json
+
+    values = column.dropna()
+    if values.map(type).nunique() > 1 or values.map(lambda v: isinstance(v, (dict, list))).any():
+        return column.map(lambda v: None if v is None else
+                          json.dumps(v, default=str) if isinstance(v, (dict, list)) else str(v))
+    return column
