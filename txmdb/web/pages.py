@@ -429,22 +429,6 @@ def gradient_plots(theta, vector_size, unit: str) -> list[dict]:
     return plots
 
 
-def map_choices(results_path: str | None) -> list[dict]:
-    """The maps an analysis' results file holds (names only are read), with their units."""
-    try:
-        from txmdb.analysis.maps import maps_in, parse_map
-    except ImportError:  # a catalogue from before the spectral maps: the edge map only
-        return [{"name": "edge", "label": "edge energy", "unit": "eV"}]
-    try:
-        names = maps_in(results_path) if results_path else ()
-    except TxmdbError:
-        names = ()
-    labels = {"edge": "edge energy", "white_line": "white-line energy", "white_line_height": "white-line height",
-              "rfactor": "LCF R-factor", "cluster": "phase cluster"}
-    return [{"name": n, "label": labels.get(n, n.replace("fraction:", "fraction of ")),
-             "unit": parse_map(n).unit} for n in names or ("edge",)]
-
-
 @router.get("/scans/{scan_id}", response_class=HTMLResponse)
 def scan_page(request: Request, scan_id: int, user=Viewer):
     from txmdb import query
@@ -469,9 +453,7 @@ def scan_page(request: Request, scan_id: int, user=Viewer):
         if axes is None:
             note = f"This scan has {len(spatial)} spatial axes; the viewer shows 2-D and 3-D maps."
         else:
-            latest = analyses[analyses["analysis_id"] == row["analysis_id"]]["results_path"]
-            maps = map_choices(latest.iloc[0] if len(latest) else None)
-            viewer = {"url": f"{root}/api/v1/scans/{scan_id}/slice.png", "maps": maps,
+            viewer = {"url": f"{root}/api/v1/scans/{scan_id}/slice.png", "maps_url": f"{root}/api/v1/scans/{scan_id}/maps",
                       "axes": [_viewer_axis(axes, spatial, i) for i in range(len(axes))]}
             if len(axes) == 2:  # one image: the whole 2-D map, no slider
                 viewer["axes"] = [viewer["axes"][0]]
@@ -539,24 +521,28 @@ def _form_fields(spec, params) -> list[dict]:
 
 
 def query_values(spec, given: list[tuple[str, str]]) -> dict:
-    """TEMPORARY until the API's parser lands."""
+    """The form's values as the query function takes them, parsed as the API parses its query string."""
+    from txmdb.errors import FilterError
+    from txmdb.web.api import _filter_values
+
+    declared = {f.name: f for f in (*spec.parameters, *(FILTERS[name] for name in spec.filters))}
     values: dict = {}
     for key, text in given:
-        f = next((p for p in spec.parameters if p.name == key), None) or FILTERS.get(key)
+        f = declared.get(key)
         if f is None:
-            from txmdb.errors import FilterError
-            raise FilterError(key, f"query {spec.name} has no filter {key!r}")
-        if f.type is bool:
+            raise FilterError(key, f"query {spec.name} has no filter {key!r} "
+                                   f"(its filters: {', '.join(spec.filters) or 'none'})")
+        if f.multiple:
+            values.setdefault(key, []).append(text)
+        elif f.type is bool:
             values[key] = text.lower() in ("true", "1", "yes", "on")
         elif f.type is int:
-            try:
-                numbers = [int(v) for v in text.split(",") if v.strip()]
-            except ValueError:
-                raise TxmdbError(f"{key}: {text!r} is not a whole number") from None
-            values[key] = (values.get(key) or []) + numbers if f.multiple else numbers[0]
+            if not text.strip().isdigit() or int(text) > MAX_CATALOGUE_INT:
+                raise FilterError(key, f"{key}: {text!r} is not a whole number from 0 to {MAX_CATALOGUE_INT}")
+            values[key] = int(text)
         else:
-            values[key] = (values.get(key) or []) + [text] if f.multiple else text
-    return values
+            values[key] = text
+    return _filter_values(spec, values)
 
 
 def _given_params(params) -> list[tuple[str, str]]:

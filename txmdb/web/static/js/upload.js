@@ -18,7 +18,7 @@
     var parts = [];
     Object.keys(body).forEach(function (key) {
       var value = body[key];
-      if (value !== null && typeof value !== "object") { parts.push(key + " " + value); }
+      if (key !== "created" && value !== null && typeof value !== "object") { parts.push(key + " " + value); }
     });
     return parts.join(", ");
   }
@@ -37,7 +37,9 @@
       })
       .then(function (answer) {
         if (answer.ok) {
-          show(form, "success", "Stored: " + describe(answer.body));
+          // The same file again is the same record, as on the command line: said so, nothing added.
+          show(form, "success", (answer.body.created === false ? "Already in the catalogue (the same file): "
+                                                              : "Stored: ") + describe(answer.body));
           form.reset();
         } else {
           show(form, "error", answer.body.error || answer.body.detail || "the upload failed");
