@@ -9,10 +9,9 @@ import typer
 
 from txmdb.cli._common import (
     CommandGroup, FormatOption, OutputFormat, OutputOption, catalog, echo, emit_table, field_value_table,
-    parse_window,
 )
-from txmdb.options import parse_bins, parse_registration, parse_roi
-from txmdb.vocabulary import MAX_BIN_FACTOR, MIN_BIN_FACTOR, Element, Layout
+from txmdb.options import parse_roi
+from txmdb.vocabulary import Element, Layout
 
 app = typer.Typer(cls=CommandGroup, help="TXM-XANES tomograms: ingest, analyse, show.", no_args_is_help=True)
 
@@ -61,13 +60,23 @@ def analyze(
     registration: Optional[str] = typer.Option(None, "--registration", metavar="ID|none",
                                                help="Registration applied while reading the stack: an id of the "
                                                     "scan's, or none [default: the scan's latest, if any]."),
+    clusters: Optional[int] = typer.Option(None, "--clusters", metavar="K",
+                                           help="Phase clusters: k-means with K clusters on the normalised spectra "
+                                                "over the edge window (reads the stack twice more)."),
+    gradient_map: str = typer.Option("edge", "--gradient-map", metavar="MAP[,MAP…]",
+                                     help="Maps whose gradient statistics are computed: edge, white_line, "
+                                          "white_line_height, fraction:NAME, rfactor (each one this analysis "
+                                          "computes)."),
+    queue: bool = typer.Option(False, "--queue", help="Queue one analysis job per scan for 'txmdb worker' instead of "
+                                                      "running here; prints the job ids, one per line."),
 ) -> None:
     """Extract edge energies, find particles and compute valence-gradient statistics."""
-    from txmdb.analysis.edge import edge_parameters
     from txmdb.catalog.txm import all_scan_ids, analyze_scan, resolve_registration
     from txmdb.errors import TxmdbError
-    from txmdb.pipeline import AnalysisOptions
+    from txmdb.options import analysis_request
 
+    if scheduler is not None and queue:
+        raise TxmdbError("--scheduler is the worker's with --queue: give it to 'txmdb worker'")
     if scheduler is not None:  # at once, not after hashing every scan
         from txmdb.catalog.distributed import check_scheduler_address
 
@@ -76,17 +85,19 @@ def analyze(
     ids = all_scan_ids(cat) if all_scans else list(scan_ids or [])
     if not ids:
         raise TxmdbError("no scans to analyse: give SCAN_ID… or --all")
-    if not 2 <= theta_bins <= 180:
-        raise TxmdbError(f"--theta-bins must be between 2 and 180, got {theta_bins}")
-    if workers < 1:
-        raise TxmdbError(f"--workers must be at least 1, got {workers}")
-    params = edge_parameters(element.value, pre=parse_window(pre, "--pre"), post=parse_window(post, "--post"),
-                             edge=parse_window(edge, "--edge", open_ends=False), min_jump=min_jump, snr=snr)
-    options = AnalysisOptions(params=params, bin_factors=parse_bins(bin), theta_bins=theta_bins,
-                              min_particle_voxels=min_particle_voxels, workers=workers)
-    choice = parse_registration(registration)
-    for scan_id in ids:  # another scan's registration is refused before any scan is read
+    # one parser for the command and its queued jobs (txmdb.options): a job runs what this would
+    values = {"element": element.value, "bin": bin, "pre": pre, "post": post, "edge": edge, "min_jump": min_jump,
+              "snr": snr, "theta_bins": theta_bins, "min_particle_voxels": min_particle_voxels, "workers": workers,
+              "registration": registration, "clusters": clusters, "gradient_map": gradient_map}
+    options, choice = analysis_request(values)
+    for scan_id in ids:  # another scan's registration is refused before any scan is read (or queued)
         resolve_registration(cat, scan_id, choice)
+    if queue:
+        from txmdb.jobs import enqueue
+
+        for scan_id in ids:
+            echo(str(enqueue(cat, "analyze", values, scan_id=scan_id)))
+        return
     if scheduler is not None:  # an empty address is refused, not taken for "run here"
         # one scan, or a scan above SPLIT_BYTES, is split into slabs across the workers;
         # other scans run whole, many at once
@@ -101,7 +112,6 @@ def analyze(
         with progress_bar(f"scan {scan_id}") as progress:
             analysis = analyze_scan(cat, scan_id, options, registration=choice, progress=progress)
         _report(analysis)
-
 
 
 def _report(analysis) -> None:
@@ -152,12 +162,28 @@ def register(
 def export(
     ctx: typer.Context,
     scan_id: int = typer.Argument(..., help="Scan id."),
-    output: Path = typer.Option(..., "--output", "-o", help="HDF5 file to write (TXM_Sandbox layout)."),
+    output: Path = typer.Option(..., "--output", "-o",
+                                help="File to write: HDF5 (TXM_Sandbox layout) for the stack; .h5 or .tif for a map."),
     registered: bool = typer.Option(False, "--registered", help="Apply the scan's latest registration."),
+    map_name: Optional[str] = typer.Option(None, "--map", metavar="NAME",
+                                           help="Write this map of the latest analysis instead of the stack: edge, "
+                                                "white_line, white_line_height, fraction:NAME, rfactor, cluster "
+                                                "(.h5: data set /map; .tif: float32 ImageJ stack; NaN where masked)."),
 ) -> None:
-    """Write the scan's stack (absorbance, energies in keV) in the TXM_Sandbox layout, slab by slab."""
-    from txmdb.catalog.export import export_scan
+    """Write the scan's stack (absorbance, energies in keV) in the TXM_Sandbox layout, or one map, slab by slab."""
+    from txmdb.catalog.export import export_map, export_scan
     from txmdb.cli._progress import progress_bar
+
+    if map_name is not None:
+        if registered:
+            from txmdb.errors import TxmdbError
+
+            raise TxmdbError("--map writes a map of the latest analysis (already in its own frame); "
+                             "--registered applies to the stack export only")
+        with progress_bar(f"scan {scan_id}") as progress:
+            analysis_id = export_map(catalog(ctx), scan_id, map_name, output, progress=progress)
+        echo(f"scan {scan_id}: map {map_name.strip()} of analysis {analysis_id} written to {output}")
+        return
 
     with progress_bar(f"scan {scan_id}") as progress:
         applied = export_scan(catalog(ctx), scan_id, output, registered=registered, progress=progress)

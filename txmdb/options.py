@@ -19,7 +19,8 @@ from typing import Any, Mapping, Optional
 ANALYZE_OPTIONS: dict[str, tuple[type, Any]] = {
     "element": (str, "Ni"), "bin": (str, "1,2,3"), "pre": (str, None), "post": (str, None), "edge": (str, None),
     "min_jump": (float, None), "snr": (float, None), "theta_bins": (int, 36), "min_particle_voxels": (int, None),
-    "workers": (int, 1), "registration": (str, None),
+    "workers": (int, 1), "registration": (str, None), "clusters": (int, None),
+    "gradient_map": (str, "edge"),
 }
 #: ``txm register``'s options: (type, default).
 REGISTER_OPTIONS: dict[str, tuple[type, Any]] = {
@@ -146,11 +147,19 @@ def analysis_request(values: Mapping[str, Any] | None):
         raise TxmdbError(f"--theta-bins must be between 2 and 180, got {v['theta_bins']}")
     if v["workers"] < 1:
         raise TxmdbError(f"--workers must be at least 1, got {v['workers']}")
+    extra = {}
+    if v["clusters"] is not None:  # phase clusters (issue 11), asked for only when given
+        from txmdb.vocabulary import MAX_CLUSTERS
+
+        if not 1 <= v["clusters"] <= MAX_CLUSTERS:
+            raise TxmdbError(f"--clusters must be between 1 and {MAX_CLUSTERS}, got {v['clusters']}")
+        extra["clusters"] = v["clusters"]
+    extra["gradient_maps"] = v["gradient_map"]     # names checked by AnalysisOptions (txmdb.analysis.maps)
     params = edge_parameters(v["element"], pre=parse_window(v["pre"], "--pre"), post=parse_window(v["post"], "--post"),
                              edge=parse_window(v["edge"], "--edge", open_ends=False), min_jump=v["min_jump"],
                              snr=v["snr"])
     options = AnalysisOptions(params=params, bin_factors=parse_bins(v["bin"]), theta_bins=v["theta_bins"],
-                              min_particle_voxels=v["min_particle_voxels"], workers=v["workers"])
+                              min_particle_voxels=v["min_particle_voxels"], workers=v["workers"], **extra)
     return options, parse_registration(v["registration"])
 
 

@@ -1,4 +1,5 @@
-"""``txm export``: a scan's stack, registered or as it is, as a TXM_Sandbox file (DESIGN §6, §10)."""
+"""``txm export``: a scan's stack, registered or as it is, as a TXM_Sandbox file (DESIGN §6, §10),
+or one map of its latest analysis as HDF5 or TIFF (§11)."""
 
 from __future__ import annotations
 
@@ -62,3 +63,71 @@ def export_scan(catalog, scan_id: int, output: str | os.PathLike, *, registered:
     except OSError as exc:
         raise InputError(output, f"cannot write: {describe_os_error(exc)}") from None
     return applied
+
+
+def export_map(catalog, scan_id: int, name: str, output: str | os.PathLike, *,
+               progress: Callable[[int, int], None] | None = None) -> int:
+    """Write map ``name`` of scan ``scan_id``'s latest finished analysis into ``output`` (DESIGN §11).
+
+    ``.h5``: data set ``/map``; ``.tif``: an ImageJ float32 stack (:func:`txmdb.io.export.write_map`);
+    NaN where masked, with the voxel size and the analysis' parameters.
+
+    Returns
+    -------
+    int
+        The analysis the map is of.
+
+    Raises
+    ------
+    ParameterError
+        ``name`` is no map name.
+    NotFoundError
+        No such scan, or it has no finished analysis.
+    InputError
+        ``output`` cannot be written or has another suffix than .h5/.hdf5/.tif/.tiff, the
+        analysis has no map ``name`` (the message lists its maps), or its results file changed.
+    """
+    import json
+
+    from sqlalchemy import select
+
+    from txmdb.analysis.maps import map_shape, parse_map
+    from txmdb.catalog.txm import get_scan
+    from txmdb.db.models import Analysis
+    from txmdb.errors import NotFoundError, StoreFileError
+    from txmdb.io.export import map_format, write_map
+    from txmdb.io.outputs import check_file_destination
+    from txmdb.store import describe_os_error
+
+    spec = parse_map(name)
+    output = Path(output)
+    with input_errors(output):
+        map_format(output)
+    check_file_destination(output)
+    if output.exists() and not output.is_file():
+        raise InputError(output, "is not a regular file; a map is written under a temporary name and renamed")
+    with catalog.session() as session:
+        scan = get_scan(session, scan_id)
+        analysis = session.scalar(select(Analysis).where(Analysis.scan_id == scan_id, Analysis.status == "done")
+                                  .order_by(Analysis.id.desc()).limit(1))
+        if analysis is None:
+            raise NotFoundError(f"scan {scan_id} has no finished analysis; run 'txmdb txm analyze {scan_id}' first")
+        voxel = scan.voxel_size_nm
+        attrs = {"txmdb_scan_id": scan.id, "txmdb_analysis_id": analysis.id, "txmdb_map": spec.name,
+                 "txmdb_unit": spec.unit, "txmdb_parameters": json.dumps(analysis.parameters),
+                 "txmdb_source_sha256": scan.file_sha256}
+        results_path, results_sha256 = analysis.results_path, analysis.results_sha256
+    try:
+        results = catalog.store.open_hdf5(results_path, results_sha256)
+    except StoreFileError as exc:
+        raise InputError(results_path, f"the results file of analysis {attrs['txmdb_analysis_id']} {exc.problem}") \
+            from None
+    with results:
+        map_shape(results, spec.name)                     # a map the analysis lacks: before any file
+        if output.exists() and os.path.samefile(output, results.filename):
+            raise InputError(output, "is the analysis' own results file; give another file to write")
+        try:
+            write_map(results, spec.name, output, voxel_size_nm=voxel, attrs=attrs, progress=progress)
+        except OSError as exc:
+            raise InputError(output, f"cannot write: {describe_os_error(exc)}") from None
+    return attrs["txmdb_analysis_id"]

@@ -26,7 +26,7 @@ from typing import Callable
 
 import numpy as np
 
-__all__ = ["sandbox_data_path", "write_sandbox_stack"]
+__all__ = ["sandbox_data_path", "write_sandbox_stack", "MAP_FORMATS", "map_format", "write_map"]
 
 _GROUP = "/registration_results/reg_results"
 
@@ -93,3 +93,106 @@ def write_sandbox_stack(info, path: str | os.PathLike, *, registration=None, sla
                 if progress is not None:
                     progress(done, total)
     return path
+
+
+# ------------------------------------------------------------------------------ one map (§11)
+#: Suffixes of ``txm export --map`` files and the format each writes.
+MAP_FORMATS = {".h5": "hdf5", ".hdf5": "hdf5", ".tif": "tiff", ".tiff": "tiff"}
+#: Slices of a map read and written at a time (a 2048² float32 slice is 16 MB).
+_MAP_SLAB_BYTES = 64 << 20
+
+
+def map_format(path: str | os.PathLike) -> str:
+    """``hdf5`` or ``tiff`` from the file name's suffix; ValueError for another."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in MAP_FORMATS:
+        raise ValueError(f"a map is written as {' or '.join(MAP_FORMATS)}; the name ends in {suffix or 'nothing'}")
+    return MAP_FORMATS[suffix]
+
+
+def write_map(results, name: str, path: str | os.PathLike, *, voxel_size_nm: float | None,
+              attrs: dict | None = None, progress: Callable[[int, int], None] | None = None) -> Path:
+    """Stream map ``name`` of an open results file into ``path`` (HDF5 or TIFF by its suffix).
+
+    - ``.h5``/``.hdf5``: data set ``/map``, float32, NaN where masked, attributes
+      ``voxel_size_nm`` (NaN if unknown) and ``attrs`` (e.g. the analysis parameters as JSON);
+    - ``.tif``/``.tiff``: an ImageJ hyperstack of float32 pages (one per slice along the first
+      axis; one page for a 2-D map), NaN where masked, with the voxel size in the resolution
+      tags (pixels per nm) and in ImageJ's ``unit``/``spacing``; ``attrs`` in its Info.
+
+    Written slab by slab under a temporary name, renamed when complete; room is reserved first.
+
+    Parameters
+    ----------
+    results : h5py.File
+        The analysis' results file, open.
+    name : str
+        A map name (:mod:`txmdb.analysis.maps`).
+    path : path-like
+    voxel_size_nm : float, optional
+    attrs : dict, optional
+    progress : callable, optional
+        ``progress(done, total)`` after each slab.
+
+    Returns
+    -------
+    Path
+    """
+    from txmdb.analysis.maps import map_shape, map_slabs
+    from txmdb.io.files import atomic_output, check_room
+
+    path = Path(path)
+    fmt = map_format(path)
+    shape = map_shape(results, name)
+    plane = int(np.prod(shape[1:])) if len(shape) > 1 else 1
+    rows = max(1, _MAP_SLAB_BYTES // (4 * plane))
+    total = -(-shape[0] // rows)
+    check_room(path, n_bytes=4 * int(np.prod(shape)))
+
+    def slabs():
+        for done, (start, stop, block) in enumerate(map_slabs(results, name, rows), 1):
+            yield start, stop, block
+            if progress is not None:
+                progress(done, total)
+
+    with atomic_output(path) as tmp:
+        if fmt == "hdf5":
+            _map_hdf5(tmp, shape, slabs(), voxel_size_nm=voxel_size_nm, attrs=attrs or {})
+        else:
+            _map_tiff(tmp, shape, slabs(), voxel_size_nm=voxel_size_nm, attrs=attrs or {})
+    return path
+
+
+def _map_hdf5(path: Path, shape, slabs, *, voxel_size_nm, attrs: dict) -> None:
+    import h5py
+
+    with h5py.File(path, "w") as f:
+        ds = f.create_dataset("map", shape=shape, dtype=np.float32)
+        ds.attrs["voxel_size_nm"] = float(voxel_size_nm) if voxel_size_nm else np.nan
+        for key, value in attrs.items():
+            ds.attrs[key] = value
+        for start, stop, block in slabs:
+            ds[start:stop] = block
+
+
+def _map_tiff(path: Path, shape, slabs, *, voxel_size_nm, attrs: dict) -> None:
+    import tifffile
+
+    metadata: dict = {"axes": "ZYX" if len(shape) == 3 else "YX",
+                      "Info": "\n".join(f"{k} = {v}" for k, v in attrs.items())}
+    extra: dict = {}
+    if voxel_size_nm:
+        # ImageJ reads the unit and z spacing from its description, other readers the
+        # resolution tags: pixels per unit (the TIFF unit itself cannot say nm).
+        metadata.update({"unit": "nm", "spacing": float(voxel_size_nm)} if len(shape) == 3 else {"unit": "nm"})
+        extra["resolution"] = (1.0 / float(voxel_size_nm), 1.0 / float(voxel_size_nm))
+
+    def pages():
+        for _, _, block in slabs:
+            if len(shape) == 2:
+                yield block
+            else:
+                yield from block
+
+    with tifffile.TiffWriter(path, imagej=True) as tif:
+        tif.write(pages(), shape=shape, dtype=np.float32, metadata=metadata, **extra)

@@ -1,0 +1,364 @@
+"""Statistics on any map (issue 11 items 4, 5): gradient statistics of white-line and fraction maps
+against a plain loop implementation of DESIGN §5, units, map summaries against numpy on the
+results file, the ``--map`` filter, ``query maps``, unknown maps, and migration 0006 with data.
+SQLite and PostgreSQL through the CLI."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import sqlalchemy as sa
+
+from tests.conftest import DATA
+from txmdb.analysis.edge import edge_parameters
+from txmdb.analysis.maps import gradient_unit, maps_in, parse_map, read_map
+from txmdb.errors import InputError, ParameterError
+from txmdb.pipeline import AnalysisOptions, statistics_from_edge_map
+
+GOLDEN = DATA / "golden"
+EXPECTED = json.loads((GOLDEN / "expected.json").read_text())
+PARAMS = edge_parameters("Ni")
+MAPS_COLUMNS = ["sample", "state", "scan_id", "analysis_id", "particle", "map", "n_valid", "mean", "std",
+                "p05", "p50", "p95"]
+
+
+# ------------------------------------------------------------------ a plain reference of DESIGN §5
+def _reference_vectors(values, labels, f, step):
+    """(particle, θ, |u|) of every kept vector, by loops over blocks: bin (all voxels of a block in
+    one particle and finite), centroid O of each particle's blocks (edge validity: ``labels``),
+    central differences where both neighbours on every axis are valid."""
+    shape = tuple(s // f for s in values.shape)
+    binned = np.full(shape, np.nan)
+    valid_block = np.zeros(shape, bool)
+    particle_block = np.zeros(shape, int)
+    for idx in np.ndindex(*shape):
+        sl = tuple(slice(i * f, (i + 1) * f) for i in idx)
+        lab, val = labels[sl], values[sl]
+        if (lab > 0).all():
+            particle_block[idx] = lab.flat[0]
+            if np.isfinite(val).all():
+                valid_block[idx] = True
+                binned[idx] = val.astype(np.float64).mean()
+    centroids = {p: np.argwhere(particle_block == p).mean(axis=0) for p in np.unique(particle_block) if p}
+    out = []
+    for idx in np.ndindex(*shape):
+        if not valid_block[idx] or any(i == 0 or i == n - 1 for i, n in zip(idx, shape)):
+            continue
+        u = []
+        ok = True
+        for a in range(len(shape)):
+            lo, hi = list(idx), list(idx)
+            lo[a] -= 1
+            hi[a] += 1
+            if not (valid_block[tuple(lo)] and valid_block[tuple(hi)]):
+                ok = False
+                break
+            u.append((binned[tuple(hi)] - binned[tuple(lo)]) / (2 * step))
+        if not ok:
+            continue
+        u = np.array(u)
+        p = particle_block[idx]
+        v = centroids[p] - np.array(idx)
+        nu, nv = np.linalg.norm(u), np.linalg.norm(v)
+        if nu == 0 or nv == 0:
+            continue
+        theta = math.degrees(math.acos(max(-1.0, min(1.0, float(u @ v) / (nu * nv)))))
+        out.append((p, theta, nu))
+    return out
+
+
+def _reference_summary(vectors, ndim):
+    theta = np.array([t for _, t, _ in vectors])
+    u = np.array([x for _, _, x in vectors])
+    band = (theta >= 80) & (theta < 100)
+    ref = (math.cos(math.radians(80)) - math.cos(math.radians(100))) / 2 if ndim == 3 else 20 / 180
+    return {"n_vectors": len(vectors), "mean_u": u.mean(), "tangential_excess": band.mean() / ref,
+            "tangential_excess_weighted": u[band].sum() / u.sum() / ref}
+
+
+def _two_particles():
+    """Edge map with two particles; a white-line map with holes inside them; a fraction map."""
+    z, y, x = np.mgrid[0:18, 0:22, 0:28].astype(float)
+    labels_truth = np.zeros(z.shape, int)
+    first = (z - 8) ** 2 + (y - 7) ** 2 + (x - 7) ** 2 <= 36
+    second = (z - 9) ** 2 + (y - 14) ** 2 + (x - 20) ** 2 <= 30
+    labels_truth[first], labels_truth[second] = 1, 2
+    rng = np.random.default_rng(5)
+    edge = np.where(labels_truth > 0, 8340.0 + 0.05 * z + 0.02 * x + rng.normal(0, 0.01, z.shape), np.nan)
+    white = (8352.0 + 0.1 * np.hypot(y - 7, x - 7) + rng.normal(0, 0.02, z.shape)).astype(np.float32)
+    white[labels_truth == 0] = np.nan
+    white[8, 5:9, 5:9] = np.nan                                # no interior maximum there
+    fraction = np.clip(0.5 + 0.03 * (z - 9) + rng.normal(0, 0.01, z.shape), 0, 1).astype(np.float32)
+    fraction[labels_truth == 0] = np.nan
+    return edge, {"white_line": white, "fraction:NiO": fraction}
+
+
+@pytest.mark.parametrize("voxel_nm", [25.0, None])
+def test_statistics_on_white_line_and_fraction_maps_match_a_plain_computation(voxel_nm):
+    edge, maps = _two_particles()
+    options = AnalysisOptions(params=PARAMS, bin_factors=(1, 2), min_particle_voxels=50)
+    # the statistics phase given these maps (the white-line and LCF kernels are tested apart)
+    options.gradient_maps = ("edge", "white_line", "fraction:NiO")
+    stats = statistics_from_edge_map(edge, options, energies_ev=np.linspace(8300, 8400, 30),
+                                     voxel_size_nm=voxel_nm, maps=maps)
+    assert stats.n_particles == 2
+    summaries = stats.tables["gradient_summaries"]
+    per = "nm" if voxel_nm else "voxel"
+    units = {"edge": f"eV/{per}", "white_line": f"eV/{per}", "fraction:NiO": f"1/{per}"}
+    for name, values in (("edge", edge), *maps.items()):
+        assert gradient_unit(name, voxel_nm) == units[name]
+        for f in (1, 2):
+            rows = summaries[(summaries["map"] == name) & (summaries["bin_factor"] == f)]
+            scan = rows[rows["particle"].isna()].iloc[0]
+            assert scan["gradient_unit"] == units[name]
+            vectors = _reference_vectors(values, stats.labels, f, f * (voxel_nm or 1.0))
+            expected = _reference_summary(vectors, 3)
+            assert scan["n_vectors"] == expected["n_vectors"] > 10, (name, f)
+            for key in ("mean_u", "tangential_excess", "tangential_excess_weighted"):
+                assert scan[key] == pytest.approx(expected[key], rel=1e-9), (name, f, key)
+            one = rows[rows["particle"] == 1].iloc[0]
+            assert one["n_vectors"] == sum(1 for p, _, _ in vectors if p == 1)
+        vs = stats.tables["vector_size_stats"]
+        vs = vs[(vs["map"] == name) & (vs["bin_factor"] == 1) & vs["particle"].isna()]
+        assert set(vs["gradient_unit"]) == {units[name]}
+        vectors = _reference_vectors(values, stats.labels, 1, voxel_nm or 1.0)
+        phi = np.array([min(t, 180 - t) for _, t, _ in vectors])
+        u = np.array([x for _, _, x in vectors])
+        for row in vs.itertuples():
+            g = (phi >= row.phi_lo) & (phi < row.phi_hi) if row.phi_hi < 90 else phi >= row.phi_lo
+            assert row.n == g.sum()
+            if g.any():
+                assert row.median_u == pytest.approx(np.median(u[g]), rel=1e-9)
+                assert row.p90_u == pytest.approx(np.percentile(u[g], 90), rel=1e-9)
+    # the white line's holes cost vectors the edge map has
+    n = {m: summaries[(summaries["map"] == m) & summaries["particle"].isna() & (summaries["bin_factor"] == 1)]
+         ["n_vectors"].iloc[0] for m in ("edge", "white_line")}
+    assert n["white_line"] < n["edge"]
+    # particles, depth and edge histograms are the edge map's; every table says which map
+    for table in ("particles", "depth_profiles", "edge_histograms"):
+        assert set(stats.tables[table]["map"]) == {"edge"}
+    assert set(stats.tables["theta_histograms"]["map"]) == {"edge", "white_line", "fraction:NiO"}
+
+
+def test_map_summaries_match_numpy():
+    edge, maps = _two_particles()
+    options = AnalysisOptions(params=PARAMS, bin_factors=(1,), min_particle_voxels=50)
+    stats = statistics_from_edge_map(edge, options, energies_ev=np.linspace(8300, 8400, 30), voxel_size_nm=20.0,
+                                     maps=maps)
+    table = stats.tables["map_summaries"]
+    assert list(table.columns) == MAPS_COLUMNS[4:]
+    assert list(dict.fromkeys(table["map"])) == ["edge", "white_line", "fraction:NiO"]
+    for name, values in (("edge", edge), *maps.items()):
+        for particle in (None, 1, 2):
+            inside = stats.labels > 0 if particle is None else stats.labels == particle
+            v = values[inside & np.isfinite(values)].astype(np.float64)
+            rows = table[(table["map"] == name)
+                         & (table["particle"].isna() if particle is None else table["particle"] == particle)]
+            (row,) = rows.itertuples()
+            assert row.n_valid == v.size > 0
+            assert row.mean == pytest.approx(v.mean(), rel=1e-12)
+            assert row.std == pytest.approx(v.std(), rel=1e-9)
+            for column, q in (("p05", 5), ("p50", 50), ("p95", 95)):
+                assert getattr(row, column) == pytest.approx(np.percentile(v, q), rel=1e-12)
+
+
+# ------------------------------------------------------------------ names, units, reading maps
+def test_map_names_units_and_unknown_names():
+    assert parse_map("edge").dataset == "edge_ev" and parse_map("edge").unit == "eV"
+    assert parse_map(" fraction:LiNiO2 ").name == "fraction:LiNiO2"
+    assert parse_map("cluster").unit == "label" and parse_map("rfactor").unit == "dimensionless"
+    assert gradient_unit("white_line_height", 10.0) == "1/nm"
+    with pytest.raises(ParameterError, match=r"^map 'edges' does not exist; maps: edge, white_line, "
+                                             r"white_line_height, fraction:NAME, rfactor, cluster$"):
+        parse_map("edges")
+    with pytest.raises(ParameterError, match="fraction:"):
+        parse_map("fraction:")
+    with pytest.raises(ParameterError, match="'cluster' holds labels: it has no gradient"):
+        gradient_unit("cluster", 10.0)
+    with pytest.raises(ParameterError, match="'white_line' is not computed by this analysis; its maps: edge"):
+        AnalysisOptions(params=PARAMS, gradient_maps=("edge", "white_line"))
+
+
+def test_read_map_whole_slice_and_missing(tmp_path):
+    path = tmp_path / "r.h5"
+    rng = np.random.default_rng(0)
+    edge = rng.random((4, 5, 6)).astype(np.float32)
+    edge[1, 2, 3] = np.nan
+    fractions = rng.random((2, 4, 5, 6)).astype(np.float32)
+    cluster = rng.integers(-1, 3, (4, 5, 6)).astype(np.int16)
+    with h5py.File(path, "w") as f:
+        f["edge_ev"] = edge
+        f["fractions"] = fractions
+        f["fractions"].attrs["references"] = json.dumps(["NiO", "LiNiO2"])
+        f["rfactor"] = fractions[0]
+        f["cluster"] = cluster
+    assert maps_in(path) == ("edge", "fraction:NiO", "fraction:LiNiO2", "rfactor", "cluster")
+    np.testing.assert_array_equal(read_map(path, "edge"), edge)
+    np.testing.assert_array_equal(read_map(path, "fraction:LiNiO2", 2), fractions[1, 2])
+    np.testing.assert_array_equal(read_map(path, "fraction:NiO", 3, axis=2), fractions[0, :, :, 3])
+    labels = read_map(path, "cluster")
+    assert labels.dtype == np.float32
+    np.testing.assert_array_equal(np.isnan(labels), cluster < 0)
+    np.testing.assert_array_equal(labels[cluster >= 0], cluster[cluster >= 0])
+    with pytest.raises(InputError, match=r"map 'white_line' does not exist in this analysis; its maps: edge, "
+                                         r"fraction:NiO, fraction:LiNiO2, rfactor, cluster$"):
+        read_map(path, "white_line")
+    with pytest.raises(InputError, match="has 4 slices along axis 0; no slice 4"):
+        read_map(path, "edge", 4)
+
+
+# ------------------------------------------------------------------ through the CLI
+def _json(cli, *args):
+    result = cli(*args, "--format", "json")
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+def _one_line_error(result, text: str) -> None:
+    assert result.exit_code == 1, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and text in lines[0], result.output
+
+
+def _count(cli, table: str) -> int:
+    return _json(cli, "query", "sql", f"SELECT count(*) AS n FROM {table}")[0]["n"]
+
+
+@pytest.fixture
+def analysed(cli):
+    """The golden rod40 stack ingested and analysed (edge map, f = 1, 2)."""
+    case = EXPECTED["rod40"]
+    assert cli("init").exit_code == 0
+    assert cli("sample", "add", "rod").exit_code == 0
+    ingest = cli("txm", "ingest", GOLDEN / case["file"], "--sample", "rod", "--state", "charged",
+                 "--voxel-nm", str(case["voxel_size_nm"]))
+    assert ingest.exit_code == 0, ingest.output
+    scan = ingest.stdout.strip().splitlines()[-1]
+    p = case["parameters"]
+    window = lambda w: f"{w[0]}:{w[1]}"  # noqa: E731
+    result = cli("txm", "analyze", scan, "--pre", window(p["pre_edge_ev"]), "--post", window(p["post_edge_ev"]),
+                 "--edge", window(p["edge_window_ev"]), "--min-jump", str(p["min_jump"]), "--snr", str(p["snr"]),
+                 "--bin", "1,2")
+    assert result.exit_code == 0, result.output
+    return cli, int(scan)
+
+
+def test_query_maps_columns_and_values_from_the_results_file(analysed):
+    cli, scan = analysed
+    rows = _json(cli, "query", "maps")
+    assert rows and all(list(r) == MAPS_COLUMNS for r in rows)
+    (analysis,) = _json(cli, "query", "analyses")
+    labels_path = analysis["results_path"]
+    with h5py.File(labels_path, "r") as f:
+        edge = f["edge_ev"][()].astype(np.float64)
+        labels = f["labels"][()]
+    by_particle = {r["particle"]: r for r in rows if r["map"] == "edge"}
+    assert set(by_particle) == {None, *range(1, int(labels.max()) + 1)}
+    for particle, row in by_particle.items():
+        v = edge[(labels > 0 if particle is None else labels == particle) & np.isfinite(edge)]
+        assert row["scan_id"] == scan and row["sample"] == "rod" and row["state"] == "charged"
+        assert row["n_valid"] == v.size
+        # the catalogue's edge map is float64, the file's float32: equal to float32 rounding
+        assert row["mean"] == pytest.approx(v.mean(), abs=2e-3)
+        assert row["std"] == pytest.approx(v.std(), abs=2e-3)
+        for column, q in (("p05", 5), ("p50", 50), ("p95", 95)):
+            assert row[column] == pytest.approx(np.percentile(v, q), abs=2e-3)
+    assert _json(cli, "query", "maps", "--scan-level") == [by_particle[None]]
+    assert _json(cli, "query", "maps", "--map", "white_line") == []
+
+
+def test_statistics_queries_say_map_and_gradient_unit(analysed):
+    cli, _ = analysed
+    grad = _json(cli, "query", "gradient", "--scan-level")
+    assert [(r["map"], r["bin_factor"], r["gradient_unit"]) for r in grad] == [("edge", 1, "eV/nm"),
+                                                                               ("edge", 2, "eV/nm")]
+    assert grad == _json(cli, "query", "gradient", "--scan-level", "--map", "edge")
+    assert {"mean_u", "gradient_unit"} <= set(grad[0]) and "mean_u_ev_per_nm" not in grad[0]
+    sizes = _json(cli, "query", "vector-size", "--scan-level", "--bin", "1")
+    assert {"mean_u", "median_u", "p90_u", "gradient_unit"} <= set(sizes[0])
+    hist = _json(cli, "query", "vector-size-histogram", "--scan-level", "--bin", "1")
+    assert {"u_lo", "u_hi", "gradient_unit"} <= set(hist[0])
+    assert _json(cli, "query", "theta", "--map", "white_line") == []
+    for table in ("gradient", "theta", "maps", "edge-histogram"):
+        _one_line_error(cli("query", table, "--map", "edges"), "map 'edges' does not exist; maps: edge, white_line")
+    usage = cli("query", "particles", "--map", "edge")
+    assert usage.exit_code == 2 and "query particles does not filter by --map" in usage.output
+
+
+def test_a_gradient_map_not_computed_or_unknown_is_refused_before_any_work(analysed):
+    cli, scan = analysed
+    before = _count(cli, "analyses")
+    _one_line_error(cli("txm", "analyze", str(scan), "--gradient-map", "edge,white_line"),
+                    "map 'white_line' is not computed by this analysis; its maps: edge")
+    _one_line_error(cli("txm", "analyze", str(scan), "--gradient-map", "fraction:NiO"),
+                    "map 'fraction:NiO' is not computed by this analysis")
+    _one_line_error(cli("txm", "analyze", str(scan), "--gradient-map", "edge,whiteline"),
+                    "map 'whiteline' does not exist; maps: edge, white_line, white_line_height, fraction:NAME")
+    _one_line_error(cli("txm", "analyze", str(scan), "--gradient-map", "cluster"),
+                    "map 'cluster' holds labels: it has no gradient")
+    assert _count(cli, "analyses") == before
+
+
+# ------------------------------------------------------------------ migration 0006 with data
+def test_migration_0006_upgrades_and_downgrades_statistics_with_data(db_url):
+    from txmdb.db import migrate
+    from txmdb.db.engine import make_engine
+
+    engine = make_engine(db_url)
+    migrate.upgrade(engine, "0005")
+    with engine.begin() as conn:
+        conn.execute(sa.text("INSERT INTO samples (id, name, meta, created_at) VALUES (1, 's', '{}', '2026-01-01')"))
+        conn.execute(sa.text(
+            "INSERT INTO txm_scans (id, sample_id, layout, data_path, energy_path, ndim, shape, dtype, n_energies, "
+            "energy_min_ev, energy_max_ev, energies_ev, file_path, file_size_bytes, file_sha256, ingested_at) "
+            "VALUES (1, 1, 'dxchange', '/d', '/e', 3, '[2,4,4,4]', 'float32', 2, 8300, 8400, '[8300, 8400]', "
+            "'f.h5', 1, :sha, '2026-01-01')"), {"sha": "a" * 64})
+        for analysis, unit in ((1, "eV/nm"), (2, "eV/voxel")):
+            conn.execute(sa.text(
+                "INSERT INTO analyses (id, scan_id, status, parameters, txmdb_version, input_sha256, started_at, "
+                "timings_s, gradient_unit) VALUES (:id, 1, 'done', '{}', 't', :sha, '2026-01-01', '{}', :unit)"),
+                {"id": analysis, "sha": "a" * 64, "unit": unit})
+            conn.execute(sa.text(
+                "INSERT INTO gradient_summaries (analysis_id, bin_factor, n_vectors, mean_u_ev_per_nm) "
+                "VALUES (:id, 1, 10, :u)"), {"id": analysis, "u": 0.25 * analysis})
+            conn.execute(sa.text(
+                "INSERT INTO vector_size_histograms (analysis_id, bin_factor, phi_lo, phi_hi, u_lo_ev_per_nm, "
+                "u_hi_ev_per_nm, count) VALUES (:id, 1, 0, 10, 0.5, 0.75, 3)"), {"id": analysis})
+            conn.execute(sa.text(
+                "INSERT INTO theta_histograms (analysis_id, bin_factor, weighted, theta_lo, theta_hi, probability, "
+                "reference) VALUES (:id, 1, false, 0, 5, 0.1, 0.1)"), {"id": analysis})
+    migrate.upgrade(engine, "0006")
+    with engine.connect() as conn:
+        rows = conn.execute(sa.text("SELECT analysis_id, map, mean_u, gradient_unit FROM gradient_summaries "
+                                    "ORDER BY analysis_id")).all()
+        assert [tuple(r) for r in rows] == [(1, "edge", 0.25, "eV/nm"), (2, "edge", 0.5, "eV/voxel")]
+        rows = conn.execute(sa.text("SELECT map, u_lo, u_hi, gradient_unit FROM vector_size_histograms "
+                                    "ORDER BY analysis_id")).all()
+        assert [tuple(r) for r in rows] == [("edge", 0.5, 0.75, "eV/nm"), ("edge", 0.5, 0.75, "eV/voxel")]
+        assert conn.execute(sa.text("SELECT DISTINCT map FROM theta_histograms")).scalars().all() == ["edge"]
+        assert conn.execute(sa.text("SELECT count(*) FROM map_summaries")).scalar() == 0
+        columns = {c["name"] for c in sa.inspect(conn).get_columns("vector_size_stats")}
+        assert {"map", "mean_u", "median_u", "p90_u", "gradient_unit"} <= columns
+        assert not any(c.endswith("_ev_per_nm") for c in columns)
+    with engine.begin() as conn:   # a row of another map, which the older schema cannot hold
+        conn.execute(sa.text("INSERT INTO gradient_summaries (analysis_id, map, bin_factor, n_vectors, mean_u, "
+                             "gradient_unit) VALUES (1, 'white_line', 1, 5, 0.1, 'eV/nm')"))
+    migrate.downgrade(engine, "0005")
+    inspector = sa.inspect(engine)
+    assert "map_summaries" not in inspector.get_table_names()
+    columns = {c["name"] for c in inspector.get_columns("gradient_summaries")}
+    assert "mean_u_ev_per_nm" in columns and not {"map", "mean_u", "gradient_unit"} & columns
+    with engine.connect() as conn:
+        rows = conn.execute(sa.text("SELECT analysis_id, mean_u_ev_per_nm FROM gradient_summaries "
+                                    "ORDER BY analysis_id")).all()
+        assert [tuple(r) for r in rows] == [(1, 0.25), (2, 0.5)]
+        rows = conn.execute(sa.text("SELECT u_lo_ev_per_nm, u_hi_ev_per_nm FROM vector_size_histograms")).all()
+        assert [tuple(r) for r in rows] == [(0.5, 0.75)] * 2
+    migrate.upgrade(engine)
+    assert migrate.current_revision(engine) == migrate.head_revision()
+    engine.dispose()
