@@ -554,3 +554,142 @@ def tangential_excess_figure(curves: Sequence[Curve]) -> "Figure":
         ax.set_title(title, loc="left", fontsize="medium")
     _figure_legend(fig)
     return fig
+
+
+# --------------------------------------------------------------------------- spectral maps (DESIGN §11)
+
+#: Colours of phase clusters 0, 1, … (cluster labels are categories, not a scale).
+CLUSTER_COLOURS = ("#1b9e77", "#d95f02", "#7570b3", "#e7298a", "#66a61e", "#e6ab02", "#a6761d", "#666666")
+
+
+@dataclass
+class MapPanel:
+    """One map slice: title, 2-D values (NaN where masked), voxel size (nm or None) and colour scale."""
+
+    title: str
+    plane: np.ndarray
+    voxel_nm: float | None
+    label: str
+    vmin: float
+    vmax: float
+    cmap: str = MAP_CMAP
+
+
+def _extent(plane: np.ndarray, voxel_nm: float | None) -> tuple[tuple[float, float, float, float], str]:
+    ny, nx = plane.shape
+    if voxel_nm:
+        return (0, nx * voxel_nm / 1000, ny * voxel_nm / 1000, 0), "µm"
+    return (0, nx, ny, 0), "voxel"
+
+
+def _show_map(ax: "Axes", plane: np.ndarray, voxel_nm: float | None, title: str, **imshow):
+    extent, unit = _extent(plane, voxel_nm)
+    image = ax.imshow(np.ma.masked_invalid(plane), extent=extent, interpolation="nearest", **imshow)
+    ax.set_xlabel(f"x ({unit})")
+    ax.set_ylabel(f"y ({unit})")
+    ax.set_title(title, loc="left", fontsize="medium")
+    return image
+
+
+def map_rows_figure(rows: Sequence[Sequence[MapPanel]]) -> "Figure":
+    """Map slices side by side, one row per scan, each panel on its own colour scale (with its bar).
+
+    Used for the white-line map beside the edge map and for the fraction maps.
+    """
+    import matplotlib as mpl
+
+    ncols = max(len(row) for row in rows)
+    fig, axes = new_figure(len(rows), ncols, panel=(3.9, 3.3))
+    for r, row in enumerate(rows):
+        for c in range(ncols):
+            ax = axes[r, c]
+            if c >= len(row):
+                ax.set_visible(False)
+                continue
+            panel = row[c]
+            cmap = mpl.colormaps[panel.cmap].with_extremes(bad="#e6e6e6")
+            image = _show_map(ax, panel.plane, panel.voxel_nm, panel.title, cmap=cmap, vmin=panel.vmin,
+                              vmax=panel.vmax)
+            fig.colorbar(image, ax=ax, shrink=0.85).set_label(panel.label)
+    return fig
+
+
+def joint_histogram_figure(panels: Sequence[tuple[str, np.ndarray, np.ndarray, np.ndarray]]) -> "Figure":
+    """White-line energy against edge energy, voxel counts on a 2-D grid, one panel per scan.
+
+    Parameters
+    ----------
+    panels : sequence of (title, counts, edge_bins_ev, white_line_bins_ev)
+        ``counts`` of shape (n_edge_bins, n_white_line_bins).
+    """
+    fig, axes = new_figure(1, len(panels), panel=(4.8, 3.7))
+    for ax, (title, counts, x_edges, y_edges) in zip(axes.flat, panels):
+        if counts.sum() == 0:
+            _no_data(ax, "no voxel with both energies")
+        else:
+            # empty bins stay white: where no voxel lies is part of the picture
+            mesh = ax.pcolormesh(x_edges, y_edges, np.ma.masked_equal(counts.T, 0), cmap=MAP_CMAP, vmin=0)
+            fig.colorbar(mesh, ax=ax, shrink=0.85).set_label("voxels per bin (–)")
+            ax.xaxis.get_major_locator().set_params(nbins=5)
+        ax.set_xlabel("Ni K-edge energy at half height (eV)")
+        ax.set_ylabel("white-line energy (eV)")
+        ax.set_title(title, loc="left", fontsize="medium")
+    return fig
+
+
+def fraction_histogram_figure(panels: Sequence[tuple[str, Sequence[Curve]]]) -> "Figure":
+    """Distributions of the LCF fractions, one panel per reference, a curve per scan.
+
+    ``data`` of each curve has ``lo``, ``hi`` (fraction bins) and ``probability``.
+    """
+    fig, axes = new_figure(1, len(panels))
+    for ax, (title, curves) in zip(axes.flat, panels):
+        for curve in curves:
+            frame = curve.data
+            ax.stairs(frame["probability"].to_numpy(float), _edges(frame["lo"], frame["hi"]),
+                      color=curve.style.color, linestyle=curve.style.linestyle, linewidth=1.4,
+                      label=curve.style.label)
+        if not curves:
+            _no_data(ax)
+        ax.set_xlim(0, 1)
+        ax.set_xlabel("fraction (–)")
+        ax.set_ylabel("probability per bin (–)")
+        ax.set_title(title, loc="left", fontsize="medium")
+    _figure_legend(fig)
+    return fig
+
+
+def cluster_figure(rows: Sequence[tuple[str, "pd.DataFrame", np.ndarray | None, float | None]]) -> "Figure":
+    """Per scan: each phase cluster's mean normalised spectrum, and the central slice of the label map.
+
+    Parameters
+    ----------
+    rows : sequence of (title, spectra, label_plane, voxel_nm)
+        ``spectra``: the scan's rows of :func:`txmdb.query.clusters` (``cluster``, ``energy_ev``,
+        ``mean_norm``, ``n_voxels``); ``label_plane``: cluster labels, NaN where masked (None:
+        not available).
+    """
+    from matplotlib.colors import BoundaryNorm, ListedColormap
+
+    fig, axes = new_figure(len(rows), 2, panel=(4.3, 3.3))
+    for (title, spectra, plane, voxel_nm), (ax_s, ax_m) in zip(rows, axes):
+        k = int(spectra["cluster"].max()) + 1 if len(spectra) else 0
+        colours = [CLUSTER_COLOURS[i % len(CLUSTER_COLOURS)] for i in range(max(k, 1))]
+        for cluster, group in spectra.groupby("cluster"):
+            ax_s.plot(group["energy_ev"], group["mean_norm"], color=colours[int(cluster)], linewidth=1.4,
+                      label=f"cluster {int(cluster)} ({int(group['n_voxels'].iloc[0])} voxels)")
+        ax_s.axhline(0.5, color="0.6", linewidth=0.8, linestyle="--")
+        ax_s.set_xlabel("energy (eV)")
+        ax_s.set_ylabel("mean normalised absorbance (–)")
+        ax_s.set_title(f"{title}: mean spectra", loc="left", fontsize="medium")
+        _legend(ax_s, loc="lower right")
+        if plane is None:
+            _no_data(ax_m, "no label map")
+            ax_m.set_axis_off()
+            continue
+        cmap = ListedColormap(colours).with_extremes(bad="#e6e6e6")
+        image = _show_map(ax_m, plane, voxel_nm, f"{title}: clusters", cmap=cmap,
+                          norm=BoundaryNorm(np.arange(len(colours) + 1) - 0.5, len(colours)))
+        bar = fig.colorbar(image, ax=ax_m, shrink=0.85, ticks=range(len(colours)))
+        bar.set_label("cluster (–)")
+    return fig

@@ -463,7 +463,157 @@ def _txm_section(ctx: _Context) -> Section:
                        fg.valence_maps_figure(maps, float(vmin), float(vmax)))
     elif maps:
         section.notes.append("The valence maps' central slices have no valid voxel.")
+    _spectral_figures(ctx, section, scans.dropna(subset=["analysis_id"]), files, styles)
     return section
+
+
+# Values of a map read at a time when streaming it for a histogram (float32: 64 MB).
+_MAP_BLOCK_VALUES = 1 << 24
+#: Bins of the white-line against edge-energy histogram, per axis, and of the fraction histograms.
+JOINT_BINS = 60
+FRACTION_BINS = 50
+
+
+@dataclass
+class _ScanMaps:
+    """What the spectral figures show of one scan's latest analysis (DESIGN §11)."""
+
+    label: str
+    voxel_nm: float | None
+    planes: dict[str, np.ndarray]                       # map name → central slice
+    joint: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+    fractions: dict[str, pd.DataFrame] = field(default_factory=dict)  # reference → histogram rows
+
+
+def _central(h5, name: str) -> np.ndarray:
+    """The central z slice of a 3-D map (a 2-D map whole), read alone."""
+    from txmdb.analysis.maps import map_shape, read_map
+
+    shape = map_shape(h5, name)
+    return read_map(h5, name, index=shape[0] // 2) if len(shape) == 3 else read_map(h5, name)
+
+
+def _slabs(h5, *names: str):
+    """Blocks of maps ``names`` side by side, streamed along the first axis (never a whole map)."""
+    from txmdb.analysis.maps import map_shape, map_slabs
+
+    rows = max(1, _MAP_BLOCK_VALUES // max(1, int(np.prod(map_shape(h5, names[0])[1:]))))
+    for blocks in zip(*(map_slabs(h5, name, rows) for name in names)):
+        yield [block for _, _, block in blocks]
+
+
+def _joint_histogram(h5) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Voxel counts of (edge, white-line) energy pairs where both are valid; bins span their range."""
+    lo, hi = np.full(2, np.inf), np.full(2, -np.inf)
+    for edge, white in _slabs(h5, "edge", "white_line"):
+        both = np.isfinite(edge) & np.isfinite(white)
+        if both.any():
+            pairs = np.stack([edge[both], white[both]])
+            lo, hi = np.minimum(lo, pairs.min(axis=1)), np.maximum(hi, pairs.max(axis=1))
+    if not np.all(np.isfinite(lo)):
+        return np.zeros((1, 1)), np.array([0.0, 1.0]), np.array([0.0, 1.0])
+    hi = np.where(hi > lo, hi, lo + 1.0)
+    x_edges, y_edges = (np.linspace(lo[i], hi[i], JOINT_BINS + 1) for i in range(2))
+    counts = np.zeros((JOINT_BINS, JOINT_BINS))
+    for edge, white in _slabs(h5, "edge", "white_line"):
+        both = np.isfinite(edge) & np.isfinite(white)
+        counts += np.histogram2d(edge[both], white[both], bins=(x_edges, y_edges))[0]
+    return counts, x_edges, y_edges
+
+
+def _fraction_histogram(h5, name: str) -> pd.DataFrame:
+    """Probability per fraction bin over [0, 1] of one fraction map's valid voxels."""
+    edges = np.linspace(0.0, 1.0, FRACTION_BINS + 1)
+    counts = np.zeros(FRACTION_BINS)
+    for (block,) in _slabs(h5, name):
+        counts += np.histogram(block[np.isfinite(block)], bins=edges)[0]
+    total = counts.sum()
+    return pd.DataFrame({"lo": edges[:-1], "hi": edges[1:], "probability": counts / total if total else counts})
+
+
+def _read_spectral_maps(store, path, sha256, label: str, voxel_nm: float | None) -> _ScanMaps | None:
+    """The slices and histograms of one analysis' spectral maps; None without any (or without its file)."""
+    from txmdb.analysis.maps import FRACTION, maps_in
+
+    try:
+        h5 = store.open_hdf5(path, sha256)
+    except StoreFileError:
+        return None                                  # the valence maps' note already says why
+    with h5:
+        names = maps_in(h5)
+        spectral = [n for n in names if n == "white_line" or n.startswith(FRACTION) or n == "cluster"]
+        if not spectral:
+            return None
+        shown = [n for n in names if n in ("edge", "white_line", "cluster") or n.startswith(FRACTION)]
+        found = _ScanMaps(label, voxel_nm, {n: _central(h5, n) for n in shown})
+        if "white_line" in names and "edge" in names:
+            found.joint = _joint_histogram(h5)
+        for name in names:
+            if name.startswith(FRACTION):
+                found.fractions[name[len(FRACTION):]] = _fraction_histogram(h5, name)
+    return found
+
+
+def _limits(*planes: np.ndarray) -> tuple[float, float]:
+    """1st–99th percentile of the finite values: a few noisy voxels must not wash out the contrast."""
+    finite = np.concatenate([p[np.isfinite(p)] for p in planes])
+    if not finite.size:
+        return 0.0, 1.0
+    lo, hi = (float(v) for v in np.percentile(finite, [1, 99]))
+    return (lo, hi) if hi > lo else (lo - 0.5, hi + 0.5)
+
+
+def _spectral_figures(ctx: _Context, section: Section, scans: pd.DataFrame, files: pd.DataFrame,
+                      styles: dict[int, Style]) -> None:
+    """White-line, LCF-fraction and cluster figures (DESIGN §11), each only for the scans whose latest
+    analysis has that map; nothing at all when none has."""
+    from txmdb.analysis.maps import FRACTION
+
+    found: dict[int, _ScanMaps] = {}
+    for _, scan in scans.iterrows():
+        path, sha256 = files.loc[int(scan["analysis_id"])]
+        voxel = scan["voxel_size_nm"] if pd.notna(scan["voxel_size_nm"]) else None
+        maps = _read_spectral_maps(ctx.catalog.store, path, sha256, styles[int(scan["scan_id"])].label, voxel)
+        if maps is not None:
+            found[int(scan["analysis_id"])] = maps
+
+    white = [m for m in found.values() if "white_line" in m.planes]
+    if white:
+        edge_lim = _limits(*(m.planes["edge"] for m in white if "edge" in m.planes))
+        wl_lim = _limits(*(m.planes["white_line"] for m in white))
+        rows = [[fg.MapPanel(f"{m.label}: edge", m.planes["edge"], m.voxel_nm, "Ni K-edge energy (eV)", *edge_lim),
+                 fg.MapPanel(f"{m.label}: white line", m.planes["white_line"], m.voxel_nm,
+                             "white-line energy (eV)", *wl_lim)]
+                for m in white if "edge" in m.planes]
+        section.figure("white_line_maps", "Central slice of the white-line energy map beside the edge-energy map "
+                       "of the same analysis: two independent valence proxies (grey: masked voxels).",
+                       fg.map_rows_figure(rows))
+        joint = [(m.label, *m.joint) for m in white if m.joint is not None]
+        if joint:
+            section.figure("white_line_vs_edge", "White-line energy against half-height edge energy, every voxel "
+                           "with both: where the two proxies agree, voxels lie on a rising band.", fg.joint_histogram_figure(joint))
+
+    lcf = [m for m in found.values() if m.fractions]
+    if lcf:
+        rows = [[fg.MapPanel(f"{m.label}: {ref}", m.planes[f"{FRACTION}{ref}"], m.voxel_nm, f"fraction {ref} (–)",
+                             0.0, 1.0) for ref in m.fractions] for m in lcf]
+        section.figure("fraction_maps", "Central slice of each LCF fraction map: the share of each reference "
+                       "spectrum in the voxel's normalised spectrum (grey: masked voxels).", fg.map_rows_figure(rows))
+        references = list(dict.fromkeys(ref for m in lcf for ref in m.fractions))
+        by_label = {style.label: style for style in styles.values()}
+        panels = [(ref, [Curve(by_label[m.label], m.fractions[ref]) for m in lcf if ref in m.fractions])
+                  for ref in references]
+        section.figure("fraction_histograms", "Distribution of each LCF fraction over the valid voxels, per scan.",
+                       fg.fraction_histogram_figure(panels))
+
+    clustered = {a: m for a, m in found.items() if "cluster" in m.planes}
+    if clustered:
+        spectra = query.clusters(ctx.catalog, analysis=list(clustered))
+        rows = [(m.label, spectra[spectra["analysis_id"] == a], m.planes["cluster"], m.voxel_nm)
+                for a, m in clustered.items()]
+        section.figure("clusters", "Phase clusters (k-means on the normalised spectra over the edge window): each "
+                       "cluster's mean spectrum and size, and the central slice of the label map in the same "
+                       "colours (grey: masked voxels).", fg.cluster_figure(rows))
 
 
 def _registration_figure(ctx: _Context, section: Section) -> None:
