@@ -272,6 +272,8 @@ def test_slow_writer_killed_watcher_exact_records(lab, tmp_path, mode):
 def test_half_written_files_wait_until_complete(lab, tmp_path, mode):
     """Settled but not complete: a CSV with a cut last line, an HDF5 file its writer holds open. Both
     wait (recorded with the reason) and are ingested once finished; nothing of them before."""
+    import numpy as np
+
     from txmdb.synthetic.tomogram import LAYOUT_PATHS, SyntheticStack, energy_grid, particle_field
 
     rules = tmp_path / "rules.toml"
@@ -285,16 +287,14 @@ def test_half_written_files_wait_until_complete(lab, tmp_path, mode):
     csv.write_bytes(data[:cut])
     energies = energy_grid(24)
     edge, _ = particle_field((8, 16, 16), kind="rod", seed=5)
-    np_stack = SyntheticStack(edge, energies, noise=0.01, seed=5).slab(0, 8)
-    np_file = tmp_path / "stack.npy"
-    import numpy as np
-
-    np.save(np_file, np_stack)
+    np_file = tmp_path / "stack.npz"
+    np.savez(np_file, data=SyntheticStack(edge, energies, noise=0.01, seed=5).slab(0, 8), energies=energies)
     holder = subprocess.Popen([sys.executable, "-c", (
         "import h5py, sys, numpy as np\n"
         f"f = h5py.File({str(h5)!r}, 'w')\n"
-        f"f[{LAYOUT_PATHS['dxchange'][0]!r}] = np.load({str(np_file)!r})\n"
-        f"f[{LAYOUT_PATHS['dxchange'][1]!r}] = np.linspace(8280, 8420, 24)\n"
+        f"arrays = np.load({str(np_file)!r})\n"
+        f"f[{LAYOUT_PATHS['dxchange'][0]!r}] = arrays['data']\n"
+        f"f[{LAYOUT_PATHS['dxchange'][1]!r}] = arrays['energies']\n"
         "f.flush(); print('open', flush=True); sys.stdin.readline(); f.close()\n")],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     watch = Watch(lab.url, tmp_path / "store", rules, tmp_path / "watch.log",
@@ -431,7 +431,6 @@ def test_text_files_are_complete_only_with_whole_last_rows(tmp_path):
 
 def test_hdf5_open_for_writing_or_cut_short_is_not_complete(tmp_path):
     import h5py
-    import numpy as np
 
     path = tmp_path / "stack.h5"
     holder = subprocess.Popen([sys.executable, "-c", (
@@ -455,4 +454,76 @@ def test_hdf5_open_for_writing_or_cut_short_is_not_complete(tmp_path):
     half = tmp_path / "half.ndax"
     half.write_bytes(ndax.read_bytes()[:3000])
     assert incomplete_reason(half).startswith("does not open as a ZIP archive yet: ")
-    np.zeros(1)  # numpy imported for h5py's sake only
+
+
+def test_every_kind_with_jobs_and_a_sample_made_later(lab, tmp_path):
+    """--once over xrd, xas and txm rules: an XRD pattern's ratio, an XAS file whose sample does not
+    exist yet (failed, then ingested at the next run once it does), a scan with its registration and
+    its analysis queued, the analysis after the registration."""
+    from sqlalchemy import func, select
+
+    from txmdb.catalog.samples import add_sample
+    from txmdb.db.models import Job, XRDResult
+    from txmdb.synthetic.spectra import layered_xrd_pattern, write_columns
+    from txmdb.synthetic.tomogram import SyntheticStack, energy_grid, particle_field, write_stack
+
+    watched = tmp_path / "watched"
+    for folder in ("xrd", "xas", "fxi"):
+        (watched / folder).mkdir(parents=True)
+    rules = tmp_path / "rules.toml"
+    rules.write_text("""settle_seconds = 0
+[[rule]]
+folder = "watched/xrd"
+glob = "*.xy"
+kind = "xrd"
+pattern = '(?P<sample>[^_]+)_(?P<state>[^_]+)\\.xy'
+set = { wavelength = 0.7 }
+[[rule]]
+folder = "watched/xas"
+glob = "*.xdi"
+kind = "xas"
+pattern = '(?P<sample>[^_]+)_(?P<state>[^_]+)\\.xdi'
+set = { edge = "Ni-K" }
+[[rule]]
+folder = "watched/fxi"
+glob = "*.h5"
+kind = "txm"
+pattern = '(?P<sample>[^_]+)_(?P<state>[^_]+)_\\d+\\.h5'
+register = true
+analyze = true
+analysis = { bin = "1,2", theta_bins = 18 }
+""")
+    tt, intensity = layered_xrd_pattern(wavelength_angstrom=0.7, i003_i104=1.6, eta=0.0)
+    write_columns(watched / "xrd" / "S1_pristine.xy", [tt, intensity], names=["2theta", "intensity"])
+    shutil.copy(XDI, watched / "xas" / "S9_charged.xdi")
+    energies = energy_grid(24)
+    edge, _ = particle_field((10, 16, 16), kind="rod", seed=4)
+    write_stack(watched / "fxi" / "S2_pristine_001.h5", SyntheticStack(edge, energies, noise=0.01, seed=4), energies)
+    first = run_once(lab, tmp_path, rules)
+    assert sorted((e[0], e[1].split()[0]) for e in first if e[0].startswith("file.") and e[0] != "file.seen") == [
+        ("file.failed", f"path={watched / 'xas' / 'S9_charged.xdi'}"),
+        ("file.ingested", f"path={watched / 'fxi' / 'S2_pristine_001.h5'}"),
+        ("file.ingested", f"path={watched / 'xrd' / 'S1_pristine.xy'}"),
+    ]
+    recorded = rows(lab)
+    assert recorded["S9_charged.xdi"]["error"] == "no sample named 'S9'; see 'txmdb sample list'"
+    assert recorded["S9_charged.xdi"]["missing_reference"]
+    with lab.session() as s:
+        xrd = s.execute(select(XRDResult.id, XRDResult.state, XRDResult.i003_i104, XRDResult.file_sha256)).one()
+        jobs = s.execute(select(Job.id, Job.kind, Job.scan_id, Job.after_job_id, Job.parameters)
+                         .order_by(Job.id)).all()
+    assert recorded["S1_pristine.xy"]["record_kind"] == "xrd_results" and recorded["S1_pristine.xy"]["record_id"] == xrd[0]
+    assert xrd[1:] == ("pristine", pytest.approx(1.6, rel=1e-3), sha256(watched / "xrd" / "S1_pristine.xy"))
+    scan_id = recorded["S2_pristine_001.h5"]["record_id"]
+    assert recorded["S2_pristine_001.h5"]["record_kind"] == "txm_scans"
+    (register, analyze) = jobs
+    assert (register.kind, register.scan_id, register.after_job_id) == ("register", scan_id, None)
+    assert (analyze.kind, analyze.scan_id, analyze.after_job_id) == ("analyze", scan_id, register.id)
+    assert (analyze.parameters["bin"], analyze.parameters["theta_bins"]) == ("1,2", 18)
+    with lab.session() as s:
+        add_sample(s, "S9")
+    second = run_once(lab, tmp_path, rules)
+    assert [e[0] for e in second if e[0].startswith("file.")] == ["file.retry", "file.ingested"]
+    assert rows(lab)["S9_charged.xdi"]["status"] == "ingested"
+    with lab.session() as s:  # nothing queued twice
+        assert s.scalar(select(func.count()).select_from(Job)) == 2

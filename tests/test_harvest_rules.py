@@ -10,6 +10,7 @@ import pytest
 from tests.conftest import DATA
 from txmdb.errors import InputError
 from txmdb.harvest.rules import load_rules
+from txmdb.options import ANALYZE_OPTIONS
 
 DESIGN_EXAMPLE = """\
 settle_seconds = 5
@@ -94,8 +95,7 @@ BAD_RULES = [
     ("[[rule]]\nfolder='a'\nglob='*'\nkind='xas'\nset={sample='s', edge='Ni-K'}\nanalyze=true\n",
      "rule 1: analyze is for txm rules only"),
     ("[[rule]]\nfolder='a'\nglob='*'\nkind='txm'\nset={sample='s'}\nanalyze=true\nanalysis={bins='1'}\n",
-     "rule 1: analysis: unknown key 'bins' (known: element, bin, pre, post, edge, min_jump, snr, theta_bins, "
-     "min_particle_voxels, workers, registration)"),
+     f"rule 1: analysis: unknown key 'bins' (known: {', '.join(ANALYZE_OPTIONS)})"),  # txm analyze's options
     ("[[rule]]\nfolder='a'\nglob='*'\nkind='txm'\nset={sample='s'}\nanalyze=true\nanalysis={bin='1,99'}\n",
      "rule 1: analysis: --bin '1,99': binning factors must be whole numbers from 1 to 16"),
     ("[[rule]]\nfolder='a'\nglob='*'\nkind='txm'\nset={sample='s', voxel_nm='thirty'}\n",
@@ -174,3 +174,9 @@ set = { sample = "NiO", edge = "Ni-K" }
     assert len(lines) == 7
     if cli.url.startswith("sqlite"):  # --check never opens the catalogue
         assert not (tmp_path / "catalogue.db").exists()
+
+
+def test_poll_interval_out_of_range_is_refused(cli, tmp_path):
+    rules = write(tmp_path, DESIGN_EXAMPLE)
+    result = cli("watch", rules, "--poll", "0")
+    assert (result.exit_code, result.output) == (1, "error: --poll 0: expected seconds from 0.1 to 86400\n")
