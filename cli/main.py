@@ -14,6 +14,7 @@ from txmdb.cli import query as query_cli
 from txmdb.cli import report as report_cli
 from txmdb.cli import txm as txm_cli
 from txmdb.cli import sample as sample_cli
+from txmdb.cli import worker as worker_cli
 from txmdb.cli import watch as watch_cli
 from txmdb.cli import serve as serve_cli
 from txmdb.cli import user as user_cli
@@ -64,6 +65,8 @@ app.add_typer(measure_cli.xrd_app, name="xrd")
 app.add_typer(txm_cli.app, name="txm")
 app.add_typer(query_cli.app, name="query")
 app.add_typer(report_cli.app, name="report")
+app.command("worker")(worker_cli.worker)
+app.add_typer(worker_cli.jobs_app, name="jobs")
 app.command("watch")(watch_cli.watch)
 app.command("serve")(serve_cli.serve)
 app.add_typer(user_cli.app, name="user")

@@ -13,8 +13,10 @@ A worker that dies stops renewing: once its lease has passed, the next worker th
 what ``txmdb jobs`` shows as stale until then — and marks the dead worker's ``running``
 analysis of it failed; after ``max_attempts`` starts the job is failed instead. A job
 the worker gives back (SIGTERM, Ctrl-C: :func:`release`) is queued again without the
-attempt counting. ``cancel`` of a running job reaches its worker at its next renewal,
-which stops the job's work there.
+attempt counting. ``cancel`` of a running job reaches its worker at its next renewal; an
+analysis then stops at its next unit of work (slab, binning factor), never in the middle of
+one (an exception thrown into arbitrary code could leave an import or a compiled kernel
+half made for the worker's next job); a registration runs to its end, and is not the job's.
 
 Jobs run the library's own services: :func:`txmdb.catalog.txm.analyze_scan` (or the Dask
 cluster's :func:`txmdb.catalog.distributed.analyze_on_cluster`) and
@@ -51,7 +53,7 @@ FINISHED = ("done", "failed", "cancelled")
 
 
 class LeaseLost(BaseException):
-    """Raised in a worker's main thread when its job was cancelled or taken over meanwhile.
+    """Raised between two units of a job's work when the job was cancelled or taken over meanwhile.
 
     A BaseException, like KeyboardInterrupt: the job's work unwinds through every cleanup
     (its analysis is marked failed, its temporary removed) and is not caught as an error.
@@ -359,8 +361,11 @@ def _aware(value: dt.datetime | None) -> dt.datetime | None:
 
 
 # ---------------------------------------------------------------------------------- running
-def execute(catalog, job: Job, *, scheduler: str | None = None) -> dict[str, Any]:
-    """Run ``job``'s work through the library's services; returns what it made (its ``result``)."""
+def execute(catalog, job: Job, *, scheduler: str | None = None, progress=None) -> dict[str, Any]:
+    """Run ``job``'s work through the library's services; returns what it made (its ``result``).
+
+    ``progress(done, total)`` is called between units of an analysis run here (it may raise to stop it).
+    """
     from txmdb.options import analysis_request, registration_request
 
     if job.kind == "analyze":
@@ -373,7 +378,7 @@ def execute(catalog, job: Job, *, scheduler: str | None = None) -> dict[str, Any
         else:
             from txmdb.catalog.txm import analyze_scan
 
-            analysis = analyze_scan(catalog, job.scan_id, options, registration=registration)
+            analysis = analyze_scan(catalog, job.scan_id, options, registration=registration, progress=progress)
         return {"analysis_id": analysis.id}
     if job.kind == "register":
         from txmdb.catalog.registration import register_scan
@@ -383,15 +388,14 @@ def execute(catalog, job: Job, *, scheduler: str | None = None) -> dict[str, Any
 
 
 class _Lease:
-    """Renews a job's lease every third of ``lease_s`` in a thread; when the job is no longer the
-    worker's (cancelled, or taken after a missed renewal), raises LeaseLost in the main thread."""
+    """Renews a job's lease every third of ``lease_s`` in a thread and notes when the job is no
+    longer the worker's (cancelled, or taken after missed renewals); :meth:`check` then raises
+    LeaseLost, at a point of the work's choosing (its progress callback)."""
 
-    def __init__(self, catalog, job: Job, worker: str, lease_s: float, log: EventLog, *, interrupt: bool):
+    def __init__(self, catalog, job: Job, worker: str, lease_s: float, log: EventLog):
         self.catalog, self.job, self.worker, self.lease_s, self.log = catalog, job, worker, lease_s, log
-        self.interrupt = interrupt
         self.lost = False
         self._stop = threading.Event()
-        self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name=f"lease-{job.id}", daemon=True)
 
     def __enter__(self) -> "_Lease":
@@ -399,9 +403,13 @@ class _Lease:
         return self
 
     def __exit__(self, *exc) -> None:
-        with self._lock:
-            self._stop.set()
+        self._stop.set()
         self._thread.join()
+
+    def check(self, _done: int = 0, _total: int = 0) -> None:
+        """Stop the job's work (LeaseLost) if the job is no longer this worker's."""
+        if self.lost:
+            raise LeaseLost("the job was cancelled or taken over by another worker")
 
     def _run(self) -> None:
         while not self._stop.wait(self.lease_s / 3):
@@ -411,19 +419,8 @@ class _Lease:
                 self.log.warning("job.lease_renewal_failed", job=self.job.id, error=_one_line(exc))
                 continue
             if not mine:
-                with self._lock:
-                    if self._stop.is_set():
-                        return
-                    self.lost = True
-                    if self.interrupt:
-                        import _thread
-
-                        _thread.interrupt_main(signal.SIGUSR1)
+                self.lost = True
                 return
-
-
-def _lease_lost(_signum, _frame) -> None:
-    raise LeaseLost("the job was cancelled or taken over by another worker")
 
 
 def _one_line(exc: BaseException) -> str:
@@ -450,12 +447,11 @@ def run_one(catalog, job: Job, worker: str, *, lease_s: float = DEFAULT_LEASE_S,
     """
     log = log or EventLog()
     stats = stats if stats is not None else WorkerStats()
-    interrupt = threading.current_thread() is threading.main_thread()
     t0 = time.perf_counter()
     log.info("job.started", job=job.id, kind=job.kind, scan=job.scan_id, attempt=job.attempts, worker=worker)
     try:
-        with _Lease(catalog, job, worker, lease_s, log, interrupt=interrupt) as lease, _acting_as(job.created_by):
-            result = execute(catalog, job, scheduler=scheduler)
+        with _Lease(catalog, job, worker, lease_s, log) as lease, _acting_as(job.created_by):
+            result = execute(catalog, job, scheduler=scheduler, progress=lease.check)
     except LeaseLost:
         stats.lost += 1
         log.warning("job.lost", job=job.id, worker=worker, reason="cancelled or taken over; its work stopped")
@@ -521,8 +517,6 @@ def run_worker(catalog, *, lease_s: float = DEFAULT_LEASE_S, scheduler: str | No
     log = log or EventLog()
     name = name or worker_name()
     stats = WorkerStats()
-    main = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGUSR1, _lease_lost) if main else None
     from txmdb.db.engine import safe_url
 
     log.info("worker.started", worker=name, db=safe_url(catalog.engine.url), store=str(catalog.store.root),
@@ -547,8 +541,6 @@ def run_worker(catalog, *, lease_s: float = DEFAULT_LEASE_S, scheduler: str | No
         reason = _one_line(exc)
         raise
     finally:
-        if main:
-            signal.signal(signal.SIGUSR1, previous)
         log.info("worker.stopped", worker=name, reason=reason, done=stats.done, failed=stats.failed,
                  released=stats.released, lost=stats.lost)
     return stats
