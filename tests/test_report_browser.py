@@ -35,7 +35,9 @@ def report(tmp_path) -> Path:
         catalog.engine.dispose()
 
 
-def test_report_renders_in_headless_chromium(report):
+def load_in_chromium(report: Path, screenshot: Path) -> dict:
+    """Load the report offline in headless Chromium: its problems (console, page errors, failed requests),
+    requests, images (figure id, decoded, width), title and section headings; a full-page screenshot."""
     assert CHROMIUM.exists(), (f"{CHROMIUM} is missing: install Debian's chromium (apt-get install chromium, "
                                "or 'make system') to run the browser test")
     from playwright.sync_api import sync_playwright
@@ -58,10 +60,16 @@ def test_report_renders_in_headless_chromium(report):
             title = page.title()
             headings = page.eval_on_selector_all("section h2", "hs => hs.map(h => h.textContent)")
             ARTIFACTS.mkdir(exist_ok=True)
-            page.screenshot(path=str(ARTIFACTS / "report.png"), full_page=True)
+            page.screenshot(path=str(screenshot), full_page=True)
         finally:
             browser.close()
+    return {"problems": problems, "requests": requests, "images": images, "title": title, "headings": headings}
 
+
+def test_report_renders_in_headless_chromium(report):
+    loaded = load_in_chromium(report, ARTIFACTS / "report.png")
+    problems, requests, images = loaded["problems"], loaded["requests"], loaded["images"]
+    title, headings = loaded["title"], loaded["headings"]
     assert not problems, problems
     # Only the page itself and its data: URIs; nothing from the network or other files.
     assert all(url == report.as_uri() or url.startswith("data:") for url in requests), requests

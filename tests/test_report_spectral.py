@@ -18,7 +18,7 @@ import pytest
 from PIL import Image
 
 from tests.test_report import FIGURES, assert_self_contained, parse, populate
-from tests.test_report_browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS
+from tests.test_report_browser import ARTIFACTS, load_in_chromium
 
 SPECTRAL_FIGURES = ["white_line_maps", "white_line_vs_edge", "fraction_maps", "fraction_histograms", "clusters"]
 # the spectral figures follow the valence maps
@@ -134,27 +134,11 @@ def test_joint_and_fraction_histograms_count_every_valid_voxel(tmp_path):
 
 
 def test_spectral_report_renders_in_headless_chromium(spectral_report):
-    assert CHROMIUM.exists(), f"{CHROMIUM} is missing: install Debian's chromium to run the browser test"
-    from playwright.sync_api import sync_playwright
-
-    problems: list[str] = []
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": 900})
-            page.on("console", lambda msg: problems.append(f"console {msg.type}: {msg.text}")
-                    if msg.type in ("error", "warning") else None)
-            page.on("pageerror", lambda exc: problems.append(f"page error: {exc}"))
-            page.goto(spectral_report.as_uri(), wait_until="load")
-            images = page.eval_on_selector_all(
-                "img", "imgs => imgs.map(i => ({id: i.closest('figure').id, ok: i.complete && i.naturalWidth > 0}))")
-            ARTIFACTS.mkdir(exist_ok=True)
-            page.locator("#fig-clusters").screenshot(path=str(ARTIFACTS / "report-clusters.png"))
-        finally:
-            browser.close()
-    assert not problems, problems
-    assert [i["id"] for i in images] == [f"fig-{name}" for name in EXPECTED]
-    assert all(i["ok"] for i in images), [i for i in images if not i["ok"]]
+    loaded = load_in_chromium(spectral_report, ARTIFACTS / "report-spectral.png")
+    assert not loaded["problems"], loaded["problems"]
+    assert all(url == spectral_report.as_uri() or url.startswith("data:") for url in loaded["requests"])
+    assert [i["id"] for i in loaded["images"]] == [f"fig-{name}" for name in EXPECTED]
+    assert all(i["ok"] for i in loaded["images"]), [i for i in loaded["images"] if not i["ok"]]
 
 
 def _figure_ids(text: str) -> list[str]:
