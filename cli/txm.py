@@ -62,7 +62,7 @@ def analyze(
                                                     "scan's, or none [default: the scan's latest, if any]."),
     clusters: Optional[int] = typer.Option(None, "--clusters", metavar="K",
                                            help="Phase clusters: k-means with K clusters on the normalised spectra "
-                                                "over the edge window (reads the stack twice more)."),
+                                                "over the edge window (reads the stack once more)."),
     gradient_map: str = typer.Option("edge", "--gradient-map", metavar="MAP[,MAP…]",
                                      help="Maps whose gradient statistics are computed: edge, white_line, "
                                           "white_line_height, fraction:NAME, rfactor (each one this analysis "

@@ -82,6 +82,26 @@ def test_labels_and_tables_do_not_depend_on_the_slab_size(three_phases, tmp_path
             np.testing.assert_allclose(a.to_numpy(float), b.to_numpy(float), rtol=0, atol=1e-12)
 
 
+def test_sample_read_apart_from_the_edge_pass_gives_the_same_clusters(three_phases, tmp_path):
+    # another edge source (as Dask's): the sample comes from a read of its own
+    from txmdb.pipeline import edge_slabs
+
+    path, _, _ = three_phases
+    info = open_stack(path)
+    options = AnalysisOptions(params=PARAMS, bin_factors=(1,), clusters=3, slab_size=5)
+    ticks = []
+    apart = analyze_stack(info, options, results_path=tmp_path / "apart.h5",
+                          edge_source=lambda i, p, s: edge_slabs(i, p, slab_size=s),
+                          progress=lambda done, total: ticks.append((done, total)))
+    local, labels, _ = _analyze(path, tmp_path / "local.h5", slab_size=5)
+    with h5py.File(tmp_path / "apart.h5", "r") as f:
+        np.testing.assert_array_equal(f["cluster"][()], labels)
+    for name in ("cluster_spectra", "pca_variance"):
+        np.testing.assert_array_equal(apart.tables[name].to_numpy(float), local.tables[name].to_numpy(float))
+    # 4 slabs: edge pass, sample pass, label pass, particles, one binning factor
+    assert ticks[-1] == (3 * 4 + 2, 3 * 4 + 2)
+
+
 def test_sizes_and_mean_spectra_match_the_label_map(three_phases, tmp_path):
     path, _, mu = three_phases
     outputs, labels, valid = _analyze(path, tmp_path / "r.h5", k=4)

@@ -158,7 +158,8 @@ class AnalysisOptions:
     clusters : int, optional
         k of the phase clusters (:mod:`txmdb.analysis.clusters`): k-means on the normalised
         edge window, ``/cluster`` label map and the ``cluster_spectra``/``pca_variance``
-        tables; None: no clusters. It reads the stack twice more (sample, then labels).
+        tables; None: no clusters. The sample is gathered in the edge pass; the labels take
+        one more read of the stack (two with another ``edge_source``, e.g. on Dask).
 
     Notes
     -----
@@ -326,20 +327,26 @@ def extract_edges(info, params: EdgeParameters, start: int, stop: int, *,
 
 def edge_slabs(info, params: EdgeParameters, *, slab_size: int | None = None,
                workers: int = 1,
-               registration: AppliedRegistration | None = None) -> Iterator[tuple[int, int, EdgeResult]]:
+               registration: AppliedRegistration | None = None,
+               on_slab: Callable[[int, int, np.ndarray, EdgeResult], None] | None = None,
+               ) -> Iterator[tuple[int, int, EdgeResult]]:
     """The edge phase in this process: ``(start, stop, EdgeResult)`` in slab order.
 
     A background thread reads the next slab (into one of two reused buffers) while the
     kernel runs on the current one with ``workers`` threads; h5py releases the GIL while
     HDF5 copies the data, so reading and computing overlap. With a ``registration`` that
-    thread also interpolates the registered slab.
+    thread also interpolates the registered slab. ``on_slab(start, stop, mu, result)``, if
+    given, sees each slab's absorbance before the next one is read (the clusters' sample).
     """
     from txmdb.io.hdf5 import iter_slabs
 
     kernel = edge_kernel(info, params)
     for start, stop, mu in iter_slabs(info, slab_size or default_slab(info), prefetch=True,
                                       **registered_read(registration)):
-        yield start, stop, kernel(mu, threads=workers)
+        result = kernel(mu, threads=workers)
+        if on_slab is not None:
+            on_slab(start, stop, mu, result)
+        yield start, stop, result
 
 
 def registered_read(registration: AppliedRegistration | None) -> dict[str, Any]:
@@ -505,14 +512,22 @@ def cluster_parameters() -> dict[str, Any]:
     return {"max_sample": MAX_SAMPLE, "seed": SEED, "n_init": N_INIT, "window": "edge"}
 
 
+def cluster_sample(info, options: AnalysisOptions):
+    """An empty seeded sample of normalised edge windows for ``options.clusters`` (filled slab by slab)."""
+    from txmdb.analysis.clusters import SEED, SpectraSample, edge_window
+
+    return SpectraSample(edge_kernel(info, options.params), edge_window(info.energies_ev, options.params), seed=SEED)
+
+
 def cluster_map(info, options: AnalysisOptions, edge_ev: np.ndarray, out, *, slab_size: int,
-                tick: Callable[[], None] = lambda: None) -> dict[str, pd.DataFrame]:
+                tick: Callable[[], None] = lambda: None, sample=None) -> dict[str, pd.DataFrame]:
     """Phase clusters of the valid voxels (DESIGN §11): ``/cluster`` in ``out`` and two tables.
 
-    Two reads of the stack after the edge pass, slab by slab (registered when the analysis
-    is): the first gathers the seeded sample of valid voxels' normalised edge windows, the
-    second labels every valid voxel with its nearest k-means centre, writing ``/cluster``
-    (int16, -1 where masked) as it goes. Valid: the voxels with an edge energy.
+    The seeded sample of valid voxels' normalised edge windows is ``sample`` when the edge
+    pass gathered it (:func:`analyze_stack` in this process), else one read of the stack
+    gathers it here. Then one more read, slab by slab (registered when the analysis is),
+    labels every valid voxel with its nearest k-means centre, writing ``/cluster`` (int16,
+    -1 where masked) as it goes. Valid: the voxels with an edge energy.
 
     Returns
     -------
@@ -524,24 +539,22 @@ def cluster_map(info, options: AnalysisOptions, edge_ev: np.ndarray, out, *, sla
     InputError
         More clusters than valid voxels (with a finite normalised window).
     """
-    from txmdb.analysis.clusters import (NO_CLUSTER, SEED, ClusterAssigner, SpectraSample, cluster_tables,
-                                         edge_window, fit_clusters)
+    from txmdb.analysis.clusters import NO_CLUSTER, SEED, ClusterAssigner, cluster_tables, fit_clusters
     from txmdb.io.hdf5 import iter_slabs
 
-    kernel = edge_kernel(info, options.params)
-    window = edge_window(info.energies_ev, options.params)
     read = registered_read(options.registration)
     per_slice = int(np.prod(edge_ev.shape[1:]))
-    sample = SpectraSample(kernel, window, seed=SEED)
-    for start, stop, mu in iter_slabs(info, slab_size, prefetch=True, **read):
-        sample.add(mu, np.isfinite(edge_ev[start:stop]), start * per_slice)
-        tick()
+    if sample is None:
+        sample = cluster_sample(info, options)
+        for start, stop, mu in iter_slabs(info, slab_size, prefetch=True, **read):
+            sample.add(mu, np.isfinite(edge_ev[start:stop]), start * per_slice)
+            tick()
     k = int(options.clusters)
     if len(sample) < k:
         raise InputError(info.path, f"{k} clusters asked for, but only {len(sample)} voxel"
                                     f"{'s have' if len(sample) != 1 else ' has'} a valid spectrum")
     model = fit_clusters(sample.result()[1], k, seed=SEED)
-    assign = ClusterAssigner(kernel, window, model)
+    assign = ClusterAssigner(sample.kernel, sample.window, model)
     labels = out.create_dataset("cluster", shape=edge_ev.shape, dtype=np.int16, fillvalue=NO_CLUSTER)
     for start, stop, mu in iter_slabs(info, slab_size, prefetch=True, **read):
         labels[start:stop] = assign(mu, np.isfinite(edge_ev[start:stop]))
@@ -596,12 +609,16 @@ def analyze_stack(info, options: AnalysisOptions, *, results_path: Path,
 
         registration_shifts(info, options.registration.shifts)
     slab_size = options.slab_size or default_slab(info)
+    # the clusters' sample: gathered during a local edge pass, else by a read pass of its own
+    sample = cluster_sample(info, options) if options.clusters and edge_source is None else None
     if edge_source is None:
         def edge_source(info, params, slab_size):
             return edge_slabs(info, params, slab_size=slab_size, workers=options.workers,
-                              registration=options.registration)
+                              registration=options.registration,
+                              on_slab=None if sample is None else sample.add_slab)
     total_units = len(slab_bounds(info, slab_size)) + 1 + len(options.bin_factors) * len(options.gradient_maps)
-    total_units += 2 * len(slab_bounds(info, slab_size)) if options.clusters else 0   # sample + labels
+    if options.clusters:                          # labels, and the sample when not in the edge pass
+        total_units += (1 if sample is not None else 2) * len(slab_bounds(info, slab_size))
     done = 0
 
     def tick() -> None:
@@ -632,8 +649,8 @@ def analyze_stack(info, options: AnalysisOptions, *, results_path: Path,
                 tick()
             t_edge = time.perf_counter() - t0
             t0 = time.perf_counter()
-            cluster_tables = cluster_map(info, options, edge, out, slab_size=slab_size, tick=tick) \
-                if options.clusters else {}
+            cluster_tables = cluster_map(info, options, edge, out, slab_size=slab_size, tick=tick,
+                                         sample=sample) if options.clusters else {}
             t_clusters = time.perf_counter() - t0
 
             stats = statistics_from_edge_map(edge, options, energies_ev=info.energies_ev,

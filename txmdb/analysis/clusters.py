@@ -149,6 +149,10 @@ class SpectraSample:
         finite = _finite_rows(spectra)
         self._merge(keys[finite], local[finite].astype(np.int64) + int(offset), spectra[finite])
 
+    def add_slab(self, start: int, stop: int, mu: np.ndarray, result) -> None:
+        """:meth:`add` as the edge pass' per-slab hook: slices ``[start, stop)``, their EdgeResult."""
+        self.add(mu, result.valid, start * int(np.prod(mu.shape[2:])))
+
     def _merge(self, keys: np.ndarray, index: np.ndarray, spectra: np.ndarray) -> None:
         keys = np.concatenate([self._keys, keys])
         index = np.concatenate([self._index, index])
