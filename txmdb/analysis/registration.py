@@ -17,7 +17,9 @@ and what was measured):
    resolution over a bounded window centred on the sample's structure and widened by the
    spread of the shifts (fine level). Binned, the drift spans too few voxels to tell the
    fixed pattern from the sample: the coarse level only gives the start (step 2) and
-   places the window; steps 2-4 then run on the fine level. NaN voxels are
+   places the window; steps 2-4 then run on the fine level. A 3-D coarse level reads
+   one slice per block of ``bin`` (``Window.planes``), binned in-plane: the whole
+   stack's read was most of the estimate's time on large stacks. NaN voxels are
    filled with the image median. Every image is band-passed (difference of Gaussians,
    ``band`` = (1, 4) voxels of the working grid: removes noise, the flat-field residue and
    offsets) and scaled to unit standard deviation (intensity changes).
@@ -25,7 +27,8 @@ and what was measured):
    ``±max_shift`` (zero-padded FFT: no wrap-around, no far-away false peak), with a
    parabolic sub-voxel peak; then re-correlated against the leave-one-out median of the
    other energies (registered with the current shifts), whose median drops the fixed
-   pattern that pulls a correlation with the reference image alone towards zero.
+   pattern that pulls a correlation with the reference image alone towards zero. On
+   the fine level, one such round at full resolution around the coarse start.
 3. **Joint model.** Every working image is explained as
    ``J_e(x) = a_e T(x - s_e) + c_e F(x) + b_e``: one sample template ``T`` that moves,
    one fixed pattern ``F`` that does not (rings, flat-field residue: the lab frame), and a
@@ -37,8 +40,9 @@ and what was measured):
    squares against ``T`` and ``F`` over the region every energy covers (less a border of
    3 σ of the smoothing, where the filter saw replicated border values). The shifts are
    re-anchored to ``s_ref = 0`` after each iteration, so the reference energy is
-   registered to the template like every other energy. The last two of the six
-   iterations add a second sample template, ``a_e T + d_e T₂``: the main way the
+   registered to the template like every other energy. One-template steps run until
+   the largest step is below 0.05 voxel (at most four), then up to two steps add a
+   second sample template, ``a_e T + d_e T₂``: the main way the
    registered energies differ from ``T`` (in the edge the particles' inside changes
    contrast: bulk bright, surface still dim), made orthogonal to ``T``'s gradients so
    that it cannot stand in for a shift; it halves the worst errors, on the energies
@@ -126,11 +130,16 @@ class Window:
         Corner (inclusive) and end (exclusive) per spatial axis.
     bin : int
         Block size of the mean binning (trailing partial blocks are dropped).
+    planes : int, optional
+        Full-resolution slices of the first axis read per block (default all ``bin``):
+        fewer read only the middle ones of each block, a fraction ``planes / bin`` of the
+        data (the coarse level of a large stack: reading is most of its cost).
     """
 
     start: tuple[int, ...]
     stop: tuple[int, ...]
     bin: int = 1
+    planes: int | None = None
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -138,13 +147,14 @@ class Window:
         return tuple((b - a) // self.bin for a, b in zip(self.start, self.stop))
 
 
-def _bin(a: np.ndarray, f: int) -> np.ndarray:
-    """Mean of each ``f``-block over its finite voxels (one NaN voxel must not blank its
-    coarse bin); NaN only where the whole block is."""
-    if f == 1:
+def _bin(a: np.ndarray, f) -> np.ndarray:
+    """Mean of each block (``f`` voxels per axis, or one factor per axis) over its finite
+    voxels (one NaN voxel must not blank its coarse bin); NaN only where the whole block is."""
+    fs = (f,) * a.ndim if isinstance(f, (int, np.integer)) else tuple(f)
+    if all(k == 1 for k in fs):
         return a
-    n = tuple(k // f for k in a.shape)
-    a = np.asarray(a[tuple(slice(0, k * f) for k in n)], dtype=np.float32)
+    n = tuple(k // g for k, g in zip(a.shape, fs))
+    a = np.asarray(a[tuple(slice(0, k * g) for k, g in zip(n, fs))], dtype=np.float32)
     finite = np.isfinite(a)
     count = None if finite.all() else finite.astype(np.float32)
     total = a if count is None else np.where(finite, a, np.float32(0))
@@ -152,12 +162,14 @@ def _bin(a: np.ndarray, f: int) -> np.ndarray:
     # f ≤ a few tens per axis, no precision to lose), 3x faster than one float64
     # reduction over the strided block axes, which dominated the coarse level
     for axis in range(a.ndim - 1, -1, -1):
-        split = total.shape[:axis] + (n[axis], f) + total.shape[axis + 1:]
+        if fs[axis] == 1:
+            continue
+        split = total.shape[:axis] + (n[axis], fs[axis]) + total.shape[axis + 1:]
         total = total.reshape(split).sum(axis=axis + 1, dtype=np.float32)
         if count is not None:
             count = count.reshape(split).sum(axis=axis + 1, dtype=np.float32)
     with np.errstate(invalid="ignore", divide="ignore"):
-        return total / np.float32(f ** a.ndim) if count is None else total / count
+        return total / np.float32(np.prod(fs)) if count is None else total / count
 
 
 def read_window(source, index: int, window: Window, *, slab_bytes: int = 64 << 20) -> np.ndarray:
@@ -179,15 +191,24 @@ def read_window(source, index: int, window: Window, *, slab_bytes: int = 64 << 2
     ndarray of float32, shape ``window.shape``
     """
     f = window.bin
+    p = f if window.planes is None else min(f, max(1, int(window.planes)))
     out = np.empty(window.shape, dtype=np.float32)
     rest = tuple(slice(a, a + n * f) for a, n in zip(window.start[1:], window.shape[1:]))
     per_slice = 4 * max(1, int(np.prod([n * f for n in window.shape[1:]])))
-    step = max(1, slab_bytes // (per_slice * f)) * f
+    step = max(1, slab_bytes // (per_slice * p)) * f
     z0 = window.start[0]
     for a in range(0, window.shape[0] * f, step):
         b = min(a + step, window.shape[0] * f)
-        raw = np.asarray(source[(index, slice(z0 + a, z0 + b)) + rest], dtype=np.float32)
-        out[a // f:b // f] = _bin(raw, f)
+        if p == f:
+            raw = np.asarray(source[(index, slice(z0 + a, z0 + b)) + rest], dtype=np.float32)
+        else:
+            # the middle p slices of each block, one strided read per plane, interleaved
+            # back into blocks of p
+            first = z0 + a + (f - p) // 2
+            raw = np.stack([np.asarray(source[(index, slice(first + k, z0 + b, f)) + rest], dtype=np.float32)
+                            for k in range(p)], axis=1)
+            raw = raw.reshape((-1,) + raw.shape[2:])
+        out[a // f:b // f] = _bin(raw, (p,) + (f,) * (raw.ndim - 1))
     return out
 
 
@@ -665,25 +686,33 @@ def _fit(J, s, templates, F, box, order, *, with_pattern: bool, gauss_newton: bo
             blo.append(l)
             bhi.append(max(h, l))
         sl = _box_slices(blo, bhi)
-        y = J[e][sl].ravel().astype(np.float64)
-        if y.size < 4 * (nd + K + 2):
+        inner = tuple(h - l for l, h in zip(blo, bhi))
+        if math.prod(inner) < 4 * (nd + K + 2):
             continue
         cols = [m[sl] for m in kept]
         if gauss_newton:
             weights = coef[e] if coef is not None else np.eye(K)[0]
-            combined = sum(np.float32(w) * m for w, m in zip(weights, kept))
+            # central differences on the box plus one voxel (the box is at least one
+            # voxel inside the field): the same numbers as over the whole field
+            wide = _box_slices([l - 1 for l in blo], [h + 1 for h in bhi])
+            combined = sum(np.float32(w) * m[wide] for w, m in zip(weights, kept))
             grads = np.gradient(combined) if nd > 1 else [np.gradient(combined)]
-            cols += [-g[sl] for g in grads]
+            cols += [-g[(slice(1, -1),) * nd] for g in grads]
         if with_pattern:
             cols.append(F[sl])
-        A = np.empty((len(cols) + 1, y.size))
-        for row, col in zip(A, cols):
-            row[:] = col.ravel()
-        A[-1] = 1.0
+        # float32 design matrix, the constant and then the data as its last rows (one
+        # copy of each column; single-precision products: the normal equations of a few
+        # columns lose nothing a shift step could see)
+        rows = np.empty((len(cols) + 2, math.prod(inner)), dtype=np.float32)
+        for row, col in zip(rows, cols):
+            row.reshape(inner)[...] = col
+        rows[-2] = 1.0
+        rows[-1].reshape(inner)[...] = J[e][sl]
+        A, y = rows[:-1], rows[-1]
         ms = A[:K]
-        G = A @ A.T
+        G = (A @ A.T).astype(np.float64)
         try:
-            sol = np.linalg.solve(G + 1e-9 * np.trace(G) / len(G) * np.eye(len(G)), A @ y)
+            sol = np.linalg.solve(G + 1e-9 * np.trace(G) / len(G) * np.eye(len(G)), (A @ y).astype(np.float64))
         except np.linalg.LinAlgError:
             continue
         a[e], b[e] = sol[:K], sol[-1]
@@ -693,9 +722,9 @@ def _fit(J, s, templates, F, box, order, *, with_pattern: bool, gauss_newton: bo
             # the gradient columns carry δ directly (the coefficients are in them); one
             # step at most a voxel per axis (the linearisation's reach)
             step[e] = np.clip(sol[K:K + nd], -1.0, 1.0)
-        r = y - sum(w * m for w, m in zip(a[e], ms)) - b[e]
+        r = y - sum(np.float32(w) * m for w, m in zip(a[e], ms)) - np.float32(b[e])
         scale = c[e] if with_pattern and abs(c[e]) > 0.2 else 1.0
-        resid[e][sl] = (r / scale).reshape(tuple(h - l for l, h in zip(blo, bhi)))
+        resid[e][sl] = (r / np.float32(scale)).reshape(inner)
     return a, c, b, step, resid
 
 
@@ -723,29 +752,30 @@ def _refine(J: np.ndarray, s: np.ndarray, reference: int, iterations: int, order
     """Joint template / fixed-pattern / shift refinement on working images ``J``.
 
     ``margin`` voxels at the field's border are left out: there the smoothing saw
-    replicated border values, which do not move with the sample. The last
-    ``second_component`` Gauss-Newton steps use a second sample template."""
+    replicated border values, which do not move with the sample. At most
+    ``iterations`` Gauss-Newton steps: one-template steps until the largest step is
+    below :data:`_STEP_TOLERANCE` (at most ``iterations - second_component``), then up
+    to ``second_component`` steps with a second sample template, fewer once converged."""
     n, shape = J.shape[0], J.shape[1:]
     s = s.copy()
     a, c, b = np.ones((n, 1)), np.zeros(n), np.zeros(n)
     F = np.zeros(shape, dtype=np.float32)
     sigma, tval = np.full(n, np.inf), np.zeros(n)
-    for it in range(iterations + 1):
+    first_steps, second_steps, done = 0, 0, False
+    components = 1 if iterations > second_component else 2
+    while True:
         lo, hi = valid_box(s, shape)
         box = (tuple(v + margin for v in lo), tuple(v - margin for v in hi))
         if any(h - l < 4 for l, h in zip(*box)):
             raise ValueError("the energies' shifts leave no common region to register")
-        # the second template only once the shifts are close: before, the way the
-        # energies differ from the mean is mostly their misregistration
-        components = 2 if it >= iterations - second_component else 1
         # templates and fixed pattern for the current shifts (twice on the first pass: F starts at 0)
-        for _ in range(2 if it == 0 else 1):
+        for _ in range(2 if first_steps + second_steps == 0 else 1):
             templates = _template(J, s, a[:, 0], c, b, F, box, order, components)
             moved = []
             a, c, b, _, resid = _fit(J, s, templates, F, box, order, with_pattern=True, gauss_newton=False,
                                      moved=moved)
             F = np.nan_to_num(_median_pattern(resid), copy=False)
-        if it == iterations:
+        if done or iterations == 0:
             sigma, tval = _standard_error(J, s, a[:, 0], c, b, F, box, order)
             sigma = np.maximum(sigma, _disagreement(J, s, c, b, F, box, order))
             break
@@ -754,7 +784,23 @@ def _refine(J: np.ndarray, s: np.ndarray, reference: int, iterations: int, order
         del moved
         s += step
         s -= s[reference]
+        converged = float(np.abs(step).max()) < _STEP_TOLERANCE
+        if components == 1:
+            first_steps += 1
+            # the second template only once the shifts are close: before, the way the
+            # energies differ from the mean is mostly their misregistration
+            if converged or first_steps >= iterations - second_component:
+                components = 2 if second_component > 0 else 1
+                done = second_component == 0
+        else:
+            second_steps += 1
+            done = converged or second_steps >= min(second_component, iterations - first_steps)
     return _Model(s, a[:, 0], c, b, F, templates[0], box, sigma, tval)
+
+
+#: Largest Gauss-Newton step (working-grid voxels) at which the refinement counts as
+#: converged: steps then scatter at the noise level (0.02-0.04 on the 272³ stack).
+_STEP_TOLERANCE = 0.05
 
 
 def _check(n_energies: int, reference_index: int, shape: Sequence[int], max_shift: float, roi):
@@ -849,7 +895,9 @@ def estimate_shifts(read_energy: Callable[[int, Window], np.ndarray], n_energies
 
     # coarse level: the whole region, binned to fit
     f = max(1, math.ceil((np.prod(size) / coarse_voxels) ** (1.0 / nd) - 1e-9))
-    window = Window(lo, hi, f)
+    # a 3-D coarse level reads one slice per block (1/f of the stack: the read of the
+    # whole stack was most of the estimate's time on large stacks), binned in-plane
+    window = Window(lo, hi, f, 1 if nd == 3 else None)
     J = _working_images(read_energy, n_energies, window, band)
     margin = int(math.ceil(3 * band[0]))
     s = _start(J, reference_index, max_shift / f + 1)
@@ -891,7 +939,13 @@ def estimate_shifts(read_energy: Callable[[int, Window], np.ndarray], n_energies
         stop.append(b)
     window = Window(tuple(start), tuple(stop), 1)
     J = _working_images(read_energy, n_energies, window, band)
-    s = _start(J, reference_index, f + 1, shifts)
+    # the coarse start is already robust to the fixed pattern (its leave-one-out rounds):
+    # one leave-one-out round at full resolution, around it, is enough (the correlation
+    # with the reference image and three rounds here cost a third of the estimate)
+    if n_energies >= 4:
+        s = _restart(J, shifts, reference_index, f + 1, 1, order)
+    else:                                          # too few energies for a median
+        s = _start(J, reference_index, f + 1, shifts)
     model = _refine(J, s, reference_index, iterations, order, margin)
     return model.shifts, _quality(model.sigma, model.detection)
 
@@ -904,12 +958,18 @@ def _start(J: np.ndarray, reference: int, reach: float, centre: np.ndarray | Non
     s = np.stack([_bounded_correlation(J[reference], J[e], reach, None if centre is None else centre[e])
                   for e in range(J.shape[0])])
     s -= s[reference]
+    return _restart(J, s, reference, _RESTART_REACH, rounds if J.shape[0] >= 4 else 0, order)
+
+
+def _restart(J: np.ndarray, s: np.ndarray, reference: int, reach: float, rounds: int, order: int = 3) -> np.ndarray:
+    """``rounds`` re-correlations of every energy against the leave-one-out median
+    template, searched within ``reach`` of the shifts ``s`` given."""
     first = s.copy()
-    for _ in range(rounds if J.shape[0] >= 4 else 0):
+    for _ in range(rounds):
         templates = _loo_median_templates(np.stack([_translate(J[e], s[e], order) for e in range(J.shape[0])]))
         # searched around the first start, not the last round's: an energy with no sample
         # (a blank frame) must not wander off and shrink everyone's common region
-        s = np.stack([_bounded_correlation(next(templates), J[e], _RESTART_REACH, first[e])
+        s = np.stack([_bounded_correlation(next(templates), J[e], reach, first[e])
                       for e in range(J.shape[0])])
         s -= s[reference]
     return s
