@@ -115,11 +115,33 @@ def _downgrade_clusters() -> None:
         op.drop_table(table)
 
 
+def _upgrade_references() -> None:
+    # named reference spectra for LCF (xas ingest --reference NAME): no sample
+    with op.batch_alter_table('xas_measurements', schema=None) as batch_op:
+        batch_op.add_column(sa.Column('reference_name', sa.String(length=100), nullable=True))
+        batch_op.alter_column('sample_id', existing_type=sa.Integer(), nullable=True)
+        batch_op.create_unique_constraint(batch_op.f('uq_xas_measurements_reference_name'), ['reference_name'])
+        batch_op.create_check_constraint(batch_op.f('ck_xas_measurements_sample_or_reference'),
+                                         '(sample_id IS NULL) <> (reference_name IS NULL)')
+
+
+def _downgrade_references() -> None:
+    # references have no place in the older schema (their store files become orphans for db check)
+    op.execute("DELETE FROM xas_measurements WHERE sample_id IS NULL")
+    with op.batch_alter_table('xas_measurements', schema=None) as batch_op:
+        batch_op.drop_constraint(batch_op.f('ck_xas_measurements_sample_or_reference'), type_='check')
+        batch_op.drop_constraint(batch_op.f('uq_xas_measurements_reference_name'), type_='unique')
+        batch_op.alter_column('sample_id', existing_type=sa.Integer(), nullable=False)
+        batch_op.drop_column('reference_name')
+
+
 def upgrade() -> None:
     _upgrade_statistics_maps()
     _upgrade_clusters()
+    _upgrade_references()
 
 
 def downgrade() -> None:
+    _downgrade_references()
     _downgrade_clusters()
     _downgrade_statistics_maps()

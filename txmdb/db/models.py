@@ -159,10 +159,17 @@ class Cycle(Base):
 
 
 class XASMeasurement(FileRecord, Base):
+    """A spectrum of a sample, or a named reference spectrum (``reference_name``; LCF, DESIGN
+    §11) that belongs to no sample: exactly one of the two is set."""
+
     __tablename__ = "xas_measurements"
+    __table_args__ = (
+        CheckConstraint("(sample_id IS NULL) <> (reference_name IS NULL)", name="sample_or_reference"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    sample_id: Mapped[int] = mapped_column(ForeignKey("samples.id"), index=True)
+    sample_id: Mapped[Optional[int]] = mapped_column(ForeignKey("samples.id"), index=True)
+    reference_name: Mapped[Optional[str]] = mapped_column(String(100), unique=True)
     edge: Mapped[str] = mapped_column(String(20))
     mode: Mapped[str] = mapped_column(String(20))
     state: Mapped[Optional[str]] = mapped_column(String(100), index=True)
