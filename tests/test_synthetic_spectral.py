@@ -161,3 +161,12 @@ def test_noise_does_not_depend_on_the_slab_partition():
     parts = np.concatenate([stack.slab(a, min(a + 4, 9)) for a in range(0, 9, 4)], axis=1)
     np.testing.assert_array_equal(whole, parts)
     assert whole.dtype == np.float32 and whole.shape == (E.size, 9, 8, 8)
+
+
+def test_shipped_references_are_the_measured_files():
+    from txmdb.synthetic.spectra import MEASURED_REFERENCES, measured_reference
+
+    for name, filename in MEASURED_REFERENCES.items():
+        assert measured_reference(name).read_bytes() == (DATA / "xas" / filename).read_bytes()
+    with pytest.raises(ValueError, match="no shipped reference"):
+        measured_reference("NiO2")

@@ -39,6 +39,8 @@ __all__ = [
     "white_line_norm",
     "reference_components",
     "THREE_PHASES",
+    "MEASURED_REFERENCES",
+    "measured_reference",
 ]
 
 #: Upper end of the Ni-K pre-edge window and lower end of its post-edge window, eV
@@ -460,3 +462,20 @@ def reference_components(energy_ev: np.ndarray, references, params=None) -> dict
             norm[rows] = norm[rows] - (intercept + slope * x) + target
         out[name] = norm
     return out
+
+
+#: Measured Ni K references shipped with txmdb (``txmdb/synthetic/references``, see its SOURCES.md):
+#: name → file (energy in keV, normalised μ).
+MEASURED_REFERENCES = {"NiO": "ref_NiO.txt", "LiNiO2": "ref_LiNiO2.txt"}
+
+
+def measured_reference(name: str):
+    """Path of a shipped measured reference spectrum (``MEASURED_REFERENCES``): NiO (Ni²⁺) or LiNiO2 (Ni³⁺).
+
+    Read it with :func:`txmdb.io.spectra.read_spectrum` (``edge="Ni-K"``: its energies are keV).
+    """
+    from importlib.resources import files
+
+    if name not in MEASURED_REFERENCES:
+        raise ValueError(f"no shipped reference {name!r}; references: {', '.join(MEASURED_REFERENCES)}")
+    return files("txmdb.synthetic") / "references" / MEASURED_REFERENCES[name]

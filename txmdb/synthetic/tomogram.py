@@ -43,7 +43,7 @@ from scipy.spatial import cKDTree
 from txmdb.io.files import atomic_output
 
 __all__ = ["energy_grid", "particle_field", "SyntheticStack", "write_stack", "LAYOUT_PATHS",
-           "NormStack", "white_line_stack", "mixture_stack", "phase_field", "three_phase_stack"]
+           "NormStack", "white_line_stack", "mixture_stack", "fraction_stack", "phase_field", "three_phase_stack"]
 
 
 def energy_grid(n: int = 60, *, start: float = 8280.0, stop: float = 8420.0,
@@ -513,13 +513,30 @@ def mixture_stack(shape: tuple[int, ...], energies_ev: np.ndarray, components: d
         ``fraction:NAME`` for both components (summing to 1), NaN outside the ball;
         ``inside`` (bool).
     """
+    r, inside = _sphere(shape)
+    lo, hi = fraction_range
+    return fraction_stack(np.where(inside, lo + (hi - lo) * np.clip(r, 0.0, 1.0), np.nan), energies_ev,
+                          components, noise=noise, seed=seed)
+
+
+def fraction_stack(fraction: np.ndarray, energies_ev: np.ndarray, components: dict[str, np.ndarray], *,
+                   noise: float = 0.0, seed: int = 0) -> tuple[NormStack, dict[str, np.ndarray]]:
+    """Voxels mixing two components with a given fraction map (NaN: no particle).
+
+    ``norm = f·A + (1 − f)·B`` with ``A, B`` the two ``components`` in their order.
+
+    Returns
+    -------
+    stack : NormStack
+    truth : dict of str to ndarray
+        ``fraction:NAME`` for both components (summing to 1), NaN outside; ``inside`` (bool).
+    """
     if len(components) != 2:
         raise ValueError(f"a mixture of two components, got {len(components)}")
     (name_a, comp_a), (name_b, comp_b) = components.items()
-    r, inside = _sphere(shape)
-    lo, hi = fraction_range
-    f = np.where(inside, lo + (hi - lo) * np.clip(r, 0.0, 1.0), np.nan)
-    col = (-1,) + (1,) * len(shape)
+    f = np.asarray(fraction, dtype=np.float64)
+    inside = np.isfinite(f)
+    col = (-1,) + (1,) * f.ndim
     a, b = np.asarray(comp_a, float).reshape(col), np.asarray(comp_b, float).reshape(col)
 
     def norm(start, stop):
