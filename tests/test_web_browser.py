@@ -62,13 +62,21 @@ def site(request, tmp_path_factory):
     added = _cli(site, "sample", "add", HOSTILE["name"], "--morphology", HOSTILE["morphology"],
                  "--meta", f"note={HOSTILE['meta']}")
     assert added.returncode == 0, added.stderr
+    # A harvest that fails (a cycler export without its columns), for the dashboard and the harvest log.
+    (root / "incoming").mkdir()
+    (root / "incoming" / "R1_broken.csv").write_text("this,is\nnot,cycling\n")
+    (root / "rules.toml").write_text('settle_seconds = 0\n[[rule]]\nfolder = "incoming"\nglob = "*.csv"\n'
+                                     "kind = \"cycling\"\npattern = '(?P<cell>[A-Z]+\\d+)_.*\\.csv'\n")
+    watched = _cli(site, "watch", str(root / "rules.toml"), "--once")
+    assert watched.returncode == 0 and "file.failed" in watched.stderr, watched.stderr
     for role, password in PASSWORD.items():
         added = _cli(site, "user", "add", role, "--role", role, "--password-stdin", input=password + "\n")
         assert added.returncode == 0, added.stderr
 
     port = _free_port()
     log = open(root / "serve.log", "w")
-    process = subprocess.Popen([str(TXMDB), "--db", url, "--store", str(store), "serve", "--port", str(port)],
+    process = subprocess.Popen([str(TXMDB), "--db", url, "--store", str(store), "serve", "--port", str(port),
+                                "--max-upload-mb", "1"],
                                stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     base = f"http://127.0.0.1:{port}"
     try:
@@ -183,6 +191,7 @@ def test_login_browse_to_a_scan_and_move_the_slice(visit, site):
     v.page.wait_for_load_state("networkidle")
     v.shot("dashboard")
     assert v.page.locator(".counts .count").first.inner_text().strip().startswith("3")  # three samples
+    assert "R1_broken.csv" in v.page.locator("#failed-harvests").inner_text()
 
     # Dashboard → samples → the rod sample → its scan.
     v.page.click("header nav >> text=Samples")
@@ -197,6 +206,20 @@ def test_login_browse_to_a_scan_and_move_the_slice(visit, site):
     axes = v.page.eval_on_selector_all(".plot[data-plot]", "ps => ps.map(p => JSON.parse(p.dataset.plot))"
                                                            ".map(s => [s.x.unit, s.y.unit])")
     assert len(axes) >= 4 and all(x and y for x, y in axes), axes  # units on every axis
+    # Hover shows the values with their units; a drag zooms in.
+    over = v.page.locator("#cycling-plots .plot").first.locator(".u-over")
+    box = over.bounding_box()
+    over.hover(position={"x": box["width"] / 2, "y": box["height"] / 2})
+    legend = v.page.locator("#cycling-plots .plot").first.locator(".u-legend").inner_text()
+    assert "mAh g⁻¹" in legend and "no." in legend, legend
+    span = "el => el.plot.scales.x.max - el.plot.scales.x.min"
+    plot = v.page.locator("#cycling-plots .plot").first
+    wide = plot.evaluate(span)
+    v.page.mouse.move(box["x"] + box["width"] * 0.3, box["y"] + box["height"] * 0.5)
+    v.page.mouse.down()
+    v.page.mouse.move(box["x"] + box["width"] * 0.6, box["y"] + box["height"] * 0.5, steps=5)
+    v.page.mouse.up()
+    assert plot.evaluate(span) < wide / 2, "dragging across the plot did not zoom in"
     thumbs = v.page.locator("#scans img")
     assert thumbs.count() == 1
     thumbs.first.scroll_into_view_if_needed()  # thumbnails load lazily
@@ -236,6 +259,15 @@ def test_every_page_without_console_errors(visit, site):
              "scan": f"/scans/{scan}", "query": "/query/theta?bin=2&scan_level=true", "jobs": "/jobs",
              "harvest": "/harvest", "sql": "/sql", "upload": "/upload", "compare": "/compare",
              "unknown-scan": "/scans/999999"}
+    # An editor queues an analysis from the scan page; the jobs page lists it.
+    v.goto(f"/scans/{scan}")
+    v.page.click("#queue-analysis button[type=submit]")
+    v.page.locator("#queue-analysis .result.success").wait_for(timeout=30_000)
+    assert "job_id" in v.page.locator("#queue-analysis .result").inner_text()
+    v.goto("/jobs")
+    assert "queued" in v.page.locator("#jobs tbody").inner_text()
+    v.goto("/harvest?status=failed")
+    assert "R1_broken.csv" in v.page.locator("#harvest tbody").inner_text()
     v.refuse("/scans/999999")
     v.refuse("/sql")  # the refused write below
     for name, path in pages.items():
@@ -335,7 +367,33 @@ def test_editor_uploads_a_cycler_file_and_the_cli_sees_it(visit, site, tmp_path)
     form.locator(".result.error").wait_for(timeout=60_000)
     assert "not-a-cycler-file.csv" in form.locator(".result.error").inner_text()
     assert len(_cli(site, "query", "cycles", "--cell", "R1", "--format", "csv").stdout.splitlines()) == len(after)
-    # Chromium logs the refused upload's 4xx status; nothing else may go wrong.
+    # An XAS spectrum too, for the sample page's overlay.
+    from txmdb.synthetic.spectra import ni_k_edge_spectrum, write_columns
+
+    spectrum = tmp_path / "rod-NiK-discharged.txt"
+    write_columns(spectrum, list(ni_k_edge_spectrum(8342.0, noise=0.002, seed=9)), names=("energy", "mu"))
+    xas = v.page.locator("#upload-xas")
+    xas.locator("select[name=sample]").select_option("rod-NMC")
+    xas.locator("select[name=edge]").select_option("Ni-K")
+    xas.locator("select[name=mode]").select_option("transmission")
+    xas.locator("input[name=state]").fill("discharged")
+    xas.locator("input[name=file]").set_input_files(str(spectrum))
+    xas.locator("button[type=submit]").click()
+    xas.locator(".result").filter(has_not_text="Uploading").wait_for(timeout=60_000)
+    assert "Stored" in xas.locator(".result").inner_text(), xas.locator(".result").inner_text()
+    rows = _cli(site, "query", "xas", "--sample", "rod-NMC", "--state", "discharged", "--format", "csv")
+    assert len(rows.stdout.splitlines()) == 2, rows.stdout
+
+    # A file beyond the server's limit (--max-upload-mb 1) is refused in the page, nothing stored.
+    large = tmp_path / "large.csv"
+    large.write_bytes(path.read_bytes() * (2 * (1 << 20) // path.stat().st_size + 1))
+    form.locator("input[name=file]").set_input_files(str(large))
+    form.locator("button[type=submit]").click()
+    v.page.wait_for_function("() => document.querySelector('#upload-cycling .result.error') && "
+                             "document.querySelector('#upload-cycling .result').textContent.includes('too large')")
+    assert len(_cli(site, "query", "cycles", "--cell", "R1", "--format", "csv").stdout.splitlines()) == len(after)
+    assert not [f for f in (site["store"] / "uploads").iterdir() if f.name.startswith(".tmp")]
+    # Chromium logs the refused uploads' 4xx statuses; nothing else may go wrong.
     problems = [p for p in v.problems if "the server responded with a status of 4" not in p]
     assert not problems, problems
 

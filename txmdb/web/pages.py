@@ -741,4 +741,4 @@ def upload_page(request: Request, user=Editor):
     catalog = _catalog(request)
     return _page(request, "upload.html", active="/upload", cells=list(query.cells(catalog)["cell"]),
                  samples=list(query.samples(catalog)["sample"]), edges=EDGES, modes=MODES,
-                 max_mb=f"{request.app.state.settings.max_upload_bytes / 1e6:g}")
+                 max_mb=f"{request.app.state.settings.max_upload_bytes / (1 << 20):g}")
