@@ -224,12 +224,14 @@ def _split_scan(catalog, client, scan, info, options):
         rows = max(1, _GRADIENT_SLAB_VOXELS // plane)
         n_rows = binned.shape[0]
         parts = []
-        centroids_f = client.scatter(centroids, broadcast=True)
+        # hash=False: equal arrays (the centroids of two binning factors) must not share one key, which
+        # the first factor's release would take from the second's tasks ("lost dependencies")
+        centroids_f = client.scatter(centroids, broadcast=True, hash=False)
         for start in range(0, n_rows, rows):
             # one halo row on each side: the kernel's outermost rows get no vector
             lo, hi = max(start - 1, 0), min(start + rows + 1, n_rows)
             piece = client.scatter([np.ascontiguousarray(binned[lo:hi]),
-                                    np.ascontiguousarray(labels[lo:hi])])
+                                    np.ascontiguousarray(labels[lo:hi])], hash=False)
             parts.append(client.submit(_gradient_task, *piece, centroids_f, step, lo, pure=False))
         futures.extend(parts)
         # slab order = C order of the whole map, as in map_gradient_vectors
