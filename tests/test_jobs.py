@@ -372,3 +372,23 @@ def test_worker_log_never_shows_the_password(pw_db, tmp_path):
     assert [e["event"] for e in events] == ["worker.started", "worker.stopped"]
     assert events[0]["db"] == f"postgresql+psycopg://{PASSWORD_ROLE}:***@127.0.0.1:{server.port}/{name}"
     assert_no_secret(proc.stderr)
+
+
+def test_worker_runs_analyses_on_a_dask_scheduler(catalog, cli, tmp_path):
+    """`txmdb worker --scheduler`: the job's analysis runs on the cluster and equals the local one."""
+    from dask.distributed import LocalCluster
+
+    scan, = make_scans(catalog, tmp_path, 1)
+    job_id = jobs.enqueue(catalog, "analyze", {"bin": "1,2"}, scan_id=scan)
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        proc = subprocess.run(worker_command(cli.url, cli.store, "--once", "--scheduler", cluster.scheduler_address),
+                              env=clean_env(), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    job = jobs.get_job(catalog, job_id)
+    assert job.status == "done", job.error
+    assert f"scheduler={cluster.scheduler_address}" in proc.stderr.splitlines()[0]
+    local = cli("txm", "analyze", str(scan), "--bin", "1,2")
+    assert local.exit_code == 0, local.output
+    cluster_row, local_row = rows(catalog, "SELECT id, n_valid_voxels, mean_edge_ev FROM analyses ORDER BY id")
+    assert cluster_row[0] == job.result["analysis_id"]
+    assert cluster_row[1:] == local_row[1:]

@@ -369,7 +369,7 @@ def execute(catalog, job: Job, *, scheduler: str | None = None, progress=None) -
     from txmdb.options import analysis_request, registration_request
 
     if job.kind == "analyze":
-        options, registration = analysis_request(job.parameters)
+        options, registration = analysis_request(job.parameters, catalog=catalog)
         if scheduler:
             from txmdb.catalog.distributed import analyze_on_cluster
 
@@ -536,7 +536,11 @@ def run_worker(catalog, *, lease_s: float = DEFAULT_LEASE_S, scheduler: str | No
                     break
                 time.sleep(poll_s)
                 continue
-            run_one(catalog, job, name, lease_s=lease_s, scheduler=scheduler, log=log, stats=stats)
+            try:
+                run_one(catalog, job, name, lease_s=lease_s, scheduler=scheduler, log=log, stats=stats)
+            except DatabaseError as exc:  # recording the end failed: the lease lapses, the job is retried
+                log.error("worker.database_error", worker=name, job=job.id, error=_one_line(exc))
+                time.sleep(poll_s)
     except (SystemExit, KeyboardInterrupt) as exc:
         reason = _one_line(exc)
         raise
