@@ -350,7 +350,7 @@ async def slice_png(request: Request, scan_id: int = Id(),
     ``X-Scale-Max``, ``X-Map-Unit``); masked voxels are transparent.
     """
     from txmdb.analysis.maps import map_shape, parse_map, read_map
-    from txmdb.errors import InputError
+    from txmdb.errors import ParameterError
 
     spec = parse_map(map)
 
@@ -363,8 +363,12 @@ async def slice_png(request: Request, scan_id: int = Id(),
             shape = map_shape(f, spec.name)
             if len(shape) == 2:  # a 2-D scan: the map is the one slice
                 if axis != "z" or index != 0:
-                    raise InputError(f"scan {scan_id}", f"map {spec.name!r} is 2-D: only axis=z, index=0")
+                    raise ParameterError(("axis", "index"), f"map {spec.name!r} of scan {scan_id} is 2-D: "
+                                                            "only axis=z, index=0")
                 image = read_map(f, spec.name)
+            elif index >= shape[AXES[axis]]:
+                raise ParameterError("index", f"map {spec.name!r} of scan {scan_id} has {shape[AXES[axis]]} "
+                                              f"slices along {axis} (0 to {shape[AXES[axis]] - 1}); no slice {index}")
             else:
                 image = read_map(f, spec.name, index, AXES[axis])
         lo, hi = _colour_scale(catalog, analysis_id, spec, image)

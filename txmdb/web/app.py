@@ -182,9 +182,10 @@ def error_response(request, status: int, message, headers=None):
 #: HTTP status of each domain error (the most specific class first).
 def _status_of(exc) -> int:
     from txmdb.accounts import LoginRefused
-    from txmdb.errors import DatabaseError, DuplicateError, FilterError, NotFoundError, StoreError
+    from txmdb.errors import DatabaseError, DuplicateError, NotFoundError, ParameterError, StoreError
 
-    for kind, status in ((NotFoundError, 404), (FilterError, 422), (DuplicateError, 409), (LoginRefused, 429),
+    # A bad parameter value (a filter, a form field) is unprocessable; a file that cannot be used is a 400.
+    for kind, status in ((NotFoundError, 404), (ParameterError, 422), (DuplicateError, 409), (LoginRefused, 429),
                          (DatabaseError, 503), (StoreError, 503)):
         if isinstance(exc, kind):
             return status
@@ -195,7 +196,8 @@ def _validation_message(exc: RequestValidationError) -> str:
     """One line per bad field, naming where it was and what is wrong, never the value sent."""
     parts = []
     for error in exc.errors():
-        where = [str(p) for p in error.get("loc", ()) if p not in ("body",)]
+        # ("query", "status", 0): the parameter's name, not the position of a repeated value.
+        where = [str(p) for p in error.get("loc", ()) if p != "body" and not isinstance(p, int)]
         kind = {"query": "query parameter", "path": "path parameter", "header": "header"}.get(where[0] if where else "",
                                                                                              "field")
         name = ".".join(where[1:] if len(where) > 1 else where) or "request"

@@ -1,0 +1,336 @@
+"""The HTTP API (/api/v1) against a real ``txmdb serve`` process, on SQLite and PostgreSQL.
+
+One demo-like catalogue per backend (two analysed 16³ tomograms, cells, cycling runs,
+spectra), served with a 1 MB upload limit, with a viewer, an editor and an admin holding API
+tokens. Answers are compared with what the CLI prints for the same catalogue.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+
+import pytest
+
+from tests.conftest import BACKENDS, DATA
+from tests.web_server import served_catalogue
+from txmdb.vocabulary import FILTERS, MAX_CATALOGUE_INT, MAX_PAGE_ROWS
+
+NDAX = DATA / "cycling" / "neware-ndax" / "46_1_5_60_bts16.ndax"
+XDI = DATA / "xas" / "ni_metal_rt.xdi"
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def lab(request, tmp_path_factory):
+    with served_catalogue(request, tmp_path_factory, request.param, populate=True) as served:
+        for role in ("viewer", "editor", "admin"):
+            served.add_account(role)
+        served.server = served.start("--max-upload-mb", "1")
+        yield served
+
+
+def _get(lab, path, account="viewer", **params):
+    with lab.client(lab.server, account) as client:
+        return client.get(path, params=params)
+
+
+def _assert_json_error(answer, status: int, *words: str) -> dict:
+    """A JSON error with this status whose message has ``words``; never a traceback."""
+    assert answer.status_code == status, answer.text
+    assert answer.headers["content-type"].startswith("application/json")
+    body = answer.json()
+    assert set(body) == {"error", "status"} and body["status"] == status
+    assert "Traceback" not in answer.text and "File \"" not in answer.text
+    for word in words:
+        assert word in body["error"], body["error"]
+    return body
+
+
+def _cli_flags(params: dict) -> list[str]:
+    """The CLI options of API query parameters (the same names, the CLI's spellings)."""
+    args = []
+    for name, value in params.items():
+        f = FILTERS.get(name)
+        flag = f.flags[0] if f is not None else f"--{name.replace('_', '-')}"
+        if f is not None and f.type is bool:
+            on, _, off = flag.partition("/")
+            args.append(on if value == "true" else off)
+            continue
+        for v in value if isinstance(value, list) else [value]:
+            args += [flag, v]
+    return args
+
+
+# (table, query parameters): several tables, with filters of each kind (text, repeated,
+# comma-separated numbers, booleans) and the tables' own parameters.
+CSV_CASES = [
+    ("samples", {}),
+    ("samples", {"morphology": ["rod"]}),
+    ("cells", {"sample": ["rod-NMC", "gravel-NMC"]}),
+    ("cycles", {"cell": ["R1"], "cycle": ["1,2", "5"]}),
+    ("retention", {"cycle": "10"}),
+    ("scans", {}),
+    ("theta", {"sample": ["rod-NMC"], "bin": ["1,2"], "weighted": "true"}),
+    ("edge-histogram", {"scan_level": "true"}),
+    ("maps", {"map": ["edge"]}),
+    ("xas", {"edge": ["Ni-K"]}),
+    ("summary", {"cycle": "10"}),
+    ("analyses", {"status": ["done"]}),
+]
+
+
+def test_health_answers_without_credentials(lab):
+    from txmdb.db.migrate import head_revision
+
+    with lab.client(lab.server) as client:
+        answer = client.get("/api/v1/health")
+    assert answer.status_code == 200
+    assert answer.json() == {"status": "ok", "schema": head_revision()}
+
+
+@pytest.mark.parametrize("table,params", CSV_CASES, ids=[f"{t}-{i}" for i, (t, _) in enumerate(CSV_CASES)])
+def test_csv_is_byte_identical_to_the_cli(lab, table, params):
+    answer = _get(lab, f"/api/v1/query/{table}", format="csv", **params)
+    assert answer.status_code == 200, answer.text
+    assert answer.headers["content-type"] == "text/csv; charset=utf-8"
+    printed = lab.cli("query", table, "--format", "csv", *_cli_flags(params), text=False)
+    assert printed.returncode == 0, printed.stderr
+    assert answer.content == printed.stdout
+    assert answer.content.count(b"\n") >= 2  # a header and at least one row: the filters matched something
+
+
+def test_json_and_parquet_are_the_clis(lab, tmp_path):
+    import pandas as pd
+
+    params = {"sample": ["rod-NMC"], "bin": ["1"]}
+    answer = _get(lab, "/api/v1/query/vector-size", format="json", **params)
+    printed = lab.cli("query", "vector-size", "--format", "json", *_cli_flags(params))
+    assert answer.status_code == 200 and answer.json() == json.loads(printed.stdout) != []
+    answer = _get(lab, "/api/v1/query/vector-size", format="parquet", **params)
+    written = lab.cli("query", "vector-size", "--format", "parquet", "-o", str(tmp_path / "t.parquet"),
+                      *_cli_flags(params))
+    assert written.returncode == 0, written.stderr
+    assert answer.headers["content-type"] == "application/vnd.apache.parquet"
+    pd.testing.assert_frame_equal(pd.read_parquet(io.BytesIO(answer.content)), pd.read_parquet(tmp_path / "t.parquet"))
+
+
+@pytest.mark.parametrize("path,params,status,words", [
+    ("/api/v1/query/cycles", {"colour": "red"}, 422, ["query cycles has no filter 'colour'", "cycle"]),
+    ("/api/v1/query/cycles", {"bin": "1"}, 422, ["no filter 'bin'"]),  # another table's filter
+    ("/api/v1/query/cycles", {"cycle": "two"}, 422, ["'two' is not a whole number"]),
+    ("/api/v1/query/cycles", {"cycle": " , "}, 422, ["holds no number"]),
+    ("/api/v1/query/theta", {"scan": str(MAX_CATALOGUE_INT + 1)}, 422, ["not in the range"]),
+    ("/api/v1/query/theta", {"weighted": "perhaps"}, 422, ["weighted"]),
+    ("/api/v1/query/retention", {}, 422, ["'cycle'", "required"]),
+    ("/api/v1/query/retention", {"cycle": "-3"}, 422, ["'cycle'"]),
+    ("/api/v1/query/theta", {"format": "xlsx"}, 422, ["'format'"]),
+    ("/api/v1/query/theta", {"map": "nonsense"}, 422, ["map 'nonsense' does not exist"]),
+    ("/api/v1/query/nonsense", {}, 404, ["no query table 'nonsense'", "theta"]),
+    ("/api/v1/samples", {"limit": "0"}, 422, ["'limit'"]),
+    ("/api/v1/samples", {"limit": str(MAX_PAGE_ROWS + 1)}, 422, ["'limit'"]),
+    ("/api/v1/samples", {"offset": "-1"}, 422, ["'offset'"]),
+    ("/api/v1/samples", {"page": "2"}, 422, ["no filter 'page'"]),
+    ("/api/v1/jobs", {"status": "sleeping"}, 422, ["'status'"]),
+    ("/api/v1/scans/999999", {}, 404, ["no TXM scan with id 999999"]),
+    ("/api/v1/scans/0", {}, 422, ["'scan_id'"]),
+    ("/api/v1/scans/abc", {}, 422, ["'scan_id'"]),
+    ("/api/v1/scans/..%2F..%2Fetc%2Fpasswd", {}, 404, ["Not Found"]),  # ids only: no route, no file
+    ("/api/v1/jobs/424242", {}, 404, ["424242"]),
+    ("/api/v1/scans/999999/slice.png", {}, 404, ["no TXM scan with id 999999"]),
+])
+def test_bad_requests_are_json_errors(lab, path, params, status, words):
+    _assert_json_error(_get(lab, path, **params), status, *words)
+
+
+def test_lists_are_paginated(lab):
+    everything = _get(lab, "/api/v1/samples").json()
+    assert everything["total"] == len(everything["items"]) >= 2
+    names = [row["sample"] for row in everything["items"]]
+    page = _get(lab, "/api/v1/samples", limit=1, offset=1).json()
+    assert page == {"items": everything["items"][1:2], "total": everything["total"], "limit": 1, "offset": 1}
+    assert names[1] == page["items"][0]["sample"]
+    beyond = _get(lab, "/api/v1/samples", offset=everything["total"]).json()
+    assert beyond["items"] == [] and beyond["total"] == everything["total"]
+    rods = _get(lab, "/api/v1/scans", morphology="rod", limit=10).json()
+    assert rods["total"] == 1 and rods["items"][0]["sample"] == "rod-NMC"
+    scan = _get(lab, f"/api/v1/scans/{rods['items'][0]['scan_id']}").json()
+    assert scan == rods["items"][0]
+
+
+def _scan_id(lab, sample: str = "rod-NMC") -> int:
+    return _get(lab, "/api/v1/scans", sample=sample).json()["items"][0]["scan_id"]
+
+
+def test_slice_png_is_one_slice_of_the_map_with_one_colour_scale(lab):
+    import h5py
+    import numpy as np
+    from PIL import Image
+
+    from txmdb.analysis.maps import read_map
+
+    scan = _scan_id(lab)
+    maps = _get(lab, f"/api/v1/scans/{scan}/maps").json()
+    edge = next(m for m in maps["maps"] if m["name"] == "edge")
+    assert edge["unit"] == "eV" and len(edge["shape"]) == 3
+    results = _get(lab, "/api/v1/query/analyses", scan=str(scan), status="done").json()[-1]["results_path"]
+    images, scales = {}, set()
+    for axis, dim in zip("zyx", range(3)):
+        for index in (edge["shape"][dim] // 2, edge["shape"][dim] // 2 + 1):
+            answer = _get(lab, f"/api/v1/scans/{scan}/slice.png", map="edge", axis=axis, index=index)
+            assert answer.status_code == 200, answer.text
+            assert answer.headers["content-type"] == "image/png"
+            scales.add((answer.headers["x-scale-min"], answer.headers["x-scale-max"]))
+            image = np.asarray(Image.open(io.BytesIO(answer.content)))
+            with h5py.File(results) as f:
+                truth = read_map(f, "edge", index, dim)
+            assert image.shape == (*truth.shape, 4)
+            # Masked voxels are transparent, measured ones opaque.
+            np.testing.assert_array_equal(image[..., 3] == 255, np.isfinite(truth))
+            images[axis, index] = image
+    assert len(scales) == 1  # every slice of a map shares its colour scale
+    lo, hi = map(float, scales.pop())
+    assert lo < hi
+    z = edge["shape"][0] // 2
+    assert not np.array_equal(images["z", z], images["z", z + 1])
+
+
+@pytest.mark.parametrize("params,status,words", [
+    ({"map": "nonsense"}, 422, ["map 'nonsense' does not exist"]),
+    ({"map": "white_line"}, 400, ["map 'white_line' does not exist in this analysis", "edge"]),
+    ({"axis": "w"}, 422, ["'axis'"]),
+    ({"index": "9999"}, 422, ["has 16 slices along z", "no slice 9999"]),
+    ({"index": "-1"}, 422, ["'index'"]),
+    ({"analysis": "999999"}, 404, ["analysis 999999 is not a finished analysis of scan"]),
+])
+def test_bad_slice_requests_are_json_errors(lab, params, status, words):
+    _assert_json_error(_get(lab, f"/api/v1/scans/{_scan_id(lab)}/slice.png", **params), status, *words)
+
+
+def _post(lab, path, account="editor", **options):
+    with lab.client(lab.server, account) as client:
+        return client.post(path, **options)
+
+
+def _upload_files(lab) -> set:
+    return {p.name for p in (lab.store / "uploads").iterdir()} if (lab.store / "uploads").exists() else set()
+
+
+def test_cycling_upload_is_the_clis_ingest_and_a_duplicate_returns_the_same_run(lab):
+    before = _upload_files(lab)
+    answer = _post(lab, "/api/v1/cycling", files={"file": (NDAX.name, NDAX.read_bytes())}, data={"cell": "G1"})
+    assert answer.status_code == 201, answer.text
+    run = answer.json()["run_id"]
+    assert answer.json() == {"run_id": run, "created": True}
+    again = _post(lab, "/api/v1/cycling", files={"file": ("renamed.ndax", NDAX.read_bytes())}, data={"cell": "G1"})
+    assert again.status_code == 200 and again.json() == {"run_id": run, "created": False}
+    # The CLI sees the run, and ingesting the same bytes there finds the same record.
+    cycles = lab.cli("query", "cycles", "--run", str(run), "--format", "csv")
+    assert cycles.returncode == 0 and len(cycles.stdout.splitlines()) > 1
+    assert all(line.startswith("gravel-NMC,G1,") for line in cycles.stdout.splitlines()[1:])
+    ingested = lab.cli("cycling", "ingest", str(NDAX), "--cell", "G1")
+    assert ingested.returncode == 0 and ingested.stdout.splitlines()[-1] == str(run)
+    # One file kept, named by its SHA-256; the run records who uploaded it.
+    import hashlib
+
+    assert _upload_files(lab) - before == {hashlib.sha256(NDAX.read_bytes()).hexdigest() + ".ndax"}
+    sql = lab.cli("query", "sql", f"SELECT created_by FROM cycling_runs WHERE id = {run}", "--format", "csv")
+    assert sql.stdout.splitlines() == ["created_by", "editor"]
+
+
+def test_xas_and_xrd_uploads(lab):
+    answer = _post(lab, "/api/v1/xas", files={"file": (XDI.name, XDI.read_bytes())},
+                   data={"sample": "rod-NMC", "edge": "Ni-K", "state": "pristine"})
+    assert answer.status_code == 201, answer.text
+    measurement = answer.json()["measurement_id"]
+    again = _post(lab, "/api/v1/xas", files={"file": (XDI.name, XDI.read_bytes())},
+                  data={"sample": "rod-NMC", "edge": "Ni-K", "state": "pristine"})
+    assert again.status_code == 200 and again.json() == {"measurement_id": measurement, "created": False}
+    xas = lab.cli("query", "xas", "--sample", "rod-NMC", "--format", "json")
+    assert measurement in [row["measurement_id"] for row in json.loads(xas.stdout)]
+
+    typed = _post(lab, "/api/v1/xrd", data={"sample": "gravel-NMC", "state": "cycled", "i003_i104": "1.31",
+                                            "a": "2.87", "c": "14.2"})
+    assert typed.status_code == 201, typed.text
+    rows = json.loads(lab.cli("query", "xrd", "--sample", "gravel-NMC", "--state", "cycled", "--format", "json").stdout)
+    assert [(r["i003_i104"], r["a_angstrom"], r["c_angstrom"]) for r in rows] == [(1.31, 2.87, 14.2)]
+
+
+@pytest.mark.parametrize("path,files,data,status,words", [
+    ("/api/v1/cycling", {"file": ("cell.ndax", b"PK\x03\x04 not really a zip")}, {"cell": "G1"}, 400,
+     ["cell.ndax:"]),
+    ("/api/v1/cycling", {"file": ("spectrum.csv", XDI.read_bytes())}, {"cell": "G1"}, 400, ["spectrum.csv:"]),
+    ("/api/v1/cycling", {"file": ("empty.csv", b"")}, {"cell": "G1"}, 400, ["empty.csv:"]),
+    ("/api/v1/cycling", {"file": (NDAX.name, NDAX.read_bytes())}, {"cell": "nobody"}, 404, ["no cell named 'nobody'"]),
+    ("/api/v1/cycling", {"file": (NDAX.name, NDAX.read_bytes())}, {}, 422, ["'cell'", "required"]),
+    ("/api/v1/cycling", None, {"cell": "G1"}, 422, ["'file'", "required"]),
+    ("/api/v1/cycling", {"file": (NDAX.name, NDAX.read_bytes())}, {"cell": "G1", "reference_cycle": "0"}, 422,
+     ["'reference_cycle'"]),
+    ("/api/v1/xas", {"file": ("cycler.xdi", NDAX.read_bytes())}, {"sample": "rod-NMC", "edge": "Ni-K"}, 400,
+     ["cycler.xdi:"]),
+    ("/api/v1/xas", {"file": (XDI.name, XDI.read_bytes())}, {"sample": "rod-NMC", "edge": "U-M5"}, 422,
+     ["edge 'U-M5'"]),
+    ("/api/v1/xrd", None, {"sample": "rod-NMC", "i003_i104": "-1"}, 422, ["-1.0 is not a positive number"]),
+    ("/api/v1/xrd", None, {"sample": "rod-NMC"}, 422, ["either an (003)/(104) ratio or a pattern"]),
+])
+def test_bad_uploads_are_json_errors_and_leave_nothing(lab, path, files, data, status, words):
+    before_files = _upload_files(lab)
+    before = lab.cli("query", "sql", "SELECT (SELECT count(*) FROM cycling_runs) + (SELECT count(*) FROM "
+                     "xas_measurements) + (SELECT count(*) FROM xrd_results)", "--format", "csv").stdout
+    _assert_json_error(_post(lab, path, files=files, data=data), status, *words)
+    assert _upload_files(lab) == before_files
+    assert lab.cli("query", "sql", "SELECT (SELECT count(*) FROM cycling_runs) + (SELECT count(*) FROM "
+                   "xas_measurements) + (SELECT count(*) FROM xrd_results)", "--format", "csv").stdout == before
+
+
+def test_uploads_beyond_the_limit_are_refused_while_streaming(lab):
+    before = _upload_files(lab)
+    big = b"time_s,voltage_v,current_a\n" + b"0,3.7,0.001\n" * 200_000  # 2.4 MB > 1 MB
+    _assert_json_error(_post(lab, "/api/v1/cycling", files={"file": ("big.csv", big)}, data={"cell": "G1"}), 413,
+                       "upload limit is 1048576 bytes")
+
+    def chunks():  # no Content-Length: refused when the streamed body passes the limit
+        yield (b'--zzz\r\nContent-Disposition: form-data; name="file"; filename="big.csv"\r\n'
+               b"Content-Type: text/csv\r\n\r\n")
+        for _ in range(40):
+            yield b"0,3.7,0.001\n" * 5000
+
+    with lab.client(lab.server, "editor") as client:
+        answer = client.post("/api/v1/cycling", content=chunks(),
+                             headers={"Content-Type": "multipart/form-data; boundary=zzz"})
+    _assert_json_error(answer, 413, "upload limit is 1048576 bytes")
+    assert _upload_files(lab) == before  # no temporary left behind either
+
+
+def test_queue_an_analysis(lab):
+    scan = _scan_id(lab, "gravel-NMC")
+    answer = _post(lab, f"/api/v1/scans/{scan}/analyses", json={"bin": "1,2"})
+    assert answer.status_code == 202, answer.text
+    job = answer.json()["job_id"]
+    assert answer.json() == {"job_id": job, "status": "queued"}
+    assert answer.headers["location"] == f"/api/v1/jobs/{job}"
+    shown = _get(lab, f"/api/v1/jobs/{job}").json()
+    assert (shown["job_id"], shown["kind"], shown["scan_id"], shown["status"], shown["created_by"]) == (
+        job, "analyze", scan, "queued", "editor")
+    assert shown["parameters"]["bin"] in ("1,2", [1, 2])
+    listed = _get(lab, "/api/v1/jobs", status="queued", scan=scan).json()
+    assert job in [row["job_id"] for row in listed["items"]]
+    cli = lab.cli("jobs", "--format", "csv")
+    assert cli.returncode == 0 and any(line.startswith(f"{job},analyze,{scan},queued") for line in
+                                       cli.stdout.splitlines()), cli.stdout
+    _assert_json_error(_post(lab, "/api/v1/scans/999999/analyses"), 404, "999999")
+    _assert_json_error(_post(lab, f"/api/v1/scans/{scan}/analyses", json={"bin": "x"}), 400, "'x'")
+    _assert_json_error(_post(lab, f"/api/v1/scans/{scan}/analyses", json={"colour": "red"}), 400, "unknown analyze option 'colour'")
+
+
+def test_openapi_lists_every_query_table_with_its_filters(lab):
+    from txmdb.query import QUERIES
+
+    with lab.client(lab.server) as anonymous:
+        assert anonymous.get("/api/v1/openapi.json").status_code == 401
+    spec = _get(lab, "/api/v1/openapi.json").json()
+    for name, query in QUERIES.items():
+        operation = spec["paths"][f"/api/v1/query/{name}"]["get"]
+        names = {p["name"] for p in operation["parameters"]}
+        assert names == set(query.filters) | {p.name for p in query.parameters} | {"format"}
+    assert {"/api/v1/cycling", "/api/v1/xas", "/api/v1/xrd", "/api/v1/scans/{scan_id}/analyses",
+            "/api/v1/scans/{scan_id}/slice.png", "/api/v1/health"} <= set(spec["paths"])
