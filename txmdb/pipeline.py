@@ -550,10 +550,12 @@ def cluster_map(info, options: AnalysisOptions, edge_ev: np.ndarray, out, *, sla
             sample.add(mu, np.isfinite(edge_ev[start:stop]), start * per_slice)
             tick()
     k = int(options.clusters)
-    if len(sample) < k:
-        raise InputError(info.path, f"{k} clusters asked for, but only {len(sample)} voxel"
-                                    f"{'s have' if len(sample) != 1 else ' has'} a valid spectrum")
-    model = fit_clusters(sample.result()[1], k, seed=SEED)
+    spectra = sample.result()[1]
+    if len(spectra) < k:
+        raise InputError(info.path, f"{k} clusters asked for, but only {len(spectra)} voxel"
+                                    f"{'s have' if len(spectra) != 1 else ' has'} a valid spectrum")
+    model = fit_clusters(spectra, k, seed=SEED)
+    del spectra
     assign = ClusterAssigner(sample.kernel, sample.window, model)
     labels = out.create_dataset("cluster", shape=edge_ev.shape, dtype=np.int16, fillvalue=NO_CLUSTER)
     for start, stop, mu in iter_slabs(info, slab_size, prefetch=True, **read):

@@ -68,28 +68,29 @@ def sample_keys(flat_index: np.ndarray, seed: int) -> np.ndarray:
         return z ^ (z >> np.uint64(31))
 
 
-def normalized_window(kernel: EdgeKernel, mu2: np.ndarray, columns: np.ndarray, window: slice) -> np.ndarray:
+def normalized_window(kernel: EdgeKernel, mu2: np.ndarray, columns: np.ndarray | None, window: slice) -> np.ndarray:
     """``norm(E)`` over ``window`` of the voxels ``columns`` of ``mu2``.
 
     Parameters
     ----------
     kernel : EdgeKernel
     mu2 : ndarray, shape (n_energy, n_voxel)
-        Absorbance of a slab, voxels flattened.
-    columns : ndarray of int
-        Voxels (columns of ``mu2``) to normalise.
+        Absorbance, voxels flattened.
+    columns : ndarray of int, optional
+        Voxels (columns of ``mu2``) to normalise; None: all.
     window : slice
         Energy indices kept.
 
     Returns
     -------
-    ndarray of float64, shape (len(columns), window length)
+    ndarray of float64, shape (number of voxels, window length)
     """
+    n = mu2.shape[1] if columns is None else columns.size
     n_w = len(range(*window.indices(mu2.shape[0])))
-    out = np.empty((columns.size, n_w), dtype=np.float64)
-    for b0 in range(0, columns.size, _BLOCK):
-        cols = columns[b0:b0 + _BLOCK]
-        out[b0:b0 + cols.size] = kernel.normalize(mu2[:, cols])[window].T
+    out = np.empty((n, n_w), dtype=np.float64)
+    for b0 in range(0, n, _BLOCK):
+        block = mu2[:, b0:b0 + _BLOCK] if columns is None else mu2[:, columns[b0:b0 + _BLOCK]]
+        out[b0:b0 + block.shape[1]] = kernel.normalize(block, rows=window).T
     return out
 
 
@@ -112,18 +113,19 @@ class SpectraSample:
 
     Notes
     -----
-    The sample is the (at most) ``size`` valid voxels with a finite window whose keys are
-    the smallest: :meth:`add` the slabs in any partition and order, the result is the same.
+    The sample is the (at most) ``size`` valid voxels whose keys are the smallest, less
+    any whose normalised window is not finite: :meth:`add` the slabs in any partition and
+    order, the result is the same. A slab's voxels are kept as absorbance while they may
+    still leave the sample, and normalised once, by :meth:`result`.
     """
 
     def __init__(self, kernel: EdgeKernel, window: slice, *, size: int = MAX_SAMPLE, seed: int = 0):
         if size < 1:
             raise ValueError(f"sample size must be >= 1, got {size}")
         self.kernel, self.window, self.size, self.seed = kernel, window, int(size), int(seed)
-        n_w = len(range(*window.indices(kernel.energies_ev.size)))
         self._keys = np.empty(0, dtype=np.uint64)
         self._index = np.empty(0, dtype=np.int64)
-        self._spectra = np.empty((0, n_w), dtype=np.float64)
+        self._mu: np.ndarray | None = None            # (n, n_energy) absorbance of the sampled voxels
 
     def add(self, mu: np.ndarray, valid: np.ndarray, offset: int) -> None:
         """Offer the valid voxels of one slab.
@@ -145,30 +147,34 @@ class SpectraSample:
         if local.size > self.size:                # this slab alone cannot bring more than `size`
             keep = np.argpartition(keys, self.size - 1)[:self.size]
             local, keys = local[keep], keys[keep]
-        spectra = normalized_window(self.kernel, mu2, local, self.window)
-        finite = _finite_rows(spectra)
-        self._merge(keys[finite], local[finite].astype(np.int64) + int(offset), spectra[finite])
+        self._merge(keys, local, mu2, int(offset))
 
     def add_slab(self, start: int, stop: int, mu: np.ndarray, result) -> None:
         """:meth:`add` as the edge pass' per-slab hook: slices ``[start, stop)``, their EdgeResult."""
         self.add(mu, result.valid, start * int(np.prod(mu.shape[2:])))
 
-    def _merge(self, keys: np.ndarray, index: np.ndarray, spectra: np.ndarray) -> None:
+    def _merge(self, keys: np.ndarray, local: np.ndarray, mu2: np.ndarray, offset: int) -> None:
+        """Keep the ``size`` smallest keys of the sample and the slab's candidates; copy in only the
+        absorbance of the candidates kept."""
+        n_old = self._keys.size
         keys = np.concatenate([self._keys, keys])
-        index = np.concatenate([self._index, index])
-        spectra = np.concatenate([self._spectra, spectra])
-        if keys.size > self.size:
-            keep = np.argpartition(keys, self.size - 1)[:self.size]
-            keys, index, spectra = keys[keep], index[keep], spectra[keep]
-        self._keys, self._index, self._spectra = keys, index, spectra
-
-    def __len__(self) -> int:
-        return int(self._keys.size)
+        keep = np.argpartition(keys, self.size - 1)[:self.size] if keys.size > self.size else np.arange(keys.size)
+        old, new = keep[keep < n_old], keep[keep >= n_old] - n_old
+        taken = mu2[:, local[new]].T
+        self._keys = np.concatenate([keys[old], keys[n_old + new]])     # the order of _index and _mu
+        self._index = np.concatenate([self._index[old], local[new].astype(np.int64) + offset])
+        self._mu = taken.copy() if self._mu is None else np.concatenate(
+            [self._mu[old], taken.astype(self._mu.dtype, copy=False)])
 
     def result(self) -> tuple[np.ndarray, np.ndarray]:
-        """``(flat_index, spectra)`` of the sample, in flat-index order."""
+        """``(flat_index, spectra)`` of the sample, in flat-index order; spectra (n, window length)."""
         order = np.argsort(self._index, kind="stable")
-        return self._index[order], self._spectra[order]
+        if self._mu is None:
+            n_w = len(range(*self.window.indices(self.kernel.energies_ev.size)))
+            return self._index, np.empty((0, n_w))
+        spectra = normalized_window(self.kernel, self._mu[order].T, None, self.window)
+        finite = _finite_rows(spectra)
+        return self._index[order][finite], spectra[finite]
 
 
 @dataclass
@@ -230,7 +236,8 @@ def fit_clusters(spectra: np.ndarray, k: int, *, seed: int = 0) -> ClusterModel:
         centres = KMeans(n_clusters=k, n_init=N_INIT, random_state=seed).fit(spectra).cluster_centers_
     centres = centres[np.argsort(-centres.mean(axis=1), kind="stable")]
     if n >= 2:
-        ratio = PCA(random_state=seed).fit(spectra).explained_variance_ratio_
+        # n >> window length: the eigen-decomposition of the covariance, not an SVD of the sample
+        ratio = PCA(svd_solver="covariance_eigh").fit(spectra).explained_variance_ratio_
     else:                                     # one spectrum: no variance to explain
         ratio = np.empty(0)
     return ClusterModel(centres=np.ascontiguousarray(centres), explained_variance_ratio=np.asarray(ratio, float),
@@ -288,7 +295,7 @@ class ClusterAssigner:
         cols = np.flatnonzero(np.asarray(valid).reshape(-1))
         for b0 in range(0, cols.size, _BLOCK):
             block = cols[b0:b0 + _BLOCK]
-            spectra = normalized_window(self.kernel, mu2, block, self.window)
+            spectra = normalized_window(self.kernel, mu2[:, block], None, self.window)
             finite = _finite_rows(spectra)
             spectra, block = spectra[finite], block[finite]
             lab = nearest_centre(spectra, self.model.centres)

@@ -502,27 +502,31 @@ class EdgeKernel:
             first[literal] = _first_rise(q >= 0, below=q < 0)
         return first
 
-    def normalize(self, mu: np.ndarray) -> np.ndarray:
-        """Normalised absorbance ``norm(E)`` for every energy and voxel.
+    def normalize(self, mu: np.ndarray, rows: slice | None = None) -> np.ndarray:
+        """Normalised absorbance ``norm(E)`` for every energy (or those of ``rows``) and voxel.
 
         Parameters
         ----------
         mu : ndarray, shape (n_energy, *spatial)
             Absorbance as for ``__call__``.
+        rows : slice, optional
+            Only these energies (e.g. a window): the same numbers as those rows of the
+            whole result, without computing the others.
 
         Returns
         -------
-        ndarray of float64, same shape as ``mu``
+        ndarray of float64, shape of ``mu`` (``rows`` along axis 0)
             ``(mu - pre(E)) / (post(E) - pre(E))``; NaN/inf where the step is 0 or the
             spectrum is not finite.
         """
         mu2, spatial = self._as_2d(mu)
         self._check(mu2)
+        rows = slice(None) if rows is None else rows
         with np.errstate(invalid="ignore", over="ignore"):
             a_pre, b_pre = self._p_pre @ mu2[self.pre].astype(np.float64)
             a_post, b_post = self._p_post @ mu2[self.post].astype(np.float64)
-        x = self._x[:, None]
+        x = self._x[rows, None]
         out = ne.evaluate("(mu - (a_pre + b_pre * x)) / ((a_post - a_pre) + (b_post - b_pre) * x)",
-                          local_dict={"mu": mu2.astype(np.float64), "a_pre": a_pre, "b_pre": b_pre,
+                          local_dict={"mu": mu2[rows].astype(np.float64), "a_pre": a_pre, "b_pre": b_pre,
                                       "a_post": a_post, "b_post": b_post, "x": x})
-        return out.reshape((mu2.shape[0], *spatial))
+        return out.reshape((x.shape[0], *spatial))
