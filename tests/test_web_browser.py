@@ -249,6 +249,12 @@ def test_login_browse_to_a_scan_and_move_the_slice(visit, site):
     assert v.page.locator("#slice-viewer .colourbar .low").inner_text() == low
     assert v.page.locator("#gradient-plots .uplot").count() >= 2
     assert v.page.locator("#particles tbody tr").count() >= 1
+
+    # Log out: the session ends, and the pages send the browser to the login form again.
+    v.page.click("header .who button[type=submit]")
+    v.page.wait_for_url(site["base"] + "/login")
+    v.goto("/samples")
+    assert v.page.url.startswith(site["base"] + "/login?next="), v.page.url
     assert not v.problems, v.problems
 
 

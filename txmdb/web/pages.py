@@ -58,26 +58,21 @@ def _page(request: Request, template: str, *, active: str | None = None, status_
 
 
 def _text(value) -> str:
-    """A cell as text: numbers to six significant figures, no 'nan' or 'None'."""
+    """A cell as text: numbers to six significant figures, nothing for missing values (None, NaN, NA, NaT)."""
+    import pandas as pd
+
     from txmdb.textsafe import visible
 
-    if value is None:
+    if value is None or (not isinstance(value, (dict, list, str)) and pd.isna(value) is True):
         return ""
     if isinstance(value, bool):
         return "yes" if value else "no"
     if isinstance(value, float):
-        return "" if not math.isfinite(value) else f"{value:.6g}"
+        return f"{value:.6g}" if math.isfinite(value) else str(value)
     if isinstance(value, (dict, list)):
         return visible(json.dumps(value, ensure_ascii=False))
     if isinstance(value, dt.datetime):
         return value.strftime("%Y-%m-%d %H:%M:%S")
-    try:
-        import pandas as pd
-
-        if value is pd.NA or value is pd.NaT:
-            return ""
-    except ImportError:  # pragma: no cover - pandas is a dependency
-        pass
     if hasattr(value, "item"):  # numpy scalars
         return _text(value.item())
     return visible(str(value))
@@ -272,7 +267,8 @@ def samples_page(request: Request, user=Viewer):
     except TxmdbError as exc:
         error, found = str(exc), everything.iloc[0:0]
     shown = found.drop(columns=["source"], errors="ignore")
-    return _page(request, "samples.html", active="/samples", form=form, morphologies=morphologies, error=error,
+    return _page(request, "samples.html", active="/samples", status_code=422 if error else 200, form=form,
+                 morphologies=morphologies, error=error,
                  table=table(shown, links={"sample": lambda r: f"{root}/samples/{_quote(r['sample'])}"},
                              empty="No sample matches."))
 
@@ -362,7 +358,7 @@ def _spatial_shape(shape) -> list[int]:
     return sizes[1:]
 
 
-@router.get("/samples/{name}", response_class=HTMLResponse)
+@router.get("/samples/{name:path}", response_class=HTMLResponse)
 def sample_page(request: Request, name: str, user=Viewer):
     from txmdb import query
 
