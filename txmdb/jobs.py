@@ -169,13 +169,15 @@ def claim(catalog, worker: str, *, lease_s: float = DEFAULT_LEASE_S) -> Job | No
     see the module docstring for how the backends guarantee it.
     """
     candidate, prior = aliased(Job), aliased(Job)
-    ready = (select(candidate.id)
-             .where(candidate.status == "queued",
-                    or_(candidate.after_job_id.is_(None),
-                        exists().where(prior.id == candidate.after_job_id, prior.status == "done")))
-             .order_by(candidate.id).limit(1)
-             .with_for_update(skip_locked=True, of=candidate)  # SQLite has no FOR UPDATE: it leaves it out
-             .scalar_subquery())
+    oldest = (select(candidate.id)
+              .where(candidate.status == "queued",
+                     or_(candidate.after_job_id.is_(None),
+                         exists().where(prior.id == candidate.after_job_id, prior.status == "done")))
+              .order_by(candidate.id).limit(1))
+    with catalog.session() as session:
+        if session.execute(oldest).first() is None:
+            return None  # an idle worker's look: a read, no write lock (SQLite has one for everyone)
+    ready = oldest.with_for_update(skip_locked=True, of=candidate).scalar_subquery()  # SQLite: no FOR UPDATE
     now = _now(catalog)
     statement = (update(Job).where(Job.id == ready, Job.status == "queued")
                  .values(status="running", worker=worker, attempts=Job.attempts + 1, started_at=now,
