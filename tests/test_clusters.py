@@ -63,7 +63,7 @@ def test_three_phases_are_found(three_phases, tmp_path):
     assert np.array_equal(valid, inside)                       # every particle voxel has an edge
     assert np.all(labels[~valid] == NO_CLUSTER) and np.all(labels[valid] >= 0)
     assert adjusted_rand_score(truth["labels"][inside], labels[inside]) >= 0.95
-    # clusters numbered by their mean over the edge window, descending: the earliest edge first
+    # clusters numbered by their mean over the edge window, descending: here the core (earliest edge) first
     assert np.array_equal(np.unique(labels[inside]), [0, 1, 2])
     for phase in range(3):
         assert np.bincount(labels[truth["labels"] == phase]).argmax() == phase

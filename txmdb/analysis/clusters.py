@@ -9,11 +9,11 @@ hold the stack:
    key from its flat index and the seed (splitmix64, a bijection, so no two voxels tie);
    the sample is the voxels with the smallest keys. That is a uniform sample without
    replacement, and it is the same whatever the slab size or order. Only voxels whose key
-   can still enter the sample are normalised.
+   can still enter the sample are kept (as absorbance) and normalised once at the end.
 2. **Fit** (:func:`fit_clusters`): k-means on the sample (``n_init`` seeded restarts), the
-   centres numbered by their mean over the edge window, descending (cluster 0: the
-   earliest edge, the most reduced phase); the PCA explained-variance ratios of the same
-   sample beside them.
+   centres numbered by their mean over the edge window, descending (a reproducible order;
+   an earlier edge or a stronger white line raises the mean); the PCA explained-variance
+   ratios of the same sample beside them.
 3. **Assign** (:class:`ClusterAssigner`): every valid voxel, slab by slab, to its nearest
    centre (squared Euclidean distance, each voxel on its own, so slab and block sizes do
    not change a label); the size and mean spectrum of each cluster are summed on the way.
