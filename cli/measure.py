@@ -43,7 +43,9 @@ def cycling_ingest(
 def xas_ingest(
     ctx: typer.Context,
     file: Path = typer.Argument(..., help="XDI file, or text with (energy, μ) or (energy, I0, It) columns."),
-    sample: str = typer.Option(..., help="Sample measured."),
+    sample: Optional[str] = typer.Option(None, help="Sample measured (or give --reference)."),
+    reference: Optional[str] = typer.Option(None, help="Record a named reference spectrum for LCF "
+                                            "(txm analyze --lcf NAME,…); it belongs to no sample."),
     edge: Edge = typer.Option(..., help="Absorption edge."),
     mode: Optional[Mode] = typer.Option(None, help="Detection mode [default: transmission for K, TEY for L3]."),
     state: Optional[str] = typer.Option(None, help="State, e.g. pristine or charged-4.5V."),
@@ -56,7 +58,7 @@ def xas_ingest(
     l3_low: Optional[str] = typer.Option(None, help="L3: L3-low peak window LO:HI in eV [852:854]."),
     l3_high: Optional[str] = typer.Option(None, help="L3: L3-high peak window LO:HI in eV [854.5:856.5]."),
 ) -> None:
-    """Ingest a spectrum: half-height and derivative edge energies (K) or L3high/L3low (L3)."""
+    """Ingest a sample's spectrum or a named reference: half-height and derivative edge energies (K) or L3high/L3low (L3)."""
     from txmdb.catalog.spectroscopy import ingest_xas, xas_parameters
 
     params = xas_parameters(
@@ -66,11 +68,14 @@ def xas_ingest(
         low=parse_window(l3_low, "--l3-low", open_ends=False), high=parse_window(l3_high, "--l3-high", open_ends=False),
     )
     record, created = ingest_xas(catalog(ctx), file, sample=sample, edge=edge.value,
-                                 mode=mode.value if mode else None, state=state, depth_um=depth_um, params=params)
+                                 mode=mode.value if mode else None, state=state, depth_um=depth_um, params=params,
+                                 reference=reference)
     if record.edge == "Ni-K":
         detail = f"edge {record.edge_energy_ev:.2f} eV (half height), e0 {record.e0_derivative_ev or float('nan'):.2f} eV (derivative)"
     else:
         detail = f"L3high/L3low {record.l3_ratio:.3f}"
+    if record.reference_name is not None:
+        detail = f"reference {record.reference_name}, {detail}"
     echo(f"{'ingested' if created else 'already in the catalogue'}: {file} — {detail}")
     echo(str(record.id))
 

@@ -67,6 +67,15 @@ def analyze(
                                      help="Maps whose gradient statistics are computed: edge, white_line, "
                                           "white_line_height, fraction:NAME, rfactor (each one this analysis "
                                           "computes)."),
+    white_line: Optional[str] = typer.Option(None, "--white-line", metavar="LO:HI|none",
+                                             help="White-line window in eV: maximum of a cubic fitted to the "
+                                                  "normalised spectrum (default: the element preset, 8345:8358 for "
+                                                  "Ni, where the stack has 4 energies in it)."),
+    lcf: Optional[str] = typer.Option(None, "--lcf", metavar="NAME,NAME[,…]",
+                                      help="Linear combination fit of each voxel with these reference spectra "
+                                           "('xas ingest --reference'): fraction maps and an R-factor map."),
+    lcf_window: Optional[str] = typer.Option(None, "--lcf-window", metavar="LO:HI",
+                                             help="Fit window of --lcf in eV (preset: 8325:8375 for Ni)."),
     queue: bool = typer.Option(False, "--queue", help="Queue one analysis job per scan for 'txmdb worker' instead of "
                                                       "running here; prints the job ids, one per line."),
 ) -> None:
@@ -88,8 +97,9 @@ def analyze(
     # one parser for the command and its queued jobs (txmdb.options): a job runs what this would
     values = {"element": element.value, "bin": bin, "pre": pre, "post": post, "edge": edge, "min_jump": min_jump,
               "snr": snr, "theta_bins": theta_bins, "min_particle_voxels": min_particle_voxels, "workers": workers,
-              "registration": registration, "clusters": clusters, "gradient_map": gradient_map}
-    options, choice = analysis_request(values)
+              "registration": registration, "clusters": clusters, "gradient_map": gradient_map,
+              "white_line": white_line, "lcf": lcf, "lcf_window": lcf_window}
+    options, choice = analysis_request(values, catalog=cat)
     for scan_id in ids:  # another scan's registration is refused before any scan is read (or queued)
         resolve_registration(cat, scan_id, choice)
     if queue:

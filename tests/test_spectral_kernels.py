@@ -108,7 +108,8 @@ def test_white_line_matches_polyfit_roots():
                             rng.uniform(2, 9)) for _ in range(n)]).T
     mu = scaled(rng, peaks, 0.01).astype(np.float32)
     kernel = SpectralKernel(E, PARAMS, white_line=W)
-    result, maps = kernel.with_edges(mu)
+    result = kernel.with_edges(mu)
+    maps = result.maps
     assert set(maps) == {"white_line", "white_line_height"}
     expected = np.array([naive_white_line(E, naive_norm(E, mu[:, i].astype(np.float64))) for i in range(n)])
     expected[~result.valid] = np.nan
@@ -158,7 +159,8 @@ def test_lcf_matches_a_per_voxel_constrained_solve(names):
     n = 400 if len(names) == 2 else 150
     mu = mixtures(rng, names, n).astype(np.float32)
     kernel = SpectralKernel(E, PARAMS, references={name: REFS[name] for name in names}, lcf_window=F)
-    result, maps = kernel.with_edges(mu)
+    result = kernel.with_edges(mu)
+    maps = result.maps
     assert result.valid.all()
     assert list(maps) == [f"fraction:{name}" for name in names] + ["rfactor"]
     fit = (E >= F[0]) & (E <= F[1])
@@ -225,7 +227,8 @@ def test_masked_where_the_edge_is_masked():
     mu[:, 2] = 0.3             # flat: no edge
     kernel = SpectralKernel(E, PARAMS, white_line=W, references={n: REFS[n] for n in ("low", "high")},
                             lcf_window=F)
-    result, maps = kernel.with_edges(mu)
+    result = kernel.with_edges(mu)
+    maps = result.maps
     np.testing.assert_array_equal(result.valid[:3], False)
     assert result.valid[3:].all()
     for name, values in maps.items():
@@ -240,12 +243,13 @@ def test_fused_pass_equals_edge_kernel_and_separate_call_on_any_slab():
     mu[:, 0, 0, :5] *= 0.01
     kernel = SpectralKernel(E, PARAMS, white_line=W, references={n: REFS[n] for n in ("low", "high")},
                             lcf_window=F)
-    result, maps = kernel.with_edges(mu)
+    result = kernel.with_edges(mu)
+    maps = result.maps
     alone = EdgeKernel(E, PARAMS)(mu)
     for field in ("edge_ev", "jump", "sigma_pre", "valid"):
         np.testing.assert_array_equal(getattr(result, field), getattr(alone, field))
     separate = kernel(mu, alone.valid)
-    threaded = kernel.with_edges(mu, threads=2)[1]
+    threaded = kernel.with_edges(mu, threads=2).maps
     halves = [kernel(mu[:, a:b], alone.valid[a:b]) for a, b in ((0, 2), (2, 6))]
     for name, values in maps.items():
         assert values.shape == (6, 7, 40)
@@ -256,12 +260,18 @@ def test_fused_pass_equals_edge_kernel_and_separate_call_on_any_slab():
 
 # ----------------------------------------------------------------------------- validation
 def test_reference_must_cover_the_fit_window():
-    short = (np.linspace(8300.0, 8360.0, 61), shape(np.linspace(8300.0, 8360.0, 61), 8333.0))
-    with pytest.raises(ValueError, match=r"reference short covers 8300\.\.8360 eV, not the pre-edge energies"):
-        SpectralKernel(E, PARAMS, references={"low": REFS["low"], "short": short}, lcf_window=F)
-    inside = (np.linspace(8270.0, 8360.0, 91), shape(np.linspace(8270.0, 8360.0, 91), 8333.0))
-    with pytest.raises(ValueError, match=r"reference inside covers 8270\.\.8360 eV, not the post-edge"):
-        SpectralKernel(E, PARAMS, references={"low": REFS["low"], "inside": inside}, lcf_window=F)
+    def partial(lo, hi):
+        e = np.linspace(lo, hi, int(hi - lo) + 1)
+        return e, shape(e, 8333.0)
+
+    with pytest.raises(ValueError, match=r"reference short covers 8300\.\.8360 eV, not the fit window energies "
+                                         r"8325\.\.8375 eV of the stack"):
+        SpectralKernel(E, PARAMS, references={"low": REFS["low"], "short": partial(8300, 8360)}, lcf_window=F)
+    # the fit window is covered, the energies of its normalisation are not
+    with pytest.raises(ValueError, match=r"reference late covers 8300\.\.8420 eV, not the pre-edge energies"):
+        SpectralKernel(E, PARAMS, references={"low": REFS["low"], "late": partial(8300, 8420)}, lcf_window=F)
+    with pytest.raises(ValueError, match=r"reference early covers 8270\.\.8400 eV, not the post-edge energies"):
+        SpectralKernel(E, PARAMS, references={"low": REFS["low"], "early": partial(8270, 8400)}, lcf_window=F)
 
 
 @pytest.mark.parametrize("make", [

@@ -16,11 +16,14 @@ from typing import Any, Mapping, Optional
 
 #: ``txm analyze``'s options: (type, default); a None default is the element preset's, or
 #: automatic. ``registration``: None is the scan's latest registration, ``"none"`` the stack as it is.
+#: ``white_line``: None is the element's preset window where the stack has 4 energies in it,
+#: ``"none"`` no white line. ``lcf``: reference names, comma-separated.
 ANALYZE_OPTIONS: dict[str, tuple[type, Any]] = {
     "element": (str, "Ni"), "bin": (str, "1,2,3"), "pre": (str, None), "post": (str, None), "edge": (str, None),
     "min_jump": (float, None), "snr": (float, None), "theta_bins": (int, 36), "min_particle_voxels": (int, None),
     "workers": (int, 1), "registration": (str, None), "clusters": (int, None),
     "gradient_map": (str, "edge"),
+    "white_line": (str, None), "lcf": (str, None), "lcf_window": (str, None),
 }
 #: ``txm register``'s options: (type, default).
 REGISTER_OPTIONS: dict[str, tuple[type, Any]] = {
@@ -129,11 +132,13 @@ def _typed(what: str, wanted: type, value: Any) -> Any:
     return value
 
 
-def analysis_request(values: Mapping[str, Any] | None):
+def analysis_request(values: Mapping[str, Any] | None, *, catalog=None):
     """``txm analyze``'s options (names and text as :func:`option_values`) → (AnalysisOptions, registration).
 
     ``registration`` is :data:`txmdb.catalog.txm.LATEST`, None (the stack as it is) or an id,
     for :func:`txmdb.catalog.txm.analyze_scan`. Every bad value is a one-line TxmdbError.
+    LCF references are loaded from ``catalog``; without one (checking a job's or a rule's
+    options) only their names are known.
     """
     from txmdb.analysis.edge import edge_parameters
     from txmdb.errors import TxmdbError
@@ -154,6 +159,7 @@ def analysis_request(values: Mapping[str, Any] | None):
         if not 1 <= v["clusters"] <= MAX_CLUSTERS:
             raise TxmdbError(f"--clusters must be between 1 and {MAX_CLUSTERS}, got {v['clusters']}")
         extra["clusters"] = v["clusters"]
+    extra.update(_spectral_request(v, catalog))
     extra["gradient_maps"] = v["gradient_map"]     # names checked by AnalysisOptions (txmdb.analysis.maps)
     params = edge_parameters(v["element"], pre=parse_window(v["pre"], "--pre"), post=parse_window(v["post"], "--post"),
                              edge=parse_window(v["edge"], "--edge", open_ends=False), min_jump=v["min_jump"],
@@ -161,6 +167,40 @@ def analysis_request(values: Mapping[str, Any] | None):
     options = AnalysisOptions(params=params, bin_factors=parse_bins(v["bin"]), theta_bins=v["theta_bins"],
                               min_particle_voxels=v["min_particle_voxels"], workers=v["workers"], **extra)
     return options, parse_registration(v["registration"])
+
+
+def _spectral_request(v: Mapping[str, Any], catalog) -> dict[str, Any]:
+    """The white-line and LCF fields of AnalysisOptions from ``white_line``, ``lcf``, ``lcf_window``."""
+    import numpy as np
+
+    from txmdb.analysis.edge import LCF_WINDOW_PRESETS, WHITE_LINE_PRESETS
+    from txmdb.errors import TxmdbError
+
+    out: dict[str, Any] = {}
+    text = v["white_line"]
+    if text is None:
+        out.update(white_line=WHITE_LINE_PRESETS[v["element"]], white_line_optional=True)
+    elif text.strip().lower() != "none":
+        out["white_line"] = parse_window(text, "--white-line", open_ends=False)
+    if v["lcf"] is None:
+        if v["lcf_window"] is not None:
+            raise TxmdbError("--lcf-window is the fit window of --lcf NAME,NAME: give the references too")
+        return out
+    names = [name.strip() for name in v["lcf"].split(",")]
+    if not all(names):
+        raise TxmdbError(f"--lcf {v['lcf']!r}: expected reference names separated by commas, e.g. NiO,LiNiO2")
+    if catalog is not None:
+        from txmdb.catalog.spectroscopy import load_references
+
+        references = load_references(catalog, names, edge=f"{v['element']}-K")
+    else:
+        from txmdb.catalog.spectroscopy import ReferenceSpectrum, reference_name
+
+        empty = np.empty(0)
+        references = tuple(ReferenceSpectrum(reference_name(name), 0, empty, empty) for name in names)
+    window = parse_window(v["lcf_window"], "--lcf-window", open_ends=False)
+    out.update(lcf=references, lcf_window=window or LCF_WINDOW_PRESETS[v["element"]])
+    return out
 
 
 def registration_request(values: Mapping[str, Any] | None) -> dict[str, Any]:

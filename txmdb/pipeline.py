@@ -34,6 +34,9 @@ Results file layout (``results_path``)::
     /labels    int32   (spatial)   particle label, 0 outside particles
     /energies_ev float64 (n_energy)
     /registration_shifts float64 (n_energy, ndim)   only when a registration was applied
+    /white_line_ev, /white_line_height  float32 (spatial)   with a white-line window (DESIGN §11)
+    /fractions float32 (k, spatial), attr references (JSON names in order); /rfactor float32
+               (spatial)   with LCF references; all NaN where masked, computed in the edge pass
     attrs: txmdb_version, layout, source, voxel_size_nm (NaN if unknown), gradient_unit,
            parameters (JSON), n_particles
 
@@ -47,6 +50,7 @@ maps are in the reference energy's frame, and do not depend on the slab size.
 from __future__ import annotations
 
 import itertools
+import dataclasses
 import json
 import math
 import time
@@ -76,6 +80,7 @@ from txmdb.analysis.particles import (
     particle_moments,
     particle_table,
 )
+from txmdb.analysis.spectral import SpectralKernel, white_line_projector
 from txmdb.analysis.maps import gradient_unit as map_gradient_unit
 from txmdb.analysis.maps import ResultMaps, map_summaries, parse_map_list
 from txmdb.db.models import STATISTICS_TABLES, data_columns
@@ -160,6 +165,16 @@ class AnalysisOptions:
         edge window, ``/cluster`` label map and the ``cluster_spectra``/``pca_variance``
         tables; None: no clusters. The sample is gathered in the edge pass; the labels take
         one more read of the stack (two with another ``edge_source``, e.g. on Dask).
+    white_line : (float, float), optional
+        White-line window W in eV (DESIGN §11); None: no white-line maps.
+    white_line_optional : bool
+        W is a preset rather than asked for: a stack with fewer than 4 energies in it gets
+        no white-line maps instead of an error (:func:`settle_spectral`).
+    lcf : tuple of txmdb.catalog.spectroscopy.ReferenceSpectrum
+        References of the linear combination fit, in map order; empty: no LCF.
+    lcf_window : (float, float), optional
+        Fit window F in eV; required with ``lcf``.
+    The white line and the LCF are computed in the edge pass (:mod:`txmdb.analysis.spectral`).
 
     Notes
     -----
@@ -177,8 +192,15 @@ class AnalysisOptions:
     registration: AppliedRegistration | None = None
     gradient_maps: tuple[str, ...] = ("edge",)
     clusters: int | None = None
+    white_line: tuple[float, float] | None = None
+    white_line_optional: bool = False
+    lcf: tuple = ()
+    lcf_window: tuple[float, float] | None = None
 
     def __post_init__(self) -> None:
+        self.lcf = tuple(self.lcf)
+        if self.lcf and self.lcf_window is None:
+            raise ValueError("a linear combination fit needs a fit window")
         if self.clusters is not None and self.clusters < 1:
             raise ValueError(f"the number of clusters must be at least 1, got {self.clusters}")
         self.gradient_maps = parse_map_list(self.gradient_maps)
@@ -203,11 +225,10 @@ class AnalysisOptions:
     def computed_maps(self) -> tuple[str, ...]:
         """Names of the maps this analysis computes (txmdb.analysis.maps), in results-file order."""
         names = ["edge"]
-        if getattr(self, "white_line", None) is not None:
+        if self.white_line is not None:
             names += ["white_line", "white_line_height"]
-        references = getattr(self, "lcf", None) or ()
-        names += [f"fraction:{name}" for name in references]
-        if references:
+        names += [f"fraction:{reference.name}" for reference in self.lcf]
+        if self.lcf:
             names.append("rfactor")
         if getattr(self, "clusters", None):
             names.append("cluster")
@@ -256,6 +277,10 @@ def analysis_parameters(options: AnalysisOptions, *, voxel_size_nm: float | None
         "registration": options.registration.parameters() if options.registration else None,
         "gradient_maps": list(options.gradient_maps),
         "clusters": None if not options.clusters else {"k": options.clusters, **cluster_parameters()},
+        "white_line": None if options.white_line is None else list(options.white_line),
+        "lcf": None if not options.lcf else {
+            "references": [{"name": r.name, "measurement_id": r.measurement_id} for r in options.lcf],
+            "window": list(options.lcf_window)},
     }
 
 
@@ -298,7 +323,8 @@ def default_slab(info) -> int:
 
 def extract_edges(info, params: EdgeParameters, start: int, stop: int, *,
                   kernel: EdgeKernel | None = None,
-                  registration: AppliedRegistration | None = None) -> EdgeResult:
+                  registration: AppliedRegistration | None = None,
+                  spectral: SpectralKernel | None = None) -> EdgeResult:
     """The edge phase of one slab: read ``[start, stop)`` and run the edge kernel.
 
     Pure per slab (opens the file itself, no shared state): the unit a Dask worker runs.
@@ -313,22 +339,28 @@ def extract_edges(info, params: EdgeParameters, start: int, stop: int, *,
         A kernel already built for ``info`` and ``params``.
     registration : AppliedRegistration, optional
         Read the slab of the registered stack (``[start, stop)`` in the reference frame).
+    spectral : SpectralKernel, optional
+        Also compute the spectral maps (:func:`spectral_kernel`) in the same pass.
 
     Returns
     -------
     EdgeResult
-        Arrays of shape ``(stop - start, ...)``.
+        Arrays of shape ``(stop - start, ...)``; an ``EdgeMaps`` with ``spectral``.
     """
     from txmdb.io.hdf5 import read_slab
 
+    mu = read_slab(info, start, stop, **registered_read(registration))
+    if spectral is not None:
+        return spectral.with_edges(mu)
     kernel = kernel or edge_kernel(info, params)
-    return kernel(read_slab(info, start, stop, **registered_read(registration)))
+    return kernel(mu)
 
 
 def edge_slabs(info, params: EdgeParameters, *, slab_size: int | None = None,
                workers: int = 1,
                registration: AppliedRegistration | None = None,
                on_slab: Callable[[int, int, np.ndarray, EdgeResult], None] | None = None,
+               spectral: SpectralKernel | None = None,
                ) -> Iterator[tuple[int, int, EdgeResult]]:
     """The edge phase in this process: ``(start, stop, EdgeResult)`` in slab order.
 
@@ -337,16 +369,76 @@ def edge_slabs(info, params: EdgeParameters, *, slab_size: int | None = None,
     HDF5 copies the data, so reading and computing overlap. With a ``registration`` that
     thread also interpolates the registered slab. ``on_slab(start, stop, mu, result)``, if
     given, sees each slab's absorbance before the next one is read (the clusters' sample).
+    With ``spectral`` the results are ``EdgeMaps``: the spectral maps from the same pass.
     """
     from txmdb.io.hdf5 import iter_slabs
 
     kernel = edge_kernel(info, params)
     for start, stop, mu in iter_slabs(info, slab_size or default_slab(info), prefetch=True,
                                       **registered_read(registration)):
-        result = kernel(mu, threads=workers)
+        result = kernel(mu, threads=workers) if spectral is None else spectral.with_edges(mu, threads=workers)
         if on_slab is not None:
             on_slab(start, stop, mu, result)
         yield start, stop, result
+
+
+def settle_spectral(info, options: AnalysisOptions) -> AnalysisOptions:
+    """``options`` without an optional (preset) white-line window this stack has too few
+    energies in; otherwise ``options`` itself."""
+    if options.white_line is None or not options.white_line_optional:
+        return options
+    try:
+        white_line_projector(np.asarray(info.energies_ev, dtype=np.float64), options.white_line)
+    except ValueError:
+        return dataclasses.replace(options, white_line=None, white_line_optional=False)
+    return options
+
+
+def spectral_kernel(info, options: AnalysisOptions) -> SpectralKernel | None:
+    """The white-line/LCF kernel of ``options`` on ``info``'s energies; None without either.
+
+    Raises
+    ------
+    InputError
+        A white-line window with fewer than 4 energies, a reference that does not cover
+        the energies it is used on or is linearly dependent on the others (naming it).
+    """
+    if options.white_line is None and not options.lcf:
+        return None
+    try:
+        return SpectralKernel(info.energies_ev, options.params, white_line=options.white_line,
+                              references={r.name: (r.energy_ev, r.mu) for r in options.lcf},
+                              lcf_window=options.lcf_window)
+    except ValueError as exc:
+        raise InputError(info.path, str(exc)) from None
+
+
+def spectral_datasets(out, spectral: SpectralKernel | None, spatial: tuple[int, ...]) -> dict[str, Any]:
+    """Empty float32 data sets of the spectral maps in the results file ``out`` (by map name)."""
+    if spectral is None:
+        return {}
+    sets: dict[str, Any] = {}
+    if spectral.white_line is not None:
+        sets["white_line"] = out.create_dataset("white_line_ev", shape=spatial, dtype=np.float32)
+        sets["white_line_height"] = out.create_dataset("white_line_height", shape=spatial, dtype=np.float32)
+    if spectral.names:
+        sets["fractions"] = out.create_dataset("fractions", shape=(len(spectral.names), *spatial), dtype=np.float32)
+        sets["fractions"].attrs["references"] = json.dumps(list(spectral.names))
+        sets["rfactor"] = out.create_dataset("rfactor", shape=spatial, dtype=np.float32)
+    return sets
+
+
+def write_spectral(sets: dict[str, Any], start: int, stop: int, result: EdgeResult) -> None:
+    """One slab's spectral maps (``result.maps``) into the data sets of :func:`spectral_datasets`."""
+    if not sets:
+        return
+    for name, values in result.maps.items():
+        if name.startswith("fraction:"):
+            continue
+        sets[name][start:stop] = values.astype(np.float32)
+    if "fractions" in sets:
+        names = json.loads(sets["fractions"].attrs["references"])
+        sets["fractions"][:, start:stop] = np.stack([result.maps[f"fraction:{n}"] for n in names]).astype(np.float32)
 
 
 def registered_read(registration: AppliedRegistration | None) -> dict[str, Any]:
@@ -607,6 +699,8 @@ def analyze_stack(info, options: AnalysisOptions, *, results_path: Path,
     gradient_unit = "eV/nm" if d else "eV/voxel"
     edge_kernel(info, options.params)             # window errors before any file exists
     if options.registration is not None:          # shape errors too
+    options = settle_spectral(info, options)
+    spectral = spectral_kernel(info, options)     # and reference errors
         from txmdb.io.hdf5 import registration_shifts
 
         registration_shifts(info, options.registration.shifts)
@@ -617,7 +711,7 @@ def analyze_stack(info, options: AnalysisOptions, *, results_path: Path,
         def edge_source(info, params, slab_size):
             return edge_slabs(info, params, slab_size=slab_size, workers=options.workers,
                               registration=options.registration,
-                              on_slab=None if sample is None else sample.add_slab)
+                              on_slab=None if sample is None else sample.add_slab, spectral=spectral)
     total_units = len(slab_bounds(info, slab_size)) + 1 + len(options.bin_factors) * len(options.gradient_maps)
     if options.clusters:                          # labels, and the sample when not in the edge pass
         total_units += (1 if sample is not None else 2) * len(slab_bounds(info, slab_size))
@@ -634,8 +728,9 @@ def analyze_stack(info, options: AnalysisOptions, *, results_path: Path,
     from txmdb import __version__
 
     results_path = Path(results_path)
-    # edge map, jump, mask and labels: <= 13 bytes per voxel
-    check_room(results_path, n_bytes=13 * int(np.prod(spatial)))
+    # edge map, jump, mask and labels: <= 13 bytes per voxel; spectral maps 4 bytes each
+    n_spectral = 0 if spectral is None else len(spectral.map_names)
+    check_room(results_path, n_bytes=(13 + 4 * n_spectral) * int(np.prod(spatial)))
     with atomic_output(results_path) as tmp:
         with h5py.File(tmp, "w") as out:
             t0 = time.perf_counter()
@@ -644,7 +739,9 @@ def analyze_stack(info, options: AnalysisOptions, *, results_path: Path,
             d_jump = out.create_dataset("jump", shape=spatial, dtype=np.float32)
             d_valid = out.create_dataset("valid", shape=spatial, dtype=bool)
             for start, stop, res in edge_source(info, options.params, slab_size):
+            d_spectral = spectral_datasets(out, spectral, spatial)
                 edge[start:stop] = res.edge_ev
+                write_spectral(d_spectral, start, stop, res)
                 d_edge[start:stop] = res.edge_ev.astype(np.float32)
                 d_jump[start:stop] = res.jump.astype(np.float32)
                 d_valid[start:stop] = res.valid

@@ -68,7 +68,8 @@ def _numba_kernel():
         _edge_numba = mod
     return _edge_numba
 
-__all__ = ["EdgeParameters", "PRESETS", "edge_parameters", "EdgeResult", "EdgeKernel"]
+__all__ = ["EdgeParameters", "PRESETS", "WHITE_LINE_PRESETS", "LCF_WINDOW_PRESETS", "edge_parameters", "EdgeResult",
+           "EdgeKernel"]
 
 _INF = math.inf
 
@@ -105,6 +106,11 @@ def _k_edge_preset(e0: float) -> EdgeParameters:
 
 # Ni: pre <= 8320, post >= 8370, edge 8325-8365.
 PRESETS: dict[str, EdgeParameters] = {element: _k_edge_preset(e0) for element, e0 in K_EDGE_EV.items()}
+
+# Spectral maps (DESIGN §11), same offsets from e0 for every element: the white-line window
+# W (Ni 8345-8358 eV) and the LCF fit window F (Ni 8325-8375 eV).
+WHITE_LINE_PRESETS: dict[str, tuple[float, float]] = {el: (e0 + 12.0, e0 + 25.0) for el, e0 in K_EDGE_EV.items()}
+LCF_WINDOW_PRESETS: dict[str, tuple[float, float]] = {el: (e0 - 8.0, e0 + 42.0) for el, e0 in K_EDGE_EV.items()}
 
 
 def edge_parameters(element: str = "Ni", *, pre=None, post=None, edge=None,

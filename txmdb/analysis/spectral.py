@@ -33,13 +33,14 @@ from __future__ import annotations
 
 import itertools
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import Mapping
 
 import numpy as np
 
 from txmdb.analysis.edge import EdgeKernel, EdgeParameters, EdgeResult, _window
 
-__all__ = ["MAX_REFERENCES", "MIN_WHITE_LINE_ENERGIES", "SpectralKernel", "lcf_supports",
+__all__ = ["EdgeMaps", "MAX_REFERENCES", "MIN_WHITE_LINE_ENERGIES", "SpectralKernel", "lcf_supports",
            "normalized_references", "white_line_projector"]
 
 #: Fewest energies of a white-line window: a cubic has 4 coefficients.
@@ -117,7 +118,7 @@ def normalized_references(edge: EdgeKernel, references: Mapping[str, tuple[np.nd
     from scipy.interpolate import CubicSpline
 
     e = edge.energies_ev
-    used = {"pre-edge": edge.pre, "post-edge": edge.post, "fit": fit}
+    used = {"fit window": fit, "pre-edge": edge.pre, "post-edge": edge.post}
     rows = []
     names = list(references)
     for name in names:
@@ -185,6 +186,20 @@ def lcf_supports(gram: np.ndarray):
         a[j, :n, :n] = inv[:n, :n]
         c[j, :n] = inv[:n, n]
     return index, size, a, c
+
+
+@dataclass
+class EdgeMaps(EdgeResult):
+    """An :class:`~txmdb.analysis.edge.EdgeResult` with the spectral maps of the same voxels.
+
+    Attributes
+    ----------
+    maps : dict of str to ndarray of float64
+        ``white_line``, ``white_line_height``, ``fraction:NAME``…, ``rfactor`` as computed
+        (see :meth:`SpectralKernel.__call__`); NaN where masked.
+    """
+
+    maps: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 class SpectralKernel:
@@ -278,7 +293,7 @@ class SpectralKernel:
         mu2, spatial = self.edge._as_2d(mu)
         self.edge._check(mu2)
         if valid is None:
-            return self.with_edges(mu, threads=threads)[1]
+            return self.with_edges(mu, threads=threads).maps
         valid = np.ascontiguousarray(np.asarray(valid, dtype=bool).reshape(-1))
         if valid.size != mu2.shape[1]:
             raise ValueError(f"valid has {valid.size} voxels, mu {mu2.shape[1]}")
@@ -288,10 +303,10 @@ class SpectralKernel:
                 self._compiled().spectral_pass(mu2, valid, *self._edge_arrays(), *self._spectral_arrays(), *outputs)
         return self._maps(outputs, spatial)
 
-    def with_edges(self, mu: np.ndarray, *, threads: int = 1) -> tuple[EdgeResult, dict[str, np.ndarray]]:
+    def with_edges(self, mu: np.ndarray, *, threads: int = 1) -> "EdgeMaps":
         """The edge kernel's result and the maps of ``mu`` in one sweep over it.
 
-        The same numbers as ``self.edge(mu)`` and ``self(mu, that.valid)``, at little more
+        The same numbers as ``self.edge(mu)`` and ``self(mu, that.valid)``, for little more
         than the edge kernel's cost: each block of voxels is read once for both.
 
         Parameters
@@ -301,11 +316,13 @@ class SpectralKernel:
 
         Returns
         -------
-        (EdgeResult, dict of str to ndarray)
+        EdgeMaps
+            The edge result with the maps of ``__call__`` in ``maps``.
         """
         edge = self.edge
         if not self.map_names:
-            return edge(mu, threads=threads), {}
+            result = edge(mu, threads=threads)
+            return EdgeMaps(result.edge_ev, result.jump, result.sigma_pre, result.valid, {})
         mu2, spatial, n_vox, e_edge, jump, sigma, valid = edge._prepare(mu)
         outputs = self._outputs(n_vox)
         if n_vox:
@@ -315,9 +332,9 @@ class SpectralKernel:
                     mu2, edge._p_pre_c, edge.pre.start, edge._p_post_c, edge.post.start, edge._x,
                     edge.energies_ev, edge._search.start, edge._search.stop, float(p.min_jump), float(p.snr),
                     e_edge, jump, sigma, valid, *self._spectral_arrays(), *outputs)
-        result = EdgeResult(edge_ev=e_edge.reshape(spatial), jump=jump.reshape(spatial),
-                            sigma_pre=sigma.reshape(spatial), valid=valid.reshape(spatial))
-        return result, self._maps(outputs, spatial)
+        return EdgeMaps(edge_ev=e_edge.reshape(spatial), jump=jump.reshape(spatial),
+                        sigma_pre=sigma.reshape(spatial), valid=valid.reshape(spatial),
+                        maps=self._maps(outputs, spatial))
 
     # ------------------------------------------------------------------ helpers
     @staticmethod

@@ -43,7 +43,7 @@ def existing_by_sha(catalog, model: type[T], sha256: str, *, owner: tuple[str, i
     with catalog.session() as session:
         found = session.scalar(select(model).where(model.file_sha256 == sha256))
     if found is not None and owner is not None and getattr(found, owner[0]) != owner[1]:
-        what = owner[0].removesuffix("_id")
+        what = owner[0].removesuffix("_id").removesuffix("_name")
         raise InputError(source or found.file_path, f"this file is already in the catalogue as "
                          f"{model.__tablename__} record {found.id} of another {what}; it cannot belong to two")
     return found

@@ -63,12 +63,13 @@ def _analyze_on_worker(info, options, pending: str):
     return outputs, time.perf_counter() - t0
 
 
-def _edge_task(info, params, start: int, stop: int, registration=None):
-    """Runs on a worker: the edge phase of one slab (of the registered stack, with a registration)."""
+def _edge_task(info, params, start: int, stop: int, registration=None, spectral=None):
+    """Runs on a worker: the edge phase of one slab (of the registered stack, with a registration;
+    with the white-line/LCF maps of a spectral kernel)."""
     from txmdb.pipeline import extract_edges
 
     try:
-        return start, stop, extract_edges(info, params, start, stop, registration=registration)
+        return start, stop, extract_edges(info, params, start, stop, registration=registration, spectral=spectral)
     except InputError as exc:
         raise _problem(exc) from None
 
@@ -207,13 +208,16 @@ def _split_scan(catalog, client, scan, info, options):
     from dask.distributed import as_completed
 
     from txmdb.analysis.gradient import GradientVectors
-    from txmdb.pipeline import analyze_stack, slab_bounds
+    from txmdb.pipeline import analyze_stack, slab_bounds, spectral_kernel
 
     futures: list = []
 
     def edge_source(info, params, slab_size):
-        # the shifts are a few hundred numbers: they travel with every task
-        futures.extend(client.submit(_edge_task, info, params, start, stop, options.registration, pure=False)
+        # the shifts are a few hundred numbers, the spectral kernel's arrays a few kB: they
+        # travel with every task
+        spectral = spectral_kernel(info, options)
+        futures.extend(client.submit(_edge_task, info, params, start, stop, options.registration, spectral,
+                                     pure=False)
                        for start, stop in slab_bounds(info, slab_size))
         for future in as_completed(futures):
             yield future.result()

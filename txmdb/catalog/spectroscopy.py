@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import math
 import os
+from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 
 from txmdb.catalog._records import (
@@ -12,7 +14,7 @@ from txmdb.catalog._records import (
 )
 from txmdb.catalog.samples import get_sample
 from txmdb.db.models import XASMeasurement, XRDResult
-from txmdb.errors import InputError, ParameterError, input_errors
+from txmdb.errors import DuplicateError, InputError, NotFoundError, ParameterError, input_errors
 from txmdb.store import XAS
 from txmdb.vocabulary import MODES_BY_KIND, edge_kind
 
@@ -43,19 +45,27 @@ def ingest_xas(
     catalog,
     path: str | os.PathLike,
     *,
-    sample: str,
+    sample: str | None = None,
     edge: str,
     mode: str | None = None,
     state: str | None = None,
     depth_um: float | None = None,
     params=None,
+    reference: str | None = None,
 ) -> tuple[XASMeasurement, bool]:
-    """Read a spectrum, find its edge (K) or L3 ratio (L3), keep the normalised spectrum in the store."""
+    """Read a spectrum, find its edge (K) or L3 ratio (L3), keep the normalised spectrum in the store.
+
+    The spectrum is a ``sample``'s, or the named ``reference`` spectrum (LCF, DESIGN §11),
+    which belongs to no sample: exactly one of the two.
+    """
     import dataclasses
 
     from txmdb.analysis import xas
     from txmdb.io.spectra import read_spectrum
 
+    if (sample is None) == (reference is None):
+        raise ParameterError(("sample", "reference"), "a spectrum is a sample's or a named reference: "
+                                                      "give one of the two")
     params = params or xas_parameters(edge)
     modes = MODES_BY_KIND[edge_kind(edge)]
     mode = mode or modes[0]
@@ -63,13 +73,19 @@ def ingest_xas(
         raise ParameterError("mode", f"mode {mode!r} does not fit edge {edge}; use one of {', '.join(modes)}")
     if depth_um is not None and not (math.isfinite(depth_um) and depth_um >= 0):
         raise ParameterError("depth_um", f"probing depth {depth_um} µm is not a depth (≥ 0)")
+    if reference is not None:
+        reference = reference_name(reference)
     provenance = file_provenance(path)
-    with catalog.session() as session:
-        sample_id = get_sample(session, sample).id
-    found = existing_by_sha(catalog, XASMeasurement, provenance["file_sha256"], owner=("sample_id", sample_id),
-                            source=path)
+    if reference is None:
+        with catalog.session() as session:
+            owner = ("sample_id", get_sample(session, sample).id)
+    else:
+        owner = ("reference_name", reference)
+    found = existing_by_sha(catalog, XASMeasurement, provenance["file_sha256"], owner=owner, source=path)
     if found is not None:
         return found, False
+    if reference is not None:
+        _check_reference_free(catalog, reference, source=path)
 
     spectrum = read_spectrum(path, edge=edge)
     fields: dict = {}
@@ -90,7 +106,7 @@ def ingest_xas(
 
     def create(session) -> XASMeasurement:
         record = XASMeasurement(
-            sample_id=sample_id, edge=edge, mode=mode, state=state, depth_um=depth_um, n_points=len(spectrum.energy_ev),
+            **{owner[0]: owner[1]}, edge=edge, mode=mode, state=state, depth_um=depth_um, n_points=len(spectrum.energy_ev),
             parameters=parameters, spectrum_path="", spectrum_sha256="", **fields, **provenance,
         )
         session.add(record)
@@ -100,8 +116,76 @@ def ingest_xas(
     table = pd.DataFrame({"energy_ev": spectrum.energy_ev, "mu": spectrum.mu, "normalized": normalized})
     return record_with_store_file(
         catalog, XAS, provenance["file_sha256"], write=lambda temp: table.to_parquet(temp, index=False),
-        create=create, owner=("sample_id", sample_id), source=path,
+        create=create, owner=owner, source=path,
     )
+
+
+def reference_name(name: str) -> str:
+    """A reference spectrum's name, checked: it names a map (``fraction:NAME``) and is listed
+    in ``--lcf NAME,NAME``, so no commas, no control characters, at most 100 characters."""
+    name = name.strip()
+    if not name:
+        raise ParameterError("reference", "a reference spectrum needs a non-empty name")
+    if "," in name or any(ord(c) < 32 or ord(c) == 127 for c in name) or len(name) > 100:
+        raise ParameterError("reference", f"reference name {name!r} must be at most 100 characters without commas "
+                                          "or control characters")
+    return name
+
+
+def _check_reference_free(catalog, name: str, *, source) -> None:
+    """DuplicateError when another file already holds the reference name ``name``."""
+    from sqlalchemy import select
+
+    with catalog.session() as session:
+        taken = session.scalar(select(XASMeasurement).where(XASMeasurement.reference_name == name))
+        if taken is not None:
+            raise DuplicateError(f"reference {name!r} exists already (XAS measurement {taken.id}, from "
+                                 f"{taken.file_path}); {source} is another file")
+
+
+@dataclass(frozen=True)
+class ReferenceSpectrum:
+    """A named reference spectrum as LCF takes it: its own points, raw μ."""
+
+    name: str
+    measurement_id: int
+    energy_ev: np.ndarray
+    mu: np.ndarray
+
+
+def load_references(catalog, names, *, edge: str) -> tuple[ReferenceSpectrum, ...]:
+    """The reference spectra ``names`` (in that order) with their stored points (hash-checked).
+
+    Raises
+    ------
+    ParameterError
+        A name given twice.
+    NotFoundError
+        No reference of that name.
+    InputError
+        A reference measured at another edge than ``edge``.
+    """
+    from sqlalchemy import select
+
+    names = [reference_name(n) for n in names]
+    if len(set(names)) != len(names):
+        twice = next(n for n in names if names.count(n) > 1)
+        raise ParameterError("lcf", f"reference {twice!r} is listed twice")
+    with catalog.session() as session:
+        rows = {r.reference_name: r for r in session.scalars(
+            select(XASMeasurement).where(XASMeasurement.reference_name.in_(names)))}
+    loaded = []
+    for name in names:
+        row = rows.get(name)
+        if row is None:
+            raise NotFoundError(f"no reference spectrum named {name!r}; record one with "
+                                f"'txmdb xas ingest FILE --reference {name} --edge {edge}'")
+        if row.edge != edge:
+            raise InputError(row.file_path, f"reference {name!r} is a {row.edge} spectrum, not {edge}")
+        table = catalog.store.read_parquet(row.spectrum_path, row.spectrum_sha256, columns=["energy_ev", "mu"])
+        loaded.append(ReferenceSpectrum(name, row.id, table["energy_ev"].to_numpy(np.float64),
+                                        table["mu"].to_numpy(np.float64)))
+    return tuple(loaded)
 
 
 def add_xrd(

@@ -91,7 +91,7 @@ def prepare_scan(catalog, scan_id: int, *, verify_hash: bool = True, options=Non
     With ``options``, windows this stack cannot serve are refused here, before an analysis
     is recorded: a refused option is a usage error, not a failed analysis.
     """
-    from txmdb.pipeline import edge_kernel
+    from txmdb.pipeline import edge_kernel, settle_spectral, spectral_kernel
 
     with catalog.session() as session:
         scan = get_scan(session, scan_id)
@@ -100,6 +100,7 @@ def prepare_scan(catalog, scan_id: int, *, verify_hash: bool = True, options=Non
     info = open_scan_stack(scan)
     if options is not None:
         edge_kernel(info, options.params)
+        spectral_kernel(info, settle_spectral(info, options))   # white-line window, references
     return scan, info
 
 
@@ -145,7 +146,9 @@ def prepare_analysis(catalog, scan_id: int, options, *, registration: int | str 
 
         with input_errors(scan.file_path):
             registration_shifts(info, applied.shifts)
-    return scan, info, dataclasses.replace(options, registration=applied)
+    from txmdb.pipeline import settle_spectral
+
+    return scan, info, dataclasses.replace(settle_spectral(info, options), registration=applied)
 
 
 def new_analysis(scan: TXMScan, options) -> Analysis:
