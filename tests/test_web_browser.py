@@ -248,6 +248,7 @@ def test_login_browse_to_a_scan_and_move_the_slice(visit, site):
     # The colour scale is the map's, not the slice's: it stays as the slice moves.
     assert v.page.locator("#slice-viewer .colourbar .low").inner_text() == low
     assert v.page.locator("#gradient-plots .uplot").count() >= 2
+    assert v.page.locator("#edge-plots .uplot").count() == 2  # edge-energy histogram and depth profile
     assert v.page.locator("#particles tbody tr").count() >= 1
 
     # Log out: the session ends, and the pages send the browser to the login form again.

@@ -399,6 +399,28 @@ def _edge_rows(frame):
     return frame[frame["map"] == "edge"] if "map" in frame.columns else frame
 
 
+def edge_plots(histogram, depth) -> list[dict]:
+    """The edge-energy distribution of the voxels and the edge energy against depth (whole scan)."""
+    plots = []
+    histogram, depth = _edge_rows(histogram), _edge_rows(depth)
+    if not histogram.empty:
+        rows = histogram.sort_values("edge_lo_ev")
+        rows = rows.assign(edge=(rows["edge_lo_ev"] + rows["edge_hi_ev"]) / 2)
+        width = float((rows["edge_hi_ev"] - rows["edge_lo_ev"]).iloc[0])
+        plots.append({"id": "edge-histogram", "title": "Edge energy of the voxels", "x": {"label": "Edge energy",
+                      "unit": "eV"}, "y": {"label": "Probability", "unit": f"per {width:g} eV bin"},
+                      "series": [_series(rows, "edge", "probability", "voxels")]})
+    if not depth.empty:
+        in_nm = depth["depth_lo_nm"].notna().all()
+        lo, hi, unit = ("depth_lo_nm", "depth_hi_nm", "nm") if in_nm else ("depth_lo_vox", "depth_hi_vox", "voxels")
+        rows = depth.sort_values(lo)
+        rows = rows.assign(depth=(rows[lo] + rows[hi]) / 2)
+        plots.append({"id": "depth-profile", "title": "Edge energy against depth below the surface",
+                      "x": {"label": "Depth", "unit": unit}, "y": {"label": "Mean edge energy", "unit": "eV"},
+                      "series": [_series(rows, "depth", "mean_edge_ev", "mean")], "points": True})
+    return plots
+
+
 def gradient_plots(theta, vector_size, unit: str) -> list[dict]:
     """Per binning factor: θ probability (with the sin θ reference) and |u| per folded θ group (edge map)."""
     plots = []
@@ -464,6 +486,8 @@ def scan_page(request: Request, scan_id: int, user=Viewer):
         analyses=table(analyses.drop(columns=["scan_id"]), status=["status"], empty="No analyses of this scan."),
         registrations=table(_registration_summary(registrations), empty="No registrations of this scan."),
         gradient_plots=gradient_plots(theta, vector_size, unit),
+        edge_plots=edge_plots(query.edge_histogram(catalog, scan=[scan_id], scan_level=True),
+                              query.depth_profile(catalog, scan=[scan_id], scan_level=True)),
         particles=table(query.particles(catalog, scan=[scan_id]).drop(columns=["sample", "state", "scan_id"]),
                         empty="No particles (not analysed yet)."),
     )
