@@ -698,9 +698,9 @@ def analyze_stack(info, options: AnalysisOptions, *, results_path: Path,
     d = info.voxel_size_nm if info.voxel_size_nm and math.isfinite(info.voxel_size_nm) else None
     gradient_unit = "eV/nm" if d else "eV/voxel"
     edge_kernel(info, options.params)             # window errors before any file exists
-    if options.registration is not None:          # shape errors too
     options = settle_spectral(info, options)
     spectral = spectral_kernel(info, options)     # and reference errors
+    if options.registration is not None:          # shape errors too
         from txmdb.io.hdf5 import registration_shifts
 
         registration_shifts(info, options.registration.shifts)
@@ -738,10 +738,10 @@ def analyze_stack(info, options: AnalysisOptions, *, results_path: Path,
             d_edge = out.create_dataset("edge_ev", shape=spatial, dtype=np.float32)
             d_jump = out.create_dataset("jump", shape=spatial, dtype=np.float32)
             d_valid = out.create_dataset("valid", shape=spatial, dtype=bool)
-            for start, stop, res in edge_source(info, options.params, slab_size):
             d_spectral = spectral_datasets(out, spectral, spatial)
-                edge[start:stop] = res.edge_ev
+            for start, stop, res in edge_source(info, options.params, slab_size):
                 write_spectral(d_spectral, start, stop, res)
+                edge[start:stop] = res.edge_ev
                 d_edge[start:stop] = res.edge_ev.astype(np.float32)
                 d_jump[start:stop] = res.jump.astype(np.float32)
                 d_valid[start:stop] = res.valid
