@@ -89,6 +89,8 @@ HARVEST_RETRY_S = 10.0
 #: Without --poll, the inotify watcher still walks its folders this often, as a safety net for
 #: events the kernel dropped (queue overflow); 10,000 files cost ~0.1 s of stat calls.
 HARVEST_RESCAN_S = 300.0
+#: The watcher's ingest process (numpy, pandas, h5py: ~100 MB) leaves after this long without work.
+HARVEST_INGESTER_IDLE_S = 60.0
 
 # ------------------------------------------------------------------------------------ maps
 #: Names of an analysis' maps (DESIGN §11, txmdb.analysis.maps); ``fraction:NAME`` stands for

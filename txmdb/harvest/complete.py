@@ -18,8 +18,12 @@ _ZIP_SIGNATURE = b"PK\x03\x04"
 _TAIL_BYTES = 64 << 10
 
 
-def incomplete_reason(path: str | os.PathLike) -> str | None:
-    """None when ``path`` opens cleanly as a finished file, else why it is not complete yet."""
+def incomplete_reason(path: str | os.PathLike, *, hdf5=None) -> str | None:
+    """None when ``path`` opens cleanly as a finished file, else why it is not complete yet.
+
+    ``hdf5(path)``: the check of an HDF5 file (default: open it here with h5py); the watcher
+    passes its ingest process's, so h5py stays out of the long-running process.
+    """
     path = Path(path)
     try:
         with open(path, "rb") as fh:
@@ -27,7 +31,7 @@ def incomplete_reason(path: str | os.PathLike) -> str | None:
             if not head:
                 return "empty"
             if head == _HDF5_SIGNATURE:
-                return _hdf5_reason(path)
+                return (hdf5 or hdf5_reason)(path)
             if head.startswith(_ZIP_SIGNATURE):
                 return _zip_reason(path)
             if b"\0" in head:
@@ -37,7 +41,7 @@ def incomplete_reason(path: str | os.PathLike) -> str | None:
         return f"cannot read: {exc.strerror}"
 
 
-def _hdf5_reason(path: Path) -> str | None:
+def hdf5_reason(path: Path) -> str | None:
     import h5py
 
     try:

@@ -99,8 +99,9 @@ def missing_reference(catalog, kind: str, values: dict[str, Any]) -> str | None:
     return None
 
 
-def queue_jobs(catalog, rule, scan_id: int, *, created_by: str | None = None) -> list[int]:
-    """Queue the rule's registration and analysis of a scan (registration first); the jobs' ids.
+def queue_jobs(catalog, scan_id: int, *, register: bool, analyze: bool, analysis: dict[str, Any],
+               created_by: str | None = None) -> list[int]:
+    """Queue a txm rule's registration and analysis of a scan (registration first); the jobs' ids.
 
     A kind of job the scan has already (queued by an earlier run that stopped before it recorded
     the file as ingested, or by hand) is not queued again.
@@ -110,7 +111,7 @@ def queue_jobs(catalog, rule, scan_id: int, *, created_by: str | None = None) ->
     from txmdb.db.models import Job
     from txmdb.jobs import enqueue
 
-    wanted = [kind for kind, asked in (("register", rule.register), ("analyze", rule.analyze)) if asked]
+    wanted = [kind for kind, asked in (("register", register), ("analyze", analyze)) if asked]
     if not wanted:
         return []
     with catalog.session() as session:
@@ -121,8 +122,8 @@ def queue_jobs(catalog, rule, scan_id: int, *, created_by: str | None = None) ->
         if kind in existing:
             ids.append(existing[kind])
             continue
-        parameters = rule.analysis if kind == "analyze" else {}
+        parameters = analysis if kind == "analyze" else {}
         # the analysis waits for the registration it applies (the scan's latest, by default)
-        after = ids[0] if kind == "analyze" and rule.register else None
+        after = ids[0] if kind == "analyze" and register else None
         ids.append(enqueue(catalog, kind, parameters, scan_id=scan_id, created_by=created_by, after=after))
     return ids

@@ -205,10 +205,49 @@ def load_rules(path: str | os.PathLike) -> Rules:
         raise InputError(path, "no rules: add at least one [[rule]] with folder, glob and kind")
     base = path.resolve().parent
     rules = tuple(_rule(path, base, index, entry) for index, entry in enumerate(entries, start=1))
+    for rule, problem in zip(rules, _analysis_problems([rule.analysis for rule in rules])):
+        if problem:
+            raise InputError(path, f"rule {rule.label}: analysis: {problem}")
     names = [rule.name for rule in rules if rule.name]
     if len(names) != len(set(names)):
         raise InputError(path, f"rule names must differ: {', '.join(sorted(n for n in set(names) if names.count(n) > 1))}")
     return Rules(path=path, settle_seconds=float(settle), rules=rules)
+
+
+def _analysis_problems(analyses: list[dict]) -> list[str | None]:
+    """Each rule's ``analysis`` parsed as its job will parse it (txmdb.options.analysis_request):
+    None, or the one-line problem.
+
+    That parse builds the analysis objects (numpy, pandas: ~100 MB a long-running watcher should
+    not keep), so it runs in a short-lived child unless this process has them loaded already.
+    """
+    import json
+    import subprocess
+    import sys
+
+    if not any(analyses) or "txmdb.pipeline" in sys.modules:
+        return analysis_problems_here(analyses)
+    script = ("import json, sys\nfrom txmdb.harvest.rules import analysis_problems_here\n"
+              "print(json.dumps(analysis_problems_here(json.load(sys.stdin))))")
+    done = subprocess.run([sys.executable, "-c", script], input=json.dumps(analyses), capture_output=True, text=True)
+    if done.returncode:
+        raise TxmdbError(f"cannot check the rules' analysis options: {done.stderr.strip().splitlines()[-1:]}")
+    return json.loads(done.stdout)
+
+
+def analysis_problems_here(analyses: list[dict]) -> list[str | None]:
+    """:func:`_analysis_problems` in this process."""
+    from txmdb.options import analysis_request
+
+    problems = []
+    for analysis in analyses:
+        try:
+            if analysis:
+                analysis_request(analysis)
+            problems.append(None)
+        except TxmdbError as exc:
+            problems.append(str(exc))
+    return problems
 
 
 def _no_unknown(path: Path, table: dict, known, where: str) -> None:
@@ -272,12 +311,6 @@ def _rule(path: Path, base: Path, index: int, entry) -> Rule:
     if analysis and not flags["analyze"]:
         raise InputError(path, f"{where}analysis options without analyze = true")
     _no_unknown(path, analysis, tuple(ANALYZE_OPTIONS), f"{where}analysis: ")
-    from txmdb.options import analysis_request
-
-    try:  # parsed as the job will parse them, so a queued analysis cannot fail on its options
-        analysis_request(analysis)
-    except TxmdbError as exc:
-        raise InputError(path, f"{where}analysis: {exc}") from None
     name = entry.get("name")
     if name is not None and (not isinstance(name, str) or not name.strip()):
         raise InputError(path, f"rule {index}: name must be non-empty text")

@@ -30,9 +30,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
-from txmdb.errors import NotFoundError, TxmdbError
+from txmdb.errors import TxmdbError
 from txmdb.harvest.complete import incomplete_reason
-from txmdb.harvest.ingest import ingest_file, missing_reference, queue_jobs
+from txmdb.harvest.ingest import missing_reference
+from txmdb.harvest.ingester import Ingester, IngestFailed
 from txmdb.harvest.record import Seen, load_seen, save
 from txmdb.harvest.rules import Rule, Rules
 from txmdb.vocabulary import HARVEST_RESCAN_S, HARVEST_RETRY_S
@@ -76,6 +77,8 @@ class Watcher:
         self._observer = None
         self._watches: dict[Path, object] = {}
         self._folders: dict[Path, tuple[int, int] | None] = {}
+        # files are read in a child process (txmdb.harvest.ingester): this one stays small
+        self.ingester = Ingester(catalog.engine.url.render_as_string(hide_password=False), catalog.store.root)
 
     # ------------------------------------------------------------------------------ control
     @property
@@ -103,6 +106,7 @@ class Watcher:
         try:
             self._loop(settle)
         finally:
+            self.ingester.close()
             if self._observer is not None:
                 self._observer.stop()
                 self._observer.join(timeout=5)
@@ -126,6 +130,7 @@ class Watcher:
                 next_retry = now + HARVEST_RETRY_S
             self._look_at_noted()
             self._settle(settle)
+            self.ingester.stop_if_idle()
             if self.once and not self.candidates:
                 return
             self._wake.wait(tick)
@@ -221,6 +226,7 @@ class Watcher:
         if candidate is not None and (candidate.size, candidate.mtime) == (st.st_size, st.st_mtime):
             return
         self.candidates[path] = Candidate(rule, st.st_size, st.st_mtime, time.monotonic())
+        self.ingester.warm()  # its imports while the file settles
         if seen is None:
             self._record(path, rule, "waiting", st.st_size, st.st_mtime, event="file.seen")
 
@@ -241,7 +247,12 @@ class Watcher:
                 continue
             if now - candidate.since < settle:
                 continue
-            reason = incomplete_reason(path)
+            try:
+                reason = incomplete_reason(path, hdf5=self._hdf5_reason)
+            except IngestFailed as exc:  # the HDF5 library died opening it
+                del self.candidates[path]
+                self._failed(path, candidate.rule, st.st_size, st.st_mtime, str(exc))
+                continue
             if reason is not None:
                 if reason != candidate.reason:
                     self.log("file.incomplete", "info", path=path, reason=reason)
@@ -252,6 +263,9 @@ class Watcher:
                 continue
             del self.candidates[path]
             self._harvest(path, candidate.rule, st.st_size, st.st_mtime)
+
+    def _hdf5_reason(self, path) -> str | None:
+        return self.ingester.call({"op": "complete", "path": str(path)})["reason"]
 
     def _retry_missing_references(self) -> None:
         """Files that failed for want of their sample or cell: candidates again once it exists."""
@@ -284,28 +298,24 @@ class Watcher:
         except TxmdbError as exc:
             self._failed(path, rule, size, mtime, str(exc))
             return
+        # before the file is hashed and read: a missing cell costs one lookup, now and at each retry
+        if (missing := missing_reference(self.catalog, rule.kind, values)) is not None:
+            self._failed(path, rule, size, mtime, missing, missing=True)
+            return
         try:
-            # before the file is hashed and read: a missing cell costs one lookup, now and at each retry
-            if (missing := missing_reference(self.catalog, rule.kind, values)) is not None:
-                raise NotFoundError(missing)
-            result = ingest_file(self.catalog, rule.kind, Path(path), values)
-        except TxmdbError as exc:
-            self._failed(path, rule, size, mtime, str(exc), missing=isinstance(exc, NotFoundError))
+            result = self.ingester.call({"op": "ingest", "kind": rule.kind, "path": path, "values": values,
+                                         "register": rule.register, "analyze": rule.analyze,
+                                         "analysis": rule.analysis, "created_by": f"watch:{rule.label}"})
+        except IngestFailed as exc:
+            self._failed(path, rule, size, mtime, str(exc), missing=exc.missing)
             return
-        except OSError as exc:  # the file went away or became unreadable while it was read
-            self._failed(path, rule, size, mtime, f"cannot read: {exc.strerror or exc}")
-            return
-        jobs: list[int] = []
         error = None
-        if result.record_kind == "txm_scans":
-            try:
-                jobs = queue_jobs(self.catalog, rule, result.record_id, created_by=f"watch:{rule.label}")
-            except TxmdbError as exc:
-                error = f"ingested, but its jobs were not queued: {exc}"
-                self.log("jobs.failed", "error", path=path, error=str(exc))
-        self._record(path, rule, "ingested", size, mtime, sha256=result.sha256, record_kind=result.record_kind,
-                     record_id=result.record_id, error=error, event="file.ingested", created=result.created,
-                     jobs=jobs or None)
+        if result["jobs_error"]:
+            error = f"ingested, but its jobs were not queued: {result['jobs_error']}"
+            self.log("jobs.failed", "error", path=path, error=result["jobs_error"])
+        self._record(path, rule, "ingested", size, mtime, sha256=result["sha256"], record_kind=result["record_kind"],
+                     record_id=result["record_id"], error=error, event="file.ingested", created=result["created"],
+                     jobs=result["jobs"] or None)
 
     def _changed_after_ingest(self, path: str, rule: Rule, seen: Seen, size: int, mtime: float) -> None:
         from txmdb.io.files import sha256_file
