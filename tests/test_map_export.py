@@ -46,6 +46,20 @@ def test_export_edge_map_as_hdf5(analysed, tmp_path):
     assert parameters["edge"]["edge"] == EXPECTED["rod40"]["parameters"]["edge_window_ev"]
 
 
+def test_export_white_line_map_as_hdf5_and_tiff(analysed, tmp_path):
+    cli, scan = analysed
+    analysis, _ = _results(cli)
+    with h5py.File(analysis["results_path"], "r") as f:
+        white = f["white_line_ev"][()]
+    for out in (tmp_path / "w.h5", tmp_path / "w.tif"):
+        assert cli("txm", "export", str(scan), "--map", "white_line", "-o", out).exit_code == 0
+    with h5py.File(tmp_path / "w.h5", "r") as f:
+        np.testing.assert_array_equal(f["map"][()], white)
+        assert f["map"].attrs["txmdb_unit"] == "eV"
+    np.testing.assert_array_equal(tifffile.imread(tmp_path / "w.tif"), white)
+    assert np.isnan(white).any() and np.isfinite(white).any()
+
+
 @pytest.mark.parametrize("suffix", [".tif", ".tiff"])
 def test_export_edge_map_as_imagej_tiff(analysed, tmp_path, suffix):
     cli, scan = analysed
@@ -78,10 +92,11 @@ def test_export_refusals_are_one_line_and_write_nothing(analysed, tmp_path):
     _one_line_error(cli("txm", "export", str(scan), "--map", "edges", "-o", out),
                     "map 'edges' does not exist; maps: edge, white_line, white_line_height, fraction:NAME, rfactor, "
                     "cluster")
-    _one_line_error(cli("txm", "export", str(scan), "--map", "white_line", "-o", out),
-                    "map 'white_line' does not exist in this analysis; its maps: edge")
+    _one_line_error(cli("txm", "export", str(scan), "--map", "rfactor", "-o", out),
+                    "map 'rfactor' does not exist in this analysis; its maps: edge, white_line, white_line_height")
     _one_line_error(cli("txm", "export", str(scan), "--map", "fraction:NiO", "-o", tmp_path / "m.tif"),
-                    "map 'fraction:NiO' does not exist in this analysis; its maps: edge")
+                    "map 'fraction:NiO' does not exist in this analysis; its maps: edge, white_line, "
+                    "white_line_height")
     _one_line_error(cli("txm", "export", str(scan), "--map", "edge", "-o", tmp_path / "m.png"),
                     "a map is written as .h5 or .hdf5 or .tif or .tiff; the name ends in .png")
     _one_line_error(cli("txm", "export", str(scan), "--map", "edge", "-o", tmp_path / "no" / "m.h5"),

@@ -253,23 +253,31 @@ def test_query_maps_columns_and_values_from_the_results_file(analysed):
     rows = _json(cli, "query", "maps")
     assert rows and all(list(r) == MAPS_COLUMNS for r in rows)
     (analysis,) = _json(cli, "query", "analyses")
-    labels_path = analysis["results_path"]
-    with h5py.File(labels_path, "r") as f:
-        edge = f["edge_ev"][()].astype(np.float64)
+    path = analysis["results_path"]
+    with h5py.File(path, "r") as f:
         labels = f["labels"][()]
-    by_particle = {r["particle"]: r for r in rows if r["map"] == "edge"}
-    assert set(by_particle) == {None, *range(1, int(labels.max()) + 1)}
-    for particle, row in by_particle.items():
-        v = edge[(labels > 0 if particle is None else labels == particle) & np.isfinite(edge)]
-        assert row["scan_id"] == scan and row["sample"] == "rod" and row["state"] == "charged"
-        assert row["n_valid"] == v.size
-        # the catalogue's edge map is float64, the file's float32: equal to float32 rounding
-        assert row["mean"] == pytest.approx(v.mean(), abs=2e-3)
-        assert row["std"] == pytest.approx(v.std(), abs=2e-3)
-        for column, q in (("p05", 5), ("p50", 50), ("p95", 95)):
-            assert row[column] == pytest.approx(np.percentile(v, q), abs=2e-3)
-    assert _json(cli, "query", "maps", "--scan-level") == [by_particle[None]]
-    assert _json(cli, "query", "maps", "--map", "white_line") == []
+    names = maps_in(path)
+    assert names[0] == "edge" and "white_line" in names         # the Ni preset's white line by default
+    assert sorted({r["map"] for r in rows}) == sorted(names)
+    for name in names:
+        values = read_map(path, name).astype(np.float64)
+        by_particle = {r["particle"]: r for r in rows if r["map"] == name}
+        assert set(by_particle) == {None, *range(1, int(labels.max()) + 1)}
+        # the edge map's statistics are of the float64 map, the file holds float32
+        tolerance = {"abs": 2e-3} if name == "edge" else {"rel": 1e-9, "abs": 1e-9}    # JSON: 10 decimals
+        for particle, row in by_particle.items():
+            v = values[(labels > 0 if particle is None else labels == particle) & np.isfinite(values)]
+            assert row["scan_id"] == scan and row["sample"] == "rod" and row["state"] == "charged"
+            assert row["n_valid"] == v.size > 0, name
+            assert row["mean"] == pytest.approx(v.mean(), **tolerance), name
+            assert row["std"] == pytest.approx(v.std(), **tolerance), name
+            for column, q in (("p05", 5), ("p50", 50), ("p95", 95)):
+                assert row[column] == pytest.approx(np.percentile(v, q), **tolerance), (name, column)
+    scan_rows = _json(cli, "query", "maps", "--scan-level")
+    assert [r["map"] for r in scan_rows] == sorted(names) and all(r["particle"] is None for r in scan_rows)
+    only = _json(cli, "query", "maps", "--map", "white_line")
+    assert only and {r["map"] for r in only} == {"white_line"}
+    assert _json(cli, "query", "maps", "--map", "fraction:NiO") == []
 
 
 def test_statistics_queries_say_map_and_gradient_unit(analysed):
@@ -293,7 +301,7 @@ def test_statistics_queries_say_map_and_gradient_unit(analysed):
 def test_a_gradient_map_not_computed_or_unknown_is_refused_before_any_work(analysed):
     cli, scan = analysed
     before = _count(cli, "analyses")
-    _one_line_error(cli("txm", "analyze", str(scan), "--gradient-map", "edge,white_line"),
+    _one_line_error(cli("txm", "analyze", str(scan), "--white-line", "none", "--gradient-map", "edge,white_line"),
                     "map 'white_line' is not computed by this analysis; its maps: edge")
     _one_line_error(cli("txm", "analyze", str(scan), "--gradient-map", "fraction:NiO"),
                     "map 'fraction:NiO' is not computed by this analysis")
@@ -362,3 +370,51 @@ def test_migration_0006_upgrades_and_downgrades_statistics_with_data(db_url):
     migrate.upgrade(engine)
     assert migrate.current_revision(engine) == migrate.head_revision()
     engine.dispose()
+
+
+# ------------------------------------------------------------------ the hash check runs beside the analysis
+def test_a_file_changed_since_ingest_fails_the_analysis_and_records_no_statistics(cli, tmp_path):
+    import shutil
+
+    path = tmp_path / "changed.h5"
+    shutil.copy(GOLDEN / EXPECTED["rod40"]["file"], path)
+    assert cli("init").exit_code == 0
+    assert cli("sample", "add", "rod").exit_code == 0
+    scan = cli("txm", "ingest", path, "--sample", "rod").stdout.strip().splitlines()[-1]
+    with h5py.File(path, "r+") as f:
+        data = next(f[k] for k in ("exchange/data", "img_xanes") if k in f)
+        data[0, 0, 0, 0] += 1.0
+    _one_line_error(cli("txm", "analyze", scan),
+                    f"{path.resolve()}: the file changed since scan {scan} was ingested (SHA-256 differs)")
+    (analysis,) = _json(cli, "query", "analyses")
+    assert analysis["status"] == "failed" and "SHA-256 differs" in analysis["error"]
+    assert analysis["results_path"] is None
+    for table in ("gradient_summaries", "map_summaries", "particles"):
+        assert _count(cli, table) == 0
+
+
+@pytest.mark.parametrize("shape", [(40, 36, 30), (60, 50)])
+def test_compiled_depth_map_equals_scipys_bit_for_bit(shape, monkeypatch):
+    from scipy import ndimage as ndi
+
+    from txmdb.analysis import particles
+
+    rng = np.random.default_rng(2)
+    valid = ndi.binary_dilation(rng.random(shape) > (0.9995 if len(shape) == 3 else 0.995), iterations=3)
+    valid[(slice(0, 6),) * len(shape)] = True                 # a particle that fills its clipped box
+    labels, n = particles.label_particles(valid, min_voxels=5)
+    assert n > 3
+    full = np.ones(shape[:-1] + (7,), np.int32)               # fills the field: depth from its faces
+    compiled, compiled_full = particles.depth_map(labels, n), particles.depth_map(full, 1)
+    monkeypatch.setattr(particles, "_compiled_edt", lambda: None)
+    np.testing.assert_array_equal(compiled, particles.depth_map(labels, n))
+    np.testing.assert_array_equal(compiled_full, particles.depth_map(full, 1))
+    assert compiled_full.min() == 1 and compiled_full.max() > 1
+    for lab in range(1, n + 1):                                 # the definition, particle by particle
+        box = tuple(slice(max(s.start - 1, 0), min(s.stop + 1, size))
+                    for s, size in zip(ndi.find_objects(labels)[lab - 1], shape))
+        inside = labels[box] == lab
+        if inside.all():
+            continue
+        expected = ndi.distance_transform_edt(inside).astype(np.float32)
+        np.testing.assert_allclose(compiled[box][inside], expected[inside], rtol=1e-6)

@@ -574,7 +574,8 @@ def statistics_from_edge_map(edge_ev: np.ndarray, options: AnalysisOptions, *,
     maps = {} if maps is None else maps
     centroids = {}
     for f in options.bin_factors:              # O of every particle: its blocks, whatever the map
-        centroids[f] = block_centroids(bin_labels(labels, f), n)
+        # (f = 1: the particle centroids of the moments above)
+        centroids[f] = moments[1] if f == 1 else block_centroids(bin_labels(labels, f), n)
     for name in options.gradient_maps:
         values = edge_ev if name == "edge" else maps[name]
         # a voxel counts where it is in a particle and the map has a value
@@ -588,7 +589,7 @@ def statistics_from_edge_map(edge_ev: np.ndarray, options: AnalysisOptions, *,
 
     t0 = time.perf_counter()
     named = itertools.chain([("edge", edge_ev)], ((name, maps[name]) for name in maps if name != "edge"))
-    tables["map_summaries"].append(map_summaries(labels, n, named))
+    tables["map_summaries"].append(map_summaries(labels, n, named, known={"edge": (count, mean, std)}))
     timings["map_summaries"] = time.perf_counter() - t0
     return EdgeStatistics(
         tables={name: pd.concat(parts, ignore_index=True) for name, parts in tables.items()},

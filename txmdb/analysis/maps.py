@@ -255,7 +255,22 @@ def map_shape(results, name: str) -> tuple[int, ...]:
 
 
 # ------------------------------------------------------------------------------ summaries
-def map_summaries(labels: "np.ndarray", n: int, maps: Iterable[tuple[str, "np.ndarray"]]) -> "pd.DataFrame":
+def _pooled(count, mean, std) -> tuple[int, float, float]:
+    """Count, mean and population std of the union of groups from theirs (each group's squared
+    deviations are about its own mean, so no digits are lost to cancellation)."""
+    import numpy as np
+
+    total = int(count.sum())
+    if not total:
+        return 0, np.nan, np.nan
+    has = count > 0
+    c, m, s = count[has].astype(np.float64), mean[has], std[has]
+    grand = float((c * m).sum() / total)
+    return total, grand, float(np.sqrt((c * (s * s + (m - grand) ** 2)).sum() / total))
+
+
+def map_summaries(labels: "np.ndarray", n: int, maps: Iterable[tuple[str, "np.ndarray"]], *,
+                  known: dict | None = None) -> "pd.DataFrame":
     """n_valid, mean, population std and 5/50/95th percentiles of each map, whole scan and per particle.
 
     Parameters
@@ -266,6 +281,10 @@ def map_summaries(labels: "np.ndarray", n: int, maps: Iterable[tuple[str, "np.nd
         Number of particles.
     maps : iterable of (name, ndarray)
         Each map, same shape as ``labels``, NaN where masked.
+    known : dict, optional
+        ``{name: (count, mean, std)}``, arrays of shape (n + 1,) (row 0: whole scan), for maps
+        whose moments are already computed and that are finite in every particle voxel (the
+        edge map's from :func:`txmdb.analysis.particles.particle_moments`).
 
     Returns
     -------
@@ -291,10 +310,11 @@ def map_summaries(labels: "np.ndarray", n: int, maps: Iterable[tuple[str, "np.nd
         ok = np.isfinite(v)
         key, val = (keys, v) if ok.all() else (keys[ok], v[ok])
         val = val.astype(np.float64, copy=False)
-        # one two-pass walk: per particle (key) and the whole scan (one group)
-        (count, mean, std), (scan_count, scan_mean, scan_std) = grouped_moments(
-            key, val, [(lambda i, k=key: k[i], n + 1), (lambda i: np.zeros(i.size, np.intp), 1)])
-        count[0], mean[0], std[0] = scan_count[0], scan_mean[0], scan_std[0]
+        if known and name in known and ok.all():
+            count, mean, std = (np.array(a) for a in known[name])
+        else:
+            (count, mean, std), = grouped_moments(key, val, [(lambda i, k=key: k[i], n + 1)])
+            count[0], mean[0], std[0] = _pooled(count[1:], mean[1:], std[1:])
         scan_q = np.quantile(val, qs) if val.size else np.full(len(qs), np.nan)
         if n > 1:
             quant = _group_quantiles(key, val, n + 1, qs)

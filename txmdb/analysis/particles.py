@@ -201,14 +201,25 @@ def particle_table(labels: np.ndarray, n: int, edge_ev: np.ndarray, *,
     }, PARTICLE_COLUMNS)
 
 
+def _compiled_edt():
+    """``txmdb.analysis._edt_numba``, or None without numba (scipy's feature transform then)."""
+    try:
+        from txmdb.analysis import _edt_numba
+    except ImportError:
+        return None
+    return _edt_numba
+
+
 def depth_map(labels: np.ndarray, n: int) -> np.ndarray:
     """Distance of every particle voxel from its particle's surface, in voxels.
 
     The Euclidean distance transform is taken per particle over its bounding box grown by
     one voxel (clipped to the field of view): distances are to the nearest voxel not in
-    that particle. It is computed from scipy's feature transform (int32 indices of the
-    nearest outside voxel) in slabs rather than with ``distance_transform_edt``'s own
-    distance output, whose float64 temporaries take ~40 bytes per voxel.
+    that particle. It is computed by the compiled separable transform of
+    ``txmdb.analysis._edt_numba`` (4 bytes per voxel of the box), or without numba from
+    scipy's feature transform (int32 indices of the nearest outside voxel) in slabs rather
+    than with ``distance_transform_edt``'s own distance output, whose float64 temporaries
+    take ~40 bytes per voxel; both give the same float32 depths.
 
     Parameters
     ----------
@@ -223,6 +234,7 @@ def depth_map(labels: np.ndarray, n: int) -> np.ndarray:
         its depth is then measured from the box faces.
     """
     depth = np.zeros(labels.shape, dtype=np.float32)
+    edt = _compiled_edt()
     for lab, box in enumerate(ndi.find_objects(labels, max_label=n), start=1):
         if box is None:
             continue
@@ -234,6 +246,14 @@ def depth_map(labels: np.ndarray, n: int) -> np.ndarray:
         if inside.all():  # no outside voxel to measure from: use the box faces
             inside = np.pad(inside, 1)
             off = 1
+        if edt is not None:  # compiled: the same float32 depths, ~6x faster, 4 B/voxel of box
+            if off:
+                padded = np.zeros(inside.shape, np.float32)
+                edt.depth_into(inside, padded)
+                depth[box] = padded[(slice(1, -1),) * inside.ndim]
+            else:
+                edt.depth_into(inside, depth[box])
+            continue
         ft = np.empty((inside.ndim,) + inside.shape, dtype=np.int32)
         ndi.distance_transform_edt(inside, return_distances=False, return_indices=True, indices=ft)
         sub = depth[box]

@@ -95,8 +95,8 @@ def prepare_scan(catalog, scan_id: int, *, verify_hash: bool = True, options=Non
 
     with catalog.session() as session:
         scan = get_scan(session, scan_id)
-    if verify_hash and sha256_file(scan.file_path) != scan.file_sha256:
-        raise InputError(scan.file_path, f"the file changed since scan {scan.id} was ingested (SHA-256 differs)")
+    if verify_hash:
+        check_unchanged(scan, sha256_file(scan.file_path))
     info = open_scan_stack(scan)
     if options is not None:
         edge_kernel(info, options.params)
@@ -178,15 +178,39 @@ def analyze_scan(
     ``registration`` (:func:`resolve_registration`; default the scan's newest) is applied
     while the stack is read and recorded with the analysis.
     """
+    from txmdb.io.files import BackgroundHash
     from txmdb.pipeline import analyze_stack
 
     t0 = time.perf_counter()
     scan, info, options = prepare_analysis(catalog, scan_id, options, registration=registration,
-                                           verify_hash=verify_hash)
-    with catalog.store.put(ANALYSES, new_analysis(scan, options)) as put:
-        with input_errors(scan.file_path):
-            outputs = analyze_stack(info, options, results_path=put.temp, progress=progress)
-        return record_analysis(put, outputs, elapsed=time.perf_counter() - t0)
+                                           verify_hash=False)
+    # The file's SHA-256 is checked while the analysis runs (a low-priority thread takes the
+    # core the statistics phase leaves idle); a file changed since ingest fails the analysis
+    # before anything of it is recorded as done.
+    hashing = BackgroundHash(scan.file_path) if verify_hash else None
+    try:
+        with catalog.store.put(ANALYSES, new_analysis(scan, options)) as put:
+            with input_errors(scan.file_path):
+                outputs = analyze_stack(info, options, results_path=put.temp, progress=progress)
+            if hashing is not None:
+                check_unchanged(scan, _hash_result(scan, hashing))
+            return record_analysis(put, outputs, elapsed=time.perf_counter() - t0)
+    finally:
+        if hashing is not None:
+            hashing.cancel()
+
+
+def _hash_result(scan: TXMScan, hashing) -> str:
+    try:
+        return hashing.result()
+    except OSError as exc:
+        raise InputError(scan.file_path, f"cannot read: {exc.strerror or exc}") from None
+
+
+def check_unchanged(scan: TXMScan, sha256: str) -> None:
+    """InputError when ``sha256`` is not the one the scan's file had at ingest."""
+    if sha256 != scan.file_sha256:
+        raise InputError(scan.file_path, f"the file changed since scan {scan.id} was ingested (SHA-256 differs)")
 
 
 def record_analysis(put, outputs, *, elapsed: float) -> Analysis:
@@ -210,11 +234,14 @@ def record_analysis(put, outputs, *, elapsed: float) -> Analysis:
 
 
 def insert_statistics(session, analysis_id: int, tables: dict) -> None:
-    """Bulk-insert the pipeline's DataFrames into the statistics tables."""
+    """Bulk-insert the pipeline's DataFrames into the statistics (and cluster) tables."""
+    from txmdb.db.models import CLUSTER_TABLES
+
     for name, frame in tables.items():
         if frame is None or frame.empty:
             continue
-        session.execute(STATISTICS_TABLES[name].__table__.insert(), frame_records(frame, analysis_id=analysis_id))
+        model = STATISTICS_TABLES.get(name) or CLUSTER_TABLES[name]
+        session.execute(model.__table__.insert(), frame_records(frame, analysis_id=analysis_id))
 
 
 def analyses_of(session, scan_ids: Iterable[int]) -> list[Analysis]:

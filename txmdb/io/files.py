@@ -21,6 +21,52 @@ def sha256_file(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
+class BackgroundHash:
+    """SHA-256 of a file computed in a background thread at the lowest CPU priority.
+
+    Started at once; :meth:`result` waits for the digest, :meth:`cancel` stops the thread
+    early. hashlib releases the GIL on large buffers, so the hash takes a core the caller
+    leaves idle (an analysis' single-threaded statistics phase) rather than its time.
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        import threading
+
+        self._path = path
+        self._stop = threading.Event()
+        self._digest: str | None = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="sha256", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        import threading
+
+        try:  # Linux: niceness per thread; elsewhere the hash just runs at normal priority
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+        except (AttributeError, OSError):
+            pass
+        try:
+            digest = hashlib.sha256()
+            with open(self._path, "rb") as fh:
+                while not self._stop.is_set() and (chunk := fh.read(_CHUNK)):
+                    digest.update(chunk)
+            self._digest = digest.hexdigest()
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller by result()
+            self._error = exc
+
+    def result(self) -> str:
+        """The file's SHA-256 (hex); the thread's OSError, if reading failed."""
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._digest
+
+    def cancel(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
 def check_room(path: str | os.PathLike, *, n_bytes: int) -> None:
     """Fail early, with a plain OSError, when ``n_bytes`` cannot be written beside ``path``.
 

@@ -1,0 +1,197 @@
+"""Whole analysis against a bare read of the same file, in one run (DESIGN §7 next goals, issue 11 item 7).
+
+On the 272³ × 60 rod stack (20.1 M voxels, 4.8 GB float32) in the page cache, stored
+
+- **chunked**: HDF5 chunks of (all energies, 8, 96, 96) voxels, a common layout;
+- **contiguous**: the edge benchmark's file, where the bare read is a memory copy;
+
+each measurement in a fresh child process (its own peak RSS), alternately:
+
+- **floor** — bare h5py, chunk by chunk (``ds.iter_chunks()``, ``read_direct`` into one
+  reused buffer; on the contiguous file: txmdb's slabs), nothing computed;
+- **analysis** — ``analyze_scan`` as ``txmdb txm analyze`` runs it, into a fresh SQLite
+  catalogue (the scan ingested before the clock starts): SHA-256 check of the file, every
+  map the options give (edge; with ``--spectral`` also the white line and a two-reference
+  LCF when this txmdb has them), particles, statistics for f = 1, 2, 3 of every
+  ``--gradient-map``, map summaries, results file, database rows.
+
+The analysis' own timings say where the time goes (hash, edge pass, particles, gradient,
+map summaries, results file, database). Goals: analysis ≤ 2× the floor (aim 1.5×) on the
+chunked file, peak RSS < 2 GB.
+
+    python benchmarks/bench_whole_analysis.py                  # both files, 2 pairs each
+    python benchmarks/bench_whole_analysis.py --layout chunked --pairs 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+OUT = Path(__file__).resolve().parent / "out"
+CHUNKS = (8, 96, 96)   # per energy-complete chunk: (60, 8, 96, 96) float32 = 17.7 MB
+
+
+def contiguous(size: int) -> Path:
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from bench_edge import build  # one builder for the edge, analysis and this benchmark
+
+    return build(size)
+
+
+def chunked(size: int) -> Path:
+    """The contiguous stack copied into (all energies, 8, 96, 96) chunks, once."""
+    import h5py
+
+    source = contiguous(size)
+    path = source.with_name(source.stem + "_chunked.h5")
+    if path.exists():
+        return path
+    tmp = path.with_suffix(".partial")
+    with h5py.File(source, "r") as src, h5py.File(tmp, "w") as dst:
+        def copy(name, obj):
+            if isinstance(obj, h5py.Dataset) and obj.ndim == 4:
+                ds = dst.create_dataset(name, shape=obj.shape, dtype=obj.dtype, chunks=(obj.shape[0], *CHUNKS))
+                for z in range(0, obj.shape[1], CHUNKS[0]):
+                    ds[:, z:z + CHUNKS[0]] = obj[:, z:z + CHUNKS[0]]
+                ds.attrs.update(obj.attrs)
+            elif isinstance(obj, h5py.Dataset):
+                dst.create_dataset(name, data=obj[()])
+                dst[name].attrs.update(obj.attrs)
+            else:
+                dst.require_group(name).attrs.update(obj.attrs)
+        src.visititems(copy)
+    tmp.rename(path)
+    return path
+
+
+def _data_path(path: Path) -> str:
+    from txmdb.io.hdf5 import open_stack
+
+    return open_stack(path).data_path
+
+
+def measure_floor(path: Path) -> dict:
+    """Bare h5py: every chunk (or txmdb's slab, contiguous) read_direct into one reused buffer."""
+    import h5py
+    import numpy as np
+
+    data = _data_path(path)
+    t0 = time.perf_counter()
+    with h5py.File(path, "r") as f:
+        ds = f[data]
+        if ds.chunks:
+            buf = np.empty(ds.chunks, dtype=ds.dtype)
+            for sel in ds.iter_chunks():
+                shape = tuple(s.stop - s.start for s in sel)
+                out = buf if shape == buf.shape else np.empty(shape, ds.dtype)
+                ds.read_direct(out, sel)
+        else:
+            from txmdb.io.hdf5 import open_stack
+            from txmdb.pipeline import default_slab
+
+            rows = default_slab(open_stack(path))
+            buf = np.empty((ds.shape[0], rows, *ds.shape[2:]), dtype=ds.dtype)
+            for z in range(0, ds.shape[1], rows):
+                n = min(rows, ds.shape[1] - z)
+                ds.read_direct(buf, np.s_[:, z:z + n], np.s_[:, :n])
+    return {"wall_s": round(time.perf_counter() - t0, 3), "peak_rss_mb": _rss()}
+
+
+def _spectral_options(catalog, spectral: bool) -> dict:
+    """White line and two-reference LCF when asked for and this txmdb has them (issue 11 items 1-2)."""
+    if not spectral:
+        return {}
+    from txmdb.pipeline import AnalysisOptions
+
+    fields = AnalysisOptions.__dataclass_fields__
+    extra = {}
+    if "white_line" in fields:
+        from txmdb.analysis.spectral import white_line_preset
+
+        extra["white_line"] = white_line_preset("Ni")
+    if "lcf" in fields:
+        extra.update(_references(catalog))
+    return extra
+
+
+def _references(catalog) -> dict:
+    """NiO and LiNiO2 from the test data as the catalogue's references, and the LCF option."""
+    from txmdb.catalog.spectroscopy import ingest_reference
+
+    data = Path(__file__).resolve().parents[1] / "tests" / "data" / "xas"
+    names = []
+    for name, file in (("NiO", "nio_rt.xdi"), ("LiNiO2", "linio2_rt.xdi")):
+        ingest_reference(catalog, data / file, name=name, edge="Ni-K")
+        names.append(name)
+    return {"lcf": tuple(names)}
+
+
+def measure_analysis(path: Path, spectral: bool, gradient_maps: str, workers: int) -> dict:
+    from txmdb.analysis.edge import edge_parameters
+    from txmdb.catalog.txm import analyze_scan, ingest_scan
+    from txmdb.pipeline import AnalysisOptions
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from _catalog import fresh_catalog
+
+    catalog = fresh_catalog(OUT / "bench_whole_analysis")
+    scan, _ = ingest_scan(catalog, path, sample="rod")
+    options = AnalysisOptions(params=edge_parameters("Ni"), workers=workers, gradient_maps=gradient_maps.split(","),
+                              **_spectral_options(catalog, spectral))
+    t0 = time.perf_counter()
+    analysis = analyze_scan(catalog, scan.id, options)
+    wall = time.perf_counter() - t0
+    return {"wall_s": round(wall, 3), "timings_s": {k: round(v, 2) for k, v in analysis.timings_s.items()},
+            "maps": list(options.computed_maps()), "gradient_maps": list(options.gradient_maps),
+            "peak_rss_mb": _rss(), "n_particles": analysis.n_particles}
+
+
+def _rss() -> float:
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
+def _child(args: list[str]) -> dict:
+    out = subprocess.run([sys.executable, __file__, "--child", *args], check=True, capture_output=True, text=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--size", type=int, default=272)
+    ap.add_argument("--layout", choices=("chunked", "contiguous", "both"), default="both")
+    ap.add_argument("--pairs", type=int, default=2, help="floor/analysis pairs per file")
+    ap.add_argument("--spectral", action="store_true", help="add the white line and a two-reference LCF")
+    ap.add_argument("--gradient-maps", default="edge")
+    ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        kind, path = args.child[0], Path(args.child[1])
+        result = measure_floor(path) if kind == "floor" else \
+            measure_analysis(path, args.child[2] == "1", args.child[3], int(args.child[4]))
+        print(json.dumps(result))
+        return
+    layouts = ("chunked", "contiguous") if args.layout == "both" else (args.layout,)
+    for layout in layouts:
+        path = chunked(args.size) if layout == "chunked" else contiguous(args.size)
+        measure_floor(path)                                   # into the page cache, untimed
+        for pair in range(args.pairs):
+            load = os.getloadavg()[0]
+            floor = _child(["floor", str(path)])
+            analysis = _child(["analysis", str(path), "1" if args.spectral else "0", args.gradient_maps,
+                               str(args.workers)])
+            print(json.dumps({"layout": layout, "pair": pair, "floor": floor, "analysis": analysis,
+                              "ratio": round(analysis["wall_s"] / floor["wall_s"], 2),
+                              "load_before": round(load, 2), "load_after": round(os.getloadavg()[0], 2)}),
+                  flush=True)
+
+
+if __name__ == "__main__":
+    main()
