@@ -18,6 +18,7 @@ import sqlalchemy as sa
 
 from txmdb import jobs
 from txmdb.errors import NotFoundError, TxmdbError
+from txmdb.options import ANALYZE_OPTIONS
 from tests.test_secrets import pw_db, pw_server  # noqa: F401  (fixtures)
 from txmdb.eventlog import EventLog
 
@@ -77,9 +78,12 @@ def test_enqueue_stores_the_full_options_and_refuses_bad_ones(catalog, tmp_path)
     job_id = jobs.enqueue(catalog, "analyze", {"bin": [1, 2], "theta-bins": 18, "min_jump": 1}, scan_id=scan)
     job = jobs.get_job(catalog, job_id)
     assert (job.kind, job.status, job.attempts, job.scan_id) == ("analyze", "queued", 0, scan)
-    assert job.parameters == {"element": "Ni", "bin": "1,2", "pre": None, "post": None, "edge": None,
-                              "min_jump": 1.0, "snr": None, "theta_bins": 18, "min_particle_voxels": None,
-                              "workers": 1, "registration": None, "clusters": None, "gradient_map": "edge"}
+    # every option of txm analyze is stored, the given ones as given (TOML-ish types made the CLI's)
+    assert set(job.parameters) == set(ANALYZE_OPTIONS)
+    assert {k: job.parameters[k] for k in ("element", "bin", "min_jump", "theta_bins", "workers", "registration")} \
+        == {"element": "Ni", "bin": "1,2", "min_jump": 1.0, "theta_bins": 18, "workers": 1, "registration": None}
+    assert job.parameters == {name: default for name, (_, default) in ANALYZE_OPTIONS.items()} | {
+        "bin": "1,2", "min_jump": 1.0, "theta_bins": 18}
     assert job.created_by and job.created_by.startswith("os:")
     assert jobs.get_job(catalog, jobs.enqueue(catalog, "register", None, scan_id=scan,
                                               created_by="alice")).created_by == "alice"

@@ -38,9 +38,10 @@ import time
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
-from sqlalchemy import and_, exists, func, or_, select, update
+from sqlalchemy import exists, func, or_, select, update
 from sqlalchemy.orm import aliased
 
+from txmdb.db.actor import acting_as, current_actor
 from txmdb.db.models import Job, Timestamp
 from txmdb.errors import DatabaseError, NotFoundError, TxmdbError
 from txmdb.eventlog import EventLog
@@ -136,28 +137,20 @@ def enqueue(catalog, kind: str, parameters: Mapping[str, Any] | None = None, *, 
     values = check_parameters(kind, parameters)
     if not 1 <= max_attempts <= 100:
         raise TxmdbError(f"max_attempts must be between 1 and 100, got {max_attempts}")
-    if kind == "analyze" and values["registration"] not in (None, "none") and values["registration"].strip().isdigit():
+    if kind == "analyze":
         from txmdb.catalog.txm import resolve_registration
+        from txmdb.options import parse_registration
 
-        resolve_registration(catalog, scan_id, int(values["registration"]))  # it must be this scan's
+        resolve_registration(catalog, scan_id, parse_registration(values["registration"]))  # an id: this scan's
     with catalog.session() as session:
         get_scan(session, scan_id)
         if after is not None and session.get(Job, _check_id(after)) is None:
             raise NotFoundError(f"no job with id {after} to wait for; see 'txmdb jobs'")
         job = Job(kind=kind, parameters=values, scan_id=scan_id, after_job_id=after, status="queued", attempts=0,
-                  max_attempts=max_attempts, created_by=created_by if created_by is not None else _actor())
+                  max_attempts=max_attempts, created_by=created_by if created_by is not None else current_actor())
         session.add(job)
         session.flush()
         return job.id
-
-
-def _actor() -> str | None:
-    """Who is writing, as every other row records it (txmdb.db.actor), where that module exists."""
-    try:
-        from txmdb.db.actor import current_actor
-    except ImportError:
-        return None
-    return current_actor()
 
 
 # --------------------------------------------------------------------------------- claiming
@@ -452,7 +445,8 @@ def run_one(catalog, job: Job, worker: str, *, lease_s: float = DEFAULT_LEASE_S,
     t0 = time.perf_counter()
     log.info("job.started", job=job.id, kind=job.kind, scan=job.scan_id, attempt=job.attempts, worker=worker)
     try:
-        with _Lease(catalog, job, worker, lease_s, log) as lease, _acting_as(job.created_by):
+        # rows the job writes (its analysis) are created by whoever queued it
+        with _Lease(catalog, job, worker, lease_s, log) as lease, acting_as(job.created_by):
             result = execute(catalog, job, scheduler=scheduler, progress=lease.check)
     except LeaseLost:
         stats.lost += 1
@@ -493,18 +487,6 @@ def _quietly(function, *args) -> bool:
         return bool(function(*args))
     except Exception:
         return False
-
-
-@contextlib.contextmanager
-def _acting_as(name: str | None):
-    """Rows the job writes are created by whoever queued it (txmdb.db.actor, where it exists)."""
-    try:
-        from txmdb.db.actor import acting_as
-    except ImportError:
-        yield
-        return
-    with acting_as(name):
-        yield
 
 
 def run_worker(catalog, *, lease_s: float = DEFAULT_LEASE_S, scheduler: str | None = None, once: bool = False,
