@@ -23,7 +23,18 @@ def test_demo_reproduces_the_papers_findings(tmp_path):
 
     catalog = open_catalog(f"sqlite:///{out / 'demo.db'}", out / "store")
     table = summary(catalog, cycle=100).set_index("sample")
+    spectral = _spectral_maps(catalog)
     catalog.engine.dispose()
+    # The spectral maps of DESIGN §11 (white line, LCF of the two measured references, clusters) in the report.
+    for figure in ("white_line_maps", "white_line_vs_edge", "fraction_maps", "fraction_histograms", "clusters"):
+        assert f'id="fig-{figure}"' in report, figure
+    # every valid voxel has a cluster (the maps' n_valid counts particle voxels: the same but for fragments)
+    assert spectral["clusters"] == [0, 1, 2]
+    assert abs(spectral["cluster_voxels"] - spectral["n_valid"]["edge"]) <= 0.01 * spectral["n_valid"]["edge"]
+    # the two fractions of every voxel sum to one, and the references explain the spectra
+    assert abs(spectral["mean"]["fraction:NiO"] + spectral["mean"]["fraction:LiNiO2"] - 1) < 1e-6
+    assert 0.3 < spectral["mean"]["fraction:LiNiO2"] < 0.95 and spectral["p95"]["rfactor"] < 0.01
+    assert 8345 < spectral["mean"]["white_line"] < 8358
     rod, gravel = table.loc["rod-NMC"], table.loc["gravel-NMC"]
     assert round(rod["retention_pct"], 1) == 94.3 and round(gravel["retention_pct"], 1) == 89.7
     assert rod["voltage_drop_v"] < gravel["voltage_drop_v"]
@@ -33,3 +44,16 @@ def test_demo_reproduces_the_papers_findings(tmp_path):
         assert 0.8 < gravel[f"tangential_excess_f{f}"] < 1.2
         # ... and less valence heterogeneity: smaller mean |u| at every binning factor.
         assert rod[f"mean_u_f{f}"] < gravel[f"mean_u_f{f}"]
+
+
+def _spectral_maps(catalog) -> dict:
+    """What the demo's spectral scan stored: its cluster numbers and sizes, and its map summaries."""
+    from txmdb import query
+    from txmdb.demo import SPECTRAL_SAMPLE
+
+    clusters = query.clusters(catalog, sample=[SPECTRAL_SAMPLE])
+    maps = query.QUERIES["maps"].function(catalog, sample=[SPECTRAL_SAMPLE])
+    whole = maps[maps["particle"].isna()].set_index("map")
+    return {"clusters": sorted(clusters["cluster"].unique().tolist()),
+            "cluster_voxels": int(clusters.groupby("cluster")["n_voxels"].first().sum()),
+            "n_valid": whole["n_valid"].to_dict(), "mean": whole["mean"].to_dict(), "p95": whole["p95"].to_dict()}
