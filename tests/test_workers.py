@@ -136,3 +136,24 @@ def test_concurrency_runs_several_worker_processes(catalog, cli, tmp_path):
     assert len(children) == 2
     assert {w.rsplit(":", 1)[1] for w in listed["worker"]} <= set(children)
     assert proc.stderr.count("worker.stopped") == 2
+
+
+@on_postgresql
+def test_sigterm_of_a_concurrent_worker_gives_every_running_job_back(catalog, cli, tmp_path):
+    """--concurrency 2 stopped by SIGTERM: the parent passes it on, each child gives its job back, exit 0.
+
+    The analyses the jobs write are created by whoever queued them.
+    """
+    bigs = make_scans(catalog, tmp_path, 2, shape=(96, 96, 96), n_energies=40, sample="big")
+    job_ids = [jobs.enqueue(catalog, "analyze", {}, scan_id=s, created_by="alice") for s in bigs]
+    proc = start_worker(cli, "--concurrency", "2", "--lease", LEASE)
+    try:
+        wait_for(lambda: all(worker_of(catalog, j) for j in job_ids), timeout=120)
+        log = stop(proc)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert sorted(int(j) for j in re.findall(r"job\.released job=(\d+) ", log)) == job_ids
+    assert log.count("worker.stopped") == 2
+    assert [(j.status, j.attempts) for j in map(lambda i: jobs.get_job(catalog, i), job_ids)] == [("queued", 0)] * 2
+    assert rows(catalog, "SELECT status, created_by FROM analyses") == [("failed", "alice")] * 2
