@@ -101,31 +101,24 @@ def table(frame, *, links: dict[str, Callable[[dict], str | None]] | None = None
 # --------------------------------------------------------------------------- dashboard
 
 
-def _optional_table(catalog, name: str):
-    """The SQLAlchemy Table ``name`` if this catalogue has it (jobs and harvest arrive with migration 0007)."""
-    import sqlalchemy as sa
-
-    if not sa.inspect(catalog.engine).has_table(name):
-        return None
-    return sa.Table(name, sa.MetaData(), autoload_with=catalog.engine)
-
-
-def _recent_rows(catalog, name: str, *, where=None, limit: int = 10):
-    """The newest rows of an optional table (by id), or None when the catalogue has no such table."""
+def _newest(catalog, model, *, statuses: Iterable[str] = (), limit: int = 10):
+    """The newest rows of ``model``'s table (by id), optionally of some statuses only."""
     import pandas as pd
     import sqlalchemy as sa
 
-    found = _optional_table(catalog, name)
-    if found is None:
-        return None
-    stmt = sa.select(found)
-    if where is not None:
-        stmt = stmt.where(where(found))
-    if "id" in found.c:
-        stmt = stmt.order_by(found.c.id.desc())
+    stmt = sa.select(model.__table__).order_by(model.id.desc()).limit(limit)
+    if statuses:
+        stmt = stmt.where(model.status.in_(list(statuses)))
     with catalog.engine.connect() as conn:
-        result = conn.execute(stmt.limit(limit))
+        result = conn.execute(stmt)
         return pd.DataFrame(result.fetchall(), columns=list(result.keys()))
+
+
+def _jobs(catalog, statuses: Iterable[str] = (), limit: int = PAGE_ROWS):
+    """The newest jobs, as ``txmdb jobs`` lists them (txmdb.jobs.list_jobs), newest first."""
+    from txmdb.jobs import list_jobs
+
+    return list_jobs(catalog, list(statuses) or None).iloc[::-1].head(limit)
 
 
 def _counts(catalog) -> list[tuple[str, int, str | None]]:
@@ -177,19 +170,19 @@ def _ingest_link(root: str):
 
 @router.get("/", response_class=HTMLResponse)
 def dashboard(request: Request, user=Viewer):
-    from txmdb import query
-
     catalog, root = _catalog(request), _root(request)
-    analyses = query.analyses(catalog).sort_values("analysis_id", ascending=False).head(10)
-    jobs = _recent_rows(catalog, "jobs")
-    harvest = _recent_rows(catalog, "harvested_files", where=lambda t: t.c.status == "failed") \
-        if _optional_table(catalog, "harvested_files") is not None else None
+    from txmdb.db import models as m
+
+    analyses = _newest(catalog, m.Analysis).rename(columns={"id": "analysis_id"})
+    jobs = _jobs(catalog, limit=10)
+    harvest = _newest(catalog, m.HarvestedFile, statuses=["failed"])
     return _page(
         request, "dashboard.html", active="/", counts=_counts(catalog),
         ingests=table(_recent_ingests(catalog), links={"of": _sample_or_cell_link(root), "id": _ingest_link(root)},
                       empty="Nothing ingested yet."),
-        jobs=None if jobs is None else table(jobs, status=["status"], empty="No jobs."),
-        harvest=None if harvest is None else table(harvest, status=["status"], empty="No failed harvests."),
+        jobs=table(jobs, status=["status"], links={"scan_id": lambda r: f"{root}/scans/{r['scan_id']}"},
+                   empty="No jobs."),
+        harvest=table(harvest, status=["status"], empty="No failed harvests."),
         analyses=table(analyses[["analysis_id", "scan_id", "status", "started_at", "finished_at", "n_particles",
                                  "mean_edge_ev", "error"]],
                        links={"scan_id": lambda r: f"{root}/scans/{r['scan_id']}"}, status=["status"],
@@ -475,8 +468,11 @@ def scan_page(request: Request, scan_id: int, user=Viewer):
                       "axes": [_viewer_axis(axes, spatial, i) for i in range(len(axes))]}
             if len(axes) == 2:  # one image: the whole 2-D map, no slider
                 viewer["axes"] = [viewer["axes"][0]]
-    theta = query.theta(catalog, scan=[scan_id], scan_level=True)
-    vector_size = query.vector_size(catalog, scan=[scan_id], scan_level=True)
+    # The statistics of the analysis the scan row shows (its latest finished one): named, so each
+    # query need not find every scan's latest analysis first.
+    latest = {"scan": [scan_id], "analysis": [int(row["analysis_id"])] if _text(row["analysis_id"]) else None}
+    theta = query.theta(catalog, scan_level=True, **latest)
+    vector_size = query.vector_size(catalog, scan_level=True, **latest)
     unit = "eV nm⁻¹" if (analyses["gradient_unit"].dropna() == "eV/nm").all() else "eV voxel⁻¹"
     return _page(
         request, "scan.html", active="/samples", viewer=viewer, viewer_note=note,
@@ -486,9 +482,9 @@ def scan_page(request: Request, scan_id: int, user=Viewer):
         analyses=table(analyses.drop(columns=["scan_id"]), status=["status"], empty="No analyses of this scan."),
         registrations=table(_registration_summary(registrations), empty="No registrations of this scan."),
         gradient_plots=gradient_plots(theta, vector_size, unit),
-        edge_plots=edge_plots(query.edge_histogram(catalog, scan=[scan_id], scan_level=True),
-                              query.depth_profile(catalog, scan=[scan_id], scan_level=True)),
-        particles=table(query.particles(catalog, scan=[scan_id]).drop(columns=["sample", "state", "scan_id"]),
+        edge_plots=edge_plots(query.edge_histogram(catalog, scan_level=True, **latest),
+                              query.depth_profile(catalog, scan_level=True, **latest)),
+        particles=table(query.particles(catalog, **latest).drop(columns=["sample", "state", "scan_id"]),
                         empty="No particles (not analysed yet)."),
     )
 
@@ -649,42 +645,37 @@ def _sql_page(request: Request, *, statement: str, result=None, error=None, cut=
 # --------------------------------------------------------------------------- jobs and harvest
 
 
-def _log_page(request: Request, *, name: str, heading: str, active: str, statuses: Iterable[str], links: dict):
-    """The newest rows of the jobs or harvest table, optionally of some statuses (comma-separated)."""
-    import pandas as pd
-    import sqlalchemy as sa
-
-    catalog = _catalog(request)
-    status = request.query_params.get("status", "").strip()
-    context = dict(active=active, heading=heading, status=status, statuses=statuses, table_id=active.strip("/"))
-    found = _optional_table(catalog, name)
-    if found is None:
-        return _page(request, "log.html", table=None, **context)
-    stmt = sa.select(found).order_by(found.c.id.desc()).limit(PAGE_ROWS)
-    if status:
-        stmt = stmt.where(found.c.status.in_([s.strip() for s in status.split(",") if s.strip()]))
-    with catalog.engine.connect() as conn:
-        result = conn.execute(stmt)
-        frame = pd.DataFrame(result.fetchall(), columns=list(result.keys()))
-    return _page(request, "log.html", table=table(frame, status=["status"], links=links, empty="Nothing here."),
-                 **context)
+def _statuses(request: Request, known: Iterable[str]) -> list[str]:
+    """The status filter of the jobs and harvest pages (comma-separated), each a known status."""
+    given = [x.strip() for x in request.query_params.get("status", "").split(",") if x.strip()]
+    unknown = [x for x in given if x not in known]
+    if unknown:
+        raise TxmdbError(f"status: unknown {', '.join(map(repr, unknown))}; expected {', '.join(known)}")
+    return given
 
 
 @router.get("/jobs", response_class=HTMLResponse)
 def jobs_page(request: Request, user=Viewer):
     from txmdb.vocabulary import JOB_STATUSES
 
-    root = _root(request)
-    return _log_page(request, name="jobs", heading="Jobs", active="/jobs", statuses=JOB_STATUSES,
-                     links={"scan_id": lambda r: f"{root}/scans/{r['scan_id']}"})
+    root, statuses = _root(request), _statuses(request, JOB_STATUSES)
+    frame = _jobs(_catalog(request), statuses)
+    return _page(request, "log.html", active="/jobs", heading="Jobs", status=",".join(statuses),
+                 statuses=JOB_STATUSES, table_id="jobs",
+                 table=table(frame, status=["status"], links={"scan_id": lambda r: f"{root}/scans/{r['scan_id']}"},
+                             empty="No jobs."))
 
 
 @router.get("/harvest", response_class=HTMLResponse)
 def harvest_page(request: Request, user=Viewer):
+    from txmdb.db.models import HarvestedFile
     from txmdb.vocabulary import HARVEST_STATUSES
 
-    return _log_page(request, name="harvested_files", heading="Harvest log", active="/harvest",
-                     statuses=HARVEST_STATUSES, links={})
+    statuses = _statuses(request, HARVEST_STATUSES)
+    frame = _newest(_catalog(request), HarvestedFile, statuses=statuses, limit=PAGE_ROWS)
+    return _page(request, "log.html", active="/harvest", heading="Harvest log", status=",".join(statuses),
+                 statuses=HARVEST_STATUSES, table_id="harvest",
+                 table=table(frame, status=["status"], empty="Nothing harvested yet."))
 
 
 # --------------------------------------------------------------------------- compare
