@@ -11,9 +11,10 @@ each measurement in a fresh child process (its own peak RSS), alternately:
   reused buffer; on the contiguous file: txmdb's slabs), nothing computed;
 - **analysis** — ``analyze_scan`` as ``txmdb txm analyze`` runs it, into a fresh SQLite
   catalogue (the scan ingested before the clock starts): SHA-256 check of the file, every
-  map the options give (edge; with ``--spectral`` also the white line and a two-reference
-  LCF when this txmdb has them), particles, statistics for f = 1, 2, 3 of every
-  ``--gradient-map``, map summaries, results file, database rows.
+  map of the one pass (edge, white line with the Ni preset, LCF with the two references of
+  the test data, NiO and LiNiO2, and the R-factor; ``--edge-only``: the edge alone),
+  particles, statistics for f = 1, 2, 3 of every ``--gradient-map``, map summaries,
+  results file, database rows.
 
 The analysis' own timings say where the time goes (hash, edge pass, particles, gradient,
 map summaries, results file, database). Goals: analysis ≤ 2× the floor (aim 1.5×) on the
@@ -104,47 +105,29 @@ def measure_floor(path: Path) -> dict:
     return {"wall_s": round(time.perf_counter() - t0, 3), "peak_rss_mb": _rss()}
 
 
-def _spectral_options(catalog, spectral: bool) -> dict:
-    """White line and two-reference LCF when asked for and this txmdb has them (issue 11 items 1-2)."""
-    if not spectral:
-        return {}
-    from txmdb.pipeline import AnalysisOptions
-
-    fields = AnalysisOptions.__dataclass_fields__
-    extra = {}
-    if "white_line" in fields:
-        from txmdb.analysis.spectral import white_line_preset
-
-        extra["white_line"] = white_line_preset("Ni")
-    if "lcf" in fields:
-        extra.update(_references(catalog))
-    return extra
-
-
-def _references(catalog) -> dict:
-    """NiO and LiNiO2 from the test data as the catalogue's references, and the LCF option."""
-    from txmdb.catalog.spectroscopy import ingest_reference
+def _references(catalog) -> str:
+    """NiO and LiNiO2 of the test data recorded as the catalogue's references; their names."""
+    from txmdb.catalog.spectroscopy import ingest_xas
 
     data = Path(__file__).resolve().parents[1] / "tests" / "data" / "xas"
-    names = []
-    for name, file in (("NiO", "nio_rt.xdi"), ("LiNiO2", "linio2_rt.xdi")):
-        ingest_reference(catalog, data / file, name=name, edge="Ni-K")
-        names.append(name)
-    return {"lcf": tuple(names)}
+    for name in ("NiO", "LiNiO2"):
+        ingest_xas(catalog, data / f"ref_{name}.txt", reference=name, edge="Ni-K")
+    return "NiO,LiNiO2"
 
 
 def measure_analysis(path: Path, spectral: bool, gradient_maps: str, workers: int) -> dict:
-    from txmdb.analysis.edge import edge_parameters
     from txmdb.catalog.txm import analyze_scan, ingest_scan
-    from txmdb.pipeline import AnalysisOptions
+    from txmdb.options import analysis_request
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from _catalog import fresh_catalog
 
     catalog = fresh_catalog(OUT / "bench_whole_analysis")
     scan, _ = ingest_scan(catalog, path, sample="rod")
-    options = AnalysisOptions(params=edge_parameters("Ni"), workers=workers, gradient_maps=gradient_maps.split(","),
-                              **_spectral_options(catalog, spectral))
+    # the options as `txm analyze` parses them (--edge-only: no white line, no LCF)
+    values = {"workers": workers, "gradient_map": gradient_maps,
+              **({"lcf": _references(catalog)} if spectral else {"white_line": "none"})}
+    options, _ = analysis_request(values, catalog=catalog)
     t0 = time.perf_counter()
     analysis = analyze_scan(catalog, scan.id, options)
     wall = time.perf_counter() - t0
@@ -167,7 +150,8 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=272)
     ap.add_argument("--layout", choices=("chunked", "contiguous", "both"), default="both")
     ap.add_argument("--pairs", type=int, default=2, help="floor/analysis pairs per file")
-    ap.add_argument("--spectral", action="store_true", help="add the white line and a two-reference LCF")
+    ap.add_argument("--edge-only", dest="spectral", action="store_false",
+                    help="the edge map alone (default: also the white line and a two-reference LCF)")
     ap.add_argument("--gradient-maps", default="edge")
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--child", nargs="+", help=argparse.SUPPRESS)

@@ -145,7 +145,12 @@ def test_statistics_on_white_line_and_fraction_maps_match_a_plain_computation(vo
     assert set(stats.tables["theta_histograms"]["map"]) == {"edge", "white_line", "fraction:NiO"}
 
 
-def test_map_summaries_match_numpy():
+@pytest.mark.parametrize("compiled", [True, False])
+def test_map_summaries_match_numpy(compiled, monkeypatch):
+    from txmdb.analysis import maps as maps_module
+
+    if not compiled:  # the numpy path, taken without numba
+        monkeypatch.setattr(maps_module, "_compiled_summary", lambda: None)
     edge, maps = _two_particles()
     options = AnalysisOptions(params=PARAMS, bin_factors=(1,), min_particle_voxels=50)
     stats = statistics_from_edge_map(edge, options, energies_ev=np.linspace(8300, 8400, 30), voxel_size_nm=20.0,

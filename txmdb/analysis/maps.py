@@ -269,6 +269,33 @@ def _pooled(count, mean, std) -> tuple[int, float, float]:
     return total, grand, float(np.sqrt((c * (s * s + (m - grand) ** 2)).sum() / total))
 
 
+def _quantiles(values: "np.ndarray", qs) -> "np.ndarray":
+    """numpy's linear-interpolation quantiles of ``values`` (partitioned in place), in float64
+    whatever the values' dtype: the order statistics are found in the map's own precision."""
+    import numpy as np
+
+    out = np.full(len(qs), np.nan)
+    if not values.size:
+        return out
+    pos = [q * (values.size - 1) for q in qs]
+    kth = sorted({int(np.floor(p)) for p in pos} | {min(int(np.floor(p)) + 1, values.size - 1) for p in pos})
+    values.partition(kth)
+    for i, p in enumerate(pos):
+        lo = int(np.floor(p))
+        a, b = float(values[lo]), float(values[min(lo + 1, values.size - 1)])
+        out[i] = a + (b - a) * (p - lo)
+    return out
+
+
+def _compiled_summary():
+    """``txmdb.analysis._summary_numba``, or None without numba (the numpy path then)."""
+    try:
+        from txmdb.analysis import _summary_numba
+    except ImportError:
+        return None
+    return _summary_numba
+
+
 def map_summaries(labels: "np.ndarray", n: int, maps: Iterable[tuple[str, "np.ndarray"]], *,
                   known: dict | None = None) -> "pd.DataFrame":
     """n_valid, mean, population std and 5/50/95th percentiles of each map, whole scan and per particle.
@@ -301,26 +328,34 @@ def map_summaries(labels: "np.ndarray", n: int, maps: Iterable[tuple[str, "np.nd
     from txmdb.analysis.gradient import _group_quantiles
 
     qs = tuple(MAP_SUMMARY_QUANTILES.values())
+    compiled = _compiled_summary()
     inside = labels.reshape(-1)
-    where = np.flatnonzero(inside)                      # particle voxels, once for every map
-    keys = inside[where]
+    where = keys = None
     parts = []
     for name, values in maps:
-        v = np.asarray(values).reshape(-1)[where]
-        ok = np.isfinite(v)
-        key, val = (keys, v) if ok.all() else (keys[ok], v[ok])
-        val = val.astype(np.float64, copy=False)
-        if known and name in known and ok.all():
+        flat = np.asarray(values).reshape(-1)
+        if compiled is not None:            # one pass over the arrays, no index arrays
+            count, mean, std, val, key = compiled.particle_values(inside, flat, n, n > 1)
+        else:
+            if where is None:
+                where = np.flatnonzero(inside)  # particle voxels, once for every map
+                keys = inside[where]
+            v = flat[where]
+            ok = np.isfinite(v)
+            key, val = (keys, v) if ok.all() else (keys[ok], v[ok])
+            (count, mean, std), = grouped_moments(key, val.astype(np.float64), [(lambda i, k=key: k[i], n + 1)])
+        if known and name in known and count[1:].sum() == (np.asarray(known[name][0])[1:]).sum():
             count, mean, std = (np.array(a) for a in known[name])
         else:
-            (count, mean, std), = grouped_moments(key, val, [(lambda i, k=key: k[i], n + 1)])
             count[0], mean[0], std[0] = _pooled(count[1:], mean[1:], std[1:])
-        scan_q = np.quantile(val, qs) if val.size else np.full(len(qs), np.nan)
-        if n > 1:
-            quant = _group_quantiles(key, val, n + 1, qs)
-        else:                                           # one particle: its quantiles are the scan's
-            quant = np.repeat(scan_q[:, None], n + 1, axis=1)
-        quant[:, 0] = scan_q
+        if compiled is not None:  # O(n) selection on value histograms, in the map's own precision
+            quant = compiled.group_order_statistics(key if n > 1 else key[:0], val, n, np.asarray(qs))
+        else:
+            quant = _group_quantiles(key, val.astype(np.float64), n + 1, qs) if n > 1 else \
+                np.empty((len(qs), n + 1))
+            quant[:, 0] = _quantiles(val, qs)
+        if n == 1:                                      # one particle: its quantiles are the scan's
+            quant[:, 1] = quant[:, 0]
         groups = np.arange(n + 1)
         parts.append(pd.DataFrame({
             "particle": particle_column(groups), "map": name, "n_valid": count.astype(np.int64),

@@ -1,0 +1,147 @@
+"""Compiled pass of :func:`txmdb.analysis.maps.map_summaries` (private).
+
+One walk over the label and value arrays (no index arrays, no gathers): per particle the
+count and sum of the finite values, then their squared deviations from each particle's own
+mean (two passes, as :func:`txmdb.analysis._frames.grouped_moments`, so no digits are lost
+to cancellation), and the finite values of particle voxels packed for the quantiles.
+Compiled on first use and cached on disk (``cache=True``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+
+@njit(cache=True, nogil=True)
+def particle_values(labels, values, n, with_keys):
+    """(count, mean, population std) per label 0..n (0 unused), and the packed values (and labels).
+
+    ``labels`` and ``values`` are flat; a voxel counts where its label is 1..n and its value
+    is finite. Empty groups get NaN mean and std.
+    """
+    count = np.zeros(n + 1, np.int64)
+    total = np.zeros(n + 1)
+    m = labels.size
+    for i in range(m):
+        lab = labels[i]
+        if lab > 0:
+            v = values[i]
+            if np.isfinite(v):
+                count[lab] += 1
+                total[lab] += v
+    size = 0
+    for k in range(1, n + 1):
+        size += count[k]
+    mean = np.full(n + 1, np.nan)
+    for k in range(1, n + 1):
+        if count[k]:
+            mean[k] = total[k] / count[k]
+    squares = np.zeros(n + 1)
+    packed = np.empty(size, values.dtype)
+    keys = np.empty(size if with_keys else 0, labels.dtype)
+    j = 0
+    for i in range(m):
+        lab = labels[i]
+        if lab > 0:
+            v = values[i]
+            if np.isfinite(v):
+                d = v - mean[lab]
+                squares[lab] += d * d
+                packed[j] = v
+                if with_keys:
+                    keys[j] = lab
+                j += 1
+    std = np.full(n + 1, np.nan)
+    for k in range(1, n + 1):
+        if count[k]:
+            std[k] = np.sqrt(squares[k] / count[k])
+    return count, mean, std, packed, keys
+
+
+_BINS = 1 << 16
+
+
+@njit(cache=True, nogil=True)
+def _select(seg, ranks, out):
+    """out[i] = the ranks[i]-th smallest of seg (ranks ascending): a histogram of the values on
+    equal bins finds the bin of each rank (binning is monotonic in the value, so a bin holds
+    exactly the values of its ranks), then only that bin's values are sorted."""
+    m = seg.size
+    lo = seg[0]
+    hi = seg[0]
+    for i in range(m):
+        v = seg[i]
+        if v < lo:
+            lo = v
+        if v > hi:
+            hi = v
+    if not hi > lo:
+        for r in range(ranks.size):
+            out[r] = lo
+        return
+    nb = min(_BINS, m)
+    scale = nb / (np.float64(hi) - np.float64(lo))
+    hist = np.zeros(nb + 1, np.int64)
+    for i in range(m):
+        hist[min(int((np.float64(seg[i]) - np.float64(lo)) * scale), nb - 1)] += 1
+    for r in range(ranks.size):
+        k = ranks[r]
+        b = 0
+        below = 0
+        while below + hist[b] <= k:
+            below += hist[b]
+            b += 1
+        members = np.empty(hist[b], seg.dtype)
+        j = 0
+        for i in range(m):
+            if min(int((np.float64(seg[i]) - np.float64(lo)) * scale), nb - 1) == b:
+                members[j] = seg[i]
+                j += 1
+        members.sort()
+        out[r] = members[k - below]
+
+
+@njit(cache=True, nogil=True)
+def group_order_statistics(keys, values, n, qs):
+    """Per group 0..n (0: all values) numpy's linear-interpolation quantiles ``qs``: float64
+    array (len(qs), n + 1), NaN for empty groups. ``keys`` 1..n per value (empty: one group)."""
+    out = np.full((qs.size, n + 1), np.nan)
+    groups = 1 if keys.size == 0 else n + 1
+    for g in range(groups):
+        if g == 0:
+            seg = values
+        else:
+            if g == 1:  # counting sort of the values by group, once
+                count = np.zeros(n + 2, np.int64)
+                for i in range(keys.size):
+                    count[keys[i] + 1] += 1
+                for k in range(1, n + 2):
+                    count[k] += count[k - 1]
+                grouped = np.empty(values.size, values.dtype)
+                fill = count.copy()
+                for i in range(keys.size):
+                    grouped[fill[keys[i]]] = values[i]
+                    fill[keys[i]] += 1
+            seg = grouped[count[g]:count[g + 1]]
+        m = seg.size
+        if m == 0:
+            continue
+        ranks = np.empty(2 * qs.size, np.int64)
+        for i in range(qs.size):
+            p = qs[i] * (m - 1)
+            ranks[2 * i] = int(np.floor(p))
+            ranks[2 * i + 1] = min(int(np.floor(p)) + 1, m - 1)
+        order = np.argsort(ranks)
+        picked = np.empty(ranks.size, np.float64)
+        sorted_ranks = ranks[order]
+        found = np.empty(ranks.size, values.dtype)
+        _select(seg, sorted_ranks, found)
+        for i in range(ranks.size):
+            picked[order[i]] = found[i]
+        for i in range(qs.size):
+            p = qs[i] * (m - 1)
+            a = picked[2 * i]
+            b = picked[2 * i + 1]
+            out[i, g] = a + (b - a) * (p - np.floor(p))
+    return out
