@@ -589,3 +589,22 @@ def test_killed_watcher_leaves_no_ingest_process(lab, tmp_path):
     watch.kill()
     wait_for(lambda: not Path(f"/proc/{child}").exists() or "Z" in Path(f"/proc/{child}/stat").read_text().split()[2],
              10, "the ingest process to die with the watcher")
+
+
+def test_file_removed_before_it_settled_stays_waiting_with_why(lab, tmp_path):
+    rules = tmp_path / "rules.toml"
+    rules.write_text(RULES.replace(f"settle_seconds = {SETTLE_S}", "settle_seconds = 30"))
+    cyc = tmp_path / "watched" / "cyc"
+    cyc.mkdir(parents=True)
+    watch = Watch(lab.url, tmp_path / "store", rules, tmp_path / "watch.log", "--poll", "0.3")
+    watch.start()
+    try:
+        prefix(P492, 100, cyc / "C1_short.csv")
+        wait_for(lambda: rows(lab).get("C1_short.csv"), 30, "the file seen", watch)
+        (cyc / "C1_short.csv").unlink()
+        row = wait_for(lambda: rows(lab)["C1_short.csv"]["error"] and rows(lab)["C1_short.csv"], 30,
+                       "the file recorded as vanished", watch)
+    finally:
+        assert watch.terminate() == 0
+    assert (row["status"], row["error"]) == ("waiting", "vanished before it was read")
+    assert catalogue_records(lab)["cycling"] == []

@@ -40,6 +40,8 @@ from txmdb.vocabulary import HARVEST_RESCAN_S, HARVEST_RETRY_S
 
 #: Seconds between the watched folders' existence checks (a folder unmounted or recreated).
 FOLDER_CHECK_S = 1.0
+#: Without --poll, a folder the observer cannot watch (inotify's watch limit) is walked this often.
+UNWATCHED_WALK_S = 10.0
 
 
 @dataclass
@@ -77,6 +79,7 @@ class Watcher:
         self._observer = None
         self._watches: dict[Path, object] = {}
         self._folders: dict[Path, tuple[int, int] | None] = {}
+        self._unwatched: set[Path] = set()  # folders the observer could not watch: walked instead
         # files are read in a child process (txmdb.harvest.ingester): this one stays small
         self.ingester = Ingester(catalog.engine.url.render_as_string(hide_password=False), catalog.store.root)
 
@@ -114,7 +117,6 @@ class Watcher:
 
     def _loop(self, settle: float) -> None:
         tick = max(0.05, min(0.5, settle / 4 if settle else 0.1))
-        walk_every = self.poll if self.poll is not None else HARVEST_RESCAN_S
         next_walk = next_folder_check = next_retry = 0.0
         while not self._stopping:
             now = time.monotonic()
@@ -124,7 +126,9 @@ class Watcher:
             if now >= next_walk:
                 for folder in self.rules.folders:
                     self._walk(folder)
-                next_walk = now + walk_every
+                # events: a safety-net walk, more often while a folder could not be watched
+                next_walk = now + (self.poll if self.poll is not None
+                                   else UNWATCHED_WALK_S if self._unwatched else HARVEST_RESCAN_S)
             if now >= next_retry:
                 self._retry_missing_references()
                 next_retry = now + HARVEST_RETRY_S
@@ -175,8 +179,12 @@ class Watcher:
             if self._observer is not None:
                 try:
                     self._watches[folder] = self._observer.schedule(self._handler, str(folder), recursive=True)
-                except OSError as exc:
-                    self.log("folder.unwatchable", "error", folder=str(folder), error=exc.strerror or str(exc))
+                except OSError as exc:  # e.g. the inotify watch limit (fs.inotify.max_user_watches)
+                    self._unwatched.add(folder)
+                    self.log("folder.unwatchable", "error", folder=str(folder), error=exc.strerror or str(exc),
+                             fallback=f"walked every {UNWATCHED_WALK_S:g} s")
+                else:
+                    self._unwatched.discard(folder)
             if before != "unknown":
                 self._walk(folder)  # files that arrived while it was away
 
@@ -241,6 +249,10 @@ class Watcher:
             except OSError:
                 del self.candidates[path]
                 self.log("file.vanished", "warning", path=path)
+                if (seen := self.seen.get(path)) is None or seen.status != "ingested":
+                    # its row stays waiting, saying why: a file of the same name later is read afresh
+                    self._record(path, candidate.rule, "waiting", candidate.size, candidate.mtime,
+                                 error="vanished before it was read")
                 continue
             if (st.st_size, st.st_mtime) != (candidate.size, candidate.mtime):
                 self.candidates[path] = Candidate(candidate.rule, st.st_size, st.st_mtime, now)
