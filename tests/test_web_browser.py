@@ -312,6 +312,12 @@ def test_every_page_without_console_errors(visit, site):
     assert v.page.locator(".error").count() == 1
     assert len(_cli(site, "query", "samples", "--format", "csv").stdout.splitlines()) == 1 + 3
     v.shot("sql-result")
+    # The console's form without its CSRF token is refused (403), whatever the role.
+    status = v.page.evaluate("""async () => {
+        const form = new URLSearchParams({statement: "SELECT 1"});
+        const r = await fetch("/sql", {method: "POST", body: form});
+        return r.status; }""")
+    assert status == 403
     assert not v.problems, v.problems
 
 
