@@ -44,6 +44,7 @@ def watch(
 
 def _run(cat, rules, *, poll, once, log_json) -> None:
     import signal
+    import threading
 
     from txmdb.eventlog import EventLog
     from txmdb.harvest.watcher import Watcher
@@ -55,8 +56,10 @@ def _run(cat, rules, *, poll, once, log_json) -> None:
         if watcher_stopping[0]:  # asked twice: stop now, the file being read is left for the next start
             raise SystemExit(128 + signum)
         watcher_stopping[0] = True
-        log.info("watch.stopping", signal=signal.Signals(signum).name)
         watcher.stop()
+        # logged from a thread: the handler may have interrupted this thread inside the log's lock
+        threading.Thread(target=log.info, args=("watch.stopping",),
+                         kwargs={"signal": signal.Signals(signum).name}).start()
 
     watcher_stopping = [False]
     signal.signal(signal.SIGTERM, stop)
