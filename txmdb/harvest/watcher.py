@@ -91,7 +91,8 @@ class Watcher:
     def stop(self) -> None:
         """Ask the watcher to stop after the file it is reading (safe from a signal handler)."""
         self._stopping = True
-        self._wake.set()
+        # woken from a thread: a handler may run while this thread holds the event's (plain) lock
+        threading.Thread(target=self._wake.set, daemon=True).start()
 
     def note(self, path: str) -> None:
         """A file or folder changed (the observer's thread): looked at by the main loop."""
