@@ -608,3 +608,23 @@ def test_file_removed_before_it_settled_stays_waiting_with_why(lab, tmp_path):
         assert watch.terminate() == 0
     assert (row["status"], row["error"]) == ("waiting", "vanished before it was read")
     assert catalogue_records(lab)["cycling"] == []
+
+
+def test_folder_moved_in_whole_is_walked(lab, tmp_path):
+    """inotify reports a folder moved into a watched one, not the files already in it: they are found too."""
+    rules = tmp_path / "rules.toml"
+    rules.write_text(RULES.replace(f"settle_seconds = {SETTLE_S}", "settle_seconds = 0.5"))
+    (tmp_path / "watched" / "cyc").mkdir(parents=True)
+    outside = tmp_path / "outside" / "day2"
+    outside.mkdir(parents=True)
+    prefix(P492, 1400, outside / "C1_day2.csv")
+    watch = Watch(lab.url, tmp_path / "store", rules, tmp_path / "watch.log")
+    watch.start()
+    try:
+        wait_for(lambda: watch.started(), 30, "the watcher's first line", watch)
+        time.sleep(1.5)  # its first walk is over: only an event can find the file
+        outside.rename(tmp_path / "watched" / "cyc" / "day2")
+        wait_for(lambda: rows(lab).get("C1_day2.csv", {}).get("status") == "ingested", 30, "the moved-in file", watch)
+    finally:
+        assert watch.terminate() == 0
+    assert [(cell, n) for cell, _, n in catalogue_records(lab)["cycling"]] == [("C1", 1399)]

@@ -152,6 +152,9 @@ class Watcher:
             def on_any_event(self, event):
                 if event.event_type in ("opened", "closed_no_write"):
                     return
+                # a folder's own "modified" comes with every file made in it: the file's event says it
+                if event.is_directory and event.event_type not in ("created", "moved"):
+                    return
                 watcher.note(os.fsdecode(getattr(event, "dest_path", "") or event.src_path))
 
         self._handler = Handler()
