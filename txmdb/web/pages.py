@@ -1,8 +1,9 @@
 """The web pages (DESIGN §12): dashboard, samples, scans, compare, query, SQL, jobs, harvest, upload.
 
-Every table comes from the same query functions as ``txmdb query`` (:data:`txmdb.query.QUERIES`)
-and every filter form is built from their declarations (:data:`txmdb.vocabulary.FILTERS`): the
-pages hold no query of their own. Plot data travel in ``data-plot`` attributes (JSON, escaped by
+Every table of catalogue data comes from the same query functions as ``txmdb query``
+(:data:`txmdb.query.QUERIES`; jobs from :func:`txmdb.jobs.list_jobs`, as ``txmdb jobs``) and every
+filter form is built from their declarations (:data:`txmdb.vocabulary.FILTERS`); only the
+dashboard's counts and newest rows are read directly. Plot data travel in ``data-plot`` attributes (JSON, escaped by
 Jinja's autoescape); the scripts are static files, so the Content-Security-Policy can forbid
 inline scripts.
 """
@@ -15,7 +16,7 @@ import math
 from typing import Callable, Iterable
 from urllib.parse import urlencode
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from txmdb.errors import NotFoundError, TxmdbError
@@ -170,9 +171,9 @@ def _ingest_link(root: str):
 
 @router.get("/", response_class=HTMLResponse)
 def dashboard(request: Request, user=Viewer):
-    catalog, root = _catalog(request), _root(request)
     from txmdb.db import models as m
 
+    catalog, root = _catalog(request), _root(request)
     analyses = _newest(catalog, m.Analysis).rename(columns={"id": "analysis_id"})
     jobs = _jobs(catalog, limit=10)
     harvest = _newest(catalog, m.HarvestedFile, statuses=["failed"])
@@ -382,14 +383,9 @@ def sample_page(request: Request, name: str, user=Viewer):
 # --------------------------------------------------------------------------- scans
 
 
-def _first(frame, *names: str) -> str:
-    """The first of ``names`` that ``frame`` has (statistics columns renamed with the map statistics)."""
-    return next(n for n in names if n in frame.columns)
-
-
 def _edge_rows(frame):
-    """The edge map's rows of a per-map statistics table (tables without a map column are the edge's)."""
-    return frame[frame["map"] == "edge"] if "map" in frame.columns else frame
+    """The edge map's rows of a per-map statistics table."""
+    return frame[frame["map"] == "edge"]
 
 
 def edge_plots(histogram, depth) -> list[dict]:
@@ -414,7 +410,7 @@ def edge_plots(histogram, depth) -> list[dict]:
     return plots
 
 
-def gradient_plots(theta, vector_size, unit: str) -> list[dict]:
+def gradient_plots(theta, vector_size) -> list[dict]:
     """Per binning factor: θ probability (with the sin θ reference) and |u| per folded θ group (edge map)."""
     plots = []
     theta, vector_size = _edge_rows(theta), _edge_rows(vector_size)
@@ -424,16 +420,18 @@ def gradient_plots(theta, vector_size, unit: str) -> list[dict]:
         series = [_series(part, "theta", "probability", "|u|-weighted" if flag else "unweighted")
                   for flag, part in rows.groupby(weighted, sort=True)]
         reference = rows[~weighted] if (~weighted).any() else rows
-        series.append(_series(reference, "theta", _first(rows, "reference", "sin_reference"), "sin θ (random)",
+        series.append(_series(reference, "theta", "reference", "sin θ (random)",
                               dash=True))
         plots.append({"id": f"theta-f{factor}", "title": f"θ distribution, binning factor {factor}",
                       "x": {"label": "θ", "unit": "°"}, "y": {"label": "Probability", "unit": "per 5° bin"},
                       "series": series})
     for factor, rows in vector_size.groupby("bin_factor", sort=True):
         rows = rows.sort_values("phi_lo").assign(phi=lambda f: (f["phi_lo"] + f["phi_hi"]) / 2)
-        series = [_series(rows, "phi", _first(rows, "mean_u", "mean_u_ev_per_nm"), "mean |u|"),
-                  _series(rows, "phi", _first(rows, "median_u", "median_u_ev_per_nm"), "median |u|"),
-                  _series(rows, "phi", _first(rows, "p90_u", "p90_u_ev_per_nm"), "90th percentile |u|", dash=True)]
+        series = [_series(rows, "phi", "mean_u", "mean |u|"),
+                  _series(rows, "phi", "median_u", "median |u|"),
+                  _series(rows, "phi", "p90_u", "90th percentile |u|", dash=True)]
+        # eV/nm, or eV/voxel for a scan of unknown voxel size (the query's gradient_unit says which).
+        unit = str(rows["gradient_unit"].iloc[0])
         plots.append({"id": f"vector-size-f{factor}", "title": f"Vector size |u|, binning factor {factor}",
                       "x": {"label": "Folded θ group centre", "unit": "°"}, "y": {"label": "|u|", "unit": unit},
                       "series": series, "points": True})
@@ -473,7 +471,6 @@ def scan_page(request: Request, scan_id: int, user=Viewer):
     latest = {"scan": [scan_id], "analysis": [int(row["analysis_id"])] if _text(row["analysis_id"]) else None}
     theta = query.theta(catalog, scan_level=True, **latest)
     vector_size = query.vector_size(catalog, scan_level=True, **latest)
-    unit = "eV nm⁻¹" if (analyses["gradient_unit"].dropna() == "eV/nm").all() else "eV voxel⁻¹"
     return _page(
         request, "scan.html", active="/samples", viewer=viewer, viewer_note=note,
         scan={"id": scan_id, "sample": row["sample"], "state": row["state"],
@@ -481,7 +478,7 @@ def scan_page(request: Request, scan_id: int, user=Viewer):
               "provenance": [(k.replace("_", " "), _text(row[k])) for k in provenance_keys]},
         analyses=table(analyses.drop(columns=["scan_id"]), status=["status"], empty="No analyses of this scan."),
         registrations=table(_registration_summary(registrations), empty="No registrations of this scan."),
-        gradient_plots=gradient_plots(theta, vector_size, unit),
+        gradient_plots=gradient_plots(theta, vector_size),
         edge_plots=edge_plots(query.edge_histogram(catalog, scan_level=True, **latest),
                               query.depth_profile(catalog, scan_level=True, **latest)),
         particles=table(query.particles(catalog, **latest).drop(columns=["sample", "state", "scan_id"]),
