@@ -363,6 +363,9 @@ def test_editor_uploads_a_cycler_file_and_the_cli_sees_it(visit, site, tmp_path)
     assert len(after) == len(before) + 12
     runs = {line.split(",")[2] for line in after[1:]}
     assert len(runs) == 2
+    # The new run records who uploaded it.
+    who = _cli(site, "query", "sql", "SELECT created_by FROM cycling_runs ORDER BY id DESC LIMIT 1", "--format", "csv")
+    assert who.stdout.splitlines() == ["created_by", "editor"], (who.stdout, who.stderr)
 
     # The same file again is the same run, as in the CLI: the page says so and nothing is added.
     form.locator("select[name=cell]").select_option("R1")
