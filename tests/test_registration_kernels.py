@@ -103,7 +103,9 @@ def test_agrees_with_brute_force_reference():
     brute = np.stack([_brute_force(smooth[d.reference_index], smooth[e], 5) for e in range(8)])
     assert np.abs(brute - d.shifts).max() < 0.2        # the reference is right...
     assert np.abs(est - brute).max() < 0.2             # ...and so is the kernel
-    assert np.abs(est - d.shifts).max() < 0.06
+    # 0.08: with only 8 energies the median template fits the mid-edge energy less well
+    # than the mean did (0.068 against 0.006 voxel; docs/registration.md)
+    assert np.abs(est - d.shifts).max() < 0.08
     assert np.all(quality > QUALITY_THRESHOLD)
 
 
@@ -296,16 +298,21 @@ def test_fixed_pattern_does_not_pull_the_pre_edge_group():
     d = _stack_48(0)
     est, quality = _estimate(d)
     rms, worst = _rms_max(est, d.shifts)
-    assert worst < 0.8 and rms.max() < 0.3
-    assert np.all(quality > QUALITY_THRESHOLD)
+    err = np.abs(est - d.shifts).max(axis=1)
+    assert worst < 0.8 and rms.max() < 0.15
+    assert err[d.energies_ev < 8335.0].max() < 0.5
+    # what is left wrong (the mid-edge energy, 0.66 voxel) is flagged
+    assert np.all(quality[err > 0.5] < QUALITY_THRESHOLD)
 
 
-def test_quality_flags_a_group_misregistered_together():
-    # seed 4: the pre-edge group still goes wrong together (docs/registration.md); its
-    # standard errors are small, the disagreement with the other energies is not
+def test_a_group_misregistered_together_is_pulled_back():
+    # seed 4: with a mean template the ten pre-edge energies went 1-2.6 voxels wrong
+    # together and vouched for each other; the median template of the refinement does
+    # not follow a minority (docs/registration.md)
     d = _stack_48(4)
     est, quality = _estimate(d)
+    rms, worst = _rms_max(est, d.shifts)
     err = np.abs(est - d.shifts).max(axis=1)
+    assert rms.max() < 0.15 and worst < 0.5
     flagged = quality < QUALITY_THRESHOLD
-    assert flagged[err > 1.0].mean() >= 0.5          # the stack cannot pass unnoticed
     assert not np.any(flagged & (err < 0.3))          # nothing well registered is flagged
