@@ -295,3 +295,18 @@ def test_dependent_references_are_refused(lab, scale, offset):
 def test_lcf_window_without_references_is_refused(lab):
     _refused(lab, _analyze(lab, "--lcf-window", "8325:8375"),
              "--lcf-window is the fit window of --lcf NAME,NAME: give the references too")
+
+
+def test_dask_slab_path_gives_the_same_maps(lab):
+    """One scan on a Dask cluster is split into slabs; the spectral maps travel with the edge tasks."""
+    from dask.distributed import LocalCluster
+
+    assert _analyze(lab, "--lcf", "NiO,LiNiO2").exit_code == 0
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        result = _analyze(lab, "--lcf", "NiO,LiNiO2", "--scheduler", cluster.scheduler_address)
+    assert result.exit_code == 0, result.output
+    serial, split = (r["id"] for r in _rows(lab, "SELECT id FROM analyses ORDER BY id"))
+    with h5py.File(_results(lab, serial), "r") as f, h5py.File(_results(lab, split), "r") as g:
+        for name in ("white_line_ev", "white_line_height", "fractions", "rfactor"):
+            np.testing.assert_array_equal(f[name][...], g[name][...])
+        assert g["fractions"].attrs["references"] == f["fractions"].attrs["references"]
