@@ -23,6 +23,8 @@ def serve(ctx: typer.Context,
                                                        "(comma-separated; HTTPS there makes cookies Secure)."),
           max_upload_mb: Optional[int] = typer.Option(None, "--max-upload-mb", min=1, max=1 << 20, metavar="MB",
                                                       help="Largest upload [default: 256 MB]."),
+          workers: int = typer.Option(1, "--workers", min=1, max=64, metavar="N",
+                                      help="Server processes (one core each; a lab server: its number of cores)."),
           ) -> None:
     """Serve the catalogue's web pages and /api/v1 until stopped (Ctrl-C).
 
@@ -48,5 +50,21 @@ def serve(ctx: typer.Context,
         echo("No account exists yet. Open this link once to create the first admin "
              "(it works until then, in this server only):")
         typer.echo(f"    http://{shown}:{port}{root_path}/setup?token={setup}")
-    uvicorn.run(app, host=host, port=port, root_path=root_path, proxy_headers=True,
-                forwarded_allow_ips=forwarded_allow_ips, log_level="info", server_header=False)
+    options = dict(host=host, port=port, root_path=root_path, proxy_headers=True, forwarded_allow_ips=forwarded_allow_ips,
+                   log_level="info", server_header=False)
+    if workers == 1:
+        uvicorn.run(app, **options)
+        return
+    # Worker processes build their own application from the environment (uvicorn imports it).
+    import json
+    import os
+
+    from txmdb.web.app import SETTINGS_VARIABLE
+
+    os.environ["TXMDB_URL"] = cat.engine.url.render_as_string(hide_password=False)
+    os.environ["TXMDB_STORE"] = str(cat.store.root)
+    settings = app.state.settings
+    os.environ[SETTINGS_VARIABLE] = json.dumps({"public_read": public_read, "max_upload_bytes": settings.max_upload_bytes,
+                                                "setup_token_hash": settings.setup_token_hash})
+    cat.engine.dispose()
+    uvicorn.run("txmdb.web.app:app_from_environment", factory=True, workers=workers, **options)

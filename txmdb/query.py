@@ -116,12 +116,17 @@ def _frame(catalog, stmt: Select) -> pd.DataFrame:
     return pd.DataFrame({key: [row[i] for row in rows] for i, key in enumerate(keys)}, columns=keys)
 
 
-def _latest_analyses():
-    """analysis ids: the newest 'done' analysis of each scan."""
-    return (
-        sa.select(sa.func.max(m.Analysis.id).label("id"))
-        .where(m.Analysis.status == "done")
-        .group_by(m.Analysis.scan_id)
+def _is_latest():
+    """The analysis is the newest 'done' one of its scan.
+
+    A correlated lookup, one probe of ``ix_analyses_scan_status_id`` per candidate row, so the
+    filters on samples and scans drive the query. (``id IN (newest of every scan)`` made
+    SQLite walk all 10,000 ids for each scan of a sample: 0.2-0.3 s instead of milliseconds.)
+    """
+    newer = orm.aliased(m.Analysis)
+    return m.Analysis.id == (
+        sa.select(sa.func.max(newer.id))
+        .where(newer.scan_id == m.Analysis.scan_id, newer.status == "done")
         .scalar_subquery()
     )
 
@@ -240,7 +245,7 @@ def _analysis_select(model, analysis=None) -> Select:
     )
     if analysis:
         return stmt.where(m.Analysis.id.in_(_as_list(analysis)), m.Analysis.status == "done")
-    return stmt.where(m.Analysis.id.in_(_latest_analyses()))
+    return stmt.where(_is_latest())
 
 
 def _analysis_rows(catalog, model, *, analysis=None, order: Sequence[str] = (), **filters) -> pd.DataFrame:

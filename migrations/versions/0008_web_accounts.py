@@ -83,6 +83,8 @@ def upgrade() -> None:
     op.bulk_insert(key, [{'id': 1, 'key_hex': secrets.token_hex(32), 'created_at': dt.datetime.now(dt.timezone.utc)}])
     for table in WRITTEN_TABLES:
         op.add_column(table, sa.Column('created_by', sa.String(length=200), nullable=True))
+    # The query paths (issue 13 item 7): each scan's newest finished analysis.
+    op.create_index('ix_analyses_scan_status_id', 'analyses', ['scan_id', 'status', 'id'], unique=False)
     if op.get_bind().dialect.name == 'postgresql':
         # Default privileges (a reporting role made before this migration) would let query sql read
         # password and token hashes and the key: only the catalogue owner keeps rights on them.
@@ -99,6 +101,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.drop_index('ix_analyses_scan_status_id', table_name='analyses')
     for table in reversed(WRITTEN_TABLES):
         with op.batch_alter_table(table) as batch:
             batch.drop_column('created_by')

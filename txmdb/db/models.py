@@ -284,6 +284,8 @@ class RegistrationShift(Base):
 
 class Analysis(Base):
     __tablename__ = "analyses"
+    # Each scan's newest finished analysis, which every statistics query looks up (txmdb.query).
+    __table_args__ = (Index("ix_analyses_scan_status_id", "scan_id", "status", "id"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     scan_id: Mapped[int] = mapped_column(ForeignKey("txm_scans.id"), index=True)

@@ -84,6 +84,25 @@ def create_app(context, *, public_read: bool = False, max_upload_bytes: int = MA
     return app
 
 
+#: How ``txmdb serve --workers N`` hands its settings to the worker processes it starts.
+SETTINGS_VARIABLE = "TXMDB_WEB_SETTINGS"
+
+
+def app_from_environment() -> FastAPI:
+    """The application of one ``txmdb serve --workers N`` process: the catalogue from
+    ``TXMDB_URL``/``TXMDB_STORE``, the settings from :data:`SETTINGS_VARIABLE` (JSON)."""
+    import json
+    import os
+
+    from txmdb.catalog import open_catalog
+
+    settings = json.loads(os.environ.get(SETTINGS_VARIABLE, "{}"))
+    app = create_app(open_catalog(), public_read=bool(settings.get("public_read")),
+                     max_upload_bytes=int(settings.get("max_upload_bytes", MAX_UPLOAD_BYTES)))
+    app.state.settings.setup_token_hash = settings.get("setup_token_hash")
+    return app
+
+
 def _add_gate(app: FastAPI) -> None:
     from fastapi import HTTPException
 
