@@ -231,7 +231,8 @@ def _analysis_problems(analyses: list[dict]) -> list[str | None]:
               "print(json.dumps(analysis_problems_here(json.load(sys.stdin))))")
     done = subprocess.run([sys.executable, "-c", script], input=json.dumps(analyses), capture_output=True, text=True)
     if done.returncode:
-        raise TxmdbError(f"cannot check the rules' analysis options: {done.stderr.strip().splitlines()[-1:]}")
+        last = (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1]
+        raise TxmdbError(f"cannot check the rules' analysis options: {last}")
     return json.loads(done.stdout)
 
 
