@@ -228,3 +228,25 @@ def test_cli_refuses_more_clusters_than_valid_voxels(cli, tmp_path):
     assert not list((Path(cli.store) / "analyses").glob("*.h5"))
     assert cli("txm", "analyze", scan, "--clusters", "3", "--bin", "1",
                "--min-particle-voxels", "1").exit_code == 0
+
+
+def test_dask_slab_path_gives_the_same_clusters(cli, three_phases):
+    """One scan on a Dask cluster is split into slabs (the sample then has a read pass of its own)."""
+    from dask.distributed import LocalCluster
+
+    path, _, _ = three_phases
+    scan = _ingest(cli, path)
+    assert cli("txm", "analyze", scan, "--clusters", "3", "--bin", "1").exit_code == 0
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        result = cli("txm", "analyze", scan, "--clusters", "3", "--bin", "1", "--scheduler",
+                     cluster.scheduler_address)
+    assert result.exit_code == 0, result.output
+    serial, split = json.loads(cli("query", "analyses", "--format", "json").stdout)
+    with h5py.File(serial["results_path"], "r") as f, h5py.File(split["results_path"], "r") as g:
+        np.testing.assert_array_equal(f["cluster"][()], g["cluster"][()])
+    for table in ("clusters", "pca"):
+        rows = [json.loads(cli("query", table, "--analysis", str(a["analysis_id"]), "--format", "json").stdout)
+                for a in (serial, split)]
+        for row in rows[0] + rows[1]:
+            row.pop("analysis_id")
+        assert rows[0] == rows[1] and rows[0]
