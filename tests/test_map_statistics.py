@@ -423,3 +423,20 @@ def test_compiled_depth_map_equals_scipys_bit_for_bit(shape, monkeypatch):
             continue
         expected = ndi.distance_transform_edt(inside).astype(np.float32)
         np.testing.assert_allclose(compiled[box][inside], expected[inside], rtol=1e-6)
+
+
+def test_chunked_stack_is_read_through_a_cache_that_holds_its_chunks(tmp_path):
+    from txmdb.io.hdf5 import _stack_dataset, open_stack, read_slab
+    from txmdb.synthetic.tomogram import write_stack
+
+    rng = np.random.default_rng(4)
+    energies = np.linspace(8250.0, 8450.0, 40)
+    stack = rng.random((40, 20, 70, 66)).astype(np.float32)
+    path = tmp_path / "chunked.h5"
+    write_stack(path, stack, energies, chunks=(40, 8, 32, 32))     # 1.3 MB chunks: above the 1 MB default
+    info = open_stack(path)
+    with h5py.File(path, "r") as f:
+        nslots, nbytes, w0 = _stack_dataset(f, info).id.get_access_plist().get_chunk_cache()
+        assert nbytes == 2 * 40 * 8 * 32 * 32 * 4 and w0 == 1.0
+        for start, stop in ((0, 8), (3, 17), (16, 20)):
+            np.testing.assert_array_equal(read_slab(info, start, stop, h5file=f), stack[:, start:stop])

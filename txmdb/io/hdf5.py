@@ -561,6 +561,28 @@ def _chunks_touched(info: StackInfo, start: int, stop: int) -> int:
     return ((stop - 1) // info.chunks[1] - start // info.chunks[1] + 1) * per_row
 
 
+#: Largest chunk cache given to a stack's data set (twice its chunk): chunks above half this
+#: are read with HDF5's default cache.
+_MAX_CHUNK_CACHE = 256 << 20
+
+
+def _stack_dataset(f: h5py.File, info: "StackInfo") -> h5py.Dataset:
+    """The stack's data set, with a chunk cache that holds two of its chunks.
+
+    HDF5's default cache is 1 MB: an uncompressed chunk larger than that is read piece by
+    piece, one read per contiguous run of the selection (46,080 reads of 384 bytes for a
+    (60, 8, 96, 96) float32 chunk), which took 6x the CPU of reading it whole into the
+    cache and copying it out (measured on the 272³ × 60 stack in such chunks).
+    """
+    chunk_bytes = np.dtype(info.dtype).itemsize * math.prod(info.chunks) if info.chunks else 0
+    if not (1 << 20) < chunk_bytes <= _MAX_CHUNK_CACHE // 2:
+        return f[info.data_path]
+    # opened with its own access list (an open made with f[...] first would keep the default)
+    access = h5py.h5p.create(h5py.h5p.DATASET_ACCESS)
+    access.set_chunk_cache(101, 2 * chunk_bytes, 1.0)   # fully read chunks leave first
+    return h5py.Dataset(h5py.h5d.open(f.id, info.data_path.encode(), dapl=access))
+
+
 def read_slab(info: StackInfo, start: int, stop: int, *, h5file: h5py.File | None = None,
               out: np.ndarray | None = None, shifts: np.ndarray | None = None,
               order: int = 1) -> np.ndarray:
@@ -607,7 +629,7 @@ def read_slab(info: StackInfo, start: int, stop: int, *, h5file: h5py.File | Non
     f = h5file
     if shifts is not None:
         return _read_registered(info, start, stop, f, out, shifts, order)
-    ds = f[info.data_path]
+    ds = _stack_dataset(f, info)
     try:
         # HDF5 converts the on-disk dtype to the working one while reading (no temporary).
         # Energies out of order are read one image at a time straight into their
