@@ -334,3 +334,17 @@ def test_openapi_lists_every_query_table_with_its_filters(lab):
         assert names == set(query.filters) | {p.name for p in query.parameters} | {"format"}
     assert {"/api/v1/cycling", "/api/v1/xas", "/api/v1/xrd", "/api/v1/scans/{scan_id}/analyses",
             "/api/v1/scans/{scan_id}/slice.png", "/api/v1/health"} <= set(spec["paths"])
+
+
+def test_several_server_processes_answer_alike(lab):
+    server = lab.start("--workers", "2", "--max-upload-mb", "1")
+    params = {"cell": ["R1"], "cycle": ["1,2"]}
+    printed = lab.cli("query", "cycles", "--format", "csv", *_cli_flags(params), text=False).stdout
+    with lab.client(server, "viewer") as client:
+        for _ in range(6):  # answered by either process
+            answer = client.get("/api/v1/query/cycles", params={**params, "format": "csv"})
+            assert answer.status_code == 200 and answer.content == printed
+        _assert_json_error(client.get("/api/v1/query/cycles", params={"nonsense": "1"}), 422)
+    with lab.client(server) as anonymous:
+        _assert_json_error(anonymous.get("/api/v1/samples"), 401)
+    assert "Started parent process" in server.log() or server.log().count("Started server process") == 2

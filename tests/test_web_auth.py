@@ -414,3 +414,22 @@ def test_every_write_records_who_made_it(cli):
     shown = cli("query", "sql", "SELECT (SELECT created_by FROM samples) AS s, (SELECT created_by FROM cells) AS c",
                 "--format", "csv")
     assert shown.output == f"s,c\nos:{getpass.getuser()},os:{getpass.getuser()}\n"
+
+
+def test_under_a_root_path_links_redirects_and_cookies_keep_the_prefix(site):
+    server = site.start("--root-path", "/txmdb")
+    # The proxy strips /txmdb before passing the request on, as Caddy's handle_path and nginx's
+    # proxy_pass with a trailing slash do.
+    with site.client(server) as client:
+        assert client.get("/api/v1/health").status_code == 200
+        answer = client.get("/samples")
+        assert answer.status_code == 303 and answer.headers["location"] == "/txmdb/login?next=%2Fsamples"
+        page = client.get("/login")
+        assert 'action="/txmdb/login"' in page.text and 'href="/txmdb/static/css/txmdb.css"' in page.text
+        assert "Path=/txmdb" in page.headers["set-cookie"]
+        # The browser sends /txmdb cookies to /txmdb/login, which reaches the server as /login.
+        signed = client.post("/login", data={"username": "viewer", "password": site.accounts["viewer"].password,
+                                             "csrf_token": _csrf(page), "next": "/samples"},
+                             cookies={"txmdb_csrf": page.cookies["txmdb_csrf"]})
+        assert signed.status_code == 303 and signed.headers["location"] == "/txmdb/samples"
+        assert "Path=/txmdb" in signed.headers["set-cookie"]
