@@ -72,18 +72,17 @@ def chunked(size: int) -> Path:
     return path
 
 
-def _data_path(path: Path) -> str:
-    from txmdb.io.hdf5 import open_stack
-
-    return open_stack(path).data_path
-
-
 def measure_floor(path: Path) -> dict:
     """Bare h5py: every chunk (or txmdb's slab, contiguous) read_direct into one reused buffer."""
     import h5py
     import numpy as np
 
-    data = _data_path(path)
+    from txmdb.io.hdf5 import open_stack
+    from txmdb.pipeline import default_slab
+
+    info = open_stack(path)
+    data, rows = info.data_path, default_slab(info)      # txmdb's slab, for the contiguous file
+    cpu0 = _cpu()
     t0 = time.perf_counter()
     with h5py.File(path, "r") as f:
         ds = f[data]
@@ -94,15 +93,11 @@ def measure_floor(path: Path) -> dict:
                 out = buf if shape == buf.shape else np.empty(shape, ds.dtype)
                 ds.read_direct(out, sel)
         else:
-            from txmdb.io.hdf5 import open_stack
-            from txmdb.pipeline import default_slab
-
-            rows = default_slab(open_stack(path))
             buf = np.empty((ds.shape[0], rows, *ds.shape[2:]), dtype=ds.dtype)
             for z in range(0, ds.shape[1], rows):
                 n = min(rows, ds.shape[1] - z)
                 ds.read_direct(buf, np.s_[:, z:z + n], np.s_[:, :n])
-    return {"wall_s": round(time.perf_counter() - t0, 3), "peak_rss_mb": _rss()}
+    return {"wall_s": round(time.perf_counter() - t0, 3), "cpu_s": round(_cpu() - cpu0, 2), "peak_rss_mb": _rss()}
 
 
 def _references(catalog) -> str:
@@ -128,12 +123,20 @@ def measure_analysis(path: Path, spectral: bool, gradient_maps: str, workers: in
     values = {"workers": workers, "gradient_map": gradient_maps,
               **({"lcf": _references(catalog)} if spectral else {"white_line": "none"})}
     options, _ = analysis_request(values, catalog=catalog)
+    cpu0 = _cpu()
     t0 = time.perf_counter()
     analysis = analyze_scan(catalog, scan.id, options)
     wall = time.perf_counter() - t0
-    return {"wall_s": round(wall, 3), "timings_s": {k: round(v, 2) for k, v in analysis.timings_s.items()},
+    return {"wall_s": round(wall, 3), "cpu_s": round(_cpu() - cpu0, 2), "timings_s": {k: round(v, 2) for k, v in analysis.timings_s.items()},
             "maps": list(options.computed_maps()), "gradient_maps": list(options.gradient_maps),
             "peak_rss_mb": _rss(), "n_particles": analysis.n_particles}
+
+
+def _cpu() -> float:
+    """CPU seconds of this process (all threads, user + system): less sensitive than wall time
+    to other processes on a loaded machine."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return round(usage.ru_utime + usage.ru_stime, 2)
 
 
 def _rss() -> float:
@@ -173,6 +176,7 @@ def main() -> None:
                                str(args.workers)])
             print(json.dumps({"layout": layout, "pair": pair, "floor": floor, "analysis": analysis,
                               "ratio": round(analysis["wall_s"] / floor["wall_s"], 2),
+                              "cpu_ratio": round(analysis["cpu_s"] / floor["cpu_s"], 2),
                               "load_before": round(load, 2), "load_after": round(os.getloadavg()[0], 2)}),
                   flush=True)
 

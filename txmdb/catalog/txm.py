@@ -194,6 +194,7 @@ def analyze_scan(
                 outputs = analyze_stack(info, options, results_path=put.temp, progress=progress)
             if hashing is not None:
                 check_unchanged(scan, _hash_result(scan, hashing))
+                outputs.timings_s.update(hash=hashing.elapsed_s, hash_wait=hashing.waited_s)
             return record_analysis(put, outputs, elapsed=time.perf_counter() - t0)
     finally:
         if hashing is not None:

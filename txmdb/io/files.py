@@ -36,6 +36,8 @@ class BackgroundHash:
         self._stop = threading.Event()
         self._digest: str | None = None
         self._error: BaseException | None = None
+        #: seconds the thread took, and that result() waited for it
+        self.elapsed_s = self.waited_s = 0.0
         self._thread = threading.Thread(target=self._run, name="sha256", daemon=True)
         self._thread.start()
 
@@ -46,6 +48,9 @@ class BackgroundHash:
             os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
         except (AttributeError, OSError):
             pass
+        import time
+
+        t0 = time.perf_counter()
         try:
             digest = hashlib.sha256()
             with open(self._path, "rb") as fh:
@@ -54,10 +59,15 @@ class BackgroundHash:
             self._digest = digest.hexdigest()
         except BaseException as exc:  # noqa: BLE001 - handed to the caller by result()
             self._error = exc
+        self.elapsed_s = time.perf_counter() - t0
 
     def result(self) -> str:
         """The file's SHA-256 (hex); the thread's OSError, if reading failed."""
+        import time
+
+        t0 = time.perf_counter()
         self._thread.join()
+        self.waited_s = time.perf_counter() - t0
         if self._error is not None:
             raise self._error
         return self._digest
