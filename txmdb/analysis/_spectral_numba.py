@@ -68,6 +68,20 @@ def _line(mu, v0, m, projector, first):  # pragma: no cover - compiled
     return a, b
 
 
+@njit(fastmath=False, cache=True, nogil=True)
+def _mask(v0, m, valid, has_wl, k, out_wl, out_h, out_frac, out_r):  # pragma: no cover - compiled
+    """NaN in every map where the edge mask applies, voxels ``v0 .. v0 + m``."""
+    for v in range(m):
+        if not valid[v0 + v]:
+            if has_wl:
+                out_wl[v0 + v] = np.nan
+                out_h[v0 + v] = np.nan
+            for i in range(k):
+                out_frac[i, v0 + v] = np.nan
+            if k > 0:
+                out_r[v0 + v] = np.nan
+
+
 # error_model="numpy": a zero divisor gives inf/NaN (masked later) instead of a branch
 # that raises, which kept the division loop from vectorising
 @njit(fastmath=False, cache=True, nogil=True, error_model="numpy")
@@ -84,6 +98,13 @@ def spectral_block(mu, v0, m, valid, p_pre, pre0, p_post, post0, x,
     n_sup = sup_n.shape[0]
     n_acc = coef.shape[0]
     r1 = min(r0 + coef.shape[1], mu.shape[0])
+    # a block the edge masks whole (background around the particles) has NaN maps only
+    n_valid = 0
+    for v in range(m):
+        n_valid += valid[v0 + v]
+    if n_valid == 0:
+        _mask(v0, m, valid, has_wl, k, out_wl, out_h, out_frac, out_r)
+        return
     a_pre, b_pre = _line(mu, v0, m, p_pre, pre0)
     a_post, b_post = _line(mu, v0, m, p_post, post0)
     jump = a_post - a_pre
@@ -159,16 +180,7 @@ def spectral_block(mu, v0, m, valid, p_pre, pre0, p_post, post0, x,
                 out_frac[i, v0 + v] = best_w[i, v]
             # no finite candidate: a norm that is not finite on F (zero step)
             out_r[v0 + v] = max(best[v], 0.0) / yy[v] if best[v] < np.inf else np.nan
-    # the edge mask
-    for v in range(m):
-        if not valid[v0 + v]:
-            if has_wl:
-                out_wl[v0 + v] = np.nan
-                out_h[v0 + v] = np.nan
-            for i in range(k):
-                out_frac[i, v0 + v] = np.nan
-            if k > 0:
-                out_r[v0 + v] = np.nan
+    _mask(v0, m, valid, has_wl, k, out_wl, out_h, out_frac, out_r)
 
 
 @njit(parallel=True, fastmath=False, cache=True, nogil=True)
