@@ -79,6 +79,8 @@ source ``x + s_e`` lies outside the field of view ``[0, N-1]`` is NaN at that en
 from __future__ import annotations
 
 import math
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -462,6 +464,30 @@ def registered_slab(source, shifts: np.ndarray, start: Sequence[int], stop: Sequ
 
 # --- estimation -------------------------------------------------------------------------------
 
+#: Threads of the estimate's per-energy loops: numpy, scipy.ndimage and scipy.fft release
+#: the GIL, and every energy's work is independent (the same numbers on any number of
+#: threads). The analysis it is compared with runs on two cores as well (reader + kernel).
+_WORKERS = max(1, min(4, os.cpu_count() or 1))
+
+
+def _per_energy(fn: Callable[[int], object], n: int) -> list:
+    """``[fn(0), …, fn(n - 1)]`` on up to :data:`_WORKERS` threads, in order (the first
+    exception in index order is raised, as a plain loop would)."""
+    if _WORKERS <= 1 or n < 2:
+        return [fn(i) for i in range(n)]
+    with ThreadPoolExecutor(_WORKERS) as pool:
+        return list(pool.map(fn, range(n)))
+
+
+def _median0(stack: np.ndarray) -> np.ndarray:
+    """Median over the first axis, the voxels split between the threads."""
+    flat = stack.reshape(stack.shape[0], -1)
+    parts = np.array_split(np.arange(flat.shape[1]), max(1, _WORKERS))
+    bounds = [(int(p[0]), int(p[-1]) + 1) for p in parts if p.size]
+    out = np.concatenate(_per_energy(lambda k: np.median(flat[:, bounds[k][0]:bounds[k][1]], axis=0), len(bounds)))
+    return out.reshape(stack.shape[1:])
+
+
 def _prepare(img: np.ndarray, sigma: float, index: int) -> np.ndarray:
     """Smoothed, zero-mean, unit-variance working image; NaNs filled with the median."""
     img = np.asarray(img, dtype=np.float32)
@@ -483,12 +509,11 @@ def _highpass(img: np.ndarray, sigma: float) -> np.ndarray:
 
 def _working_images(read_energy, n_energies: int, window: Window, band: tuple[float, float]) -> np.ndarray:
     """Every energy's window, band-passed (difference of Gaussians) and normalised, float32."""
-    out = None
+    images = _per_energy(lambda i: _highpass(_prepare(read_energy(i, window), band[0], i), band[1]), n_energies)
+    out = np.empty((n_energies,) + images[0].shape, dtype=np.float32)
     for i in range(n_energies):
-        img = _highpass(_prepare(read_energy(i, window), band[0], i), band[1])
-        if out is None:
-            out = np.empty((n_energies,) + img.shape, dtype=np.float32)
-        out[i] = img
+        out[i] = images[i]
+        images[i] = None
     return out
 
 
@@ -502,7 +527,8 @@ def _bounded_correlation(ref: np.ndarray, mov: np.ndarray, reach: float,
     c = np.round(centre).astype(int)
     m = int(np.abs(c).max()) + r
     size = [sfft.next_fast_len(n + m + 1, real=True) for n in shape]
-    cc = sfft.irfftn(np.conj(sfft.rfftn(ref, size)) * sfft.rfftn(mov, size), size)
+    cc = sfft.irfftn(np.conj(sfft.rfftn(ref, size, workers=_WORKERS)) * sfft.rfftn(mov, size, workers=_WORKERS), size,
+                     workers=_WORKERS)
     idx = [np.arange(ck - r, ck + r + 1) for ck in c]
     sub = cc[np.ix_(*[i % n for i, n in zip(idx, size)])]
     k = np.unravel_index(int(np.argmax(sub)), sub.shape)
@@ -549,12 +575,13 @@ def _template(J, s, a, c, b, F, box, order, components: int = 1) -> list[np.ndar
     template towards itself and then vouches for its own shifts; a median of a minority
     does not (48³ ± 5, seed 4: worst 2.58 -> 0.55 voxel; docs/registration.md)."""
     sl = _box_slices(*box)
-    regs = [_translate(J[e] - np.float32(c[e]) * F - np.float32(b[e]), s[e], order)[sl] for e in range(J.shape[0])]
+    regs = _per_energy(lambda e: _translate(J[e] - np.float32(c[e]) * F - np.float32(b[e]), s[e], order)[sl],
+                       J.shape[0])
     a = np.asarray(a, dtype=np.float64)
     # energies holding the sample (a blank frame's image divided by its ~0 gain is noise)
     carriers = [e for e in range(len(regs)) if a[e] > _CARRIER_GAIN * a.max()] if a.max() > 0 else []
     if len(carriers) >= 3:
-        mean = np.median(np.stack([regs[e] / np.float32(a[e]) for e in carriers]), axis=0).astype(np.float64)
+        mean = _median0(np.stack([regs[e] / np.float32(a[e]) for e in carriers])).astype(np.float64)
     else:
         den = float((a ** 2).sum())
         mean = sum(w * r.astype(np.float64) for w, r in zip(a, regs) if w != 0) / den if den > 0 \
@@ -627,23 +654,26 @@ def _standard_error(J, s, a, c, b, F, box, order, neighbours: int = 2) -> tuple[
     the template of its ``neighbours`` on each side (similar contrast through the edge)."""
     sl = _box_slices(*box)
     n = J.shape[0]
-    regs = np.stack([_translate(J[e] - np.float32(c[e]) * F - np.float32(b[e]), s[e], order)[sl]
-                     for e in range(n)])
+    regs = np.stack(_per_energy(lambda e: _translate(J[e] - np.float32(c[e]) * F - np.float32(b[e]), s[e], order)[sl],
+                                n))
     weights = np.asarray(a, dtype=np.float64)
     num = np.tensordot(weights, regs, axes=1)
     den = float((weights ** 2).sum())
-    sigma = np.full(n, np.inf)
-    tval = np.zeros(n)
-    for e in range(n):
+
+    def one(e):
+        sigma, tval = math.inf, 0.0
         reg = regs[e].astype(np.float64)
         if den - weights[e] ** 2 > 0:
-            sigma[e], tval[e] = _shift_error(reg, (num - weights[e] * reg) / (den - weights[e] ** 2))
+            sigma, tval = _shift_error(reg, (num - weights[e] * reg) / (den - weights[e] ** 2))
         near = [k for k in range(max(0, e - neighbours), min(n, e + neighbours + 1)) if k != e]
         wn = weights[near]
         if (wn ** 2).sum() > 0:
             local = np.tensordot(wn, regs[near], axes=1) / (wn ** 2).sum()
             se, t = _shift_error(reg, local)
-            sigma[e], tval[e] = min(sigma[e], se), max(tval[e], t)
+            sigma, tval = min(sigma, se), max(tval, t)
+        return sigma, tval
+
+    sigma, tval = (np.array(v, dtype=np.float64) for v in zip(*_per_energy(one, n)))
     return sigma, tval
 
 
@@ -663,8 +693,8 @@ def _disagreement(J, s, c, b, F, box, order, reach: float = 2.0) -> np.ndarray:
     n = J.shape[0]
     worst = np.zeros(n)
     for clean, weight in ((True, 1.0), (False, 0.5)):
-        regs = np.stack([_translate(J[e] - np.float32(c[e]) * F - np.float32(b[e]) if clean else J[e],
-                                    s[e], order)[sl] for e in range(n)])
+        regs = np.stack(_per_energy(lambda e: _translate(J[e] - np.float32(c[e]) * F - np.float32(b[e]) if clean
+                                                         else J[e], s[e], order)[sl], n))
         for e, template in enumerate(_loo_median_templates(regs)):
             d = weight * float(np.abs(_bounded_correlation(template, regs[e], reach)).max())
             worst[e] = max(worst[e], d)
@@ -685,13 +715,16 @@ def _fit(J, s, templates, F, box, order, *, with_pattern: bool, gauss_newton: bo
     step = np.zeros((n, nd))
     resid = np.full((n,) + shape, np.nan, dtype=np.float32)
     lo, hi = box
-    for e in range(n):
-        if moved is not None and len(moved) > e:
-            kept = moved[e]
-        else:
-            kept = [_translate(T, -s[e], order) for T in templates]        # T_k(x - s_e)
-            if moved is not None:
-                moved.append(kept)
+    if moved is not None and len(moved) == n:
+        kept_all = moved
+    else:
+        kept_all = _per_energy(lambda e: [_translate(T, -s[e], order) for T in templates], n)   # T_k(x - s_e)
+        if moved is not None:
+            moved[:] = kept_all
+
+    def one(e):
+        # writes row e of a, c, b, step, resid only: the energies run on threads
+        kept = kept_all[e]
         # lab box where x - s_e falls in the template box, shrunk by 1 for the gradient
         blo, bhi = [], []
         for axis in range(nd):
@@ -702,7 +735,7 @@ def _fit(J, s, templates, F, box, order, *, with_pattern: bool, gauss_newton: bo
         sl = _box_slices(blo, bhi)
         inner = tuple(h - l for l, h in zip(blo, bhi))
         if math.prod(inner) < 4 * (nd + K + 2):
-            continue
+            return
         cols = [m[sl] for m in kept]
         if gauss_newton:
             weights = coef[e] if coef is not None else np.eye(K)[0]
@@ -728,7 +761,7 @@ def _fit(J, s, templates, F, box, order, *, with_pattern: bool, gauss_newton: bo
         try:
             sol = np.linalg.solve(G + 1e-9 * np.trace(G) / len(G) * np.eye(len(G)), (A @ y).astype(np.float64))
         except np.linalg.LinAlgError:
-            continue
+            return
         a[e], b[e] = sol[:K], sol[-1]
         if with_pattern:
             c[e] = sol[-2]
@@ -739,6 +772,7 @@ def _fit(J, s, templates, F, box, order, *, with_pattern: bool, gauss_newton: bo
         r = y - sum(np.float32(w) * m for w, m in zip(a[e], ms)) - np.float32(b[e])
         scale = c[e] if with_pattern and abs(c[e]) > 0.2 else 1.0
         resid[e][sl] = (r / np.float32(scale)).reshape(inner)
+    _per_energy(one, n)
     return a, c, b, step, resid
 
 
@@ -750,7 +784,7 @@ def _median_pattern(resid: np.ndarray) -> np.ndarray:
     count = n - np.isnan(flat).sum(axis=0)
     full = count == n
     if full.any():
-        out[full] = np.median(flat[:, full], axis=0)
+        out[full] = _median0(flat[:, full])
     some = (count > 0) & ~full
     if some.any():
         # sorting puts NaN last: the median of the k finite values sits in the first k rows
@@ -989,7 +1023,7 @@ def _restart(J: np.ndarray, s: np.ndarray, reference: int, reach: float, rounds:
     template, searched within ``reach`` of the shifts ``s`` given."""
     first = s.copy()
     for _ in range(rounds):
-        templates = _loo_median_templates(np.stack([_translate(J[e], s[e], order) for e in range(J.shape[0])]))
+        templates = _loo_median_templates(np.stack(_per_energy(lambda e: _translate(J[e], s[e], order), J.shape[0])))
         # searched around the first start, not the last round's: an energy with no sample
         # (a blank frame) must not wander off and shrink everyone's common region
         s = np.stack([_bounded_correlation(next(templates), J[e], reach, first[e])
