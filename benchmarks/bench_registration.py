@@ -15,8 +15,8 @@ its own; the file is in the page cache (read once before).
 
 - **estimate**: :func:`txmdb.analysis.registration.estimate_shifts` reading the HDF5
   data set through :func:`~txmdb.analysis.registration.read_window` (the coarse level
-  reads every energy whole, binned, slab by slab; the fine level a full-resolution
-  window). Accuracy against the exact truth: rms per axis and worst error.
+  reads one slice per block of every energy, binned in-plane, slab by slab; the fine
+  level a full-resolution window). Accuracy against the exact truth: rms per axis and worst error.
 - **integer**: :func:`~txmdb.analysis.registration.integer_shifts`, a whole-voxel
   cross-correlation of the raw images against the reference (no fixed-pattern model),
   on the central 128³ (or the whole field when smaller), and the best any whole-voxel
