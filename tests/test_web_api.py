@@ -348,3 +348,16 @@ def test_several_server_processes_answer_alike(lab):
     with lab.client(server) as anonymous:
         _assert_json_error(anonymous.get("/api/v1/samples"), 401)
     assert "Started parent process" in server.log() or server.log().count("Started server process") == 2
+
+
+def test_the_api_documents_itself_as_a_page_without_scripts(lab):
+    from tests.web_server import inline_scripts
+
+    page = _get(lab, "/api/v1/docs")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    for text in ("GET /api/v1/query/theta", "POST /api/v1/cycling", "<code>weighted</code>",
+                 "POST /api/v1/scans/{scan_id}/analyses"):
+        assert text in page.text
+    assert inline_scripts(page.text) == []
+    with lab.client(lab.server) as anonymous:
+        _assert_json_error(anonymous.get("/api/v1/docs"), 401)

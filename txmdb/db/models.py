@@ -569,7 +569,7 @@ class User(Base):
 
 
 class ApiToken(Base):
-    """An API token: only its HMAC-SHA-256 under the catalogue's web key is kept (txmdb.web.secrets)."""
+    """An API token: only its HMAC-SHA-256 under the catalogue's web key is kept (txmdb.accounts)."""
 
     __tablename__ = "api_tokens"
 

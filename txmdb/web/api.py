@@ -1,6 +1,6 @@
 """The HTTP API under /api/v1 (DESIGN §12), over the same library functions as the CLI.
 
-- ``GET /health``: no sign-in needed.
+- ``GET /health``: no sign-in needed; ``GET /docs``: this API as a page (``/openapi.json``).
 - ``GET /query/{table}``: every ``txmdb query`` table, one route each, built from its query's
   declaration (:data:`txmdb.query.QUERIES`) as the CLI builds its commands: the same filters
   by the same names (repeatable where the CLI's are; numbers also as ``1,2,3``), an unknown
@@ -16,13 +16,14 @@ string. Errors are ``{"error": ..., "status": ...}`` (:mod:`txmdb.web.app`).
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import json
 from typing import Any, List, Literal, Optional
 
 from fastapi import APIRouter, Body, Depends, File, Form, Path, Query, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 
 from txmdb.query import QUERIES
 from txmdb.vocabulary import DEFAULT_PAGE_ROWS, FILTERS, MAX_CATALOGUE_INT, MAX_PAGE_ROWS, JOB_STATUSES, Filter
@@ -58,6 +59,14 @@ def _catalog(request: Request):
 def _user_name(request: Request) -> Optional[str]:
     user = getattr(request.state, "user", None)
     return user.name if user is not None else None
+
+
+@router.get("/docs", tags=["service"], dependencies=[Viewer], response_class=HTMLResponse)
+def docs(request: Request) -> HTMLResponse:
+    """This API's documentation as a page, from its OpenAPI description (no script, no CDN)."""
+    from txmdb.web.templating import render
+
+    return render(request, "api_docs.html", spec=request.app.openapi())
 
 
 @router.get("/health", tags=["service"])
@@ -317,6 +326,28 @@ def _png(image, lo: float, hi: float, labels: bool) -> bytes:
 AXES = {"z": 0, "y": 1, "x": 2}
 
 
+@contextlib.contextmanager
+def _results_file(path: str, scan_id: int, analysis_id: int):
+    """The open results file of an analysis; a missing map is a 404 and an unreadable file a 503,
+    both named by scan and analysis (the store's paths are the server's business, not the page's)."""
+    import h5py
+
+    from txmdb.errors import InputError, NotFoundError, StoreError
+
+    try:
+        f = h5py.File(path, "r")
+    except OSError:
+        raise StoreError(f"the results file of analysis {analysis_id} (scan {scan_id}) cannot be read; "
+                         "'txmdb db check' names the problem") from None
+    try:
+        with f:
+            yield f
+    except InputError as exc:
+        if exc.source != str(path):
+            raise
+        raise NotFoundError(f"analysis {analysis_id} of scan {scan_id}: {exc.problem}") from None
+
+
 @router.get("/scans/{scan_id}/maps", tags=["maps"], dependencies=[Viewer])
 async def scan_maps(request: Request, scan_id: int = Id(),
                     analysis: Optional[int] = Query(None, ge=1, le=MAX_CATALOGUE_INT)) -> dict:
@@ -324,10 +355,8 @@ async def scan_maps(request: Request, scan_id: int = Id(),
     from txmdb.analysis.maps import map_shape, maps_in, parse_map
 
     def find():
-        import h5py
-
         analysis_id, path = _results_of(_catalog(request), scan_id, analysis)
-        with h5py.File(path, "r") as f:
+        with _results_file(path, scan_id, analysis_id) as f:
             maps = [{"name": n, "unit": parse_map(n).unit, "shape": list(map_shape(f, n))} for n in maps_in(f)]
         return {"scan_id": scan_id, "analysis_id": analysis_id, "maps": maps}
 
@@ -355,11 +384,9 @@ async def slice_png(request: Request, scan_id: int = Id(),
     spec = parse_map(map)
 
     def draw():
-        import h5py
-
         catalog = _catalog(request)
         analysis_id, path = _results_of(catalog, scan_id, analysis)
-        with h5py.File(path, "r") as f:
+        with _results_file(path, scan_id, analysis_id) as f:
             shape = map_shape(f, spec.name)
             if len(shape) == 2:  # a 2-D scan: the map is the one slice
                 if axis != "z" or index != 0:
