@@ -7,9 +7,9 @@ from typing import List, Optional
 
 import typer
 
-from txmdb.cli._common import catalog, echo
+from txmdb.cli._common import CommandGroup, catalog, echo
 
-app = typer.Typer(help="Comparison reports (HTML with the figures of Xu et al. 2020).", no_args_is_help=True)
+app = typer.Typer(cls=CommandGroup, help="Comparison reports (HTML with the figures of Xu et al. 2020).", no_args_is_help=True)
 
 
 @app.command("compare")
@@ -21,6 +21,9 @@ def compare(
     png_dir: Optional[Path] = typer.Option(None, "--png-dir", help="Also write every figure as PNG into this folder."),
     cycle: int = typer.Option(100, "--cycle", min=1,
                               help="Cycle at which retention and voltage drop are compared."),
+    states: List[str] = typer.Option([], "--state", metavar="S",
+                                     help="Only the TXM scans, XAS spectra and XRD results in this state (repeatable; "
+                                          "default: every state). Cycling is shown whole: cells have no state."),
 ) -> None:
     """Write one self-contained HTML report comparing SAMPLES: cycling, XAS, XRD, valence maps, θ and |u|.
 
@@ -28,4 +31,4 @@ def compare(
     """
     from txmdb.report import build_report
 
-    echo(str(build_report(catalog(ctx), samples, output=output, png_dir=png_dir, cycle=cycle)))
+    echo(str(build_report(catalog(ctx), samples, output=output, png_dir=png_dir, cycle=cycle, states=states)))

@@ -87,7 +87,18 @@ class _Context:
     samples: list[str]
     cycle: int
     colours: dict[str, str]
+    states: list[str] = field(default_factory=list)     # empty: every state
     _scans: pd.DataFrame | None = None
+
+    @property
+    def where(self) -> dict:
+        """The query filters of the TXM, XAS and XRD parts: these samples, in these states."""
+        return {"sample": self.samples, "state": self.states}
+
+    @property
+    def these(self) -> str:
+        """'these samples', with the states when the report is restricted to some (for the empty notes)."""
+        return "these samples" + (f" in state {', '.join(self.states)}" if self.states else "")
 
     def order(self, frame: pd.DataFrame, *by: str) -> pd.DataFrame:
         """Rows in the order the user named the samples, then by ``by``."""
@@ -98,7 +109,7 @@ class _Context:
     @property
     def scans(self) -> pd.DataFrame:
         if self._scans is None:
-            self._scans = self.order(query.scans(self.catalog, sample=self.samples), "scan_id")
+            self._scans = self.order(query.scans(self.catalog, **self.where), "scan_id")
         return self._scans
 
     def styles(self, items: Sequence[tuple[str, str]]) -> list[Style]:
@@ -126,7 +137,7 @@ class _Context:
 
 
 def build_report(catalog, samples: Sequence[str], *, output: Path, png_dir: Path | None = None,
-                 cycle: int = 100) -> Path:
+                 cycle: int = 100, states: Sequence[str] = ()) -> Path:
     """Write a self-contained HTML report comparing ``samples`` with the figures of Xu et al. 2020.
 
     Parameters
@@ -141,6 +152,10 @@ def build_report(catalog, samples: Sequence[str], *, output: Path, png_dir: Path
         Also write every figure there as ``<name>.png``.
     cycle : int
         Cycle at which retention and voltage drop are compared (default 100).
+    states : sequence of str, optional
+        Only the TXM scans, XAS spectra and XRD results in these states (default: every state);
+        each must be a state of some of the samples (:func:`report_states`). Cells carry no
+        state: cycling is shown whole. The report's header names the states.
 
     Returns
     -------
@@ -153,6 +168,8 @@ def build_report(catalog, samples: Sequence[str], *, output: Path, png_dir: Path
         A sample is not in the catalogue.
     TxmdbError
         No samples were given, or ``cycle`` is not positive.
+    ParameterError
+        A state is none of the samples' states.
     InputError
         ``output`` or ``png_dir`` cannot be written (checked before any figure is drawn).
     """
@@ -161,20 +178,22 @@ def build_report(catalog, samples: Sequence[str], *, output: Path, png_dir: Path
     names = _check_samples(catalog, samples)
     if cycle < 1:
         raise ParameterError("cycle", f"cycle {cycle} is not a positive cycle number")
+    picked = chosen_states(states, report_states(catalog, names), names) if states else []
     # Before the figures are drawn: a destination that cannot be written is refused at once.
     check_file_destination(output, make_folder=True)
     if png_dir is not None:
         check_folder_destination(png_dir)
-    ctx = _Context(catalog=catalog, samples=names, cycle=cycle, colours=fg.sample_colours(names))
+    ctx = _Context(catalog=catalog, samples=names, cycle=cycle, colours=fg.sample_colours(names), states=picked)
     sections = [builder(ctx) for builder in SECTIONS]
 
     env = Environment(loader=PackageLoader("txmdb.report", "templates"), autoescape=select_autoescape(["html"]),
                       trim_blocks=True, lstrip_blocks=True)
     html = env.get_template("report.html").render(
-        title=f"txmdb comparison: {' vs '.join(names)}",
+        title=f"txmdb comparison: {' vs '.join(names)}" + (f" ({', '.join(picked)})" if picked else ""),
         samples=[(name, ctx.colours[name]) for name in names],
         sections=sections,
         cycle=cycle,
+        states=picked,
         generated=dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         version=__version__,
         database=safe_url(catalog.engine.url),
@@ -200,6 +219,27 @@ def _check_samples(catalog, samples: Sequence[str]) -> list[str]:
         listed = ", ".join(repr(n) for n in missing)
         raise NotFoundError(f"no sample named {listed}; see 'txmdb sample list'")
     return names
+
+
+def report_states(catalog, samples: Sequence[str]) -> list[str]:
+    """The states a report of ``samples`` can be restricted to: those of their TXM scans, XAS
+    spectra and XRD results, sorted (measurements without a state have none to pick)."""
+    found: set[str] = set()
+    for table in (query.scans, query.xas, query.xrd):
+        found.update(s for s in table(catalog, sample=list(samples))["state"] if isinstance(s, str) and s)
+    return sorted(found)
+
+
+def chosen_states(states: Sequence[str], available: Sequence[str], samples: Sequence[str]) -> list[str]:
+    """``states`` without repeats, each checked against ``available`` (the samples' states)."""
+    picked = list(dict.fromkeys(s.strip() for s in states if s.strip()))
+    unknown = [s for s in picked if s not in available]
+    if unknown:
+        listed = ", ".join(repr(s) for s in unknown)
+        known = ", ".join(available) or "none"
+        raise ParameterError("states", f"no scan, XAS spectrum or XRD result of {', '.join(samples)} is in state "
+                                       f"{listed} (their states: {known})")
+    return picked
 
 
 # --------------------------------------------------------------------------- tables
@@ -345,9 +385,9 @@ def _xas_section(ctx: _Context) -> Section:
                       intro="Bulk Ni K-edge spectra with the half-height edge energy (dotted) and soft-XAS Ni L3 "
                             "ratios, surface-sensitive electron yield against bulk-sensitive fluorescence "
                             "(paper Fig. 2a–c).")
-    xas = ctx.order(query.xas(ctx.catalog, sample=ctx.samples), "edge", "measurement_id")
+    xas = ctx.order(query.xas(ctx.catalog, **ctx.where), "edge", "measurement_id")
     if xas.empty:
-        section.notes.append("No XAS measurements for these samples.")
+        section.notes.append(f"No XAS measurements for {ctx.these}.")
         return section
     k_rows = xas[xas["edge"].map(_is_k_edge)]
     if not k_rows.empty:
@@ -359,7 +399,7 @@ def _xas_section(ctx: _Context) -> Section:
                                          "normalised absorbance 0.5.",
                            fg.spectra_figure([("Ni K edge", curves)], window=window))
     else:
-        section.notes.append("No K-edge spectra for these samples.")
+        section.notes.append(f"No K-edge spectra for {ctx.these}.")
     l3_rows = xas[xas["edge"].map(_is_l3_edge)]
     if not l3_rows.empty:
         modes = _mode_order(l3_rows)
@@ -378,7 +418,7 @@ def _xas_section(ctx: _Context) -> Section:
                                            "electron yield probes a few nm, fluorescence the bulk.",
                            fg.l3_ratio_figure(ratios, ctx.colours, _mode_order(ratios)))
     else:
-        section.notes.append("No L3-edge spectra for these samples.")
+        section.notes.append(f"No L3-edge spectra for {ctx.these}.")
     section.table("XAS measurements: half-height edge energy, derivative-maximum e0 and L3 ratio.",
                   xas.drop(columns=["file_path"]))
     return section
@@ -388,9 +428,9 @@ def _xrd_section(ctx: _Context) -> Section:
     section = Section("xrd", "X-ray diffraction",
                       intro="I(003)/I(104) integrated intensity ratio (cation mixing: higher is better ordered) "
                             "and lattice parameters in Å.")
-    xrd = ctx.order(query.xrd(ctx.catalog, sample=ctx.samples), "xrd_id")
+    xrd = ctx.order(query.xrd(ctx.catalog, **ctx.where), "xrd_id")
     if xrd.empty:
-        section.notes.append("No XRD results for these samples.")
+        section.notes.append(f"No XRD results for {ctx.these}.")
     else:
         section.table("XRD results.", xrd.drop(columns=["file_path"]))
     return section
@@ -422,7 +462,7 @@ def _txm_section(ctx: _Context) -> Section:
                             "(paper Fig. 1h–k and 3).")
     scans = ctx.scans
     if scans.empty:
-        section.notes.append("No TXM scans for these samples.")
+        section.notes.append(f"No TXM scans for {ctx.these}.")
         return section
     section.table("TXM scans and their latest analysis (registration_id: the energy-stack registration it "
                   "applied).",
@@ -437,7 +477,7 @@ def _txm_section(ctx: _Context) -> Section:
     if not styles:
         return section
 
-    hist = query.edge_histogram(ctx.catalog, sample=ctx.samples, scan_level=True)
+    hist = query.edge_histogram(ctx.catalog, **ctx.where, scan_level=True)
     curves = [Curve(styles[s], g) for s, g in _by_scan(hist, styles)]
     if curves:
         section.figure("edge_histogram", "Distribution of the voxels' edge energy per scan.",
@@ -620,6 +660,7 @@ def _registration_figure(ctx: _Context, section: Section) -> None:
     """Shift against energy per axis for each registered scan: the registration its latest
     analysis applied, else its newest (DESIGN §10). Nothing when no scan is registered."""
     rows = query.registrations(ctx.catalog, sample=ctx.samples)
+    rows = rows[rows["scan_id"].isin(list(ctx.scans["scan_id"]))]  # the report's states only
     if rows.empty:
         return
     applied = ctx.scans.set_index("scan_id")["registration_id"]
@@ -646,9 +687,9 @@ def _depth_section(ctx: _Context) -> Section:
                       intro="Mean edge energy (± one standard deviation) against distance from the particle "
                             "surface, whole scans: the surface-to-bulk valence picture.")
     styles = ctx.scan_styles()
-    profile = query.depth_profile(ctx.catalog, sample=ctx.samples, scan_level=True) if styles else pd.DataFrame()
+    profile = query.depth_profile(ctx.catalog, **ctx.where, scan_level=True) if styles else pd.DataFrame()
     if profile.empty:
-        section.notes.append("No depth profiles for these samples (no analysed TXM scan).")
+        section.notes.append(f"No depth profiles for {ctx.these} (no analysed TXM scan).")
         return section
     # The deepest bins hold a handful of voxels near the particle centre; their mean is noise.
     profile = profile[profile["n_voxels"] >= MIN_DEPTH_VOXELS]
@@ -683,11 +724,11 @@ def _theta_section(ctx: _Context) -> Section:
                             "grains put more gradients near 90° (tangential), more so at coarser binning f "
                             "(paper Fig. 4b–d).")
     styles = ctx.scan_styles()
-    theta = query.theta(ctx.catalog, sample=ctx.samples, scan_level=True) if styles else pd.DataFrame()
+    theta = query.theta(ctx.catalog, **ctx.where, scan_level=True) if styles else pd.DataFrame()
     if theta.empty:
-        section.notes.append("No θ statistics for these samples (no analysed TXM scan).")
+        section.notes.append(f"No θ statistics for {ctx.these} (no analysed TXM scan).")
         return section
-    summary = query.gradient_summary(ctx.catalog, sample=ctx.samples, scan_level=True)
+    summary = query.gradient_summary(ctx.catalog, **ctx.where, scan_level=True)
     titles = _bin_titles(summary)
     factors = sorted(int(f) for f in theta["bin_factor"].unique())
 
@@ -722,10 +763,10 @@ def _vector_section(ctx: _Context) -> Section:
                       intro="Distribution of |u| in nine groups of the folded angle φ = min(θ, 180° − θ), and "
                             "mean |u| against θ (paper Fig. 4e–g).")
     styles = ctx.scan_styles()
-    hist = query.vector_size_histogram(ctx.catalog, sample=ctx.samples, scan_level=True) if styles else pd.DataFrame()
-    profile = query.u_theta(ctx.catalog, sample=ctx.samples, scan_level=True) if styles else pd.DataFrame()
+    hist = query.vector_size_histogram(ctx.catalog, **ctx.where, scan_level=True) if styles else pd.DataFrame()
+    profile = query.u_theta(ctx.catalog, **ctx.where, scan_level=True) if styles else pd.DataFrame()
     if hist.empty and profile.empty:
-        section.notes.append("No vector-size statistics for these samples (no analysed TXM scan).")
+        section.notes.append(f"No vector-size statistics for {ctx.these} (no analysed TXM scan).")
         return section
     unit = _gradient_unit(ctx, styles)
     if not hist.empty:
@@ -749,7 +790,7 @@ def _summary_section(ctx: _Context) -> Section:
                             f"{ctx.cycle} beside its scans' mean edge energy, mean |u| and tangential excess per "
                             "binning factor f.")
     try:
-        summary = query.summary(ctx.catalog, sample=ctx.samples, cycle=ctx.cycle)
+        summary = query.summary(ctx.catalog, **ctx.where, cycle=ctx.cycle)
     except InputError as exc:
         # A cell that never reached the cycle: the rest of the report still stands.
         section.notes.append(f"No summary at cycle {ctx.cycle}: {exc}. Choose a cycle every cell reached "
