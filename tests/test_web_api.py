@@ -196,7 +196,8 @@ def test_slice_png_is_one_slice_of_the_map_with_one_colour_scale(lab):
 
 @pytest.mark.parametrize("params,status,words", [
     ({"map": "nonsense"}, 422, ["map 'nonsense' does not exist"]),
-    ({"map": "white_line"}, 400, ["map 'white_line' does not exist in this analysis", "edge"]),
+    ({"map": "white_line"}, 404, ["map 'white_line' does not exist in this analysis", "edge"]),
+    ({"map": "cluster", "axis": "x"}, 404, ["map 'cluster' does not exist in this analysis"]),
     ({"axis": "w"}, 422, ["'axis'"]),
     ({"index": "9999"}, 422, ["has 16 slices along z", "no slice 9999"]),
     ({"index": "-1"}, 422, ["'index'"]),

@@ -275,9 +275,10 @@ def _dummy_hash() -> str:
 def sign_in(catalog, name: str, password: str, remote: str) -> Account | None:
     """The account ``name`` if ``password`` is its own; None otherwise.
 
-    Every try is recorded; with too many failures for the name or the address within
-    :data:`~txmdb.vocabulary.LOGIN_WINDOW_MINUTES` it raises :class:`LoginRefused` before
-    any password is checked.
+    Every try is recorded; with too many failures for the name from this address, or from
+    the address for any name, within :data:`~txmdb.vocabulary.LOGIN_WINDOW_MINUTES` it raises
+    :class:`LoginRefused` before any password is checked. The name's count is per address so
+    that failures sent from elsewhere cannot keep its owner (the admin) out for good.
     """
     from argon2.exceptions import InvalidHashError, VerificationError
     from sqlalchemy import func, select
@@ -288,11 +289,12 @@ def sign_in(catalog, name: str, password: str, remote: str) -> Account | None:
     remote = (remote or "unknown")[:100]
     since = _now() - dt.timedelta(minutes=LOGIN_WINDOW_MINUTES)
     with catalog.session() as session:
-        for column, value, limit in ((LoginAttempt.username, name, MAX_FAILED_LOGINS_PER_NAME),
-                                     (LoginAttempt.remote, remote, MAX_FAILED_LOGINS_PER_ADDRESS)):
+        from_here = LoginAttempt.remote == remote
+        for which, limit in ((from_here & (LoginAttempt.username == name), MAX_FAILED_LOGINS_PER_NAME),
+                             (from_here, MAX_FAILED_LOGINS_PER_ADDRESS)):
             failed, first = session.execute(
                 select(func.count(LoginAttempt.id), func.min(LoginAttempt.attempted_at))
-                .where(column == value, LoginAttempt.attempted_at > since, LoginAttempt.succeeded.is_(False))
+                .where(which, LoginAttempt.attempted_at > since, LoginAttempt.succeeded.is_(False))
             ).one()
             if failed >= limit:
                 wait = _aware(first) + dt.timedelta(minutes=LOGIN_WINDOW_MINUTES) - _now()

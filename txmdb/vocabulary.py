@@ -283,56 +283,9 @@ MAX_PASSWORD_CHARS = 1024
 PRIVATE_TABLES = ("users", "api_tokens", "sessions", "login_attempts", "web_key")
 #: A browser session lasts this long from sign-in (then sign in again).
 SESSION_HOURS = 12
-#: Failed sign-ins allowed per account name and per client address within the window; then
-#: the login form answers 429 until the window has passed. Argon2 costs ~0.1 s per try, so
-#: without a limit one client could also keep a core busy.
-LOGIN_WINDOW_MINUTES = 15
-MAX_FAILED_LOGINS_PER_NAME = 5
-MAX_FAILED_LOGINS_PER_ADDRESS = 20
-#: Largest upload (cycler, XAS, XRD files are kilobytes to tens of megabytes; tomograms are
-#: registered by their path on the shared store, never uploaded).
-MAX_UPLOAD_BYTES = 256 << 20
-#: Suffixes an uploaded file keeps in the store (readers look at them); any other is dropped.
-UPLOAD_SUFFIXES = (".csv", ".txt", ".tsv", ".dat", ".ndax", ".nda", ".xdi", ".xmu", ".nor", ".xy", ".xye", ".chi")
-#: Rows per page of the list endpoints, and their most.
-DEFAULT_PAGE_ROWS = 100
-MAX_PAGE_ROWS = 10_000
-#: API tokens: days until they expire when --expires-days is not given (None: never) and the most.
-MAX_TOKEN_DAYS = 3650
-
-
-def integer_list(text: str) -> list[int]:
-    """The value of a numeric filter given as text (a CLI option, an API query parameter): a whole
-    number or a comma-separated list of them, each within the catalogue's integers (a larger one
-    would overflow the database's binding). ValueError says what is wrong, quoting ``text``."""
-    try:
-        numbers = [int(v) for v in str(text).split(",") if v.strip()]
-    except ValueError:
-        raise ValueError(f"{text!r} is not a whole number or a comma-separated list of them") from None
-    if not numbers:  # " , ," would otherwise mean "no filter": every row
-        raise ValueError(f"{text!r} holds no number; give N or N,N,…")
-    for number in numbers:
-        if not 0 <= number <= MAX_CATALOGUE_INT:
-            raise ValueError(f"{number} is not in the range 0 to {MAX_CATALOGUE_INT}")
-    return numbers
-
-# ------------------------------------------------------------------------- web (DESIGN §12)
-#: Account roles, each allowed what the ones before it are: viewers read; editors also ingest,
-#: start analyses and edit notes; admins also manage accounts.
-ROLES = ("viewer", "editor", "admin")
-Role = choices("Role", ROLES)
-#: Account names: letters, digits and ``._-``, so a name is never a CLI actor (``os:…``) nor markup.
-USER_NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}"
-#: Passwords: at least this long (a lab server is reachable by the whole lab network) and at
-#: most this long (Argon2 hashes any length; a megabyte password would only cost the server).
-MIN_PASSWORD_CHARS = 10
-MAX_PASSWORD_CHARS = 1024
-#: Tables the SQL console (``query sql``, the /sql page) never reads: hashes and the HMAC key.
-PRIVATE_TABLES = ("users", "api_tokens", "sessions", "login_attempts", "web_key")
-#: A browser session lasts this long from sign-in (then sign in again).
-SESSION_HOURS = 12
-#: Failed sign-ins allowed per account name and per client address within the window; then
-#: the login form answers 429 until the window has passed. Argon2 costs ~0.1 s per try, so
+#: Failed sign-ins allowed per account name from one client address, and per address, within
+#: the window; then the login form answers 429 to that address until the window has passed
+#: (failures from elsewhere never lock an account's owner out). Argon2 costs ~0.1 s per try, so
 #: without a limit one client could also keep a core busy.
 LOGIN_WINDOW_MINUTES = 15
 MAX_FAILED_LOGINS_PER_NAME = 5
