@@ -9,7 +9,7 @@ from typing import List, Optional
 import typer
 
 from txmdb.cli._common import CommandGroup, FormatOption, OutputFormat, OutputOption, catalog, echo, emit_table
-from txmdb.vocabulary import DEFAULT_LEASE_S, MIN_LEASE_S, JobStatus
+from txmdb.vocabulary import DEFAULT_LEASE_S, JobStatus
 
 
 def worker(
@@ -29,13 +29,9 @@ def worker(
     One line per event on standard error. SIGTERM: the running job goes back to the queue, exit 0.
     """
     from txmdb import jobs
-    from txmdb.errors import TxmdbError
     from txmdb.eventlog import EventLog
 
-    if concurrency < 1:
-        raise TxmdbError(f"--concurrency must be at least 1, got {concurrency}")
-    if not lease >= MIN_LEASE_S:
-        raise TxmdbError(f"--lease must be at least {MIN_LEASE_S:g} s, got {lease:g}")
+    jobs.check_worker_options(concurrency=concurrency, lease_s=lease)
     if scheduler is not None:
         from txmdb.catalog.distributed import check_scheduler_address
 

@@ -51,6 +51,23 @@ from txmdb.vocabulary import (
 
 #: A job in one of these states is over: cancel has nothing to stop, retry may queue it again.
 FINISHED = ("done", "failed", "cancelled")
+#: Longest lease: a dead worker's job waits this long before it is retried (and a lease is a
+#: datetime step: 1e300 s overflows).
+MAX_LEASE_S = 86400.0
+#: Most worker processes one ``txmdb worker`` starts (each imports the analysis stack: ~100 MB).
+MAX_CONCURRENCY = 64
+
+
+def check_worker_options(*, concurrency: int = 1, lease_s: float = DEFAULT_LEASE_S) -> None:
+    """Refuse a ``--concurrency`` or ``--lease`` out of bounds, in one line."""
+    if concurrency < 1:
+        raise TxmdbError(f"--concurrency must be at least 1, got {concurrency}")
+    if concurrency > MAX_CONCURRENCY:
+        raise TxmdbError(f"--concurrency must be at most {MAX_CONCURRENCY}, got {concurrency}")
+    if not lease_s >= MIN_LEASE_S:  # NaN too
+        raise TxmdbError(f"--lease must be at least {MIN_LEASE_S:g} s, got {lease_s:g}")
+    if lease_s > MAX_LEASE_S:
+        raise TxmdbError(f"--lease must be at most {MAX_LEASE_S:g} s (a day), got {lease_s:g}")
 
 
 class LeaseLost(BaseException):
@@ -194,8 +211,11 @@ def finish(catalog, job_id: int, worker: str, *, result: Mapping[str, Any] | Non
                        error=error, finished_at=_now(catalog), lease_expires_at=None)
 
 
-def release(catalog, job_id: int, worker: str) -> bool:
-    """Give ``worker``'s job back to the queue (the worker stops): its attempt does not count."""
+def release(catalog, job_id: int | None, worker: str) -> bool:
+    """Give ``worker``'s job back to the queue (the worker stops): its attempt does not count.
+
+    ``job_id`` None: whichever job ``worker`` holds (stopped between its claim and the job's start).
+    """
     return _update_own(catalog, job_id, worker, status="queued", attempts=Job.attempts - 1, lease_expires_at=None,
                        started_at=None)
 
@@ -210,9 +230,10 @@ def requeue(catalog, job_id: int, worker: str, error: str) -> bool:
     return _update_own(catalog, job_id, worker, status="queued", error=error, lease_expires_at=None)
 
 
-def _update_own(catalog, job_id: int, worker: str, **values) -> bool:
-    """Update job ``job_id`` if it is still ``worker``'s running job; whether it was."""
-    statement = (update(Job).where(Job.id == job_id, Job.worker == worker, Job.status == "running")
+def _update_own(catalog, job_id: int | None, worker: str, **values) -> bool:
+    """Update job ``job_id`` (None: any) if it is still ``worker``'s running job; whether it was."""
+    mine = [Job.worker == worker, Job.status == "running"] + ([] if job_id is None else [Job.id == job_id])
+    statement = (update(Job).where(*mine)
                  .values(**values).execution_options(synchronize_session=False))
     with catalog.session() as session:
         return session.execute(statement).rowcount == 1
@@ -419,9 +440,11 @@ class _Lease:
 
 
 def _one_line(exc: BaseException) -> str:
+    """The job's ``error`` (and its log field): one line, no password (the row is read by the web app)."""
+    from txmdb.db.engine import mask_secrets
     from txmdb.store import failure_text
 
-    return failure_text(exc)
+    return mask_secrets(failure_text(exc))
 
 
 @dataclass
@@ -436,7 +459,7 @@ class WorkerStats:
 
 def run_one(catalog, job: Job, worker: str, *, lease_s: float = DEFAULT_LEASE_S, scheduler: str | None = None,
             log: EventLog | None = None, stats: WorkerStats | None = None) -> str:
-    """Run a claimed job to its end under its lease; returns done, failed, queued or lost.
+    """Run a claimed job to its end under its lease; returns done, failed, queued, released or lost.
 
     SystemExit (SIGTERM) and KeyboardInterrupt give the job back (:func:`release`) and propagate.
     """
@@ -465,6 +488,11 @@ def run_one(catalog, job: Job, worker: str, *, lease_s: float = DEFAULT_LEASE_S,
         return "queued"
     except Exception as exc:
         error = _one_line(exc)
+        if _cluster_away(exc):  # the cluster's trouble, not the job's: it waits in the queue, its attempt not counted
+            given_back = _quietly(release, catalog, job.id, worker)
+            stats.released += 1
+            log.error("job.released", job=job.id, worker=worker, reason=error, requeued=bool(given_back))
+            return "released"
         finish(catalog, job.id, worker, error=error)
         stats.failed += 1
         log.error("job.failed", job=job.id, kind=job.kind, scan=job.scan_id, error=error,
@@ -479,6 +507,14 @@ def run_one(catalog, job: Job, worker: str, *, lease_s: float = DEFAULT_LEASE_S,
     log.info("job.done", job=job.id, kind=job.kind, scan=job.scan_id, seconds=round(time.perf_counter() - t0, 3),
              **result)
     return "done"
+
+
+def _cluster_away(exc: BaseException) -> bool:
+    """Whether ``exc`` says the Dask scheduler did not answer (nothing of the job ran)."""
+    import sys
+
+    distributed = sys.modules.get("txmdb.catalog.distributed")  # only a --scheduler worker imported it
+    return distributed is not None and isinstance(exc, distributed.SchedulerUnreachable)
 
 
 def _quietly(function, *args) -> bool:
@@ -496,8 +532,7 @@ def run_worker(catalog, *, lease_s: float = DEFAULT_LEASE_S, scheduler: str | No
     Each look first settles expired leases (:func:`expire_leases`). A database that cannot be
     reached is logged and tried again after ``poll_s``; the worker keeps running.
     """
-    if not lease_s >= MIN_LEASE_S:
-        raise TxmdbError(f"--lease must be at least {MIN_LEASE_S:g} s, got {lease_s:g}")
+    check_worker_options(lease_s=lease_s)
     log = log or EventLog()
     name = name or worker_name()
     stats = WorkerStats()
@@ -521,12 +556,19 @@ def run_worker(catalog, *, lease_s: float = DEFAULT_LEASE_S, scheduler: str | No
                 time.sleep(poll_s)
                 continue
             try:
-                run_one(catalog, job, name, lease_s=lease_s, scheduler=scheduler, log=log, stats=stats)
+                outcome = run_one(catalog, job, name, lease_s=lease_s, scheduler=scheduler, log=log, stats=stats)
             except DatabaseError as exc:  # recording the end failed: the lease lapses, the job is retried
                 log.error("worker.database_error", worker=name, job=job.id, error=_one_line(exc))
                 time.sleep(poll_s)
+                continue
+            if outcome == "released":  # its scheduler did not answer: look again later (--once: stop here)
+                if once:
+                    reason = "the Dask scheduler did not answer"
+                    break
+                time.sleep(poll_s)
     except (SystemExit, KeyboardInterrupt) as exc:
         reason = _one_line(exc)
+        _quietly(release, catalog, None, name)  # a job claimed just before the signal, not yet started
         raise
     finally:
         log.info("worker.stopped", worker=name, reason=reason, done=stats.done, failed=stats.failed,

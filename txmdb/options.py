@@ -108,6 +108,8 @@ def option_values(kind: str, values: Mapping[str, Any] | None) -> dict[str, Any]
     options = {"analyze": ANALYZE_OPTIONS, "register": REGISTER_OPTIONS}.get(kind)
     if options is None:
         raise TxmdbError(f"unknown job kind {kind!r}: expected analyze or register")
+    if values is not None and not isinstance(values, Mapping):  # a job row edited by hand
+        raise TxmdbError(f"{kind} options: expected a table of option names and values, got {str(values)[:80]!r}")
     out = {name: default for name, (_, default) in options.items()}
     for key, value in (values or {}).items():
         name = str(key).replace("-", "_")
@@ -129,6 +131,8 @@ def _typed(what: str, wanted: type, value: Any) -> Any:
         value = wanted(value)  # registration = 4, min_jump = 1
     if not isinstance(value, wanted) or (wanted is not bool and isinstance(value, bool)):
         raise TxmdbError(f"{what}: expected {wanted.__name__}, got {value!r}")
+    if wanted is float and not math.isfinite(value):  # NaN masks every voxel; JSON (PostgreSQL) has neither
+        raise TxmdbError(f"{what}: expected a finite number, got {value!r}")
     return value
 
 

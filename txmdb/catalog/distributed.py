@@ -102,6 +102,10 @@ def check_scheduler_address(scheduler: str) -> None:
                          "e.g. tcp://10.0.0.5:8786") from None
 
 
+class SchedulerUnreachable(TxmdbError):
+    """The scheduler did not answer: the cluster's trouble, not the scans' (a job goes back to the queue)."""
+
+
 def connect(scheduler: str):
     """A Dask client for ``scheduler`` (tcp://host:port), or a one-line error."""
     check_scheduler_address(scheduler)  # and that Dask is installed
@@ -110,7 +114,7 @@ def connect(scheduler: str):
     try:
         return Client(scheduler, timeout="10s")
     except (OSError, TimeoutError) as exc:
-        raise TxmdbError(f"cannot reach the Dask scheduler at {scheduler}: {exc}") from None
+        raise SchedulerUnreachable(f"cannot reach the Dask scheduler at {scheduler}: {exc}") from None
     except (ValueError, TypeError) as exc:  # e.g. tls:// without a TLS configuration
         raise TxmdbError(f"cannot use the Dask scheduler at {scheduler}: {exc}") from None
 

@@ -29,6 +29,7 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.types import TypeDecorator
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -620,6 +621,27 @@ class WebKey(Base):
     created_at: Mapped[dt.datetime] = mapped_column(Timestamp, default=_now)
 
 
+class ReadableJSON(TypeDecorator):
+    """JSON whose stored text that is not JSON (a row edited by hand: SQLite does not check)
+    reads back as that text instead of raising while rows load, so one such job row cannot
+    stop every worker's claim, ``txmdb jobs`` or ``cancel`` (the job then fails naming it)."""
+
+    impl = JSON
+    cache_ok = True
+
+    def result_processor(self, dialect, coltype):
+        decode = self.impl_instance.dialect_impl(dialect).result_processor(dialect, coltype)
+        if decode is None:
+            return None
+
+        def process(value):
+            try:
+                return decode(value)
+            except ValueError:
+                return value
+        return process
+
+
 class Job(Base):
     """A durable job (DESIGN §12): one analysis or registration of a scan, run by ``txmdb worker``.
 
@@ -640,7 +662,7 @@ class Job(Base):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     kind: Mapped[str] = mapped_column(String(20))  # vocabulary.JOB_KINDS
-    parameters: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    parameters: Mapped[dict[str, Any]] = mapped_column(ReadableJSON, default=dict)
     scan_id: Mapped[int] = mapped_column(ForeignKey("txm_scans.id"), index=True)
     after_job_id: Mapped[Optional[int]] = mapped_column(ForeignKey("jobs.id"), index=True)
     status: Mapped[str] = mapped_column(String(20), default="queued")  # vocabulary.JOB_STATUSES
@@ -652,7 +674,7 @@ class Job(Base):
     started_at: Mapped[Optional[dt.datetime]] = mapped_column(Timestamp)
     finished_at: Mapped[Optional[dt.datetime]] = mapped_column(Timestamp)
     error: Mapped[Optional[str]] = mapped_column(Text)
-    result: Mapped[Optional[dict[str, Any]]] = mapped_column()
+    result: Mapped[Optional[dict[str, Any]]] = mapped_column(ReadableJSON)
     created_by: Mapped[Optional[str]] = mapped_column(String(200))
 
 
