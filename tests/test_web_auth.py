@@ -396,12 +396,18 @@ def test_the_sql_console_never_reads_account_tables(cli):
     assert cli("init").exit_code == 0
     assert cli("user", "add", "alice", "--role", "admin", "--password-stdin", input="alice-password\n").exit_code == 0
     assert cli("user", "token", "alice").exit_code == 0
-    for statement in ("SELECT password_hash FROM users", "SELECT token_hash FROM api_tokens",
-                      "SELECT key_hex FROM web_key", "SELECT * FROM sessions", "SELECT username FROM login_attempts",
-                      "SELECT s.name FROM samples s JOIN users u ON u.name = s.name"):
-        done = cli("query", "sql", statement)
-        assert done.exit_code == 1 and done.output.startswith("error: query sql: "), (statement, done.output)
-        assert "argon2" not in done.output
+    # PostgreSQL: the reporting role was made before the schema (migration 0008 revoked what its
+    # default privileges gave), and made again after it (db reporting-role grants all but these).
+    for again in ([], ["db", "reporting-role"]) if cli.url.startswith("postgresql") else ([],):
+        if again:
+            assert cli(*again).exit_code == 0
+        for statement in ("SELECT password_hash FROM users", "SELECT token_hash FROM api_tokens",
+                          "SELECT key_hex FROM web_key", "SELECT * FROM sessions",
+                          "SELECT username FROM login_attempts",
+                          "SELECT s.name FROM samples s JOIN users u ON u.name = s.name"):
+            done = cli("query", "sql", statement)
+            assert done.exit_code == 1 and done.output.startswith("error: query sql: "), (statement, done.output)
+            assert "argon2" not in done.output
     assert cli("query", "sql", "SELECT count(*) AS n FROM samples", "--format", "csv").output == "n\n0\n"
 
 
