@@ -127,6 +127,11 @@ def test_cancel_and_retry_of_odd_ids_and_states(catalog, cli, tmp_path):
     for args in (("cancel", "abc"), ("retry", "1.5"), ("retry",), ("cancel", "-1")):  # usage errors (click)
         result = cli("jobs", *args)
         assert result.exit_code == 2 and "Traceback" not in result.output, args
+    for scan_filter in ("99999999999999999999", "-1"):  # SQLite raised OverflowError binding the first
+        result = cli("jobs", "--scan", scan_filter)
+        assert (result.exit_code, result.stderr) == (1, f"error: --scan {scan_filter}: not in the range 0 to "
+                                                        "2147483647\n")
+    assert cli("jobs", "--scan", "2147483647").stdout == "(no rows)\n"
     bogus = cli("jobs", "--status", "bogus")
     assert bogus.exit_code == 2 and "'bogus' is not one of 'queued'" in bogus.stderr and "--status" in bogus.stderr
     # a retry, then a second one: the second is refused and changes nothing

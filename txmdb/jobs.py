@@ -355,6 +355,8 @@ def list_jobs(catalog, status: str | Iterable[str] | None = None, *, scan: int |
     if statuses:
         query = query.where(Job.status.in_(statuses))
     if scan is not None:
+        if not 0 <= scan <= MAX_CATALOGUE_INT:  # SQLite cannot even bind a larger one
+            raise TxmdbError(f"--scan {scan}: not in the range 0 to {MAX_CATALOGUE_INT}")
         query = query.where(Job.scan_id == scan)
     with catalog.session() as session:
         jobs = session.scalars(query).all()
