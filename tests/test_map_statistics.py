@@ -440,3 +440,42 @@ def test_chunked_stack_is_read_through_a_cache_that_holds_its_chunks(tmp_path):
         assert nbytes == 2 * 40 * 8 * 32 * 32 * 4 and w0 == 1.0
         for start, stop in ((0, 8), (3, 17), (16, 20)):
             np.testing.assert_array_equal(read_slab(info, start, stop, h5file=f), stack[:, start:stop])
+
+
+def test_gradient_statistics_of_white_line_and_fraction_maps_through_the_cli(cli, tmp_path):
+    """--gradient-map on the maps of a real analysis (a ball whose white line moves from centre to
+    surface): the rows against the plain reference on the results file's own maps (the
+    statistics of a map other than the edge are of its stored values)."""
+    from txmdb.synthetic.tomogram import energy_grid, white_line_stack, write_stack
+
+    energies = energy_grid(60)
+    stack, _ = white_line_stack((26, 26, 26), energies, noise=0.002, seed=3)
+    path = tmp_path / "ball.h5"
+    write_stack(path, stack, energies, voxel_size_nm=25.0)
+    assert cli("init").exit_code == 0
+    assert cli("sample", "add", "rod").exit_code == 0
+    for name in ("NiO", "LiNiO2"):
+        result = cli("xas", "ingest", DATA / "xas" / f"ref_{name}.txt", "--reference", name, "--edge", "Ni-K")
+        assert result.exit_code == 0, result.output
+    scan = cli("txm", "ingest", path, "--sample", "rod").stdout.strip().splitlines()[-1]
+    result = cli("txm", "analyze", scan, "--bin", "1,2", "--lcf", "NiO,LiNiO2",
+                 "--gradient-map", "edge,white_line,fraction:NiO")
+    assert result.exit_code == 0, result.output
+    rows = _json(cli, "query", "gradient", "--scan-level", "--map", "white_line", "--map", "fraction:NiO")
+    assert [(r["map"], r["bin_factor"], r["gradient_unit"]) for r in rows] == [
+        ("fraction:NiO", 1, "1/nm"), ("fraction:NiO", 2, "1/nm"), ("white_line", 1, "eV/nm"), ("white_line", 2, "eV/nm")]
+    (analysis,) = _json(cli, "query", "analyses")
+    with h5py.File(analysis["results_path"], "r") as f:
+        labels = f["labels"][()]
+    for row in rows:
+        values = read_map(analysis["results_path"], row["map"])
+        f = row["bin_factor"]
+        expected = _reference_summary(_reference_vectors(values, labels, f, f * 25.0), 3)
+        assert row["n_vectors"] == expected["n_vectors"] > 100, row
+        for key in ("mean_u", "tangential_excess", "tangential_excess_weighted"):
+            assert row[key] == pytest.approx(expected[key], rel=1e-8, abs=1e-9), (row["map"], f, key)  # JSON: 10 dp
+    # the white line moves outwards with the radius: its gradient is radial, not tangential
+    white = next(r for r in rows if r["map"] == "white_line" and r["bin_factor"] == 1)
+    assert white["tangential_excess"] < 0.5
+    assert len(_json(cli, "query", "theta", "--scan-level", "--map", "fraction:NiO")) == 2 * 2 * 36
+    assert _json(cli, "query", "theta", "--map", "fraction:LiNiO2") == []     # not asked for
