@@ -350,3 +350,40 @@ def test_job_errors_with_newlines_escapes_and_markup_are_one_bounded_line(catalo
     assert len(failed) == 1 and "\x1b" not in proc.stderr
     table = cli("jobs")
     assert table.exit_code == 0 and "\x1b" not in table.stdout
+
+
+def test_workers_killed_or_stopped_at_random_moments_lose_and_repeat_nothing(catalog, cli, tmp_path):
+    """Real worker processes SIGKILLed or SIGTERMed at random moments (starting, claiming,
+    running), then one worker drains the queue: every job ends done (or failed after its last
+    attempt, named so), none is left running or queued, each done job's analysis is done, and
+    no analysis is left running."""
+    import random
+    import signal
+    import time
+
+    scan, = make_scans(catalog, tmp_path, 1)
+    queued = [jobs.enqueue(catalog, "analyze", {"bin": "1"}, scan_id=scan) for _ in range(10)]
+    chance = random.Random(12)
+    for round_ in range(6):
+        proc = subprocess.Popen(worker_command(cli.url, cli.store, "--lease", "1"), env=clean_env(),
+                                stderr=subprocess.DEVNULL)
+        time.sleep(chance.uniform(0.5, 3.0))
+        proc.send_signal(signal.SIGKILL if round_ % 2 == 0 else signal.SIGTERM)
+        proc.wait(timeout=60)
+    time.sleep(1.2)  # every lease of a killed worker has passed
+    drain = subprocess.run(worker_command(cli.url, cli.store, "--once", "--lease", "1"), env=clean_env(),
+                           capture_output=True, text=True, timeout=300)
+    assert drain.returncode == 0, drain.stderr
+    final = rows(catalog, "SELECT id, status, error, result FROM jobs ORDER BY id")
+    assert [job_id for job_id, *_ in final] == queued
+    for job_id, status, error, result in final:
+        assert status in ("done", "failed"), (job_id, status)
+        if status == "failed":
+            assert error.endswith("; no attempts left"), error
+        else:
+            result = json.loads(result) if isinstance(result, str) else result
+            assert rows(catalog, f"SELECT status FROM analyses WHERE id = {result['analysis_id']}") == [("done",)]
+    assert rows(catalog, "SELECT count(*) FROM analyses WHERE status = 'running'") == [(0,)]
+    done = [job_id for job_id, status, *_ in final if status == "done"]
+    # at least once: a worker killed after its analysis was recorded but before its job was may leave one more
+    assert rows(catalog, "SELECT count(*) FROM analyses WHERE status = 'done'")[0][0] >= len(done)
