@@ -121,7 +121,9 @@ def test_report_of_one_state_shows_its_scans_and_spectra_only(demo, tmp_path):
     assert pristine.column("xrd", "i003_i104") == ["1.92", "1.63"]
     assert "No TXM scans for these samples in state pristine." in pristine.notes["txm"]
     assert "No L3-edge spectra for these samples in state pristine." in pristine.notes["xas"]
-    assert "txm" not in pristine.tables and "txm" not in pristine.figures and "theta" not in pristine.figures
+    assert pristine.notes["summary"] == ["No summary row for these samples in state pristine: none of their TXM "
+                                         "scans is in these states."]
+    assert "txm" not in pristine.tables and "summary" not in pristine.tables and "txm" not in pristine.figures and "theta" not in pristine.figures
     assert pristine.figures["xas"] == ["xas_k_edge"]
     assert pristine.figures["cycling"] == ["cycling"]  # cells have no state: cycling stays whole
 
@@ -133,6 +135,7 @@ def test_report_of_one_state_shows_its_scans_and_spectra_only(demo, tmp_path):
     assert charged.notes["xrd"] == ["No XRD results for these samples in state charged-4.5V."]
     assert sorted(charged.column("txm", "scan_id", table=0)) == sorted(scan_ids)
     assert set(charged.column("txm", "state", table=0)) == {"charged-4.5V"}
+    assert charged.column("summary", "state") == ["charged-4.5V", "charged-4.5V"]
     assert "valence_maps" in charged.figures["txm"] and "theta" in charged.figures["theta"]
 
     both = report(demo, tmp_path / "all.html")

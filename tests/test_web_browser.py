@@ -299,6 +299,12 @@ def test_every_page_without_console_errors(visit, site):
     html = Path(download.value.path()).read_text()
     assert html.startswith("<!doctype html>") or html.lower().startswith("<!doctype html>")
     assert "gravel-NMC" in html and "<script" not in html
+    # Then one of their states: the framed report says so (tests/test_web_compare.py checks its content).
+    v.page.check("input[name=state][value=pristine]")
+    v.page.click("#compare-form button[type=submit]")
+    v.page.wait_for_load_state("networkidle")
+    assert "States: pristine only" in v.page.frame_locator("#report").locator("#states").inner_text(timeout=120_000)
+    v.shot("compare-report-state")
 
     # SQL console (editors): one read-only statement, its rows in the page; a write is refused.
     v.goto("/sql")

@@ -796,6 +796,9 @@ def _summary_section(ctx: _Context) -> Section:
         section.notes.append(f"No summary at cycle {ctx.cycle}: {exc}. Choose a cycle every cell reached "
                              "with --cycle.")
         return section
+    if summary.empty:  # its rows are per scan state: none when no scan is in the states asked for
+        section.notes.append(f"No summary row for {ctx.these}: none of their TXM scans is in these states.")
+        return section
     section.table("txmdb query summary.", ctx.order(summary, "state"))
     return section
 

@@ -678,9 +678,10 @@ def harvest_page(request: Request, user=Viewer):
 # --------------------------------------------------------------------------- compare
 
 
-def _report_choice(request: Request) -> tuple[list[str], int]:
-    """The samples and cycle the compare form asks for (cycle 100 unless given)."""
+def _report_choice(request: Request) -> tuple[list[str], list[str], int]:
+    """The samples, states (none: every state) and cycle the compare form asks for (cycle 100 unless given)."""
     chosen = [s for s in request.query_params.getlist("sample") if s.strip()]
+    states = [s for s in request.query_params.getlist("state") if s.strip()]
     text = request.query_params.get("cycle", "").strip() or "100"
     try:
         cycle = int(text)
@@ -688,28 +689,38 @@ def _report_choice(request: Request) -> tuple[list[str], int]:
         raise TxmdbError(f"cycle: {text!r} is not a whole number") from None
     if not 1 <= cycle <= MAX_CATALOGUE_INT:
         raise TxmdbError(f"cycle: {cycle} is not a cycle number (1 to {MAX_CATALOGUE_INT})")
-    return chosen, cycle
+    return chosen, states, cycle
 
 
 @router.get("/compare", response_class=HTMLResponse)
 def compare_page(request: Request, user=Viewer):
     from txmdb import query
+    from txmdb.report.html import chosen_states, report_states
 
     info = query.samples(_catalog(request))
     samples = [(r["sample"], r["morphology"]) for r in info.to_dict("records")]
-    error, report_url, chosen, cycle = None, None, [], 100
+    error, report_url, chosen, states, available, cycle = None, None, [], [], [], 100
     try:
-        chosen, cycle = _report_choice(request)
+        chosen, states, cycle = _report_choice(request)
     except TxmdbError as exc:
         error = str(exc)
     unknown = sorted(set(chosen) - set(info["sample"]))
     if unknown:
         error = f"no sample named {', '.join(map(repr, unknown))}"
-    elif chosen and error is None:
+    elif chosen:
+        # The state checkboxes are the chosen samples' states; the report checks them the same way.
+        available = report_states(_catalog(request), chosen)
+        try:
+            states = chosen_states(states, available, chosen)
+        except TxmdbError as exc:
+            error = error or str(exc)
+    if chosen and error is None:
         report_url = f"{_root(request)}/compare/report?" + urlencode([*(("sample", s) for s in chosen),
+                                                                       *(("state", s) for s in states),
                                                                        ("cycle", cycle)])
     return _page(request, "compare.html", active="/compare", status_code=422 if error else 200, samples=samples,
-                 chosen=chosen, cycle=cycle, error=error, report_url=report_url)
+                 chosen=chosen, states=available, chosen_states=states, cycle=cycle, error=error,
+                 report_url=report_url)
 
 
 @router.get("/compare/report")
@@ -720,9 +731,10 @@ def compare_report(request: Request, user=Viewer):
 
     from txmdb.report import build_report
 
-    chosen, cycle = _report_choice(request)
+    chosen, states, cycle = _report_choice(request)
     with tempfile.TemporaryDirectory(prefix="txmdb-report-") as folder:
-        path = build_report(_catalog(request), chosen, output=Path(folder) / "report.html", cycle=cycle)
+        path = build_report(_catalog(request), chosen, output=Path(folder) / "report.html", cycle=cycle,
+                            states=states)
         html = path.read_bytes()
     headers = {
         # The compare page frames this report (same origin); it has no script at all.
@@ -731,7 +743,7 @@ def compare_report(request: Request, user=Viewer):
         "X-Frame-Options": "SAMEORIGIN",
     }
     if request.query_params.get("download"):
-        name = "txmdb-compare-" + "-".join(chosen) + ".html"
+        name = "txmdb-compare-" + "-".join([*chosen, *states]) + ".html"
         safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
         headers["Content-Disposition"] = f'attachment; filename="{safe}"'
     return Response(html, media_type="text/html; charset=utf-8", headers=headers)
