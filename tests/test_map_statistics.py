@@ -479,3 +479,19 @@ def test_gradient_statistics_of_white_line_and_fraction_maps_through_the_cli(cli
     assert white["tangential_excess"] < 0.5
     assert len(_json(cli, "query", "theta", "--scan-level", "--map", "fraction:NiO")) == 2 * 2 * 36
     assert _json(cli, "query", "theta", "--map", "fraction:LiNiO2") == []     # not asked for
+
+
+@pytest.mark.parametrize("shape", [(30, 40, 50), (60, 70)])
+def test_compiled_label_centroids_equal_the_numpy_path(shape, monkeypatch):
+    from txmdb.analysis import particles
+
+    labels = np.random.default_rng(1).integers(0, 6, shape).astype(np.int32)
+    labels[labels == 3] = 0                                     # a label without voxels
+    compiled = particles.label_centroids(labels, 5)
+    monkeypatch.setattr(particles, "_compiled_sums", lambda: None)
+    plain = particles.label_centroids(labels, 5)
+    np.testing.assert_array_equal(compiled[0], plain[0])
+    np.testing.assert_array_equal(compiled[1], plain[1])        # NaN for label 3 in both
+    assert compiled[0][3] == 0 and np.isnan(compiled[1][3]).all()
+    idx = np.argwhere(labels == 2)
+    np.testing.assert_allclose(compiled[1][2], idx.mean(axis=0), rtol=1e-15)

@@ -145,3 +145,22 @@ def group_order_statistics(keys, values, n, qs):
             b = picked[2 * i + 1]
             out[i, g] = a + (b - a) * (p - np.floor(p))
     return out
+
+
+@njit(cache=True, nogil=True)
+def label_position_sums(labels, n):
+    """Voxel count and the sums of the voxel indices per axis of every label 1..n, over a
+    (Z, Y, X) array: whole numbers, exact in float64 whatever the order of summation."""
+    nz, ny, nx = labels.shape
+    count = np.zeros(n + 1, np.int64)
+    sums = np.zeros((n + 1, 3))
+    for i in range(nz):
+        for j in range(ny):
+            for k in range(nx):
+                lab = labels[i, j, k]
+                if lab > 0:
+                    count[lab] += 1
+                    sums[lab, 0] += i
+                    sums[lab, 1] += j
+                    sums[lab, 2] += k
+    return count, sums

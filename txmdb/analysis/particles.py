@@ -118,6 +118,14 @@ def label_centroids(labels: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]
         In the array's axis order; row 0 is all particles together (the whole scan).
     """
     shape = labels.shape
+    compiled = _compiled_sums()
+    if compiled is not None and labels.ndim in (2, 3):  # one pass, no index arrays; sums exact
+        count, sums = compiled.label_position_sums(labels.reshape((1,) * (3 - labels.ndim) + shape), n)
+        pos_sum = sums[:, 3 - labels.ndim:]
+        count[0] = count[1:].sum()
+        pos_sum[0] = pos_sum[1:].sum(axis=0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return count, pos_sum / count[:, None]
     lab = labels.reshape(-1)
     count = np.zeros(n + 1, dtype=np.int64)
     pos_sum = np.zeros((n + 1, len(shape)))
@@ -199,6 +207,15 @@ def particle_table(labels: np.ndarray, n: int, edge_ev: np.ndarray, *,
         "equivalent_radius_vox": radius, "equivalent_radius_nm": radius_nm,
         "mean_edge_ev": mean[1:], "std_edge_ev": std[1:],
     }, PARTICLE_COLUMNS)
+
+
+def _compiled_sums():
+    """``txmdb.analysis._summary_numba``, or None without numba."""
+    try:
+        from txmdb.analysis import _summary_numba
+    except ImportError:
+        return None
+    return _summary_numba
 
 
 def _compiled_edt():
