@@ -17,6 +17,7 @@ and a page elsewhere; never a traceback.
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -66,6 +67,7 @@ def create_app(context, *, public_read: bool = False, max_upload_bytes: int = MA
     app = FastAPI(title="txmdb", version=__version__, description="The lab's TXM-XANES catalogue (DESIGN §12).",
                   openapi_url="/api/v1/openapi.json", docs_url=None, redoc_url=None)
     app.state.catalog = context
+    _hide_secrets_in_access_log()
     app.state.settings = WebSettings(public_read=public_read, max_upload_bytes=max_upload_bytes,
                                      setup_token_hash=auth.setup_token_hash(setup_token) if setup_token else None)
     app.add_middleware(BodyLimit)  # inside the gate: credentials first, then the size
@@ -82,6 +84,24 @@ def create_app(context, *, public_read: bool = False, max_upload_bytes: int = MA
     else:
         app.include_router(pages.router)
     return app
+
+
+class _SecretsHidden(logging.Filter):
+    """Access-log lines without the value of a secret sent in a query string: a token pasted into
+    a URL (refused, but uvicorn logs the URL first) or the one-time setup link's."""
+
+    SECRET = re.compile(r"([?&](?:token|access_token|api_key|password)=)[^&\s]*", re.IGNORECASE)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(self.SECRET.sub(r"\1[hidden]", a) if isinstance(a, str) else a for a in record.args)
+        return True
+
+
+def _hide_secrets_in_access_log() -> None:
+    logger = logging.getLogger("uvicorn.access")
+    if not any(isinstance(f, _SecretsHidden) for f in logger.filters):
+        logger.addFilter(_SecretsHidden())
 
 
 #: How ``txmdb serve --workers N`` hands its settings to the worker processes it starts.
@@ -239,6 +259,15 @@ def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(TxmdbError)
     async def domain_error(request, exc):
         return error_response(request, _status_of(exc), visible(str(exc)))
+
+    from sqlalchemy.exc import DataError
+
+    @app.exception_handler(DataError)
+    async def unstorable_value(request, exc):
+        # A value the database refuses to compare or store (PostgreSQL: a NUL character in a
+        # filter or form field, a number beyond its type): bad input, not a fault of the server.
+        problem = str(getattr(exc, "orig", exc)).strip().splitlines()[0]
+        return error_response(request, 422, visible(f"a value the database cannot take: {problem}"))
 
     @app.exception_handler(Exception)
     async def unexpected(request, exc):
