@@ -33,9 +33,14 @@ def watch(
 
     rules = load_rules(rules_file)  # a bad rules file stops here, before the catalogue is touched
     if check:
-        echo(f"{rules_file}: {len(rules.rules)} rule{'s' * (len(rules.rules) != 1)}, settle "
-             f"{rules.settle_seconds:g} s")
-        emit_table(_check_table(rules), fmt, output)
+        summary = (f"{rules_file}: {len(rules.rules)} rule{'s' * (len(rules.rules) != 1)}, settle "
+                   f"{rules.settle_seconds:g} s")
+        table = _check_table(rules)
+        if output is None:
+            echo(summary)
+        emit_table(table, fmt, output)
+        if output is not None:  # only once the file is written: a refused -o prints its error alone
+            echo(summary)
         return
     if poll is not None and not 0.1 <= poll <= 86400:
         raise TxmdbError(f"--poll {poll:g}: expected seconds from 0.1 to 86400")
@@ -88,6 +93,8 @@ def _check_table(rules):
                 action = "ingest" if values is not None else "ignore (name does not match the pattern)"
             except TxmdbError as exc:
                 values, action = None, f"fail: {exc}"
+            if path.is_symlink():  # as the watcher: never followed
+                values, action = None, "ignore (a symbolic link: links are not followed)"
             jobs = ", ".join(k for k, asked in (("register", rule.register), ("analyze", rule.analyze)) if asked)
             rows.append(dict(rule=rule.label, kind=rule.kind, file=path.relative_to(rule.folder).as_posix(),
                              action=action, values=" ".join(f"{k}={v}" for k, v in (values or {}).items()),

@@ -82,6 +82,7 @@ def lab(cli):
 REQUIRED = {
     "sample show": ["S"], "cell show": ["C"], "txm show": ["1"], "query retention": ["--cycle", "2"],
     "query sql": ["SELECT name FROM samples"], "report compare": ["S"], "txm export": ["1"],
+    "watch": ["--check", str(DATA / "harvest" / "check-rules.toml")],
 }
 
 
