@@ -160,8 +160,9 @@ def describe_os_error(exc: OSError) -> str:
 
 
 def failure_text(exc: BaseException | str) -> str:
-    """What a failed record's ``error`` column says about ``exc``: one line."""
+    """What a failed record's ``error`` column says about ``exc``: one line, control characters escaped."""
     from txmdb.errors import TxmdbError
+    from txmdb.textsafe import visible
 
     if isinstance(exc, str):
         text = exc
@@ -175,8 +176,8 @@ def failure_text(exc: BaseException | str) -> str:
         text = str(exc)
     else:
         text = f"{type(exc).__name__}: {exc}"
-    lines = text.strip().splitlines()
-    return (lines[0] if lines else type(exc).__name__)[:2000]
+    # Escaped, not cut at a line break: a file name may hold one, and the reason follows it.
+    return (visible(text.strip()) or type(exc).__name__)[:2000]
 
 
 def _now() -> dt.datetime:
@@ -501,6 +502,22 @@ class Put:
                              f"{self.temp.name}: run 'txmdb db check --repair'") from None
         store.step("renamed", kind)
         return record
+
+    def withdraw(self) -> None:
+        """Give up before the commit and forget the attempt: remove the temporary, delete a
+        status row still ``running`` (a refused input, not a failure worth keeping). A crash
+        in between leaves a ``running`` row that ``txmdb db check`` settles as usual."""
+        from sqlalchemy import delete
+
+        if self.state != "open":
+            return
+        self.state = "aborted"
+        with contextlib.suppress(OSError):
+            self.temp.unlink(missing_ok=True)
+        if self.record_id is not None:
+            model = self.kind.table()
+            with self.store.session() as session:
+                session.execute(delete(model).where(model.id == self.record_id, model.status == "running"))
 
     def abort(self, reason: BaseException | str) -> None:
         """Give up before the commit: remove the temporary, mark a status row failed."""
