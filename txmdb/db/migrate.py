@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from importlib import resources
 
 from sqlalchemy.engine import Engine
@@ -54,13 +55,47 @@ def _run(engine: Engine, command_name: str, revision: str) -> None:
     from alembic.util.exc import CommandError
 
     try:
-        with engine.begin() as connection:
-            _lock_for_migration(connection)
-            getattr(command, command_name)(alembic_config(connection), revision)
+        with engine.connect() as connection, _foreign_keys_off(connection):
+            with connection.begin():
+                _lock_for_migration(connection)
+                getattr(command, command_name)(alembic_config(connection), revision)
+                _check_foreign_keys(connection)
     except CommandError as exc:
         raise DatabaseError(f"cannot {command_name} to {revision!r}: {exc}") from None
     except (OperationalError, DBAPIError) as exc:
         raise DatabaseError(describe_db_error(engine, exc, doing=f"cannot {command_name}")) from None
+
+
+@contextmanager
+def _foreign_keys_off(connection):
+    """On SQLite, no foreign-key enforcement while the migration runs, on again after.
+
+    A batch operation copies a table and drops the old one; with enforcement on, that drop
+    deletes (or refuses for) every row referring to it, e.g. a sample's XAS rows. SQLite
+    ignores the pragma inside a transaction, so it is set before the migration's one.
+    """
+    sqlite = connection.dialect.name == "sqlite"
+    if sqlite:
+        connection.exec_driver_sql("PRAGMA foreign_keys=OFF")
+        connection.commit()  # ends SQLAlchemy's autobegun transaction; pysqlite sent no BEGIN
+    try:
+        yield
+    finally:
+        if sqlite:
+            connection.rollback()
+            connection.exec_driver_sql("PRAGMA foreign_keys=ON")
+            connection.commit()
+
+
+def _check_foreign_keys(connection) -> None:
+    """Refuse (the migration rolls back) if the copied tables left a reference without its row."""
+    if connection.dialect.name != "sqlite":
+        return  # PostgreSQL enforces its constraints on every statement of the migration
+    broken = connection.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+    if broken:
+        table, rowid, parent, _ = broken[0]
+        raise DatabaseError(f"migration left {len(broken)} broken references (e.g. {table} row {rowid} "
+                            f"refers to a missing {parent} row); nothing was changed")
 
 
 def _lock_for_migration(connection) -> None:
