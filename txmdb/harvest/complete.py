@@ -24,9 +24,15 @@ def incomplete_reason(path: str | os.PathLike, *, hdf5=None) -> str | None:
     ``hdf5(path)``: the check of an HDF5 file (default: open it here with h5py); the watcher
     passes its ingest process's, so h5py stays out of the long-running process.
     """
+    import stat
+
     path = Path(path)
     try:
-        with open(path, "rb") as fh:
+        # never blocks (a pipe put in the file's place) nor follows a link put there
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
+        with open(fd, "rb") as fh:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                return "not a regular file"
             head = fh.read(8)
             if not head:
                 return "empty"

@@ -51,8 +51,8 @@ def _xas(catalog, path: Path, v: dict):
                             edge_window=window("edge_window", False), min_jump=v.get("min_jump"),
                             background=window("background", False), low=window("l3_low", False),
                             high=window("l3_high", False))
-    return ingest_xas(catalog, path, sample=v["sample"], edge=v["edge"], mode=v.get("mode"), state=v.get("state"),
-                      depth_um=v.get("depth_um"), params=params)
+    return ingest_xas(catalog, path, sample=v.get("sample"), reference=v.get("reference"), edge=v["edge"],
+                      mode=v.get("mode"), state=v.get("state"), depth_um=v.get("depth_um"), params=params)
 
 
 def _xrd(catalog, path: Path, v: dict):
@@ -81,7 +81,8 @@ _INGEST = {"cycling": _cycling, "xas": _xas, "xrd": _xrd, "txm": _txm}
 
 
 def missing_reference(catalog, kind: str, values: dict[str, Any]) -> str | None:
-    """The error of the sample or cell ``values`` name when it does not exist, else None.
+    """The error of the sample or cell ``values`` name when it does not exist, else None
+    (None too for a named reference spectrum, which belongs to no sample).
 
     One name lookup: the watcher asks this before retrying a file that failed for want of
     its sample or cell, without reading the file again.
@@ -92,7 +93,7 @@ def missing_reference(catalog, kind: str, values: dict[str, Any]) -> str | None:
         with catalog.session() as session:
             if kind == "cycling":
                 get_cell(session, values["cell"])
-            else:
+            elif "sample" in values:
                 get_sample(session, values["sample"])
     except NotFoundError as exc:
         return str(exc)

@@ -158,9 +158,12 @@ def _die_with(parent: int) -> None:
 def _ingest(catalog, request: dict) -> dict:
     from txmdb.harvest.ingest import ingest_file, queue_jobs
 
-    result = ingest_file(catalog, request["kind"], Path(request["path"]), request["values"])
+    path = Path(request["path"])
+    before = _identity(path, request.get("folder"))
+    result = ingest_file(catalog, request["kind"], path, request["values"])
     answer = {"record_kind": result.record_kind, "record_id": result.record_id, "sha256": result.sha256,
-              "created": result.created, "jobs": [], "jobs_error": None}
+              "created": result.created, "jobs": [], "jobs_error": None,
+              "changed_while_read": _identity(path, None, missing_ok=True) != before}
     if result.record_kind == "txm_scans" and (request["register"] or request["analyze"]):
         try:
             answer["jobs"] = queue_jobs(catalog, result.record_id, register=request["register"],
@@ -169,6 +172,30 @@ def _ingest(catalog, request: dict) -> dict:
         except TxmdbError as exc:
             answer["jobs_error"] = str(exc)
     return answer
+
+
+def _identity(path: Path, folder: str | None, *, missing_ok: bool = False):
+    """What tells the file at ``path`` apart from one put in its place or rewritten (the change
+    time, which no writer sets back); an InputError when it is not a regular file of ``folder``.
+
+    A hostile user of a shared folder may swap the file, or a folder on its path, for a link
+    to data of someone else's between the watcher's look and this read.
+    """
+    import stat
+
+    from txmdb.errors import InputError
+
+    try:
+        st = os.lstat(path)
+    except OSError as exc:
+        if missing_ok:
+            return None
+        raise InputError(path, f"cannot read: {exc.strerror}") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise InputError(path, "not a regular file (links, pipes and devices are not read)")
+    if folder is not None and not Path(os.path.realpath(path)).is_relative_to(os.path.realpath(folder)):
+        raise InputError(path, "its folder is a link out of the watched folder: not read")
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
 
 
 def _complete(_catalog, request: dict) -> dict:

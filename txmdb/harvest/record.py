@@ -37,15 +37,28 @@ def load_seen(catalog) -> dict[str, Seen]:
 
 
 def save(catalog, path: str, *, rule: str, kind: str, **fields) -> None:
-    """Insert or update the row of ``path`` with ``fields`` (HarvestedFile columns)."""
-    with catalog.session() as session:
-        row = session.scalar(select(HarvestedFile).where(HarvestedFile.path == path))
-        if row is None:
-            row = HarvestedFile(path=path, rule=rule, kind=kind, missing_reference=False, changed_after_ingest=False)
-            session.add(row)
-        row.rule, row.kind = rule, kind
-        for key, value in fields.items():
-            setattr(row, key, value)
+    """Insert or update the row of ``path`` with ``fields`` (HarvestedFile columns).
+
+    Another watcher of the same folder may insert the row between this one's look and insert
+    (path is unique): the loser updates the winner's row instead of stopping.
+    """
+    from txmdb.errors import DuplicateError
+
+    for last in (False, True):
+        try:
+            with catalog.session() as session:
+                row = session.scalar(select(HarvestedFile).where(HarvestedFile.path == path))
+                if row is None:
+                    row = HarvestedFile(path=path, rule=rule, kind=kind, missing_reference=False,
+                                        changed_after_ingest=False)
+                    session.add(row)
+                row.rule, row.kind = rule, kind
+                for key, value in fields.items():
+                    setattr(row, key, value)
+            return
+        except DuplicateError:  # the session's translation of the unique path's IntegrityError
+            if last:
+                raise
 
 
 def harvested(catalog, *, status: str | None = None) -> list[dict]:

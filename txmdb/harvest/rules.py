@@ -101,15 +101,17 @@ _float, _int = _number(float), _number(int)
 OPTIONS: dict[str, dict[str, Callable]] = {
     "cycling": {"cell": _text, "format": _one_of((AUTO, *CYCLER_FORMATS)), "columns": _columns,
                 "upper_cutoff": _float, "reference_cycle": _at_least(1), "encoding": _text},
-    "xas": {"sample": _text, "edge": _one_of(EDGES), "mode": _one_of(MODES), "state": _text, "depth_um": _float,
-            "pre": _window("pre"), "post": _window("post"), "edge_window": _window("edge_window"),
+    "xas": {"sample": _text, "reference": _text, "edge": _one_of(EDGES), "mode": _one_of(MODES), "state": _text,
+            "depth_um": _float, "pre": _window("pre"), "post": _window("post"), "edge_window": _window("edge_window"),
             "min_jump": _float, "background": _window("background"), "l3_low": _window("l3_low"),
             "l3_high": _window("l3_high")},
     "xrd": {"sample": _text, "state": _text, "wavelength": _float, "a": _float, "c": _float},
     "txm": {"sample": _text, "state": _text, "layout": _one_of((AUTO, *LAYOUTS)), "data": _text, "energy": _text,
             "voxel_nm": _float},
 }
-REQUIRED = {"cycling": ("cell",), "xas": ("sample", "edge"), "xrd": ("sample", "wavelength"), "txm": ("sample",)}
+REQUIRED = {"cycling": ("cell",), "xas": ("edge",), "xrd": ("sample", "wavelength"), "txm": ("sample",)}
+#: Per kind: options of which each file needs exactly one (an XAS spectrum is a sample's or a named reference).
+ONE_OF = {"xas": ("sample", "reference")}
 @dataclass(frozen=True)
 class Rule:
     """One ``[[rule]]``: files under ``folder`` whose path matches ``glob`` become ``kind`` records."""
@@ -159,6 +161,10 @@ class Rule:
                 values[key] = OPTIONS[self.kind][key](text)
             except ValueError as exc:
                 raise InputError(path, f"rule {self.label}: {key} from the file name: {exc}") from None
+        if (one_of := ONE_OF.get(self.kind)) and sum(key in values for key in one_of) != 1:
+            given = " and ".join(key for key in one_of if key in values) or "none"
+            raise InputError(path, f"rule {self.label}: the file name gives {given} of {' or '.join(one_of)}; "
+                                   f"exactly one is needed")
         return values
 
 
@@ -251,6 +257,38 @@ def analysis_problems_here(analyses: list[dict]) -> list[str | None]:
     return problems
 
 
+def _nested_repeat(text: str) -> bool:
+    """Whether the regular expression ``text`` has an unbounded repetition inside another one.
+
+    Python's matcher backtracks: ``(a+)+$`` or ``(\\w+_)+x`` takes exponential time on a file
+    name that nearly matches, and a user of the watched folder picks the names. Possessive and
+    atomic repetitions do not backtrack, so they are allowed.
+    """
+    from re import _parser as parser  # the compiler's own parse (sre_parse)
+
+    repeats = (parser.MAX_REPEAT, parser.MIN_REPEAT)
+
+    def walk(items, inside: bool) -> bool:
+        for op, arg in items:
+            if op in repeats:
+                low, high, sub = arg
+                unbounded = high == parser.MAXREPEAT
+                if (inside and high > 1) or walk(sub, inside or unbounded):
+                    return True
+            elif op == parser.SUBPATTERN:
+                if walk(arg[-1], inside):
+                    return True
+            elif op == parser.BRANCH:
+                if any(walk(branch, inside) for branch in arg[1]):
+                    return True
+            elif op in (parser.ASSERT, parser.ASSERT_NOT):
+                if walk(arg[1], inside):
+                    return True
+        return False
+
+    return walk(parser.parse(text), False)
+
+
 def _no_unknown(path: Path, table: dict, known, where: str) -> None:
     for key in table:
         if key not in known:
@@ -271,6 +309,9 @@ def _rule(path: Path, base: Path, index: int, entry) -> Rule:
     options = OPTIONS[kind]
     folder = Path(os.path.expanduser(entry["folder"]))
     folder = Path(os.path.normpath(folder if folder.is_absolute() else base / folder))
+    if folder == Path(folder.anchor):
+        raise InputError(path, f"{where}folder {entry['folder']!r} is the whole file system: name the instruments' "
+                               f"folder")
     pattern = None
     groups: tuple[str, ...] = ()
     if (text := entry.get("pattern")) is not None:
@@ -280,6 +321,10 @@ def _rule(path: Path, base: Path, index: int, entry) -> Rule:
             pattern = re.compile(text)
         except re.error as exc:
             raise InputError(path, f"{where}bad regular expression {text!r}: {exc}") from None
+        if _nested_repeat(text):
+            raise InputError(path, f"{where}pattern {text!r} repeats a repetition (like (a+)+): some file names "
+                                   f"would take it years to match; repeat a character class, or make the inner "
+                                   f"repetition possessive (a++) or atomic ((?>a+))")
         groups = tuple(pattern.groupindex)
         for group in groups:
             if group not in options:
@@ -299,6 +344,13 @@ def _rule(path: Path, base: Path, index: int, entry) -> Rule:
     if missing:
         raise InputError(path, f"{where}{kind} files need {' and '.join(missing)}: give it in set or as a named "
                                f"group of pattern")
+    if one_of := ONE_OF.get(kind):
+        fixed_ones = [key for key in one_of if key in values]
+        if len(fixed_ones) > 1 or (fixed_ones and any(key in groups for key in one_of if key not in fixed_ones)):
+            raise InputError(path, f"{where}{kind} files take one of {' or '.join(one_of)}, not both")
+        if not fixed_ones and not any(key in groups for key in one_of):
+            raise InputError(path, f"{where}{kind} files need {' or '.join(one_of)}: give one in set or as a "
+                                   f"named group of pattern")
     flags = {}
     for key in ("register", "analyze"):
         flags[key] = entry.get(key, False)

@@ -36,6 +36,7 @@ from txmdb.harvest.ingest import missing_reference
 from txmdb.harvest.ingester import Ingester, IngestFailed
 from txmdb.harvest.record import Seen, load_seen, save
 from txmdb.harvest.rules import Rule, Rules
+from txmdb.textsafe import utf8_problem
 from txmdb.vocabulary import HARVEST_RESCAN_S, HARVEST_RETRY_S
 
 #: Seconds between the watched folders' existence checks (a folder unmounted or recreated).
@@ -80,6 +81,9 @@ class Watcher:
         self._watches: dict[Path, object] = {}
         self._folders: dict[Path, tuple[int, int] | None] = {}
         self._unwatched: set[Path] = set()  # folders the observer could not watch: walked instead
+        self._unnamable: set[str] = set()  # paths not valid UTF-8, logged once
+        # the store's own files (results, copies) are never harvested, even under a watched folder
+        self._store = Path(os.path.realpath(catalog.store.root))
         # files are read in a child process (txmdb.harvest.ingester): this one stays small
         self.ingester = Ingester(catalog.engine.url.render_as_string(hide_password=False), catalog.store.root)
 
@@ -104,6 +108,10 @@ class Watcher:
         settle = self.rules.settle_seconds
         self.log("watch.start", "info", observer=self.observer_name, poll=self.poll, settle_seconds=settle,
                  rules=str(self.rules.path), folders=[str(f) for f in self.rules.folders])
+        for folder in self.rules.folders:
+            if Path(os.path.realpath(folder)).is_relative_to(self._store):
+                raise TxmdbError(f"{folder}: a watched folder inside the store {self._store} (its own results "
+                                 f"would be harvested): watch the instruments' folders")
         self.seen = load_seen(self.catalog)
         if self.poll is None and not self.once:
             self._start_observer()
@@ -201,14 +209,20 @@ class Watcher:
                 pass
 
     def _walk(self, folder: Path) -> None:
-        for path in _files_under(folder):
+        for path in _files_under(folder, skip=self._store):
             self._consider(path)
+
+    def _in_store(self, path: str) -> bool:
+        return Path(os.path.realpath(path)).is_relative_to(self._store)
 
     def _look_at_noted(self) -> None:
         with self._lock:
             noted, self._noted = self._noted, set()
         for path in noted:
-            if os.path.isdir(path):  # a folder moved in, or made and filled before it was watched
+            if self._in_store(path):
+                continue
+            # a folder moved in, or made and filled before it was watched (a link to one is not followed)
+            if os.path.isdir(path) and not os.path.islink(path):
                 self._walk(Path(path))
             else:
                 self._consider(path)
@@ -218,14 +232,26 @@ class Watcher:
         rule = self.rules.rule_for(Path(path))
         if rule is None:
             return
+        if utf8_problem(path):  # the catalogue cannot store its path: said once, never read
+            if path not in self._unnamable:
+                self._unnamable.add(path)
+                self.log("file.unstorable_name", "warning", path=path, rule=rule.label,
+                         error="the path is not valid UTF-8: rename the file to be harvested")
+            return
         try:
-            st = os.stat(path)
+            st = os.lstat(path)  # a symbolic link is not followed: it may point out of the folder
         except OSError:
             self.candidates.pop(path, None)
             return
+        seen = self.seen.get(path)
+        if _is_link(st):
+            if seen is None or seen.status != "ignored":
+                self.candidates.pop(path, None)
+                self._record(path, rule, "ignored", st.st_size, st.st_mtime, event="file.ignored",
+                             error="a symbolic link: links are not followed (harvest the file itself)")
+            return
         if not _is_regular(st):
             return
-        seen = self.seen.get(path)
         if seen is not None and seen.status != "waiting" and seen.same_stat(st.st_size, st.st_mtime):
             return
         if _ignored(rule, path):  # its name does not match the pattern: nothing to read, however it changes
@@ -319,13 +345,21 @@ class Watcher:
             self._failed(path, rule, size, mtime, missing, missing=True)
             return
         try:
-            result = self.ingester.call({"op": "ingest", "kind": rule.kind, "path": path, "values": values,
+            result = self.ingester.call({"op": "ingest", "kind": rule.kind, "path": path, "folder": str(rule.folder),
+                                         "values": values,
                                          "register": rule.register, "analyze": rule.analyze,
                                          "analysis": rule.analysis, "created_by": f"watch:{rule.label}"})
         except IngestFailed as exc:
             self._failed(path, rule, size, mtime, str(exc), missing=exc.missing)
             return
         error = None
+        if result.get("changed_while_read"):
+            # replaced or rewritten while the service read it: what was recorded may not be these bytes
+            self._record(path, rule, "ingested", size, mtime, sha256=result["sha256"],
+                         record_kind=result["record_kind"], record_id=result["record_id"], changed_after_ingest=True,
+                         error="changed while it was read: its record may not match the file",
+                         event="file.changed_while_read", level="warning", created=result["created"])
+            return
         if result["jobs_error"]:
             error = f"ingested, but its jobs were not queued: {result['jobs_error']}"
             self.log("jobs.failed", "error", path=path, error=result["jobs_error"])
@@ -372,8 +406,14 @@ class Watcher:
                      created=created, jobs=jobs, error=fields["error"])
 
 
-def _files_under(folder: Path) -> Iterator[str]:
-    """Every regular file below ``folder`` (symbolic links to folders not followed)."""
+def _files_under(folder: Path, *, skip: Path | None = None) -> Iterator[str]:
+    """Every regular file below ``folder`` (symbolic links to folders not followed), none under the
+    folder ``skip`` (the store)."""
+    try:
+        st = os.stat(skip) if skip is not None else None
+        skipped = (st.st_dev, st.st_ino) if st else None
+    except OSError:
+        skipped = None
     stack = [str(folder)]
     while stack:
         current = stack.pop()
@@ -382,13 +422,22 @@ def _files_under(folder: Path) -> Iterator[str]:
                 for entry in entries:
                     try:
                         if entry.is_dir(follow_symlinks=False):
-                            stack.append(entry.path)
+                            # inode first: free from scandir, the device only when it matches
+                            if not (skipped and entry.inode() == skipped[1]
+                                    and entry.stat(follow_symlinks=False).st_dev == skipped[0]):
+                                stack.append(entry.path)
                         elif entry.is_file():
                             yield entry.path
                     except OSError:
                         continue
         except OSError:  # gone or unreadable (a share unmounted): the folder check reports it
             continue
+
+
+def _is_link(st) -> bool:
+    import stat
+
+    return stat.S_ISLNK(st.st_mode)
 
 
 def _is_regular(st) -> bool:
