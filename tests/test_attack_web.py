@@ -639,3 +639,39 @@ def test_a_fuzzer_over_the_openapi_spec_gets_no_500(site):
                         assert set(answer.json()) == {"error", "status"}, (method, concrete, answer.text[:300])
         assert requests >= 300
     assert "Traceback" not in site.server.log() and "unexpected error" not in site.server.log()
+
+
+def test_a_nul_character_in_any_field_is_bad_input_not_a_500(site):
+    editor = _signed_in(site, "editor")
+    for path in ("/samples/a%00b", "/query/samples?sample=a%00b", "/query/theta?sample=a%00b",
+                 "/compare?sample=a%00b", "/samples?q=a%00b&material=%00&meta=%00", "/jobs?status=%00"):
+        page = editor.get(path)
+        assert page.status_code == 200 or 400 <= page.status_code < 500, (path, page.status_code)
+        _assert_inert(page, path)
+    with _client(site) as client:
+        assert 400 <= login(client, "a\0b", "a\0password-b").status_code < 500
+    with _client(site, "editor") as api:
+        for path, data in (("/api/v1/cycling", {"cell": "a\0b"}), ("/api/v1/xas", {"sample": "a\0b", "edge": "Ni-K"}),
+                           ("/api/v1/xrd", {"sample": "a\0b", "state": "\0", "i003_i104": "1.2"})):
+            answer = api.post(path, data=data, files={"file": ("a.csv", b"t,v\n1,2\n")} if "xrd" not in path else None)
+            assert 400 <= answer.status_code < 500, (path, answer.text)
+    editor.close()
+    assert "unexpected error" not in site.server.log()
+
+
+def test_the_setup_link_dies_once_any_account_exists(request, tmp_path_factory, site):
+    with served_catalogue(request, tmp_path_factory, site.backend) as empty:
+        server = empty.start()
+        link = re.findall(r"/setup\?token=(\S+)", server.log())
+        assert len(link) == 1
+        with empty.client(server) as client:
+            for guess in ("", "x", link[0][:-1], link[0] + "x", link[0].upper(), "%00"):
+                assert client.get("/setup", params={"token": guess}).status_code == 404, guess
+            form = _csrf(client.get("/setup", params={"token": link[0]}))
+            empty.add_account("admin", "first")  # made with the CLI while the link is still unused
+            answer = client.post("/setup", data={"token": link[0], "username": "intruder",
+                                                 "password": "intruder-password-1", "csrf_token": form})
+            assert answer.status_code == 404 and "txmdb_session" not in answer.headers.get("set-cookie", "")
+        listed = empty.cli("user", "list", "--format", "csv").stdout
+        assert "intruder" not in listed and "first" in listed
+        assert f"token={link[0]}" not in server.log().split("Ctrl-C", 1)[1].split("\n", 3)[-1]
