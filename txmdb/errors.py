@@ -16,6 +16,11 @@ class InputError(TxmdbError):
         super().__init__(f"{source}: {problem}")
 
 
+class RefusedInput(InputError):
+    """An input the analysis can refuse only once it has read the data (more clusters than
+    valid voxels): refused like a bad option, so the attempt leaves no record at all."""
+
+
 class NotFoundError(TxmdbError):
     """A record named by the user does not exist."""
 

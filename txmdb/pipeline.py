@@ -84,7 +84,7 @@ from txmdb.analysis.spectral import SpectralKernel, white_line_projector
 from txmdb.analysis.maps import gradient_unit as map_gradient_unit
 from txmdb.analysis.maps import ResultMaps, map_summaries, parse_map_list
 from txmdb.db.models import STATISTICS_TABLES, data_columns
-from txmdb.errors import InputError, ParameterError
+from txmdb.errors import InputError, ParameterError, RefusedInput
 from txmdb.io.files import atomic_output, check_room
 
 __all__ = ["AnalysisOptions", "AnalysisOutputs", "AppliedRegistration", "EdgeStatistics", "analyze_stack",
@@ -629,8 +629,8 @@ def cluster_map(info, options: AnalysisOptions, edge_ev: np.ndarray, out, *, sla
 
     Raises
     ------
-    InputError
-        More clusters than valid voxels (with a finite normalised window).
+    RefusedInput
+        More clusters than valid voxels (with a finite normalised window): nothing is kept.
     """
     from txmdb.analysis.clusters import NO_CLUSTER, SEED, ClusterAssigner, cluster_tables, fit_clusters
     from txmdb.io.hdf5 import iter_slabs
@@ -645,7 +645,7 @@ def cluster_map(info, options: AnalysisOptions, edge_ev: np.ndarray, out, *, sla
     k = int(options.clusters)
     spectra = sample.result()[1]
     if len(spectra) < k:
-        raise InputError(info.path, f"{k} clusters asked for, but only {len(spectra)} voxel"
+        raise RefusedInput(info.path, f"{k} clusters asked for, but only {len(spectra)} voxel"
                                     f"{'s have' if len(spectra) != 1 else ' has'} a valid spectrum")
     model = fit_clusters(spectra, k, seed=SEED)
     del spectra

@@ -118,9 +118,22 @@ def gradient_unit(name: str, voxel_size_nm: float | None) -> str:
 
 
 # ------------------------------------------------------------------------------ results files
+def _filename(results) -> str:
+    return getattr(getattr(results, "file", None), "filename", "the results file")
+
+
 def _references(group) -> list[str]:
+    """The reference names of ``/fractions``; a file whose attribute is no JSON list of
+    distinct names (a results file edited by hand) is an InputError, not a crash."""
     raw = group[_FRACTIONS].attrs.get("references", "[]")
-    return list(json.loads(raw.decode() if isinstance(raw, bytes) else raw))
+    try:
+        names = json.loads(raw.decode() if isinstance(raw, bytes) else raw)
+    except (TypeError, ValueError, UnicodeDecodeError):
+        names = None
+    if not (isinstance(names, list) and all(isinstance(n, str) for n in names) and len(set(names)) == len(names)):
+        raise InputError(_filename(group), "the 'references' attribute of /fractions is not a JSON list of "
+                                           "distinct reference names")
+    return names
 
 
 def maps_in(results) -> tuple[str, ...]:
@@ -151,14 +164,23 @@ def _open(path):
 
 def _locate(results, name: str) -> tuple[object, int | None]:
     """The data set of map ``name`` in open ``results`` and, for a fraction, its row."""
+    import h5py
+
     spec = parse_map(name)
     available = maps_in(results)
     if spec.name not in available:
-        source = getattr(getattr(results, "file", None), "filename", "the results file")
-        raise InputError(source, f"map {spec.name!r} does not exist in this analysis; its maps: "
-                                 f"{', '.join(available) or 'none'}")
+        raise InputError(_filename(results), f"map {spec.name!r} does not exist in this analysis; its maps: "
+                                             f"{', '.join(available) or 'none'}")
     ds = results[spec.dataset]
-    return ds, (_references(results).index(spec.reference) if spec.reference is not None else None)
+    row = _references(results).index(spec.reference) if spec.reference is not None else None
+    # what the pipeline writes: a numeric data set of 2 or 3 spatial axes (after the row axis of
+    # the fractions, one row per reference); anything else is a damaged file, named in one line
+    rows = () if row is None else (len(_references(results)),)
+    if not (isinstance(ds, h5py.Dataset) and ds.dtype.kind in "fiu" and len(ds.shape) - len(rows) in (2, 3)
+            and tuple(ds.shape[:len(rows)]) == rows):
+        raise InputError(_filename(results), f"data set /{spec.dataset} of map {spec.name!r} is not a numeric "
+                                             f"map of 2 or 3 axes{' with one row per reference' if rows else ''}")
+    return ds, row
 
 
 def _as_float(block, spec: MapSpec):
@@ -209,7 +231,11 @@ def read_map(results, name: str, index: int | None = None, axis: int = 0) -> "np
         selection[axis] = int(index)
     if row is not None:
         selection.insert(0, row)
-    return _as_float(ds[tuple(selection)], spec)
+    try:
+        block = ds[tuple(selection)]
+    except OSError as exc:                       # a damaged chunk (or filter) of the file
+        raise InputError(ds.file.filename, f"cannot read map {spec.name!r}: {exc}") from None
+    return _as_float(block, spec)
 
 
 def map_slabs(results, name: str, rows: int) -> Iterator[tuple[int, int, "np.ndarray"]]:

@@ -30,7 +30,7 @@ from typing import Iterator
 import numpy as np
 
 from txmdb.catalog.txm import LATEST, new_analysis, prepare_analysis, record_analysis
-from txmdb.errors import InputError, ParameterError, TxmdbError, input_errors
+from txmdb.errors import InputError, ParameterError, RefusedInput, TxmdbError, input_errors
 from txmdb.store import ANALYSES, failure_text
 
 __all__ = ["SPLIT_BYTES", "connect", "analyze_on_cluster", "analyze_scan_distributed",
@@ -46,9 +46,13 @@ SPLIT_BYTES = 2 << 30
 _GRADIENT_SLAB_VOXELS = 1 << 22
 
 
+class _Refused(ValueError):
+    """A RefusedInput shipped back from a worker (its text): the attempt leaves no record."""
+
+
 def _problem(exc: Exception) -> ValueError:
     """InputError does not survive pickling (two-argument constructor): ship its text."""
-    return ValueError(getattr(exc, "problem", str(exc)))
+    return (_Refused if isinstance(exc, RefusedInput) else ValueError)(getattr(exc, "problem", str(exc)))
 
 
 def _analyze_on_worker(info, options, pending: str):
@@ -191,7 +195,11 @@ def _whole_scans(catalog, client, prepared) -> Iterator:
             scan, put = futures[future]
             try:
                 with catalog.store.writing(), input_errors(scan.file_path):
-                    outputs, elapsed = future.result()
+                    try:
+                        outputs, elapsed = future.result()
+                    except _Refused as exc:
+                        put.withdraw()
+                        raise RefusedInput(scan.file_path, str(exc)) from None
                 analysis = record_analysis(put, outputs, elapsed=elapsed)
             except BaseException as exc:
                 put.abort(exc)
@@ -248,9 +256,13 @@ def _split_scan(catalog, client, scan, info, options):
     t0 = time.perf_counter()
     with catalog.store.put(ANALYSES, new_analysis(scan, options)) as put:
         try:
-            with input_errors(scan.file_path):
-                outputs = analyze_stack(info, options, results_path=put.temp, edge_source=edge_source,
-                                        vectors_fn=vectors_fn)
+            try:
+                with input_errors(scan.file_path):
+                    outputs = analyze_stack(info, options, results_path=put.temp, edge_source=edge_source,
+                                            vectors_fn=vectors_fn)
+            except RefusedInput:
+                put.withdraw()
+                raise
             return record_analysis(put, outputs, elapsed=time.perf_counter() - t0)
         finally:
             for future in futures:

@@ -11,6 +11,21 @@ from txmdb.catalog.txm import LATEST, prepare_scan, resolve_registration
 from txmdb.errors import InputError, TxmdbError, input_errors
 
 
+def refuse_scan_file(catalog, output: Path) -> None:
+    """InputError when ``output`` is the file of a catalogued scan (this one or another): an
+    export renamed onto it would replace the raw stack its rows and hash describe."""
+    from sqlalchemy import select
+
+    from txmdb.db.models import TXMScan
+
+    if not output.exists():
+        return
+    with catalog.session() as session:
+        found = session.scalar(select(TXMScan.id).where(TXMScan.file_path == str(output.resolve())).limit(1))
+    if found is not None:
+        raise InputError(output, f"is the file of scan {found}; give another file to write")
+
+
 def export_scan(catalog, scan_id: int, output: str | os.PathLike, *, registered: bool = False,
                 progress: Callable[[int, int], None] | None = None):
     """Stream scan ``scan_id``'s stack into ``output`` in the TXM_Sandbox layout.
@@ -54,6 +69,7 @@ def export_scan(catalog, scan_id: int, output: str | os.PathLike, *, registered:
     scan, info = prepare_scan(catalog, scan_id)
     if output.exists() and os.path.samefile(output, scan.file_path):
         raise InputError(output, f"is the file of scan {scan_id}; give another file to write")
+    refuse_scan_file(catalog, output)
     attrs = {"txmdb_scan_id": scan.id, "txmdb_source": scan.file_path, "txmdb_source_sha256": scan.file_sha256}
     if applied is not None:
         attrs.update({f"txmdb_{key}": value for key, value in applied.parameters().items()})
@@ -117,6 +133,7 @@ def export_map(catalog, scan_id: int, name: str, output: str | os.PathLike, *,
                  "txmdb_unit": spec.unit, "txmdb_parameters": json.dumps(analysis.parameters),
                  "txmdb_source_sha256": scan.file_sha256}
         results_path, results_sha256 = analysis.results_path, analysis.results_sha256
+    refuse_scan_file(catalog, output)
     try:
         results = catalog.store.open_hdf5(results_path, results_sha256)
     except StoreFileError as exc:

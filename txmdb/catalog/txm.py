@@ -14,7 +14,7 @@ from txmdb import __version__
 from txmdb.catalog._records import file_provenance, finite_or_none, frame_records, get_or_create, jsonable
 from txmdb.catalog.samples import get_sample
 from txmdb.db.models import STATISTICS_TABLES, Analysis, TXMScan
-from txmdb.errors import InputError, NotFoundError, ParameterError, input_errors
+from txmdb.errors import InputError, NotFoundError, ParameterError, RefusedInput, input_errors
 from txmdb.io.files import sha256_file
 from txmdb.store import ANALYSES
 
@@ -190,8 +190,12 @@ def analyze_scan(
     hashing = BackgroundHash(scan.file_path) if verify_hash else None
     try:
         with catalog.store.put(ANALYSES, new_analysis(scan, options)) as put:
-            with input_errors(scan.file_path):
-                outputs = analyze_stack(info, options, results_path=put.temp, progress=progress)
+            try:
+                with input_errors(scan.file_path):
+                    outputs = analyze_stack(info, options, results_path=put.temp, progress=progress)
+            except RefusedInput:
+                put.withdraw()
+                raise
             if hashing is not None:
                 check_unchanged(scan, _hash_result(scan, hashing))
                 outputs.timings_s.update(hash=hashing.elapsed_s, hash_wait=hashing.waited_s)
