@@ -675,3 +675,16 @@ def test_the_setup_link_dies_once_any_account_exists(request, tmp_path_factory, 
         listed = empty.cli("user", "list", "--format", "csv").stdout
         assert "intruder" not in listed and "first" in listed
         assert f"token={link[0]}" not in server.log().split("Ctrl-C", 1)[1].split("\n", 3)[-1]
+
+
+def test_a_record_named_with_line_breaks_gets_an_encoded_location(site):
+    name = "evil\r\nX-Injected: 1&format=csv#x"
+    assert site.cli("sample", "add", name).returncode == 0
+    with _client(site, "editor") as editor:
+        answer = editor.post("/api/v1/xrd", data={"sample": name, "i003_i104": "1.25"})
+        assert answer.status_code == 201, answer.text
+        assert "x-injected" not in answer.headers
+        location = answer.headers["location"]
+        assert "\r" not in location and "\n" not in location and " " not in location
+        rows = editor.get(location).json()
+    assert [r["sample"] for r in rows] == [name] and rows[0]["i003_i104"] == 1.25

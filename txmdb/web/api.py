@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import json
+from urllib.parse import urlencode
 from typing import Any, List, Literal, Optional
 
 from fastapi import APIRouter, Body, Depends, File, Form, Path, Query, Request, UploadFile
@@ -509,7 +510,7 @@ async def upload_xas(request: Request, file: UploadFile = File(..., description=
         raise ParameterError("edge", f"edge {edge!r}: expected one of {', '.join(EDGES)}")
     record, created = await _ingest_upload(request, file, lambda path: ingest_xas(
         _catalog(request), path, sample=sample, edge=edge, mode=mode, state=state, depth_um=depth_um))
-    return _created(record.id, created, "measurement_id", f"/api/v1/query/xas?sample={sample}")
+    return _created(record.id, created, "measurement_id", f"/api/v1/query/xas?{urlencode({'sample': sample})}")
 
 
 @router.post("/xrd", tags=["uploads"], dependencies=EDITOR_WRITE, status_code=201)
@@ -534,7 +535,7 @@ async def upload_xrd(request: Request, sample: str = Form(..., max_length=200),
                 return add()
 
         record = await run_in_threadpool(typed)
-        return _created(record.id, True, "xrd_id", f"/api/v1/query/xrd?sample={sample}")
+        return _created(record.id, True, "xrd_id", f"/api/v1/query/xrd?{urlencode({'sample': sample})}")
     existing = []
 
     def ingest(path):
@@ -545,7 +546,7 @@ async def upload_xrd(request: Request, sample: str = Form(..., max_length=200),
         return add(path)
 
     record = await _ingest_upload(request, file, ingest)
-    return _created(record.id, existing[0] is None, "xrd_id", f"/api/v1/query/xrd?sample={sample}")
+    return _created(record.id, existing[0] is None, "xrd_id", f"/api/v1/query/xrd?{urlencode({'sample': sample})}")
 
 
 # ----------------------------------------------------------------------------- jobs
