@@ -323,3 +323,14 @@ def test_ndax_zip_bombs_are_refused_in_bounded_memory(lab, bombs):
 def test_a_real_ndax_still_passes_the_archive_checks(lab):
     run_id = _ingest(lab, NDAX / "TESTCELL0001-B2-2025-M50T_NewareNDA_Investigation.ndax", "C1")
     assert len(_cycles(lab, run_id)) == 8
+
+
+def test_a_file_over_the_size_limit_is_refused_before_it_is_read(lab, tmp_path):
+    """A many-GB CSV would need several times its size in memory: refused from its size alone."""
+    from txmdb.vocabulary import MAX_CYCLER_FILE_BYTES
+
+    path = tmp_path / "huge.csv"
+    with open(path, "wb") as fh:  # sparse: the header, then a hole up to one byte past the limit
+        fh.write(P492.read_bytes()[:4096])
+        fh.truncate(MAX_CYCLER_FILE_BYTES + 1)
+    _refused(lab, path, "2.0 GiB, more than the 2.0 GiB limit for a cycler file")

@@ -80,6 +80,7 @@ from txmdb.io._cycler_columns import (
 )
 from txmdb.vocabulary import (
     MAX_CYCLE_NUMBER,
+    MAX_CYCLER_FILE_BYTES,
     MAX_NDAX_RATIO,
     MAX_NDAX_UNPACKED_BYTES,
     NDAX_RATIO_FLOOR_BYTES,
@@ -272,6 +273,7 @@ def read_cycler_file(
     path = Path(path)
     if file_format not in FORMATS:
         raise InputError(path, f"unknown format {file_format!r} (known: {', '.join(FORMATS)})")
+    _check_file_size(path)
     detected = detect_format(path, encoding=encoding)
     fmt = detected if file_format == "auto" else file_format
     if columns:
@@ -481,6 +483,16 @@ def _check_deflated_member(fh, info: zipfile.ZipInfo, path: Path) -> None:
                 data = inflate.unconsumed_tail
     except zlib.error as exc:
         raise InputError(path, f"damaged Neware ndax file ({info.filename}: {exc})") from None
+
+
+def _check_file_size(path: Path) -> None:
+    """Refuse a file larger than MAX_CYCLER_FILE_BYTES before anything reads it into memory."""
+    try:
+        size = path.stat().st_size
+    except OSError:
+        return  # detect_format's open names the problem
+    if size > MAX_CYCLER_FILE_BYTES:
+        raise InputError(path, f"{_size(size)}, more than the {_size(MAX_CYCLER_FILE_BYTES)} limit for a cycler file")
 
 
 def _size(n_bytes: int) -> str:
