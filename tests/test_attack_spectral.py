@@ -306,3 +306,15 @@ def test_more_clusters_than_valid_voxels_stores_nothing_also_on_dask(lab):
         _one_line(_analyze(lab, "--clusters", str(valid + 1), "--scheduler", cluster.scheduler_address), line)
     _nothing_analysed(lab)
     assert _count(lab, "cluster_spectra") == 0 and _count(lab, "pca_variance") == 0
+
+
+def test_report_escapes_a_reference_name_with_markup(lab):
+    energy, mu = _read(XAS / "ref_NiO.txt")
+    file = _write_reference(lab.tmp / "markup.txt", energy, mu * 2.0)
+    assert lab("xas", "ingest", file, "--reference", "<b id=evil>x</b>", "--edge", "Ni-K").exit_code == 0
+    assert _analyze(lab, "--lcf", "<b id=evil>x</b>,LiNiO2", "--clusters", "2").exit_code == 0
+    out = lab.tmp / "report.html"
+    result = lab("report", "compare", "mix", "-o", out)
+    assert result.exit_code == 0, result.output
+    html = out.read_text()
+    assert "<b id=evil>" not in html and "&lt;b id=evil&gt;x&lt;/b&gt;" in html
