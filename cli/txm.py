@@ -103,11 +103,9 @@ def analyze(
     for scan_id in ids:  # another scan's registration is refused before any scan is read (or queued)
         resolve_registration(cat, scan_id, choice)
     if queue:
-        from txmdb.catalog.txm import prepare_analysis
         from txmdb.jobs import enqueue
 
-        for scan_id in ids:  # what the stack decides (a white-line window's energies) is refused now, as here
-            prepare_analysis(cat, scan_id, options, registration=choice, verify_hash=False)
+        # enqueue refuses what the stack cannot serve (a white-line window's energies), as a run here would
         for scan_id in ids:
             echo(str(enqueue(cat, "analyze", values, scan_id=scan_id)))
         return

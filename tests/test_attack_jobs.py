@@ -312,8 +312,8 @@ def test_no_password_in_worker_logs_or_stored_job_errors(pw_db, tmp_path, log_js
     upgrade(catalog.engine)
     try:
         scan, = make_scans(catalog, tmp_path, 1)
-        Path(scan_path(catalog, scan)).unlink()
         missing = jobs.enqueue(catalog, "analyze", {}, scan_id=scan)
+        Path(scan_path(catalog, scan)).unlink()  # after queueing: enqueue refuses a scan without its file
         leaky = insert_job(catalog, json.dumps({"lcf": f"x password={PASSWORD}"}), scan=scan)
         proc = subprocess.run(worker_command(url, tmp_path / "store", "--once", *(["--log-json"] if log_json else [])),
                               env=env, capture_output=True, text=True, timeout=120)

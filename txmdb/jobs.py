@@ -155,10 +155,14 @@ def enqueue(catalog, kind: str, parameters: Mapping[str, Any] | None = None, *, 
     if not 1 <= max_attempts <= 100:
         raise TxmdbError(f"max_attempts must be between 1 and 100, got {max_attempts}")
     if kind == "analyze":
-        from txmdb.catalog.txm import resolve_registration
-        from txmdb.options import parse_registration
+        _check_analysis(catalog, scan_id, values)
+    else:
+        from txmdb.catalog.registration import check_registration
+        from txmdb.options import registration_request
 
-        resolve_registration(catalog, scan_id, parse_registration(values["registration"]))  # an id: this scan's
+        asked = registration_request(values)  # the row's checks; the file is read by the worker
+        check_registration(catalog, scan_id, reference_energy_ev=asked["reference_energy_ev"],
+                           max_shift=asked["max_shift"], roi=asked["roi"])
     with catalog.session() as session:
         get_scan(session, scan_id)
         if after is not None and session.get(Job, _check_id(after)) is None:
@@ -168,6 +172,17 @@ def enqueue(catalog, kind: str, parameters: Mapping[str, Any] | None = None, *, 
         session.add(job)
         session.flush()
         return job.id
+
+
+def _check_analysis(catalog, scan_id: int, values: Mapping[str, Any]) -> None:
+    """Refuse now what the worker would refuse on reading the stack (a white-line window its energies
+    cannot serve, another scan's registration): the checks of a foreground ``txm analyze``, without
+    hashing the file (the worker does that)."""
+    from txmdb.catalog.txm import prepare_analysis
+    from txmdb.options import analysis_request
+
+    options, registration = analysis_request(values, catalog=catalog)
+    prepare_analysis(catalog, scan_id, options, registration=registration, verify_hash=False)
 
 
 # --------------------------------------------------------------------------------- claiming

@@ -80,16 +80,9 @@ def register_scan(
     from txmdb.analysis.registration import QUALITY_THRESHOLD
 
     t0 = time.perf_counter()
-    with catalog.session() as session:
-        scan = get_scan(session, scan_id)
     # cheap checks first: hashing a large file takes a while
-    if scan.n_energies < 2:
-        raise InputError(scan.file_path, f"scan {scan.id} has one energy ({scan.energies_ev[0]:g} eV); "
-                                         f"a registration needs at least two")
-    spatial = tuple(scan.shape[1:])
-    reference = reference_index(scan, reference_energy_ev)
-    max_shift = check_max_shift(spatial, max_shift)
-    box = roi_slices(spatial, roi)
+    reference, max_shift, box = check_registration(catalog, scan_id, reference_energy_ev=reference_energy_ev,
+                                                   max_shift=max_shift, roi=roi)
     scan, info = prepare_scan(catalog, scan_id)        # the file must be the one ingested
     shifts, quality = _estimate(info, reference, max_shift, box)
 
@@ -121,6 +114,19 @@ def register_scan(
         session.add(registration)
         session.flush()
     return registration
+
+
+def check_registration(catalog, scan_id: int, *, reference_energy_ev: float | None = None,
+                       max_shift: float | None = None, roi: Sequence | None = None):
+    """The checks of :func:`register_scan` that need only the scan's row (not its file), also run
+    when a registration job is queued; returns (reference index, max_shift, region slices)."""
+    with catalog.session() as session:
+        scan = get_scan(session, scan_id)
+    if scan.n_energies < 2:
+        raise InputError(scan.file_path, f"scan {scan.id} has one energy ({scan.energies_ev[0]:g} eV); "
+                                         f"a registration needs at least two")
+    spatial = tuple(scan.shape[1:])
+    return reference_index(scan, reference_energy_ev), check_max_shift(spatial, max_shift), roi_slices(spatial, roi)
 
 
 def default_reference_index(energies_ev: Sequence[float]) -> int:
