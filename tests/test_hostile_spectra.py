@@ -160,3 +160,14 @@ def test_an_energy_unit_that_is_not_understood_is_refused(lab, tmp_path):
     path.write_text(NI_FOIL.read_text().replace("# Column.1: energy eV", "# Column.1: energy furlongs"))
     _refused(lab, path, "energy unit 'furlongs' of column 'energy' is not understood (eV, keV, or deg for a "
                         "monochromator angle)", "--edge", "Ni-K")
+
+
+def test_a_spectrum_file_over_the_size_limit_is_refused(lab, tmp_path):
+    """A spectrum of many millions of rows would take ~15× its size in memory to parse."""
+    from txmdb.vocabulary import MAX_SPECTRUM_FILE_BYTES
+
+    row = b"8333.0 1.0\n"
+    path = tmp_path / "huge.txt"
+    path.write_bytes(row * (MAX_SPECTRUM_FILE_BYTES // len(row) + 1))
+    assert path.stat().st_size > MAX_SPECTRUM_FILE_BYTES
+    _refused(lab, path, "more than 64 MiB, too large for a spectrum or pattern text file", "--edge", "Ni-K")

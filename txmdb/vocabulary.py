@@ -218,6 +218,9 @@ REGISTRATION_MIN_ROI_VOXELS = 8
 # Cycler files (txmdb.io.cycling).
 #: Largest cycle number: the catalogue stores cycles as 32-bit integers.
 MAX_CYCLE_NUMBER = 2**31 - 1
+#: Largest XAS spectrum or XRD pattern text file: ~1.6 million rows; parsing takes ~15× the
+#: file's size in memory (a 40 MB, million-point reference peaked at 583 MB).
+MAX_SPECTRUM_FILE_BYTES = 64 << 20
 #: Largest cycler file of any format: a CSV export is read whole and takes about 2.7× its size
 #: in memory (a 400 MB CSV: 1.07 GB peak), the same order as the largest .ndax below.
 MAX_CYCLER_FILE_BYTES = 2 << 30

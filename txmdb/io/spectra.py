@@ -298,11 +298,17 @@ def read_pattern(path: str | os.PathLike, *, columns: Mapping[str, int | str] | 
 
 def _read_table(path: str | os.PathLike) -> _Table:
     """Parse a text file into numeric rows; XDI or plain text by the first line."""
+    from txmdb.vocabulary import MAX_SPECTRUM_FILE_BYTES
+
     p = Path(path)
     try:
-        raw = p.read_bytes()
+        with open(p, "rb") as fh:  # one byte past the limit tells a file too large without reading it all
+            raw = fh.read(MAX_SPECTRUM_FILE_BYTES + 1)
     except OSError as exc:
         raise InputError(path, f"cannot read file ({exc.strerror or exc})") from None
+    if len(raw) > MAX_SPECTRUM_FILE_BYTES:
+        raise InputError(path, f"more than {MAX_SPECTRUM_FILE_BYTES >> 20} MiB, too large for a spectrum or "
+                               "pattern text file")
     if not raw.strip():
         raise InputError(path, "empty file")
     if b"\x00" in raw[:8192]:
