@@ -18,7 +18,7 @@ from tests.test_spectral_cli import (  # noqa: F401  (lab is a fixture)
     XAS, _analyze, _count, _read, _results, _rows, _store_files, _write_reference, lab,
 )
 from tests.test_spectral_cli import E as _E
-from txmdb.analysis.maps import map_shape, maps_in, read_map
+from txmdb.io.maps import map_shape, maps_in, read_map
 from txmdb.errors import InputError
 
 

@@ -16,7 +16,7 @@ import sqlalchemy as sa
 
 from tests.conftest import DATA
 from txmdb.analysis.edge import edge_parameters
-from txmdb.analysis.maps import gradient_unit, maps_in, parse_map, read_map
+from txmdb.io.maps import gradient_unit, maps_in, parse_map, read_map
 from txmdb.errors import InputError, ParameterError
 from txmdb.pipeline import AnalysisOptions, statistics_from_edge_map
 
@@ -147,7 +147,7 @@ def test_statistics_on_white_line_and_fraction_maps_match_a_plain_computation(vo
 
 @pytest.mark.parametrize("compiled", [True, False])
 def test_map_summaries_match_numpy(compiled, monkeypatch):
-    from txmdb.analysis import maps as maps_module
+    from txmdb.io import maps as maps_module
 
     if not compiled:  # the numpy path, taken without numba
         monkeypatch.setattr(maps_module, "_compiled_summary", lambda: None)

@@ -166,7 +166,7 @@ def test_slice_png_is_one_slice_of_the_map_with_one_colour_scale(lab):
     import numpy as np
     from PIL import Image
 
-    from txmdb.analysis.maps import read_map
+    from txmdb.io.maps import read_map
 
     scan = _scan_id(lab)
     maps = _get(lab, f"/api/v1/scans/{scan}/maps").json()

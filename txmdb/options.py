@@ -164,7 +164,7 @@ def analysis_request(values: Mapping[str, Any] | None, *, catalog=None):
             raise TxmdbError(f"--clusters must be between 1 and {MAX_CLUSTERS}, got {v['clusters']}")
         extra["clusters"] = v["clusters"]
     extra.update(_spectral_request(v, catalog))
-    extra["gradient_maps"] = v["gradient_map"]     # names checked by AnalysisOptions (txmdb.analysis.maps)
+    extra["gradient_maps"] = v["gradient_map"]     # names checked by AnalysisOptions (txmdb.io.maps)
     params = edge_parameters(v["element"], pre=parse_window(v["pre"], "--pre"), post=parse_window(v["post"], "--post"),
                              edge=parse_window(v["edge"], "--edge", open_ends=False), min_jump=v["min_jump"],
                              snr=v["snr"])

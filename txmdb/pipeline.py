@@ -81,8 +81,8 @@ from txmdb.analysis.particles import (
     particle_table,
 )
 from txmdb.analysis.spectral import SpectralKernel, white_line_projector
-from txmdb.analysis.maps import gradient_unit as map_gradient_unit
-from txmdb.analysis.maps import ResultMaps, map_summaries, parse_map_list
+from txmdb.io.maps import gradient_unit as map_gradient_unit
+from txmdb.io.maps import ResultMaps, map_summaries, parse_map_list
 from txmdb.db.models import STATISTICS_TABLES, data_columns
 from txmdb.errors import InputError, ParameterError, RefusedInput
 from txmdb.io.files import atomic_output, check_room
@@ -158,7 +158,7 @@ class AnalysisOptions:
         Read the registered stack (slab by slab, never copied); ``None`` reads it as it is.
     gradient_maps : tuple of str
         Maps whose gradient statistics are computed (``edge``, ``white_line``,
-        ``fraction:NAME``…, :mod:`txmdb.analysis.maps`); each must be one this analysis
+        ``fraction:NAME``…, :mod:`txmdb.io.maps`); each must be one this analysis
         computes.
     clusters : int, optional
         k of the phase clusters (:mod:`txmdb.analysis.clusters`): k-means on the normalised
@@ -223,7 +223,7 @@ class AnalysisOptions:
             raise ValueError(f"slab size must be >= 1, got {self.slab_size}")
 
     def computed_maps(self) -> tuple[str, ...]:
-        """Names of the maps this analysis computes (txmdb.analysis.maps), in results-file order."""
+        """Names of the maps this analysis computes (txmdb.io.maps), in results-file order."""
         names = ["edge"]
         if self.white_line is not None:
             names += ["white_line", "white_line_height"]
@@ -521,7 +521,7 @@ def statistics_from_edge_map(edge_ev: np.ndarray, options: AnalysisOptions, *,
     edge, a voxel (or block) counts only if it is in a particle and the map is finite there;
     the particle centroids ``O`` stay those of the particles' blocks, whatever the map.
     Every statistics row is labelled with its map, and the |u| rows with the map's gradient
-    unit (:func:`txmdb.analysis.maps.gradient_unit`). The ``map_summaries`` table covers
+    unit (:func:`txmdb.io.maps.gradient_unit`). The ``map_summaries`` table covers
     the edge map and every map of ``maps``.
 
     Parameters
@@ -541,7 +541,7 @@ def statistics_from_edge_map(edge_ev: np.ndarray, options: AnalysisOptions, *,
         Called after the particle step and after each map and binning factor.
     maps : mapping of str to ndarray, optional
         The analysis' other maps by name (NaN where masked), e.g.
-        :class:`txmdb.analysis.maps.ResultMaps` of the results file being written; read
+        :class:`txmdb.io.maps.ResultMaps` of the results file being written; read
         one at a time.
 
     Returns

@@ -151,7 +151,7 @@ def _as_list(value) -> list:
 
 def _map_names(values) -> list[str]:
     """Map filter values as canonical map names; a name that is no map is an error, not an empty table."""
-    from txmdb.analysis.maps import parse_map
+    from txmdb.io.maps import parse_map
 
     return [parse_map(v).name for v in _as_list(values)]
 

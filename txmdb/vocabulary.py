@@ -93,7 +93,7 @@ HARVEST_RESCAN_S = 300.0
 HARVEST_INGESTER_IDLE_S = 60.0
 
 # ------------------------------------------------------------------------------------ maps
-#: Names of an analysis' maps (DESIGN §11, txmdb.analysis.maps); ``fraction:NAME`` stands for
+#: Names of an analysis' maps (DESIGN §11, txmdb.io.maps); ``fraction:NAME`` stands for
 #: one map per LCF reference NAME.
 MAP_NAMES = ("edge", "white_line", "white_line_height", "fraction:NAME", "rfactor", "cluster")
 #: The map whose statistics a query gives when none is named.

@@ -1,4 +1,4 @@
-"""Compiled pass of :func:`txmdb.analysis.maps.map_summaries` (private).
+"""Compiled pass of :func:`txmdb.io.maps.map_summaries` (private).
 
 One walk over the label and value arrays (no index arrays, no gathers): per particle the
 count and sum of the finite values, then their squared deviations from each particle's own

@@ -107,7 +107,7 @@ def export_map(catalog, scan_id: int, name: str, output: str | os.PathLike, *,
 
     from sqlalchemy import select
 
-    from txmdb.analysis.maps import map_shape, parse_map
+    from txmdb.io.maps import map_shape, parse_map
     from txmdb.catalog.txm import get_scan
     from txmdb.db.models import Analysis
     from txmdb.errors import NotFoundError, StoreFileError

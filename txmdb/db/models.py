@@ -320,7 +320,7 @@ def _stats_fk() -> Mapped[int]:
 
 
 def _map_column() -> Mapped[str]:
-    """The map a statistics row is of (``edge``, ``white_line``, ``fraction:NAME``…, txmdb.analysis.maps);
+    """The map a statistics row is of (``edge``, ``white_line``, ``fraction:NAME``…, txmdb.io.maps);
     rows from before maps had names are of the edge map."""
     return mapped_column(String(200), default="edge", server_default="edge")
 

@@ -127,7 +127,7 @@ def write_map(results, name: str, path: str | os.PathLike, *, voxel_size_nm: flo
     results : h5py.File
         The analysis' results file, open.
     name : str
-        A map name (:mod:`txmdb.analysis.maps`).
+        A map name (:mod:`txmdb.io.maps`).
     path : path-like
     voxel_size_nm : float, optional
     attrs : dict, optional
@@ -138,7 +138,7 @@ def write_map(results, name: str, path: str | os.PathLike, *, voxel_size_nm: flo
     -------
     Path
     """
-    from txmdb.analysis.maps import map_shape, map_slabs
+    from txmdb.io.maps import map_shape, map_slabs
     from txmdb.io.files import atomic_output, check_room
 
     path = Path(path)

@@ -527,7 +527,7 @@ class _ScanMaps:
 
 def _central(h5, name: str) -> np.ndarray:
     """The central z slice of a 3-D map (a 2-D map whole), read alone."""
-    from txmdb.analysis.maps import map_shape, read_map
+    from txmdb.io.maps import map_shape, read_map
 
     shape = map_shape(h5, name)
     return read_map(h5, name, index=shape[0] // 2) if len(shape) == 3 else read_map(h5, name)
@@ -535,7 +535,7 @@ def _central(h5, name: str) -> np.ndarray:
 
 def _slabs(h5, *names: str):
     """Blocks of maps ``names`` side by side, streamed along the first axis (never a whole map)."""
-    from txmdb.analysis.maps import map_shape, map_slabs
+    from txmdb.io.maps import map_shape, map_slabs
 
     rows = max(1, _MAP_BLOCK_VALUES // max(1, int(np.prod(map_shape(h5, names[0])[1:]))))
     for blocks in zip(*(map_slabs(h5, name, rows) for name in names)):
@@ -573,7 +573,7 @@ def _fraction_histogram(h5, name: str) -> pd.DataFrame:
 
 def _read_spectral_maps(store, path, sha256, label: str, voxel_nm: float | None) -> _ScanMaps | None:
     """The slices and histograms of one analysis' spectral maps; None without any (or without its file)."""
-    from txmdb.analysis.maps import FRACTION, maps_in
+    from txmdb.io.maps import FRACTION, maps_in
 
     try:
         h5 = store.open_hdf5(path, sha256)
@@ -607,7 +607,7 @@ def _spectral_figures(ctx: _Context, section: Section, scans: pd.DataFrame, file
                       styles: dict[int, Style]) -> None:
     """White-line, LCF-fraction and cluster figures (DESIGN §11), each only for the scans whose latest
     analysis has that map; nothing at all when none has."""
-    from txmdb.analysis.maps import FRACTION
+    from txmdb.io.maps import FRACTION
 
     found: dict[int, _ScanMaps] = {}
     for _, scan in scans.iterrows():

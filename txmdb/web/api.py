@@ -353,7 +353,7 @@ def _results_file(path: str, scan_id: int, analysis_id: int):
 async def scan_maps(request: Request, scan_id: int = Id(),
                     analysis: Optional[int] = Query(None, ge=1, le=MAX_CATALOGUE_INT)) -> dict:
     """The maps of the scan's latest finished analysis (or ``analysis``): name, unit and spatial shape."""
-    from txmdb.analysis.maps import map_shape, maps_in, parse_map
+    from txmdb.io.maps import map_shape, maps_in, parse_map
 
     def find():
         analysis_id, path = _results_of(_catalog(request), scan_id, analysis)
@@ -379,7 +379,7 @@ async def slice_png(request: Request, scan_id: int = Id(),
     The colour scale is the map's, shared by all its slices (headers ``X-Scale-Min``,
     ``X-Scale-Max``, ``X-Map-Unit``); masked voxels are transparent.
     """
-    from txmdb.analysis.maps import map_shape, parse_map, read_map
+    from txmdb.io.maps import map_shape, parse_map, read_map
     from txmdb.errors import ParameterError
 
     spec = parse_map(map)
