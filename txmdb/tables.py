@@ -38,13 +38,16 @@ def table_json(frame, *, indent: int | None = None) -> str:
     """The frame as a JSON array of records (dates ISO 8601, NaN null), ASCII.
 
     Round-trip through json: pandas escapes "/" and we want plain text (ASCII, so no control
-    character reaches a terminal either). Without ``indent`` it is one line, which Python's
-    C encoder writes ten times faster (the API's answers).
+    character reaches a terminal either). Without ``indent`` (the API's answers) it is
+    pandas' own one line with "/" unescaped: the same values, and the round trip cost 2/3 of
+    a 3,600-row answer's CPU. (Every "/" is escaped by pandas, so each "\\/" is one.)
     """
     import json
 
-    records = json.loads(frame.to_json(orient="records", date_format="iso"))
-    return json.dumps(records, indent=indent) if indent else json.dumps(records, separators=(",", ":"))
+    text = frame.to_json(orient="records", date_format="iso")
+    if not indent:
+        return text.replace("\\/", "/")
+    return json.dumps(json.loads(text), indent=indent)
 
 
 def parquet_bytes(frame) -> bytes:
