@@ -25,7 +25,9 @@ def site(request, tmp_path_factory):
     with served_catalogue(request, tmp_path_factory, request.param) as served:
         for args in (["sample", "add", HOSTILE["name"], "--morphology", HOSTILE["morphology"],
                       "--meta", f"note={HOSTILE['meta']}"],
-                     ["cell", "add", "C1", "--sample", HOSTILE["name"], "--active-mass-mg", "5"]):
+                     ["cell", "add", "C1", "--sample", HOSTILE["name"], "--active-mass-mg", "5"],
+                     # a recent record of it, so the dashboard names it whichever test runs first
+                     ["xrd", "add", "--sample", HOSTILE["name"], "--i003-i104", "1.1"]):
             done = served.cli(*args)
             assert done.returncode == 0, done.stderr
         for role in ("viewer", "editor", "admin"):
