@@ -152,3 +152,15 @@ def cell_lab(cli):
     assert cli("sample", "add", "S").exit_code == 0
     assert cli("cell", "add", "C", "--sample", "S", "--active-mass-mg", "10", "--upper-cutoff-v", "4.5").exit_code == 0
     return cli
+
+
+def insert_raw_scan(conn, *, shape: str) -> None:
+    """Sample 1 and TXM scan 1 by plain SQL: the columns every schema since 0001 has (migration tests)."""
+    import sqlalchemy as sa
+
+    conn.execute(sa.text("INSERT INTO samples (id, name, meta, created_at) VALUES (1, 'S', '{}', '2026-01-01')"))
+    conn.execute(sa.text(
+        "INSERT INTO txm_scans (id, sample_id, layout, data_path, energy_path, ndim, shape, dtype, n_energies, "
+        "energy_min_ev, energy_max_ev, energies_ev, file_path, file_size_bytes, file_sha256, ingested_at) "
+        "VALUES (1, 1, 'dxchange', '/d', '/e', :ndim, :shape, 'float32', 2, 8300, 8400, '[8300, 8400]', "
+        "'f.h5', 1, :sha, '2026-01-01')"), {"sha": "a" * 64, "shape": shape, "ndim": shape.count(",")})

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import sqlalchemy as sa
 
-from tests.conftest import DATA
+from tests.conftest import DATA, insert_raw_scan
 from txmdb.analysis.edge import edge_parameters
 from txmdb.io.maps import gradient_unit, maps_in, parse_map, read_map
 from txmdb.errors import InputError, ParameterError
@@ -325,12 +325,7 @@ def test_migration_0006_upgrades_and_downgrades_statistics_with_data(db_url):
     engine = make_engine(db_url)
     migrate.upgrade(engine, "0005")
     with engine.begin() as conn:
-        conn.execute(sa.text("INSERT INTO samples (id, name, meta, created_at) VALUES (1, 's', '{}', '2026-01-01')"))
-        conn.execute(sa.text(
-            "INSERT INTO txm_scans (id, sample_id, layout, data_path, energy_path, ndim, shape, dtype, n_energies, "
-            "energy_min_ev, energy_max_ev, energies_ev, file_path, file_size_bytes, file_sha256, ingested_at) "
-            "VALUES (1, 1, 'dxchange', '/d', '/e', 3, '[2,4,4,4]', 'float32', 2, 8300, 8400, '[8300, 8400]', "
-            "'f.h5', 1, :sha, '2026-01-01')"), {"sha": "a" * 64})
+        insert_raw_scan(conn, shape="[2,4,4,4]")
         for analysis, unit in ((1, "eV/nm"), (2, "eV/voxel")):
             conn.execute(sa.text(
                 "INSERT INTO analyses (id, scan_id, status, parameters, txmdb_version, input_sha256, started_at, "

@@ -21,6 +21,8 @@ import numpy as np
 import pytest
 import sqlalchemy as sa
 
+from tests.conftest import insert_raw_scan
+
 from tests.test_cli_txm import _count
 from txmdb.analysis.registration import QUALITY_THRESHOLD
 from txmdb.synthetic.drift import ALL_DIFFICULTIES, make_drifted, write_drifted_stack
@@ -101,12 +103,7 @@ def test_migration_0004_up_and_down_with_data(db_url):
     engine = make_engine(db_url)
     migrate.upgrade(engine, "0003")
     with engine.begin() as conn:
-        conn.execute(sa.text("INSERT INTO samples (id, name, meta, created_at) VALUES (1, 'S', '{}', '2026-01-01')"))
-        conn.execute(sa.text(
-            "INSERT INTO txm_scans (id, sample_id, layout, data_path, energy_path, ndim, shape, dtype, n_energies, "
-            "energy_min_ev, energy_max_ev, energies_ev, file_path, file_size_bytes, file_sha256, ingested_at) "
-            "VALUES (1, 1, 'dxchange', '/d', '/e', 2, '[2, 4, 4]', 'float32', 2, 8300, 8400, '[8300, 8400]', "
-            "'f.h5', 1, :sha, '2026-01-01')"), {"sha": "a" * 64})
+        insert_raw_scan(conn, shape="[2, 4, 4]")
         conn.execute(sa.text(
             "INSERT INTO analyses (id, scan_id, status, parameters, txmdb_version, input_sha256, started_at, "
             "timings_s, gradient_unit) VALUES (1, 1, 'done', '{}', 't', :sha, '2026-01-01', '{}', 'eV/nm')"),
