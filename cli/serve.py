@@ -37,6 +37,7 @@ def serve(ctx: typer.Context,
     from txmdb.accounts import count_users
     from txmdb.errors import TxmdbError
     from txmdb.web.app import create_app
+    from txmdb.web.protocol import NoDelayH11Protocol
 
     if root_path and (not root_path.startswith("/") or root_path.endswith("/") or "//" in root_path):
         raise TxmdbError(f"--root-path {root_path!r}: expected a path like /txmdb (leading slash, none at the end)")
@@ -51,7 +52,7 @@ def serve(ctx: typer.Context,
              "(it works until then, in this server only):")
         typer.echo(f"    http://{shown}:{port}{root_path}/setup?token={setup}")
     options = dict(host=host, port=port, root_path=root_path, proxy_headers=True, forwarded_allow_ips=forwarded_allow_ips,
-                   log_level="info", server_header=False)
+                   log_level="info", server_header=False, http=NoDelayH11Protocol)
     if workers == 1:
         uvicorn.run(app, **options)
         return

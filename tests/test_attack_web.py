@@ -669,6 +669,7 @@ def test_the_setup_link_dies_once_any_account_exists(request, tmp_path_factory, 
                 assert client.get("/setup", params={"token": guess}).status_code == 404, guess
             form = _csrf(client.get("/setup", params={"token": link[0]}))
             empty.add_account("admin", "first")  # made with the CLI while the link is still unused
+            assert client.get("/setup", params={"token": link[0]}).status_code == 404
             answer = client.post("/setup", data={"token": link[0], "username": "intruder",
                                                  "password": "intruder-password-1", "csrf_token": form})
             assert answer.status_code == 404 and "txmdb_session" not in answer.headers.get("set-cookie", "")

@@ -441,3 +441,8 @@ def test_under_a_root_path_links_redirects_and_cookies_keep_the_prefix(site):
                              cookies={"txmdb_csrf": page.cookies["txmdb_csrf"]})
         assert signed.status_code == 303 and signed.headers["location"] == "/txmdb/samples"
         assert "Path=/txmdb" in signed.headers["set-cookie"]
+    assert site.cli("sample", "add", "under-prefix").returncode == 0
+    with site.client(server, "editor") as editor:
+        answer = editor.post("/api/v1/xrd", data={"sample": "under-prefix", "i003_i104": "1.25"})
+        assert answer.status_code == 201, answer.text
+        assert answer.headers["location"] == "/txmdb/api/v1/query/xrd?sample=under-prefix"

@@ -476,10 +476,13 @@ async def _ingest_upload(request: Request, upload: UploadFile, ingest):
     return await run_in_threadpool(work)
 
 
-def _created(record_id: int, created: bool, key: str, location: str) -> JSONResponse:
-    """201 with the new record's id, or 200 with the existing one for a file uploaded before."""
+def _created(request: Request, record_id: int, created: bool, key: str, location: str) -> JSONResponse:
+    """201 with the new record's id, or 200 with the existing one for a file uploaded before;
+    ``location`` (inside the application) under the server's ``--root-path``."""
+    from txmdb.web.templating import url
+
     return JSONResponse({key: record_id, "created": created}, status_code=201 if created else 200,
-                        headers={"Location": location})
+                        headers={"Location": url(request, location)})
 
 
 @router.post("/cycling", tags=["uploads"], dependencies=EDITOR_WRITE, status_code=201)
@@ -493,7 +496,7 @@ async def upload_cycling(request: Request, file: UploadFile = File(..., descript
     run, created = await _ingest_upload(request, file, lambda path: ingest_cycling(
         _catalog(request), path, cell=cell, file_format=format, upper_cutoff_v=upper_cutoff_v,
         reference_cycle=reference_cycle))
-    return _created(run.id, created, "run_id", f"/api/v1/query/cycles?run={run.id}")
+    return _created(request, run.id, created, "run_id", f"/api/v1/query/cycles?run={run.id}")
 
 
 @router.post("/xas", tags=["uploads"], dependencies=EDITOR_WRITE, status_code=201)
@@ -510,7 +513,7 @@ async def upload_xas(request: Request, file: UploadFile = File(..., description=
         raise ParameterError("edge", f"edge {edge!r}: expected one of {', '.join(EDGES)}")
     record, created = await _ingest_upload(request, file, lambda path: ingest_xas(
         _catalog(request), path, sample=sample, edge=edge, mode=mode, state=state, depth_um=depth_um))
-    return _created(record.id, created, "measurement_id", f"/api/v1/query/xas?{urlencode({'sample': sample})}")
+    return _created(request, record.id, created, "measurement_id", f"/api/v1/query/xas?{urlencode({'sample': sample})}")
 
 
 @router.post("/xrd", tags=["uploads"], dependencies=EDITOR_WRITE, status_code=201)
@@ -535,7 +538,7 @@ async def upload_xrd(request: Request, sample: str = Form(..., max_length=200),
                 return add()
 
         record = await run_in_threadpool(typed)
-        return _created(record.id, True, "xrd_id", f"/api/v1/query/xrd?{urlencode({'sample': sample})}")
+        return _created(request, record.id, True, "xrd_id", f"/api/v1/query/xrd?{urlencode({'sample': sample})}")
     existing = []
 
     def ingest(path):
@@ -546,7 +549,7 @@ async def upload_xrd(request: Request, sample: str = Form(..., max_length=200),
         return add(path)
 
     record = await _ingest_upload(request, file, ingest)
-    return _created(record.id, existing[0] is None, "xrd_id", f"/api/v1/query/xrd?{urlencode({'sample': sample})}")
+    return _created(request, record.id, existing[0] is None, "xrd_id", f"/api/v1/query/xrd?{urlencode({'sample': sample})}")
 
 
 # ----------------------------------------------------------------------------- jobs
@@ -557,8 +560,9 @@ async def queue_analysis(request: Request, scan_id: int = Id(),
                              "missing ones take the command's defaults."))) -> JSONResponse:
     """`txm analyze SCAN --queue`: 202 `{job_id, status}`; a worker (`txmdb worker`) runs it."""
     from txmdb.jobs import enqueue
+    from txmdb.web.templating import url
 
     job_id = await run_in_threadpool(lambda: enqueue(_catalog(request), "analyze", parameters or {}, scan_id=scan_id,
                                                      created_by=_user_name(request)))
     return JSONResponse({"job_id": job_id, "status": "queued"}, status_code=202,
-                        headers={"Location": f"/api/v1/jobs/{job_id}"})
+                        headers={"Location": url(request, f"/api/v1/jobs/{job_id}")})

@@ -260,9 +260,13 @@ def _setup_allowed(request, token: str) -> bool:
 
 @router.get("/setup")
 def setup_form(request: Request, token: str = ""):
+    from txmdb.accounts import count_users
     from txmdb.web.templating import render
 
     if not _setup_allowed(request, token):
+        raise HTTPException(404, "this setup link is not valid (it works once, before any account exists)")
+    if count_users(request.app.state.catalog):  # an account was made another way (`txmdb user add`)
+        request.app.state.settings.setup_token_hash = None
         raise HTTPException(404, "this setup link is not valid (it works once, before any account exists)")
     return render(request, "setup.html", token=token, error=None)
 
