@@ -1,0 +1,106 @@
+"""The registration estimate's faster paths give the numbers of the plain numpy ones (issue 10 item 7).
+
+Compiled stencil (txmdb.analysis._registration_numba) against the numpy stencil on the
+edge-padded array, bit for bit; the sort-based median against np.median; the Gram-product
+second template against the explicit residual matrix.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import txmdb.analysis.registration as reg
+
+
+def _numpy_path(monkeypatch):
+    monkeypatch.setattr(reg, "_numba", lambda: None)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_compiled_translate_is_the_numpy_translate_bit_for_bit(monkeypatch, dtype):
+    assert reg._numba() is not None
+    rng = np.random.default_rng(3)
+    cases = []
+    for _ in range(60):
+        nd = int(rng.integers(2, 4))
+        shape = tuple(int(n) for n in rng.integers(1, 13, nd))
+        shift = rng.uniform(-15, 15, nd) * rng.integers(0, 2, nd)      # whole, fractional, beyond the field
+        cases.append((rng.standard_normal(shape).astype(dtype), shift, int(rng.choice([1, 3]))))
+    compiled = [reg._translate(a, s, order) for a, s, order in cases]
+    _numpy_path(monkeypatch)
+    for (a, s, order), got in zip(cases, compiled):
+        want = reg._translate(a, s, order)
+        assert got.dtype == want.dtype and got.shape == a.shape
+        assert np.array_equal(got, want), (a.shape, s, order)
+
+
+def test_compiled_apply_shift_slab_is_the_numpy_one_bit_for_bit(monkeypatch):
+    rng = np.random.default_rng(4)
+    cases = []
+    for _ in range(80):
+        nd = int(rng.integers(2, 4))
+        shape = tuple(int(n) for n in rng.integers(2, 12, nd))
+        start = [int(rng.integers(0, n)) for n in shape]
+        stop = [int(rng.integers(a + 1, n + 1)) for a, n in zip(start, shape)]
+        shift = rng.uniform(-14, 14, nd)
+        order = int(rng.choice([1, 3]))
+        plan = reg.read_plan(shift, start, stop, shape, order=order)
+        block = rng.standard_normal(shape).astype(rng.choice([np.float32, np.float64]))[plan.source]
+        cases.append((block, plan))
+
+    def run():
+        out = []
+        for block, plan in cases:
+            into = np.full(plan.out_shape, -7.0, dtype=np.float32)
+            returned = reg.apply_shift_slab(block, plan, out=into)
+            assert returned is into
+            out.append((reg.apply_shift_slab(block, plan), into))
+        return out
+
+    compiled = run()
+    _numpy_path(monkeypatch)
+    for (got, got_into), (want, want_into) in zip(compiled, run()):
+        assert got.dtype == want.dtype
+        assert np.array_equal(got, want, equal_nan=True)
+        assert np.array_equal(got_into, want_into, equal_nan=True)
+        assert np.isnan(got).any() == np.isnan(want).any()
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 8, 59, 60])
+def test_sorted_median_is_numpy_median(n):
+    rng = np.random.default_rng(n)
+    for dtype in (np.float32, np.float64):
+        x = (rng.standard_normal((n, 3000)) * 10.0 ** rng.uniform(-3, 3, 3000)).astype(dtype)
+        x[:, :300] = np.round(x[:, :300])                              # ties
+        got = reg._sorted_median(x)
+        assert got.dtype == np.median(x, axis=0).dtype
+        assert np.array_equal(got, np.median(x, axis=0))
+        assert np.array_equal(reg._median0(x.reshape(n, 30, 100)), np.median(x, axis=0).reshape(30, 100))
+
+
+def test_second_template_from_gram_products_matches_the_residual_matrix():
+    rng = np.random.default_rng(5)
+    n, shape = 12, (9, 10, 11)
+    mean = rng.standard_normal(shape)
+    a = rng.uniform(0.3, 2.0, n)
+    mode = rng.standard_normal(shape)
+    regs = (a[:, None, None, None] * mean + rng.uniform(-1, 1, n)[:, None, None, None] * mode
+            + 0.05 * rng.standard_normal((n,) + shape)).astype(np.float32)
+    got = reg._second_template(regs, a, mean)
+    # the explicit form: residual matrix, gradient directions projected out, leading direction
+    basis = []
+    for g in np.gradient(mean):
+        g = g.ravel().copy()
+        for q in basis:
+            g -= (q @ g) * q
+        basis.append(g / np.linalg.norm(g))
+    R = np.stack([r.ravel() - a[e] * mean.ravel() for e, r in enumerate(regs)])
+    for q in basis:
+        R -= np.outer(R @ q, q)
+    want = np.linalg.eigh(R @ R.T)[1][:, -1] @ R
+    want = want / np.linalg.norm(want) * np.linalg.norm(mean)
+    sign = np.sign(got.ravel() @ want)                                 # an eigenvector's sign is arbitrary
+    assert sign != 0
+    np.testing.assert_allclose(sign * got.ravel(), want, rtol=0, atol=1e-9 * np.abs(want).max())
+    assert abs(abs(got.ravel() @ mode.ravel()) / (np.linalg.norm(got) * np.linalg.norm(mode))) > 0.9
