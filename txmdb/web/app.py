@@ -24,8 +24,9 @@ from typing import Optional
 
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
+from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from txmdb.vocabulary import MAX_UPLOAD_BYTES
@@ -124,40 +125,79 @@ def app_from_environment() -> FastAPI:
 
 
 def _add_gate(app: FastAPI) -> None:
-    from fastapi import HTTPException
+    app.add_middleware(Gate)
 
-    from txmdb.errors import TxmdbError
-    from txmdb.web.auth import identify, is_api, is_public, login_redirect, relative_path, secure, set_cookies
 
-    @app.middleware("http")
-    async def gate(request, call_next):
+class Gate:
+    """Identify every request once, refuse anonymous ones outside the public paths (unless
+    ``--public-read``), and set the security headers and the cookies decided while handling it.
+
+    A plain ASGI middleware: Starlette's ``BaseHTTPMiddleware`` (``@app.middleware``) runs the
+    application in a task of its own and relays every message through a stream, which cost more
+    CPU per request than many answers take to compute.
+    """
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        from fastapi import HTTPException
+        from starlette.requests import Request
+
+        from txmdb.errors import TxmdbError
+        from txmdb.web.auth import identify, is_api, is_public, login_redirect, relative_path, set_cookies
+
+        request = Request(scope, receive)
         path = relative_path(request)
         if not (path == "/api/v1/health" or path.startswith("/static/")):
+            refusal = None
             try:
                 user = await identify(request)
             except HTTPException as exc:
-                return _headers(request, error_response(request, exc.status_code, exc.detail, exc.headers))
+                refusal = error_response(request, exc.status_code, exc.detail, exc.headers)
             except TxmdbError as exc:  # the catalogue cannot be reached
-                return _headers(request, error_response(request, 503, str(exc)))
-            if user is None and not app.state.settings.public_read and not is_public(path):
-                if is_api(path):
-                    return _headers(request, error_response(request, 401, "sign in first: send "
-                                                            "'Authorization: Bearer TOKEN' (txmdb user token NAME)",
-                                                            {"WWW-Authenticate": "Bearer"}))
-                return _headers(request, login_redirect(request))
-        response = await call_next(request)
-        set_cookies(request, response)
-        return _headers(request, response)
+                refusal = error_response(request, 503, str(exc))
+            else:
+                if user is None and not scope["app"].state.settings.public_read and not is_public(path):
+                    refusal = (error_response(request, 401, "sign in first: send 'Authorization: Bearer TOKEN' "
+                                                            "(txmdb user token NAME)", {"WWW-Authenticate": "Bearer"})
+                               if is_api(path) else login_redirect(request))
+            if refusal is not None:
+                return await _security_headers(request, refusal)(scope, receive, send)
 
-    def _headers(request, response):
-        for name, value in SECURITY_HEADERS.items():
-            response.headers.setdefault(name, value)
-        if secure(request):
-            response.headers.setdefault("Strict-Transport-Security", "max-age=31536000")
-        if not relative_path(request).startswith("/static/"):
-            # Pages and answers hold catalogue data: no shared cache keeps them.
-            response.headers.setdefault("Cache-Control", "no-store")
-        return response
+        async def send_with_headers(message):
+            if message["type"] == "http.response.start":
+                started = _Started(message)
+                set_cookies(request, started)
+                _security_headers(request, started)
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+class _Started:
+    """The headers of an answer on its way (its ASGI start message), edited as a Response's are."""
+
+    set_cookie = Response.set_cookie  # uses raw_headers alone
+
+    def __init__(self, message):
+        self.headers = MutableHeaders(scope=message)
+        self.raw_headers = self.headers.raw
+
+
+def _security_headers(request, response):
+    from txmdb.web.auth import relative_path, secure
+
+    for name, value in SECURITY_HEADERS.items():
+        response.headers.setdefault(name, value)
+    if secure(request):
+        response.headers.setdefault("Strict-Transport-Security", "max-age=31536000")
+    if not relative_path(request).startswith("/static/"):
+        # Pages and answers hold catalogue data: no shared cache keeps them.
+        response.headers.setdefault("Cache-Control", "no-store")
+    return response
 
 
 #: Room for the form fields and multipart boundaries of an upload beside its file.
