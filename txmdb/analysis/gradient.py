@@ -41,7 +41,7 @@ import numpy as np
 import pandas as pd
 
 from txmdb.analysis._frames import frame, particle_column, table_columns
-from txmdb.analysis.particles import label_centroids
+from txmdb.analysis.particles import _compiled_stats, _compiled_sums, label_centroids
 
 __all__ = [
     "GradientVectors",
@@ -136,6 +136,8 @@ def bin_edge_map(edge_ev: np.ndarray, labels: np.ndarray, factor: int) -> tuple[
         raise ValueError(f"edge map {edge_ev.shape} and labels {labels.shape} differ in shape")
     if f == 1:
         return edge_ev, labels.astype(np.int32, copy=False)
+    if _compiled_stats() is not None and edge_ev.ndim in (2, 3):
+        return _compiled_blocks(edge_ev, labels, f)
     binned_labels = bin_labels(labels, f)
     valid = binned_labels > 0
     edge_blocks, axes = _blocks(edge_ev, f)
@@ -156,10 +158,26 @@ def bin_labels(labels: np.ndarray, factor: int) -> np.ndarray:
     f = int(factor)
     if f == 1:
         return labels.astype(np.int32, copy=False)
+    if _compiled_stats() is not None and labels.ndim in (2, 3):
+        return _compiled_blocks(None, labels, f)[1]
     lab_blocks, axes = _blocks(labels, f)
     valid = (lab_blocks > 0).all(axis=axes)
     first = labels[tuple(slice(0, n * f, f) for n in valid.shape)]
     return np.where(valid, first, 0).astype(np.int32)
+
+
+def _as_3d(a: np.ndarray) -> np.ndarray:
+    return a.reshape((1,) * (3 - a.ndim) + a.shape)
+
+
+def _compiled_blocks(values: np.ndarray | None, labels: np.ndarray, f: int) -> tuple[np.ndarray | None, np.ndarray]:
+    """:func:`bin_edge_map` (``values`` None: :func:`bin_labels` only) in one compiled walk,
+    the same block sums in the same order."""
+    out = tuple(s // f for s in labels.shape)
+    factors = (1,) * (3 - labels.ndim) + (f,) * labels.ndim
+    binned, blabels = _compiled_stats().bin_blocks(_as_3d(labels if values is None else values), _as_3d(labels),
+                                                   *factors, values is not None)
+    return (None if values is None else binned.reshape(out)), blabels.reshape(out)
 
 
 def block_centroids(binned_labels: np.ndarray, n: int) -> np.ndarray:
@@ -272,6 +290,15 @@ def map_gradient_vectors(binned_ev: np.ndarray, binned_labels: np.ndarray, centr
     GradientVectors
         In C order of the whole map.
     """
+    compiled = _compiled_stats()
+    if compiled is not None and binned_ev.ndim in (2, 3):   # the whole map in one walk, no slabs
+        if binned_labels.shape != binned_ev.shape:
+            raise ValueError(f"edge map {binned_ev.shape} and labels {binned_labels.shape} differ in shape")
+        if min(binned_ev.shape) < 3:
+            return GradientVectors.concat([])
+        return GradientVectors(*compiled.gradient_vectors(_as_3d(binned_ev), _as_3d(binned_labels),
+                                                          np.asarray(centroids, np.float64), float(step),
+                                                          binned_ev.ndim))
     n_rows = binned_ev.shape[0]
     plane = max(1, math.prod(binned_ev.shape[1:]))
     rows = max(1, slab_voxels // plane)
@@ -359,6 +386,9 @@ def _group_quantiles(key: np.ndarray, values: np.ndarray, n_keys: int,
     ndarray of float64, shape (len(qs), n_keys)
         NaN for empty groups.
     """
+    compiled = _compiled_sums()
+    if compiled is not None:    # a counting sort, and selection on value histograms: the same order statistics
+        return compiled.keyed_quantiles(key, values, n_keys, np.asarray(qs, np.float64))
     small = np.int16 if n_keys <= np.iinfo(np.int16).max else np.int64
     order = np.argsort(key.astype(small), kind="stable")
     grouped = values[order]
@@ -376,6 +406,58 @@ def _group_quantiles(key: np.ndarray, values: np.ndarray, n_keys: int,
             hi = min(lo + 1, seg.size - 1)
             out[i, g] = seg[lo] + (seg[hi] - seg[lo]) * (p - lo)
     return out
+
+
+def _per_group(key: np.ndarray, ng: int, width: int, weights: np.ndarray | None = None) -> np.ndarray:
+    """(ng, width) counts or sums of a combined key ``particle · width + bin``; row 0 = all particles."""
+    return _scan_row(np.bincount(key, weights=weights, minlength=ng * width)[:ng * width].reshape(ng, width))
+
+
+def _scan_row(out: np.ndarray) -> np.ndarray:
+    """``out`` (ng, width) with row 0, the whole scan, the sum of the particles' rows."""
+    out[0] = out[1:].sum(axis=0)
+    return out
+
+
+def _vector_sums(vectors: GradientVectors, ng: int, edges: np.ndarray, u_edges: np.ndarray) -> dict[str, np.ndarray]:
+    """Counts and |u| sums per group (row 0 = whole scan, then particles) of the vectors in the θ
+    bins ``edges`` (``theta_n``, ``theta_u``: (ng, n_θ)), in the tangential band (``band_n``,
+    ``band_u``: (ng,)), in the φ groups (``phi_n``, ``phi_u``: (ng, n_φ)); the |u| histograms
+    per φ group (``u_hist``: (ng, n_φ, n_u)), and each vector's φ group (``phi_key``)."""
+    theta, u = vectors.theta_deg, vectors.u
+    nb, npg, nu = edges.size - 1, PHI_EDGES.size - 1, max(u_edges.size - 1, 0)
+    compiled = _compiled_stats()
+    if compiled is not None:        # one walk over the vectors, the same sums in the same order
+        tn, tu, bn, bu, pn, pu, hist, phi_key = compiled.vector_bins(
+            vectors.particle, theta, u, ng - 1, np.asarray(edges, np.float64), TANGENTIAL_BAND[0],
+            TANGENTIAL_BAND[1], PHI_EDGES, np.asarray(u_edges, np.float64))
+        return {"theta_n": _scan_row(tn), "theta_u": _scan_row(tu), "band_n": _scan_row(bn[:, None])[:, 0],
+                "band_u": _scan_row(bu[:, None])[:, 0], "phi_n": _scan_row(pn), "phi_u": _scan_row(pu),
+                "u_hist": _scan_row(hist.reshape(ng, npg * nu)).reshape(ng, npg, nu), "phi_key": phi_key}
+    lab = vectors.particle.astype(np.intp)
+    # Combined keys particle · n_bins + bin, built in place (the vectors of a 20-million
+    # voxel scan number ~10 million: every temporary is ~80 MB).
+    key = np.searchsorted(edges, theta, side="right") - 1
+    np.clip(key, 0, nb - 1, out=key)
+    key += lab * nb
+    sums = {"theta_n": _per_group(key, ng, nb), "theta_u": _per_group(key, ng, nb, u)}
+    band = (theta >= TANGENTIAL_BAND[0]) & (theta < TANGENTIAL_BAND[1])
+    sums["band_n"] = _per_group(lab[band], ng, 1)[:, 0]
+    sums["band_u"] = _per_group(lab[band], ng, 1, u[band])[:, 0]
+    del band
+    phi_key = np.searchsorted(PHI_EDGES, np.minimum(theta, 180.0 - theta), side="right") - 1
+    np.clip(phi_key, 0, npg - 1, out=phi_key)
+    full = phi_key + lab * npg
+    sums["phi_n"], sums["phi_u"] = _per_group(full, ng, npg), _per_group(full, ng, npg, u)
+    if nu:
+        key = np.searchsorted(u_edges, u, side="right") - 1
+        np.clip(key, 0, nu - 1, out=key)
+        key += full * nu  # (particle · npg + φ group) · nu + |u| bin
+        sums["u_hist"] = _per_group(key, ng, npg * nu).reshape(ng, npg, nu)
+    else:
+        sums["u_hist"] = np.zeros((ng, npg, 0), dtype=np.int64)
+    sums["phi_key"] = phi_key
+    return sums
 
 
 def gradient_statistics(vectors: GradientVectors, *, n_particles: int, bin_factor: int, ndim: int,
@@ -416,34 +498,14 @@ def gradient_statistics(vectors: GradientVectors, *, n_particles: int, bin_facto
     edges = theta_edges(theta_bins)
     ref = theta_reference(edges, ndim)
     nb = theta_bins
-    theta, u = vectors.theta_deg, vectors.u
-    lab = vectors.particle.astype(np.intp)
+    u = vectors.u
     npg = PHI_EDGES.size - 1
-
-    def per_group(key: np.ndarray, width: int, weights: np.ndarray | None = None) -> np.ndarray:
-        """(ng, width) counts or sums of a combined key ``particle · width + bin``;
-        row 0 = all particles."""
-        out = np.bincount(key, weights=weights, minlength=ng * width)[:ng * width].reshape(ng, width)
-        out[0] = out[1:].sum(axis=0)
-        return out
-
-    # Combined keys particle · n_bins + bin, built in place (the vectors of a 20-million
-    # voxel scan number ~10 million: every temporary is ~80 MB).
-    key = np.searchsorted(edges, theta, side="right") - 1
-    np.clip(key, 0, nb - 1, out=key)
-    key += lab * nb
-    theta_count = per_group(key, nb)
-    theta_usum = per_group(key, nb, u)
-    band = (theta >= TANGENTIAL_BAND[0]) & (theta < TANGENTIAL_BAND[1])
-    band_count = per_group(lab[band], 1)[:, 0]
-    band_usum = per_group(lab[band], 1, u[band])[:, 0]
-    del band
-    phi_key = np.searchsorted(PHI_EDGES, np.minimum(theta, 180.0 - theta), side="right") - 1
-    np.clip(phi_key, 0, npg - 1, out=phi_key)
+    sums = _vector_sums(vectors, ng, edges, u_edges)
+    theta_count, theta_usum, band_count, band_usum = (sums[k] for k in ("theta_n", "theta_u", "band_n", "band_u"))
+    phi_key = sums["phi_key"]
     if n > 1:
         quant_scan = _group_quantiles(phi_key, u, npg, (0.5, 0.9)) if len(u) else None
-    phi_key += lab * npg
-    del key, lab
+    phi_key += vectors.particle.astype(np.intp) * npg
     n_vec = theta_count.sum(axis=1)
     u_total = theta_usum.sum(axis=1)
 
@@ -494,8 +556,7 @@ def gradient_statistics(vectors: GradientVectors, *, n_particles: int, bin_facto
     }, GRADIENT_TABLES["u_theta_profiles"])
 
     # Vector size per folded-angle group φ.
-    phi_count = per_group(phi_key, npg)
-    phi_usum = per_group(phi_key, npg, u)
+    phi_count, phi_usum = sums["phi_n"], sums["phi_u"]
     quant = np.full((2, ng, npg), np.nan)
     if len(u):
         quant[:] = _group_quantiles(phi_key, u, ng * npg, (0.5, 0.9)).reshape(2, ng, npg)
@@ -511,13 +572,7 @@ def gradient_statistics(vectors: GradientVectors, *, n_particles: int, bin_facto
     }, GRADIENT_TABLES["vector_size_stats"])
 
     nu = max(u_edges.size - 1, 0)
-    if nu:
-        key = np.searchsorted(u_edges, u, side="right") - 1
-        np.clip(key, 0, nu - 1, out=key)
-        key += phi_key * nu  # (particle · npg + φ group) · nu + |u| bin
-        hist = per_group(key, npg * nu).reshape(ng, npg, nu)
-    else:
-        hist = np.zeros((ng, npg, 0), dtype=np.int64)
+    hist = sums["u_hist"]
     tables["vector_size_histograms"] = frame({
         "particle": particle_column(np.repeat(groups, npg * nu)),
         "bin_factor": np.full(ng * npg * nu, bin_factor),

@@ -98,7 +98,11 @@ def label_particles(valid: np.ndarray, *, min_voxels: int | None = None,
         # Renumber the kept components 1..n in their original (raster) order.
         lut = np.zeros(n_raw + 1, dtype=np.int32)
         lut[keep] = np.arange(1, n + 1, dtype=np.int32)
-        labels = lut[labels]
+        compiled = _compiled_stats()
+        if compiled is not None:        # in place: no second label map
+            compiled.relabel(labels.reshape(-1), lut)
+        else:
+            labels = lut[labels]
     return labels, n
 
 
@@ -164,8 +168,11 @@ def particle_moments(labels: np.ndarray, n: int, edge_ev: np.ndarray
     """
     count, centroid = label_centroids(labels, n)
     lab = labels.reshape(-1)
-    (_, mean, std), (_, mean0, std0) = grouped_moments(
-        labels, edge_ev, [(lambda idx: lab[idx], n + 1), (lambda idx: np.zeros(idx.size, np.intp), 1)])
+    if _compiled_stats() is not None:
+        (_, mean0, std0), (_, mean, std) = _keyed_moments(labels, edge_ev, None, 1, n)
+    else:
+        (_, mean, std), (_, mean0, std0) = grouped_moments(
+            labels, edge_ev, [(lambda idx: lab[idx], n + 1), (lambda idx: np.zeros(idx.size, np.intp), 1)])
     mean[0], std[0] = mean0[0], std0[0]  # row 0 = whole scan
     return count, centroid, mean, std
 
@@ -216,6 +223,27 @@ def _compiled_sums():
     except ImportError:
         return None
     return _summary_numba
+
+
+def _compiled_stats():
+    """``txmdb.analysis._stats_numba``, or None without numba (the numpy paths then)."""
+    try:
+        from txmdb.analysis import _stats_numba
+    except ImportError:
+        return None
+    return _stats_numba
+
+
+def _keyed_moments(labels: np.ndarray, values: np.ndarray, sub: np.ndarray | None, n_sub: int, n: int
+                   ) -> tuple[tuple[np.ndarray, np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """:func:`grouped_moments` of the particle voxels keyed by ``int(sub)`` (``n_sub`` groups; one
+    group without ``sub``) and by ``label * n_sub + int(sub)``, in one compiled walk with the
+    same sums in the same order (so the same numbers)."""
+    sub = np.zeros(0, np.float32) if sub is None else sub.reshape(-1)
+    ca, ma, qa, cb, mb, qb = _compiled_stats().keyed_moments(labels.reshape(-1), values.reshape(-1), sub,
+                                                             n_sub, n, CHUNK)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (ca, ma, np.sqrt(qa / ca)), (cb, mb, np.sqrt(qb / cb))
 
 
 def _compiled_edt():
@@ -312,9 +340,12 @@ def depth_profiles(labels: np.ndarray, n: int, edge_ev: np.ndarray, depth: np.nd
     def depth_bin(idx: np.ndarray) -> np.ndarray:
         return flat_depth[idx].astype(np.intp)  # floor: depths are >= 0
 
-    scan, parts = grouped_moments(labels, edge_ev, [
-        (depth_bin, n_depth),
-        (lambda idx: lab[idx].astype(np.intp) * n_depth + depth_bin(idx), (n + 1) * n_depth)])
+    if _compiled_stats() is not None:
+        scan, parts = _keyed_moments(labels, edge_ev, depth, n_depth, n)
+    else:
+        scan, parts = grouped_moments(labels, edge_ev, [
+            (depth_bin, n_depth),
+            (lambda idx: lab[idx].astype(np.intp) * n_depth + depth_bin(idx), (n + 1) * n_depth)])
     rows = []
     for key_count, key_mean, key_std in (scan, parts):
         nz = np.flatnonzero(key_count)
@@ -383,12 +414,16 @@ def edge_histograms(labels: np.ndarray, n: int, edge_ev: np.ndarray, edges: np.n
     """
     nb = edges.size - 1
     lab = labels.reshape(-1)
-    counts = np.zeros((n + 1) * nb, dtype=np.int64)
-    for sl in flat_chunks(lab.size):
-        idx = np.flatnonzero(lab[sl]) + sl.start
-        b = np.clip(np.searchsorted(edges, edge_ev.reshape(-1)[idx], side="right") - 1, 0, nb - 1)
-        counts += np.bincount(lab[idx].astype(np.int64) * nb + b, minlength=(n + 1) * nb)
-    counts = counts.reshape(n + 1, nb)
+    compiled = _compiled_stats()
+    if compiled is not None:        # one walk, no index arrays; the same bins
+        counts = compiled.label_histograms(lab, edge_ev.reshape(-1), np.asarray(edges, np.float64), n)
+    else:
+        counts = np.zeros((n + 1) * nb, dtype=np.int64)
+        for sl in flat_chunks(lab.size):
+            idx = np.flatnonzero(lab[sl]) + sl.start
+            b = np.clip(np.searchsorted(edges, edge_ev.reshape(-1)[idx], side="right") - 1, 0, nb - 1)
+            counts += np.bincount(lab[idx].astype(np.int64) * nb + b, minlength=(n + 1) * nb)
+        counts = counts.reshape(n + 1, nb)
     counts[0] = counts[1:].sum(axis=0)
     with np.errstate(invalid="ignore", divide="ignore"):
         prob = counts / counts.sum(axis=1, keepdims=True)

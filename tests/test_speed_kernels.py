@@ -1,0 +1,140 @@
+"""The compiled statistics passes (txmdb.analysis._stats_numba, _summary_numba) give the numpy
+paths' numbers bit for bit: particles, depth profiles, edge histograms, binning, gradient vectors
+and their statistics, quantiles, and the whole statistics phase (issue 11 item 7)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import ndimage as ndi
+
+from txmdb.analysis import gradient, particles
+from txmdb.analysis.edge import edge_parameters
+from txmdb.io import maps as maps_module
+from txmdb.pipeline import AnalysisOptions, statistics_from_edge_map
+
+
+def _numpy_paths(monkeypatch) -> None:
+    """Every statistics kernel takes its numpy path, as without numba."""
+    for module, name in ((particles, "_compiled_stats"), (particles, "_compiled_sums"), (gradient, "_compiled_stats"),
+                         (gradient, "_compiled_sums"), (maps_module, "_compiled_summary")):
+        monkeypatch.setattr(module, name, lambda: None)
+
+
+def _blobs(shape, seed=0, dtype=np.float64):
+    """A map of several particles (smoothed noise above a threshold, specks included) with edge
+    energies that vary smoothly and noisily, NaN outside."""
+    rng = np.random.default_rng(seed)
+    field = ndi.gaussian_filter(rng.normal(size=shape), 3.5)
+    valid = field > 0.01
+    grids = np.meshgrid(*(np.arange(s) for s in shape), indexing="ij")
+    edge = 8340.0 + 0.03 * sum(grids) + rng.normal(0, 0.2, shape)
+    return np.where(valid, edge, np.nan).astype(dtype)
+
+
+def _same(a, b) -> None:
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def _same_tables(a: pd.DataFrame, b: pd.DataFrame) -> None:
+    assert list(a.columns) == list(b.columns) and len(a) == len(b) > 0
+    for column in a.columns:
+        assert a[column].dtype == b[column].dtype, column
+    pd.testing.assert_frame_equal(a, b, check_exact=True)
+
+
+@pytest.mark.parametrize("shape", [(60, 67, 76), (151, 170)])
+def test_particle_kernels_equal_the_numpy_paths(shape, monkeypatch):
+    edge = _blobs(shape)
+    min_voxels = 30 if len(shape) == 3 else 20
+    results = []
+    for plain in (False, True):
+        if plain:
+            _numpy_paths(monkeypatch)
+        labels, n = particles.label_particles(np.isfinite(edge), min_voxels=min_voxels)
+        moments = particles.particle_moments(labels, n, edge)
+        depth = particles.depth_map(labels, n)
+        hist_edges = particles.edge_histogram_edges(np.linspace(8300, 8400, 41), (8325, 8365))
+        results.append((labels, n, moments,
+                        particles.depth_profiles(labels, n, edge, depth, voxel_size_nm=25.0),
+                        particles.edge_histograms(labels, n, edge, hist_edges)))
+    (labels, n, moments, depth, hist), (labels0, n0, moments0, depth0, hist0) = results
+    assert n == n0 >= 3 and (labels > 0).sum() < np.isfinite(edge).sum()     # specks dropped
+    _same(labels, labels0)
+    for a, b in zip(moments, moments0):
+        _same(a, b)
+    _same_tables(depth, depth0)
+    _same_tables(hist, hist0)
+    one = labels == 2
+    assert moments[2][2] == pytest.approx(edge[one].mean(), rel=1e-14)
+    assert moments[3][2] == pytest.approx(edge[one].std(), rel=1e-10)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("shape", [(60, 67, 76), (151, 170)])
+def test_binning_and_gradient_kernels_equal_the_numpy_paths(shape, dtype, monkeypatch):
+    edge = _blobs(shape, seed=3, dtype=dtype)
+    labels, n = particles.label_particles(np.isfinite(edge), min_voxels=20)
+    compiled = {}
+    for plain in (False, True):
+        if plain:
+            _numpy_paths(monkeypatch)
+        out = {}
+        for f in (1, 2, 3):
+            binned, blabels = gradient.bin_edge_map(edge, labels, f)
+            centroids = gradient.block_centroids(gradient.bin_labels(labels, f), n)
+            out[f] = (binned, blabels, gradient.map_gradient_vectors(binned, blabels, centroids, step=f * 25.0,
+                                                                     slab_voxels=700))
+        u_edges = gradient.u_histogram_edges(out[1][2].u, u_max=max(float(v[2].u.max()) for v in out.values()))
+        for f, (_, _, vectors) in out.items():
+            out[f] += (gradient.gradient_statistics(vectors, n_particles=n, bin_factor=f, ndim=len(shape),
+                                                    u_edges=u_edges, voxel_size_nm=25.0),)
+        compiled[plain] = out
+    for f in (1, 2, 3):
+        (binned, blabels, vectors, tables), (binned0, blabels0, vectors0, tables0) = compiled[False][f], compiled[True][f]
+        _same(binned, binned0)
+        _same(blabels, blabels0)
+        assert len(vectors) == len(vectors0) > 100
+        _same(vectors.particle, vectors0.particle)
+        _same(vectors.theta_deg, vectors0.theta_deg)
+        _same(vectors.u, vectors0.u)
+        for name in tables:
+            _same_tables(tables[name], tables0[name])
+
+
+def test_quantile_kernels_equal_numpy_partition(monkeypatch):
+    rng = np.random.default_rng(5)
+    qs = (0.05, 0.5, 0.9, 0.95)
+    # ties, a crowded bin (most values near 0, a far outlier) and a group without values
+    values = np.concatenate([rng.normal(size=5000), np.zeros(4000), rng.random(20000) * 1e-9, [1e9]])
+    keys = rng.integers(0, 7, values.size)
+    keys[keys == 4] = 5
+    compiled = gradient._group_quantiles(keys, values, 7, qs)
+    monkeypatch.setattr(gradient, "_compiled_sums", lambda: None)
+    plain = gradient._group_quantiles(keys, values, 7, qs)
+    _same(compiled, plain)
+    assert np.isnan(compiled[:, 4]).all()
+    np.testing.assert_allclose(compiled[:, 2], np.quantile(values[keys == 2], qs), rtol=1e-12, atol=1e-300)
+
+
+@pytest.mark.parametrize("shape", [(54, 61, 70), (140, 160)])
+def test_statistics_phase_is_the_same_with_and_without_compiled_kernels(shape, monkeypatch):
+    edge = _blobs(shape, seed=7)
+    white = (edge + 12.0 + np.random.default_rng(8).normal(0, 0.1, shape)).astype(np.float32)
+    white[::7] = np.nan                       # a map with holes of its own inside the particles
+    maps = {"white_line": white}
+    options = AnalysisOptions(params=edge_parameters("Ni"), min_particle_voxels=25,
+                              gradient_maps=("edge", "white_line"), white_line=(8345.0, 8358.0))
+    runs = []
+    for plain in (False, True):
+        if plain:
+            _numpy_paths(monkeypatch)
+        runs.append(statistics_from_edge_map(edge, options, energies_ev=np.linspace(8300, 8400, 41),
+                                             voxel_size_nm=30.0, maps=maps))
+    fast, plain = runs
+    assert fast.n_particles == plain.n_particles >= 3
+    _same(fast.labels, plain.labels)
+    assert set(fast.tables) == set(plain.tables)
+    for name in fast.tables:
+        _same_tables(fast.tables[name], plain.tables[name])
