@@ -4,6 +4,7 @@ and their statistics, quantiles, and the whole statistics phase (issue 11 item 7
 
 from __future__ import annotations
 
+import h5py
 import numpy as np
 import pandas as pd
 import pytest
@@ -138,3 +139,31 @@ def test_statistics_phase_is_the_same_with_and_without_compiled_kernels(shape, m
     assert set(fast.tables) == set(plain.tables)
     for name in fast.tables:
         _same_tables(fast.tables[name], plain.tables[name])
+
+
+def _chunked_stack(path, data):
+    from txmdb.synthetic.tomogram import energy_grid
+
+    with h5py.File(path, "w") as f:
+        f.create_dataset("exchange/data", data=data, chunks=(data.shape[0], 2, 4, 4))
+        f["exchange/energy"] = energy_grid(data.shape[0], dense=(8330.0, 8350.0))
+    return path
+
+
+def test_finite_voxel_check_of_a_chunked_stack(tmp_path):
+    """The middle chunk decides a usual chunked stack in one read; a stack whose middle chunk is
+    all NaN is still searched slab by slab, and an all-NaN one still refused."""
+    from txmdb.errors import InputError
+    from txmdb.io.hdf5 import open_stack
+
+    data = np.full((30, 10, 12, 12), np.nan, "f4")
+    with pytest.raises(InputError, match="no voxel with a finite spectrum"):
+        open_stack(_chunked_stack(tmp_path / "nan.h5", data))
+    data[:, 0, 0, 0] = 1.0                        # outside the middle chunk only
+    assert open_stack(_chunked_stack(tmp_path / "corner.h5", data)).chunks == (30, 2, 4, 4)
+    data[:, 0, 0, 0] = np.nan
+    data[:, 5, 6, 7] = 1.0                        # inside the middle chunk only
+    assert open_stack(_chunked_stack(tmp_path / "middle.h5", data)).shape == data.shape
+    data[3, 5, 6, 7] = np.nan                     # NaN at one energy: not a finite spectrum
+    with pytest.raises(InputError, match="no voxel with a finite spectrum"):
+        open_stack(_chunked_stack(tmp_path / "partial.h5", data))

@@ -530,6 +530,8 @@ def _require_finite_voxel(info: StackInfo, f: h5py.File) -> None:
     borders), within FINITE_SCAN_BYTES and FINITE_SCAN_CHUNKS: exact for any stack that
     fits, and a larger one still undecided is accepted rather than scanned for minutes.
     """
+    if _finite_in_middle_chunk(info, f):
+        return
     # small slabs: a normal file answers after reading a few MB, and no slab reads more than
     # a 16th of the chunk budget (a slab of tiny chunks costs time, not memory)
     step = default_slab_size(info, target_bytes=8 << 20)
@@ -551,6 +553,25 @@ def _require_finite_voxel(info: StackInfo, f: h5py.File) -> None:
         spent_chunks += _chunks_touched(info, start, stop)
     raise InputError(info.path, f"stack {info.data_path!r} has no voxel with a finite "
                                 f"spectrum (all NaN/inf)")
+
+
+def _finite_in_middle_chunk(info: StackInfo, f: h5py.File) -> bool:
+    """Whether the chunk in the middle of a chunked stack holds a voxel with a finite spectrum.
+
+    One chunk read (17.7 MB for (60, 8, 96, 96) float32) answers for a usual chunked stack,
+    where the first slab of :func:`_require_finite_voxel` reads a whole row of chunks (160 MB
+    of the 272³ one, 0.5 s). False — undecided — for other stacks, raw images, energies out
+    of order, or a read error (the slab scan then reports it).
+    """
+    if not info.chunks or not info.sorted or info.white_path is not None:
+        return False
+    box = tuple(slice(n // 2 // c * c, min(n // 2 // c * c + c, n)) for n, c in zip(info.shape[1:], info.chunks[1:]))
+    block = np.empty((info.shape[0], *(s.stop - s.start for s in box)), dtype=info.dtype_work)
+    try:
+        _stack_dataset(f, info).read_direct(block, (slice(None), *box))
+    except OSError:
+        return False
+    return bool(np.isfinite(block).all(axis=0).any())
 
 
 def _chunks_touched(info: StackInfo, start: int, stop: int) -> int:
