@@ -1,12 +1,12 @@
 """Compiled separable stencil of :mod:`txmdb.analysis.registration` (private).
 
-``out[p, i, q] = sum_k w_k a[p, clamp(i + base + o_k), q]`` along the middle axis of a
-3-D view ``(P, N, Q)`` (any axis of a 2-D or 3-D array, reshaped), the index clamped to
-``[0, N - 1]``: the same numbers as the numpy path (``np.pad(mode="edge")`` then
-``out = t_0 w_0; out += t_k w_k``), term for term in the array's own dtype, so a shifted
-or registered window is bit-identical on either path (no fast-math, no FMA contraction).
-No padded copy and no temporary per tap: the numpy path's pad and per-tap arrays were
-most of the registration estimate's translations and of the registered read.
+Along each axis in turn, ``x[i] = sum_k w_k x[clamp(i + base + o_k)]``, the index clamped
+to the array: the same numbers as the numpy path (``np.pad(mode="edge")`` then
+``out = t_0 w_0; out += t_k w_k`` axis by axis), term for term in the array's own dtype,
+so a shifted or registered window is bit-identical on either path (no fast-math, no FMA
+contraction). One sweep, plane by plane and row by row, with no padded copy, no
+temporary per tap and no intermediate volume: the numpy path's pads, per-tap arrays and
+three full passes were most of the estimate's translations and of the registered read.
 
 Compiled on first use and cached on disk (``cache=True``); ``nogil``, so the estimate's
 per-energy threads and the analysis' reader thread run it in parallel with other work.
@@ -14,51 +14,70 @@ per-energy threads and the analysis' reader thread run it in parallel with other
 
 from __future__ import annotations
 
+import numpy as np
 from numba import njit
 from numpy import uintp
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _line(src, dst, base, offsets, weights):  # pragma: no cover - compiled
+    """``dst[i] = sum_k w_k src[clamp(i + base + o_k)]`` on 1-D arrays (the last axis of
+    :func:`shift3`, one row)."""
+    n, m = src.shape[0], dst.shape[0]
+    for k in range(offsets.shape[0]):
+        o = base + offsets[k]
+        w = weights[k]
+        lo = min(max(-o, 0), m)
+        hi = max(min(n - o, m), lo)
+        first, last = src[0] * w, src[n - 1] * w
+        i0, j0, span = uintp(lo), uintp(lo + o), uintp(hi - lo)
+        if k == 0:
+            for i in range(lo):
+                dst[i] = first
+            for t in range(span):
+                dst[i0 + t] = src[j0 + t] * w
+            for i in range(hi, m):
+                dst[i] = last
+        else:
+            for i in range(lo):
+                dst[i] += first
+            for t in range(span):
+                dst[i0 + t] += src[j0 + t] * w
+            for i in range(hi, m):
+                dst[i] += last
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _rows(src, dst, base, offsets, weights, i):  # pragma: no cover - compiled
+    """``dst[:] = sum_k w_k src[clamp(i + base + o_k), :]`` (one output row or plane of the
+    first axis of a 2-D ``src``)."""
+    n = src.shape[0]
+    j = min(max(i + base + offsets[0], 0), n - 1)
+    w = weights[0]
+    for q in range(dst.shape[0]):
+        dst[q] = src[j, q] * w
+    for k in range(1, offsets.shape[0]):
+        j = min(max(i + base + offsets[k], 0), n - 1)
+        w = weights[k]
+        for q in range(dst.shape[0]):
+            dst[q] += src[j, q] * w
+
+
 @njit(cache=True, nogil=True)
-def shift_axis(a, out, base, offsets, weights):  # pragma: no cover - compiled
-    """Stencil along axis 1 of ``a`` (P, N, Q) into ``out`` (P, M, Q), clamped taps."""
-    n_p, n, n_q = a.shape
-    m = out.shape[1]
-    k_taps = offsets.shape[0]
-    w0 = weights[0]
-    if n_q == 1:
-        # the last axis: tap by tap along each row, the clamped ends apart, with unsigned
-        # indices so that the interior loop vectorises (a loop over q of length 1 per tap,
-        # or an index that might be negative, did not)
-        for p in range(n_p):
-            for k in range(k_taps):
-                o = base + offsets[k]
-                w = weights[k]
-                lo = min(max(-o, 0), m)
-                hi = max(min(n - o, m), lo)
-                first, last = a[p, 0, 0] * w, a[p, n - 1, 0] * w
-                i0, j0, span = uintp(lo), uintp(lo + o), uintp(hi - lo)
-                if k == 0:
-                    for i in range(lo):
-                        out[p, i, 0] = first
-                    for t in range(span):
-                        out[p, i0 + t, 0] = a[p, j0 + t, 0] * w
-                    for i in range(hi, m):
-                        out[p, i, 0] = last
-                else:
-                    for i in range(lo):
-                        out[p, i, 0] += first
-                    for t in range(span):
-                        out[p, i0 + t, 0] += a[p, j0 + t, 0] * w
-                    for i in range(hi, m):
-                        out[p, i, 0] += last
-        return
-    for p in range(n_p):
-        for i in range(m):
-            j = min(max(i + base + offsets[0], 0), n - 1)
-            for q in range(n_q):
-                out[p, i, q] = a[p, j, q] * w0
-            for k in range(1, k_taps):
-                j = min(max(i + base + offsets[k], 0), n - 1)
-                w = weights[k]
-                for q in range(n_q):
-                    out[p, i, q] += a[p, j, q] * w
+def shift3(a, out, b0, o0, w0, b1, o1, w1, b2, o2, w2):  # pragma: no cover - compiled
+    """The three axis stencils of a 3-D ``a`` into ``out`` in one sweep, plane by plane:
+    each output plane's first-axis stencil into a plane buffer, each of its rows'
+    second-axis stencil into a row buffer, then the last axis into ``out``. Every value
+    is the one the three separate passes compute (the same operations on the same
+    inputs), without writing and re-reading two whole intermediate volumes."""
+    n0, n1, n2 = a.shape
+    m0, m1, m2 = out.shape
+    plane = np.empty(n1 * n2, a.dtype)
+    row = np.empty(n2, a.dtype)
+    flat = a.reshape(n0, n1 * n2)
+    sheet = plane.reshape(n1, n2)
+    for i in range(m0):
+        _rows(flat, plane, b0, o0, w0, i)
+        for j in range(m1):
+            _rows(sheet, row, b1, o1, w1, j)
+            _line(row, out[i, j], b2, o2, w2)

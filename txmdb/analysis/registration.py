@@ -267,29 +267,35 @@ def _numba():
     return _registration_numba
 
 
-def _clamped_stencil(kernel, a: np.ndarray, axis: int, base: int, offsets, weights, n_out: int,
-                     out: np.ndarray | None = None) -> np.ndarray:
-    """``out[i] = sum_k w_k a[clamp(i + base + o_k)]`` along ``axis``, compiled: the numbers
-    of :func:`_stencil` on the edge-padded array, without the padded copy."""
-    shape = a.shape[:axis] + (n_out,) + a.shape[axis + 1:]
-    if out is None:
-        out = np.empty(shape, dtype=a.dtype)
-    view = (math.prod(a.shape[:axis]), a.shape[axis], math.prod(a.shape[axis + 1:]))
-    kernel.shift_axis(a.reshape(view), out.reshape(view[0], n_out, view[2]), int(base),
-                      np.asarray(offsets, dtype=np.int64), np.asarray(weights, dtype=a.dtype))
-    return out
+def _compiled_shift(kernel, a: np.ndarray, bases, taps, out_shape, out: np.ndarray | None = None) -> np.ndarray:
+    """Per axis ``k`` in order: ``x[i] = sum_t w_t x[clamp(i + bases[k] + o_t)]``, compiled
+    in one sweep (:func:`txmdb.analysis._registration_numba.shift3`): the numbers of
+    :func:`_stencil` on the edge-padded array, without the padded copy or the
+    intermediate volumes. A 2-D array runs as one plane (an identity first axis: exact).
+    Written into ``out`` when given (directly if C-contiguous of the same dtype)."""
+    a = np.ascontiguousarray(a)
+    shape = tuple(out_shape)
+    bases, taps = list(bases), list(taps)
+    if a.ndim == 2:
+        a = a[None]
+        bases, taps = [0] + bases, [((0,), (1.0,))] + taps
+    direct = out is not None and out.dtype == a.dtype and out.flags.c_contiguous
+    dst = out if direct else np.empty(shape, dtype=a.dtype)
+    args = []
+    for base, (offsets, weights) in zip(bases, taps):
+        args += [int(base), np.asarray(offsets, dtype=np.int64), np.asarray(weights, dtype=a.dtype)]
+    kernel.shift3(a, dst.reshape((-1,) + shape[-2:]) if len(shape) == 2 else dst, *args)
+    if out is not None and not direct:
+        out[...] = dst
+    return dst if out is None else out
 
 
 def _translate(a: np.ndarray, shift: Sequence[float], order: int = 3) -> np.ndarray:
     """``out(x) = a(x + shift)`` on ``a``'s own grid, borders by edge replication (estimation only)."""
     kernel = _numba()
-    if kernel is not None:
-        out = np.ascontiguousarray(a)
-        for axis, s in enumerate(shift):
-            n, f = _split(float(s))
-            offsets, weights = _taps(f, order)
-            out = _clamped_stencil(kernel, out, axis, n, offsets, weights, out.shape[axis])
-        return out if out is not a else out.copy()
+    if kernel is not None and a.ndim in (2, 3):
+        parts = [_split(float(v)) for v in shift]
+        return _compiled_shift(kernel, a, [n for n, _ in parts], [_taps(f, order) for _, f in parts], a.shape)
     out = a
     for axis, s in enumerate(shift):
         n, f = _split(float(s))
@@ -452,20 +458,11 @@ def apply_shift_slab(block: np.ndarray, plan: ReadPlan, out: np.ndarray | None =
     if not np.issubdtype(a.dtype, np.floating):
         a = a.astype(np.float64)
     kernel = _numba()
-    if kernel is not None:
+    if kernel is not None and a.ndim in (2, 3):
         # the padded index first + o + i is the block's index first - pad_before + o + i,
         # clamped: edge padding is clamping
-        a = np.ascontiguousarray(a)
-        last = len(plan.out_shape) - 1
-        direct = out is not None and out.dtype == a.dtype and out.flags.c_contiguous
-        for axis, ((offsets, weights), first, n_out, (before, _)) in enumerate(
-                zip(plan.taps, plan.first, plan.out_shape, plan.pad)):
-            a = _clamped_stencil(kernel, a, axis, first - before, offsets, weights, n_out,
-                                 out if direct and axis == last else None)
-        if out is None:
-            out = a
-        elif not direct:
-            out[...] = a
+        out = _compiled_shift(kernel, a, [first - before for first, (before, _) in zip(plan.first, plan.pad)],
+                              plan.taps, plan.out_shape, out)
     else:
         if any(p != (0, 0) for p in plan.pad):
             a = np.pad(a, plan.pad, mode="edge")
