@@ -68,4 +68,6 @@ def serve(ctx: typer.Context,
     os.environ[SETTINGS_VARIABLE] = json.dumps({"public_read": public_read, "max_upload_bytes": settings.max_upload_bytes,
                                                 "setup_token_hash": settings.setup_token_hash})
     cat.engine.dispose()
-    uvicorn.run("txmdb.web.app:app_from_environment", factory=True, workers=workers, **options)
+    from txmdb.web.workers import run_workers
+
+    run_workers(workers, **options)  # each worker listens on a socket of its own (SO_REUSEPORT)
