@@ -167,3 +167,17 @@ def test_finite_voxel_check_of_a_chunked_stack(tmp_path):
     data[3, 5, 6, 7] = np.nan                     # NaN at one energy: not a finite spectrum
     with pytest.raises(InputError, match="no voxel with a finite spectrum"):
         open_stack(_chunked_stack(tmp_path / "partial.h5", data))
+
+
+@pytest.mark.parametrize("edges", [np.linspace(0, 180, 37), np.arange(0.0, 91.0, 10.0),
+                                   np.append(np.linspace(0, 3.3, 41), 50.0), np.arange(33280, 33461) * 0.25,
+                                   np.array([0.0, 0.0, 1.0, 1.0, 2.0]), np.array([1.0, 2.0])])
+def test_grid_bins_are_numpys_searchsorted_bins(edges):
+    from txmdb.analysis import _stats_numba
+
+    rng = np.random.default_rng(2)
+    values = np.concatenate([rng.uniform(edges[0] - 5, edges[-1] + 5, 20000), edges, np.nextafter(edges, -np.inf),
+                             np.nextafter(edges, np.inf), [np.nan, np.inf, -np.inf]])
+    counts = _stats_numba.label_histograms(np.ones(values.size, np.int32), values, edges, 1)[1]
+    expected = np.clip(np.searchsorted(edges, values, side="right") - 1, 0, edges.size - 2)
+    _same(counts, np.bincount(expected, minlength=edges.size - 1))
