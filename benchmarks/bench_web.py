@@ -5,15 +5,21 @@ Serves a 10,000-analysis catalogue built as ``bench_query.py`` builds its own (o
 SQLite in benchmarks/out/web-bench.db, or the empty PostgreSQL database given as the first
 argument) with a real
 ``txmdb serve`` process, and a second small catalogue whose one analysis holds a 272³ edge
-map. Clients are threads with their own HTTP connection, on the same machine as the server.
+map. Each client is a process of its own (20 clients: 20 browsers, not 20 threads sharing one
+interpreter lock in the measuring process) holding one keep-alive HTTP/1.1 connection on a raw
+socket, so the measuring side costs little CPU; the clients run on the same cores as the server,
+and each run says how the machine's CPU was shared: the server's CPU per request (its processes'
+/proc times), the clients', and the rest of the machine's.
 
     python benchmarks/bench_web.py                      # SQLite
     python benchmarks/bench_web.py postgresql://…/db    # PostgreSQL
     TXMDB_BENCH_WORKERS=1 python benchmarks/bench_web.py   # server processes [default: the cores]
+    TXMDB_BENCH_CLIENT_PROCESSES=5 python benchmarks/bench_web.py   # client processes [default: one per client]
 """
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import random
 import socket
@@ -23,6 +29,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import numpy as np
 
@@ -37,6 +44,8 @@ OUT = Path(__file__).resolve().parent / "out"
 TXMDB = Path(sys.executable).with_name("txmdb")
 CLIENTS, SECONDS = 20, 20
 WORKERS = int(os.environ.get("TXMDB_BENCH_WORKERS", os.cpu_count() or 1))  # server processes
+CLIENT_PROCESSES = int(os.environ.get("TXMDB_BENCH_CLIENT_PROCESSES", CLIENTS))  # the clients' processes
+TICK_S = 1 / os.sysconf("SC_CLK_TCK")  # unit of the CPU times in /proc
 SLICE_SIZE = 272
 
 
@@ -114,38 +123,157 @@ def slice_catalogue() -> tuple[str, Path, int]:
     return url, work / "store", scan_id
 
 
-def load(base: str, token: str, paths: list[tuple[str, str]], clients: int, seconds: float) -> dict[str, list]:
-    """``clients`` threads asking for random ``paths`` (label, path) for ``seconds``; latencies by label."""
-    import httpx
+class Connection:
+    """One keep-alive HTTP/1.1 connection on a raw socket, as a browser holds one (GET only)."""
 
+    def __init__(self, base: str, token: str):
+        where = urlsplit(base)
+        self.address = (where.hostname, where.port)
+        self.head = f"Host: {where.netloc}\r\nAuthorization: Bearer {token}\r\n\r\n".encode()
+        self.sock, self.buffer = None, b""
+
+    def get(self, path: str) -> tuple[int, bytes]:
+        """Status and body of ``GET path`` (reconnecting when the server closed the connection)."""
+        if self.sock is None:
+            self.sock = socket.create_connection(self.address)
+            self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.sock.sendall(f"GET {path} HTTP/1.1\r\n".encode() + self.head)
+        while b"\r\n\r\n" not in self.buffer:
+            self._read()
+        head, self.buffer = self.buffer.split(b"\r\n\r\n", 1)
+        lines = head.decode("latin-1").split("\r\n")
+        status = int(lines[0].split()[1])
+        headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
+        if headers.get("transfer-encoding") == "chunked":
+            body = self._chunks()
+        else:
+            body = self._exactly(int(headers.get("content-length", 0)))
+        if headers.get("connection", "").lower() == "close":
+            self.close()
+        return status, body
+
+    def _read(self) -> None:
+        data = self.sock.recv(1 << 20)
+        if not data:
+            raise ConnectionError("the server closed the connection")
+        self.buffer += data
+
+    def _exactly(self, n: int) -> bytes:
+        while len(self.buffer) < n:
+            self._read()
+        body, self.buffer = self.buffer[:n], self.buffer[n:]
+        return body
+
+    def _chunks(self) -> bytes:
+        parts = []
+        while True:
+            while b"\r\n" not in self.buffer:
+                self._read()
+            size, self.buffer = self.buffer.split(b"\r\n", 1)
+            n = int(size.split(b";")[0], 16)
+            parts.append(self._exactly(n + 2)[:n])
+            if n == 0:
+                return b"".join(parts)
+
+    def close(self) -> None:
+        if self.sock is not None:
+            self.sock.close()
+        self.sock, self.buffer = None, b""
+
+
+def _clients(base: str, token: str, paths, threads: int, seed: int, start: float, stop: float, out) -> None:
+    """One client process: ``threads`` connections asking for random ``paths`` from ``start`` to ``stop``
+    (time.time); sends its latencies by label, failures and CPU seconds to ``out``."""
     times: dict[str, list] = {label: [] for label, _ in paths}
     errors: list[str] = []
-    stop = time.monotonic() + seconds
 
     def client(seed: int) -> None:
-        rng = random.Random(seed)
-        with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=60) as http:
-            while time.monotonic() < stop:
+        rng, http = random.Random(seed), Connection(base, token)
+        try:
+            while time.time() < stop:
                 label, path = rng.choice(paths)
                 path = path.format(sample=f"S{rng.randrange(100):03d}", scan=rng.randrange(1, 10_001))
                 t0 = time.perf_counter()
-                answer = http.get(path)
+                status, body = http.get(path)
                 elapsed = time.perf_counter() - t0
-                if answer.status_code != 200:
-                    errors.append(f"{path}: {answer.status_code} {answer.text[:200]}")
+                if status != 200:
+                    errors.append(f"{path}: {status} {body[:200]!r}")
                 times[label].append(elapsed)
+        finally:
+            http.close()
 
-    threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
-    for t in threads:
+    time.sleep(max(0.0, start - time.time()))
+    cpu = time.process_time()
+    workers = [threading.Thread(target=client, args=(seed * 1000 + i,)) for i in range(threads)]
+    for t in workers:
         t.start()
-    for t in threads:
+    for t in workers:
         t.join()
-    if errors:
-        raise SystemExit(f"{len(errors)} failed requests, first: {errors[0]}")
-    return times
+    out.put((times, errors, time.process_time() - cpu))
 
 
-def report(times: dict[str, list], seconds: float) -> None:
+def cpu_seconds(pid: int) -> dict[int, float]:
+    """User + system CPU seconds of process ``pid`` and of every live process below it (/proc), by process."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:  # ended meanwhile
+                continue
+            children.setdefault(int(fields[1]), []).append(int(entry))
+    seconds, todo = {}, [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        seconds[p] = (int(fields[11]) + int(fields[12])) * TICK_S  # utime, stime
+        todo.extend(children.get(p, []))
+    return seconds
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds the whole machine spent busy (every core, /proc/stat)."""
+    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return (sum(values[:8]) - values[3] - values[4]) * TICK_S  # all but idle and iowait
+
+
+def load(base: str, token: str, paths: list[tuple[str, str]], clients: int, seconds: float,
+         server: int | None = None) -> dict:
+    """``clients`` keep-alive connections in ``min(clients, CLIENT_PROCESSES)`` processes asking for
+    random ``paths`` (label, path) for ``seconds``: latencies by label, and the CPU seconds of the
+    clients, of the server (process ``server`` and its workers) and of the whole machine."""
+    processes = max(1, min(clients, CLIENT_PROCESSES))
+    shares = [clients // processes + (i < clients % processes) for i in range(processes)]
+    context = multiprocessing.get_context("fork")
+    out = context.Queue()
+    start = time.time() + 0.5 + 0.02 * processes  # every process connected and waiting
+    children = [context.Process(target=_clients, args=(base, token, paths, n, i, start, start + seconds, out))
+                for i, n in enumerate(shares)]
+    for child in children:
+        child.start()
+    time.sleep(max(0.0, start - time.time()))
+    server_cpu, machine = (cpu_seconds(server) if server else {}), machine_busy_seconds()
+    results = [out.get() for _ in children]
+    machine = machine_busy_seconds() - machine
+    # By server process (the supervisor and its workers), so an uneven share of the work shows.
+    server_cpu = {p: t - server_cpu.get(p, 0.0) for p, t in cpu_seconds(server).items()} if server else None
+    for child in children:
+        child.join()
+    times: dict[str, list] = {label: [] for label, _ in paths}
+    for part, errors, _ in results:
+        if errors:
+            raise SystemExit(f"{len(errors)} failed requests, first: {errors[0]}")
+        for label, values in part.items():
+            times[label].extend(values)
+    return {"times": times, "seconds": seconds, "clients": clients, "processes": processes,
+            "client_cpu": sum(cpu for _, _, cpu in results), "server_cpu": server_cpu, "machine_cpu": machine}
+
+
+def report(run: dict) -> None:
+    times, seconds = run["times"], run["seconds"]
     total = sum(len(v) for v in times.values())
     print(f"  {'request':<58} {'n':>6} {'p50 ms':>8} {'p95 ms':>8} {'max ms':>8}")
     for label, values in times.items():
@@ -154,6 +282,27 @@ def report(times: dict[str, list], seconds: float) -> None:
     every = np.concatenate([np.array(v) for v in times.values()]) * 1000
     print(f"  {'all':<58} {total:>6} {np.percentile(every, 50):8.1f} {np.percentile(every, 95):8.1f} "
           f"{every.max():8.1f}   ({total / seconds:.0f} requests/s)")
+    cores = os.cpu_count() or 1
+    share = lambda cpu: f"{cpu / total * 1000:.1f} CPU ms/request, {cpu / seconds / cores:.0%} of {cores} cores"  # noqa: E731
+    client = run["client_cpu"]
+    server = sum(run["server_cpu"].values()) if run["server_cpu"] is not None else None
+    other = run["machine_cpu"] - client - (server or 0.0)
+    print(f"  CPU: server {share(server) if server is not None else 'not measured'}; "
+          f"clients ({run['clients']} in {run['processes']} processes) {share(client)}; "
+          f"everything else on the machine {max(other, 0.0) / seconds / cores:.0%} of {cores} cores")
+    if server:
+        print("  server processes' shares of its CPU: "
+              + ", ".join(f"{t / server:.0%}" for t in sorted(run["server_cpu"].values(), reverse=True) if t > 0))
+
+
+def server_cost(base: str, token: str, paths: list[tuple[str, str]], server: int, seconds: float) -> None:
+    """Each kind of request alone from one client for ``seconds``: its latency and the server's CPU per request."""
+    print(f"  {'request (one client, one kind at a time)':<58} {'n':>6} {'p50 ms':>8} {'server CPU ms':>14}")
+    for label, path in paths:
+        run = load(base, token, [(label, path)], 1, seconds, server)
+        values = np.array(run["times"][label]) * 1000
+        print(f"  {label:<58} {len(values):>6} {np.percentile(values, 50):8.1f} "
+              f"{sum(run['server_cpu'].values()) / len(values) * 1000:14.2f}")
 
 
 def token_check_cost(catalog, token: str) -> None:
@@ -201,10 +350,12 @@ def main() -> None:
             ("api scans ?sample=S…&limit=20", "/api/v1/scans?sample={sample}&limit=20"),
         ]
         load(base, token, paths, 2, 3)  # warm up
+        print("each kind of request alone (its own time, and the server's CPU for it):")
+        server_cost(base, token, paths, process.pid, 3)
         print("one client (each request's own time), 10 s:")
-        report(load(base, token, paths, 1, 10), 10)
+        report(load(base, token, paths, 1, 10, process.pid))
         print(f"{CLIENTS} concurrent clients, {SECONDS} s:")
-        report(load(base, token, paths, CLIENTS, SECONDS), SECONDS)
+        report(load(base, token, paths, CLIENTS, SECONDS, process.pid))
     finally:
         process.terminate()
         process.wait()
@@ -220,9 +371,9 @@ def main() -> None:
                   f"{middle}") for axis in "zyx"]
         load(base, slice_token, paths, 1, 2)  # warm up
         print(f"slices of a {SLICE_SIZE}³ edge map, one client:")
-        report(load(base, slice_token, paths, 1, 10), 10)
+        report(load(base, slice_token, paths, 1, 10, process.pid))
         print(f"slices, {CLIENTS} concurrent clients:")
-        report(load(base, slice_token, paths, CLIENTS, 10), 10)
+        report(load(base, slice_token, paths, CLIENTS, 10, process.pid))
     finally:
         process.terminate()
         process.wait()
