@@ -113,7 +113,7 @@ def _frame(catalog, stmt: Select) -> pd.DataFrame:
     if not rows:
         return pd.DataFrame(columns=keys)  # object columns, so merges on empty results still work
     # Column by column, so list-valued cells (JSON columns) stay single objects.
-    return pd.DataFrame({key: [row[i] for row in rows] for i, key in enumerate(keys)}, columns=keys)
+    return pd.DataFrame({key: list(values) for key, values in zip(keys, zip(*rows))}, columns=keys)
 
 
 @functools.cache  # statements are immutable: build the alias once (its column proxies cost ~1 ms a time)
