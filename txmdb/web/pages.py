@@ -89,7 +89,7 @@ def table(frame, *, links: dict[str, Callable[[dict], str | None]] | None = None
     columns = list(frame.columns)
     numeric = {c for c in columns if is_numeric_dtype(frame[c].dtype) and frame[c].dtype != bool}
     rows = []
-    for record in frame.head(limit).to_dict("records"):
+    for record in frame.head(limit).to_dict("records") if not frame.empty else ():  # (to_dict costs even then)
         row = []
         for c in columns:
             text = _text(record[c])
@@ -373,9 +373,10 @@ def sample_page(request: Request, name: str, user=Viewer):
     xas = query.xas(catalog, sample=[name])
     spectra, notes = xas_plots(catalog, xas)
     scans = query.scans(catalog, sample=[name])
+    shown = scans[["scan_id", "state", "shape", "mean_edge_ev", "analysis_id"]]  # to_dict costs by the column
     scan_cards = [{"id": int(r["scan_id"]), "state": r["state"], "shape": r["shape"],
                    "mean_edge_ev": _text(r["mean_edge_ev"]), "thumbnail": _thumbnail(root, r)}
-                  for r in scans.to_dict("records")]
+                  for r in shown.to_dict("records")]
     return _page(
         request, "sample.html", active="/samples", sample={"name": name, "fields": fields},
         cells=table(query.cells(catalog, sample=[name]).drop(columns=["sample"]), empty="No cells of this sample."),
