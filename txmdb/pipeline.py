@@ -254,7 +254,8 @@ class AnalysisOutputs:
         ``"eV/nm"``, or ``"eV/voxel"`` when the voxel size is unknown.
     timings_s : dict of str to float
         Wall time of the steps ``edge`` (read + kernel + write), ``particles``,
-        ``gradient``, ``write`` and ``total``.
+        ``gradient``, ``map_summaries`` (the three overlap: threads), ``statistics`` (the
+        three together), ``write`` and ``total``.
     """
 
     tables: dict[str, pd.DataFrame]
@@ -463,7 +464,9 @@ class EdgeStatistics:
     mean_edge_ev, std_edge_ev : float
         Over the voxels of all particles (NaN without particles).
     timings_s : dict of str to float
-        ``particles`` and ``gradient``.
+        Wall time of ``particles`` (labels, moments, and the particle tables in their
+        thread), ``gradient``, ``map_summaries`` (in its thread), and of the whole phase,
+        ``statistics``.
     """
 
     tables: dict[str, pd.DataFrame]
@@ -548,53 +551,73 @@ def statistics_from_edge_map(edge_ev: np.ndarray, options: AnalysisOptions, *,
     -------
     EdgeStatistics
     """
+    from concurrent.futures import ThreadPoolExecutor
+
     tick = tick or (lambda: None)
     vectors_fn = vectors_fn or _local_vectors
     d = voxel_size_nm
     ndim = edge_ev.ndim
     timings: dict[str, float] = {}
-    t0 = time.perf_counter()
+    t_start = t0 = time.perf_counter()
     labels, n = label_particles(np.isfinite(edge_ev), min_voxels=options.min_particle_voxels)
     moments = particle_moments(labels, n, edge_ev)
     count, _, mean, std = moments
-    depth = depth_map(labels, n)
+    t_labels = time.perf_counter() - t0
     tables: dict[str, list[pd.DataFrame]] = {name: [] for name in TABLE_NAMES}
-    tables["particles"].append(_labelled("particles", particle_table(labels, n, edge_ev, voxel_size_nm=d,
-                                                                      moments=moments), "edge"))
-    tables["depth_profiles"].append(_labelled("depth_profiles", depth_profiles(labels, n, edge_ev, depth,
-                                                                               voxel_size_nm=d), "edge"))
-    del depth
-    hist_edges = edge_histogram_edges(energies_ev, options.params.edge)
-    tables["edge_histograms"].append(_labelled("edge_histograms", edge_histograms(labels, n, edge_ev, hist_edges),
-                                               "edge"))
-    timings["particles"] = time.perf_counter() - t0
-    tick()
-
-    t0 = time.perf_counter()
     maps = {} if maps is None else maps
-    centroids = {}
-    for f in options.bin_factors:              # O of every particle: its blocks, whatever the map
-        # (f = 1: the particle centroids of the moments above)
-        centroids[f] = moments[1] if f == 1 else block_centroids(bin_labels(labels, f), n)
-    for name in options.gradient_maps:
-        values = edge_ev if name == "edge" else maps[name]
-        # a voxel counts where it is in a particle and the map has a value
-        map_labels = labels if name == "edge" else np.where(np.isfinite(values), labels, 0)
-        unit = map_gradient_unit(name, d)
-        for table_name, table in _map_gradient_statistics(values, map_labels, centroids, n, options,
-                                                          ndim=ndim, d=d, vectors_fn=vectors_fn, tick=tick):
-            tables[table_name].append(_labelled(table_name, table, name, unit))
-        del values, map_labels
-    timings["gradient"] = time.perf_counter() - t0
-
-    t0 = time.perf_counter()
     named = itertools.chain([("edge", edge_ev)], ((name, maps[name]) for name in maps if name != "edge"))
-    tables["map_summaries"].append(map_summaries(labels, n, named, known={"edge": (count, mean, std)}))
-    timings["map_summaries"] = time.perf_counter() - t0
+    # The particle tables and the map summaries run in two threads beside the gradients here:
+    # their compiled kernels release the GIL, so the three share the cores (each table is
+    # filled by one of them, in its own order).
+    with ThreadPoolExecutor(2, thread_name_prefix="statistics") as pool:
+        particle_part = pool.submit(_timed, _particle_tables, labels, n, edge_ev, moments, options.params.edge,
+                                    energies_ev=energies_ev, voxel_size_nm=d)
+        summary_part = pool.submit(_timed, map_summaries, labels, n, named, known={"edge": (count, mean, std)})
+        t0 = time.perf_counter()
+        centroids = {}
+        for f in options.bin_factors:              # O of every particle: its blocks, whatever the map
+            # (f = 1: the particle centroids of the moments above)
+            centroids[f] = moments[1] if f == 1 else block_centroids(bin_labels(labels, f), n)
+        for name in options.gradient_maps:
+            values = edge_ev if name == "edge" else maps[name]
+            # a voxel counts where it is in a particle and the map has a value
+            map_labels = labels if name == "edge" else np.where(np.isfinite(values), labels, 0)
+            unit = map_gradient_unit(name, d)
+            for table_name, table in _map_gradient_statistics(values, map_labels, centroids, n, options,
+                                                              ndim=ndim, d=d, vectors_fn=vectors_fn, tick=tick):
+                tables[table_name].append(_labelled(table_name, table, name, unit))
+            del values, map_labels
+        timings["gradient"] = time.perf_counter() - t0
+        particle_tables, timings["particles"] = particle_part.result()
+        timings["particles"] += t_labels
+        for table_name, table in particle_tables.items():
+            tables[table_name].append(_labelled(table_name, table, "edge"))
+        tick()
+        summaries, timings["map_summaries"] = summary_part.result()
+        tables["map_summaries"].append(summaries)
+    timings["statistics"] = time.perf_counter() - t_start
     return EdgeStatistics(
         tables={name: pd.concat(parts, ignore_index=True) for name, parts in tables.items()},
         labels=labels, n_particles=int(n), n_valid_voxels=int(count[0]),
         mean_edge_ev=float(mean[0]), std_edge_ev=float(std[0]), timings_s=timings)
+
+
+def _timed(fn: Callable, *args, **kwargs) -> tuple[Any, float]:
+    """``fn(*args, **kwargs)`` and the seconds it took."""
+    t0 = time.perf_counter()
+    result = fn(*args, **kwargs)
+    return result, time.perf_counter() - t0
+
+
+def _particle_tables(labels: np.ndarray, n: int, edge_ev: np.ndarray, moments: tuple, edge_window: tuple[float, float],
+                     *, energies_ev: np.ndarray, voxel_size_nm: float | None) -> dict[str, pd.DataFrame]:
+    """The ``particles``, ``depth_profiles`` and ``edge_histograms`` tables of the edge map."""
+    depth = depth_map(labels, n)
+    return {
+        "particles": particle_table(labels, n, edge_ev, voxel_size_nm=voxel_size_nm, moments=moments),
+        "depth_profiles": depth_profiles(labels, n, edge_ev, depth, voxel_size_nm=voxel_size_nm),
+        "edge_histograms": edge_histograms(labels, n, edge_ev, edge_histogram_edges(energies_ev, edge_window)),
+    }
 
 
 # --------------------------------------------------------------------------- clusters
