@@ -104,3 +104,20 @@ def test_second_template_from_gram_products_matches_the_residual_matrix():
     assert sign != 0
     np.testing.assert_allclose(sign * got.ravel(), want, rtol=0, atol=1e-9 * np.abs(want).max())
     assert abs(abs(got.ravel() @ mode.ravel()) / (np.linalg.norm(got) * np.linalg.norm(mode))) > 0.9
+
+
+def test_compiled_gaussian_is_scipys_bit_for_bit(monkeypatch):
+    from scipy import ndimage
+
+    rng = np.random.default_rng(6)
+    for _ in range(25):
+        nd = int(rng.integers(2, 4))
+        shape = tuple(int(n) for n in rng.integers(1, 30, nd))
+        img = (rng.standard_normal(shape) * 10.0 ** rng.uniform(-2, 2)).astype(np.float32)
+        for sigma in (1.0, 4.0, 0.7):
+            got = reg._gaussian(img, sigma)
+            assert got.dtype == np.float32
+            assert np.array_equal(got, ndimage.gaussian_filter(img, sigma, mode="nearest")), (shape, sigma)
+    _numpy_path(monkeypatch)
+    img = rng.standard_normal((5, 6, 7)).astype(np.float32)
+    assert np.array_equal(reg._gaussian(img, 4.0), ndimage.gaussian_filter(img, 4.0, mode="nearest"))

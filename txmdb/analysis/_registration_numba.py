@@ -81,3 +81,44 @@ def shift3(a, out, b0, o0, w0, b1, o1, w1, b2, o2, w2):  # pragma: no cover - co
         for j in range(m1):
             _rows(sheet, row, b1, o1, w1, j)
             _line(row, out[i, j], b2, o2, w2)
+
+
+@njit(cache=True, nogil=True)
+def smooth_axis(a, out, fw):  # pragma: no cover - compiled
+    """Symmetric correlation along axis 1 of ``a`` (P, N, Q) into ``out``, nearest-edge
+    borders: ``scipy.ndimage.correlate1d``'s symmetric path term for term (float64
+    accumulation ``x_i w_0``, then ``+= (x_{i-d} + x_{i+d}) w_d`` from the farthest ``d``
+    inwards, rounded to ``out``'s dtype once), so a Gaussian filter gives scipy's numbers
+    bit for bit; vectorised across the voxels of a row instead of along the line."""
+    n_p, n, n_q = a.shape
+    r = fw.shape[0] - 1
+    if n_q == 1:
+        ext = np.empty(n + 2 * r, np.float64)
+        acc = np.empty(n, np.float64)
+        for p in range(n_p):
+            for i in range(n + 2 * r):
+                ext[i] = a[p, min(max(i - r, 0), n - 1), 0]
+            w = fw[0]
+            for i in range(n):
+                acc[i] = ext[r + i] * w
+            for d in range(r, 0, -1):
+                w = fw[d]
+                lo, hi = uintp(r - d), uintp(r + d)
+                for i in range(uintp(n)):
+                    acc[i] += (ext[lo + i] + ext[hi + i]) * w
+            for i in range(n):
+                out[p, i, 0] = acc[i]
+        return
+    acc = np.empty(n_q, np.float64)
+    for p in range(n_p):
+        for i in range(n):
+            w = fw[0]
+            for q in range(n_q):
+                acc[q] = np.float64(a[p, i, q]) * w
+            for d in range(r, 0, -1):
+                w = fw[d]
+                jl, jh = max(i - d, 0), min(i + d, n - 1)
+                for q in range(n_q):
+                    acc[q] += (np.float64(a[p, jl, q]) + np.float64(a[p, jh, q])) * w
+            for q in range(n_q):
+                out[p, i, q] = acc[q]

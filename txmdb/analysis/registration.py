@@ -531,24 +531,50 @@ def _per_energy(fn: Callable[[int], object], n: int) -> list:
         return list(pool.map(fn, range(n)))
 
 
-def _sorted_median(x: np.ndarray) -> np.ndarray:
+def _sorted_median(x: np.ndarray, overwrite: bool = False) -> np.ndarray:
     """``np.median(x, axis=0)`` of NaN-free columns, bit for bit, from a full sort: numpy's
     sort along an axis is vectorised and 6x faster than the partition ``np.median`` uses
-    (60 × 216k float32: 0.025 s against 0.16 s), which was the estimate's largest item."""
+    (60 × 216k float32: 0.025 s against 0.16 s), which was the estimate's largest item.
+    ``overwrite``: ``x`` (a temporary) is sorted in place, no copy."""
     n = x.shape[0]
     k = (n - 1) // 2
-    if n % 2:
-        return np.sort(x, axis=0)[k]
-    return np.mean(np.sort(x, axis=0)[k:k + 2], axis=0)
+    if overwrite:
+        x.sort(axis=0)
+    else:
+        x = np.sort(x, axis=0)
+    return x[k] if n % 2 else np.mean(x[k:k + 2], axis=0)
 
 
-def _median0(stack: np.ndarray) -> np.ndarray:
-    """Median over the first axis (NaN-free), the voxels split between the threads."""
+def _median0(stack: np.ndarray, overwrite: bool = False) -> np.ndarray:
+    """Median over the first axis (NaN-free), the voxels split between the threads
+    (``overwrite``: the caller's temporary ``stack`` is sorted in place)."""
     flat = stack.reshape(stack.shape[0], -1)
     parts = np.array_split(np.arange(flat.shape[1]), max(1, _WORKERS))
     bounds = [(int(p[0]), int(p[-1]) + 1) for p in parts if p.size]
-    out = np.concatenate(_per_energy(lambda k: _sorted_median(flat[:, bounds[k][0]:bounds[k][1]]), len(bounds)))
+    out = np.concatenate(_per_energy(lambda k: _sorted_median(flat[:, bounds[k][0]:bounds[k][1]], overwrite),
+                                     len(bounds)))
     return out.reshape(stack.shape[1:])
+
+
+def _gaussian(img: np.ndarray, sigma: float) -> np.ndarray:
+    """``scipy.ndimage.gaussian_filter(img, sigma, mode="nearest")`` (truncate 4), bit for
+    bit; compiled for float32 2-D/3-D images (:func:`txmdb.analysis._registration_numba.smooth_axis`):
+    scipy's filter was the working images' largest cost (σ = 4: 33 taps per axis)."""
+    kernel = _numba()
+    if kernel is None or img.dtype != np.float32 or img.ndim not in (2, 3):
+        return ndi.gaussian_filter(img, sigma, mode="nearest")
+    radius = int(4.0 * float(sigma) + 0.5)
+    x = np.arange(-radius, radius + 1)
+    phi = np.exp(-0.5 / (float(sigma) * float(sigma)) * x ** 2)
+    fw = (phi / phi.sum())[radius:]                  # centre first: symmetric
+    out = np.ascontiguousarray(img)
+    for axis in range(img.ndim):
+        n = out.shape[axis]
+        view = (math.prod(out.shape[:axis]), n, math.prod(out.shape[axis + 1:]))
+        nxt = np.empty_like(out)
+        kernel.smooth_axis(out.reshape(view), nxt.reshape(view), fw)
+        out = nxt
+    return out
 
 
 def _prepare(img: np.ndarray, sigma: float, index: int) -> np.ndarray:
@@ -559,7 +585,7 @@ def _prepare(img: np.ndarray, sigma: float, index: int) -> np.ndarray:
         raise ValueError(f"energy index {index}: every value is NaN or infinite in the region registered")
     if not finite.all():
         img = np.where(finite, img, np.median(img[finite]))
-    out = ndi.gaussian_filter(img, sigma, mode="nearest") if sigma > 0 else img.copy()
+    out = _gaussian(img, sigma) if sigma > 0 else img.copy()
     out -= out.mean()
     std = float(out.std())
     return out / std if std > 0 else out
@@ -567,7 +593,7 @@ def _prepare(img: np.ndarray, sigma: float, index: int) -> np.ndarray:
 
 def _highpass(img: np.ndarray, sigma: float) -> np.ndarray:
     """Remove the large scales (flat-field residue, offsets) for the starting correlation."""
-    return img - ndi.gaussian_filter(img, sigma, mode="nearest")
+    return img - _gaussian(img, sigma)
 
 
 def _working_images(read_energy, n_energies: int, window: Window, band: tuple[float, float]) -> np.ndarray:
@@ -578,6 +604,23 @@ def _working_images(read_energy, n_energies: int, window: Window, band: tuple[fl
         out[i] = images[i]
         images[i] = None
     return out
+
+
+def _registered(J: np.ndarray, s: np.ndarray, order: int, box=None, c=None, b=None, F=None) -> np.ndarray:
+    """Every energy's working image moved into the reference frame (``J_e(x + s_e)``),
+    less its fixed pattern and offset ``c_e F + b_e`` when given, over ``box`` (default
+    the whole grid), stacked float32: filled in place by the threads, no list to stack."""
+    n = J.shape[0]
+    sl = _box_slices(*box) if box is not None else tuple(slice(None) for _ in J.shape[1:])
+    inner = tuple(h - l for l, h in zip(*box)) if box is not None else J.shape[1:]
+    regs = np.empty((n,) + inner, dtype=np.float32)
+
+    def move(e):
+        image = J[e] if F is None else J[e] - np.float32(c[e]) * F - np.float32(b[e])
+        regs[e] = _translate(image, s[e], order)[sl]
+
+    _per_energy(move, n)
+    return regs
 
 
 def _bounded_correlation(ref: np.ndarray, mov: np.ndarray, reach: float,
@@ -640,19 +683,14 @@ def _template(J, s, a, c, b, F, box, order, components: int = 1) -> list[np.ndar
     sl = _box_slices(*box)
     n = J.shape[0]
     inner = tuple(h - l for l, h in zip(*box))
-    regs = np.empty((n,) + inner, dtype=np.float32)
-
-    def move(e):
-        regs[e] = _translate(J[e] - np.float32(c[e]) * F - np.float32(b[e]), s[e], order)[sl]
-
-    _per_energy(move, n)
+    regs = _registered(J, s, order, box, c, b, F)
     a = np.asarray(a, dtype=np.float64)
     # energies holding the sample (a blank frame's image divided by its ~0 gain is noise)
     carriers = [e for e in range(n) if a[e] > _CARRIER_GAIN * a.max()] if a.max() > 0 else []
     if len(carriers) >= 3:
         scaled = regs[carriers]
         scaled /= a[carriers].astype(np.float32).reshape((-1,) + (1,) * len(inner))
-        mean = _median0(scaled).astype(np.float64)
+        mean = _median0(scaled, overwrite=True).astype(np.float64)
         del scaled
     else:
         den = float((a ** 2).sum())
@@ -737,10 +775,8 @@ def _standard_error(J, s, a, c, b, F, box, order, neighbours: int = 2) -> tuple[
     (how many standard errors of sample signal it holds): the better of the fits against
     the template of all *other* energies (its own noise would vouch for it) and against
     the template of its ``neighbours`` on each side (similar contrast through the edge)."""
-    sl = _box_slices(*box)
     n = J.shape[0]
-    regs = np.stack(_per_energy(lambda e: _translate(J[e] - np.float32(c[e]) * F - np.float32(b[e]), s[e], order)[sl],
-                                n))
+    regs = _registered(J, s, order, box, c, b, F)
     weights = np.asarray(a, dtype=np.float64)
     num = np.tensordot(weights, regs, axes=1)
     den = float((weights ** 2).sum())
@@ -774,23 +810,22 @@ def _disagreement(J, s, c, b, F, box, order, reach: float = 2.0) -> np.ndarray:
     one stack the first comparison saw 0.1-0.3 on energies 2 voxels wrong, the second
     0.9-1.5). Without the pattern removed the comparison carries the pattern's own pull
     (up to 0.8 on well registered mid-edge energies), so it counts at half weight."""
-    sl = _box_slices(*box)
     n = J.shape[0]
     worst = np.zeros(n)
     for clean, weight in ((True, 1.0), (False, 0.5)):
-        regs = np.stack(_per_energy(lambda e: _translate(J[e] - np.float32(c[e]) * F - np.float32(b[e]) if clean
-                                                         else J[e], s[e], order)[sl], n))
+        regs = _registered(J, s, order, box, c, b, F) if clean else _registered(J, s, order, box)
         for e, template in enumerate(_loo_median_templates(regs)):
             d = weight * float(np.abs(_bounded_correlation(template, regs[e], reach)).max())
             worst[e] = max(worst[e], d)
     return worst
 
 
-def _fit(J, s, templates, F, box, order, *, with_pattern: bool, gauss_newton: bool, coef=None, moved=None):
+def _fit(J, s, templates, F, box, order, *, with_pattern: bool, gauss_newton: bool, coef=None, moved=None,
+         residuals: bool = True):
     """Per-energy least squares of ``J_e ≈ Σ_k a_ek T_k(x-s) [- ∇(Σ_k a_ek T_k)(x-s)·δ]
     [+ c F] + b`` over the lab-frame box of the moved templates (the gradient with the
     coefficients ``coef`` of the previous fit). Returns the coefficients (n, K), c, b,
-    δ and the residuals (for the fixed pattern). ``moved``, a list, keeps the moved
+    δ and the residuals (for the fixed pattern; None with ``residuals=False``). ``moved``, a list, keeps the moved
     templates per energy for the next fit with the same shifts and templates (the
     Gauss-Newton step follows a plain fit: it need not move them again)."""
     n, shape = J.shape[0], J.shape[1:]
@@ -798,7 +833,8 @@ def _fit(J, s, templates, F, box, order, *, with_pattern: bool, gauss_newton: bo
     a = np.zeros((n, K))
     c, b = np.zeros(n), np.zeros(n)
     step = np.zeros((n, nd))
-    resid = np.full((n,) + shape, np.nan, dtype=np.float32)
+    # (the Gauss-Newton step's caller has no use for them: 100 MB at 272³ not filled)
+    resid = np.full((n,) + shape, np.nan, dtype=np.float32) if residuals else None
     lo, hi = box
     if moved is not None and len(moved) == n:
         kept_all = moved
@@ -854,6 +890,8 @@ def _fit(J, s, templates, F, box, order, *, with_pattern: bool, gauss_newton: bo
             # the gradient columns carry δ directly (the coefficients are in them); one
             # step at most a voxel per axis (the linearisation's reach)
             step[e] = np.clip(sol[K:K + nd], -1.0, 1.0)
+        if resid is None:
+            return
         r = y - sum(np.float32(w) * m for w, m in zip(a[e], ms)) - np.float32(b[e])
         scale = c[e] if with_pattern and abs(c[e]) > 0.2 else 1.0
         resid[e][sl] = (r / np.float32(scale)).reshape(inner)
@@ -869,7 +907,7 @@ def _median_pattern(resid: np.ndarray) -> np.ndarray:
     count = n - np.isnan(flat).sum(axis=0)
     full = count == n
     if full.any():
-        out[full] = _median0(flat[:, full])
+        out[full] = _median0(flat[:, full], overwrite=True)
     some = (count > 0) & ~full
     if some.any():
         # sorting puts NaN last: the median of the k finite values sits in the first k rows
@@ -913,7 +951,7 @@ def _refine(J: np.ndarray, s: np.ndarray, reference: int, iterations: int, order
             sigma = np.maximum(sigma, _disagreement(J, s, c, b, F, box, order))
             break
         a, c, b, step, _ = _fit(J, s, templates, F, box, order, with_pattern=True, gauss_newton=True, coef=a,
-                                moved=moved)
+                                moved=moved, residuals=False)
         del moved
         s += step
         s -= s[reference]
@@ -1128,7 +1166,7 @@ def _restart(J: np.ndarray, s: np.ndarray, reference: int, reach: float, rounds:
     template, searched within ``reach`` of the shifts ``s`` given."""
     first = s.copy()
     for _ in range(rounds):
-        templates = _loo_median_templates(np.stack(_per_energy(lambda e: _translate(J[e], s[e], order), J.shape[0])))
+        templates = _loo_median_templates(_registered(J, s, order))
         # searched around the first start, not the last round's: an energy with no sample
         # (a blank frame) must not wander off and shrink everyone's common region
         s = np.stack([_bounded_correlation(next(templates), J[e], reach, first[e])
