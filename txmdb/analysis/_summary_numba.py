@@ -1,9 +1,9 @@
 """Compiled pass of :func:`txmdb.io.maps.map_summaries` (private).
 
 One walk over the label and value arrays (no index arrays, no gathers): per particle the
-count and sum of the finite values, then their squared deviations from each particle's own
-mean (two passes, as :func:`txmdb.analysis._frames.grouped_moments`, so no digits are lost
-to cancellation), and the finite values of particle voxels packed for the quantiles.
+count and sum of the finite values, which it packs for the quantiles, then their squared
+deviations from each particle's own mean over the packed values (two passes, as
+:func:`txmdb.analysis._frames.grouped_moments`, so no digits are lost to cancellation).
 Compiled on first use and cached on disk (``cache=True``).
 """
 
@@ -18,11 +18,17 @@ def particle_values(labels, values, n, with_keys):
     """(count, mean, population std) per label 0..n (0 unused), and the packed values (and labels).
 
     ``labels`` and ``values`` are flat; a voxel counts where its label is 1..n and its value
-    is finite. Empty groups get NaN mean and std.
+    is finite. Empty groups get NaN mean and std. The first walk over the map packs the
+    values (in voxel order) as it sums them; the squared deviations are then summed over the
+    packed values, in the same order.
     """
     count = np.zeros(n + 1, np.int64)
     total = np.zeros(n + 1)
     m = labels.size
+    keyed = n > 1 or with_keys     # else one particle: every packed value is its
+    packed = np.empty(m, values.dtype)
+    keys = np.empty(m if keyed else 0, labels.dtype)
+    size = 0
     for i in range(m):
         lab = labels[i]
         if lab > 0:
@@ -30,33 +36,24 @@ def particle_values(labels, values, n, with_keys):
             if np.isfinite(v):
                 count[lab] += 1
                 total[lab] += v
-    size = 0
-    for k in range(1, n + 1):
-        size += count[k]
+                packed[size] = v
+                if keyed:
+                    keys[size] = lab
+                size += 1
     mean = np.full(n + 1, np.nan)
     for k in range(1, n + 1):
         if count[k]:
             mean[k] = total[k] / count[k]
     squares = np.zeros(n + 1)
-    packed = np.empty(size, values.dtype)
-    keys = np.empty(size if with_keys else 0, labels.dtype)
-    j = 0
-    for i in range(m):
-        lab = labels[i]
-        if lab > 0:
-            v = values[i]
-            if np.isfinite(v):
-                d = v - mean[lab]
-                squares[lab] += d * d
-                packed[j] = v
-                if with_keys:
-                    keys[j] = lab
-                j += 1
+    for j in range(size):
+        lab = keys[j] if keyed else 1
+        d = packed[j] - mean[lab]
+        squares[lab] += d * d
     std = np.full(n + 1, np.nan)
     for k in range(1, n + 1):
         if count[k]:
             std[k] = np.sqrt(squares[k] / count[k])
-    return count, mean, std, packed, keys
+    return count, mean, std, packed[:size], keys[:size if with_keys else 0]
 
 
 _BINS = 1 << 16
