@@ -121,3 +121,23 @@ def test_compiled_gaussian_is_scipys_bit_for_bit(monkeypatch):
     _numpy_path(monkeypatch)
     img = rng.standard_normal((5, 6, 7)).astype(np.float32)
     assert np.array_equal(reg._gaussian(img, 4.0), ndimage.gaussian_filter(img, 4.0, mode="nearest"))
+
+
+@pytest.mark.parametrize("compiled", [True, False])
+def test_registered_stack_over_a_box_is_the_cropped_whole(monkeypatch, compiled):
+    if not compiled:
+        _numpy_path(monkeypatch)
+    rng = np.random.default_rng(7)
+    J = rng.standard_normal((5, 14, 15, 16)).astype(np.float32)
+    F = rng.standard_normal((14, 15, 16)).astype(np.float32)
+    s = rng.uniform(-3, 3, (5, 3))
+    c, b = rng.uniform(-1, 1, 5), rng.uniform(-1, 1, 5)
+    box = ((2, 3, 1), (11, 13, 14))
+    sl = tuple(slice(l, h) for l, h in zip(*box))
+    got = reg._registered(J, s, 3, box, c, b, F)
+    for e in range(5):
+        whole = reg._translate(J[e] - np.float32(c[e]) * F - np.float32(b[e]), s[e], 3)
+        assert np.array_equal(got[e], whole[sl])
+    plain = reg._registered(J, s, 1)
+    for e in range(5):
+        assert np.array_equal(plain[e], reg._translate(J[e], s[e], 1))

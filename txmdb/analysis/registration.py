@@ -290,12 +290,23 @@ def _compiled_shift(kernel, a: np.ndarray, bases, taps, out_shape, out: np.ndarr
     return dst if out is None else out
 
 
-def _translate(a: np.ndarray, shift: Sequence[float], order: int = 3) -> np.ndarray:
-    """``out(x) = a(x + shift)`` on ``a``'s own grid, borders by edge replication (estimation only)."""
+def _translate(a: np.ndarray, shift: Sequence[float], order: int = 3, *, box=None,
+               out: np.ndarray | None = None) -> np.ndarray:
+    """``out(x) = a(x + shift)`` on ``a``'s own grid, borders by edge replication (estimation
+    only); with ``box`` (``(lo, hi)``) only those output voxels (the same numbers as
+    cropping the whole), written into ``out`` when given."""
     kernel = _numba()
     if kernel is not None and a.ndim in (2, 3):
         parts = [_split(float(v)) for v in shift]
-        return _compiled_shift(kernel, a, [n for n, _ in parts], [_taps(f, order) for _, f in parts], a.shape)
+        lo, hi = box if box is not None else ((0,) * a.ndim, a.shape)
+        return _compiled_shift(kernel, a, [l + n for l, (n, _) in zip(lo, parts)], [_taps(f, order) for _, f in parts],
+                               tuple(h - l for l, h in zip(lo, hi)), out)
+    if box is not None:
+        moved = _translate(a, shift, order)[_box_slices(*box)]
+        if out is None:
+            return moved
+        out[...] = moved
+        return out
     out = a
     for axis, s in enumerate(shift):
         n, f = _split(float(s))
@@ -611,13 +622,12 @@ def _registered(J: np.ndarray, s: np.ndarray, order: int, box=None, c=None, b=No
     less its fixed pattern and offset ``c_e F + b_e`` when given, over ``box`` (default
     the whole grid), stacked float32: filled in place by the threads, no list to stack."""
     n = J.shape[0]
-    sl = _box_slices(*box) if box is not None else tuple(slice(None) for _ in J.shape[1:])
-    inner = tuple(h - l for l, h in zip(*box)) if box is not None else J.shape[1:]
-    regs = np.empty((n,) + inner, dtype=np.float32)
+    box = box if box is not None else ((0,) * (J.ndim - 1), J.shape[1:])
+    regs = np.empty((n,) + tuple(h - l for l, h in zip(*box)), dtype=np.float32)
 
     def move(e):
         image = J[e] if F is None else J[e] - np.float32(c[e]) * F - np.float32(b[e])
-        regs[e] = _translate(image, s[e], order)[sl]
+        _translate(image, s[e], order, box=box, out=regs[e])
 
     _per_energy(move, n)
     return regs
@@ -820,6 +830,18 @@ def _disagreement(J, s, c, b, F, box, order, reach: float = 2.0) -> np.ndarray:
     return worst
 
 
+def _lab_box(lo, hi, shift, shape) -> tuple[list[int], list[int]]:
+    """The lab-frame box where ``x - shift`` falls in the template box ``[lo, hi)``,
+    shrunk by one voxel (inside the field) for the gradient."""
+    blo, bhi = [], []
+    for axis, n in enumerate(shape):
+        l = max(int(math.ceil(lo[axis] + shift[axis])) + 1, 1)
+        h = min(int(math.floor(hi[axis] - 1 + shift[axis])), n - 1)
+        blo.append(l)
+        bhi.append(max(h, l))
+    return blo, bhi
+
+
 def _fit(J, s, templates, F, box, order, *, with_pattern: bool, gauss_newton: bool, coef=None, moved=None,
          residuals: bool = True):
     """Per-energy least squares of ``J_e ≈ Σ_k a_ek T_k(x-s) [- ∇(Σ_k a_ek T_k)(x-s)·δ]
@@ -836,36 +858,34 @@ def _fit(J, s, templates, F, box, order, *, with_pattern: bool, gauss_newton: bo
     # (the Gauss-Newton step's caller has no use for them: 100 MB at 272³ not filled)
     resid = np.full((n,) + shape, np.nan, dtype=np.float32) if residuals else None
     lo, hi = box
+    lab = [_lab_box(lo, hi, s[e], shape) for e in range(n)]
     if moved is not None and len(moved) == n:
         kept_all = moved
     else:
-        kept_all = _per_energy(lambda e: [_translate(T, -s[e], order) for T in templates], n)   # T_k(x - s_e)
+        # T_k(x - s_e), only over the energy's lab box plus the gradient's voxel
+        kept_all = _per_energy(lambda e: [_translate(T, -s[e], order, box=([l - 1 for l in lab[e][0]],
+                                                                           [h + 1 for h in lab[e][1]]))
+                                          for T in templates], n)
         if moved is not None:
             moved[:] = kept_all
+    core = (slice(1, -1),) * nd
 
     def one(e):
         # writes row e of a, c, b, step, resid only: the energies run on threads
         kept = kept_all[e]
-        # lab box where x - s_e falls in the template box, shrunk by 1 for the gradient
-        blo, bhi = [], []
-        for axis in range(nd):
-            l = max(int(math.ceil(lo[axis] + s[e][axis])) + 1, 1)
-            h = min(int(math.floor(hi[axis] - 1 + s[e][axis])), shape[axis] - 1)
-            blo.append(l)
-            bhi.append(max(h, l))
+        blo, bhi = lab[e]
         sl = _box_slices(blo, bhi)
         inner = tuple(h - l for l, h in zip(blo, bhi))
         if math.prod(inner) < 4 * (nd + K + 2):
             return
-        cols = [m[sl] for m in kept]
+        cols = [m[core] for m in kept]
         if gauss_newton:
             weights = coef[e] if coef is not None else np.eye(K)[0]
             # central differences on the box plus one voxel (the box is at least one
             # voxel inside the field): the same numbers as over the whole field
-            wide = _box_slices([l - 1 for l in blo], [h + 1 for h in bhi])
-            combined = sum(np.float32(w) * m[wide] for w, m in zip(weights, kept))
+            combined = sum(np.float32(w) * m for w, m in zip(weights, kept))
             grads = np.gradient(combined) if nd > 1 else [np.gradient(combined)]
-            cols += [-g[(slice(1, -1),) * nd] for g in grads]
+            cols += [-g[core] for g in grads]
         if with_pattern:
             cols.append(F[sl])
         # float32 design matrix, the constant and then the data as its last rows (one
