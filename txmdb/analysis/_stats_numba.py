@@ -233,7 +233,13 @@ def bin_blocks(values, labels, fz, fy, fx, with_values):
                         s = 0.0
                         for a in range(fz):
                             for b in range(fy):
-                                s += _pairwise(values[i * fz + a, j * fy + b, k * fx:(k + 1) * fx])
+                                if fx < 8:    # _pairwise of a short run, inline
+                                    run = 0.0
+                                    for c in range(fx):
+                                        run += np.float64(values[i * fz + a, j * fy + b, k * fx + c])
+                                else:
+                                    run = _pairwise(values[i * fz + a, j * fy + b, k * fx:(k + 1) * fx])
+                                s += run
                         binned[i, j, k] = s / size
                     else:
                         binned[i, j, k] = np.nan
