@@ -57,3 +57,10 @@ def test_change_the_estimate_survives_is_refused_before_anything_is_stored(lab, 
     with h5py.File(path, "r+") as f:
         f["/exchange/data"][0, 0, 0] += 1.0
     _refused(lab, [scan], f"{path}: the file changed since scan {scan} was ingested (SHA-256 differs)")
+
+
+def test_background_hash_at_normal_priority_gives_the_digest(plain_stack):
+    from txmdb.io.files import BackgroundHash, sha256_file
+
+    assert BackgroundHash(plain_stack, low_priority=False).result() == sha256_file(plain_stack)
+    assert BackgroundHash(plain_stack).result() == sha256_file(plain_stack)

@@ -193,15 +193,16 @@ def roi_slices(spatial: Sequence[int], roi: Sequence | None) -> Optional[tuple[s
 def _estimate_checked(catalog, scan_id: int, reference: int, max_shift: float, roi):
     """The scan, and :func:`_estimate` on its file, while a background thread checks that
     the file is the one ingested (SHA-256, as ``analyze_scan`` does): run first, the hash
-    of a large stack cost a third of the estimate's time. A changed file is reported
-    before anything else, also when it made opening or estimating fail; nothing is
-    stored before the check."""
+    of a large stack cost a third of the estimate's time; at normal priority, so that it
+    shares the cores with the estimate's threads instead of running after them. A
+    changed file is reported before anything else, also when it made opening or
+    estimating fail; nothing is stored before the check."""
     from txmdb.catalog.txm import _hash_result, check_unchanged
     from txmdb.io.files import BackgroundHash
 
     with catalog.session() as session:
         scan = get_scan(session, scan_id)
-    hashing = BackgroundHash(scan.file_path)
+    hashing = BackgroundHash(scan.file_path, low_priority=False)
     try:
         try:
             _, info = prepare_scan(catalog, scan_id, verify_hash=False)

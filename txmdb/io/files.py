@@ -27,12 +27,16 @@ class BackgroundHash:
     Started at once; :meth:`result` waits for the digest, :meth:`cancel` stops the thread
     early. hashlib releases the GIL on large buffers, so the hash takes a core the caller
     leaves idle (an analysis' single-threaded statistics phase) rather than its time.
+    ``low_priority=False`` keeps the normal priority: beside work that keeps every core
+    busy and has nothing after it (a registration estimate), a starved hash would only
+    run after the work, alone on one core.
     """
 
-    def __init__(self, path: str | os.PathLike):
+    def __init__(self, path: str | os.PathLike, *, low_priority: bool = True):
         import threading
 
         self._path = path
+        self._low_priority = low_priority
         self._stop = threading.Event()
         self._digest: str | None = None
         self._error: BaseException | None = None
@@ -45,7 +49,8 @@ class BackgroundHash:
         import threading
 
         try:  # Linux: niceness per thread; elsewhere the hash just runs at normal priority
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+            if self._low_priority:
+                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
         except (AttributeError, OSError):
             pass
         import time
