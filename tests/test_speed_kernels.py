@@ -181,3 +181,15 @@ def test_grid_bins_are_numpys_searchsorted_bins(edges):
     counts = _stats_numba.label_histograms(np.ones(values.size, np.int32), values, edges, 1)[1]
     expected = np.clip(np.searchsorted(edges, values, side="right") - 1, 0, edges.size - 2)
     _same(counts, np.bincount(expected, minlength=edges.size - 1))
+
+
+def test_background_sync_flushes_and_reports_its_error(tmp_path):
+    from txmdb.io.files import BackgroundSync
+
+    path = tmp_path / "written.bin"
+    path.write_bytes(b"x" * 4096)
+    BackgroundSync(path).wait()                   # flushed: no error
+    missing = BackgroundSync(tmp_path / "gone.bin")
+    with pytest.raises(FileNotFoundError):
+        missing.wait()
+    missing.wait(check=False)                     # joined, error not raised

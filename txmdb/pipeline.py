@@ -85,7 +85,7 @@ from txmdb.io.maps import gradient_unit as map_gradient_unit
 from txmdb.io.maps import ResultMaps, map_summaries, parse_map_list
 from txmdb.db.models import STATISTICS_TABLES, data_columns
 from txmdb.errors import InputError, ParameterError, RefusedInput
-from txmdb.io.files import atomic_output, check_room
+from txmdb.io.files import BackgroundSync, atomic_output, check_room
 
 __all__ = ["AnalysisOptions", "AnalysisOutputs", "AppliedRegistration", "EdgeStatistics", "analyze_stack",
            "analysis_parameters", "default_slab", "edge_kernel", "edge_slabs", "extract_edges",
@@ -775,10 +775,17 @@ def analyze_stack(info, options: AnalysisOptions, *, results_path: Path,
             cluster_tables = cluster_map(info, options, edge, out, slab_size=slab_size, tick=tick,
                                          sample=sample) if options.clusters else {}
             t_clusters = time.perf_counter() - t0
-
-            stats = statistics_from_edge_map(edge, options, energies_ev=info.energies_ev,
-                                             voxel_size_nm=d, vectors_fn=vectors_fn, tick=tick,
-                                             maps=ResultMaps(out))
+            # the maps written so far (~700 MB for 20 M voxels with white line and LCF) go to
+            # the disk while the statistics run, instead of in the store's fsync at the end
+            syncing = BackgroundSync(tmp)
+            try:
+                stats = statistics_from_edge_map(edge, options, energies_ev=info.energies_ev,
+                                                 voxel_size_nm=d, vectors_fn=vectors_fn, tick=tick,
+                                                 maps=ResultMaps(out))
+            except BaseException:
+                syncing.wait(check=False)     # the statistics' error is the one to report
+                raise
+            syncing.wait()
             del edge
 
             t0 = time.perf_counter()

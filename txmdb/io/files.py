@@ -82,6 +82,40 @@ class BackgroundHash:
         self._thread.join()
 
 
+class BackgroundSync:
+    """``fdatasync`` of a file being written, in a thread: what is written so far goes to the
+    disk while the caller computes, so that the final fsync (the store's, at commit) finds
+    little left to write.
+
+    :meth:`wait` joins the thread and raises its OSError: a failed flush must fail the
+    write, since a later fsync need not report the same lost pages again.
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        import threading
+
+        self._path = path
+        self._error: OSError | None = None
+        self._thread = threading.Thread(target=self._run, name="fdatasync", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            fd = os.open(self._path, os.O_RDONLY)
+            try:
+                os.fdatasync(fd)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            self._error = exc
+
+    def wait(self, *, check: bool = True) -> None:
+        """Wait for the flush; its OSError, if it failed (``check``)."""
+        self._thread.join()
+        if check and self._error is not None:
+            raise self._error
+
+
 def check_room(path: str | os.PathLike, *, n_bytes: int) -> None:
     """Fail early, with a plain OSError, when ``n_bytes`` cannot be written beside ``path``.
 
