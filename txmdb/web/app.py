@@ -16,6 +16,7 @@ and a page elsewhere; never a traceback.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 from dataclasses import dataclass
@@ -66,7 +67,7 @@ def create_app(context, *, public_read: bool = False, max_upload_bytes: int = MA
     from txmdb.web import api, auth
 
     app = FastAPI(title="txmdb", version=__version__, description="The lab's TXM-XANES catalogue (DESIGN §12).",
-                  openapi_url="/api/v1/openapi.json", docs_url=None, redoc_url=None)
+                  openapi_url="/api/v1/openapi.json", docs_url=None, redoc_url=None, lifespan=_lifespan)
     app.state.catalog = context
     _hide_secrets_in_access_log()
     app.state.settings = WebSettings(public_read=public_read, max_upload_bytes=max_upload_bytes,
@@ -85,6 +86,46 @@ def create_app(context, *, public_read: bool = False, max_upload_bytes: int = MA
     else:
         app.include_router(pages.router)
     return app
+
+
+@contextlib.asynccontextmanager
+async def _lifespan(app):
+    settle_heap()
+    yield
+
+
+#: What requests import on first use (query frames, tables, templates): imported before the heap settles.
+_REQUEST_MODULES = ("numpy", "pandas", "pyarrow", "sqlalchemy.orm", "txmdb.db.models", "txmdb.query", "txmdb.tables",
+                    "txmdb.textsafe", "txmdb.io.maps", "txmdb.web.pages")
+
+
+def settle_heap() -> None:
+    """Load what requests use, then take every object alive now out of the garbage collector's
+    scans (``gc.freeze``), once, as a server starts.
+
+    A request of a few thousand rows allocates tens of thousands of objects, which sets off a
+    full collection every ~10 such requests; each walked the server's ~160,000 long-lived
+    objects (modules, classes, caches) for 50-90 ms: 8 CPU ms per 3,600-row theta answer on
+    average, a third of its cost. Objects made before serving live as long as the process.
+    """
+    import gc
+    import importlib
+
+    from txmdb.web.templating import environment
+
+    for name in _REQUEST_MODULES:
+        try:
+            importlib.import_module(name)
+        except ImportError:  # an optional module (pyarrow)
+            pass
+    from sqlalchemy.orm import configure_mappers
+
+    configure_mappers()  # the ORM's mapper set-up, else done by the first query
+    templates = environment()
+    for name in templates.list_templates():
+        templates.get_template(name)
+    gc.collect()
+    gc.freeze()
 
 
 class _SecretsHidden(logging.Filter):
