@@ -439,7 +439,8 @@ def write_spectral(sets: dict[str, Any], start: int, stop: int, result: EdgeResu
         sets[name][start:stop] = values.astype(np.float32)
     if "fractions" in sets:
         names = json.loads(sets["fractions"].attrs["references"])
-        sets["fractions"][:, start:stop] = np.stack([result.maps[f"fraction:{n}"] for n in names]).astype(np.float32)
+        for row, name in enumerate(names):      # one contiguous write each, no stacked copy
+            sets["fractions"][row, start:stop] = result.maps[f"fraction:{name}"].astype(np.float32)
 
 
 def registered_read(registration: AppliedRegistration | None) -> dict[str, Any]:
