@@ -634,16 +634,19 @@ def _registered(J: np.ndarray, s: np.ndarray, order: int, box=None, c=None, b=No
 
 
 def _bounded_correlation(ref: np.ndarray, mov: np.ndarray, reach: float,
-                         centre: Sequence[float] | None = None) -> np.ndarray:
+                         centre: Sequence[float] | None = None, ref_spectra: dict | None = None,
+                         mov_spectra: dict | None = None) -> np.ndarray:
     """Shift ``d`` with ``mov(x) ≈ ref(x - d)`` maximising the linear cross-correlation over
-    ``|d_k - centre_k| <= reach`` (zero-padded FFT: no wrap-around), parabolic sub-voxel peak."""
+    ``|d_k - centre_k| <= reach`` (zero-padded FFT: no wrap-around), parabolic sub-voxel peak.
+    ``ref_spectra`` / ``mov_spectra``: caches of that image's spectra by padded size, for
+    an image correlated again (the same numbers, one FFT fewer)."""
     shape = ref.shape
     centre = np.zeros(len(shape)) if centre is None else np.asarray(centre, dtype=np.float64)
     r = int(math.floor(reach))
     c = np.round(centre).astype(int)
     m = int(np.abs(c).max()) + r
     size = [sfft.next_fast_len(n + m + 1, real=True) for n in shape]
-    cc = sfft.irfftn(np.conj(sfft.rfftn(ref, size, workers=_WORKERS)) * sfft.rfftn(mov, size, workers=_WORKERS), size,
+    cc = sfft.irfftn(np.conj(_spectrum(ref, size, ref_spectra)) * _spectrum(mov, size, mov_spectra), size,
                      workers=_WORKERS)
     idx = [np.arange(ck - r, ck + r + 1) for ck in c]
     sub = cc[np.ix_(*[i % n for i, n in zip(idx, size)])]
@@ -659,6 +662,17 @@ def _bounded_correlation(ref: np.ndarray, mov: np.ndarray, reach: float,
             if den < 0:
                 d[axis] += 0.5 * (c_lo - c_hi) / den
     return d
+
+
+def _spectrum(image: np.ndarray, size: list[int], cache: dict | None) -> np.ndarray:
+    """``rfftn(image, size)``, kept in ``cache`` (by size) when one is given."""
+    key = tuple(size)
+    if cache is not None and key in cache:
+        return cache[key]
+    spectrum = sfft.rfftn(image, size, workers=_WORKERS)
+    if cache is not None:
+        cache[key] = spectrum
+    return spectrum
 
 
 def _box_slices(lo, hi) -> tuple[slice, ...]:
@@ -1175,7 +1189,9 @@ def _start(J: np.ndarray, reference: int, reach: float, centre: np.ndarray | Non
     """Starting shifts: bounded cross-correlation of every energy with the reference, then
     ``rounds`` re-correlations against the leave-one-out median template (see
     :func:`_loo_median_templates`)."""
-    s = np.stack([_bounded_correlation(J[reference], J[e], reach, None if centre is None else centre[e])
+    reference_spectra = {}
+    s = np.stack([_bounded_correlation(J[reference], J[e], reach, None if centre is None else centre[e],
+                                       reference_spectra)
                   for e in range(J.shape[0])])
     s -= s[reference]
     return _restart(J, s, reference, _RESTART_REACH, rounds if J.shape[0] >= 4 else 0, order)
@@ -1185,11 +1201,14 @@ def _restart(J: np.ndarray, s: np.ndarray, reference: int, reach: float, rounds:
     """``rounds`` re-correlations of every energy against the leave-one-out median
     template, searched within ``reach`` of the shifts ``s`` given."""
     first = s.copy()
+    # each energy's image is correlated once per round around the same centre: its
+    # spectrum once (only when there is a second round: a spectrum per energy is memory)
+    spectra = [{} if rounds > 1 else None for _ in range(J.shape[0])]
     for _ in range(rounds):
         templates = _loo_median_templates(_registered(J, s, order))
         # searched around the first start, not the last round's: an energy with no sample
         # (a blank frame) must not wander off and shrink everyone's common region
-        s = np.stack([_bounded_correlation(next(templates), J[e], reach, first[e])
+        s = np.stack([_bounded_correlation(next(templates), J[e], reach, first[e], mov_spectra=spectra[e])
                       for e in range(J.shape[0])])
         s -= s[reference]
     return s
