@@ -208,9 +208,10 @@ def read_window(source, index: int, window: Window, *, slab_bytes: int = 64 << 2
             # the middle p slices of each block, one strided read per plane, interleaved
             # back into blocks of p
             first = z0 + a + (f - p) // 2
-            raw = np.stack([np.asarray(source[(index, slice(first + k, z0 + b, f)) + rest], dtype=np.float32)
-                            for k in range(p)], axis=1)
-            raw = raw.reshape((-1,) + raw.shape[2:])
+            planes = [np.asarray(source[(index, slice(first + k, z0 + b, f)) + rest], dtype=np.float32)
+                      for k in range(p)]
+            # (one plane per block, the coarse level's case: already in block order, no copy)
+            raw = planes[0] if p == 1 else np.stack(planes, axis=1).reshape((-1,) + planes[0].shape[1:])
         out[a // f:b // f] = _bin(raw, (p,) + (f,) * (raw.ndim - 1))
     return out
 
