@@ -795,13 +795,14 @@ def _shift_error(reg: np.ndarray, other: np.ndarray) -> tuple[float, float]:
     return float(np.sqrt(np.mean(se ** 2))), float(t)
 
 
-def _standard_error(J, s, a, c, b, F, box, order, neighbours: int = 2) -> tuple[np.ndarray, np.ndarray]:
+def _standard_error(J, s, a, c, b, F, box, order, neighbours: int = 2,
+                    regs: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Standard error of each energy's shift, and the t-value of its template coefficient
     (how many standard errors of sample signal it holds): the better of the fits against
     the template of all *other* energies (its own noise would vouch for it) and against
     the template of its ``neighbours`` on each side (similar contrast through the edge)."""
     n = J.shape[0]
-    regs = _registered(J, s, order, box, c, b, F)
+    regs = _registered(J, s, order, box, c, b, F) if regs is None else regs
     weights = np.asarray(a, dtype=np.float64)
     num = np.tensordot(weights, regs, axes=1)
     den = float((weights ** 2).sum())
@@ -823,9 +824,10 @@ def _standard_error(J, s, a, c, b, F, box, order, neighbours: int = 2) -> tuple[
     return sigma, tval
 
 
-def _disagreement(J, s, c, b, F, box, order, reach: float = 2.0) -> np.ndarray:
+def _disagreement(J, s, c, b, F, box, order, reach: float = 2.0, clean: np.ndarray | None = None) -> np.ndarray:
     """How far (voxels, largest axis) each registered energy sits from the leave-one-out
-    median of all other registered energies, by bounded correlation over the common box.
+    median of all other registered energies, by bounded correlation over the common box
+    (``clean``: the registered, pattern-free images, when the caller has them).
 
     The standard error measures precision only: a group of energies misregistered
     together is consistent with itself and with the template it shaped. Against the
@@ -837,8 +839,11 @@ def _disagreement(J, s, c, b, F, box, order, reach: float = 2.0) -> np.ndarray:
     (up to 0.8 on well registered mid-edge energies), so it counts at half weight."""
     n = J.shape[0]
     worst = np.zeros(n)
-    for clean, weight in ((True, 1.0), (False, 0.5)):
-        regs = _registered(J, s, order, box, c, b, F) if clean else _registered(J, s, order, box)
+    for with_pattern_removed, weight in ((True, 1.0), (False, 0.5)):
+        if with_pattern_removed:
+            regs = _registered(J, s, order, box, c, b, F) if clean is None else clean
+        else:
+            regs = _registered(J, s, order, box)
         for e, template in enumerate(_loo_median_templates(regs)):
             d = weight * float(np.abs(_bounded_correlation(template, regs[e], reach)).max())
             worst[e] = max(worst[e], d)
@@ -982,8 +987,10 @@ def _refine(J: np.ndarray, s: np.ndarray, reference: int, iterations: int, order
                                      moved=moved)
             F = np.nan_to_num(_median_pattern(resid), copy=False)
         if done or iterations == 0:
-            sigma, tval = _standard_error(J, s, a[:, 0], c, b, F, box, order)
-            sigma = np.maximum(sigma, _disagreement(J, s, c, b, F, box, order))
+            # the registered, pattern-free images once for both quality measures
+            regs = _registered(J, s, order, box, c, b, F)
+            sigma, tval = _standard_error(J, s, a[:, 0], c, b, F, box, order, regs=regs)
+            sigma = np.maximum(sigma, _disagreement(J, s, c, b, F, box, order, clean=regs))
             break
         a, c, b, step, _ = _fit(J, s, templates, F, box, order, with_pattern=True, gauss_newton=True, coef=a,
                                 moved=moved, residuals=False)
