@@ -141,3 +141,22 @@ def test_registered_stack_over_a_box_is_the_cropped_whole(monkeypatch, compiled)
     plain = reg._registered(J, s, 1)
     for e in range(5):
         assert np.array_equal(plain[e], reg._translate(J[e], s[e], 1))
+
+
+def test_compiled_block_mean_is_the_numpy_one(monkeypatch):
+    rng = np.random.default_rng(8)
+    cases = []
+    for _ in range(120):
+        nd = int(rng.integers(2, 4))
+        fs = tuple(int(v) for v in rng.integers(1, 7, nd))
+        shape = tuple(int(g * rng.integers(1, 5) + rng.integers(0, 3)) for g in fs)
+        a = (rng.standard_normal(shape) * 10.0 ** rng.uniform(-3, 3)).astype(rng.choice([np.float32, np.float64]))
+        if rng.random() < 0.3:                                          # NaN: the finite voxels' mean
+            a.flat[int(rng.integers(0, a.size))] = np.nan
+        cases.append((a, fs))
+    compiled = [reg._bin(a, fs) for a, fs in cases]
+    _numpy_path(monkeypatch)
+    for (a, fs), got in zip(cases, compiled):
+        want = reg._bin(a, fs)
+        assert got.dtype == want.dtype == np.float32 or all(f == 1 for f in fs)
+        assert np.array_equal(got, want, equal_nan=True), (a.shape, fs)

@@ -122,3 +122,31 @@ def smooth_axis(a, out, fw):  # pragma: no cover - compiled
                     acc[q] += (np.float64(a[p, jl, q]) + np.float64(a[p, jh, q])) * w
             for q in range(n_q):
                 out[p, i, q] = acc[q]
+
+
+@njit(cache=True, nogil=True)
+def block_mean(a, g0, g1, g2, out):  # pragma: no cover - compiled
+    """Mean of each ``g0 × g1 × g2`` block of ``a`` into ``out``, in one pass and in the
+    order of the numpy path (``_bin``: float32 sums along the last axis, then the middle,
+    then the first, each sequential from its first term; then one division). Returns
+    False, leaving ``out`` partly written, at the first value that is not finite (the
+    numpy path then counts the finite ones)."""
+    n0, n1, n2 = out.shape
+    inv = np.float32(g0 * g1 * g2)
+    for z in range(n0):
+        for y in range(n1):
+            for x in range(n2):
+                zsum = np.float32(0.0)
+                for k in range(g0):
+                    ysum = np.float32(0.0)
+                    for j in range(g1):
+                        base = a[z * g0 + k, y * g1 + j]
+                        row = base[x * g2]
+                        for i in range(1, g2):
+                            row += base[x * g2 + i]
+                        ysum = row if j == 0 else ysum + row
+                    zsum = ysum if k == 0 else zsum + ysum
+                if not np.isfinite(zsum):
+                    return False
+                out[z, y, x] = zsum / inv
+    return True

@@ -158,6 +158,13 @@ def _bin(a: np.ndarray, f) -> np.ndarray:
         return a
     n = tuple(k // g for k, g in zip(a.shape, fs))
     a = np.asarray(a[tuple(slice(0, k * g) for k, g in zip(n, fs))], dtype=np.float32)
+    kernel = _numba()
+    if kernel is not None and a.ndim in (2, 3):
+        # one compiled pass, the same sums in the same order; back to numpy at a non-finite value
+        out = np.empty(n, dtype=np.float32)
+        if kernel.block_mean(a if a.ndim == 3 else a[None], *((1,) * (3 - a.ndim) + fs),
+                             out if a.ndim == 3 else out[None]):
+            return out
     finite = np.isfinite(a)
     count = None if finite.all() else finite.astype(np.float32)
     total = a if count is None else np.where(finite, a, np.float32(0))
