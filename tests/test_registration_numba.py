@@ -17,6 +17,13 @@ def _numpy_path(monkeypatch):
     monkeypatch.setattr(reg, "_numba", lambda: None)
 
 
+def _both_paths(monkeypatch, fn, cases):
+    """``(case, compiled result, numpy result)`` for each case (arguments of ``fn``)."""
+    compiled = [fn(*case) for case in cases]
+    _numpy_path(monkeypatch)
+    return [(case, got, fn(*case)) for case, got in zip(cases, compiled)]
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_compiled_translate_is_the_numpy_translate_bit_for_bit(monkeypatch, dtype):
     assert reg._numba() is not None
@@ -27,10 +34,7 @@ def test_compiled_translate_is_the_numpy_translate_bit_for_bit(monkeypatch, dtyp
         shape = tuple(int(n) for n in rng.integers(1, 13, nd))
         shift = rng.uniform(-15, 15, nd) * rng.integers(0, 2, nd)      # whole, fractional, beyond the field
         cases.append((rng.standard_normal(shape).astype(dtype), shift, int(rng.choice([1, 3]))))
-    compiled = [reg._translate(a, s, order) for a, s, order in cases]
-    _numpy_path(monkeypatch)
-    for (a, s, order), got in zip(cases, compiled):
-        want = reg._translate(a, s, order)
+    for (a, s, order), got, want in _both_paths(monkeypatch, reg._translate, cases):
         assert got.dtype == want.dtype and got.shape == a.shape
         assert np.array_equal(got, want), (a.shape, s, order)
 
@@ -154,9 +158,6 @@ def test_compiled_block_mean_is_the_numpy_one(monkeypatch):
         if rng.random() < 0.3:                                          # NaN: the finite voxels' mean
             a.flat[int(rng.integers(0, a.size))] = np.nan
         cases.append((a, fs))
-    compiled = [reg._bin(a, fs) for a, fs in cases]
-    _numpy_path(monkeypatch)
-    for (a, fs), got in zip(cases, compiled):
-        want = reg._bin(a, fs)
+    for (a, fs), got, want in _both_paths(monkeypatch, reg._bin, cases):
         assert got.dtype == want.dtype == np.float32 or all(f == 1 for f in fs)
         assert np.array_equal(got, want, equal_nan=True), (a.shape, fs)
