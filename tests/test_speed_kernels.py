@@ -193,3 +193,34 @@ def test_background_sync_flushes_and_reports_its_error(tmp_path):
     with pytest.raises(FileNotFoundError):
         missing.wait()
     missing.wait(check=False)                     # joined, error not raised
+
+
+def test_promoted_hash_goes_on_with_the_same_digest(tmp_path):
+    """BackgroundHash.promote hands the digest to a normal-priority thread: the same SHA-256
+    whenever it is called (before, during, after the read), and a change is still found."""
+    import os
+    import threading
+
+    from txmdb.io.files import BackgroundHash, sha256_file
+
+    path = tmp_path / "stack.bin"
+    path.write_bytes(np.random.default_rng(4).integers(0, 256, 9 << 20, dtype=np.uint8).tobytes())
+    expected = sha256_file(path)
+    for delay_s in (0.0, 0.002, 0.02, 1.0):
+        hashing = BackgroundHash(path)
+        threading.Event().wait(delay_s)
+        hashing.promote()
+        hashing.promote()                         # once is enough; again does nothing
+        assert hashing.result() == expected
+        assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == 0
+    paused = BackgroundHash(path)
+    paused._pause.set()                           # paused, never taken up: cancel closes its file
+    paused._thread.join()
+    paused.cancel()
+    assert paused._state is None
+    with path.open("r+b") as fh:                  # one byte changed: another digest
+        fh.seek(5 << 20)
+        fh.write(b"\x00" if fh.read(1) != b"\x00" else b"\x01")
+    hashing = BackgroundHash(path)
+    hashing.promote()
+    assert hashing.result() == sha256_file(path) != expected

@@ -688,7 +688,8 @@ EdgeSource = Callable[[Any, EdgeParameters, int], Iterable[tuple[int, int, EdgeR
 def analyze_stack(info, options: AnalysisOptions, *, results_path: Path,
                   progress: Callable[[int, int], None] | None = None,
                   edge_source: EdgeSource | None = None,
-                  vectors_fn: VectorsFn | None = None) -> AnalysisOutputs:
+                  vectors_fn: VectorsFn | None = None,
+                  after_read: Callable[[], None] | None = None) -> AnalysisOutputs:
     """Edge map, particles and valence-gradient statistics of one tomogram.
 
     Parameters
@@ -707,6 +708,9 @@ def analyze_stack(info, options: AnalysisOptions, *, results_path: Path,
         ``options.registration``; default :func:`edge_slabs` in this process.
     vectors_fn : callable, optional
         Gradient vectors of a binned map (see :func:`statistics_from_edge_map`).
+    after_read : callable, optional
+        Called once the stack has been read for the last time (edge pass, clusters),
+        before the statistics: e.g. :meth:`txmdb.io.files.BackgroundHash.promote`.
 
     Returns
     -------
@@ -779,6 +783,8 @@ def analyze_stack(info, options: AnalysisOptions, *, results_path: Path,
             # the maps written so far (~700 MB for 20 M voxels with white line and LCF) go to
             # the disk while the statistics run, instead of in the store's fsync at the end
             syncing = BackgroundSync(tmp)
+            if after_read is not None:
+                after_read()
             try:
                 stats = statistics_from_edge_map(edge, options, energies_ev=info.energies_ev,
                                                  voxel_size_nm=d, vectors_fn=vectors_fn, tick=tick,

@@ -184,15 +184,18 @@ def analyze_scan(
     t0 = time.perf_counter()
     scan, info, options = prepare_analysis(catalog, scan_id, options, registration=registration,
                                            verify_hash=False)
-    # The file's SHA-256 is checked while the analysis runs (a low-priority thread takes the
-    # core the statistics phase leaves idle); a file changed since ingest fails the analysis
-    # before anything of it is recorded as done.
+    # The file's SHA-256 is checked while the analysis runs (a low-priority thread fills the
+    # gaps of the edge pass, then shares the cores with the statistics); a file changed since
+    # ingest fails the analysis before anything of it is recorded as done.
     hashing = BackgroundHash(scan.file_path) if verify_hash else None
     try:
         with catalog.store.put(ANALYSES, new_analysis(scan, options)) as put:
             try:
                 with input_errors(scan.file_path):
-                    outputs = analyze_stack(info, options, results_path=put.temp, progress=progress)
+                    # the hash at normal priority once the stack is read: beside the statistics'
+                    # threads a nice-19 hash would be starved, then run alone at the end
+                    outputs = analyze_stack(info, options, results_path=put.temp, progress=progress,
+                                            after_read=None if hashing is None else hashing.promote)
             except RefusedInput:
                 put.withdraw()
                 raise

@@ -35,36 +35,69 @@ class BackgroundHash:
     def __init__(self, path: str | os.PathLike, *, low_priority: bool = True):
         import threading
 
+        import time
+
         self._path = path
         self._low_priority = low_priority
         self._stop = threading.Event()
+        self._pause = threading.Event()
+        self._state = None              # (digest, open file) handed from the low- to the normal-priority thread
         self._digest: str | None = None
         self._error: BaseException | None = None
+        self._t0 = time.perf_counter()
         #: seconds the thread took, and that result() waited for it
         self.elapsed_s = self.waited_s = 0.0
-        self._thread = threading.Thread(target=self._run, name="sha256", daemon=True)
+        self._thread = threading.Thread(target=self._run, args=(low_priority,), name="sha256", daemon=True)
         self._thread.start()
 
-    def _run(self) -> None:
+    def _run(self, low_priority: bool) -> None:
         import threading
+        import time
 
         try:  # Linux: niceness per thread; elsewhere the hash just runs at normal priority
-            if self._low_priority:
+            if low_priority:
                 os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
         except (AttributeError, OSError):
             pass
-        import time
-
-        t0 = time.perf_counter()
+        fh = None
         try:
-            digest = hashlib.sha256()
-            with open(self._path, "rb") as fh:
-                while not self._stop.is_set() and (chunk := fh.read(_CHUNK)):
-                    digest.update(chunk)
+            if self._state is None:
+                digest, fh = hashlib.sha256(), open(self._path, "rb")
+            else:
+                (digest, fh), self._state = self._state, None
+            while not self._stop.is_set():
+                if low_priority and self._pause.is_set():
+                    self._state, fh = (digest, fh), None      # promote() goes on with them
+                    return
+                if not (chunk := fh.read(_CHUNK)):
+                    break
+                digest.update(chunk)
             self._digest = digest.hexdigest()
         except BaseException as exc:  # noqa: BLE001 - handed to the caller by result()
             self._error = exc
-        self.elapsed_s = time.perf_counter() - t0
+        finally:
+            if fh is not None:
+                fh.close()
+        self.elapsed_s = time.perf_counter() - self._t0
+
+    def promote(self) -> None:
+        """Run the rest of the hash at the caller's priority.
+
+        The low-priority thread stops at its next chunk and a thread started here — so with
+        this thread's niceness: lowering a niceness again needs a privilege — goes on with
+        the same digest from the same place. For when the caller's work no longer has gaps
+        for a nice-19 thread to fill and the hash would otherwise run alone after it (an
+        analysis' statistics phase, in threads on every core, after the stack's read).
+        """
+        import threading
+
+        if not self._low_priority or self._pause.is_set():
+            return
+        self._pause.set()
+        self._thread.join()                 # a few ms: one chunk
+        if self._state is not None:
+            self._thread = threading.Thread(target=self._run, args=(False,), name="sha256", daemon=True)
+            self._thread.start()
 
     def result(self) -> str:
         """The file's SHA-256 (hex); the thread's OSError, if reading failed."""
@@ -80,6 +113,9 @@ class BackgroundHash:
     def cancel(self) -> None:
         self._stop.set()
         self._thread.join()
+        if self._state is not None:         # paused by promote() and not taken up
+            self._state[1].close()
+            self._state = None
 
 
 class BackgroundSync:
