@@ -18,8 +18,8 @@ from txmdb.pipeline import AnalysisOptions, statistics_from_edge_map
 
 def _numpy_paths(monkeypatch) -> None:
     """Every statistics kernel takes its numpy path, as without numba."""
-    for module, name in ((particles, "_compiled_stats"), (particles, "_compiled_sums"), (gradient, "_compiled_stats"),
-                         (gradient, "_compiled_sums"), (maps_module, "_compiled_summary")):
+    for module, name in ((particles, "_compiled_stats"), (particles, "_compiled_sums"), (particles, "_compiled_edt"),
+                         (gradient, "_compiled_stats"), (gradient, "_compiled_sums"), (maps_module, "_compiled_summary")):
         monkeypatch.setattr(module, name, lambda: None)
 
 
