@@ -464,6 +464,35 @@ class Put:
         self.store, self.kind, self.record_id = store, kind, record_id
         self.temp = store.temp_path(kind, record_id)
         self.state = "open"
+        self._ahead = None                  # the temporary's hash begun by hash_ahead()
+
+    def hash_ahead(self) -> None:
+        """The temporary is complete: hash it in a thread while the writer finishes its own work
+        (an analysis waits for its input's hash check), for :meth:`commit` to take — only if
+        the file is still the one hashed (:func:`txmdb.io.files.file_identity`), else it hashes
+        the file again itself."""
+        from txmdb.io.files import BackgroundHash
+
+        self._ahead = BackgroundHash(self.temp, low_priority=False)
+
+    def _sha256(self) -> str:
+        """The temporary's SHA-256: the one :meth:`hash_ahead` began, if it holds, else computed now."""
+        from txmdb.io.files import file_identity, sha256_file
+
+        ahead, self._ahead = self._ahead, None
+        if ahead is not None:
+            try:
+                digest = ahead.result()
+            except OSError:
+                digest = None           # hashed again below, where its error counts
+            if digest is not None and ahead.identity == file_identity(os.stat(self.temp)):
+                return digest
+        return sha256_file(self.temp)
+
+    def _cancel_ahead(self) -> None:
+        ahead, self._ahead = self._ahead, None
+        if ahead is not None:
+            ahead.cancel()
 
     def commit(self, fill: Callable):
         """Sync and hash the written temporary, commit the rows naming it, give it its final name.
@@ -474,12 +503,10 @@ class Put:
         """
         store, kind = self.store, self.kind
         store.step("written", kind)
-        from txmdb.io.files import sha256_file
-
         with store.writing():
             _fsync(self.temp)
             _fsync(self.temp.parent)
-            sha256 = sha256_file(self.temp)
+            sha256 = self._sha256()
         store.step("synced", kind)
         with store.session() as session:
             row = session.get(kind.table(), self.record_id) if self.record_id is not None else None
@@ -512,6 +539,7 @@ class Put:
         if self.state != "open":
             return
         self.state = "aborted"
+        self._cancel_ahead()
         with contextlib.suppress(OSError):
             self.temp.unlink(missing_ok=True)
         if self.record_id is not None:
@@ -524,6 +552,7 @@ class Put:
         if self.state != "open":
             return
         self.state = "aborted"
+        self._cancel_ahead()
         with contextlib.suppress(OSError):
             self.temp.unlink(missing_ok=True)
         if self.record_id is not None:

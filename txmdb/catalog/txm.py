@@ -199,6 +199,7 @@ def analyze_scan(
             except RefusedInput:
                 put.withdraw()
                 raise
+            put.hash_ahead()        # the results file's hash beside the rest of the input's
             if hashing is not None:
                 check_unchanged(scan, _hash_result(scan, hashing))
                 outputs.timings_s.update(hash=hashing.elapsed_s, hash_wait=hashing.waited_s)

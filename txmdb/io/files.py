@@ -21,6 +21,11 @@ def sha256_file(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
+def file_identity(info: os.stat_result) -> tuple:
+    """What changes when a file is replaced or written to: inode, size, modification and change times."""
+    return info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns
+
+
 class BackgroundHash:
     """SHA-256 of a file computed in a background thread at the lowest CPU priority.
 
@@ -44,6 +49,8 @@ class BackgroundHash:
         self._state = None              # (digest, open file) handed from the low- to the normal-priority thread
         self._digest: str | None = None
         self._error: BaseException | None = None
+        #: :func:`file_identity` of the file, the same before and after the hash; None if it changed
+        self.identity: tuple | None = None
         self._t0 = time.perf_counter()
         #: seconds the thread took, and that result() waited for it
         self.elapsed_s = self.waited_s = 0.0
@@ -63,6 +70,7 @@ class BackgroundHash:
         try:
             if self._state is None:
                 digest, fh = hashlib.sha256(), open(self._path, "rb")
+                self.identity = file_identity(os.fstat(fh.fileno()))
             else:
                 (digest, fh), self._state = self._state, None
             while not self._stop.is_set():
@@ -73,6 +81,8 @@ class BackgroundHash:
                     break
                 digest.update(chunk)
             self._digest = digest.hexdigest()
+            if file_identity(os.fstat(fh.fileno())) != self.identity:
+                self.identity = None            # written to while it was read
         except BaseException as exc:  # noqa: BLE001 - handed to the caller by result()
             self._error = exc
         finally:
