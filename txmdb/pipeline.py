@@ -414,33 +414,85 @@ def spectral_kernel(info, options: AnalysisOptions) -> SpectralKernel | None:
         raise InputError(info.path, str(exc)) from None
 
 
-def spectral_datasets(out, spectral: SpectralKernel | None, spatial: tuple[int, ...]) -> dict[str, Any]:
-    """Empty float32 data sets of the spectral maps in the results file ``out`` (by map name)."""
+class DirectMaps:
+    """The edge pass' maps in the results file, written slab by slab with ``os.pwrite`` at their
+    place in the file rather than through h5py.
+
+    h5py runs every call under one global lock, so a map write through it waited for the
+    background read of the next slab to finish (and the read for the write): per slab the
+    write came on top of the read. Here each map is a contiguous data set whose space HDF5
+    allocates at creation and never fills, and a slab's rows are one ``pwrite`` of its bytes
+    (GIL released, no h5py lock); HDF5 reads them back like any other data (the same bytes).
+    """
+
+    def __init__(self, out, path):
+        import os
+
+        self._out = out
+        self._fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+        self._sets: dict[str, tuple[int, np.dtype, tuple[int, ...]]] = {}
+
+    def create(self, name: str, shape: tuple[int, ...], dtype) -> Any:
+        """An empty contiguous data set ``name``, its space allocated now, never filled."""
+        import h5py
+
+        dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
+        dcpl.set_alloc_time(h5py.h5d.ALLOC_TIME_EARLY)
+        dcpl.set_fill_time(h5py.h5d.FILL_TIME_NEVER)
+        dataset = self._out.create_dataset(name, shape=shape, dtype=dtype, dcpl=dcpl)
+        self._sets[name] = (dataset.id.get_offset(), np.dtype(dtype), tuple(shape))
+        return dataset
+
+    def write(self, name: str, start: int, values: np.ndarray, *, row: int | None = None) -> None:
+        """Slices ``[start, start + len(values))`` of the first spatial axis of map ``name``
+        (of its ``row``-th map, for a stack of maps such as the fractions)."""
+        import os
+
+        offset, dtype, shape = self._sets[name]
+        spatial = shape if row is None else shape[1:]
+        data = np.ascontiguousarray(values, dtype=dtype)
+        if data.shape[1:] != spatial[1:] or not 0 <= start <= spatial[0] - len(data):
+            raise ValueError(f"slab of shape {data.shape} at {start} does not fit map {name} {shape}")
+        if row is not None:
+            offset += row * math.prod(spatial) * dtype.itemsize
+        view = memoryview(data).cast("B")
+        where = offset + start * math.prod(spatial[1:]) * dtype.itemsize
+        while view:                                   # a write may be cut short (signals, > 2 GB)
+            done = os.pwrite(self._fd, view, where)
+            view, where = view[done:], where + done
+
+    def close(self) -> None:
+        import os
+
+        os.close(self._fd)
+
+
+def spectral_datasets(maps: DirectMaps, spectral: SpectralKernel | None,
+                      spatial: tuple[int, ...]) -> dict[str, tuple[str, int | None]]:
+    """Empty float32 data sets of the spectral maps in the results file of ``maps``: by map
+    name, the data set and row (the fractions are one stack of maps) that map is written to."""
     if spectral is None:
         return {}
-    sets: dict[str, Any] = {}
+    places: dict[str, tuple[str, int | None]] = {}
     if spectral.white_line is not None:
-        sets["white_line"] = out.create_dataset("white_line_ev", shape=spatial, dtype=np.float32)
-        sets["white_line_height"] = out.create_dataset("white_line_height", shape=spatial, dtype=np.float32)
+        for name, dataset in (("white_line", "white_line_ev"), ("white_line_height", "white_line_height")):
+            maps.create(dataset, spatial, np.float32)
+            places[name] = (dataset, None)
     if spectral.names:
-        sets["fractions"] = out.create_dataset("fractions", shape=(len(spectral.names), *spatial), dtype=np.float32)
-        sets["fractions"].attrs["references"] = json.dumps(list(spectral.names))
-        sets["rfactor"] = out.create_dataset("rfactor", shape=spatial, dtype=np.float32)
-    return sets
+        fractions = maps.create("fractions", (len(spectral.names), *spatial), np.float32)
+        fractions.attrs["references"] = json.dumps(list(spectral.names))
+        places.update({f"fraction:{name}": ("fractions", row) for row, name in enumerate(spectral.names)})
+        maps.create("rfactor", spatial, np.float32)
+        places["rfactor"] = ("rfactor", None)
+    return places
 
 
-def write_spectral(sets: dict[str, Any], start: int, stop: int, result: EdgeResult) -> None:
-    """One slab's spectral maps (``result.maps``) into the data sets of :func:`spectral_datasets`."""
-    if not sets:
-        return
-    for name, values in result.maps.items():
-        if name.startswith("fraction:"):
-            continue
-        sets[name][start:stop] = values.astype(np.float32)
-    if "fractions" in sets:
-        names = json.loads(sets["fractions"].attrs["references"])
-        for row, name in enumerate(names):      # one contiguous write each, no stacked copy
-            sets["fractions"][row, start:stop] = result.maps[f"fraction:{name}"].astype(np.float32)
+def write_spectral(maps: DirectMaps, places: dict[str, tuple[str, int | None]], start: int,
+                   result: EdgeResult) -> None:
+    """One slab's spectral maps (``result.maps``) to their places (:func:`spectral_datasets`);
+    each reference's fraction is one contiguous write, no stacked copy."""
+    for name, (dataset, row) in places.items():
+        maps.write(dataset, start, result.maps[name], row=row)
 
 
 def registered_read(registration: AppliedRegistration | None) -> dict[str, Any]:
@@ -764,17 +816,20 @@ def analyze_stack(info, options: AnalysisOptions, *, results_path: Path,
         with h5py.File(tmp, "w") as out:
             t0 = time.perf_counter()
             edge = np.empty(spatial, dtype=np.float64)
-            d_edge = out.create_dataset("edge_ev", shape=spatial, dtype=np.float32)
-            d_jump = out.create_dataset("jump", shape=spatial, dtype=np.float32)
-            d_valid = out.create_dataset("valid", shape=spatial, dtype=bool)
-            d_spectral = spectral_datasets(out, spectral, spatial)
-            for start, stop, res in edge_source(info, options.params, slab_size):
-                write_spectral(d_spectral, start, stop, res)
-                edge[start:stop] = res.edge_ev
-                d_edge[start:stop] = res.edge_ev.astype(np.float32)
-                d_jump[start:stop] = res.jump.astype(np.float32)
-                d_valid[start:stop] = res.valid
-                tick()
+            direct = DirectMaps(out, tmp)
+            try:
+                for name, dtype in (("edge_ev", np.float32), ("jump", np.float32), ("valid", bool)):
+                    direct.create(name, spatial, dtype)
+                d_spectral = spectral_datasets(direct, spectral, spatial)
+                for start, stop, res in edge_source(info, options.params, slab_size):
+                    write_spectral(direct, d_spectral, start, res)
+                    edge[start:stop] = res.edge_ev
+                    direct.write("edge_ev", start, res.edge_ev)
+                    direct.write("jump", start, res.jump)
+                    direct.write("valid", start, res.valid)
+                    tick()
+            finally:
+                direct.close()
             t_edge = time.perf_counter() - t0
             t0 = time.perf_counter()
             cluster_tables = cluster_map(info, options, edge, out, slab_size=slab_size, tick=tick,
