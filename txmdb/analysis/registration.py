@@ -564,14 +564,19 @@ def _sorted_median(x: np.ndarray, overwrite: bool = False) -> np.ndarray:
     return x[k] if n % 2 else np.mean(x[k:k + 2], axis=0)
 
 
+def _by_columns(fn: Callable[[slice], object], n_columns: int) -> list:
+    """``fn(columns)`` for the :data:`_WORKERS` parts of ``range(n_columns)``, on threads, in
+    order: for per-voxel work over energies (a voxel's numbers do not depend on the split)."""
+    parts = np.array_split(np.arange(n_columns), max(1, _WORKERS))
+    bounds = [slice(int(p[0]), int(p[-1]) + 1) for p in parts if p.size]
+    return _per_energy(lambda k: fn(bounds[k]), len(bounds))
+
+
 def _median0(stack: np.ndarray, overwrite: bool = False) -> np.ndarray:
     """Median over the first axis (NaN-free), the voxels split between the threads
     (``overwrite``: the caller's temporary ``stack`` is sorted in place)."""
     flat = stack.reshape(stack.shape[0], -1)
-    parts = np.array_split(np.arange(flat.shape[1]), max(1, _WORKERS))
-    bounds = [(int(p[0]), int(p[-1]) + 1) for p in parts if p.size]
-    out = np.concatenate(_per_energy(lambda k: _sorted_median(flat[:, bounds[k][0]:bounds[k][1]], overwrite),
-                                     len(bounds)))
+    out = np.concatenate(_by_columns(lambda cols: _sorted_median(flat[:, cols], overwrite), flat.shape[1]))
     return out.reshape(stack.shape[1:])
 
 
@@ -643,19 +648,20 @@ def _registered(J: np.ndarray, s: np.ndarray, order: int, box=None, c=None, b=No
 
 def _bounded_correlation(ref: np.ndarray, mov: np.ndarray, reach: float,
                          centre: Sequence[float] | None = None, ref_spectra: dict | None = None,
-                         mov_spectra: dict | None = None) -> np.ndarray:
+                         mov_spectra: dict | None = None, workers: int = _WORKERS) -> np.ndarray:
     """Shift ``d`` with ``mov(x) ≈ ref(x - d)`` maximising the linear cross-correlation over
     ``|d_k - centre_k| <= reach`` (zero-padded FFT: no wrap-around), parabolic sub-voxel peak.
     ``ref_spectra`` / ``mov_spectra``: caches of that image's spectra by padded size, for
-    an image correlated again (the same numbers, one FFT fewer)."""
+    an image correlated again (the same numbers, one FFT fewer). ``workers``: the FFTs'
+    threads (1 when the energies' correlations run on threads: the same numbers)."""
     shape = ref.shape
     centre = np.zeros(len(shape)) if centre is None else np.asarray(centre, dtype=np.float64)
     r = int(math.floor(reach))
     c = np.round(centre).astype(int)
     m = int(np.abs(c).max()) + r
     size = [sfft.next_fast_len(n + m + 1, real=True) for n in shape]
-    cc = sfft.irfftn(np.conj(_spectrum(ref, size, ref_spectra)) * _spectrum(mov, size, mov_spectra), size,
-                     workers=_WORKERS)
+    cc = sfft.irfftn(np.conj(_spectrum(ref, size, ref_spectra, workers)) * _spectrum(mov, size, mov_spectra, workers),
+                     size, workers=workers)
     idx = [np.arange(ck - r, ck + r + 1) for ck in c]
     sub = cc[np.ix_(*[i % n for i, n in zip(idx, size)])]
     k = np.unravel_index(int(np.argmax(sub)), sub.shape)
@@ -672,12 +678,12 @@ def _bounded_correlation(ref: np.ndarray, mov: np.ndarray, reach: float,
     return d
 
 
-def _spectrum(image: np.ndarray, size: list[int], cache: dict | None) -> np.ndarray:
+def _spectrum(image: np.ndarray, size: list[int], cache: dict | None, workers: int = _WORKERS) -> np.ndarray:
     """``rfftn(image, size)``, kept in ``cache`` (by size) when one is given."""
     key = tuple(size)
     if cache is not None and key in cache:
         return cache[key]
-    spectrum = sfft.rfftn(image, size, workers=_WORKERS)
+    spectrum = sfft.rfftn(image, size, workers=workers)
     if cache is not None:
         cache[key] = spectrum
     return spectrum
@@ -720,10 +726,14 @@ def _template(J, s, a, c, b, F, box, order, components: int = 1) -> list[np.ndar
     # energies holding the sample (a blank frame's image divided by its ~0 gain is noise)
     carriers = [e for e in range(n) if a[e] > _CARRIER_GAIN * a.max()] if a.max() > 0 else []
     if len(carriers) >= 3:
-        scaled = regs[carriers]
-        scaled /= a[carriers].astype(np.float32).reshape((-1,) + (1,) * len(inner))
-        mean = _median0(scaled, overwrite=True).astype(np.float64)
-        del scaled
+        flat, gains = regs.reshape(n, -1), a[carriers].astype(np.float32)[:, None]
+
+        def median(cols):
+            # the carriers' columns divided by their gains on the threads: a copy, sorted in place
+            scaled = flat[carriers, cols]
+            scaled /= gains
+            return _sorted_median(scaled, overwrite=True)
+        mean = np.concatenate(_by_columns(median, flat.shape[1])).reshape(inner).astype(np.float64)
     else:
         den = float((a ** 2).sum())
         mean = sum(w * r.astype(np.float64) for w, r in zip(a, regs) if w != 0) / den if den > 0 \
@@ -748,22 +758,30 @@ def _second_template(regs: np.ndarray, a: np.ndarray, mean: np.ndarray) -> np.nd
     the template's gradient directions projected out (``P = I - Q Qᵀ``), scaled to the
     template's norm. Computed from Gram products of the registered images (``X Xᵀ``,
     ``X m``, ``X Q``): ``R P Rᵀ`` and ``vᵀ R P`` without forming the (n_energy × voxels)
-    residual matrix or its projections."""
-    grads = np.gradient(mean) if mean.ndim > 1 else [np.gradient(mean)]
-    basis = []                                    # orthonormal gradient directions
-    for g in grads:
-        g = g.ravel().copy()
-        for q in basis:
-            g -= (q @ g) * q
-        norm = np.linalg.norm(g)
-        if norm > 0:
-            basis.append(g / norm)
+    residual matrix or its projections. ``X Xᵀ`` and the gradient side run on two threads."""
     m = mean.ravel()
-    X = regs.reshape(regs.shape[0], -1).astype(np.float64)
-    Q = np.stack(basis, axis=1) if basis else np.zeros((m.size, 0))
-    Xm, mQ = X @ m, m @ Q
-    RQ = X @ Q - np.outer(a, mQ)
-    gram = X @ X.T - np.outer(Xm, a) - np.outer(a, Xm) + (m @ m) * np.outer(a, a) - RQ @ RQ.T
+    flat = regs.reshape(regs.shape[0], -1)
+    X = np.empty(flat.shape, dtype=np.float64)
+
+    def widen(cols):
+        X[:, cols] = flat[:, cols]
+    _by_columns(widen, flat.shape[1])
+
+    def gradient_side():
+        grads = np.gradient(mean) if mean.ndim > 1 else [np.gradient(mean)]
+        basis = []                                # orthonormal gradient directions
+        for g in grads:
+            g = g.ravel().copy()
+            for q in basis:
+                g -= (q @ g) * q
+            norm = np.linalg.norm(g)
+            if norm > 0:
+                basis.append(g / norm)
+        Q = np.stack(basis, axis=1) if basis else np.zeros((m.size, 0))
+        return Q, X @ m, m @ Q, X @ Q
+    XX, (Q, Xm, mQ, XQ) = _per_energy(lambda k: X @ X.T if k == 0 else gradient_side(), 2)
+    RQ = XQ - np.outer(a, mQ)
+    gram = XX - np.outer(Xm, a) - np.outer(a, Xm) + (m @ m) * np.outer(a, a) - RQ @ RQ.T
     _, v = np.linalg.eigh(gram)
     w = v[:, -1]
     row = w @ X - (w @ a) * m                     # wᵀ R
@@ -851,9 +869,11 @@ def _disagreement(J, s, c, b, F, box, order, reach: float = 2.0, clean: np.ndarr
             regs = _registered(J, s, order, box, c, b, F) if clean is None else clean
         else:
             regs = _registered(J, s, order, box)
-        for e, template in enumerate(_loo_median_templates(regs)):
-            d = weight * float(np.abs(_bounded_correlation(template, regs[e], reach)).max())
-            worst[e] = max(worst[e], d)
+        template = _loo_median_template(regs)
+        d = _per_energy(lambda e: weight * float(np.abs(_bounded_correlation(template(e), regs[e], reach,
+                                                                             workers=1)).max()), n)
+        for e in range(n):
+            worst[e] = max(worst[e], d[e])
     return worst
 
 
@@ -947,14 +967,22 @@ def _fit(J, s, templates, F, box, order, *, with_pattern: bool, gauss_newton: bo
 
 
 def _median_pattern(resid: np.ndarray) -> np.ndarray:
-    """Per-voxel median over energies, ignoring NaN (energies whose box misses the voxel)."""
+    """Per-voxel median over energies, ignoring NaN (energies whose box misses the voxel),
+    the voxels split between the threads."""
     n = resid.shape[0]
     flat = resid.reshape(n, -1)
     out = np.zeros(flat.shape[1], dtype=np.float32)
+    _by_columns(lambda cols: _nan_median_columns(flat[:, cols], out[cols]), flat.shape[1])
+    return out.reshape(resid.shape[1:])
+
+
+def _nan_median_columns(flat: np.ndarray, out: np.ndarray) -> None:
+    """:func:`_median_pattern` of the columns of ``flat`` into ``out`` (zero where all NaN)."""
+    n = flat.shape[0]
     count = n - np.isnan(flat).sum(axis=0)
     full = count == n
     if full.any():
-        out[full] = _median0(flat[:, full], overwrite=True)
+        out[full] = _sorted_median(flat[:, full], overwrite=True)
     some = (count > 0) & ~full
     if some.any():
         # sorting puts NaN last: the median of the k finite values sits in the first k rows
@@ -962,7 +990,6 @@ def _median_pattern(resid: np.ndarray) -> np.ndarray:
         k = count[some]
         cols = np.arange(k.size)
         out[some] = 0.5 * (part[(k - 1) // 2, cols] + part[k // 2, cols])
-    return out.reshape(resid.shape[1:])
 
 
 def _refine(J: np.ndarray, s: np.ndarray, reference: int, iterations: int, order: int = 3,
@@ -1205,9 +1232,14 @@ def _start(J: np.ndarray, reference: int, reach: float, centre: np.ndarray | Non
     ``rounds`` re-correlations against the leave-one-out median template (see
     :func:`_loo_median_templates`)."""
     reference_spectra = {}
-    s = np.stack([_bounded_correlation(J[reference], J[e], reach, None if centre is None else centre[e],
-                                       reference_spectra)
-                  for e in range(J.shape[0])])
+
+    def correlate(e):
+        return _bounded_correlation(J[reference], J[e], reach, None if centre is None else centre[e],
+                                    reference_spectra, workers=1)
+    # the first fills the reference's spectrum cache that the others (on threads) read,
+    # when they share one padded size (no centres)
+    first = [correlate(0)] if centre is None else []
+    s = np.stack(first + _per_energy(lambda e: correlate(e + len(first)), J.shape[0] - len(first)))
     s -= s[reference]
     return _restart(J, s, reference, _RESTART_REACH, rounds if J.shape[0] >= 4 else 0, order)
 
@@ -1220,11 +1252,11 @@ def _restart(J: np.ndarray, s: np.ndarray, reference: int, reach: float, rounds:
     # spectrum once (only when there is a second round: a spectrum per energy is memory)
     spectra = [{} if rounds > 1 else None for _ in range(J.shape[0])]
     for _ in range(rounds):
-        templates = _loo_median_templates(_registered(J, s, order))
+        template = _loo_median_template(_registered(J, s, order))
         # searched around the first start, not the last round's: an energy with no sample
         # (a blank frame) must not wander off and shrink everyone's common region
-        s = np.stack([_bounded_correlation(next(templates), J[e], reach, first[e], mov_spectra=spectra[e])
-                      for e in range(J.shape[0])])
+        s = np.stack(_per_energy(lambda e: _bounded_correlation(template(e), J[e], reach, first[e],
+                                                                mov_spectra=spectra[e], workers=1), J.shape[0]))
         s -= s[reference]
     return s
 
@@ -1241,17 +1273,34 @@ def _loo_median_templates(regs: np.ndarray):
     drops it, and leaving ``e`` out keeps its own pattern from vouching for zero.
     One sort per voxel gives the (at most three) order statistics around the middle;
     each leave-one-out median is then read off by comparing ``e``'s own value with them."""
+    template = _loo_median_template(regs)
+    for e in range(regs.shape[0]):
+        yield template(e)
+
+
+def _loo_median_template(regs: np.ndarray) -> Callable[[int], np.ndarray]:
+    """``template(e)``: what :func:`_loo_median_templates` yields for ``e``, for any ``e``
+    in any order (the energies' correlations run on threads)."""
     n = regs.shape[0]
     m = n - 1
     ka, kb = (m - 1) // 2, m // 2
-    mid = np.sort(regs, axis=0)[ka:kb + 2]          # a full sort: faster than np.partition here
-    for e in range(n):
+    # a full sort (faster than np.partition here), the voxels split between the threads
+    flat = regs.reshape(n, -1)
+    mid = np.empty((kb - ka + 2, flat.shape[1]), dtype=regs.dtype)
+
+    def middle(cols):
+        mid[:, cols] = np.sort(flat[:, cols], axis=0)[ka:kb + 2]
+    _by_columns(middle, flat.shape[1])
+    mid = mid.reshape((-1,) + regs.shape[1:])
+
+    def template(e: int) -> np.ndarray:
         v = regs[e]
         # k-th of the n - 1 others is the k-th of all when e's value is above it, the
         # (k+1)-th when at or below (ties: both are equal, so either is right)
         lo = np.where(v <= mid[0], mid[1], mid[0])
         hi = np.where(v <= mid[kb - ka], mid[kb - ka + 1], mid[kb - ka])
-        yield 0.5 * (lo + hi)
+        return 0.5 * (lo + hi)
+    return template
 
 
 def integer_shifts(read_energy: Callable[[int, Window], np.ndarray], n_energies: int, reference_index: int, *,
