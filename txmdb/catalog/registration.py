@@ -20,7 +20,7 @@ from sqlalchemy import select
 
 from txmdb import __version__
 from txmdb.catalog._records import finite_or_none, jsonable
-from txmdb.catalog.txm import get_scan, prepare_scan
+from txmdb.catalog.txm import get_scan, open_scan_stack
 from txmdb.db.models import Registration, RegistrationShift, TXMScan
 from txmdb.errors import InputError, NotFoundError, ParameterError, input_errors
 from txmdb.vocabulary import (
@@ -77,13 +77,13 @@ def register_scan(
         ``QUALITY_THRESHOLD`` or a shift beyond ``max_shift``), unless ``accept_poor``,
         named in the message (parameter ``accept_poor``). Nothing is stored.
     """
-    from txmdb.analysis.registration import QUALITY_THRESHOLD
-
     t0 = time.perf_counter()
     # cheap checks first: hashing a large file takes a while
     reference, max_shift, box = check_registration(catalog, scan_id, reference_energy_ev=reference_energy_ev,
                                                    max_shift=max_shift, roi=roi)
     scan, shifts, quality = _estimate_checked(catalog, scan_id, reference, max_shift, box)
+    # (imported once the hash runs: scipy's import is a second of one core)
+    from txmdb.analysis.registration import QUALITY_THRESHOLD
 
     poor = poor_energies(shifts, quality, max_shift, QUALITY_THRESHOLD)
     if poor and not accept_poor:
@@ -205,7 +205,8 @@ def _estimate_checked(catalog, scan_id: int, reference: int, max_shift: float, r
     hashing = BackgroundHash(scan.file_path, low_priority=False)
     try:
         try:
-            _, info = prepare_scan(catalog, scan_id, verify_hash=False)
+            # the stack only: prepare_scan's analysis checks import the pipeline (pandas)
+            info = open_scan_stack(scan)
             shifts, quality = _estimate(info, reference, max_shift, roi)
         except Exception:
             check_unchanged(scan, _hash_result(scan, hashing))
