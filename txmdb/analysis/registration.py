@@ -903,7 +903,8 @@ def _fit(J, s, templates, F, box, order, *, with_pattern: bool, gauss_newton: bo
     c, b = np.zeros(n), np.zeros(n)
     step = np.zeros((n, nd))
     # (the Gauss-Newton step's caller has no use for them: 100 MB at 272³ not filled)
-    resid = np.full((n,) + shape, np.nan, dtype=np.float32) if residuals else None
+    # (NaN-filled by each energy's thread: a serial fill of 60 windows was a pass on one core)
+    resid = np.empty((n,) + shape, dtype=np.float32) if residuals else None
     lo, hi = box
     lab = [_lab_box(lo, hi, s[e], shape) for e in range(n)]
     if moved is not None and len(moved) == n:
@@ -919,6 +920,8 @@ def _fit(J, s, templates, F, box, order, *, with_pattern: bool, gauss_newton: bo
 
     def one(e):
         # writes row e of a, c, b, step, resid only: the energies run on threads
+        if resid is not None:
+            resid[e].fill(np.nan)
         kept = kept_all[e]
         blo, bhi = lab[e]
         sl = _box_slices(blo, bhi)
