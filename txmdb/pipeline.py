@@ -53,6 +53,7 @@ import itertools
 import dataclasses
 import json
 import math
+import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -426,8 +427,6 @@ class DirectMaps:
     """
 
     def __init__(self, out, path):
-        import os
-
         self._out = out
         self._fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
         self._sets: dict[str, tuple[int, np.dtype, tuple[int, ...]]] = {}
@@ -446,8 +445,6 @@ class DirectMaps:
     def write(self, name: str, start: int, values: np.ndarray, *, row: int | None = None) -> None:
         """Slices ``[start, start + len(values))`` of the first spatial axis of map ``name``
         (of its ``row``-th map, for a stack of maps such as the fractions)."""
-        import os
-
         offset, dtype, shape = self._sets[name]
         spatial = shape if row is None else shape[1:]
         data = np.ascontiguousarray(values, dtype=dtype)
@@ -462,8 +459,6 @@ class DirectMaps:
             view, where = view[done:], where + done
 
     def close(self) -> None:
-        import os
-
         os.close(self._fd)
 
 

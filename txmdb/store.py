@@ -530,18 +530,24 @@ class Put:
         store.step("renamed", kind)
         return record
 
+    def _discard(self) -> bool:
+        """End an open attempt and remove its temporary; False if it had already ended."""
+        if self.state != "open":
+            return False
+        self.state = "aborted"
+        self._cancel_ahead()
+        with contextlib.suppress(OSError):
+            self.temp.unlink(missing_ok=True)
+        return True
+
     def withdraw(self) -> None:
         """Give up before the commit and forget the attempt: remove the temporary, delete a
         status row still ``running`` (a refused input, not a failure worth keeping). A crash
         in between leaves a ``running`` row that ``txmdb db check`` settles as usual."""
         from sqlalchemy import delete
 
-        if self.state != "open":
+        if not self._discard():
             return
-        self.state = "aborted"
-        self._cancel_ahead()
-        with contextlib.suppress(OSError):
-            self.temp.unlink(missing_ok=True)
         if self.record_id is not None:
             model = self.kind.table()
             with self.store.session() as session:
@@ -549,12 +555,8 @@ class Put:
 
     def abort(self, reason: BaseException | str) -> None:
         """Give up before the commit: remove the temporary, mark a status row failed."""
-        if self.state != "open":
+        if not self._discard():
             return
-        self.state = "aborted"
-        self._cancel_ahead()
-        with contextlib.suppress(OSError):
-            self.temp.unlink(missing_ok=True)
         if self.record_id is not None:
             # The original error matters more than a failed update: the row then stays
             # 'running' and db check finds it stale.
