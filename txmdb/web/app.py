@@ -104,9 +104,9 @@ def settle_heap() -> None:
     scans (``gc.freeze``), once, as a server starts.
 
     A request of a few thousand rows allocates tens of thousands of objects, which sets off a
-    full collection every ~10 such requests; each walked the server's ~160,000 long-lived
-    objects (modules, classes, caches) for 50-90 ms: 8 CPU ms per 3,600-row theta answer on
-    average, a third of its cost. Objects made before serving live as long as the process.
+    full collection every 10-30 such requests; each walked the server's ~160,000 long-lived
+    objects (modules, classes, caches): ~4 CPU ms per 3,600-row theta answer on average
+    (docs/performance.md). Objects made before serving live as long as the process.
     """
     import gc
     import importlib
