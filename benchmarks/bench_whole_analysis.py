@@ -123,13 +123,33 @@ def measure_analysis(path: Path, spectral: bool, gradient_maps: str, workers: in
     values = {"workers": workers, "gradient_map": gradient_maps,
               **({"lcf": _references(catalog)} if spectral else {"white_line": "none"})}
     options, _ = analysis_request(values, catalog=catalog)
+    checks = _watch_input_hash()
     cpu0 = _cpu()
     t0 = time.perf_counter()
     analysis = analyze_scan(catalog, scan.id, options)
     wall = time.perf_counter() - t0
+    check = checks[0]
     return {"wall_s": round(wall, 3), "cpu_s": round(_cpu() - cpu0, 2), "timings_s": {k: round(v, 2) for k, v in analysis.timings_s.items()},
+            "input_check": type(check).__name__,
+            **({"read_cpu_s": round(check.read_cpu_s, 2), "hash_cpu_s": round(check.hash_cpu_s, 2)}
+               if hasattr(check, "read_cpu_s") else {}),
             "maps": list(options.computed_maps()), "gradient_maps": list(options.gradient_maps),
             "peak_rss_mb": _rss(), "n_particles": analysis.n_particles}
+
+
+def _watch_input_hash() -> list:
+    """The input-hash objects analyze_scan starts (SingleRead: one read of the file, with its
+    threads' CPU seconds; BackgroundHash: a second read), collected in the returned list."""
+    import txmdb.pipeline as pipeline
+
+    seen, start = [], pipeline.input_hash
+
+    def watched(*args, **kwargs):
+        seen.append(start(*args, **kwargs))
+        return seen[-1]
+
+    pipeline.input_hash = watched
+    return seen
 
 
 def _cpu() -> float:
@@ -143,8 +163,9 @@ def _rss() -> float:
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
-def _child(args: list[str]) -> dict:
-    out = subprocess.run([sys.executable, __file__, "--child", *args], check=True, capture_output=True, text=True)
+def _child(args: list[str], env: dict | None = None) -> dict:
+    out = subprocess.run([sys.executable, __file__, "--child", *args], check=True, capture_output=True, text=True,
+                         env=None if env is None else {**os.environ, **env})
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -157,6 +178,9 @@ def main() -> None:
                     help="the edge map alone (default: also the white line and a two-reference LCF)")
     ap.add_argument("--gradient-maps", default="edge")
     ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--old-read", action="store_true",
+                    help="per pair also the analysis with h5py's read and a second read for the hash "
+                         "(TXMDB_SINGLE_READ=0), to compare")
     ap.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
@@ -172,9 +196,11 @@ def main() -> None:
         for pair in range(args.pairs):
             load = os.getloadavg()[0]
             floor = _child(["floor", str(path)])
-            analysis = _child(["analysis", str(path), "1" if args.spectral else "0", args.gradient_maps,
-                               str(args.workers)])
-            print(json.dumps({"layout": layout, "pair": pair, "floor": floor, "analysis": analysis,
+            analysis_args = ["analysis", str(path), "1" if args.spectral else "0", args.gradient_maps,
+                             str(args.workers)]
+            analysis = _child(analysis_args)
+            old = {"old_read": _child(analysis_args, {"TXMDB_SINGLE_READ": "0"})} if args.old_read else {}
+            print(json.dumps({"layout": layout, "pair": pair, "floor": floor, "analysis": analysis, **old,
                               "ratio": round(analysis["wall_s"] / floor["wall_s"], 2),
                               "cpu_ratio": round(analysis["cpu_s"] / floor["cpu_s"], 2),
                               "load_before": round(load, 2), "load_after": round(os.getloadavg()[0], 2)}),

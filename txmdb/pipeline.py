@@ -363,6 +363,7 @@ def edge_slabs(info, params: EdgeParameters, *, slab_size: int | None = None,
                registration: AppliedRegistration | None = None,
                on_slab: Callable[[int, int, np.ndarray, EdgeResult], None] | None = None,
                spectral: SpectralKernel | None = None,
+               reader=None,
                ) -> Iterator[tuple[int, int, EdgeResult]]:
     """The edge phase in this process: ``(start, stop, EdgeResult)`` in slab order.
 
@@ -372,16 +373,40 @@ def edge_slabs(info, params: EdgeParameters, *, slab_size: int | None = None,
     thread also interpolates the registered slab. ``on_slab(start, stop, mu, result)``, if
     given, sees each slab's absorbance before the next one is read (the clusters' sample).
     With ``spectral`` the results are ``EdgeMaps``: the spectral maps from the same pass.
+    ``reader``: a :class:`txmdb.io.single_read.SingleRead` of this stack in these slabs
+    (unregistered), which reads the slabs instead of h5py and hashes the file on the way.
     """
     from txmdb.io.hdf5 import iter_slabs
 
     kernel = edge_kernel(info, params)
-    for start, stop, mu in iter_slabs(info, slab_size or default_slab(info), prefetch=True,
-                                      **registered_read(registration)):
+    slab_size = slab_size or default_slab(info)
+    if reader is not None and registration is None and reader.slab_size == slab_size:
+        slabs = reader.slabs()
+    else:
+        slabs = iter_slabs(info, slab_size, prefetch=True, **registered_read(registration))
+    for start, stop, mu in slabs:
         result = kernel(mu, threads=workers) if spectral is None else spectral.with_edges(mu, threads=workers)
         if on_slab is not None:
             on_slab(start, stop, mu, result)
         yield start, stop, result
+
+
+def input_hash(info, options: AnalysisOptions, path):
+    """The SHA-256 check of an analysis' input file, started: taken from the edge pass' own
+    read of the stack when that can be one sequential read of the file
+    (:class:`~txmdb.io.single_read.SingleRead`, then also to be passed to
+    :func:`analyze_stack` as ``reader``), else a second read in a background thread
+    (:class:`~txmdb.io.files.BackgroundHash`). Both give ``result()``, ``cancel()``,
+    ``promote()``, ``elapsed_s`` and ``waited_s``.
+    """
+    from txmdb.io.files import BackgroundHash
+    from txmdb.io.single_read import SingleRead
+
+    if options.registration is None:
+        reader = SingleRead.open(info, options.slab_size or default_slab(info))
+        if reader is not None:
+            return reader
+    return BackgroundHash(path)
 
 
 def settle_spectral(info, options: AnalysisOptions) -> AnalysisOptions:
@@ -736,7 +761,8 @@ def analyze_stack(info, options: AnalysisOptions, *, results_path: Path,
                   progress: Callable[[int, int], None] | None = None,
                   edge_source: EdgeSource | None = None,
                   vectors_fn: VectorsFn | None = None,
-                  after_read: Callable[[], None] | None = None) -> AnalysisOutputs:
+                  after_read: Callable[[], None] | None = None,
+                  reader=None) -> AnalysisOutputs:
     """Edge map, particles and valence-gradient statistics of one tomogram.
 
     Parameters
@@ -758,6 +784,8 @@ def analyze_stack(info, options: AnalysisOptions, *, results_path: Path,
     after_read : callable, optional
         Called once the stack has been read for the last time (edge pass, clusters),
         before the statistics: e.g. :meth:`txmdb.io.files.BackgroundHash.promote`.
+    reader : txmdb.io.single_read.SingleRead, optional
+        The edge pass reads its slabs from this single read of the file (:func:`input_hash`).
 
     Returns
     -------
@@ -787,7 +815,8 @@ def analyze_stack(info, options: AnalysisOptions, *, results_path: Path,
         def edge_source(info, params, slab_size):
             return edge_slabs(info, params, slab_size=slab_size, workers=options.workers,
                               registration=options.registration,
-                              on_slab=None if sample is None else sample.add_slab, spectral=spectral)
+                              on_slab=None if sample is None else sample.add_slab, spectral=spectral,
+                              reader=reader)
     total_units = len(slab_bounds(info, slab_size)) + 1 + len(options.bin_factors) * len(options.gradient_maps)
     if options.clusters:                          # labels, and the sample when not in the edge pass
         total_units += (1 if sample is not None else 2) * len(slab_bounds(info, slab_size))

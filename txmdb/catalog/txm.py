@@ -178,16 +178,17 @@ def analyze_scan(
     ``registration`` (:func:`resolve_registration`; default the scan's newest) is applied
     while the stack is read and recorded with the analysis.
     """
-    from txmdb.io.files import BackgroundHash
-    from txmdb.pipeline import analyze_stack
+    from txmdb.io.single_read import SingleRead
+    from txmdb.pipeline import analyze_stack, input_hash
 
     t0 = time.perf_counter()
     scan, info, options = prepare_analysis(catalog, scan_id, options, registration=registration,
                                            verify_hash=False)
-    # The file's SHA-256 is checked while the analysis runs (a low-priority thread fills the
-    # gaps of the edge pass, then shares the cores with the statistics); a file changed since
-    # ingest fails the analysis before anything of it is recorded as done.
-    hashing = BackgroundHash(scan.file_path) if verify_hash else None
+    # The file's SHA-256 is checked while the analysis runs (from the edge pass' own read of
+    # the file when it is one sequential read, else a low-priority thread filling the gaps of
+    # the edge pass); a file changed since ingest fails the analysis before anything of it is
+    # recorded as done.
+    hashing = input_hash(info, options, scan.file_path) if verify_hash else None
     try:
         with catalog.store.put(ANALYSES, new_analysis(scan, options)) as put:
             try:
@@ -195,7 +196,8 @@ def analyze_scan(
                     # the hash at normal priority once the stack is read: beside the statistics'
                     # threads a nice-19 hash would be starved, then run alone at the end
                     outputs = analyze_stack(info, options, results_path=put.temp, progress=progress,
-                                            after_read=None if hashing is None else hashing.promote)
+                                            after_read=None if hashing is None else hashing.promote,
+                                            reader=hashing if isinstance(hashing, SingleRead) else None)
             except RefusedInput:
                 put.withdraw()
                 raise

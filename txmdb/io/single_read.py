@@ -1,0 +1,409 @@
+"""One sequential read of a chunked stack's file: the slabs of an analysis and the file's SHA-256
+from the same bytes.
+
+An analysis checks the SHA-256 of its input against the catalogue's. With h5py reading the
+slabs and :class:`~txmdb.io.files.BackgroundHash` hashing the file beside it, every byte is
+read twice, once through HDF5's chunk machinery. For the common layout — a chunked stack
+without filters, every chunk stored, the chunks in the file row of chunks by row of chunks
+along the slab axis — :class:`SingleRead` instead reads the file once, front to back, with
+``os.preadv`` into a few reused blocks: a thread feeds every block (metadata gaps, chunks,
+tail) to one SHA-256, and the chunks' bytes are copied from the block into the slab buffers.
+
+    reader = SingleRead.open(info, slab_size)        # None: use iter_slabs and BackgroundHash
+    for start, stop, slab in reader.slabs():         # as iter_slabs(..., prefetch=True) yields
+        ...
+    digest = reader.result()                         # sha256 of the whole file (hex)
+    reader.cancel()                                  # always (a finally): stops and joins
+
+The slabs are those :func:`txmdb.io.hdf5.read_slab` gives, bit for bit (the on-disk values,
+converted exactly to the working dtype). Every chunk entry comes from the file, so it is
+checked before it is trusted: inside the file, exactly one unfiltered chunk's bytes, no two
+overlapping, each grid position once, filter mask 0; anything else, and any other layout,
+returns None from :meth:`SingleRead.open` and the caller keeps the h5py path (which then
+reports a damaged file in its one line). ``TXMDB_SINGLE_READ=0`` in the environment always
+returns None (tests and benchmarks compare the two paths).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Iterator
+
+import numpy as np
+
+from txmdb.io.files import file_identity
+
+__all__ = ["SingleRead", "single_read_plan", "ENV"]
+
+#: environment variable: "0" turns the single read off
+ENV = "TXMDB_SINGLE_READ"
+
+#: bytes per read (blocks hold whole chunks: a larger chunk makes a block of its own)
+_BLOCK_BYTES = 16 << 20
+#: chunks larger than this (the blocks in flight hold a few) are read by h5py
+_MAX_CHUNK_BYTES = 64 << 20
+#: more chunk entries than this are read by h5py (the plan holds a few objects per chunk)
+_MAX_CHUNKS = 1 << 16
+#: blocks in flight: being read, waiting for the hash, being hashed
+_BLOCKS = 4
+
+
+@dataclass
+class _Read:
+    """One ``preadv`` of ``size`` bytes at ``offset``: its chunks as (byte offset in the block,
+    place in the slab, part of the chunk inside the stack)."""
+
+    offset: int
+    size: int
+    chunks: list[tuple[int, tuple[slice, ...], tuple[slice, ...]]] = field(default_factory=list)
+
+
+@dataclass
+class _Plan:
+    disk_dtype: np.dtype
+    chunk_shape: tuple[int, ...]
+    block_bytes: int
+    slabs: list[tuple[int, int, list[_Read]]]     # (start, stop, reads) in file order
+    tail: list[_Read]                              # the bytes after the last chunk
+
+
+def _exact_dtype(ds, work: np.dtype) -> np.dtype | None:
+    """The numpy dtype of the data set's stored bytes, when numpy reads them exactly as HDF5
+    would (same HDF5 type, a conversion to ``work`` that is exact); else None."""
+    import h5py
+
+    dtype = ds.dtype
+    # integers convert exactly; floats only to their own width (HDF5 and numpy widen NaN
+    # payloads differently)
+    exact = dtype.itemsize == work.itemsize if dtype.kind == "f" else dtype.kind in "iu" and dtype.itemsize <= 4
+    if not exact or dtype.itemsize > work.itemsize:
+        return None
+    try:
+        same = ds.id.get_type().equal(h5py.h5t.py_create(dtype))
+    except (TypeError, ValueError, RuntimeError):
+        return None
+    return dtype if same else None
+
+
+def _chunk_entries(ds, n_chunks: int) -> list[tuple[tuple[int, ...], int, int, int]]:
+    """(logical offset, byte offset, size, filter mask) of every stored chunk."""
+    entries = []
+    if hasattr(ds.id, "chunk_iter"):
+        ds.id.chunk_iter(lambda c: entries.append((c.chunk_offset, c.byte_offset, c.size, c.filter_mask)))
+    else:
+        for i in range(n_chunks):
+            c = ds.id.get_chunk_info(i)
+            entries.append((c.chunk_offset, c.byte_offset, c.size, c.filter_mask))
+    return entries
+
+
+def single_read_plan(info, slab_size: int, file_size: int) -> _Plan | str:
+    """The reads of :class:`SingleRead` for ``info``'s stack in slabs of ``slab_size``, or why
+    it cannot be read that way (a short reason).
+
+    ``file_size`` is the size of the file as it is open for the read: every chunk must lie
+    inside it.
+    """
+    import h5py
+
+    if info.chunks is None:
+        return "not chunked"
+    if info.white_path is not None:
+        return "raw images with flat fields"
+    if not info.sorted:
+        return "energies out of order"
+    n = info.n_slices
+    rows = info.chunks[1]
+    if slab_size < n and slab_size % rows:
+        return f"slabs of {slab_size} slices are not whole rows of {rows}-slice chunks"
+    try:
+        with h5py.File(info.path, "r") as f:
+            ds = f[info.data_path]
+            plist = ds.id.get_create_plist()
+            if plist.get_layout() != h5py.h5d.CHUNKED or tuple(ds.shape) != tuple(info.shape):
+                return "the data set is not the one opened"
+            if plist.get_nfilters():
+                return "filtered (compressed) chunks"
+            disk = _exact_dtype(ds, info.dtype_work)
+            if disk is None:
+                return f"stored type {ds.dtype} is not read as raw numbers"
+            chunk_shape = tuple(ds.chunks)
+            grid = math.prod(-(-s // c) for s, c in zip(ds.shape, chunk_shape))
+            n_chunks = ds.id.get_num_chunks()
+            if n_chunks != grid:
+                return f"{n_chunks} chunks stored of {grid}"
+            if grid > _MAX_CHUNKS:
+                return f"{grid} chunks, more than {_MAX_CHUNKS}"
+            chunk_bytes = math.prod(chunk_shape) * disk.itemsize
+            if chunk_bytes > _MAX_CHUNK_BYTES:
+                return f"chunks of {chunk_bytes} bytes"
+            entries = _chunk_entries(ds, n_chunks)
+    except (OSError, RuntimeError, ValueError, TypeError, KeyError, AttributeError) as exc:
+        return f"chunk index unreadable ({type(exc).__name__})"
+    return _plan(info.shape, chunk_shape, disk, entries, file_size, slab_size) if len(entries) == grid \
+        else f"{len(entries)} chunk entries of {grid}"
+
+
+def _plan(shape: tuple[int, ...], chunk_shape: tuple[int, ...], disk: np.dtype, entries, file_size: int,
+          slab_size: int) -> _Plan | str:
+    """Check the chunk entries and lay out the reads, slab by slab in file order."""
+    chunk_bytes = math.prod(chunk_shape) * disk.itemsize
+    seen = set()
+    for coords, offset, size, mask in entries:
+        if mask or size != chunk_bytes:
+            return "a chunk is filtered or of another size"
+        if offset is None or not 0 <= offset <= file_size - size:
+            return "a chunk lies outside the file"
+        if len(coords) != len(shape) or any(c % k or not 0 <= c < s for c, k, s in zip(coords, chunk_shape, shape)):
+            return "a chunk is off the grid"
+        seen.add(tuple(coords))
+    if len(seen) != len(entries):
+        return "two entries for one chunk"
+    entries = sorted(entries, key=lambda e: e[1])
+    for (_, a, _, _), (_, b, _, _) in zip(entries, entries[1:]):
+        if b < a + chunk_bytes:
+            return "chunks overlap"
+    rows = [e[0][1] // chunk_shape[1] for e in entries]
+    if any(b < a for a, b in zip(rows, rows[1:])):
+        return "chunks are not in the file row by row"
+    block = max(_BLOCK_BYTES, chunk_bytes)
+    n = shape[1]
+    slabs, pos, i = [], 0, 0
+    for start in range(0, n, slab_size):
+        stop = min(start + slab_size, n)
+        reads: list[_Read] = []
+        while i < len(entries) and entries[i][0][1] < stop:
+            coords, offset = entries[i][0], entries[i][1]
+            place = (slice(coords[0], min(coords[0] + chunk_shape[0], shape[0])),
+                     slice(coords[1] - start, min(coords[1] + chunk_shape[1], stop) - start),
+                     *(slice(c, min(c + k, s)) for c, k, s in zip(coords[2:], chunk_shape[2:], shape[2:])))
+            part = tuple(slice(0, p.stop - p.start) for p in place)
+            if reads and reads[-1].chunks and offset + chunk_bytes - reads[-1].offset <= block:
+                last = reads[-1]                     # same block, with the gap before it
+            else:
+                pos = _gaps(reads, pos, offset, block, keep=chunk_bytes)
+                last = _Read(pos, 0)
+                reads.append(last)
+            last.chunks.append((offset - last.offset, place, part))
+            last.size = offset + chunk_bytes - last.offset
+            pos = offset + chunk_bytes
+            i += 1
+        slabs.append((start, stop, reads))
+    tail: list[_Read] = []
+    _gaps(tail, pos, file_size, block)
+    return _Plan(disk, chunk_shape, block, slabs, tail)
+
+
+def _gaps(reads: list[_Read], pos: int, end: int, block: int, keep: int = 0) -> int:
+    """Append reads of the bytes from ``pos`` to ``end`` (hashed, not copied), a block at a
+    time, until what is left fits in one block with the ``keep`` bytes of the chunk that
+    follows (its read then starts there); returns where that is. ``keep=0``: all of them."""
+    while pos < end and (keep == 0 or end - pos + keep > block):
+        n = min(block, end - pos)
+        reads.append(_Read(pos, n))
+        pos += n
+    return pos
+
+
+class SingleRead:
+    """Slabs of a chunked stack and the SHA-256 of its whole file, from one sequential read.
+
+    Made by :meth:`open` (None when the stack cannot be read this way). The interface of
+    :class:`~txmdb.io.files.BackgroundHash` — :meth:`result`, :meth:`cancel`, :meth:`promote`,
+    ``identity``, ``elapsed_s``, ``waited_s`` — plus :meth:`slabs`. Without :meth:`slabs`
+    (or before it), :meth:`result` reads the file for the hash alone.
+    """
+
+    def __init__(self, info, slab_size: int, plan: _Plan, fd: int, identity: tuple):
+        self.info = info
+        self.slab_size = slab_size
+        self._plan = plan
+        self._fd = fd
+        #: :func:`file_identity` of the file, the same before and after the read; None if it changed
+        self.identity: tuple | None = identity
+        self._digest: str | None = None
+        self._error: BaseException | None = None
+        self._stop = threading.Event()
+        self._blocks: queue.Queue = queue.Queue()        # free blocks
+        self._hash_queue: queue.Queue = queue.Queue()    # (block, n) to hash, None at the end
+        self._free_slabs: queue.Queue = queue.Queue()    # slab buffers the caller gave back
+        self._ready: queue.Queue = queue.Queue()         # slab buffers read, or an error
+        self._threads: list[threading.Thread] = []
+        self._t0 = time.perf_counter()
+        self._closed = False
+        #: seconds from open to the digest, and that result() waited for it
+        self.elapsed_s = self.waited_s = 0.0
+        #: CPU seconds of the reading thread (reads and copies into slabs) and of the hash thread
+        self.read_cpu_s = self.hash_cpu_s = 0.0
+
+    @classmethod
+    def open(cls, info, slab_size: int) -> "SingleRead | None":
+        """A single read of ``info``'s file in slabs of ``slab_size``, or None (see the module)."""
+        if os.environ.get(ENV, "1") == "0":
+            return None
+        try:
+            fd = os.open(info.path, os.O_RDONLY)
+        except OSError:
+            return None                              # the h5py path names the problem
+        try:
+            identity = file_identity(os.fstat(fd))
+            plan = single_read_plan(info, slab_size, identity[2])
+            # the plan must describe the file open here: not replaced or written to meanwhile
+            if not isinstance(plan, str) and file_identity(os.stat(info.path)) == identity:
+                return cls(info, slab_size, plan, fd, identity)
+        except OSError:
+            pass                                     # gone meanwhile: the h5py path names it
+        except BaseException:
+            os.close(fd)
+            raise
+        os.close(fd)
+        return None
+
+    # ------------------------------------------------------------------ threads
+    def _start(self, copy: bool) -> None:
+        for _ in range(_BLOCKS):
+            self._blocks.put(np.empty(self._plan.block_bytes, dtype=np.uint8))
+        self._threads = [threading.Thread(target=self._hash, name="txmdb-sha256", daemon=True),
+                         threading.Thread(target=self._read, args=(copy,), name="txmdb-read", daemon=True)]
+        for thread in self._threads:
+            thread.start()
+
+    def _hash(self) -> None:
+        digest = hashlib.sha256()
+        while (item := self._hash_queue.get()) is not None:
+            block, n = item
+            digest.update(block[:n])                 # hashlib releases the GIL on large buffers
+            self._blocks.put(block)
+        if not self._stop.is_set() and self._error is None:
+            self._digest = digest.hexdigest()
+        _drain(self._blocks)                         # the reader is done: free the blocks
+        self.hash_cpu_s = time.thread_time()
+        self.elapsed_s = time.perf_counter() - self._t0
+
+    def _read(self, copy: bool) -> None:
+        from txmdb.io.hdf5 import _read_error
+
+        plan, info = self._plan, self.info
+        try:
+            for start, stop, reads in plan.slabs:
+                out = None
+                if copy:
+                    if (buf := self._free_slabs.get()) is None:
+                        return
+                    out = buf.reshape(-1)[:info.shape[0] * (stop - start) * math.prod(info.shape[2:])]
+                    out = out.reshape(info.shape[0], stop - start, *info.shape[2:])
+                try:
+                    for read in reads:
+                        if not self._pass(read, out):
+                            return
+                except OSError as exc:
+                    raise _read_error(info, start, stop, exc) from None
+                if copy:
+                    self._ready.put(buf)
+            for read in plan.tail:
+                if not self._pass(read, None):
+                    return
+            if file_identity(os.fstat(self._fd)) != self.identity:
+                self.identity = None                 # written to while it was read
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller by slabs() / result()
+            self._error = exc
+            self._ready.put(exc)
+        finally:
+            self._hash_queue.put(None)
+            self.read_cpu_s = time.thread_time()
+
+    def _pass(self, read: _Read, out: np.ndarray | None) -> bool:
+        """Read one block, queue it for the hash, copy its chunks into ``out``; False: stopped."""
+        block = self._blocks.get()
+        if block is None or self._stop.is_set():
+            return False
+        view = memoryview(block)[:read.size]
+        done = 0
+        while done < read.size:
+            n = os.preadv(self._fd, [view[done:]], read.offset + done)
+            if n == 0:
+                raise OSError(f"file ends at byte {read.offset + done} (truncated while read?)")
+            done += n
+        self._hash_queue.put((block, read.size))
+        if out is not None:
+            disk, shape, items = self._plan.disk_dtype, self._plan.chunk_shape, math.prod(self._plan.chunk_shape)
+            for at, place, part in read.chunks:
+                out[place] = np.frombuffer(block, dtype=disk, count=items, offset=at).reshape(shape)[part]
+        return True
+
+    # ------------------------------------------------------------------ interface
+    def slabs(self) -> Iterator[tuple[int, int, np.ndarray]]:
+        """Yield ``(start, stop, slab)`` as ``iter_slabs(info, slab_size, prefetch=True)`` does:
+        the next slab is read meanwhile, and **a slab is valid only until the next one is
+        requested**. Once per reader."""
+        if self._threads:
+            raise RuntimeError("the stack's single read has already started")
+        info = self.info
+        full = (info.shape[0], min(self.slab_size, info.n_slices), *info.shape[2:])
+        for _ in range(2):
+            self._free_slabs.put(np.empty(full, dtype=info.dtype_work))
+        self._start(copy=True)
+        finished = False
+        try:
+            for start, stop, _reads in self._plan.slabs:
+                item = self._ready.get()
+                if isinstance(item, BaseException):
+                    raise item
+                n = info.shape[0] * (stop - start) * math.prod(info.shape[2:])
+                yield start, stop, item.reshape(-1)[:n].reshape(info.shape[0], stop - start, *info.shape[2:])
+                self._free_slabs.put(item)
+            finished = True
+            _drain(self._free_slabs)                 # the slabs are read: free their buffers now
+        finally:
+            if not finished:
+                self._halt()
+
+    def result(self) -> str:
+        """The file's SHA-256 (hex); the read's error (InputError, OSError), if it failed."""
+        t0 = time.perf_counter()
+        if not self._threads:
+            self._start(copy=False)
+        for thread in self._threads:
+            thread.join()
+        self.waited_s = time.perf_counter() - t0
+        if self._error is not None:
+            raise self._error
+        if self._digest is None:
+            raise RuntimeError("the stack's single read was stopped before the end of the file")
+        return self._digest
+
+    def promote(self) -> None:
+        """Nothing to do: the read runs at the caller's priority (BackgroundHash's interface)."""
+
+    def _halt(self) -> None:
+        """Stop the threads where they are and wait for them."""
+        self._stop.set()
+        for q in (self._blocks, self._free_slabs):
+            q.put(None)
+        for thread in self._threads:
+            thread.join()
+        for q in (self._blocks, self._free_slabs):
+            _drain(q)
+
+    def cancel(self) -> None:
+        """Stop reading and hashing; close the file. Safe to call more than once."""
+        if self._closed:
+            return
+        self._halt()
+        self._closed = True
+        os.close(self._fd)
+
+
+def _drain(q: queue.Queue) -> None:
+    """Empty ``q`` (its buffers are freed once nothing else holds them)."""
+    while True:
+        try:
+            q.get_nowait()
+        except queue.Empty:
+            return
