@@ -131,8 +131,8 @@ def measure_analysis(path: Path, spectral: bool, gradient_maps: str, workers: in
     check = checks[0]
     return {"wall_s": round(wall, 3), "cpu_s": round(_cpu() - cpu0, 2), "timings_s": {k: round(v, 2) for k, v in analysis.timings_s.items()},
             "input_check": type(check).__name__,
-            **({"read_cpu_s": round(check.read_cpu_s, 2), "hash_cpu_s": round(check.hash_cpu_s, 2)}
-               if hasattr(check, "read_cpu_s") else {}),
+            **({"read_cpu_s": round(check.read_cpu_s, 2), "hash_cpu_s": round(check.hash_cpu_s, 2),
+                "reread_mb": round(check.reread_bytes / 2**20)} if hasattr(check, "read_cpu_s") else {}),
             "maps": list(options.computed_maps()), "gradient_maps": list(options.gradient_maps),
             "peak_rss_mb": _rss(), "n_particles": analysis.n_particles}
 

@@ -255,3 +255,44 @@ def test_stopping_early_ends_the_threads(tmp_path):
     assert threading.active_count() == before
     with pytest.raises(OSError):
         os.fstat(reader._fd)                  # closed
+
+
+@pytest.mark.parametrize("blocks", [1, 2])
+def test_a_hash_lagging_behind_reads_the_bytes_again(tmp_path, monkeypatch, blocks):
+    """With no block free for the hash (1: the reader's own) every block is read again by the
+    hash; with 2, some are: the digest is the file's either way."""
+    from txmdb.io import single_read
+
+    monkeypatch.setattr(single_read, "_BLOCK_BYTES", 64 << 10)
+    monkeypatch.setattr(single_read, "_BLOCKS", blocks)
+    path = write_stack(tmp_path / "lag.h5", _stack(), CHUNKS, gaps=True)
+    info = open_stack(path)
+    reader = SingleRead.open(info, 4)
+    try:
+        _same_as_h5py(info, _read_all(reader))
+        assert reader.result() == _sha(path)
+    finally:
+        reader.cancel()
+    if blocks == 1:
+        assert reader.reread_bytes == os.path.getsize(path)
+
+
+def test_promote_while_slabs_are_held_goes_on_with_the_same_digest(tmp_path):
+    """promote() in the middle of the read (the caller holding a slab, the reader waiting for
+    it) neither waits for the read nor changes the digest; the hash thread runs at normal
+    priority afterwards."""
+    path = write_stack(tmp_path / "p.h5", _stack(), CHUNKS, gaps=True)
+    info = open_stack(path)
+    reader = SingleRead.open(info, 4)
+    try:
+        slabs = reader.slabs()
+        held = [next(slabs), next(slabs)]
+        low = reader._hasher
+        reader.promote()
+        assert reader._hasher is not low and not low.is_alive()   # the rest of the file is still to come
+        reader.promote()                      # once is enough
+        rest = [(a, b, s.copy()) for a, b, s in slabs]
+        assert reader.result() == _sha(path)
+    finally:
+        reader.cancel()
+    assert [a for a, _, _ in held] + [a for a, _, _ in rest] == [0, 4, 8, 12, 16]

@@ -184,10 +184,10 @@ def analyze_scan(
     t0 = time.perf_counter()
     scan, info, options = prepare_analysis(catalog, scan_id, options, registration=registration,
                                            verify_hash=False)
-    # The file's SHA-256 is checked while the analysis runs (from the edge pass' own read of
-    # the file when it is one sequential read, else a low-priority thread filling the gaps of
-    # the edge pass); a file changed since ingest fails the analysis before anything of it is
-    # recorded as done.
+    # The file's SHA-256 is checked while the analysis runs, by a low-priority thread filling
+    # the gaps of the edge pass (hashing the edge pass' own reads when the stack is one
+    # sequential read of the file, else reading it a second time); a file changed since
+    # ingest fails the analysis before anything of it is recorded as done.
     hashing = input_hash(info, options, scan.file_path) if verify_hash else None
     try:
         with catalog.store.put(ANALYSES, new_analysis(scan, options)) as put:

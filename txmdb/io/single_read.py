@@ -6,14 +6,22 @@ slabs and :class:`~txmdb.io.files.BackgroundHash` hashing the file beside it, ev
 read twice, once through HDF5's chunk machinery. For the common layout — a chunked stack
 without filters, every chunk stored, the chunks in the file row of chunks by row of chunks
 along the slab axis — :class:`SingleRead` instead reads the file once, front to back, with
-``os.preadv`` into a few reused blocks: a thread feeds every block (metadata gaps, chunks,
-tail) to one SHA-256, and the chunks' bytes are copied from the block into the slab buffers.
+``os.preadv`` into a few reused blocks: the chunks' bytes are copied from each block into
+the slab buffers, and a hash thread feeds every block (metadata gaps, chunks, tail) to one
+SHA-256. The hash thread starts at the lowest CPU priority, filling the gaps the reader and
+the caller leave, and never holds the reader up: when no block is free (the hash lags),
+the reader keeps its block and the hash later reads those bytes again from the page cache
+itself. :meth:`SingleRead.promote` moves the rest of the hash to normal priority (as
+:meth:`~txmdb.io.files.BackgroundHash.promote` does) once the caller's work has no gaps left.
 
     reader = SingleRead.open(info, slab_size)        # None: use iter_slabs and BackgroundHash
-    for start, stop, slab in reader.slabs():         # as iter_slabs(..., prefetch=True) yields
-        ...
-    digest = reader.result()                         # sha256 of the whole file (hex)
-    reader.cancel()                                  # always (a finally): stops and joins
+    try:
+        for start, stop, slab in reader.slabs():     # as iter_slabs(..., prefetch=True) yields
+            ...
+        reader.promote()                             # optional: the rest of the hash at normal priority
+        digest = reader.result()                     # sha256 of the whole file (hex)
+    finally:
+        reader.cancel()                              # stops and joins the threads, closes the file
 
 The slabs are those :func:`txmdb.io.hdf5.read_slab` gives, bit for bit (the on-disk values,
 converted exactly to the working dtype). Every chunk entry comes from the file, so it is
@@ -50,7 +58,7 @@ _BLOCK_BYTES = 16 << 20
 _MAX_CHUNK_BYTES = 64 << 20
 #: more chunk entries than this are read by h5py (the plan holds a few objects per chunk)
 _MAX_CHUNKS = 1 << 16
-#: blocks in flight: being read, waiting for the hash, being hashed
+#: blocks in flight: the reader's, and those waiting for the hash or being hashed
 _BLOCKS = 4
 
 
@@ -217,34 +225,45 @@ class SingleRead:
     Made by :meth:`open` (None when the stack cannot be read this way). The interface of
     :class:`~txmdb.io.files.BackgroundHash` — :meth:`result`, :meth:`cancel`, :meth:`promote`,
     ``identity``, ``elapsed_s``, ``waited_s`` — plus :meth:`slabs`. Without :meth:`slabs`
-    (or before it), :meth:`result` reads the file for the hash alone.
+    (or before it), :meth:`result` reads the file for the hash alone. ``read_cpu_s``,
+    ``hash_cpu_s`` and ``reread_bytes`` say what the threads cost.
     """
 
-    def __init__(self, info, slab_size: int, plan: _Plan, fd: int, identity: tuple):
+    def __init__(self, info, slab_size: int, plan: _Plan, fd: int, identity: tuple, low_priority: bool = True):
         self.info = info
         self.slab_size = slab_size
         self._plan = plan
         self._fd = fd
+        self._low_priority = low_priority
         #: :func:`file_identity` of the file, the same before and after the read; None if it changed
         self.identity: tuple | None = identity
         self._digest: str | None = None
         self._error: BaseException | None = None
         self._stop = threading.Event()
+        self._promoted = threading.Event()
+        self._state = None                               # the digest, handed to the promoted thread
         self._blocks: queue.Queue = queue.Queue()        # free blocks
-        self._hash_queue: queue.Queue = queue.Queue()    # (block, n) to hash, None at the end
+        self._hash_queue: queue.Queue = queue.Queue()    # (block or None, offset, size); None at the end
         self._free_slabs: queue.Queue = queue.Queue()    # slab buffers the caller gave back
         self._ready: queue.Queue = queue.Queue()         # slab buffers read, or an error
-        self._threads: list[threading.Thread] = []
+        self._reader: threading.Thread | None = None
+        self._hasher: threading.Thread | None = None
         self._t0 = time.perf_counter()
         self._closed = False
         #: seconds from open to the digest, and that result() waited for it
         self.elapsed_s = self.waited_s = 0.0
-        #: CPU seconds of the reading thread (reads and copies into slabs) and of the hash thread
+        #: CPU seconds of the reading thread (reads and copies into slabs) and of the hash threads
         self.read_cpu_s = self.hash_cpu_s = 0.0
+        #: bytes the hash read again because it lagged behind the reader
+        self.reread_bytes = 0
 
     @classmethod
-    def open(cls, info, slab_size: int) -> "SingleRead | None":
-        """A single read of ``info``'s file in slabs of ``slab_size``, or None (see the module)."""
+    def open(cls, info, slab_size: int, *, low_priority: bool = True) -> "SingleRead | None":
+        """A single read of ``info``'s file in slabs of ``slab_size``, or None (see the module).
+
+        ``low_priority``: the hash thread starts at the lowest CPU priority, as
+        :class:`~txmdb.io.files.BackgroundHash` does, until :meth:`promote`.
+        """
         if os.environ.get(ENV, "1") == "0":
             return None
         try:
@@ -256,7 +275,7 @@ class SingleRead:
             plan = single_read_plan(info, slab_size, identity[2])
             # the plan must describe the file open here: not replaced or written to meanwhile
             if not isinstance(plan, str) and file_identity(os.stat(info.path)) == identity:
-                return cls(info, slab_size, plan, fd, identity)
+                return cls(info, slab_size, plan, fd, identity, low_priority)
         except OSError:
             pass                                     # gone meanwhile: the h5py path names it
         except BaseException:
@@ -269,27 +288,62 @@ class SingleRead:
     def _start(self, copy: bool) -> None:
         for _ in range(_BLOCKS):
             self._blocks.put(np.empty(self._plan.block_bytes, dtype=np.uint8))
-        self._threads = [threading.Thread(target=self._hash, name="txmdb-sha256", daemon=True),
-                         threading.Thread(target=self._read, args=(copy,), name="txmdb-read", daemon=True)]
-        for thread in self._threads:
-            thread.start()
+        self._hasher = threading.Thread(target=self._hash, args=(self._low_priority,), name="txmdb-sha256",
+                                        daemon=True)
+        self._reader = threading.Thread(target=self._read, args=(copy,), name="txmdb-read", daemon=True)
+        self._hasher.start()
+        self._reader.start()
 
-    def _hash(self) -> None:
-        digest = hashlib.sha256()
-        while (item := self._hash_queue.get()) is not None:
-            block, n = item
-            digest.update(block[:n])                 # hashlib releases the GIL on large buffers
-            self._blocks.put(block)
-        if not self._stop.is_set() and self._error is None:
-            self._digest = digest.hexdigest()
-        _drain(self._blocks)                         # the reader is done: free the blocks
-        self.hash_cpu_s = time.thread_time()
-        self.elapsed_s = time.perf_counter() - self._t0
+    def _hash(self, low_priority: bool) -> None:
+        """SHA-256 of the reader's blocks in file order; the bytes of a block the reader could
+        not hand over (the hash lagged) are read again here."""
+        t0 = time.thread_time()
+        try:  # Linux: niceness per thread; elsewhere the hash runs at normal priority
+            if low_priority:
+                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+        except (AttributeError, OSError):
+            pass
+        digest = self._state or hashlib.sha256()
+        self._state = None
+        scratch = None
+        try:
+            while True:
+                if low_priority and self._promoted.is_set():
+                    self._state = digest             # promote() goes on with it
+                    return
+                if (item := self._hash_queue.get()) is None:
+                    break
+                if item is _WAKE:
+                    continue
+                block, offset, size = item
+                if block is not None:
+                    digest.update(block[:size])      # hashlib releases the GIL on large buffers
+                    self._blocks.put(block)
+                    continue
+                scratch = scratch if scratch is not None else np.empty(min(size, 4 << 20), dtype=np.uint8)
+                self.reread_bytes += size
+                for at in range(offset, offset + size, scratch.size):
+                    n = min(scratch.size, offset + size - at)
+                    if os.preadv(self._fd, [memoryview(scratch)[:n]], at) != n:
+                        raise OSError(f"file ends before byte {at + n} (truncated while read?)")
+                    digest.update(scratch[:n])
+            if not self._stop.is_set() and self._error is None:
+                self._digest = digest.hexdigest()
+                if file_identity(os.fstat(self._fd)) != self.identity:
+                    self.identity = None             # written to while it was read
+                self.elapsed_s = time.perf_counter() - self._t0
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller by result()
+            self._error = self._error or exc
+        finally:
+            self.hash_cpu_s += time.thread_time() - t0
+            if self._state is None:
+                _drain(self._blocks)                 # the reader is done: free the blocks
 
     def _read(self, copy: bool) -> None:
         from txmdb.io.hdf5 import _read_error
 
         plan, info = self._plan, self.info
+        block = self._blocks.get()
         try:
             for start, stop, reads in plan.slabs:
                 out = None
@@ -300,17 +354,15 @@ class SingleRead:
                     out = out.reshape(info.shape[0], stop - start, *info.shape[2:])
                 try:
                     for read in reads:
-                        if not self._pass(read, out):
+                        if self._stop.is_set():
                             return
+                        block = self._pass(read, block, out)
                 except OSError as exc:
                     raise _read_error(info, start, stop, exc) from None
                 if copy:
                     self._ready.put(buf)
             for read in plan.tail:
-                if not self._pass(read, None):
-                    return
-            if file_identity(os.fstat(self._fd)) != self.identity:
-                self.identity = None                 # written to while it was read
+                block = self._pass(read, block, None)
         except BaseException as exc:  # noqa: BLE001 - handed to the caller by slabs() / result()
             self._error = exc
             self._ready.put(exc)
@@ -318,11 +370,13 @@ class SingleRead:
             self._hash_queue.put(None)
             self.read_cpu_s = time.thread_time()
 
-    def _pass(self, read: _Read, out: np.ndarray | None) -> bool:
-        """Read one block, queue it for the hash, copy its chunks into ``out``; False: stopped."""
-        block = self._blocks.get()
-        if block is None or self._stop.is_set():
-            return False
+    def _pass(self, read: _Read, block: np.ndarray, out: np.ndarray | None) -> np.ndarray:
+        """Read one block, hand it to the hash, copy its chunks into ``out``; the block to read
+        the next one into.
+
+        The reader never waits for the hash: when no free block is left (the hash, at low
+        priority, lags behind), it keeps its block and the hash reads those bytes again later.
+        """
         view = memoryview(block)[:read.size]
         done = 0
         while done < read.size:
@@ -330,19 +384,23 @@ class SingleRead:
             if n == 0:
                 raise OSError(f"file ends at byte {read.offset + done} (truncated while read?)")
             done += n
-        self._hash_queue.put((block, read.size))
+        try:
+            fresh = self._blocks.get_nowait()
+        except queue.Empty:
+            fresh = None
+        self._hash_queue.put((block if fresh is not None else None, read.offset, read.size))
         if out is not None:
             disk, shape, items = self._plan.disk_dtype, self._plan.chunk_shape, math.prod(self._plan.chunk_shape)
             for at, place, part in read.chunks:
                 out[place] = np.frombuffer(block, dtype=disk, count=items, offset=at).reshape(shape)[part]
-        return True
+        return block if fresh is None else fresh
 
     # ------------------------------------------------------------------ interface
     def slabs(self) -> Iterator[tuple[int, int, np.ndarray]]:
         """Yield ``(start, stop, slab)`` as ``iter_slabs(info, slab_size, prefetch=True)`` does:
         the next slab is read meanwhile, and **a slab is valid only until the next one is
         requested**. Once per reader."""
-        if self._threads:
+        if self._reader is not None:
             raise RuntimeError("the stack's single read has already started")
         info = self.info
         full = (info.shape[0], min(self.slab_size, info.n_slices), *info.shape[2:])
@@ -364,13 +422,27 @@ class SingleRead:
             if not finished:
                 self._halt()
 
+    def promote(self) -> None:
+        """Run the rest of the hash at the caller's priority (as
+        :meth:`txmdb.io.files.BackgroundHash.promote`): the low-priority thread stops at its
+        next block and a thread started here goes on with the same digest."""
+        if not self._low_priority or self._hasher is None or self._promoted.is_set():
+            return
+        self._promoted.set()
+        self._hash_queue.put(_WAKE)              # if it waits for the reader's next block
+        self._hasher.join()
+        if self._state is not None:
+            self._hasher = threading.Thread(target=self._hash, args=(False,), name="txmdb-sha256", daemon=True)
+            self._hasher.start()
+
     def result(self) -> str:
         """The file's SHA-256 (hex); the read's error (InputError, OSError), if it failed."""
         t0 = time.perf_counter()
-        if not self._threads:
+        if self._reader is None:
             self._start(copy=False)
-        for thread in self._threads:
-            thread.join()
+        self._reader.join()
+        self.promote()
+        self._hasher.join()
         self.waited_s = time.perf_counter() - t0
         if self._error is not None:
             raise self._error
@@ -378,16 +450,14 @@ class SingleRead:
             raise RuntimeError("the stack's single read was stopped before the end of the file")
         return self._digest
 
-    def promote(self) -> None:
-        """Nothing to do: the read runs at the caller's priority (BackgroundHash's interface)."""
-
     def _halt(self) -> None:
         """Stop the threads where they are and wait for them."""
         self._stop.set()
-        for q in (self._blocks, self._free_slabs):
-            q.put(None)
-        for thread in self._threads:
-            thread.join()
+        self._free_slabs.put(None)
+        for thread in (self._reader, self._hasher):
+            if thread is not None:
+                thread.join()
+        self._state = None
         for q in (self._blocks, self._free_slabs):
             _drain(q)
 
@@ -398,6 +468,10 @@ class SingleRead:
         self._halt()
         self._closed = True
         os.close(self._fd)
+
+
+#: wakes the low-priority hash thread up for promote()
+_WAKE = object()
 
 
 def _drain(q: queue.Queue) -> None:
