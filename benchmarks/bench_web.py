@@ -13,6 +13,7 @@ and each run says how the machine's CPU was shared: the server's CPU per request
 
     python benchmarks/bench_web.py                      # SQLite
     python benchmarks/bench_web.py postgresql://…/db    # PostgreSQL
+    python benchmarks/bench_web.py URL --seconds 10 --only mixed   # a shorter run of the 20 clients alone
     TXMDB_BENCH_WORKERS=1 python benchmarks/bench_web.py   # server processes [default: the cores]
     TXMDB_BENCH_CLIENT_PROCESSES=5 python benchmarks/bench_web.py   # client processes [default: one per client]
 """
@@ -234,6 +235,13 @@ def cpu_seconds(pid: int) -> dict[int, float]:
     return seconds
 
 
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU seconds of process ``pid`` and all below it, also of the children that ended (PostgreSQL's
+    backends end with their connections; their time goes to the main process's cutime and cstime)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return sum(cpu_seconds(pid).values()) + (int(fields[13]) + int(fields[14])) * TICK_S
+
+
 def machine_busy_seconds() -> float:
     """CPU seconds the whole machine spent busy (every core, /proc/stat)."""
     values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
@@ -241,10 +249,11 @@ def machine_busy_seconds() -> float:
 
 
 def load(base: str, token: str, paths: list[tuple[str, str]], clients: int, seconds: float,
-         server: int | None = None) -> dict:
+         server: int | None = None, database: int | None = None) -> dict:
     """``clients`` keep-alive connections in ``min(clients, CLIENT_PROCESSES)`` processes asking for
     random ``paths`` (label, path) for ``seconds``: latencies by label, and the CPU seconds of the
-    clients, of the server (process ``server`` and its workers) and of the whole machine."""
+    clients, of the server (process ``server`` and its workers), of the database server (process
+    ``database`` and its backends, when it runs on this machine) and of the whole machine."""
     processes = max(1, min(clients, CLIENT_PROCESSES))
     shares = [clients // processes + (i < clients % processes) for i in range(processes)]
     context = multiprocessing.get_context("fork")
@@ -256,8 +265,11 @@ def load(base: str, token: str, paths: list[tuple[str, str]], clients: int, seco
         child.start()
     time.sleep(max(0.0, start - time.time()))
     server_cpu, machine = (cpu_seconds(server) if server else {}), machine_busy_seconds()
+    database_cpu = tree_cpu_seconds(database) if database else None
     results = [out.get() for _ in children]
     machine = machine_busy_seconds() - machine
+    if database:
+        database_cpu = tree_cpu_seconds(database) - database_cpu
     # By server process (the supervisor and its workers), so an uneven share of the work shows.
     server_cpu = {p: t - server_cpu.get(p, 0.0) for p, t in cpu_seconds(server).items()} if server else None
     for child in children:
@@ -269,7 +281,8 @@ def load(base: str, token: str, paths: list[tuple[str, str]], clients: int, seco
         for label, values in part.items():
             times[label].extend(values)
     return {"times": times, "seconds": seconds, "clients": clients, "processes": processes,
-            "client_cpu": sum(cpu for _, _, cpu in results), "server_cpu": server_cpu, "machine_cpu": machine}
+            "client_cpu": sum(cpu for _, _, cpu in results), "server_cpu": server_cpu, "machine_cpu": machine,
+            "database_cpu": database_cpu}
 
 
 def report(run: dict) -> None:
@@ -284,25 +297,84 @@ def report(run: dict) -> None:
           f"{every.max():8.1f}   ({total / seconds:.0f} requests/s)")
     cores = os.cpu_count() or 1
     share = lambda cpu: f"{cpu / total * 1000:.1f} CPU ms/request, {cpu / seconds / cores:.0%} of {cores} cores"  # noqa: E731
-    client = run["client_cpu"]
+    client, database = run["client_cpu"], run.get("database_cpu")
     server = sum(run["server_cpu"].values()) if run["server_cpu"] is not None else None
-    other = run["machine_cpu"] - client - (server or 0.0)
+    other = run["machine_cpu"] - client - (server or 0.0) - (database or 0.0)
     print(f"  CPU: server {share(server) if server is not None else 'not measured'}; "
-          f"clients ({run['clients']} in {run['processes']} processes) {share(client)}; "
+          + (f"database server {share(database)}; " if database is not None else "")
+          + f"clients ({run['clients']} in {run['processes']} processes) {share(client)}; "
           f"everything else on the machine {max(other, 0.0) / seconds / cores:.0%} of {cores} cores")
     if server:
         print("  server processes' shares of its CPU: "
               + ", ".join(f"{t / server:.0%}" for t in sorted(run["server_cpu"].values(), reverse=True) if t > 0))
 
 
-def server_cost(base: str, token: str, paths: list[tuple[str, str]], server: int, seconds: float) -> None:
-    """Each kind of request alone from one client for ``seconds``: its latency and the server's CPU per request."""
-    print(f"  {'request (one client, one kind at a time)':<58} {'n':>6} {'p50 ms':>8} {'server CPU ms':>14}")
+def server_cost(base: str, token: str, paths: list[tuple[str, str]], server: int, seconds: float,
+                database: int | None = None) -> None:
+    """Each kind of request alone from one client for ``seconds``: its latency and the server's (and
+    the database server's) CPU per request."""
+    print(f"  {'request (one client, one kind at a time)':<58} {'n':>6} {'p50 ms':>8} {'server CPU ms':>14}"
+          + (f" {'database CPU ms':>16}" if database else ""))
     for label, path in paths:
-        run = load(base, token, [(label, path)], 1, seconds, server)
+        run = load(base, token, [(label, path)], 1, seconds, server, database)
         values = np.array(run["times"][label]) * 1000
         print(f"  {label:<58} {len(values):>6} {np.percentile(values, 50):8.1f} "
-              f"{sum(run['server_cpu'].values()) / len(values) * 1000:14.2f}")
+              f"{sum(run['server_cpu'].values()) / len(values) * 1000:14.2f}"
+              + (f" {run['database_cpu'] / len(values) * 1000:16.2f}" if database else ""))
+
+
+def database_pid(catalog) -> int | None:
+    """The PostgreSQL server's main process when it runs on this machine (its backends are its
+    children), else None (SQLite, or a server elsewhere)."""
+    if catalog.engine.dialect.name != "postgresql":
+        return None
+    with catalog.engine.connect() as conn:
+        backend = conn.exec_driver_sql("SELECT pg_backend_pid()").scalar()
+    try:
+        return int(Path(f"/proc/{backend}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except OSError:  # another machine's process
+        return None
+
+
+def statements_per_request(catalog, token: str, paths: list[tuple[str, str]], n: int = 20) -> None:
+    """Per kind of request, counted in this process over ``n`` requests (an in-process ASGI client):
+    SQL statements, pool checkouts, and on PostgreSQL the round trips to the server (statements,
+    a liveness ping per checkout, BEGIN and COMMIT/ROLLBACK around each transaction)."""
+    from fastapi.testclient import TestClient
+    from sqlalchemy import event
+
+    from txmdb.web.app import create_app
+
+    counts = {"statements": 0, "checkouts": 0, "transactions": 0}
+    postgresql = catalog.engine.dialect.name == "postgresql"
+
+    def statement(conn, *_):
+        counts["statements"] += 1
+        dbapi = conn.connection.dbapi_connection
+        if postgresql and not dbapi.autocommit and dbapi.info.transaction_status == 0:  # idle: BEGIN goes first
+            counts["transactions"] += 1
+
+    def checkout(*_):
+        counts["checkouts"] += 1
+
+    event.listen(catalog.engine, "before_cursor_execute", statement)
+    event.listen(catalog.engine.pool, "checkout", checkout)
+    try:
+        with TestClient(create_app(catalog), headers={"Authorization": f"Bearer {token}"}) as client:
+            print(f"  {'request':<58} {'statements':>10} {'checkouts':>10}" + (f" {'round trips':>12}" if postgresql else ""))
+            for label, path in paths:
+                client.get(path.format(sample="S000", scan=1))  # warm
+                for key in counts:
+                    counts[key] = 0
+                for i in range(n):
+                    answer = client.get(path.format(sample=f"S{i * 7 % 100:03d}", scan=i * 997 % 10_000 + 1))
+                    assert answer.status_code == 200, (path, answer.status_code)
+                trips = counts["statements"] + counts["checkouts"] + 2 * counts["transactions"]
+                print(f"  {label:<58} {counts['statements'] / n:10.1f} {counts['checkouts'] / n:10.1f}"
+                      + (f" {trips / n:12.1f}" if postgresql else ""))
+    finally:
+        event.remove(catalog.engine, "before_cursor_execute", statement)
+        event.remove(catalog.engine.pool, "checkout", checkout)
 
 
 def token_check_cost(catalog, token: str) -> None:
@@ -331,13 +403,35 @@ def token_check_cost(catalog, token: str) -> None:
           f"an Argon2 verify instead {argon_ms:.0f} ms")
 
 
+def arguments():
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("url", nargs="?", default=f"sqlite:///{OUT / 'web-bench.db'}",
+                        help="the catalogue: a SQLite URL, or an empty (first run) or already built PostgreSQL "
+                             "database [default: benchmarks/out/web-bench.db, built on first use]")
+    parser.add_argument("--seconds", type=float, default=SECONDS,
+                        help=f"length of the {CLIENTS}-client run [default: {SECONDS}]")
+    parts = ("token", "statements", "alone", "one", "mixed", "slices")
+    parser.add_argument("--only", action="append", choices=parts,
+                        help="run only these parts (repeatable): the token check's cost, statements per request, "
+                             "each kind alone, one client, the 20 clients, the slices [default: all]")
+    given = parser.parse_args()
+    given.only = set(given.only or parts)
+    return given
+
+
 def main() -> None:
-    url = sys.argv[1] if len(sys.argv) > 1 else f"sqlite:///{OUT / 'web-bench.db'}"
+    given = arguments()
+    url = given.url
     catalog = bench_query.built_catalog(url, OUT / "web-bench-store")
     token = token_for(catalog)
+    database = database_pid(catalog)
     print(f"catalogue: {catalog.engine.url.render_as_string(hide_password=True)}; load average "
           f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
-    token_check_cost(catalog, token)
+    if "token" in given.only:
+        token_check_cost(catalog, token)
     process, base = serve(url, OUT / "web-bench-store", OUT / "web-bench-serve.log")
     try:
         paths = [
@@ -349,16 +443,24 @@ def main() -> None:
             ("api query gradient ?sample=S…&bin=3 (csv)", "/api/v1/query/gradient?sample={sample}&bin=3&format=csv"),
             ("api scans ?sample=S…&limit=20", "/api/v1/scans?sample={sample}&limit=20"),
         ]
+        if "statements" in given.only:
+            print("database statements per request (counted in this process):")
+            statements_per_request(catalog, token, paths)
         load(base, token, paths, 2, 3)  # warm up
-        print("each kind of request alone (its own time, and the server's CPU for it):")
-        server_cost(base, token, paths, process.pid, 3)
-        print("one client (each request's own time), 10 s:")
-        report(load(base, token, paths, 1, 10, process.pid))
-        print(f"{CLIENTS} concurrent clients, {SECONDS} s:")
-        report(load(base, token, paths, CLIENTS, SECONDS, process.pid))
+        if "alone" in given.only:
+            print("each kind of request alone (its own time, and the server's CPU for it):")
+            server_cost(base, token, paths, process.pid, 3, database)
+        if "one" in given.only:
+            print("one client (each request's own time), 10 s:")
+            report(load(base, token, paths, 1, 10, process.pid, database))
+        if "mixed" in given.only:
+            print(f"{CLIENTS} concurrent clients, {given.seconds:g} s:")
+            report(load(base, token, paths, CLIENTS, given.seconds, process.pid, database))
     finally:
         process.terminate()
         process.wait()
+    if "slices" not in given.only:
+        return
 
     slice_url, slice_store, scan = slice_catalogue()
     slice_catalog = open_catalog(slice_url, slice_store)

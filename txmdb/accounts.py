@@ -200,19 +200,24 @@ def issue_token(catalog, name: str, expires_days: int | None = None) -> str:
     return token
 
 
-def _live_account(session, model, column, digest: str):
-    """The enabled account owning the unexpired row of ``model`` whose ``column`` is ``digest``."""
+def _live_account(engine, model, column, digest: str):
+    """The enabled account owning the unexpired row of ``model`` whose ``column`` is ``digest``.
+
+    One statement on a reading connection (no ORM session, no transaction around it): it runs
+    before every request."""
     from sqlalchemy import or_, select
 
+    from txmdb.db.engine import read_connection
     from txmdb.db.models import User
 
     expiry = model.expires_at
-    row = session.execute(
-        select(User.id, User.name, User.role)
-        .join(model, model.user_id == User.id)
-        .where(column == digest, User.disabled.is_(False),
-               or_(expiry.is_(None), expiry > _now()))
-    ).first()
+    with read_connection(engine) as connection:
+        row = connection.execute(
+            select(User.id, User.name, User.role)
+            .join(model, model.user_id == User.id)
+            .where(column == digest, User.disabled.is_(False),
+                   or_(expiry.is_(None), expiry > _now()))
+        ).first()
     return None if row is None else Account(*row)
 
 
@@ -223,8 +228,7 @@ def account_for_token(catalog, token: str) -> Account | None:
     if not token.startswith(TOKEN_PREFIX) or len(token) > 200:
         return None
     digest = keyed_hash(web_key(catalog), token, "token")
-    with catalog.session() as session:
-        return _live_account(session, ApiToken, ApiToken.token_hash, digest)
+    return _live_account(catalog.engine, ApiToken, ApiToken.token_hash, digest)
 
 
 # ----------------------------------------------------------------------------- sessions
@@ -246,8 +250,7 @@ def account_for_session(catalog, secret: str) -> Account | None:
     if not secret or len(secret) > 200:
         return None
     digest = keyed_hash(web_key(catalog), secret, "session")
-    with catalog.session() as session:
-        return _live_account(session, WebSession, WebSession.session_hash, digest)
+    return _live_account(catalog.engine, WebSession, WebSession.session_hash, digest)
 
 
 def close_session(catalog, secret: str) -> None:

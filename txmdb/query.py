@@ -106,7 +106,9 @@ def declares(name: str, filters: Sequence[str], parameters: Sequence = ()):
 
 
 def _frame(catalog, stmt: Select) -> pd.DataFrame:
-    with catalog.engine.connect() as conn:
+    from txmdb.db.engine import read_connection
+
+    with read_connection(catalog.engine) as conn:
         result = conn.execute(stmt)
         keys = list(result.keys())
         rows = result.fetchall()
@@ -461,12 +463,14 @@ def samples(catalog, *, sample=None, morphology=None) -> pd.DataFrame:
 def cells(catalog, *, sample=None, cell=None, morphology=None) -> pd.DataFrame:
     """Cells with their active mass."""
     from txmdb.catalog.samples import CELL_FIELDS, active_mass_g
+    from txmdb.db.engine import read_connection
 
-    stmt = _cell_filters(sa.select(m.Cell).join(m.Sample).order_by(m.Cell.name), sample=sample, cell=cell,
-                         morphology=morphology)
-    with catalog.session() as session:
-        rows = [{"cell": c.name, "sample": c.sample.name, **{f: getattr(c, f) for f in CELL_FIELDS},
-                 "active_mass_g": active_mass_g(c)} for c in session.scalars(stmt)]
+    # One statement (an ORM session loaded each cell's sample by a query of its own).
+    stmt = _cell_filters(sa.select(m.Cell.name.label("cell"), m.Sample.name.label("sample"),
+                                   *(getattr(m.Cell, f) for f in CELL_FIELDS)).join(m.Sample).order_by(m.Cell.name),
+                         sample=sample, cell=cell, morphology=morphology)
+    with read_connection(catalog.engine) as conn:
+        rows = [{**c._mapping, "active_mass_g": active_mass_g(c)} for c in conn.execute(stmt)]
     return pd.DataFrame(rows, columns=["cell", "sample", *CELL_FIELDS, "active_mass_g"])
 
 

@@ -11,6 +11,7 @@ inline scripts.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import math
 from typing import Callable, Iterable
@@ -40,6 +41,18 @@ SPATIAL_AXES = {3: ("z", "y", "x"), 2: ("y", "x")}
 
 def _catalog(request: Request):
     return request.app.state.catalog
+
+
+def _one_connection(page):
+    """The page's queries share one database connection: one pool checkout and liveness ping
+    for the page, not one per query (on PostgreSQL each is a round trip to the server)."""
+    @functools.wraps(page)
+    def reading(**arguments):
+        from txmdb.db.engine import shared_reads
+
+        with shared_reads(_catalog(arguments["request"]).engine):
+            return page(**arguments)
+    return reading
 
 
 def _root(request: Request) -> str:
@@ -107,10 +120,12 @@ def _newest(catalog, model, *, statuses: Iterable[str] = (), limit: int = 10):
     import pandas as pd
     import sqlalchemy as sa
 
+    from txmdb.db.engine import read_connection
+
     stmt = sa.select(model.__table__).order_by(model.id.desc()).limit(limit)
     if statuses:
         stmt = stmt.where(model.status.in_(list(statuses)))
-    with catalog.engine.connect() as conn:
+    with read_connection(catalog.engine) as conn:
         result = conn.execute(stmt)
         return pd.DataFrame(result.fetchall(), columns=list(result.keys()))
 
@@ -170,6 +185,7 @@ def _ingest_link(root: str):
 
 
 @router.get("/", response_class=HTMLResponse)
+@_one_connection
 def dashboard(request: Request, user=Viewer):
     from txmdb.db import models as m
 
@@ -248,6 +264,7 @@ def search_samples(frame, form: dict):
 
 
 @router.get("/samples", response_class=HTMLResponse)
+@_one_connection
 def samples_page(request: Request, user=Viewer):
     from txmdb import query
 
@@ -313,14 +330,15 @@ def xas_plots(catalog, xas) -> tuple[list[dict], list[str]]:
     """Normalised spectra overlaid, one plot per edge and mode kind; notes for unreadable spectra."""
     import sqlalchemy as sa
 
+    from txmdb.db.engine import read_connection
     from txmdb.db.models import XASMeasurement
     from txmdb.errors import StoreFileError
 
     if xas.empty:
         return [], []
     ids = [int(i) for i in xas["measurement_id"]]
-    with catalog.session() as session:
-        files = {i: (p, s) for i, p, s in session.execute(
+    with read_connection(catalog.engine) as connection:
+        files = {i: (p, s) for i, p, s in connection.execute(
             sa.select(XASMeasurement.id, XASMeasurement.spectrum_path, XASMeasurement.spectrum_sha256)
             .where(XASMeasurement.id.in_(ids)))}
     plots: dict[tuple[str, str], dict] = {}
@@ -360,6 +378,7 @@ def _spatial_shape(shape) -> list[int]:
 
 
 @router.get("/samples/{name:path}", response_class=HTMLResponse)
+@_one_connection
 def sample_page(request: Request, name: str, user=Viewer):
     from txmdb import query
 
@@ -474,6 +493,7 @@ def _vector_size_plots(vector_size) -> list[dict]:
 
 
 @router.get("/scans/{scan_id}", response_class=HTMLResponse)
+@_one_connection
 def scan_page(request: Request, scan_id: int, user=Viewer):
     from txmdb import query
 
@@ -604,6 +624,7 @@ def query_index(request: Request, user=Viewer):
 
 
 @router.get("/query/{table_name}", response_class=HTMLResponse)
+@_one_connection
 def query_page(request: Request, table_name: str, user=Viewer):
     spec = QUERIES.get(table_name)
     if spec is None:
@@ -728,6 +749,7 @@ def _report_choice(request: Request) -> tuple[list[str], list[str], int]:
 
 
 @router.get("/compare", response_class=HTMLResponse)
+@_one_connection
 def compare_page(request: Request, user=Viewer):
     from txmdb import query
     from txmdb.report.html import chosen_states, report_states
