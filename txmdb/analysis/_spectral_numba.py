@@ -54,10 +54,28 @@ def cubic_maximum(c0, c1, c2, c3):  # pragma: no cover - compiled
 
 @njit(fastmath=False, cache=True, nogil=True)
 def _line(mu, v0, m, projector, first):  # pragma: no cover - compiled
-    """Intercept and slope of each voxel's least-squares line over rows ``first ..``."""
+    """Intercept and slope of each voxel's least-squares line over rows ``first ..``
+    (summed in row order; four rows per sweep over the block)."""
     a = np.zeros(m)
     b = np.zeros(m)
-    for i in range(projector.shape[1]):
+    n = projector.shape[1]
+    i = 0
+    while i + 4 <= n:
+        ca0, ca1, ca2, ca3 = projector[0, i], projector[0, i + 1], projector[0, i + 2], projector[0, i + 3]
+        cb0, cb1, cb2, cb3 = projector[1, i], projector[1, i + 1], projector[1, i + 2], projector[1, i + 3]
+        row0 = mu[first + i, v0:v0 + m]
+        row1 = mu[first + i + 1, v0:v0 + m]
+        row2 = mu[first + i + 2, v0:v0 + m]
+        row3 = mu[first + i + 3, v0:v0 + m]
+        for v in range(m):
+            u0 = np.float64(row0[v])
+            u1 = np.float64(row1[v])
+            u2 = np.float64(row2[v])
+            u3 = np.float64(row3[v])
+            a[v] = a[v] + ca0 * u0 + ca1 * u1 + ca2 * u2 + ca3 * u3
+            b[v] = b[v] + cb0 * u0 + cb1 * u1 + cb2 * u2 + cb3 * u3
+        i += 4
+    for i in range(i, n):
         c0 = projector[0, i]
         c1 = projector[1, i]
         row = mu[first + i, v0:v0 + m]
@@ -71,46 +89,157 @@ def _line(mu, v0, m, projector, first):  # pragma: no cover - compiled
 @njit(fastmath=False, cache=True, nogil=True)
 def _mask(v0, m, valid, has_wl, k, out_wl, out_h, out_frac, out_r):  # pragma: no cover - compiled
     """NaN in every map where the edge mask applies, voxels ``v0 .. v0 + m``."""
-    for v in range(m):
-        if not valid[v0 + v]:
-            if has_wl:
-                out_wl[v0 + v] = np.nan
-                out_h[v0 + v] = np.nan
-            for i in range(k):
-                out_frac[i, v0 + v] = np.nan
-            if k > 0:
-                out_r[v0 + v] = np.nan
+    # views, not out[v0 + v]: a non-negative index lets the loops vectorise (a possibly
+    # negative one wraps around and became a scatter)
+    ok = valid[v0:v0 + m]
+    if has_wl:
+        wl = out_wl[v0:v0 + m]
+        h = out_h[v0:v0 + m]
+        for v in range(m):
+            wl[v] = wl[v] if ok[v] else np.nan
+            h[v] = h[v] if ok[v] else np.nan
+    for i in range(k):
+        f = out_frac[i, v0:v0 + m]
+        for v in range(m):
+            f[v] = f[v] if ok[v] else np.nan
+    if k > 0:
+        r = out_r[v0:v0 + m]
+        for v in range(m):
+            r[v] = r[v] if ok[v] else np.nan
 
 
-# error_model="numpy": a zero divisor gives inf/NaN (masked later) instead of a branch
-# that raises, which kept the division loop from vectorising
-@njit(fastmath=False, cache=True, nogil=True, error_model="numpy")
-def spectral_block(mu, v0, m, valid, p_pre, pre0, p_post, post0, x,
-                   coef, r0, f0, f1, has_wl, w_c, w_h, sup_idx, sup_n, sup_a, sup_c, gram,
-                   out_wl, out_h, out_frac, out_r):  # pragma: no cover - compiled
-    """The maps of voxels ``v0 .. v0 + m`` (one block).
+@njit(fastmath=False, cache=True, nogil=True, inline="always")
+def _weights4(coef, j, r, r0, nr):  # pragma: no cover - compiled
+    """Weights of accumulator ``j`` at rows ``r .. r + 3``; 0 from row ``r + nr`` on and
+    for an accumulator ``coef`` does not have (fewer than two references)."""
+    if j >= coef.shape[0]:
+        return 0.0, 0.0, 0.0, 0.0
+    c = coef[j]
+    i = r - r0
+    return (c[i] if nr > 0 else 0.0, c[i + 1] if nr > 1 else 0.0, c[i + 2] if nr > 2 else 0.0,
+            c[i + 3] if nr > 3 else 0.0)
 
-    ``coef`` (4 + k, n): per row ``r0 + j`` of the windows, the white-line projector's
-    column (rows 0-3, zero outside W or without a white line) and the references'
-    values (rows 4.., zero outside F).
+
+@njit(fastmath=False, cache=True, nogil=True, inline="always")
+def _add4(s, ca, cb, cc, cd, na, nb, nc, nd, plain):  # pragma: no cover - compiled
+    """``s + ca na + cb nb + cc nc + cd nd`` added in that order, a term of weight 0
+    skipped (no 0 * inf = NaN from a row the accumulator does not use); ``plain``: no
+    weight is 0 (no selects)."""
+    if plain:
+        return s + ca * na + cb * nb + cc * nc + cd * nd
+    s = s + ca * na if ca != 0.0 else s
+    s = s + cb * nb if cb != 0.0 else s
+    s = s + cc * nc if cc != 0.0 else s
+    return s + cd * nd if cd != 0.0 else s
+
+
+@njit(fastmath=False, cache=True, nogil=True)
+def _plain(coef, r, r0, nr, f0, f1, n_cubic):  # pragma: no cover - compiled
+    """Rows ``r .. r + 3`` all in F with no weight 0 among the references' and the first
+    ``n_cubic`` accumulators'."""
+    if nr < 4 or r < f0 or r + 4 > f1:
+        return False
+    for j in range(coef.shape[0]):
+        if j < n_cubic or j >= 4:
+            for i in range(4):
+                if coef[j, r - r0 + i] == 0.0:
+                    return False
+    return True
+
+
+# Four rows per sweep over the block: the accumulators are loaded and stored once per four
+# rows rather than once per row, and norm never goes through memory. Each accumulator still
+# adds its rows in row order, with the same roundings as row by row (same numbers).
+@njit(fastmath=False, cache=True, nogil=True, error_model="numpy", inline="always")
+def _rows4(mu, v0, m, r, nr, r0, f0, f1, x, coef, with_wl, plain, a_pre, b_pre, jump, slope, acc, yy):  # pragma: no cover
+    """Rows ``r .. r + nr - 1`` (``nr`` <= 4) of ``norm`` into ``acc`` (6, m) and ``yy``.
+
+    ``with_wl`` false: rows outside the white-line window (its accumulators untouched).
+    A weight of 0 (outside a window, or beyond ``nr``) leaves its accumulator as it is;
+    ``plain``: four rows, all in F, no weight 0 (the same sums without selects).
     """
-    k = sup_idx.shape[1]
-    n_sup = sup_n.shape[0]
-    n_acc = coef.shape[0]
-    r1 = min(r0 + coef.shape[1], mu.shape[0])
-    # a block the edge masks whole (background around the particles) has NaN maps only
-    n_valid = 0
+    k = coef.shape[0] - 4
+    ra = r
+    rb = r + min(1, nr - 1)
+    rc = r + min(2, nr - 1)
+    rd = r + min(3, nr - 1)
+    xa, xb, xc, xd = x[ra], x[rb], x[rc], x[rd]
+    mu_a = mu[ra, v0:v0 + m]
+    mu_b = mu[rb, v0:v0 + m]
+    mu_c = mu[rc, v0:v0 + m]
+    mu_d = mu[rd, v0:v0 + m]
+    ya = f0 <= ra < f1
+    yb = nr > 1 and f0 <= rb < f1
+    yc = nr > 2 and f0 <= rc < f1
+    yd = nr > 3 and f0 <= rd < f1
+    g0a, g0b, g0c, g0d = _weights4(coef, 4, r, r0, nr)
+    g1a, g1b, g1c, g1d = _weights4(coef, 5, r, r0, nr)
+    # the cubic's weights (all 0 outside the white-line window: not used there)
+    c0a, c0b, c0c, c0d = _weights4(coef, 0, r, r0, nr if with_wl else 0)
+    c1a, c1b, c1c, c1d = _weights4(coef, 1, r, r0, nr if with_wl else 0)
+    c2a, c2b, c2c, c2d = _weights4(coef, 2, r, r0, nr if with_wl else 0)
+    c3a, c3b, c3c, c3d = _weights4(coef, 3, r, r0, nr if with_wl else 0)
+    p0 = acc[0]
+    p1 = acc[1]
+    p2 = acc[2]
+    p3 = acc[3]
+    ref0 = acc[4]
+    ref1 = acc[5]
     for v in range(m):
-        n_valid += valid[v0 + v]
-    if n_valid == 0:
-        _mask(v0, m, valid, has_wl, k, out_wl, out_h, out_frac, out_r)
-        return
-    a_pre, b_pre = _line(mu, v0, m, p_pre, pre0)
-    a_post, b_post = _line(mu, v0, m, p_post, post0)
-    jump = a_post - a_pre
-    slope = b_post - b_pre
-    acc = np.zeros((n_acc, m))
-    yy = np.zeros(m)
+        pa = a_pre[v]
+        pb = b_pre[v]
+        jv = jump[v]
+        sv = slope[v]
+        na = (np.float64(mu_a[v]) - (pa + pb * xa)) / (jv + sv * xa)
+        nb = (np.float64(mu_b[v]) - (pa + pb * xb)) / (jv + sv * xb)
+        nc = (np.float64(mu_c[v]) - (pa + pb * xc)) / (jv + sv * xc)
+        nd = (np.float64(mu_d[v]) - (pa + pb * xd)) / (jv + sv * xd)
+        s = yy[v]
+        if plain:
+            s = s + na * na + nb * nb + nc * nc + nd * nd
+        else:
+            s = s + na * na if ya else s
+            s = s + nb * nb if yb else s
+            s = s + nc * nc if yc else s
+            s = s + nd * nd if yd else s
+        yy[v] = s
+        if k > 0 or not plain:
+            ref0[v] = _add4(ref0[v], g0a, g0b, g0c, g0d, na, nb, nc, nd, plain)
+        if k > 1 or not plain:
+            ref1[v] = _add4(ref1[v], g1a, g1b, g1c, g1d, na, nb, nc, nd, plain)
+        if with_wl:
+            p0[v] = _add4(p0[v], c0a, c0b, c0c, c0d, na, nb, nc, nd, plain)
+            p1[v] = _add4(p1[v], c1a, c1b, c1c, c1d, na, nb, nc, nd, plain)
+            p2[v] = _add4(p2[v], c2a, c2b, c2c, c2d, na, nb, nc, nd, plain)
+            p3[v] = _add4(p3[v], c3a, c3b, c3c, c3d, na, nb, nc, nd, plain)
+
+
+@njit(fastmath=False, cache=True, nogil=True, error_model="numpy")
+def _accumulate_fused(mu, v0, m, r0, r1, w0, w1, f0, f1, x, coef, a_pre, b_pre, jump, slope, acc, yy):  # pragma: no cover
+    """``acc`` (6, m): the cubic's coefficients and ``R norm`` of at most two references
+    (k < 2: the unused rows stay 0), ``yy`` = Σ_F norm², over rows ``r0 .. r1``."""
+    r = r0
+    while r < r1:
+        in_w = w0 <= r < w1
+        # a run of rows on one side of the white-line window's edges
+        stop = min(r1, w1) if in_w else (min(r1, w0) if r < w0 else r1)
+        nr = min(4, stop - r)
+        if _plain(coef, r, r0, nr, f0, f1, 4 if in_w else 0):
+            if in_w:
+                _rows4(mu, v0, m, r, nr, r0, f0, f1, x, coef, True, True, a_pre, b_pre, jump, slope, acc, yy)
+            else:
+                _rows4(mu, v0, m, r, nr, r0, f0, f1, x, coef, False, True, a_pre, b_pre, jump, slope, acc, yy)
+        elif in_w:
+            _rows4(mu, v0, m, r, nr, r0, f0, f1, x, coef, True, False, a_pre, b_pre, jump, slope, acc, yy)
+        else:
+            _rows4(mu, v0, m, r, nr, r0, f0, f1, x, coef, False, False, a_pre, b_pre, jump, slope, acc, yy)
+        r += nr
+
+
+@njit(fastmath=False, cache=True, nogil=True, error_model="numpy")
+def _accumulate(mu, v0, m, r0, r1, f0, f1, x, coef, a_pre, b_pre, jump, slope, acc, yy):  # pragma: no cover
+    """``acc`` (4 + k, m) = ``coef @ norm`` and ``yy`` = Σ_F norm², row by row (any k)."""
+    n_acc = coef.shape[0]
     nv = np.empty(m)
     for r in range(r0, r1):
         xr = x[r]
@@ -127,79 +256,181 @@ def spectral_block(mu, v0, m, valid, p_pre, pre0, p_post, post0, x,
             if c != 0.0:
                 for v in range(m):
                     acc[j, v] += c * nv[v]
+
+
+@njit(fastmath=False, cache=True, nogil=True, error_model="numpy")
+def _lcf_two(b0, b1, yy, sup_a, sup_c, gram, frac0, frac1, rfactor):  # pragma: no cover - compiled
+    """Two references: :func:`_lcf_any`'s supports {0}, {1}, {0, 1} (``lcf_supports``'
+    order) and operations, per voxel in registers."""
+    a0 = sup_a[0, 0, 0]
+    c0 = sup_c[0, 0]
+    a1 = sup_a[1, 0, 0]
+    c1 = sup_c[1, 0]
+    a00, a01, a10, a11 = sup_a[2, 0, 0], sup_a[2, 0, 1], sup_a[2, 1, 0], sup_a[2, 1, 1]
+    c20, c21 = sup_c[2, 0], sup_c[2, 1]
+    g00, g01, g10, g11 = gram[0, 0], gram[0, 1], gram[1, 0], gram[1, 1]
+    for v in range(b0.shape[0]):
+        p = b0[v]
+        q = b1[v]
+        y = yy[v]
+        best = np.inf
+        w0 = np.nan
+        w1 = np.nan
+        # {0}
+        u = c0 + a0 * p
+        f = y - 2.0 * u * p
+        f = f + u * g00 * u
+        ok = u >= 0.0 and f < best
+        best = f if ok else best
+        w0 = u if ok else w0
+        w1 = 0.0 if ok else w1
+        # {1}
+        u = c1 + a1 * q
+        f = y - 2.0 * u * q
+        f = f + u * g11 * u
+        ok = u >= 0.0 and f < best
+        best = f if ok else best
+        w0 = 0.0 if ok else w0
+        w1 = u if ok else w1
+        # {0, 1}
+        u = (c20 + a00 * p) + a01 * q
+        t = (c21 + a10 * p) + a11 * q
+        f = y - 2.0 * u * p
+        f = f + u * g00 * u
+        f = f + u * g01 * t
+        f = f - 2.0 * t * q
+        f = f + t * g10 * u
+        f = f + t * g11 * t
+        ok = u >= 0.0 and t >= 0.0 and f < best
+        best = f if ok else best
+        w0 = u if ok else w0
+        w1 = t if ok else w1
+        frac0[v] = w0
+        frac1[v] = w1
+        # no finite candidate: a norm that is not finite on F (zero step)
+        rfactor[v] = max(best, 0.0) / y if best < np.inf else np.nan
+
+
+@njit(fastmath=False, cache=True, nogil=True, error_model="numpy")
+def _lcf_any(v0, m, acc, yy, sup_idx, sup_n, sup_a, sup_c, gram, out_frac, out_r):  # pragma: no cover
+    """Any number of references: every support, voxels inner (branch-free selects)."""
+    k = sup_idx.shape[1]
+    n_sup = sup_n.shape[0]
+    best = np.full(m, np.inf)
+    best_w = np.full((k, m), np.nan)
+    ws = np.empty((k, m))
+    f = np.empty(m)
+    ok = np.empty(m, dtype=np.bool_)
+    for s in range(n_sup):
+        ns = sup_n[s]
+        for v in range(m):
+            ok[v] = True
+        for a in range(ns):
+            ca = sup_c[s, a]
+            for v in range(m):
+                ws[a, v] = ca
+            for q in range(ns):
+                aq = sup_a[s, a, q]
+                iq = sup_idx[s, q]
+                for v in range(m):
+                    ws[a, v] += aq * acc[4 + iq, v]
+            for v in range(m):
+                ok[v] = ok[v] and ws[a, v] >= 0.0
+        # Σ res² = yy - 2 w·b + wᵀ G w over the support
+        for v in range(m):
+            f[v] = yy[v]
+        for a in range(ns):
+            ia = sup_idx[s, a]
+            for v in range(m):
+                f[v] -= 2.0 * ws[a, v] * acc[4 + ia, v]
+            for q in range(ns):
+                gaq = gram[ia, sup_idx[s, q]]
+                for v in range(m):
+                    f[v] += ws[a, v] * gaq * ws[q, v]
+        for v in range(m):
+            ok[v] = ok[v] and f[v] < best[v]
+            best[v] = f[v] if ok[v] else best[v]
+        for i in range(k):
+            for v in range(m):
+                best_w[i, v] = 0.0 if ok[v] else best_w[i, v]
+        for a in range(ns):
+            ia = sup_idx[s, a]
+            for v in range(m):
+                best_w[ia, v] = ws[a, v] if ok[v] else best_w[ia, v]
+    for i in range(k):
+        out = out_frac[i, v0:v0 + m]
+        for v in range(m):
+            out[v] = best_w[i, v]
+    out = out_r[v0:v0 + m]
+    for v in range(m):
+        # no finite candidate: a norm that is not finite on F (zero step)
+        out[v] = max(best[v], 0.0) / yy[v] if best[v] < np.inf else np.nan
+
+
+# error_model="numpy": a zero divisor gives inf/NaN (masked later) instead of a branch
+# that raises, which kept the division loop from vectorising
+@njit(fastmath=False, cache=True, nogil=True, error_model="numpy")
+def spectral_block(mu, v0, m, valid, p_pre, pre0, p_post, post0, x,
+                   coef, r0, w0, w1, f0, f1, has_wl, w_c, w_h, sup_idx, sup_n, sup_a, sup_c, gram,
+                   out_wl, out_h, out_frac, out_r):  # pragma: no cover - compiled
+    """The maps of voxels ``v0 .. v0 + m`` (one block).
+
+    ``coef`` (4 + k, n): per row ``r0 + j`` of the windows, the white-line projector's
+    column (rows 0-3, zero outside W or without a white line) and the references'
+    values (rows 4.., zero outside F); W is rows ``w0 .. w1``, F rows ``f0 .. f1``.
+    """
+    k = sup_idx.shape[1]
+    r1 = min(r0 + coef.shape[1], mu.shape[0])
+    # a block the edge masks whole (background around the particles) has NaN maps only
+    n_valid = 0
+    for v in range(m):
+        n_valid += valid[v0 + v]
+    if n_valid == 0:
+        _mask(v0, m, valid, has_wl, k, out_wl, out_h, out_frac, out_r)
+        return
+    a_pre, b_pre = _line(mu, v0, m, p_pre, pre0)
+    a_post, b_post = _line(mu, v0, m, p_post, post0)
+    jump = a_post - a_pre
+    slope = b_post - b_pre
+    yy = np.zeros(m)
+    if k <= 2:
+        acc = np.zeros((6, m))
+        _accumulate_fused(mu, v0, m, r0, r1, w0, w1, f0, f1, x, coef, a_pre, b_pre, jump, slope, acc, yy)
+    else:
+        acc = np.zeros((coef.shape[0], m))
+        _accumulate(mu, v0, m, r0, r1, f0, f1, x, coef, a_pre, b_pre, jump, slope, acc, yy)
     if has_wl:
+        wl = out_wl[v0:v0 + m]
+        h = out_h[v0:v0 + m]
         for v in range(m):
-            t, h = cubic_maximum(acc[0, v], acc[1, v], acc[2, v], acc[3, v])
-            out_wl[v0 + v] = w_c + w_h * t
-            out_h[v0 + v] = h
-    if k > 0:
-        # supports outer, voxels inner: branch-free selects that vectorise
-        best = np.full(m, np.inf)
-        best_w = np.full((k, m), np.nan)
-        ws = np.empty((k, m))
-        f = np.empty(m)
-        ok = np.empty(m, dtype=np.bool_)
-        for s in range(n_sup):
-            ns = sup_n[s]
-            for v in range(m):
-                ok[v] = True
-            for a in range(ns):
-                ca = sup_c[s, a]
-                for v in range(m):
-                    ws[a, v] = ca
-                for q in range(ns):
-                    aq = sup_a[s, a, q]
-                    iq = sup_idx[s, q]
-                    for v in range(m):
-                        ws[a, v] += aq * acc[4 + iq, v]
-                for v in range(m):
-                    ok[v] = ok[v] and ws[a, v] >= 0.0
-            # Σ res² = yy - 2 w·b + wᵀ G w over the support
-            for v in range(m):
-                f[v] = yy[v]
-            for a in range(ns):
-                ia = sup_idx[s, a]
-                for v in range(m):
-                    f[v] -= 2.0 * ws[a, v] * acc[4 + ia, v]
-                for q in range(ns):
-                    gaq = gram[ia, sup_idx[s, q]]
-                    for v in range(m):
-                        f[v] += ws[a, v] * gaq * ws[q, v]
-            for v in range(m):
-                ok[v] = ok[v] and f[v] < best[v]
-                best[v] = f[v] if ok[v] else best[v]
-            for i in range(k):
-                for v in range(m):
-                    best_w[i, v] = 0.0 if ok[v] else best_w[i, v]
-            for a in range(ns):
-                ia = sup_idx[s, a]
-                for v in range(m):
-                    best_w[ia, v] = ws[a, v] if ok[v] else best_w[ia, v]
-        for v in range(m):
-            for i in range(k):
-                out_frac[i, v0 + v] = best_w[i, v]
-            # no finite candidate: a norm that is not finite on F (zero step)
-            out_r[v0 + v] = max(best[v], 0.0) / yy[v] if best[v] < np.inf else np.nan
+            t, height = cubic_maximum(acc[0, v], acc[1, v], acc[2, v], acc[3, v])
+            wl[v] = w_c + w_h * t
+            h[v] = height
+    if k == 2:
+        _lcf_two(acc[4], acc[5], yy, sup_a, sup_c, gram, out_frac[0, v0:v0 + m], out_frac[1, v0:v0 + m],
+                 out_r[v0:v0 + m])
+    elif k > 0:
+        _lcf_any(v0, m, acc, yy, sup_idx, sup_n, sup_a, sup_c, gram, out_frac, out_r)
     _mask(v0, m, valid, has_wl, k, out_wl, out_h, out_frac, out_r)
 
 
 @njit(parallel=True, fastmath=False, cache=True, nogil=True)
 def spectral_pass(mu, valid, p_pre, pre0, p_post, post0, x,
-                  coef, r0, f0, f1, has_wl, w_c, w_h, sup_idx, sup_n, sup_a, sup_c, gram,
+                  coef, r0, w0, w1, f0, f1, has_wl, w_c, w_h, sup_idx, sup_n, sup_a, sup_c, gram,
                   out_wl, out_h, out_frac, out_r):  # pragma: no cover - compiled
     """The maps of every voxel of ``mu`` (n_energy, n), given the edge validity."""
     n = mu.shape[1]
     for ib in prange((n + _BLOCK - 1) // _BLOCK):
         v0 = ib * _BLOCK
         spectral_block(mu, v0, min(v0 + _BLOCK, n) - v0, valid, p_pre, pre0, p_post, post0, x,
-                       coef, r0, f0, f1, has_wl, w_c, w_h, sup_idx, sup_n, sup_a, sup_c, gram,
+                       coef, r0, w0, w1, f0, f1, has_wl, w_c, w_h, sup_idx, sup_n, sup_a, sup_c, gram,
                        out_wl, out_h, out_frac, out_r)
 
 
 @njit(parallel=True, fastmath=False, cache=True, nogil=True)
 def fused_pass(mu, p_pre, pre0, p_post, post0, x, e, s0, s1, min_jump, snr,
                edge, jump, sigma, valid,
-               coef, r0, f0, f1, has_wl, w_c, w_h, sup_idx, sup_n, sup_a, sup_c, gram,
+               coef, r0, w0, w1, f0, f1, has_wl, w_c, w_h, sup_idx, sup_n, sup_a, sup_c, gram,
                out_wl, out_h, out_frac, out_r):  # pragma: no cover - compiled
     """The edge pass and the spectral maps block by block, in one sweep over ``mu``."""
     n = mu.shape[1]
@@ -211,5 +442,5 @@ def fused_pass(mu, p_pre, pre0, p_post, post0, x, e, s0, s1, min_jump, snr,
         _edge_numba.edge_block(mu, v0, m, p_pre, pre0, p_post, post0, x, e, s0, s1, min_jump, snr,
                                edge, jump, sigma, valid)
         spectral_block(mu, v0, m, valid, p_pre, pre0, p_post, post0, x,
-                       coef, r0, f0, f1, has_wl, w_c, w_h, sup_idx, sup_n, sup_a, sup_c, gram,
+                       coef, r0, w0, w1, f0, f1, has_wl, w_c, w_h, sup_idx, sup_n, sup_a, sup_c, gram,
                        out_wl, out_h, out_frac, out_r)

@@ -349,8 +349,9 @@ class SpectralKernel:
         return e._p_pre_c, e.pre.start, e._p_post_c, e.post.start, e._x
 
     def _spectral_arrays(self) -> tuple:
-        f = self._f_rows
-        return (self._coef, self._r0, f.start, f.stop, self.white_line is not None, self._w_c, self._w_h,
+        f, w = self._f_rows, self._w_rows
+        return (self._coef, self._r0, w.start, w.stop, f.start, f.stop, self.white_line is not None,
+                self._w_c, self._w_h,
                 *self._supports, self.gram)
 
     def _coefficients(self) -> tuple[np.ndarray, int]:
