@@ -78,6 +78,7 @@ source ``x + s_e`` lies outside the field of view ``[0, N-1]`` is NaN at that en
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import os
@@ -564,6 +565,37 @@ def _sorted_median(x: np.ndarray, overwrite: bool = False) -> np.ndarray:
     return x[k] if n % 2 else np.mean(x[k:k + 2], axis=0)
 
 
+def _columns_sorted(x: np.ndarray, rows: Sequence[int] | None = None,
+                    divisors: np.ndarray | None = None) -> np.ndarray | None:
+    """The columns of the 2-D ``x`` (of its rows ``rows``, each divided by its ``divisors``)
+    as the rows of a new array, each sorted (NaN last): ``np.sort(x, axis=0).T``'s values.
+    Copied out compiled and sorted along the last axis, which is 1.4x faster than numpy's
+    sort along the first (that one gathers and scatters every column). None without numba."""
+    kernel = _numba()
+    if kernel is None:
+        return None
+    if rows is None:
+        out = np.empty(x.shape[::-1], dtype=x.dtype)
+        kernel.columns_as_rows(x, 0, out)
+    else:
+        out = np.empty((x.shape[1], len(rows)), dtype=x.dtype)
+        kernel.scaled_columns_as_rows(x, np.asarray(rows, dtype=np.int64), 0, divisors, out)
+    out.sort(axis=1)
+    return out
+
+
+def _median_of_sorted_rows(part: np.ndarray) -> np.ndarray:
+    """Per row of the sorted rows ``part``, :func:`_sorted_median`'s number: the middle value,
+    or the sum of the two middle ones halved, summed from zero as ``np.mean`` does (which
+    makes the mean of -0 and -0 +0)."""
+    n = part.shape[1]
+    k = (n - 1) // 2
+    if n % 2:
+        return part[:, k].copy()
+    zero, two = part.dtype.type(0), part.dtype.type(2)
+    return ((zero + part[:, k]) + part[:, k + 1]) / two
+
+
 def _by_columns(fn: Callable[[slice], object], n_columns: int) -> list:
     """``fn(columns)`` for the :data:`_WORKERS` parts of ``range(n_columns)``, on threads, in
     order: for per-voxel work over energies (a voxel's numbers do not depend on the split)."""
@@ -612,21 +644,21 @@ def _prepare(img: np.ndarray, sigma: float, index: int) -> np.ndarray:
     out = _gaussian(img, sigma) if sigma > 0 else img.copy()
     out -= out.mean()
     std = float(out.std())
-    return out / std if std > 0 else out
+    if std > 0:
+        out /= std
+    return out
 
 
-def _highpass(img: np.ndarray, sigma: float) -> np.ndarray:
+def _highpass(img: np.ndarray, sigma: float, out: np.ndarray | None = None) -> np.ndarray:
     """Remove the large scales (flat-field residue, offsets) for the starting correlation."""
-    return img - _gaussian(img, sigma)
+    return np.subtract(img, _gaussian(img, sigma), out=out)
 
 
 def _working_images(read_energy, n_energies: int, window: Window, band: tuple[float, float]) -> np.ndarray:
-    """Every energy's window, band-passed (difference of Gaussians) and normalised, float32."""
-    images = _per_energy(lambda i: _highpass(_prepare(read_energy(i, window), band[0], i), band[1]), n_energies)
-    out = np.empty((n_energies,) + images[0].shape, dtype=np.float32)
-    for i in range(n_energies):
-        out[i] = images[i]
-        images[i] = None
+    """Every energy's window, band-passed (difference of Gaussians) and normalised, float32,
+    each written by its thread straight into the stack (no second copy of every image)."""
+    out = np.empty((n_energies,) + window.shape, dtype=np.float32)
+    _per_energy(lambda i: _highpass(_prepare(read_energy(i, window), band[0], i), band[1], out=out[i]), n_energies)
     return out
 
 
@@ -693,6 +725,15 @@ def _box_slices(lo, hi) -> tuple[slice, ...]:
     return tuple(slice(a, b) for a, b in zip(lo, hi))
 
 
+def _fill_outside(a: np.ndarray, box: tuple[slice, ...], value) -> None:
+    """``a[...] = value`` everywhere but inside ``box`` (slices with explicit bounds)."""
+    head = ()
+    for sl in box:
+        a[head + (slice(0, sl.start),)] = value
+        a[head + (slice(sl.stop, None),)] = value
+        head += (sl,)
+
+
 @dataclass
 class _Model:
     shifts: np.ndarray        # (n_e, ndim) in working-grid voxels
@@ -730,6 +771,9 @@ def _template(J, s, a, c, b, F, box, order, components: int = 1) -> list[np.ndar
 
         def median(cols):
             # the carriers' columns divided by their gains on the threads: a copy, sorted in place
+            part = _columns_sorted(flat[:, cols], carriers, gains[:, 0])
+            if part is not None:
+                return _median_of_sorted_rows(part)
             scaled = flat[carriers, cols]
             scaled /= gains
             return _sorted_median(scaled, overwrite=True)
@@ -790,16 +834,36 @@ def _second_template(regs: np.ndarray, a: np.ndarray, mean: np.ndarray) -> np.nd
     return (second / norm * np.linalg.norm(m) if norm > 0 else second).reshape(mean.shape)
 
 
+def _neg_gradient_into(c: np.ndarray, rows: np.ndarray) -> bool:
+    """``rows[a] = -np.gradient(c)[a][1:-1, …].ravel()`` for every axis ``a``, compiled in one
+    pass (:func:`txmdb.analysis._registration_numba.neg_central_differences`, the same
+    numbers) instead of whole gradient volumes, their negated crops and the copies into
+    ``rows``; False (nothing written) without numba or for other than 2-D/3-D ``c``."""
+    kernel = _numba()
+    if kernel is None or c.ndim not in (2, 3):
+        return False
+    lift = (1,) * (3 - c.ndim)
+    inner = tuple(n - 2 for n in c.shape)
+    kernel.neg_central_differences(c.reshape(lift + c.shape), rows.reshape((c.ndim,) + lift + inner), c.ndim - 2)
+    return True
+
+
 def _shift_error(reg: np.ndarray, other: np.ndarray) -> tuple[float, float]:
     """Standard error (voxels, rms over axes) of the shift between ``reg`` and ``other``:
     least squares of ``reg`` on ``other``, its gradient and a constant; the residual
     variance is scaled by the residual's correlation volume (a smooth residual has fewer
     independent voxels than voxels)."""
     nd = reg.ndim
-    grads = np.gradient(other) if nd > 1 else [np.gradient(other)]
     inner = tuple(slice(1, -1) for _ in range(nd))
     y = reg[inner].ravel()
-    A = np.stack([other[inner].ravel()] + [-g[inner].ravel() for g in grads] + [np.ones_like(y)])
+    # rows: other, -∇other, 1 (the gradient rows compiled straight into place when numba is there)
+    A = np.empty((nd + 2, y.size), dtype=np.result_type(other.dtype, y.dtype))
+    A[0] = other[inner].ravel()
+    if not _neg_gradient_into(other, A[1:1 + nd]):
+        grads = np.gradient(other) if nd > 1 else [np.gradient(other)]
+        for row, g in zip(A[1:1 + nd], grads):
+            row[...] = -g[inner].ravel()
+    A[-1] = 1.0
     G = A @ A.T
     try:
         sol = np.linalg.solve(G, A @ y)
@@ -917,33 +981,43 @@ def _fit(J, s, templates, F, box, order, *, with_pattern: bool, gauss_newton: bo
         if moved is not None:
             moved[:] = kept_all
     core = (slice(1, -1),) * nd
+    kernel = _numba()
+
+    def blank(e, sl):
+        if resid is not None:
+            resid[e][sl] = np.nan
 
     def one(e):
         # writes row e of a, c, b, step, resid only: the energies run on threads
-        if resid is not None:
-            resid[e].fill(np.nan)
         kept = kept_all[e]
         blo, bhi = lab[e]
         sl = _box_slices(blo, bhi)
         inner = tuple(h - l for l, h in zip(blo, bhi))
+        if resid is not None:
+            # NaN around the box; the box is written below, or blanked when the fit fails
+            _fill_outside(resid[e], sl, np.nan)
         if math.prod(inner) < 4 * (nd + K + 2):
-            return
+            return blank(e, sl)
+        # float32 design matrix, the constant and then the data as its last rows (one
+        # copy of each column; single-precision products: the normal equations of a few
+        # columns lose nothing a shift step could see)
+        rows = np.empty((K + nd * gauss_newton + with_pattern + 2, math.prod(inner)), dtype=np.float32)
         cols = [m[core] for m in kept]
         if gauss_newton:
             weights = coef[e] if coef is not None else np.eye(K)[0]
             # central differences on the box plus one voxel (the box is at least one
             # voxel inside the field): the same numbers as over the whole field
             combined = sum(np.float32(w) * m for w, m in zip(weights, kept))
-            grads = np.gradient(combined) if nd > 1 else [np.gradient(combined)]
-            cols += [-g[core] for g in grads]
+            if _neg_gradient_into(combined, rows[K:K + nd]):
+                cols += [None] * nd                # written in place
+            else:
+                grads = np.gradient(combined) if nd > 1 else [np.gradient(combined)]
+                cols += [-g[core] for g in grads]
         if with_pattern:
             cols.append(F[sl])
-        # float32 design matrix, the constant and then the data as its last rows (one
-        # copy of each column; single-precision products: the normal equations of a few
-        # columns lose nothing a shift step could see)
-        rows = np.empty((len(cols) + 2, math.prod(inner)), dtype=np.float32)
         for row, col in zip(rows, cols):
-            row.reshape(inner)[...] = col
+            if col is not None:
+                row.reshape(inner)[...] = col
         rows[-2] = 1.0
         rows[-1].reshape(inner)[...] = J[e][sl]
         A, y = rows[:-1], rows[-1]
@@ -952,7 +1026,7 @@ def _fit(J, s, templates, F, box, order, *, with_pattern: bool, gauss_newton: bo
         try:
             sol = np.linalg.solve(G + 1e-9 * np.trace(G) / len(G) * np.eye(len(G)), (A @ y).astype(np.float64))
         except np.linalg.LinAlgError:
-            return
+            return blank(e, sl)
         a[e], b[e] = sol[:K], sol[-1]
         if with_pattern:
             c[e] = sol[-2]
@@ -962,8 +1036,15 @@ def _fit(J, s, templates, F, box, order, *, with_pattern: bool, gauss_newton: bo
             step[e] = np.clip(sol[K:K + nd], -1.0, 1.0)
         if resid is None:
             return
-        r = y - sum(np.float32(w) * m for w, m in zip(a[e], ms)) - np.float32(b[e])
         scale = c[e] if with_pattern and abs(c[e]) > 0.2 else 1.0
+        if kernel is not None:
+            # one compiled pass, the numbers of the numpy line below
+            lift = (1,) * (3 - nd)
+            kernel.fit_residual(y.reshape(lift + inner), ms.reshape((K,) + lift + inner),
+                                a[e].astype(np.float32), np.float32(b[e]), np.float32(scale),
+                                resid[e][sl].reshape(lift + inner))
+            return
+        r = y - sum(np.float32(w) * m for w, m in zip(a[e], ms)) - np.float32(b[e])
         resid[e][sl] = (r / np.float32(scale)).reshape(inner)
     _per_energy(one, n)
     return a, c, b, step, resid
@@ -981,6 +1062,12 @@ def _median_pattern(resid: np.ndarray) -> np.ndarray:
 
 def _nan_median_columns(flat: np.ndarray, out: np.ndarray) -> None:
     """:func:`_median_pattern` of the columns of ``flat`` into ``out`` (zero where all NaN)."""
+    kernel = _numba()
+    if kernel is not None and out.flags.c_contiguous:
+        # one sort of every column (NaN last), the middle values read off compiled: the
+        # numbers below without counting the NaNs and copying out two column subsets
+        kernel.nan_median_sorted(_columns_sorted(flat).T, out)
+        return
     n = flat.shape[0]
     count = n - np.isnan(flat).sum(axis=0)
     full = count == n
@@ -1144,7 +1231,7 @@ def estimate_shifts(read_energy: Callable[[int, Window], np.ndarray], n_energies
         than half the field of view, an empty or too small ``roi``, or an energy whose
         values are all NaN (the message names its index).
     """
-    with _one_blas_thread():
+    with _one_blas_thread(), _freed_memory_kept():
         return _estimate(read_energy, n_energies, reference_index, shape, max_shift, roi, band, iterations,
                          coarse_voxels, fine_voxels, order)
 
@@ -1156,9 +1243,54 @@ def _one_blas_thread():
     try:
         from threadpoolctl import threadpool_limits
     except ImportError:  # pragma: no cover - scikit-learn brings threadpoolctl
-        import contextlib
         return contextlib.nullcontext()
     return threadpool_limits(limits=1, user_api="blas")
+
+
+#: glibc's ``mallopt`` parameters and the steady state its dynamic thresholds reach in a
+#: numpy process (mmap above 32 MiB, trim above twice that), restored after the estimate
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+_STEADY_MMAP, _STEADY_TRIM = 32 << 20, 64 << 20
+
+
+@contextlib.contextmanager
+def _freed_memory_kept():
+    """glibc's allocator keeps the memory the estimate frees for its next arrays.
+
+    By default glibc maps every array above 32 MiB afresh (a 60-energy working stack
+    is 100 MB) and returns freed memory at the top of a heap to the kernel, so the
+    estimate's temporaries - the same few sizes allocated hundreds of times, on threads -
+    were page-faulted and zeroed by the kernel each time: 1-2 of its ~7 CPU s were
+    system time (272³). While it runs, arrays up to 256 MiB come from the heaps and
+    freed memory stays there; afterwards the thresholds go back to glibc's usual steady
+    state and the free memory is returned (``malloc_trim``). Elsewhere (not glibc) a no-op."""
+    libc = _glibc()
+    if libc is None:
+        yield
+        return
+    libc.mallopt(_M_MMAP_THRESHOLD, 256 << 20)
+    libc.mallopt(_M_TRIM_THRESHOLD, 1 << 30)
+    try:
+        yield
+    finally:
+        libc.mallopt(_M_MMAP_THRESHOLD, _STEADY_MMAP)
+        libc.mallopt(_M_TRIM_THRESHOLD, _STEADY_TRIM)
+        libc.malloc_trim(0)
+
+
+@functools.cache
+def _glibc():
+    """The C library when it is glibc (has ``mallopt`` and ``malloc_trim``), else None."""
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None)
+        libc.gnu_get_libc_version
+        libc.mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+        libc.malloc_trim.argtypes = [ctypes.c_size_t]
+    except (OSError, AttributeError):  # pragma: no cover - not glibc
+        return None
+    return libc
 
 
 def _estimate(read_energy, n_energies, reference_index, shape, max_shift, roi, band, iterations, coarse_voxels,
@@ -1292,8 +1424,16 @@ def _loo_median_template(regs: np.ndarray) -> Callable[[int], np.ndarray]:
     mid = np.empty((kb - ka + 2, flat.shape[1]), dtype=regs.dtype)
 
     def middle(cols):
-        mid[:, cols] = np.sort(flat[:, cols], axis=0)[ka:kb + 2]
+        part = _columns_sorted(flat[:, cols])
+        mid[:, cols] = np.sort(flat[:, cols], axis=0)[ka:kb + 2] if part is None else part[:, ka:kb + 2].T
     _by_columns(middle, flat.shape[1])
+    kernel = _numba()
+    if kernel is not None:
+        def compiled(e: int) -> np.ndarray:
+            out = np.empty(regs.shape[1:], dtype=regs.dtype)
+            kernel.loo_median(flat[e], mid, kb - ka, out.reshape(-1))
+            return out
+        return compiled
     mid = mid.reshape((-1,) + regs.shape[1:])
 
     def template(e: int) -> np.ndarray:
