@@ -181,3 +181,35 @@ def test_the_pool_keeps_the_connections_a_busy_server_uses_at_once(catalog):
     assert POOL_SIZE >= 10
     assert counter.checkouts == 30
     assert counter.connects <= 10  # the first round's; SQLAlchemy's default (5 kept) reopened 5 per round
+
+
+def test_latest_status_is_the_newest_analysis_status_of_each_scan(catalog):
+    """query.scans' latest_status (a scalar subquery now, a third join before): the status of each
+    scan's newest analysis whatever its state, NULL without one; the status filter uses it."""
+    _fill(catalog)
+    histories = {"a": ["done", "failed"], "b": ["done"], "c": [], "d": ["failed", "done", "running"], "e": ["failed"]}
+    with catalog.session() as s:
+        sample = s.scalar(sa.select(m.Sample.id).where(m.Sample.name == "A"))
+        for state, statuses in histories.items():
+            scan = m.TXMScan(sample_id=sample, state=state, layout="dxchange", data_path="/d", energy_path="/e",
+                             ndim=3, shape=[4, 2, 2, 2], dtype="float32", n_energies=4, energy_min_ev=8300.0,
+                             energy_max_ev=8400.0, energies_ev=[], file_path=f"/{state}.h5", file_size_bytes=1,
+                             file_sha256=state * 64)
+            s.add(scan)
+            s.flush()
+            for status in statuses:
+                s.add(m.Analysis(scan_id=scan.id, status=status, parameters={}, txmdb_version="t",
+                                 input_sha256="0" * 64, timings_s={}, mean_edge_ev=8340.0 + len(status)))
+                s.flush()
+    frame = query.scans(catalog)
+    latest = {state: None if pd.isna(status) else status for state, status in zip(frame["state"], frame["latest_status"])}
+    assert latest == {"a": "failed", "b": "done", "c": None, "d": "running", "e": "failed"}
+    shown = dict(zip(frame["state"], frame["analysis_id"]))  # the newest finished one (none for c and e)
+    assert pd.isna(shown["c"]) and pd.isna(shown["e"]) and shown["a"] < shown["b"] < shown["d"]
+    with catalog.session() as s:
+        done = dict(s.execute(sa.select(m.Analysis.scan_id, sa.func.max(m.Analysis.id))
+                              .where(m.Analysis.status == "done").group_by(m.Analysis.scan_id)).all())
+    assert {int(i) for i in frame["analysis_id"].dropna()} == set(done.values())
+    for status, states in (("failed", ["a", "e"]), ("running", ["d"]), ("done", ["b"])):
+        assert list(query.scans(catalog, status=[status])["state"]) == states
+    assert list(query.scans(catalog, status=["failed", "running"], state=["e", "d", "b"])["state"]) == ["d", "e"]
