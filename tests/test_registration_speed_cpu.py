@@ -5,9 +5,9 @@ central differences of the fit and of the quality's standard error, the fixed pa
 NaN-aware median) gives the numbers of the numpy path it replaces, and the whole
 estimate run on them equals the whole estimate run without numba, on drifted stacks with
 every difficulty, 2-D and two-level 3-D, within issue 10's targets. The estimate's
-allocator policy keeps freed memory while it runs and returns it afterwards. The register
-command reads a plain float32 stack through a memory map and records exactly the shifts
-the h5py read gives, on SQLite and PostgreSQL.
+allocator policy keeps freed memory while it runs and returns it afterwards; under it the
+register command records exactly the estimate of its file (energies shuffled on disk), on
+SQLite and PostgreSQL.
 """
 
 from __future__ import annotations
@@ -174,7 +174,7 @@ def test_freed_memory_is_kept_during_the_estimate_and_returned_after():
     assert returned < 0.1 * size                                         # handed back on the way out
 
 
-# ------------------------------------------------------------------ the register command's read
+# ------------------------------------------------------------------ the register command
 
 def _stack_file(tmp_path, name, **kwargs):
     phantom = make_drifted((40, 44, 48), n_energies=8, seed=4, max_drift=3.0, **ALL_DIFFICULTIES)
@@ -183,34 +183,7 @@ def _stack_file(tmp_path, name, **kwargs):
     return path
 
 
-def test_mapped_frames_read_what_the_absorbance_view_reads(tmp_path):
-    from txmdb.catalog.registration import _MappedFrames
-    from txmdb.io.hdf5 import AbsorbanceView, open_stack
-
-    path = _stack_file(tmp_path, "shuffled.h5", energy_order=np.array([3, 0, 7, 1, 6, 2, 5, 4]))
-    info = open_stack(path)
-    boxes = [(slice(None), slice(None), slice(None)), (slice(3, 39, 6), slice(2, 40), slice(5, 17)),
-             (slice(10, 11), slice(0, 44), slice(47, 48))]
-    with h5py.File(path, "r") as f:
-        mapped, view = _MappedFrames.of(info, f), AbsorbanceView(info, f)
-        assert mapped is not None and mapped.shape == view.shape
-        for e in range(8):
-            for box in boxes:
-                got, want = np.asarray(mapped[(e, *box)]), view[(e, *box)]
-                assert got.dtype == want.dtype and np.array_equal(got, want)
-
-
-@pytest.mark.parametrize("kwargs", [{"chunks": (1, 8, 44, 48)}, {"layout": "fxi"}], ids=["chunked", "raw-fxi"])
-def test_other_stacks_are_read_through_hdf5(tmp_path, kwargs):
-    from txmdb.catalog.registration import _MappedFrames
-    from txmdb.io.hdf5 import open_stack
-
-    path = _stack_file(tmp_path, "other.h5", **kwargs)
-    with h5py.File(path, "r") as f:
-        assert _MappedFrames.of(open_stack(path), f) is None
-
-
-def test_register_scan_through_the_map_records_the_hdf5_read_shifts(catalog, tmp_path):
+def test_register_scan_records_the_estimate_of_its_file(catalog, tmp_path):
     from txmdb.catalog.registration import default_reference_index, register_scan, shift_array
     from txmdb.catalog.samples import add_sample
     from txmdb.catalog.txm import ingest_scan

@@ -234,52 +234,9 @@ def _estimate(info, reference: int, max_shift: float, roi):
         return image
 
     with h5py.File(info.path, "r") as f, input_errors(info.path):
-        view = _MappedFrames.of(info, f) or AbsorbanceView(info, f)
+        view = AbsorbanceView(info, f)
         return estimate_shifts(read, len(info.energies_ev), reference, shape=info.spatial_shape,
                                max_shift=max_shift, roi=roi)
-
-
-class _MappedFrames:
-    """The stack's energies straight from a read-only memory map of the file, as
-    :class:`~txmdb.io.hdf5.AbsorbanceView` gives them (``view[e, box]``, ``e`` a sorted
-    energy), when they lie in it as one plain array: contiguous, native float32, no flats.
-
-    The estimate reads one slice in six of every energy (800 MB at 272³ × 60) and bins it
-    at once: h5py copied each energy's slices out of the page cache into a fresh 13 MB
-    array first; through the map the binning reads them in place (the same values).
-    Each read maps its energy's image alone and the map goes with the array returned
-    (mapped file pages count in the peak RSS: a map of the whole stack would reach the
-    stack's size). :func:`txmdb.io.hdf5.open_stack` has checked that the data set's
-    bytes lie inside the file.
-    """
-
-    def __init__(self, path, offset: int, shape, dtype, order):
-        self._path, self._offset, self._order = path, offset, order
-        self.shape, self.ndim, self.dtype = tuple(shape), len(shape), dtype
-        self._frame_bytes = math.prod(shape[1:]) * dtype.itemsize
-
-    @classmethod
-    def of(cls, info, h5file) -> "_MappedFrames | None":
-        import h5py
-        import numpy as np
-
-        ds = h5file[info.data_path]
-        if info.white_path is not None or ds.dtype != np.dtype(np.float32) or ds.size == 0:
-            return None
-        if ds.id.get_create_plist().get_layout() != h5py.h5d.CONTIGUOUS:
-            return None
-        offset = ds.id.get_offset()
-        if offset is None or offset + ds.size * ds.dtype.itemsize > info.path.stat().st_size:
-            return None
-        return cls(info.path, offset, ds.shape, ds.dtype, info.order)
-
-    def __getitem__(self, key):
-        import numpy as np
-
-        energy, *box = key
-        frame = np.memmap(self._path, dtype=self.dtype, mode="r", shape=self.shape[1:],
-                          offset=self._offset + int(self._order[energy]) * self._frame_bytes)
-        return frame[tuple(box)]
 
 
 def _kernel_defaults() -> dict:
