@@ -233,14 +233,3 @@ def columns_as_rows(src, c0, out):  # pragma: no cover - compiled
         c = c0 + j
         for i in range(n):
             out[j, i] = src[i, c]
-
-
-@njit(cache=True, nogil=True)
-def scaled_columns_as_rows(src, rows, c0, divisors, out):  # pragma: no cover - compiled
-    """``out[j, i] = src[rows[i], c0 + j] / divisors[i]``: :func:`columns_as_rows` of some
-    rows of ``src``, each divided by its own number (float32 division, as numpy's)."""
-    n, m = rows.shape[0], out.shape[0]
-    for j in range(m):
-        c = c0 + j
-        for i in range(n):
-            out[j, i] = src[rows[i], c] / divisors[i]
