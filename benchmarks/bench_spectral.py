@@ -9,7 +9,8 @@ Two measurements, each in a fresh child process:
 
 - **pass** — the edge phase of ``txm analyze`` over the 20-million-voxel stack of
   ``bench_edge``/``bench_analysis`` (272³ × 60 float32, contiguous): ``edge_slabs`` with
-  the background reader, the edge map kept in memory (float64), 1 kernel thread. *edge*:
+  the background reader, the edge map kept in memory (float64), 1 kernel thread (the
+  product's default; ``--workers N`` for both kinds alike). *edge*:
   the edge kernel alone; *spectral*: the same pass with the white line (Ni preset window)
   and a two-reference LCF (the measured NiO and LiNiO2 spectra, Ni preset fit window)
   fused into it (``SpectralKernel.with_edges``), its five maps kept in memory as float32
@@ -55,7 +56,7 @@ def references() -> dict[str, tuple[np.ndarray, np.ndarray]]:
     return out
 
 
-def measure_pass(path: Path, kind: str) -> dict:
+def measure_pass(path: Path, kind: str, workers: int = 1) -> dict:
     """The edge phase over the whole stack: the edge kernel alone, or with the spectral maps."""
     from txmdb.analysis.edge import PRESETS
     from txmdb.analysis.spectral import SpectralKernel
@@ -76,7 +77,7 @@ def measure_pass(path: Path, kind: str) -> dict:
     edge = np.empty(info.spatial_shape)
     cpu0 = _cpu_seconds()
     t0 = time.perf_counter()
-    for a, b, res in edge_slabs(info, params, spectral=spectral):
+    for a, b, res in edge_slabs(info, params, spectral=spectral, workers=workers):
         edge[a:b] = res.edge_ev
         if spectral is not None:
             for name, values in res.maps.items():
@@ -184,16 +185,17 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--larch-spectra", type=int, default=20)
     ap.add_argument("--no-per-voxel", action="store_true", help="only the passes")
+    ap.add_argument("--workers", type=int, default=1, help="kernel threads of both passes (default 1, as the product)")
     ap.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
         what = args.child[0]
-        result = (measure_pass(Path(args.child[1]), args.child[2]) if what == "pass"
+        result = (measure_pass(Path(args.child[1]), args.child[2], int(args.child[3])) if what == "pass"
                   else measure_per_voxel(int(args.child[1])))
         print(json.dumps(result))
         return
     path = build(args.size)
-    report: dict = {"stack": str(path), "load_before": round(load(), 2)}
+    report: dict = {"stack": str(path), "workers": args.workers, "load_before": round(load(), 2)}
     for cache in args.cache.split(","):
         runs: dict[str, list] = {"edge": [], "spectral": []}
         if cache == "warm":
@@ -204,7 +206,7 @@ def main() -> None:
             for kind in ("edge", "spectral"):
                 if cache == "cold":
                     drop_cache(path)
-                runs[kind].append(_child("pass", str(path), kind))
+                runs[kind].append(_child("pass", str(path), kind, str(args.workers)))
         best = {kind: min(r, key=lambda x: x["seconds"]) for kind, r in runs.items()}
         cpu = {kind: min(x["cpu_seconds"] for x in r) for kind, r in runs.items()}
         report[cache] = {"edge_s": round(best["edge"]["seconds"], 3),

@@ -1,6 +1,7 @@
 """The fast paths of the fused spectral kernel (four rows per sweep, two references in
-registers) against the row-by-row general path and against the straightforward per-voxel
-definitions of ``test_spectral_kernels``, on a slab of the benchmark's kind of stack."""
+registers, the edge block's lines) against the row-by-row general path, the edge kernel and
+the straightforward per-voxel definitions of ``test_spectral_kernels`` on a slab of the
+benchmark's kind of stack."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import pytest
 
 from tests.test_spectral_kernels import E, F, PARAMS, REFS, W, mixtures, naive_lcf, naive_norm, naive_reference, \
     naive_white_line
+from txmdb.analysis import _edge_numba
 from txmdb.analysis import _spectral_numba as sn
 from txmdb.analysis.edge import EdgeKernel
 from txmdb.analysis.spectral import SpectralKernel
@@ -65,16 +67,6 @@ def _block_inputs(kernel: SpectralKernel, mu: np.ndarray):
     return a_pre, b_pre, a_post - a_pre, b_post - b_pre
 
 
-def _line_row_by_row(mu, projector, first):
-    a = np.zeros(mu.shape[1])
-    b = np.zeros(mu.shape[1])
-    for i in range(projector.shape[1]):
-        row = mu[first + i].astype(np.float64)
-        a += projector[0, i] * row
-        b += projector[1, i] * row
-    return a, b
-
-
 @pytest.mark.parametrize("white_line, fit, names, zeros", [
     (W, F, ("low", "high"), False),                       # W inside F: the benchmark's case
     ((8320.0, 8362.0), (8340.0, 8380.0), ("low", "high"), True),   # W sticks out of F; weights of 0
@@ -119,16 +111,34 @@ def test_four_row_sweeps_equal_the_row_by_row_sums(white_line, fit, names, zeros
         assert np.isfinite(acc4[4, :3]).all() == zeros
 
 
-def test_four_row_lines_equal_the_row_by_row_sums():
+def test_lines_are_the_edge_blocks_lines():
+    """The separate pass' lines (``_line``) are the bits the fused pass takes from the edge
+    kernel's block (``edge_block_lines``), and that block's edge results are ``edge_block``'s."""
     rng = np.random.default_rng(6)
     mu = mixtures(rng, ("low", "high"), 300).astype(np.float32)
     e = EdgeKernel(E, PARAMS)
-    for projector, first in ((e._p_pre_c, e.pre.start), (e._p_post_c, e.post.start)):
-        assert projector.shape[1] % 4 != 0 or projector.shape[1] > 4
-        a, b = sn._line(mu, 0, mu.shape[1], projector, first)
-        a_ref, b_ref = _line_row_by_row(mu, projector, first)
+    m = mu.shape[1]
+    p = e.params
+    outs = []
+    for with_lines in (False, True):
+        edge, jump, sigma, valid = np.empty(m), np.empty(m), np.empty(m), np.empty(m, dtype=bool)
+        args = (mu, 0, m, e._p_pre_c, e.pre.start, e._p_post_c, e.post.start, e._x, e.energies_ev,
+                e._search.start, e._search.stop, float(p.min_jump), float(p.snr), edge, jump, sigma, valid)
+        lines = [np.zeros(m) for _ in range(4)]
+        if with_lines:
+            _edge_numba.edge_block_lines(*args, *lines)
+        else:
+            _edge_numba.edge_block(*args)
+        outs.append((edge, jump, sigma, valid, lines))
+    for a, b in zip(outs[0][:4], outs[1][:4]):
+        np.testing.assert_array_equal(a, b)
+    a_pre, b_pre, a_post, b_post = outs[1][4]
+    for (a, b), (a_ref, b_ref) in zip(((a_pre, b_pre), (a_post, b_post)),
+                                      (sn._line(mu, 0, m, e._p_pre_c, e.pre.start),
+                                       sn._line(mu, 0, m, e._p_post_c, e.post.start))):
         np.testing.assert_array_equal(a, a_ref)
         np.testing.assert_array_equal(b, b_ref)
+    np.testing.assert_allclose(outs[1][1], a_post - a_pre, rtol=0, atol=0)   # J = a_post - a_pre
 
 
 def test_two_reference_lcf_equals_the_general_support_search():

@@ -57,15 +57,21 @@ def edge_pass(mu, p_pre, pre0, p_post, post0, x, e, s0, s1, min_jump, snr,
 def edge_block(mu, v0, m, p_pre, pre0, p_post, post0, x, e, s0, s1, min_jump, snr,
                edge, jump, sigma, valid):  # pragma: no cover - compiled
     """The edge pass of voxels ``v0 .. v0 + m`` (one block)."""
+    edge_block_lines(mu, v0, m, p_pre, pre0, p_post, post0, x, e, s0, s1, min_jump, snr,
+                     edge, jump, sigma, valid, np.zeros(m), np.zeros(m), np.zeros(m), np.zeros(m))
+
+
+# inline: edge_block is this function as it was before the lines were handed out
+@njit(fastmath=False, cache=True, nogil=True, inline="always")
+def edge_block_lines(mu, v0, m, p_pre, pre0, p_post, post0, x, e, s0, s1, min_jump, snr,
+                     edge, jump, sigma, valid, a_pre, b_pre, a_post, b_post):  # pragma: no cover - compiled
+    """:func:`edge_block`, its lines left in ``a_pre, b_pre, a_post, b_post`` (zeros on entry,
+    length ``m``) for the spectral maps of the same block."""
     n_e = mu.shape[0]
     n_pre = p_pre.shape[1]
     n_post = p_post.shape[1]
     x_lo = x[s0]
     x_hi = x[s1 - 1]
-    a_pre = np.zeros(m)
-    b_pre = np.zeros(m)
-    a_post = np.zeros(m)
-    b_post = np.zeros(m)
     fin = np.zeros(m)
     # one sweep over all rows, in row order (the order of the numpy path's BLAS
     # products): finiteness (v - v is 0 for finite v, NaN otherwise) and the two

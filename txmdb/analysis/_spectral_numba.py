@@ -1,8 +1,8 @@
 """Compiled pass of :class:`txmdb.analysis.spectral.SpectralKernel` (private).
 
 One pass over blocks of voxels (``prange``), energies first like the edge kernel
-(``txmdb.analysis._edge_numba``). Per block: the pre- and post-edge lines from the edge
-kernel's own projector rows, then, row by row over the white-line and fit windows only,
+(``txmdb.analysis._edge_numba``). Per block: the pre- and post-edge lines of the edge
+kernel's block (``edge_block_lines``), then, over the white-line and fit windows only,
 ``norm = (mu - pre(x)) / (post(x) - pre(x))`` accumulated into
 
 - the four cubic coefficients ``c = P_W norm_W`` (``P_W`` the least-squares projector of
@@ -54,35 +54,19 @@ def cubic_maximum(c0, c1, c2, c3):  # pragma: no cover - compiled
 
 @njit(fastmath=False, cache=True, nogil=True)
 def _line(mu, v0, m, projector, first):  # pragma: no cover - compiled
-    """Intercept and slope of each voxel's least-squares line over rows ``first ..``
-    (summed in row order; four rows per sweep over the block)."""
+    """Intercept and slope of each voxel's least-squares line over rows ``first ..``: the
+    edge kernel's lines, the same bits (one rounding per row, in row order), for a pass
+    without its block (the fused pass takes them from it)."""
     a = np.zeros(m)
     b = np.zeros(m)
-    n = projector.shape[1]
-    i = 0
-    while i + 4 <= n:
-        ca0, ca1, ca2, ca3 = projector[0, i], projector[0, i + 1], projector[0, i + 2], projector[0, i + 3]
-        cb0, cb1, cb2, cb3 = projector[1, i], projector[1, i + 1], projector[1, i + 2], projector[1, i + 3]
-        row0 = mu[first + i, v0:v0 + m]
-        row1 = mu[first + i + 1, v0:v0 + m]
-        row2 = mu[first + i + 2, v0:v0 + m]
-        row3 = mu[first + i + 3, v0:v0 + m]
-        for v in range(m):
-            u0 = np.float64(row0[v])
-            u1 = np.float64(row1[v])
-            u2 = np.float64(row2[v])
-            u3 = np.float64(row3[v])
-            a[v] = a[v] + ca0 * u0 + ca1 * u1 + ca2 * u2 + ca3 * u3
-            b[v] = b[v] + cb0 * u0 + cb1 * u1 + cb2 * u2 + cb3 * u3
-        i += 4
-    for i in range(i, n):
+    for i in range(projector.shape[1]):
         c0 = projector[0, i]
         c1 = projector[1, i]
         row = mu[first + i, v0:v0 + m]
         for v in range(m):
             val = np.float64(row[v])
-            a[v] += c0 * val
-            b[v] += c1 * val
+            a[v] = _edge_numba._fma(c0, val, a[v])
+            b[v] = _edge_numba._fma(c1, val, b[v])
     return a, b
 
 
@@ -370,10 +354,11 @@ def _lcf_any(v0, m, acc, yy, sup_idx, sup_n, sup_a, sup_c, gram, out_frac, out_r
 # error_model="numpy": a zero divisor gives inf/NaN (masked later) instead of a branch
 # that raises, which kept the division loop from vectorising
 @njit(fastmath=False, cache=True, nogil=True, error_model="numpy")
-def spectral_block(mu, v0, m, valid, p_pre, pre0, p_post, post0, x,
+def spectral_block(mu, v0, m, valid, a_pre, b_pre, a_post, b_post, x,
                    coef, r0, w0, w1, f0, f1, has_wl, w_c, w_h, sup_idx, sup_n, sup_a, sup_c, gram,
                    out_wl, out_h, out_frac, out_r):  # pragma: no cover - compiled
-    """The maps of voxels ``v0 .. v0 + m`` (one block).
+    """The maps of voxels ``v0 .. v0 + m`` (one block), given their pre- and post-edge
+    lines ``a + b x`` (length ``m``).
 
     ``coef`` (4 + k, n): per row ``r0 + j`` of the windows, the white-line projector's
     column (rows 0-3, zero outside W or without a white line) and the references'
@@ -388,8 +373,6 @@ def spectral_block(mu, v0, m, valid, p_pre, pre0, p_post, post0, x,
     if n_valid == 0:
         _mask(v0, m, valid, has_wl, k, out_wl, out_h, out_frac, out_r)
         return
-    a_pre, b_pre = _line(mu, v0, m, p_pre, pre0)
-    a_post, b_post = _line(mu, v0, m, p_post, post0)
     jump = a_post - a_pre
     slope = b_post - b_pre
     yy = np.zeros(m)
@@ -422,7 +405,10 @@ def spectral_pass(mu, valid, p_pre, pre0, p_post, post0, x,
     n = mu.shape[1]
     for ib in prange((n + _BLOCK - 1) // _BLOCK):
         v0 = ib * _BLOCK
-        spectral_block(mu, v0, min(v0 + _BLOCK, n) - v0, valid, p_pre, pre0, p_post, post0, x,
+        m = min(v0 + _BLOCK, n) - v0
+        a_pre, b_pre = _line(mu, v0, m, p_pre, pre0)
+        a_post, b_post = _line(mu, v0, m, p_post, post0)
+        spectral_block(mu, v0, m, valid, a_pre, b_pre, a_post, b_post, x,
                        coef, r0, w0, w1, f0, f1, has_wl, w_c, w_h, sup_idx, sup_n, sup_a, sup_c, gram,
                        out_wl, out_h, out_frac, out_r)
 
@@ -438,9 +424,13 @@ def fused_pass(mu, p_pre, pre0, p_post, post0, x, e, s0, s1, min_jump, snr,
         v0 = ib * _BLOCK
         m = min(v0 + _BLOCK, n) - v0
         # the edge kernel's own block (same arithmetic, same edge results), then the maps
-        # from the same rows while they are still in L2
-        _edge_numba.edge_block(mu, v0, m, p_pre, pre0, p_post, post0, x, e, s0, s1, min_jump, snr,
-                               edge, jump, sigma, valid)
-        spectral_block(mu, v0, m, valid, p_pre, pre0, p_post, post0, x,
+        # from its lines and the same rows while they are still in L2
+        a_pre = np.zeros(m)
+        b_pre = np.zeros(m)
+        a_post = np.zeros(m)
+        b_post = np.zeros(m)
+        _edge_numba.edge_block_lines(mu, v0, m, p_pre, pre0, p_post, post0, x, e, s0, s1, min_jump, snr,
+                                     edge, jump, sigma, valid, a_pre, b_pre, a_post, b_post)
+        spectral_block(mu, v0, m, valid, a_pre, b_pre, a_post, b_post, x,
                        coef, r0, w0, w1, f0, f1, has_wl, w_c, w_h, sup_idx, sup_n, sup_a, sup_c, gram,
                        out_wl, out_h, out_frac, out_r)
