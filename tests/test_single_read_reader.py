@@ -296,3 +296,19 @@ def test_promote_while_slabs_are_held_goes_on_with_the_same_digest(tmp_path):
     finally:
         reader.cancel()
     assert [a for a, _, _ in held] + [a for a, _, _ in rest] == [0, 4, 8, 12, 16]
+
+
+@pytest.mark.parametrize("block_bytes", [5000, 1])
+def test_chunks_read_in_pieces_of_planes(tmp_path, monkeypatch, block_bytes):
+    """Blocks smaller than a chunk: each chunk in pieces of whole planes (two per piece; one
+    per block when a plane is larger than the block), an energy chunk past the last energy
+    included."""
+    from txmdb.io import single_read
+
+    monkeypatch.setattr(single_read, "_BLOCK_BYTES", block_bytes)
+    path = write_stack(tmp_path / "p.h5", _stack(), (5, 4, 8, 16), gaps=True)
+    plan = single_read_plan(open_stack(path), 8, os.path.getsize(path))
+    pieces = [shape[0] for _, _, reads in plan.slabs for read in reads for _, shape, _, _ in read.chunks]
+    assert set(pieces) == ({2, 1} if block_bytes == 5000 else {1})
+    _check_single_read(path, 8)
+    _check_single_read(write_stack(tmp_path / "q.h5", _stack(), CHUNKS), 12)
