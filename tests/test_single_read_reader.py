@@ -312,3 +312,36 @@ def test_chunks_read_in_pieces_of_planes(tmp_path, monkeypatch, block_bytes):
     assert set(pieces) == ({2, 1} if block_bytes == 5000 else {1})
     _check_single_read(path, 8)
     _check_single_read(write_stack(tmp_path / "q.h5", _stack(), CHUNKS), 12)
+
+
+def test_cancel_after_the_read_does_not_wait_for_the_hash(tmp_path, monkeypatch):
+    """An analysis failing after the edge pass cancels: the hash thread stops at its next
+    block instead of hashing (and reading again) the rest of the file."""
+    import types
+
+    from txmdb.io import single_read
+
+    gate = threading.Event()
+
+    class HeldSha:                            # the hash waits at its first block until the gate opens
+        def __init__(self):
+            self._h = hashlib.sha256()
+
+        def update(self, data):
+            gate.wait()
+            self._h.update(data)
+
+        def hexdigest(self):
+            return self._h.hexdigest()
+
+    monkeypatch.setattr(single_read, "hashlib", types.SimpleNamespace(sha256=HeldSha))
+    monkeypatch.setattr(single_read, "_BLOCK_BYTES", 4096)
+    monkeypatch.setattr(single_read, "_BLOCKS", 1)         # every block left for the hash to read again
+    path = write_stack(tmp_path / "c.h5", _stack(), CHUNKS)
+    reader = SingleRead.open(open_stack(path), 8)
+    for _ in reader.slabs():
+        pass
+    threading.Timer(0.2, gate.set).start()    # after cancel() has asked the threads to stop
+    reader.cancel()
+    assert reader._digest is None and not reader._hasher.is_alive()
+    assert reader.reread_bytes <= 4096        # at most the block it was hashing

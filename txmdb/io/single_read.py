@@ -319,8 +319,8 @@ class SingleRead:
                 if low_priority and self._promoted.is_set():
                     self._state = digest             # promote() goes on with it
                     return
-                if (item := self._hash_queue.get()) is None:
-                    break
+                if (item := self._hash_queue.get()) is None or self._stop.is_set():
+                    break                            # the end, or cancel(): no digest then
                 if item is _WAKE:
                     continue
                 block, offset, size = item
