@@ -213,9 +213,14 @@ def analyze_scan(
 
 def _hash_result(scan: TXMScan, hashing) -> str:
     try:
-        return hashing.result()
+        digest = hashing.result()
     except OSError as exc:
         raise InputError(scan.file_path, f"cannot read: {exc.strerror or exc}") from None
+    if hashing.identity is None:
+        # written to while read: the bytes analysed need not be the bytes hashed (the single
+        # read's hash re-reads what it lagged behind on; h5py reads the slabs apart from it)
+        raise InputError(scan.file_path, "the file was written to while it was analysed; analyse it again")
+    return digest
 
 
 def check_unchanged(scan: TXMScan, sha256: str) -> None:

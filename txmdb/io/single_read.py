@@ -41,6 +41,7 @@ import queue
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Iterator
 
 import numpy as np
@@ -114,14 +115,18 @@ def _chunk_entries(ds, n_chunks: int) -> list[tuple[tuple[int, ...], int, int, i
     return entries
 
 
-def single_read_plan(info, slab_size: int, file_size: int) -> _Plan | str:
+def single_read_plan(info, slab_size: int, file_size: int, *, source: str | None = None) -> _Plan | str:
     """The reads of :class:`SingleRead` for ``info``'s stack in slabs of ``slab_size``, or why
     it cannot be read that way (a short reason).
 
     ``file_size`` is the size of the file as it is open for the read: every chunk must lie
-    inside it.
+    inside it. ``source``: where to open that very file (``/proc/self/fd/N`` of the read's
+    descriptor), so that the chunk index is the one of the bytes read; default ``info.path``.
     """
     import h5py
+
+    from txmdb.errors import InputError
+    from txmdb.io.hdf5 import _lookup
 
     if info.chunks is None:
         return "not chunked"
@@ -134,8 +139,12 @@ def single_read_plan(info, slab_size: int, file_size: int) -> _Plan | str:
     if slab_size < n and slab_size % rows:
         return f"slabs of {slab_size} slices are not whole rows of {rows}-slice chunks"
     try:
-        with h5py.File(info.path, "r") as f:
-            ds = f[info.data_path]
+        with h5py.File(source or info.path, "r") as f:
+            # walked as open_stack does: a link out of this file (whose chunk offsets would be
+            # those of another file) is refused, never followed
+            ds = _lookup(f, Path(info.path), info.data_path)
+            if not isinstance(ds, h5py.Dataset):
+                return "the data set is not the one opened"
             plist = ds.id.get_create_plist()
             if plist.get_layout() != h5py.h5d.CHUNKED or tuple(ds.shape) != tuple(info.shape):
                 return "the data set is not the one opened"
@@ -155,7 +164,7 @@ def single_read_plan(info, slab_size: int, file_size: int) -> _Plan | str:
             if chunk_bytes > _MAX_CHUNK_BYTES:
                 return f"chunks of {chunk_bytes} bytes"
             entries = _chunk_entries(ds, n_chunks)
-    except (OSError, RuntimeError, ValueError, TypeError, KeyError, AttributeError) as exc:
+    except (InputError, OSError, RuntimeError, ValueError, TypeError, KeyError, AttributeError) as exc:
         return f"chunk index unreadable ({type(exc).__name__})"
     return _plan(info.shape, chunk_shape, disk, entries, file_size, slab_size) if len(entries) == grid \
         else f"{len(entries)} chunk entries of {grid}"
@@ -280,7 +289,10 @@ class SingleRead:
             return None                              # the h5py path names the problem
         try:
             identity = file_identity(os.fstat(fd))
-            plan = single_read_plan(info, slab_size, identity[2])
+            # the index read through this descriptor: a path renamed over and back meanwhile
+            # cannot give the plan of another file (Linux; elsewhere the identity check below)
+            own = f"/proc/self/fd/{fd}"
+            plan = single_read_plan(info, slab_size, identity[2], source=own if os.path.exists(own) else None)
             # the plan must describe the file open here: not replaced or written to meanwhile
             if not isinstance(plan, str) and file_identity(os.stat(info.path)) == identity:
                 return cls(info, slab_size, plan, fd, identity, low_priority)
