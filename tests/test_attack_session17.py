@@ -95,6 +95,37 @@ def test_more_tiny_chunks_than_the_limit_are_left_to_h5py(tmp_path):
     assert SingleRead.open(info, 8) is None
 
 
+def test_a_chunk_entry_pointing_at_the_superblock_reads_what_h5py_reads(tmp_path):
+    """A patched v1 B-tree entry (no checksum) puts a chunk at byte 0: both paths read the same
+    (garbage) bytes; the other chunks are unchanged."""
+    import struct
+
+    path = tmp_path / "super.h5"
+    data = (np.random.default_rng(1).random((6, 8, 6, 6)) * 1000).astype(np.int32)
+    with h5py.File(path, "w", rdcc_nbytes=0, libver="earliest") as f:
+        ds = f.create_dataset("/exchange/data", shape=data.shape, dtype=np.int32, chunks=(6, 2, 6, 6))
+        for z in range(0, 8, 2):
+            ds[:, z:z + 2] = data[:, z:z + 2]
+        f["/exchange/energy"] = np.linspace(8300.0, 8400.0, 6)
+        first = ds.id.get_chunk_info_by_coord((0, 0, 0, 0)).byte_offset
+    raw = bytearray(path.read_bytes())
+    assert raw.count(struct.pack("<Q", first)) == 1
+    at = raw.find(struct.pack("<Q", first))
+    raw[at:at + 8] = struct.pack("<Q", 0)
+    path.write_bytes(bytes(raw))
+    info = open_stack(path, voxel_nm=10)
+    reader = SingleRead.open(info, 2)
+    assert reader is not None
+    try:
+        slabs = [(start, stop, slab.copy()) for start, stop, slab in reader.slabs()]
+        reader.result()
+    finally:
+        reader.cancel()
+    for start, stop, slab in slabs:
+        assert np.array_equal(slab, read_slab(info, start, stop))
+    assert not np.array_equal(slabs[0][2], data[:, :2]) and np.array_equal(slabs[1][2], data[:, 2:4])
+
+
 def test_a_file_written_to_during_the_analysis_fails_with_nothing_done(catalog, chunked_rod, tmp_path):  # noqa: F811
     """The same bytes written back in place while the stack is read: the hash still matches the
     catalogue's, but what was analysed need not be what was hashed (the hash re-reads what it
@@ -192,3 +223,43 @@ def test_the_sql_console_still_cannot_write_after_reads(cli):
         assert result.exit_code == 1, result.output
         assert result.output.startswith("error: ") and len(result.output.strip().splitlines()) == 1
     assert _count(cli, "samples") == 1
+
+
+def _drop_catalogue(catalog) -> None:
+    """The catalogue's database gone: PostgreSQL's dropped (its connections ended), SQLite's file
+    emptied in place (the pool's connections closed: SQLite's would go on serving cached pages)."""
+    import sqlalchemy as sa
+
+    url = catalog.engine.url
+    if url.get_backend_name() == "sqlite":
+        for suffix in ("", "-wal"):
+            if os.path.exists(url.database + suffix):
+                os.truncate(url.database + suffix, 0)
+        catalog.engine.dispose()
+        return
+    admin = sa.create_engine(url.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE "{url.database}" WITH (FORCE)'))
+    finally:
+        admin.dispose()
+
+
+def test_a_catalogue_dropped_between_pages_is_a_503_and_one_cli_line(catalog, cli):
+    from fastapi.testclient import TestClient
+
+    from txmdb.web.app import create_app
+
+    assert cli("init").exit_code == 0
+    assert cli("sample", "add", "kept").exit_code == 0
+    client = TestClient(create_app(catalog, public_read=True), raise_server_exceptions=False)
+    for _ in range(3):                        # the pool holds connections that served pages
+        assert client.get("/samples").status_code == 200
+    _drop_catalogue(catalog)
+    for page in ("/samples", "/", "/api/v1/samples"):
+        answer = client.get(page)
+        assert answer.status_code == 503, (page, answer.status_code, answer.text[:300])
+        assert "Traceback" not in answer.text
+    result = cli("query", "samples")
+    assert result.exit_code == 1 and result.output.startswith("error: "), result.output
+    assert len(result.output.strip().splitlines()) == 1, result.output
