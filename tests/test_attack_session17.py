@@ -263,3 +263,33 @@ def test_a_catalogue_dropped_between_pages_is_a_503_and_one_cli_line(catalog, cl
     result = cli("query", "samples")
     assert result.exit_code == 1 and result.output.startswith("error: "), result.output
     assert len(result.output.strip().splitlines()) == 1, result.output
+
+
+@pytest.mark.parametrize("kind", ["virtual", "external_storage", "soft_to_external"])
+def test_a_stack_renamed_over_by_one_whose_bytes_live_elsewhere_is_not_planned(tmp_path, kind):
+    """After open_stack checked the file, it is renamed over by one whose stack is a virtual data
+    set, raw data in an external file, or a soft link to an external link: never planned."""
+    path = _stack(tmp_path / "scan.h5")
+    info = open_stack(path, voxel_nm=10)
+    other = _stack(tmp_path / "other.h5")
+    with h5py.File(other, "r") as f:
+        data, energies = f["/exchange/data"][()], f["/exchange/energy"][()]
+    raw = tmp_path / "raw.bin"
+    raw.write_bytes(data.tobytes())
+    hostile = tmp_path / "hostile.h5"
+    with h5py.File(hostile, "w") as f:
+        f["/pad"] = np.zeros(os.path.getsize(other), dtype=np.uint8)
+        if kind == "virtual":
+            layout = h5py.VirtualLayout(shape=data.shape, dtype=data.dtype)
+            layout[...] = h5py.VirtualSource(str(other), "/exchange/data", shape=data.shape)
+            f.create_virtual_dataset("/exchange/data", layout)
+        elif kind == "external_storage":
+            f.create_dataset("/exchange/data", shape=data.shape, dtype=data.dtype,
+                             external=[(str(raw), 0, raw.stat().st_size)])
+        else:
+            f["/elsewhere"] = h5py.ExternalLink(str(other), "/exchange/data")
+            f["/exchange/data"] = h5py.SoftLink("/elsewhere")
+        f["/exchange/energy"] = energies
+    os.replace(hostile, path)
+    assert isinstance(single_read_plan(info, 2, os.path.getsize(path)), str)
+    assert SingleRead.open(info, 2) is None
