@@ -24,8 +24,9 @@ itself. :meth:`SingleRead.promote` moves the rest of the hash to normal priority
         reader.cancel()                              # stops and joins the threads, closes the file
 
 The slabs are those :func:`txmdb.io.hdf5.read_slab` gives, bit for bit (the on-disk values,
-converted exactly to the working dtype). Every chunk entry comes from the file, so it is
-checked before it is trusted: inside the file, exactly one unfiltered chunk's bytes, no two
+converted exactly to the working dtype). The chunk index is read through the read's own
+descriptor (Linux), with links out of the file refused, so it is that of the bytes read. Every
+chunk entry comes from the file, so it is checked before it is trusted: inside the file, exactly one unfiltered chunk's bytes, no two
 overlapping, each grid position once, filter mask 0; anything else, and any other layout,
 returns None from :meth:`SingleRead.open` and the caller keeps the h5py path (which then
 reports a damaged file in its one line). ``TXMDB_SINGLE_READ=0`` in the environment always
