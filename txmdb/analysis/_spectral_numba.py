@@ -24,8 +24,9 @@ from numba import njit, prange
 
 from txmdb.analysis import _edge_numba
 
-# voxels per block: the ~60 rows of 512 voxels (float32: 120 kB) stay in L2
-_BLOCK = 512
+# voxels per block: the ~60 rows of 1024 voxels (float32: 240 kB) stay in L2; 5 % faster
+# than 512 per voxel (per-block set-up: line arrays, accumulators, weights)
+_BLOCK = 1024
 
 
 @njit(cache=True, nogil=True, error_model="numpy", inline="always")
