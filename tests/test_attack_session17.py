@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from tests.test_single_read_cli import ROD, chunked_rod  # noqa: F401 - the module's fixture
+from tests.test_single_read_reader import _read_all
 from txmdb.errors import DuplicateError, InputError
 from txmdb.io.hdf5 import open_stack, read_slab
 from txmdb.io.single_read import SingleRead, single_read_plan
@@ -28,6 +29,18 @@ def _stack(path, *, dtype=np.float32, chunks=(6, 2, 6, 6), shape=(6, 8, 6, 6)):
             ds[:, z:z + chunks[1]] = data[:, z:z + chunks[1]]
         f["/exchange/energy"] = np.linspace(8300.0, 8400.0, shape[0])
     return path
+
+
+def _single_read(info, slab_size: int) -> list:
+    """Every slab of ``info`` through the single read (which must take the stack), hash included."""
+    reader = SingleRead.open(info, slab_size)
+    assert reader is not None
+    try:
+        slabs = _read_all(reader)
+        reader.result()
+    finally:
+        reader.cancel()
+    return slabs
 
 
 def _analysis_setup(catalog, path):
@@ -77,13 +90,7 @@ def test_big_endian_floats_fall_back_and_big_endian_integers_read_exactly(tmp_pa
     assert single_read_plan(be_float, 2, os.path.getsize(be_float.path)) == \
         "stored type >f4 is not read as raw numbers"
     info = open_stack(_stack(tmp_path / "beu.h5", dtype=">u2"), voxel_nm=10)
-    reader = SingleRead.open(info, 2)
-    assert reader is not None
-    try:
-        slabs = [(start, stop, slab.copy()) for start, stop, slab in reader.slabs()]
-        reader.result()
-    finally:
-        reader.cancel()
+    slabs = _single_read(info, 2)
     assert len(slabs) == 4
     for start, stop, slab in slabs:
         assert np.array_equal(slab, read_slab(info, start, stop))
@@ -114,13 +121,7 @@ def test_a_chunk_entry_pointing_at_the_superblock_reads_what_h5py_reads(tmp_path
     raw[at:at + 8] = struct.pack("<Q", 0)
     path.write_bytes(bytes(raw))
     info = open_stack(path, voxel_nm=10)
-    reader = SingleRead.open(info, 2)
-    assert reader is not None
-    try:
-        slabs = [(start, stop, slab.copy()) for start, stop, slab in reader.slabs()]
-        reader.result()
-    finally:
-        reader.cancel()
+    slabs = _single_read(info, 2)
     for start, stop, slab in slabs:
         assert np.array_equal(slab, read_slab(info, start, stop))
     assert not np.array_equal(slabs[0][2], data[:, :2]) and np.array_equal(slabs[1][2], data[:, 2:4])
