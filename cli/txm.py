@@ -15,6 +15,13 @@ from txmdb.vocabulary import Element, Layout
 
 app = typer.Typer(cls=CommandGroup, help="TXM-XANES tomograms: ingest, analyse, show.", no_args_is_help=True)
 
+#: ``--verify-input`` of analyze and register
+VerifyInputOption = typer.Option(
+    False, "--verify-input",
+    help="Hash the scan's file in full and compare it with the SHA-256 recorded at ingest, even when the file's "
+         "identity (device, inode, size, modification and change times) is the one recorded when it was last "
+         "hashed and matched (by default such a file is not read for its hash).")
+
 
 
 @app.command("ingest")
@@ -78,6 +85,7 @@ def analyze(
                                              help="Fit window of --lcf in eV (preset: 8325:8375 for Ni)."),
     queue: bool = typer.Option(False, "--queue", help="Queue one analysis job per scan for 'txmdb worker' instead of "
                                                       "running here; prints the job ids, one per line."),
+    verify_input: bool = VerifyInputOption,
 ) -> None:
     """Extract edge energies, find particles and compute valence-gradient statistics."""
     from txmdb.catalog.txm import all_scan_ids, analyze_scan, resolve_registration
@@ -86,6 +94,8 @@ def analyze(
 
     if scheduler is not None and queue:
         raise TxmdbError("--scheduler is the worker's with --queue: give it to 'txmdb worker'")
+    if verify_input and queue:  # a job runs with the default: trust an unchanged identity
+        raise TxmdbError("--verify-input hashes the file here: it is not queued; run without --queue")
     if scheduler is not None:  # at once, not after hashing every scan
         from txmdb.catalog.distributed import check_scheduler_address
 
@@ -121,7 +131,8 @@ def analyze(
 
     for scan_id in ids:
         with progress_bar(f"scan {scan_id}") as progress:
-            analysis = analyze_scan(cat, scan_id, options, registration=choice, progress=progress)
+            analysis = analyze_scan(cat, scan_id, options, registration=choice, progress=progress,
+                                    verify_input=verify_input)
         _report(analysis)
 
 
@@ -150,12 +161,14 @@ def register(
         help="Region the estimate uses, voxels (2-D: Y0:Y1,X0:X1; an empty end is the field's) [default: all]."),
     accept_poor: bool = typer.Option(
         False, "--accept-poor", help="Store the registration even if some energies cannot be registered."),
+    verify_input: bool = VerifyInputOption,
 ) -> None:
     """Estimate one sub-voxel shift per energy (DESIGN §10) and record it; prints the registration id last."""
     from txmdb.catalog.registration import register_scan, summarize
 
     registration = register_scan(catalog(ctx), scan_id, reference_energy_ev=reference_energy_ev,
-                                 max_shift=max_shift, roi=parse_roi(roi), accept_poor=accept_poor)
+                                 max_shift=max_shift, roi=parse_roi(roi), accept_poor=accept_poor,
+                                 verify_input=verify_input)
     summary = summarize(registration)
     largest = ", ".join(f"{axis} {value:.2f}" for axis, value in summary.max_abs_shift_vox.items())
     echo(f"scan {scan_id}: {len(registration.shifts)} energies registered to {summary.reference_energy_ev:g} eV "

@@ -391,22 +391,27 @@ def edge_slabs(info, params: EdgeParameters, *, slab_size: int | None = None,
         yield start, stop, result
 
 
-def input_hash(info, options: AnalysisOptions, path):
+def input_hash(info, options: AnalysisOptions, path, *, known: tuple[str, str | None] | None = None):
     """The SHA-256 check of an analysis' input file, started: taken from the edge pass' own
     read of the stack when that can be one sequential read of the file
     (:class:`~txmdb.io.single_read.SingleRead`, then also to be passed to
     :func:`analyze_stack` as ``reader``), else a second read in a background thread
-    (:class:`~txmdb.io.files.BackgroundHash`). Both give ``result()``, ``cancel()``,
-    ``promote()``, ``elapsed_s`` and ``waited_s``.
+    (:class:`~txmdb.io.files.BackgroundHash`). All give ``result()``, ``cancel()``,
+    ``promote()``, ``identity``, ``started_ns``, ``elapsed_s`` and ``waited_s``.
+
+    ``known``: (SHA-256, identity text) the catalogue recorded for the file. While the file's
+    identity is that one, its SHA-256 is trusted, not computed: the single read then reads the
+    slabs only, or a :class:`~txmdb.io.files.KnownHash` stands for the hash; either checks the
+    identity again at ``result()``.
     """
-    from txmdb.io.files import BackgroundHash
+    from txmdb.io.files import BackgroundHash, KnownHash
     from txmdb.io.single_read import SingleRead
 
     if options.registration is None:
-        reader = SingleRead.open(info, options.slab_size or default_slab(info))
+        reader = SingleRead.open(info, options.slab_size or default_slab(info), known=known)
         if reader is not None:
             return reader
-    return BackgroundHash(path)
+    return KnownHash.if_unchanged(path, known) or BackgroundHash(path)
 
 
 def settle_spectral(info, options: AnalysisOptions) -> AnalysisOptions:

@@ -9,13 +9,17 @@ from typing import Callable, TypeVar
 from sqlalchemy import select
 
 from txmdb.errors import DuplicateError, InputError
-from txmdb.io.files import sha256_file
+from txmdb.io.files import sha256_file_identity
 
 T = TypeVar("T")
 
 
-def file_provenance(path: str | os.PathLike) -> dict:
-    """path, size and SHA-256 of an input file (streamed), or an InputError naming it."""
+def file_provenance(path: str | os.PathLike, *, identity: bool = False) -> dict:
+    """path, size and SHA-256 of an input file (streamed), or an InputError naming it.
+
+    ``identity``: also ``file_identity``, the identity of the bytes hashed if it may be trusted
+    later (:func:`txmdb.io.files.sha256_file_identity`), else None.
+    """
     from txmdb.textsafe import utf8_problem
 
     p = Path(path)
@@ -28,7 +32,10 @@ def file_provenance(path: str | os.PathLike) -> dict:
         raise InputError(p, f"the file's path {problem}; the catalogue keeps paths as text: "
                             "rename the file or its folder to a UTF-8 name")
     try:
-        return {"file_path": resolved, "file_size_bytes": p.stat().st_size, "file_sha256": sha256_file(p)}
+        size = p.stat().st_size
+        digest, known = sha256_file_identity(p)
+        return {"file_path": resolved, "file_size_bytes": size, "file_sha256": digest,
+                **({"file_identity": known} if identity else {})}
     except OSError as exc:
         raise InputError(p, f"cannot read: {exc.strerror}") from None
 

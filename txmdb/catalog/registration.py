@@ -20,7 +20,7 @@ from sqlalchemy import select
 
 from txmdb import __version__
 from txmdb.catalog._records import finite_or_none, jsonable
-from txmdb.catalog.txm import get_scan, open_scan_stack
+from txmdb.catalog.txm import get_scan, open_scan_stack, record_identity
 from txmdb.db.models import Registration, RegistrationShift, TXMScan
 from txmdb.errors import InputError, NotFoundError, ParameterError, input_errors
 from txmdb.vocabulary import (
@@ -42,6 +42,7 @@ def register_scan(
     max_shift: float | None = None,
     roi: Sequence | None = None,
     accept_poor: bool = False,
+    verify_input: bool = False,
 ) -> Registration:
     """Estimate one sub-voxel translation per energy of a scan and record it.
 
@@ -60,6 +61,9 @@ def register_scan(
         ``slice`` per spatial axis; default the whole field of view.
     accept_poor : bool
         Store the registration even when some energies cannot be registered.
+    verify_input : bool
+        Hash the scan's file in full even when its identity is the one recorded when its
+        SHA-256 was last computed and matched (by default that SHA-256 is trusted then).
 
     Returns
     -------
@@ -81,7 +85,8 @@ def register_scan(
     # cheap checks first: hashing a large file takes a while
     reference, max_shift, box = check_registration(catalog, scan_id, reference_energy_ev=reference_energy_ev,
                                                    max_shift=max_shift, roi=roi)
-    scan, shifts, quality = _estimate_checked(catalog, scan_id, reference, max_shift, box)
+    scan, shifts, quality, identity = _estimate_checked(catalog, scan_id, reference, max_shift, box,
+                                                        verify_input=verify_input)
     # (imported once the hash runs: scipy's import is a second of one core)
     from txmdb.analysis.registration import QUALITY_THRESHOLD
 
@@ -111,6 +116,8 @@ def register_scan(
     registration.elapsed_s = time.perf_counter() - t0
     with catalog.session() as session:
         session.add(registration)
+        if identity is not None:
+            record_identity(session, scan.id, identity)
         session.flush()
     return registration
 
@@ -190,19 +197,22 @@ def roi_slices(spatial: Sequence[int], roi: Sequence | None) -> Optional[tuple[s
     return tuple(out)
 
 
-def _estimate_checked(catalog, scan_id: int, reference: int, max_shift: float, roi):
-    """The scan, and :func:`_estimate` on its file, while a background thread checks that
-    the file is the one ingested (SHA-256, as ``analyze_scan`` does): run first, the hash
+def _estimate_checked(catalog, scan_id: int, reference: int, max_shift: float, roi, *, verify_input: bool = False):
+    """The scan, :func:`_estimate` on its file and the file identity to record
+    (:func:`~txmdb.catalog.txm.new_identity`), while a background thread checks that the
+    file is the one ingested (SHA-256, as ``analyze_scan`` does): run first, the hash
     of a large stack cost a third of the estimate's time; at normal priority, so that it
     shares the cores with the estimate's threads instead of running after them. A
     changed file is reported before anything else, also when it made opening or
-    estimating fail; nothing is stored before the check."""
-    from txmdb.catalog.txm import _hash_result, check_unchanged
-    from txmdb.io.files import BackgroundHash
+    estimating fail; nothing is stored before the check. A file whose identity is the one
+    recorded is not hashed (unless ``verify_input``): its identity is checked again at the end."""
+    from txmdb.catalog.txm import _hash_result, check_unchanged, known_hash, new_identity
+    from txmdb.io.files import BackgroundHash, KnownHash
 
     with catalog.session() as session:
         scan = get_scan(session, scan_id)
-    hashing = BackgroundHash(scan.file_path, low_priority=False)
+    known = None if verify_input else known_hash(scan)
+    hashing = KnownHash.if_unchanged(scan.file_path, known) or BackgroundHash(scan.file_path, low_priority=False)
     try:
         try:
             # the stack only: prepare_scan's analysis checks import the pipeline (pandas)
@@ -212,7 +222,7 @@ def _estimate_checked(catalog, scan_id: int, reference: int, max_shift: float, r
             check_unchanged(scan, _hash_result(scan, hashing))
             raise
         check_unchanged(scan, _hash_result(scan, hashing))
-        return scan, shifts, quality
+        return scan, shifts, quality, new_identity(scan, hashing)
     finally:
         hashing.cancel()
 

@@ -40,7 +40,8 @@ def ingest_scan(
     # before hashing the file: 1e-320 nm or 1 km are mistakes, not sizes (bounds: txmdb.vocabulary)
     if voxel_nm is not None and (problem := voxel_size_problem(voxel_nm)):
         raise InputError(path, problem)
-    provenance = file_provenance(path)
+    # the identity of the bytes hashed, so that the scan's analyses can trust the SHA-256 (DESIGN §8)
+    provenance = file_provenance(path, identity=True)
     with catalog.session() as session:
         sample_id = get_sample(session, sample).id
     info = open_stack(path, layout=layout, data=data, energy=energy, voxel_nm=voxel_nm)
@@ -169,6 +170,7 @@ def analyze_scan(
     registration: int | str | None = LATEST,
     progress: Callable[[int, int], None] | None = None,
     verify_hash: bool = True,
+    verify_input: bool = False,
 ) -> Analysis:
     """Run the TXM pipeline on one scan and record it through the store's protocol.
 
@@ -177,6 +179,10 @@ def analyze_scan(
     :mod:`txmdb.store`; a killed process leaves it ``running`` for ``txmdb db check``).
     ``registration`` (:func:`resolve_registration`; default the scan's newest) is applied
     while the stack is read and recorded with the analysis.
+
+    The input's SHA-256 is trusted without a hash while the file's identity is the one
+    recorded when it was last hashed and matched (:func:`known_hash`); ``verify_input``
+    hashes it in full regardless. A full hash that matches records the identity.
     """
     from txmdb.io.single_read import SingleRead
     from txmdb.pipeline import analyze_stack, input_hash
@@ -188,7 +194,8 @@ def analyze_scan(
     # the gaps of the edge pass (hashing the edge pass' own reads when the stack is one
     # sequential read of the file, else reading it a second time); a file changed since
     # ingest fails the analysis before anything of it is recorded as done.
-    hashing = input_hash(info, options, scan.file_path) if verify_hash else None
+    hashing = (input_hash(info, options, scan.file_path, known=None if verify_input else known_hash(scan))
+               if verify_hash else None)
     try:
         with catalog.store.put(ANALYSES, new_analysis(scan, options)) as put:
             try:
@@ -202,10 +209,13 @@ def analyze_scan(
                 put.withdraw()
                 raise
             put.hash_ahead()        # the results file's hash beside the rest of the input's
+            identity = None
             if hashing is not None:
                 check_unchanged(scan, _hash_result(scan, hashing))
                 outputs.timings_s.update(hash=hashing.elapsed_s, hash_wait=hashing.waited_s)
-            return record_analysis(put, outputs, elapsed=time.perf_counter() - t0)
+                identity = new_identity(scan, hashing)
+            return record_analysis(put, outputs, elapsed=time.perf_counter() - t0,
+                                   scan_identity=None if identity is None else (scan.id, identity))
     finally:
         if hashing is not None:
             hashing.cancel()
@@ -223,16 +233,42 @@ def _hash_result(scan: TXMScan, hashing) -> str:
     return digest
 
 
+def known_hash(scan: TXMScan) -> tuple[str, str] | None:
+    """(SHA-256, identity) the catalogue recorded for the scan's file, for
+    :func:`txmdb.pipeline.input_hash` and :meth:`txmdb.io.files.KnownHash.if_unchanged`; None
+    while no identity is recorded (the file is then hashed in full)."""
+    return None if scan.file_identity is None else (scan.file_sha256, scan.file_identity)
+
+
+def new_identity(scan: TXMScan, hashing) -> str | None:
+    """The identity to record for the scan's file after ``hashing`` (a full hash) matched:
+    :func:`txmdb.io.files.settled_identity`, if it is not the one recorded already."""
+    from txmdb.io.files import settled_identity
+
+    identity = settled_identity(hashing.identity, hashing.started_ns)
+    return None if identity == scan.file_identity else identity
+
+
+def record_identity(session, scan_id: int, identity: str) -> None:
+    """Record ``identity`` as the scan file's, in the caller's transaction (with what the hash allowed)."""
+    from sqlalchemy import update
+
+    session.execute(update(TXMScan).where(TXMScan.id == scan_id).values(file_identity=identity))
+
+
 def check_unchanged(scan: TXMScan, sha256: str) -> None:
     """InputError when ``sha256`` is not the one the scan's file had at ingest."""
     if sha256 != scan.file_sha256:
         raise InputError(scan.file_path, f"the file changed since scan {scan.id} was ingested (SHA-256 differs)")
 
 
-def record_analysis(put, outputs, *, elapsed: float) -> Analysis:
-    """Commit a written analysis: its figures and statistics tables, ``done``, its file in place."""
+def record_analysis(put, outputs, *, elapsed: float, scan_identity: tuple[int, str] | None = None) -> Analysis:
+    """Commit a written analysis: its figures and statistics tables, ``done``, its file in place;
+    with ``scan_identity`` (scan id, identity text), its input's identity (:func:`new_identity`)."""
 
     def fill(session, analysis: Analysis) -> Analysis:
+        if scan_identity is not None:
+            record_identity(session, *scan_identity)
         timings = dict(outputs.timings_s)
         analysis.gradient_unit = outputs.gradient_unit
         analysis.n_valid_voxels = int(outputs.n_valid_voxels)

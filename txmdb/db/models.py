@@ -225,6 +225,9 @@ class TXMScan(FileRecord, Base):
     energies_ev: Mapped[list[Any]] = mapped_column()  # sorted, in eV
     voxel_size_nm: Mapped[Optional[float]] = mapped_column(Float)
     created_by: Mapped[Optional[str]] = _created_by()
+    # the file's stat identity when its SHA-256 was last computed and matched (txmdb.io.files.identity_text);
+    # while the file still has it, analyses and registrations trust the SHA-256 instead of hashing again
+    file_identity: Mapped[Optional[str]] = mapped_column(String(120))
 
     analyses: Mapped[list["Analysis"]] = relationship(back_populates="scan")
     registrations: Mapped[list["Registration"]] = relationship(back_populates="scan")

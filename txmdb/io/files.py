@@ -6,24 +6,104 @@ import contextlib
 import hashlib
 import os
 import tempfile
+import time
 from pathlib import Path
 from typing import Iterator
 
 _CHUNK = 4 << 20
 
 
+#: a file's modification and change times must be this much older than the start of its hash
+#: for its identity to be recorded (git's "racy clean" rule): a write in the same timestamp tick
+#: as the hash, after it, would leave the identity as it was. 2 s covers the coarsest common
+#: timestamps (FAT's mtime) and small clock differences with a network file server.
+SETTLED_NS = 2_000_000_000
+
+
 def sha256_file(path: str | os.PathLike) -> str:
     """SHA-256 of a file, read as a stream of 4 MiB chunks (never whole)."""
+    return sha256_file_identity(path)[0]
+
+
+def sha256_file_identity(path: str | os.PathLike) -> tuple[str, str | None]:
+    """SHA-256 of a file (as :func:`sha256_file`) and the :func:`identity_text` of the bytes
+    hashed, for the catalogue to trust later: the identity of the same open descriptor before
+    and after the hash, if equal and :func:`settled_identity`; else None."""
+    started_ns = time.time_ns()
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
+        before = file_identity(os.fstat(fh.fileno()))
         while chunk := fh.read(_CHUNK):
             digest.update(chunk)
-    return digest.hexdigest()
+        same = file_identity(os.fstat(fh.fileno())) == before
+    return digest.hexdigest(), settled_identity(before if same else None, started_ns)
 
 
 def file_identity(info: os.stat_result) -> tuple:
     """What changes when a file is replaced or written to: inode, size, modification and change times."""
     return info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns
+
+
+def identity_text(identity: tuple) -> str:
+    """:func:`file_identity` as the catalogue keeps it (``txm_scans.file_identity``): ``dev:ino:size:mtime_ns:ctime_ns``."""
+    return ":".join(str(int(v)) for v in identity)
+
+
+def settled_identity(identity: tuple | None, started_ns: int | None) -> str | None:
+    """:func:`identity_text` of a file hashed from ``started_ns`` (``time.time_ns()``) on, when
+    it may be trusted later: its modification and change times at least ``SETTLED_NS`` before
+    the hash began. None when the identity is unknown (changed while hashed) or too recent:
+    the next command then hashes the file in full."""
+    if identity is None or started_ns is None:
+        return None
+    if max(identity[3], identity[4]) > started_ns - SETTLED_NS:
+        return None
+    return identity_text(identity)
+
+
+class KnownHash:
+    """A file's SHA-256 already known (the catalogue's), for a file whose :func:`file_identity`
+    is the one recorded when that SHA-256 was last computed and matched: the interface of
+    :class:`BackgroundHash` without a thread or a read.
+
+    Made by :meth:`if_unchanged`. :meth:`result` looks at the file's identity again (the end
+    of the command): a file written to or replaced meanwhile sets ``identity`` to None, as
+    :class:`BackgroundHash` does for a file written to while it is hashed.
+    """
+
+    #: None: nothing was hashed here, so there is no new identity to record
+    started_ns = None
+
+    def __init__(self, path: str | os.PathLike, sha256: str, identity: tuple):
+        self._path = path
+        self._digest = sha256
+        self.identity: tuple | None = identity
+        self.elapsed_s = self.waited_s = 0.0
+
+    @classmethod
+    def if_unchanged(cls, path: str | os.PathLike, known: tuple[str, str] | None) -> "KnownHash | None":
+        """A KnownHash of ``path`` when its identity now is the one recorded with its SHA-256
+        (``known``: SHA-256, :func:`identity_text`), else None."""
+        if known is None or known[1] is None:
+            return None
+        sha256, recorded = known
+        try:
+            identity = file_identity(os.stat(path))
+        except OSError:
+            return None                     # the full hash names the problem
+        return cls(path, sha256, identity) if identity_text(identity) == recorded else None
+
+    def result(self) -> str:
+        """The known SHA-256; ``identity`` None if the file is no longer the one it was."""
+        if file_identity(os.stat(self._path)) != self.identity:
+            self.identity = None
+        return self._digest
+
+    def promote(self) -> None:
+        pass
+
+    def cancel(self) -> None:
+        pass
 
 
 class BackgroundHash:
@@ -52,6 +132,8 @@ class BackgroundHash:
         #: :func:`file_identity` of the file, the same before and after the hash; None if it changed
         self.identity: tuple | None = None
         self._t0 = time.perf_counter()
+        #: ``time.time_ns()`` when the hash began (:func:`settled_identity`)
+        self.started_ns = time.time_ns()
         #: seconds the thread took, and that result() waited for it
         self.elapsed_s = self.waited_s = 0.0
         self._thread = threading.Thread(target=self._run, args=(low_priority,), name="sha256", daemon=True)

@@ -31,6 +31,11 @@ overlapping, each grid position once, filter mask 0; anything else, and any othe
 returns None from :meth:`SingleRead.open` and the caller keeps the h5py path (which then
 reports a damaged file in its one line). ``TXMDB_SINGLE_READ=0`` in the environment always
 returns None (tests and benchmarks compare the two paths).
+
+When the file's SHA-256 is already known and its identity is the one recorded with it
+(``SingleRead.open(..., known=(sha256, identity))``, see :class:`txmdb.io.files.KnownHash`),
+the read is the slabs' reader only: no hash thread, no reads of the bytes between or after
+the chunks, the same slabs bit for bit; :meth:`SingleRead.result` checks the identity again.
 """
 
 from __future__ import annotations
@@ -47,7 +52,7 @@ from typing import Iterator
 
 import numpy as np
 
-from txmdb.io.files import file_identity
+from txmdb.io.files import file_identity, identity_text
 
 __all__ = ["SingleRead", "single_read_plan", "ENV"]
 
@@ -244,10 +249,13 @@ class SingleRead:
     :class:`~txmdb.io.files.BackgroundHash` — :meth:`result`, :meth:`cancel`, :meth:`promote`,
     ``identity``, ``elapsed_s``, ``waited_s`` — plus :meth:`slabs`. Without :meth:`slabs`
     (or before it), :meth:`result` reads the file for the hash alone. ``read_cpu_s``,
-    ``hash_cpu_s`` and ``reread_bytes`` say what the threads cost.
+    ``hash_cpu_s`` and ``reread_bytes`` say what the threads cost. Opened with a ``known``
+    SHA-256 that holds (:meth:`open`), it is only the slabs' reader: ``known`` is True and
+    :meth:`result` hashes nothing.
     """
 
-    def __init__(self, info, slab_size: int, plan: _Plan, fd: int, identity: tuple, low_priority: bool = True):
+    def __init__(self, info, slab_size: int, plan: _Plan, fd: int, identity: tuple, low_priority: bool = True,
+                 known_sha256: str | None = None, started_ns: int | None = None):
         self.info = info
         self.slab_size = slab_size
         self._plan = plan
@@ -255,7 +263,12 @@ class SingleRead:
         self._low_priority = low_priority
         #: :func:`file_identity` of the file, the same before and after the read; None if it changed
         self.identity: tuple | None = identity
-        self._digest: str | None = None
+        #: the file's SHA-256 is known (the catalogue's, for an unchanged identity): no hash thread,
+        #: no reads of bytes outside the chunks
+        self.known = known_sha256 is not None
+        self._digest: str | None = known_sha256
+        #: ``time.time_ns()`` when the hash began (:func:`txmdb.io.files.settled_identity`); None when not hashed
+        self.started_ns = None if self.known else started_ns
         self._error: BaseException | None = None
         self._stop = threading.Event()
         self._promoted = threading.Event()
@@ -276,14 +289,19 @@ class SingleRead:
         self.reread_bytes = 0
 
     @classmethod
-    def open(cls, info, slab_size: int, *, low_priority: bool = True) -> "SingleRead | None":
+    def open(cls, info, slab_size: int, *, low_priority: bool = True,
+             known: tuple[str, str] | None = None) -> "SingleRead | None":
         """A single read of ``info``'s file in slabs of ``slab_size``, or None (see the module).
 
         ``low_priority``: the hash thread starts at the lowest CPU priority, as
         :class:`~txmdb.io.files.BackgroundHash` does, until :meth:`promote`.
+        ``known``: (SHA-256, :func:`~txmdb.io.files.identity_text`) recorded for the file; when
+        the descriptor opened here has that identity, the file is read for the slabs only (no
+        hash, no bytes outside the chunks) and :meth:`result` gives that SHA-256.
         """
         if os.environ.get(ENV, "1") == "0":
             return None
+        started_ns = time.time_ns()
         try:
             fd = os.open(info.path, os.O_RDONLY)
         except OSError:
@@ -296,7 +314,9 @@ class SingleRead:
             plan = single_read_plan(info, slab_size, identity[2], source=own if os.path.exists(own) else None)
             # the plan must describe the file open here: not replaced or written to meanwhile
             if not isinstance(plan, str) and file_identity(os.stat(info.path)) == identity:
-                return cls(info, slab_size, plan, fd, identity, low_priority)
+                trusted = known is not None and identity_text(identity) == known[1]
+                return cls(info, slab_size, plan, fd, identity, low_priority,
+                           known_sha256=known[0] if trusted else None, started_ns=started_ns)
         except OSError:
             pass                                     # gone meanwhile: the h5py path names it
         except BaseException:
@@ -307,6 +327,11 @@ class SingleRead:
 
     # ------------------------------------------------------------------ threads
     def _start(self, copy: bool) -> None:
+        if self.known:                                  # the reader's one block, no hash thread
+            self._blocks.put(np.empty(self._plan.block_bytes, dtype=np.uint8))
+            self._reader = threading.Thread(target=self._read, args=(copy,), name="txmdb-read", daemon=True)
+            self._reader.start()
+            return
         for _ in range(_BLOCKS):
             self._blocks.put(np.empty(self._plan.block_bytes, dtype=np.uint8))
         self._hasher = threading.Thread(target=self._hash, args=(self._low_priority,), name="txmdb-sha256",
@@ -377,12 +402,14 @@ class SingleRead:
                     for read in reads:
                         if self._stop.is_set():
                             return
+                        if self.known and not read.chunks:
+                            continue                 # bytes between chunks: only the hash wanted them
                         block = self._pass(read, block, out)
                 except OSError as exc:
                     raise _read_error(info, start, stop, exc) from None
                 if copy:
                     self._ready.put(buf)
-            for read in plan.tail:
+            for read in () if self.known else plan.tail:
                 block = self._pass(read, block, None)
         except BaseException as exc:  # noqa: BLE001 - handed to the caller by slabs() / result()
             self._error = exc
@@ -405,11 +432,15 @@ class SingleRead:
             if n == 0:
                 raise OSError(f"file ends at byte {read.offset + done} (truncated while read?)")
             done += n
-        try:
-            fresh = self._blocks.get_nowait()
-        except queue.Empty:
+        if self.known:
+            fresh = block                            # no hash to hand it to: read the next one into it
+        else:
             fresh = None
-        self._hash_queue.put((block if fresh is not None else None, read.offset, read.size))
+            try:
+                fresh = self._blocks.get_nowait()
+            except queue.Empty:
+                pass
+            self._hash_queue.put((block if fresh is not None else None, read.offset, read.size))
         if out is not None:
             disk = self._plan.disk_dtype
             for at, shape, place, part in read.chunks:
@@ -459,6 +490,8 @@ class SingleRead:
     def result(self) -> str:
         """The file's SHA-256 (hex); the read's error (InputError, OSError), if it failed."""
         t0 = time.perf_counter()
+        if self.known:
+            return self._known_result(t0)
         if self._reader is None:
             self._start(copy=False)
         self._reader.join()
@@ -469,6 +502,18 @@ class SingleRead:
             raise self._error
         if self._digest is None:
             raise RuntimeError("the stack's single read was stopped before the end of the file")
+        return self._digest
+
+    def _known_result(self, t0: float) -> str:
+        """The known SHA-256 once the slabs (if any) are read; ``identity`` None if the file is no
+        longer the one opened (written to, or another file renamed over its path)."""
+        if self._reader is not None:
+            self._reader.join()
+        self.waited_s = time.perf_counter() - t0
+        if self._error is not None:
+            raise self._error
+        if file_identity(os.fstat(self._fd)) != self.identity or file_identity(os.stat(self.info.path)) != self.identity:
+            self.identity = None
         return self._digest
 
     def _halt(self) -> None:
