@@ -233,3 +233,119 @@ def columns_as_rows(src, c0, out):  # pragma: no cover - compiled
         c = c0 + j
         for i in range(n):
             out[j, i] = src[i, c]
+
+
+@njit(cache=True, nogil=True)
+def _block_sum(a, lo, n):  # pragma: no cover - compiled
+    """numpy's ``pairwise_sum`` of ``a[lo:lo + n]`` for ``n <= 128`` (eight running sums)."""
+    if n < 8:
+        res = 0.0
+        for i in range(n):
+            res += a[lo + i]
+        return res
+    r0, r1, r2, r3 = a[lo], a[lo + 1], a[lo + 2], a[lo + 3]
+    r4, r5, r6, r7 = a[lo + 4], a[lo + 5], a[lo + 6], a[lo + 7]
+    i = 8
+    while i < n - (n % 8):
+        r0 += a[lo + i]
+        r1 += a[lo + i + 1]
+        r2 += a[lo + i + 2]
+        r3 += a[lo + i + 3]
+        r4 += a[lo + i + 4]
+        r5 += a[lo + i + 5]
+        r6 += a[lo + i + 6]
+        r7 += a[lo + i + 7]
+        i += 8
+    res = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
+    while i < n:
+        res += a[lo + i]
+        i += 1
+    return res
+
+
+@njit(cache=True, nogil=True)
+def pairwise_sum(a, lo, n):  # pragma: no cover - compiled
+    """``np.add.reduce`` of the float64 ``a[lo:lo + n]`` in numpy's order (its
+    ``pairwise_sum``: blocks of at most 128 by :func:`_block_sum`, halves rounded to
+    multiples of 8 above, left sum plus right sum), so the sums of
+    :func:`residual_spreads` are numpy's to the bit. The halving runs on an explicit
+    stack: a recursive function loaded from numba's cache crashed on threads."""
+    if n <= 128:
+        return _block_sum(a, lo, n)
+    los = np.empty(64, np.int64)
+    ns = np.empty(64, np.int64)
+    stage = np.zeros(64, np.int64)
+    vals = np.empty(64, np.float64)
+    top, nv = 0, 0
+    los[0], ns[0] = lo, n
+    while top >= 0:
+        l, m = los[top], ns[top]
+        if m <= 128:
+            vals[nv] = _block_sum(a, l, m)
+            nv += 1
+            top -= 1
+            continue
+        half = m // 2
+        half -= half % 8
+        if stage[top] < 2:
+            # the left half first, then the right one
+            first = stage[top] == 0
+            stage[top] += 1
+            top += 1
+            los[top] = l if first else l + half
+            ns[top] = half if first else m - half
+            stage[top] = 0
+        else:
+            vals[nv - 2] = vals[nv - 2] + vals[nv - 1]
+            nv -= 1
+            top -= 1
+    return vals[0]
+
+
+@njit(cache=True, nogil=True)
+def _variance(x):  # pragma: no cover - compiled
+    """``x.var()`` of a contiguous float64 vector, numpy's operations in numpy's order
+    (the mean, then the squared deviations' pairwise sum over ``n``); ``x`` is overwritten."""
+    n = x.shape[0]
+    mean = pairwise_sum(x, 0, n) / n
+    for i in range(n):
+        d = x[i] - mean
+        x[i] = d * d
+    return pairwise_sum(x, 0, n) / n
+
+
+@njit(cache=True, nogil=True)
+def residual_spreads(r, t0, scratch):  # pragma: no cover - compiled
+    """``(r.var(), mean over axes of np.gradient(r)[a].var())`` of a 3-D float64 ``r``
+    (``t0 = 0``: every axis; ``t0 = 1``: a 2-D image as one plane ``(1, ny, nx)``, its two
+    in-plane axes), numpy's numbers bit for bit (``np.gradient``: ``(r[i+1] - r[i-1]) / 2``
+    inside, one-sided differences at the ends; variances as :func:`_variance`) without
+    the gradient volumes and their temporaries: one ``scratch`` vector of ``r.size``."""
+    n0, n1, n2 = r.shape
+    m = 0
+    for i in range(n0):
+        for j in range(n1):
+            for k in range(n2):
+                scratch[m] = r[i, j, k]
+                m += 1
+    var_r = _variance(scratch)
+    spread = 0.0
+    for axis in range(t0, 3):
+        n = r.shape[axis]
+        m = 0
+        for i in range(n0):
+            for j in range(n1):
+                for k in range(n2):
+                    c = i if axis == 0 else (j if axis == 1 else k)
+                    lo = c - 1 if c > 0 else 0
+                    hi = c + 1 if c < n - 1 else n - 1
+                    if axis == 0:
+                        a, b = r[lo, j, k], r[hi, j, k]
+                    elif axis == 1:
+                        a, b = r[i, lo, k], r[i, hi, k]
+                    else:
+                        a, b = r[i, j, lo], r[i, j, hi]
+                    scratch[m] = (b - a) / 2.0 if hi - lo == 2 else (b - a) / 1.0
+                    m += 1
+        spread += _variance(scratch)
+    return var_r, spread / (3 - t0)

@@ -80,6 +80,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import gc
 import math
 import os
 from concurrent.futures import ThreadPoolExecutor
@@ -565,15 +566,15 @@ def _sorted_median(x: np.ndarray, overwrite: bool = False) -> np.ndarray:
     return x[k] if n % 2 else np.mean(x[k:k + 2], axis=0)
 
 
-def _columns_sorted(x: np.ndarray) -> np.ndarray | None:
-    """The columns of the 2-D ``x`` as the rows of a new array, each sorted (NaN last):
-    ``np.sort(x, axis=0).T``'s values, copied out compiled and sorted along the last axis,
-    1.4x faster than numpy's sort along the first (which gathers and scatters every
-    column of a view). None without numba."""
+def _columns_sorted(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray | None:
+    """The columns of the 2-D ``x`` as the rows of a new array (or of ``out``, C-contiguous,
+    shape ``x.shape[::-1]``), each sorted (NaN last): ``np.sort(x, axis=0).T``'s values,
+    copied out compiled and sorted along the last axis, 1.4x faster than numpy's sort along
+    the first (which gathers and scatters every column of a view). None without numba."""
     kernel = _numba()
     if kernel is None:
         return None
-    out = np.empty(x.shape[::-1], dtype=x.dtype)
+    out = np.empty(x.shape[::-1], dtype=x.dtype) if out is None else out
     kernel.columns_as_rows(x, 0, out)
     out.sort(axis=1)
     return out
@@ -581,7 +582,14 @@ def _columns_sorted(x: np.ndarray) -> np.ndarray | None:
 
 def _by_columns(fn: Callable[[slice], object], n_columns: int) -> list:
     """``fn(columns)`` for the :data:`_WORKERS` parts of ``range(n_columns)``, on threads, in
-    order: for per-voxel work over energies (a voxel's numbers do not depend on the split)."""
+    order: for per-voxel work over energies (a voxel's numbers do not depend on the split).
+
+    A large temporary for ``fn`` is best allocated by the caller, on the calling thread,
+    and sliced by ``columns``: glibc serves a worker thread from its own arena, whose
+    64 MiB heaps are unmapped once empty, so a large array made on a worker is mapped and
+    zeroed by the kernel afresh at every call (the column copies of the medians were
+    ~1 GB of zeroed pages per estimate at 272³); the calling thread's heap keeps its
+    freed memory while the estimate runs (:func:`_freed_memory_kept`)."""
     parts = np.array_split(np.arange(n_columns), max(1, _WORKERS))
     bounds = [slice(int(p[0]), int(p[-1]) + 1) for p in parts if p.size]
     return _per_energy(lambda k: fn(bounds[k]), len(bounds))
@@ -751,11 +759,15 @@ def _template(J, s, a, c, b, F, box, order, components: int = 1) -> list[np.ndar
     carriers = [e for e in range(n) if a[e] > _CARRIER_GAIN * a.max()] if a.max() > 0 else []
     if len(carriers) >= 3:
         flat, gains = regs.reshape(n, -1), a[carriers].astype(np.float32)[:, None]
+        # the threads' copies in one buffer of this thread's (see _by_columns)
+        buffer = np.empty(len(carriers) * flat.shape[1], dtype=flat.dtype)
 
         def median(cols):
             # the carriers' columns divided by their gains on the threads: a copy, sorted in place
             # (faster so than as rows by _columns_sorted: the copy is needed for the division)
-            scaled = flat[carriers, cols]
+            scaled = buffer[len(carriers) * cols.start:len(carriers) * cols.stop].reshape(len(carriers), -1)
+            for row, e in zip(scaled, carriers):
+                row[...] = flat[e, cols]
             scaled /= gains
             return _sorted_median(scaled, overwrite=True)
         mean = np.concatenate(_by_columns(median, flat.shape[1])).reshape(inner).astype(np.float64)
@@ -854,15 +866,26 @@ def _shift_error(reg: np.ndarray, other: np.ndarray) -> tuple[float, float]:
     if sol[0] == 0:
         return math.inf, 0.0
     r = (y - sol @ A).reshape(reg[inner].shape)
-    var_r = float(r.var())
-    dr = np.gradient(r) if nd > 1 else [np.gradient(r)]
-    var_d = float(np.mean([g.var() for g in dr]))
+    var_r, var_d = _residual_spreads(r)
     ell2 = var_r / (2 * var_d) if var_d > 0 else 0.0
     volume = max(1.0, (4 * math.pi * ell2) ** (nd / 2))
     var = np.maximum(var_r * volume * np.diag(cov), 0.0)
     se = np.sqrt(var[1:1 + nd]) / abs(sol[0])
     t = abs(sol[0]) / math.sqrt(var[0]) if var[0] > 0 else math.inf
     return float(np.sqrt(np.mean(se ** 2))), float(t)
+
+
+def _residual_spreads(r: np.ndarray) -> tuple[float, float]:
+    """``r.var()`` and the mean over axes of the variance of ``np.gradient(r)`` (float64
+    ``r``), compiled when numba is there: the same numbers without the gradient volumes
+    and the variances' temporaries (5x faster, a fifth of the standard error's time)."""
+    kernel = _numba()
+    if kernel is not None and r.ndim in (2, 3) and r.dtype == np.float64 and min(r.shape) >= 2:
+        var_r, var_d = kernel.residual_spreads(np.ascontiguousarray(r).reshape((1,) * (3 - r.ndim) + r.shape),
+                                               3 - r.ndim, np.empty(r.size))
+        return float(var_r), float(var_d)
+    dr = np.gradient(r) if r.ndim > 1 else [np.gradient(r)]
+    return float(r.var()), float(np.mean([g.var() for g in dr]))
 
 
 def _standard_error(J, s, a, c, b, F, box, order, neighbours: int = 2,
@@ -955,10 +978,13 @@ def _fit(J, s, templates, F, box, order, *, with_pattern: bool, gauss_newton: bo
     if moved is not None and len(moved) == n:
         kept_all = moved
     else:
-        # T_k(x - s_e), only over the energy's lab box plus the gradient's voxel
-        kept_all = _per_energy(lambda e: [_translate(T, -s[e], order, box=([l - 1 for l in lab[e][0]],
-                                                                           [h + 1 for h in lab[e][1]]))
-                                          for T in templates], n)
+        # T_k(x - s_e), only over the energy's lab box plus the gradient's voxel, into
+        # arrays allocated on this thread (see _by_columns)
+        grown = [([l - 1 for l in lab[e][0]], [h + 1 for h in lab[e][1]]) for e in range(n)]
+        kept_all = [[np.empty(tuple(h - l for l, h in zip(*grown[e])), dtype=T.dtype) for T in templates]
+                    for e in range(n)]
+        _per_energy(lambda e: [_translate(T, -s[e], order, box=grown[e], out=o)
+                               for T, o in zip(templates, kept_all[e])], n)
         if moved is not None:
             moved[:] = kept_all
     core = (slice(1, -1),) * nd
@@ -1002,7 +1028,6 @@ def _fit(J, s, templates, F, box, order, *, with_pattern: bool, gauss_newton: bo
         rows[-2] = 1.0
         rows[-1].reshape(inner)[...] = J[e][sl]
         A, y = rows[:-1], rows[-1]
-        ms = A[:K]
         G = (A @ A.T).astype(np.float64)
         try:
             sol = np.linalg.solve(G + 1e-9 * np.trace(G) / len(G) * np.eye(len(G)), (A @ y).astype(np.float64))
@@ -1018,6 +1043,7 @@ def _fit(J, s, templates, F, box, order, *, with_pattern: bool, gauss_newton: bo
         if resid is None:
             return
         scale = c[e] if with_pattern and abs(c[e]) > 0.2 else 1.0
+        ms = A[:K]
         if kernel is not None:
             # one compiled pass, the numbers of the numpy line below
             lift = (1,) * (3 - nd)
@@ -1037,17 +1063,19 @@ def _median_pattern(resid: np.ndarray) -> np.ndarray:
     n = resid.shape[0]
     flat = resid.reshape(n, -1)
     out = np.zeros(flat.shape[1], dtype=np.float32)
-    _by_columns(lambda cols: _nan_median_columns(flat[:, cols], out[cols]), flat.shape[1])
+    rows = np.empty(flat.shape[::-1], dtype=flat.dtype)      # the threads' sorted copies (see _by_columns)
+    _by_columns(lambda cols: _nan_median_columns(flat[:, cols], out[cols], rows[cols]), flat.shape[1])
     return out.reshape(resid.shape[1:])
 
 
-def _nan_median_columns(flat: np.ndarray, out: np.ndarray) -> None:
-    """:func:`_median_pattern` of the columns of ``flat`` into ``out`` (zero where all NaN)."""
+def _nan_median_columns(flat: np.ndarray, out: np.ndarray, rows: np.ndarray | None = None) -> None:
+    """:func:`_median_pattern` of the columns of ``flat`` into ``out`` (zero where all NaN);
+    ``rows``: room for the columns' sorted copy (``flat.shape[::-1]``)."""
     kernel = _numba()
     if kernel is not None and out.flags.c_contiguous:
         # one sort of every column (NaN last), the middle values read off compiled: the
         # numbers below without counting the NaNs and copying out two column subsets
-        kernel.nan_median_sorted(_columns_sorted(flat).T, out)
+        kernel.nan_median_sorted(_columns_sorted(flat, rows).T, out)
         return
     n = flat.shape[0]
     count = n - np.isnan(flat).sum(axis=0)
@@ -1080,10 +1108,7 @@ def _refine(J: np.ndarray, s: np.ndarray, reference: int, iterations: int, order
     first_steps, second_steps, done = 0, 0, False
     components = 1 if iterations > second_component else 2
     while True:
-        lo, hi = valid_box(s, shape)
-        box = (tuple(v + margin for v in lo), tuple(v - margin for v in hi))
-        if any(h - l < 4 for l, h in zip(*box)):
-            raise ValueError("the energies' shifts leave no common region to register")
+        box = _common_box(s, shape, margin)
         # templates and fixed pattern for the current shifts (twice on the first pass: F starts at 0)
         for _ in range(2 if first_steps + second_steps == 0 else 1):
             templates = _template(J, s, a[:, 0], c, b, F, box, order, components)
@@ -1091,11 +1116,8 @@ def _refine(J: np.ndarray, s: np.ndarray, reference: int, iterations: int, order
             a, c, b, _, resid = _fit(J, s, templates, F, box, order, with_pattern=True, gauss_newton=False,
                                      moved=moved)
             F = np.nan_to_num(_median_pattern(resid), copy=False)
-        if done or iterations == 0:
-            # the registered, pattern-free images once for both quality measures
-            regs = _registered(J, s, order, box, c, b, F)
-            sigma, tval = _standard_error(J, s, a[:, 0], c, b, F, box, order, regs=regs)
-            sigma = np.maximum(sigma, _disagreement(J, s, c, b, F, box, order, clean=regs))
+        if iterations == 0:
+            sigma, tval = _shift_errors(J, s, a[:, 0], c, b, F, box, order)
             break
         a, c, b, step, _ = _fit(J, s, templates, F, box, order, with_pattern=True, gauss_newton=True, coef=a,
                                 moved=moved, residuals=False)
@@ -1115,7 +1137,31 @@ def _refine(J: np.ndarray, s: np.ndarray, reference: int, iterations: int, order
         else:
             second_steps += 1
             done = converged or second_steps >= min(second_component, iterations - first_steps)
+        if done:
+            # the quality at the final shifts with the last fit's gains, offsets and pattern:
+            # another pass of templates, fit and pattern first would change no shift (it was
+            # 0.3 of the estimate's ~5.8 CPU s at 272³; docs/registration.md)
+            box = _common_box(s, shape, margin)
+            sigma, tval = _shift_errors(J, s, a[:, 0], c, b, F, box, order)
+            break
     return _Model(s, a[:, 0], c, b, F, templates[0], box, sigma, tval)
+
+
+def _common_box(s: np.ndarray, shape, margin: int):
+    """The region every energy covers with the shifts ``s``, less ``margin`` voxels."""
+    lo, hi = valid_box(s, shape)
+    box = (tuple(v + margin for v in lo), tuple(v - margin for v in hi))
+    if any(h - l < 4 for l, h in zip(*box)):
+        raise ValueError("the energies' shifts leave no common region to register")
+    return box
+
+
+def _shift_errors(J, s, a, c, b, F, box, order) -> tuple[np.ndarray, np.ndarray]:
+    """Each energy's σ (standard error raised to its disagreement) and detection t-value,
+    from the registered, pattern-free images made once for both measures."""
+    regs = _registered(J, s, order, box, c, b, F)
+    sigma, tval = _standard_error(J, s, a, c, b, F, box, order, regs=regs)
+    return np.maximum(sigma, _disagreement(J, s, c, b, F, box, order, clean=regs)), tval
 
 
 #: The refinement counts as converged when its largest Gauss-Newton step (working-grid
@@ -1212,7 +1258,7 @@ def estimate_shifts(read_energy: Callable[[int, Window], np.ndarray], n_energies
         than half the field of view, an empty or too small ``roi``, or an energy whose
         values are all NaN (the message names its index).
     """
-    with _one_blas_thread(), _freed_memory_kept():
+    with _one_blas_thread(), _freed_memory_kept(), _no_cyclic_gc():
         return _estimate(read_energy, n_energies, reference_index, shape, max_shift, roi, band, iterations,
                          coarse_voxels, fine_voxels, order)
 
@@ -1257,6 +1303,21 @@ def _freed_memory_kept():
         libc.mallopt(_M_MMAP_THRESHOLD, _STEADY_MMAP)
         libc.mallopt(_M_TRIM_THRESHOLD, _STEADY_TRIM)
         libc.malloc_trim(0)
+
+
+@contextlib.contextmanager
+def _no_cyclic_gc():
+    """Python's cyclic garbage collector paused while the estimate runs: its thousands of
+    small objects (futures, tuples, slices) triggered full collections that walked every
+    object numba and scipy had loaded (~3 % of the estimate's CPU at 272³); the estimate
+    makes no reference cycles that would need it. Restored as it was afterwards."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 @functools.cache
@@ -1371,14 +1432,21 @@ def _restart(J: np.ndarray, s: np.ndarray, reference: int, reach: float, rounds:
         template = _loo_median_template(_registered(J, s, order))
         # searched around the first start, not the last round's: an energy with no sample
         # (a blank frame) must not wander off and shrink everyone's common region
+        previous = s
         s = np.stack(_per_energy(lambda e: _bounded_correlation(template(e), J[e], reach, first[e],
                                                                 mov_spectra=spectra[e], workers=1), J.shape[0]))
         s -= s[reference]
+        if float(np.abs(s - previous).max()) < _RESTART_SETTLED:
+            # settled: another round against the same median would move nothing the
+            # refinement could see (272³: the coarse rounds moved 1e-4, then 1e-5 voxel)
+            break
     return s
 
 
 #: working-grid voxels searched around the first start by the leave-one-out re-correlations
 _RESTART_REACH = 3.0
+#: the leave-one-out rounds stop once a round moved no shift by this much (working voxels)
+_RESTART_SETTLED = 0.005
 
 
 def _loo_median_templates(regs: np.ndarray):
@@ -1403,9 +1471,11 @@ def _loo_median_template(regs: np.ndarray) -> Callable[[int], np.ndarray]:
     # a full sort (faster than np.partition here), the voxels split between the threads
     flat = regs.reshape(n, -1)
     mid = np.empty((kb - ka + 2, flat.shape[1]), dtype=regs.dtype)
+    # the threads' sorted copies, allocated on this thread (see _by_columns)
+    rows = np.empty(flat.shape[::-1], dtype=regs.dtype) if _numba() is not None else None
 
     def middle(cols):
-        part = _columns_sorted(flat[:, cols])
+        part = _columns_sorted(flat[:, cols], None if rows is None else rows[cols])
         mid[:, cols] = np.sort(flat[:, cols], axis=0)[ka:kb + 2] if part is None else part[:, ka:kb + 2].T
     _by_columns(middle, flat.shape[1])
     kernel = _numba()
