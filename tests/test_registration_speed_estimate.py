@@ -76,3 +76,24 @@ def test_quality_at_the_final_shifts_flags_only_the_unregistrable_energy():
     err = np.abs(shifts[good] - d.shifts[good]).max(axis=1)
     assert err.max() < 0.5
     assert np.all(quality[good][err < 0.3] >= reg.QUALITY_THRESHOLD)
+
+
+@pytest.mark.parametrize("shape", [(30, 31, 33), (40, 37)], ids=["3d", "2d"])
+@pytest.mark.parametrize("order", [1, 3])
+def test_pattern_removed_only_where_the_stencil_reads_gives_the_same_images(monkeypatch, shape, order):
+    rng = np.random.default_rng(order)
+    n = 7
+    J = rng.standard_normal((n,) + shape).astype(np.float32)
+    F = rng.standard_normal(shape).astype(np.float32)
+    s = rng.uniform(-9, 9, (n, len(shape)))
+    s[1], s[2], s[3], s[4] = 0, np.round(s[2]), 40, -40           # whole voxels, and beyond the field
+    c, b = rng.uniform(0, 2, n), rng.uniform(-1, 1, n)
+    box = (tuple(3 for _ in shape), tuple(k - 5 for k in shape))
+    cropped = reg._registered(J, s, order, box, c, b, F)
+    assert reg._source_box(box, s[1], order, shape)[0] != [0] * len(shape)     # a real crop
+    monkeypatch.setattr(reg, "_numba", lambda: None)                   # the whole-grid numpy path
+    whole = reg._registered(J, s, order, box, c, b, F)
+    assert np.array_equal(cropped, whole)
+    expected = [reg._translate(J[e] - np.float32(c[e]) * F - np.float32(b[e]), s[e], order)[reg._box_slices(*box)]
+                for e in range(n)]
+    assert np.array_equal(cropped, np.stack(expected))

@@ -660,13 +660,35 @@ def _registered(J: np.ndarray, s: np.ndarray, order: int, box=None, c=None, b=No
     n = J.shape[0]
     box = box if box is not None else ((0,) * (J.ndim - 1), J.shape[1:])
     regs = np.empty((n,) + tuple(h - l for l, h in zip(*box)), dtype=np.float32)
+    cropped = _numba() is not None and J.ndim in (3, 4)     # (numpy's stencil runs on the whole grid)
 
     def move(e):
-        image = J[e] if F is None else J[e] - np.float32(c[e]) * F - np.float32(b[e])
-        _translate(image, s[e], order, box=box, out=regs[e])
+        if F is None or not cropped:
+            image = J[e] if F is None else J[e] - np.float32(c[e]) * F - np.float32(b[e])
+            _translate(image, s[e], order, box=box, out=regs[e])
+            return
+        # the pattern and offset removed only where the compiled stencil reads (the same
+        # numbers: every tap inside the crop, or clamped at the field's border as before)
+        src_lo, src_hi = _source_box(box, s[e], order, J.shape[1:])
+        sl = _box_slices(src_lo, src_hi)
+        image = J[e][sl] - np.float32(c[e]) * F[sl] - np.float32(b[e])
+        _translate(image, s[e], order, box=([l - a for l, a in zip(box[0], src_lo)],
+                                            [h - a for h, a in zip(box[1], src_lo)]), out=regs[e])
 
     _per_energy(move, n)
     return regs
+
+
+def _source_box(box, shift, order: int, shape) -> tuple[list[int], list[int]]:
+    """The voxels ``[lo, hi)`` of a field of ``shape`` that :func:`_translate` reads for the
+    output ``box`` moved by ``shift`` (its taps, clamped to the field)."""
+    lo, hi = [], []
+    for l, h, v, n in zip(*box, shift, shape):
+        k, f = _split(float(v))
+        offsets, _ = _taps(f, order)
+        lo.append(min(max(l + k + offsets[0], 0), n - 1))
+        hi.append(max(min(h - 1 + k + offsets[-1], n - 1), 0) + 1)
+    return lo, hi
 
 
 def _bounded_correlation(ref: np.ndarray, mov: np.ndarray, reach: float,
