@@ -141,10 +141,13 @@ def _query_route(name: str):
     declared = [*spec.parameters, *(FILTERS[f] for f in spec.filters)]
     known = {f.name for f in declared} | {"format"}
 
+    def answer(catalog, values: dict, format: str) -> Response:
+        return table_response(spec.function(catalog, **values), format, name)
+
     async def endpoint(request: Request, format: TableFormat = "json", **values) -> Response:
         _refuse_unknown(request, spec, known)
-        frame = await run_in_threadpool(spec.function, _catalog(request), **_filter_values(spec, values))
-        return await run_in_threadpool(table_response, frame, format, name)
+        # The query and its text in one trip to the thread pool (each trip wakes a thread and the loop).
+        return await run_in_threadpool(answer, _catalog(request), _filter_values(spec, values), format)
 
     keyword = inspect.Parameter.KEYWORD_ONLY
     endpoint.__signature__ = inspect.Signature([
@@ -183,16 +186,25 @@ def _page(frame, limit: int, offset: int) -> dict:
             "offset": offset}
 
 
+def _page_response(frame, limit: int, offset: int) -> JSONResponse:
+    """:func:`_page` as the response FastAPI would make of it, made here in the worker thread:
+    its values are JSON's already, so FastAPI's encoder (a walk of every value on the event
+    loop) would return them unchanged."""
+    return JSONResponse(_page(frame, limit, offset))
+
+
 def _list_route(table: str, summary: str):
     """A paginated list over query ``table``, with its filters."""
     spec = QUERIES[table]
     declared = [FILTERS[f] for f in spec.filters]
     known = {f.name for f in declared} | {"limit", "offset"}
 
-    async def endpoint(request: Request, limit: int, offset: int, **values) -> dict:
+    def answer(catalog, values: dict, limit: int, offset: int) -> JSONResponse:
+        return _page_response(spec.function(catalog, **values), limit, offset)
+
+    async def endpoint(request: Request, limit: int, offset: int, **values) -> JSONResponse:
         _refuse_unknown(request, spec, known)
-        frame = await run_in_threadpool(spec.function, _catalog(request), **_filter_values(spec, values))
-        return await run_in_threadpool(_page, frame, limit, offset)
+        return await run_in_threadpool(answer, _catalog(request), _filter_values(spec, values), limit, offset)
 
     keyword = inspect.Parameter.KEYWORD_ONLY
     endpoint.__signature__ = inspect.Signature([

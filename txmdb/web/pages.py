@@ -100,7 +100,8 @@ def table(frame, *, links: dict[str, Callable[[dict], str | None]] | None = None
     links = links or {}
     status = set(status)
     columns = list(frame.columns)
-    numeric = {c for c in columns if is_numeric_dtype(frame[c].dtype) and frame[c].dtype != bool}
+    # From the dtypes, not frame[c] (a Series made per column: ~1 % of a page's CPU).
+    numeric = {c for c, dtype in zip(columns, frame.dtypes) if is_numeric_dtype(dtype) and dtype != bool}
     rows = []
     for record in frame.head(limit).to_dict("records") if not frame.empty else ():  # (to_dict costs even then)
         row = []
