@@ -40,7 +40,7 @@ import numpy as np
 
 from txmdb.analysis.edge import EdgeKernel, EdgeParameters, EdgeResult, _window
 
-__all__ = ["EdgeMaps", "MAX_REFERENCES", "MIN_WHITE_LINE_ENERGIES", "SpectralKernel", "lcf_supports",
+__all__ = ["EdgeMaps", "MapBuffers", "MAX_REFERENCES", "MIN_WHITE_LINE_ENERGIES", "SpectralKernel", "lcf_supports",
            "normalized_references", "white_line_projector"]
 
 #: Fewest energies of a white-line window: a cubic has 4 coefficients.
@@ -194,9 +194,10 @@ class EdgeMaps(EdgeResult):
 
     Attributes
     ----------
-    maps : dict of str to ndarray of float64
+    maps : dict of str to ndarray
         ``white_line``, ``white_line_height``, ``fraction:NAME``…, ``rfactor`` as computed
-        (see :meth:`SpectralKernel.__call__`); NaN where masked.
+        (see :meth:`SpectralKernel.__call__`); NaN where masked. float64, or views of the
+        :class:`MapBuffers` given to :meth:`SpectralKernel.with_edges`.
     """
 
     maps: dict[str, np.ndarray] = field(default_factory=dict)
@@ -263,6 +264,10 @@ class SpectralKernel:
         self._supports = lcf_supports(self.gram) if self.names else (
             np.zeros((0, 0), np.int64), np.zeros(0, np.int64), np.zeros((0, 0, 0)), np.zeros((0, 0)))
 
+    def map_buffers(self, dtype=np.float32) -> "MapBuffers":
+        """Reusable output buffers of :meth:`with_edges` for this kernel's maps."""
+        return MapBuffers(len(self.names), dtype)
+
     @property
     def map_names(self) -> tuple[str, ...]:
         """Keys of the maps a call returns, in order."""
@@ -303,7 +308,7 @@ class SpectralKernel:
                 self._compiled().spectral_pass(mu2, valid, *self._edge_arrays(), *self._spectral_arrays(), *outputs)
         return self._maps(outputs, spatial)
 
-    def with_edges(self, mu: np.ndarray, *, threads: int = 1) -> "EdgeMaps":
+    def with_edges(self, mu: np.ndarray, *, threads: int = 1, out: "MapBuffers | None" = None) -> "EdgeMaps":
         """The edge kernel's result and the maps of ``mu`` in one sweep over it.
 
         The same numbers as ``self.edge(mu)`` and ``self(mu, that.valid)``, for little more
@@ -313,6 +318,11 @@ class SpectralKernel:
         ----------
         mu : ndarray, shape (n_energy, *spatial)
         threads : int
+        out : MapBuffers, optional
+            Write the maps into these buffers (:meth:`map_buffers`) in their dtype, each value
+            rounded once from the float64 result (float32: ``astype(np.float32)`` of the maps
+            without ``out``, bit for bit); the maps returned are views of them, overwritten
+            by the next call with the same buffers. None: new float64 maps.
 
         Returns
         -------
@@ -324,7 +334,7 @@ class SpectralKernel:
             result = edge(mu, threads=threads)
             return EdgeMaps(result.edge_ev, result.jump, result.sigma_pre, result.valid, {})
         mu2, spatial, n_vox, e_edge, jump, sigma, valid = edge._prepare(mu)
-        outputs = self._outputs(n_vox)
+        outputs = self._outputs(n_vox) if out is None else out.outputs(n_vox)
         if n_vox:
             p = edge.params
             with _numba_threads(threads):
@@ -376,6 +386,42 @@ class SpectralKernel:
         maps = {"white_line": wl, "white_line_height": height, "rfactor": rfactor}
         maps.update({f"fraction:{name}": fractions[i] for i, name in enumerate(self.names)})
         return {name: maps[name].reshape(spatial) for name in self.map_names}
+
+
+class MapBuffers:
+    """Output buffers of :meth:`SpectralKernel.with_edges`, reused from slab to slab.
+
+    Fresh float64 maps per slab cost their page faults (the kernel's first write) and a
+    float64 → float32 copy for the results file afterwards, on the thread that runs the
+    kernel; the compiled pass writes into these instead, in the results file's dtype. They
+    grow to the largest slab seen; one call's maps are views of them.
+
+    Parameters
+    ----------
+    n_references : int
+        References of the kernel (fraction maps).
+    dtype : numpy dtype
+        float32 (the results file's) or float64.
+    """
+
+    def __init__(self, n_references: int, dtype=np.float32):
+        self.dtype = np.dtype(dtype)
+        if self.dtype not in (np.dtype(np.float32), np.dtype(np.float64)):
+            raise ValueError(f"map buffers are float32 or float64, not {self.dtype}")
+        self._k = int(n_references)
+        self._grow(0)
+
+    def _grow(self, n: int) -> None:
+        self._size = n
+        self._wl, self._h, self._r = (np.empty(n, self.dtype) for _ in range(3))
+        self._frac = np.empty(self._k * n, self.dtype)
+
+    def outputs(self, n: int) -> tuple:
+        """White line, height, fractions (k, n) and R-factor of ``n`` voxels: C-contiguous
+        views of the buffers (the fractions' rows one after the other)."""
+        if n > self._size:
+            self._grow(n)
+        return self._wl[:n], self._h[:n], self._frac[:self._k * n].reshape(self._k, n), self._r[:n]
 
 
 @contextmanager
