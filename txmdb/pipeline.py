@@ -364,6 +364,7 @@ def edge_slabs(info, params: EdgeParameters, *, slab_size: int | None = None,
                on_slab: Callable[[int, int, np.ndarray, EdgeResult], None] | None = None,
                spectral: SpectralKernel | None = None,
                reader=None,
+               reuse_maps: bool = False,
                ) -> Iterator[tuple[int, int, EdgeResult]]:
     """The edge phase in this process: ``(start, stop, EdgeResult)`` in slab order.
 
@@ -375,6 +376,9 @@ def edge_slabs(info, params: EdgeParameters, *, slab_size: int | None = None,
     With ``spectral`` the results are ``EdgeMaps``: the spectral maps from the same pass.
     ``reader``: a :class:`txmdb.io.single_read.SingleRead` of this stack in these slabs
     (unregistered), which reads the slabs instead of h5py and hashes the file on the way.
+    ``reuse_maps``: the spectral maps as float32 in one set of buffers that every slab
+    overwrites (:class:`~txmdb.analysis.spectral.MapBuffers`; no fresh maps and no float32
+    copy per slab), for a consumer done with a slab's maps before it asks for the next slab.
     """
     from txmdb.io.hdf5 import iter_slabs
 
@@ -384,8 +388,10 @@ def edge_slabs(info, params: EdgeParameters, *, slab_size: int | None = None,
         slabs = reader.slabs()
     else:
         slabs = iter_slabs(info, slab_size, prefetch=True, **registered_read(registration))
+    buffers = spectral.map_buffers(np.float32) if spectral is not None and reuse_maps else None
     for start, stop, mu in slabs:
-        result = kernel(mu, threads=workers) if spectral is None else spectral.with_edges(mu, threads=workers)
+        result = (kernel(mu, threads=workers) if spectral is None
+                  else spectral.with_edges(mu, threads=workers, out=buffers))
         if on_slab is not None:
             on_slab(start, stop, mu, result)
         yield start, stop, result
@@ -821,7 +827,7 @@ def analyze_stack(info, options: AnalysisOptions, *, results_path: Path,
             return edge_slabs(info, params, slab_size=slab_size, workers=options.workers,
                               registration=options.registration,
                               on_slab=None if sample is None else sample.add_slab, spectral=spectral,
-                              reader=reader)
+                              reader=reader, reuse_maps=True)     # each slab's maps written below at once
     total_units = len(slab_bounds(info, slab_size)) + 1 + len(options.bin_factors) * len(options.gradient_maps)
     if options.clusters:                          # labels, and the sample when not in the edge pass
         total_units += (1 if sample is not None else 2) * len(slab_bounds(info, slab_size))
