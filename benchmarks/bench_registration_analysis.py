@@ -19,8 +19,12 @@ Targets: registration + registered analysis ≤ 2× the unregistered analysis; p
 With ``--repeat N`` the unregistered and registered measurements alternate N times (on a
 shared machine the load moves between runs); the ratio is also given from the best of each.
 
+The ingest records the file's identity, so both commands trust its SHA-256 instead of hashing
+it (docs/deployment.md); ``--verify-input`` adds to each run both measurements with the full
+hash, as before migration 0009. ``cpu_s``: CPU seconds of the measured calls.
+
     python benchmarks/bench_registration_analysis.py            # 272³ (builds the stack once)
-    python benchmarks/bench_registration_analysis.py --size 128 --repeat 2
+    python benchmarks/bench_registration_analysis.py --size 128 --repeat 2 --verify-input
 """
 
 from __future__ import annotations
@@ -74,16 +78,23 @@ def _options():
     return AnalysisOptions(params=edge_parameters("Ni"))
 
 
-def measure_unregistered(path: Path) -> dict:
+def _cpu() -> float:
+    """CPU seconds of this process, all threads (steadier than wall time on a shared machine)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def measure_unregistered(path: Path, verify_input: bool = False) -> dict:
     from txmdb.catalog.txm import analyze_scan
 
     catalog, scan = _scan(path, "bench_reg_plain")
-    t0 = time.perf_counter()
-    analysis = analyze_scan(catalog, scan.id, _options(), registration=None)
-    return {**_analysis_row(analysis, time.perf_counter() - t0), "peak_rss_mb": _peak_rss_mb()}
+    t0, cpu0 = time.perf_counter(), _cpu()
+    analysis = analyze_scan(catalog, scan.id, _options(), registration=None, verify_input=verify_input)
+    return {**_analysis_row(analysis, time.perf_counter() - t0), "cpu_s": round(_cpu() - cpu0, 2),
+            "peak_rss_mb": _peak_rss_mb()}
 
 
-def measure_registered(path: Path) -> dict:
+def measure_registered(path: Path, verify_input: bool = False) -> dict:
     from bench_registration import _truth
 
     from txmdb.catalog.registration import register_scan, shift_array
@@ -96,14 +107,17 @@ def measure_registered(path: Path) -> dict:
     t0 = time.perf_counter()
     sha256_file(path)                            # what each command's file check costs (not in the totals)
     t_hash = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    registration = register_scan(catalog, scan.id, reference_energy_ev=scan.energies_ev[reference])
-    t_register = time.perf_counter() - t0
+    t0, cpu0 = time.perf_counter(), _cpu()
+    registration = register_scan(catalog, scan.id, reference_energy_ev=scan.energies_ev[reference],
+                                 verify_input=verify_input)
+    t_register, cpu_register = time.perf_counter() - t0, _cpu() - cpu0
     rss_register = _peak_rss_mb()
-    t0 = time.perf_counter()
-    analysis = analyze_scan(catalog, scan.id, _options())
-    t_analyze = time.perf_counter() - t0
+    t0, cpu0 = time.perf_counter(), _cpu()
+    analysis = analyze_scan(catalog, scan.id, _options(), verify_input=verify_input)
+    t_analyze, cpu_analyze = time.perf_counter() - t0, _cpu() - cpu0
     return {"register_s": round(t_register, 2), "hash_s": round(t_hash, 2), "register_rss_mb": rss_register,
+            "register_cpu_s": round(cpu_register, 2), "analysis_cpu_s": round(cpu_analyze, 2),
+            "cpu_s": round(cpu_register + cpu_analyze, 2),
             "analysis": _analysis_row(analysis, t_analyze), "total_s": round(t_register + t_analyze, 2),
             "peak_rss_mb": _peak_rss_mb(), "shifts": _errors(shift_array(registration), truth)}
 
@@ -121,9 +135,9 @@ def measure_integer(path: Path) -> dict:
 MEASURES = {"unregistered": measure_unregistered, "registered": measure_registered, "integer": measure_integer}
 
 
-def _child(kind: str, path: Path) -> dict:
+def _child(kind: str, path: Path, *extra: str) -> dict:
     load = os.getloadavg()[0]
-    out = subprocess.run([sys.executable, __file__, "--measure", kind, str(path)],
+    out = subprocess.run([sys.executable, __file__, "--measure", kind, str(path), *extra],
                          check=True, capture_output=True, text=True)
     result = json.loads(out.stdout.strip().splitlines()[-1])
     result["load_before_after"] = [round(load, 2), round(os.getloadavg()[0], 2)]
@@ -134,11 +148,15 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size", type=int, default=272, help="edge of the cubic drifted stack, voxels")
     ap.add_argument("--repeat", type=int, default=1, help="alternate the two analyses this many times")
-    ap.add_argument("--measure", nargs=2, help=argparse.SUPPRESS)
+    ap.add_argument("--verify-input", action="store_true",
+                    help="each run also both measurements hashing the input in full (txm register/analyze "
+                         "--verify-input; by default the SHA-256 recorded with the file's unchanged identity is "
+                         "trusted), to compare")
+    ap.add_argument("--measure", nargs="+", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.measure:
-        kind, path = args.measure
-        print(json.dumps(MEASURES[kind](Path(path))))
+        kind, path, *verify = args.measure
+        print(json.dumps(MEASURES[kind](Path(path), *([True] if verify == ["1"] else []))))
         return
     from bench_registration import build
 
@@ -151,6 +169,10 @@ def main() -> None:
     for _ in range(args.repeat):
         run = {kind: _child(kind, path) for kind in ("unregistered", "registered")}
         run["ratio"] = round(run["registered"]["total_s"] / run["unregistered"]["wall_s"], 2)
+        if args.verify_input:
+            run.update({f"{kind}_verify_input": _child(kind, path, "1") for kind in ("unregistered", "registered")})
+            run["ratio_verify_input"] = round(run["registered_verify_input"]["total_s"]
+                                              / run["unregistered_verify_input"]["wall_s"], 2)
         row["runs"].append(run)
     row["integer"] = _child("integer", path)
     best_plain = min(r["unregistered"]["wall_s"] for r in row["runs"])
