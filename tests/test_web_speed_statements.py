@@ -197,3 +197,19 @@ def test_api_query_answers_are_the_clis_bytes_after_one_trip(catalog):
     js = client.get("/api/v1/query/theta", params=[("sample", n) for n in NAMES[1:4]] + [("bin", "2")])
     assert js.status_code == 200 and js.content == table_json(frame).encode("ascii")
     assert set(frame["sample"]) == set(NAMES[1:4])
+
+
+@pytest.mark.parametrize("shape", ["60×100×101×99", "60×40×51", "30×7"])
+def test_thumbnail_links_are_urlencodes(shape):
+    """The sample page's thumbnail links, now written out, are what urlencode wrote."""
+    from urllib.parse import urlencode
+
+    from txmdb.web.pages import SPATIAL_AXES, _spatial_shape, _thumbnail
+
+    spatial = _spatial_shape(shape)
+    row = {"analysis_id": 12, "scan_id": 345, "shape": shape}
+    expected = "/txmdb/api/v1/scans/345/slice.png?" + urlencode(
+        {"map": "edge", "axis": SPATIAL_AXES.get(len(spatial), ("z",))[0], "index": spatial[0] // 2})
+    assert _thumbnail("/txmdb", row) == expected
+    assert _thumbnail("", {**row, "analysis_id": None}) is None
+    assert _thumbnail("", {**row, "analysis_id": pd.NA}) is None

@@ -368,8 +368,8 @@ def _thumbnail(root: str, row: dict) -> str | None:
         return None
     spatial = _spatial_shape(row["shape"])
     axis = SPATIAL_AXES.get(len(spatial), ("z",))[0]
-    return f"{root}/api/v1/scans/{row['scan_id']}/slice.png?" + urlencode(
-        {"map": "edge", "axis": axis, "index": spatial[0] // 2})
+    # What urlencode gives for a letter and a whole number (it cost ~5 % of a sample page of 100 scans).
+    return f"{root}/api/v1/scans/{row['scan_id']}/slice.png?map=edge&axis={axis}&index={spatial[0] // 2}"
 
 
 def _spatial_shape(shape) -> list[int]:
