@@ -97,3 +97,19 @@ def test_pattern_removed_only_where_the_stencil_reads_gives_the_same_images(monk
     expected = [reg._translate(J[e] - np.float32(c[e]) * F - np.float32(b[e]), s[e], order)[reg._box_slices(*box)]
                 for e in range(n)]
     assert np.array_equal(cropped, np.stack(expected))
+
+
+@pytest.mark.parametrize("n", [1, 7, 8, 9, 127, 128, 129, 1000, 4097, 100003])
+def test_compiled_pairwise_sum_is_numpys_sum(n):
+    x = np.random.default_rng(n).standard_normal(n) * 1e3
+    assert reg._numba().pairwise_sum(x, 0, n) == np.add.reduce(x)
+
+
+@pytest.mark.parametrize("shape", [(53, 52, 58), (40, 45), (2, 2, 2), (3, 200), (129, 131)])
+def test_compiled_residual_spreads_are_numpys_variances(monkeypatch, shape):
+    r = np.random.default_rng(len(shape)).standard_normal(shape).cumsum(axis=-1) * 37.0
+    got = reg._residual_spreads(r)
+    grads = np.gradient(r)
+    assert got == (float(r.var()), float(np.mean([g.var() for g in grads])))
+    monkeypatch.setattr(reg, "_numba", lambda: None)
+    assert reg._residual_spreads(r) == got
