@@ -13,8 +13,13 @@ Two measurements, each in a fresh child process:
   product's default; ``--workers N`` for both kinds alike). *edge*:
   the edge kernel alone; *spectral*: the same pass with the white line (Ni preset window)
   and a two-reference LCF (the measured NiO and LiNiO2 spectra, Ni preset fit window)
-  fused into it (``SpectralKernel.with_edges``), its five maps kept in memory as float32
-  like the results file. The one-off numba load is done before the timing. Warm: the
+  fused into it (``SpectralKernel.with_edges``): the kernel writes each slab's maps as
+  float32 into buffers reused from slab to slab (``edge_slabs(reuse_maps=True)``, as
+  ``txm analyze`` does), from which they go to the float32 data sets of a results file as
+  ``txm analyze`` writes them (``--sink file``, the default; ``--sink memory``: copied into
+  whole maps in memory, the stand-in before). *spectral-fresh* (``--kinds``): new float64
+  maps per slab, converted to float32 on the way out (the path before the buffers). Both
+  passes keep the edge map in memory (float64) and write nothing else. The one-off numba load is done before the timing. Warm: the
   file is read once untimed, then edge and spectral alternate, best of ``--repeat``.
   Cold: this file's pages are dropped from the page cache before each run.
 - **per voxel** — the LCF of one voxel: txmdb's compiled kernel (LCF only, normalisation
@@ -56,8 +61,11 @@ def references() -> dict[str, tuple[np.ndarray, np.ndarray]]:
     return out
 
 
-def measure_pass(path: Path, kind: str, workers: int = 1) -> dict:
-    """The edge phase over the whole stack: the edge kernel alone, or with the spectral maps."""
+def measure_pass(path: Path, kind: str, workers: int = 1, sink: str = "file") -> dict:
+    """The edge phase over the whole stack: the edge kernel alone, or with the spectral maps
+    written to ``sink``: ``file`` — float32 data sets of a results file, written per slab as
+    ``txm analyze`` writes them (``DirectMaps``, ``os.pwrite`` into the page cache; deleted
+    untimed); ``memory`` — float32 maps of the whole stack in memory (first touched in the pass)."""
     from txmdb.analysis.edge import PRESETS
     from txmdb.analysis.spectral import SpectralKernel
     from txmdb.io.hdf5 import open_stack
@@ -66,29 +74,71 @@ def measure_pass(path: Path, kind: str, workers: int = 1) -> dict:
     info = open_stack(path, check_finite=False)
     params = PRESETS["Ni"]
     spectral = None
-    if kind == "spectral":
+    if kind.startswith("spectral"):
         spectral = SpectralKernel(info.energies_ev, params, white_line=WHITE_LINE, references=references(),
                                   lcf_window=FIT)
-        spectral.with_edges(np.zeros((len(info.energies_ev), 1), np.float32))   # numba load, untimed
-        maps = {name: np.empty(info.spatial_shape, np.float32) for name in spectral.map_names}
+        spectral.with_edges(np.zeros((len(info.energies_ev), 1), np.float32),   # numba load, untimed
+                            out=spectral.map_buffers() if kind == "spectral" else None)
+        maps = _MapSink(sink, spectral, info.spatial_shape, path.parent)
     else:
         spectral_free = SpectralKernel(info.energies_ev, params)
         spectral_free.edge(np.zeros((len(info.energies_ev), 1), np.float32))
     edge = np.empty(info.spatial_shape)
     cpu0 = _cpu_seconds()
     t0 = time.perf_counter()
-    for a, b, res in edge_slabs(info, params, spectral=spectral, workers=workers):
+    for a, b, res in edge_slabs(info, params, spectral=spectral, workers=workers, reuse_maps=kind == "spectral"):
         edge[a:b] = res.edge_ev
         if spectral is not None:
-            for name, values in res.maps.items():
-                maps[name][a:b] = values
+            maps.write(a, res)
     seconds = time.perf_counter() - t0
     out = {"kind": kind, "seconds": seconds, "cpu_seconds": _cpu_seconds() - cpu0, "voxels": int(np.prod(info.spatial_shape)),
-           "valid": int(np.isfinite(edge).sum()), "rss_mb": _peak_rss_mb()}
+           "valid": int(np.isfinite(edge).sum()), "rss_mb": _peak_rss_mb(), "sink": sink}
     if spectral is not None:
-        out["mean_fraction_NiO"] = float(np.nanmean(maps["fraction:NiO"]))
-        out["white_line_found"] = int(np.isfinite(maps["white_line"]).sum())
+        out["mean_fraction_NiO"] = float(np.nanmean(maps.read("fraction:NiO")))
+        out["white_line_found"] = int(np.isfinite(maps.read("white_line")).sum())
+        maps.close()
     return out
+
+
+class _MapSink:
+    """Where the spectral pass puts each slab's maps: a results file or whole maps in memory."""
+
+    def __init__(self, sink: str, spectral, spatial: tuple[int, ...], folder: Path):
+        self.kind = sink
+        if sink == "memory":
+            self.maps = {name: np.empty(spatial, np.float32) for name in spectral.map_names}
+            return
+        if sink != "file":
+            raise SystemExit(f"--sink {sink}: memory or file")
+        import h5py
+
+        from txmdb.pipeline import DirectMaps, spectral_datasets
+
+        self.path = folder / f"bench_spectral_maps_{os.getpid()}.h5"
+        self._h5 = h5py.File(self.path, "w")
+        self._direct = DirectMaps(self._h5, self.path)
+        self.places = spectral_datasets(self._direct, spectral, spatial)
+
+    def write(self, start: int, result) -> None:
+        if self.kind == "memory":
+            for name, values in result.maps.items():
+                self.maps[name][start:start + len(values)] = values
+        else:
+            from txmdb.pipeline import write_spectral
+
+            write_spectral(self._direct, self.places, start, result)
+
+    def read(self, name: str) -> np.ndarray:
+        if self.kind == "memory":
+            return self.maps[name]
+        dataset, row = self.places[name]
+        return self._h5[dataset][()] if row is None else self._h5[dataset][row]
+
+    def close(self) -> None:
+        if self.kind == "file":
+            self._direct.close()
+            self._h5.close()
+            self.path.unlink()                         # before its dirty pages go to the disk
 
 
 def _cpu_seconds() -> float:
@@ -186,27 +236,32 @@ def main() -> None:
     ap.add_argument("--larch-spectra", type=int, default=20)
     ap.add_argument("--no-per-voxel", action="store_true", help="only the passes")
     ap.add_argument("--workers", type=int, default=1, help="kernel threads of both passes (default 1, as the product)")
+    ap.add_argument("--kinds", default="edge,spectral",
+                    help="passes, alternating: edge, spectral, spectral-fresh (float64 maps per slab)")
+    ap.add_argument("--sink", default="file",
+                    help="where the spectral maps go: file (a results file, as txm analyze) or memory")
     ap.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
         what = args.child[0]
-        result = (measure_pass(Path(args.child[1]), args.child[2], int(args.child[3])) if what == "pass"
+        result = (measure_pass(Path(args.child[1]), args.child[2], int(args.child[3]), args.child[4]) if what == "pass"
                   else measure_per_voxel(int(args.child[1])))
         print(json.dumps(result))
         return
     path = build(args.size)
-    report: dict = {"stack": str(path), "workers": args.workers, "load_before": round(load(), 2)}
+    report: dict = {"stack": str(path), "workers": args.workers, "sink": args.sink, "load_before": round(load(), 2)}
     for cache in args.cache.split(","):
-        runs: dict[str, list] = {"edge": [], "spectral": []}
+        kinds = args.kinds.split(",")
+        runs: dict[str, list] = {kind: [] for kind in kinds}
         if cache == "warm":
             with open(path, "rb") as fh:              # into the page cache, untimed
                 while fh.read(1 << 26):
                     pass
         for _ in range(args.repeat if cache == "warm" else 1):
-            for kind in ("edge", "spectral"):
+            for kind in kinds:
                 if cache == "cold":
                     drop_cache(path)
-                runs[kind].append(_child("pass", str(path), kind, str(args.workers)))
+                runs[kind].append(_child("pass", str(path), kind, str(args.workers), args.sink))
         best = {kind: min(r, key=lambda x: x["seconds"]) for kind, r in runs.items()}
         cpu = {kind: min(x["cpu_seconds"] for x in r) for kind, r in runs.items()}
         report[cache] = {"edge_s": round(best["edge"]["seconds"], 3),
@@ -222,6 +277,14 @@ def main() -> None:
                          "all_spectral_s": [round(r["seconds"], 3) for r in runs["spectral"]],
                          "valid": best["edge"]["valid"], "white_line_found": best["spectral"]["white_line_found"],
                          "load": [r["load"] for r in runs["edge"] + runs["spectral"]]}
+        if "spectral-fresh" in runs:                  # the path before the buffers, same minutes
+            fresh = runs["spectral-fresh"]
+            report[cache].update({"fresh_s": round(best["spectral-fresh"]["seconds"], 3),
+                                  "fresh_ratio": round(best["spectral-fresh"]["seconds"] / best["edge"]["seconds"], 3),
+                                  "fresh_cpu_s": round(cpu["spectral-fresh"], 3),
+                                  "fresh_cpu_ratio": round(cpu["spectral-fresh"] / cpu["edge"], 3),
+                                  "all_fresh_s": [round(r["seconds"], 3) for r in fresh],
+                                  "fresh_rss_mb": best["spectral-fresh"]["rss_mb"]})
     if args.no_per_voxel:
         print(json.dumps(report, indent=2))
         return
