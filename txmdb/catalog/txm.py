@@ -15,7 +15,7 @@ from txmdb.catalog._records import file_provenance, finite_or_none, frame_record
 from txmdb.catalog.samples import get_sample
 from txmdb.db.models import STATISTICS_TABLES, Analysis, TXMScan
 from txmdb.errors import InputError, NotFoundError, ParameterError, RefusedInput, input_errors
-from txmdb.io.files import sha256_file
+from txmdb.io.files import KnownHash, sha256_file
 from txmdb.store import ANALYSES
 
 #: ``registration`` of :func:`analyze_scan`: apply the scan's newest registration, if it has one
@@ -96,7 +96,8 @@ def prepare_scan(catalog, scan_id: int, *, verify_hash: bool = True, options=Non
 
     with catalog.session() as session:
         scan = get_scan(session, scan_id)
-    if verify_hash:
+    # an unchanged identity vouches for the SHA-256, as in analyze_scan (DESIGN §8)
+    if verify_hash and KnownHash.if_unchanged(scan.file_path, known_hash(scan)) is None:
         check_unchanged(scan, sha256_file(scan.file_path))
     info = open_scan_stack(scan)
     if options is not None:
