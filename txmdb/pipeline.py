@@ -62,6 +62,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping
 import numpy as np
 import pandas as pd
 
+from txmdb.analysis._memory import no_huge_pages
 from txmdb.analysis.edge import EdgeKernel, EdgeParameters, EdgeResult
 from txmdb.analysis.gradient import (
     GradientVectors,
@@ -768,6 +769,9 @@ def cluster_map(info, options: AnalysisOptions, edge_ev: np.ndarray, out, *, sla
 EdgeSource = Callable[[Any, EdgeParameters, int], Iterable[tuple[int, int, EdgeResult]]]
 
 
+# 4 KiB pages for its fresh maps and buffers: huge ones cost ~0.8 CPU-s of memory compaction
+# per 272³ analysis (txmdb.analysis._memory; docs/performance.md)
+@no_huge_pages()
 def analyze_stack(info, options: AnalysisOptions, *, results_path: Path,
                   progress: Callable[[int, int], None] | None = None,
                   edge_source: EdgeSource | None = None,

@@ -91,6 +91,7 @@ import numpy as np
 from scipy import fft as sfft
 from scipy import ndimage as ndi
 
+from txmdb.analysis._memory import no_huge_pages as _no_huge_pages
 from txmdb.vocabulary import REGISTRATION_MIN_ROI_VOXELS
 
 __all__ = ["QUALITY_THRESHOLD", "MIN_DETECTION", "Window", "read_window", "estimate_shifts", "integer_shifts",
@@ -1325,30 +1326,6 @@ def _freed_memory_kept():
         libc.mallopt(_M_MMAP_THRESHOLD, _STEADY_MMAP)
         libc.mallopt(_M_TRIM_THRESHOLD, _STEADY_TRIM)
         libc.malloc_trim(0)
-
-
-@contextlib.contextmanager
-def _no_huge_pages():
-    """numpy's arrays of 4 MiB and more not marked for transparent huge pages while the
-    estimate runs (numpy's ``madvise(MADV_HUGEPAGE)``, restored as it was afterwards).
-
-    Where the kernel's THP ``defrag`` setting is ``madvise`` (its default), the first
-    touch of a marked range compacts memory to find 2 MiB pages, in the process's own
-    system time, and a loaded page cache makes that slow: at 272³ most of the estimate's
-    fresh memory (its ~0.6 GB peak, once per estimate) was faulted that way, 0.95-1.6 of
-    its 5.6-6.0 CPU s were system time, against 0.4-0.6 with 4 KiB pages (five times the
-    faults, each far cheaper; user time +0.1-0.2 s). The numbers computed are the same.
-    The switch is numpy's, for the whole process: other threads' arrays made meanwhile
-    are not marked either (only their page size differs)."""
-    setter = getattr(np._core.multiarray, "_set_madvise_hugepage", None)
-    if setter is None:  # pragma: no cover - a numpy without the switch
-        yield
-        return
-    was = setter(False)
-    try:
-        yield
-    finally:
-        setter(was)
 
 
 @contextlib.contextmanager
