@@ -217,7 +217,14 @@ def _estimate_checked(catalog, scan_id: int, reference: int, max_shift: float, r
         try:
             # the stack only: prepare_scan's analysis checks import the pipeline (pandas)
             info = open_scan_stack(scan)
-            shifts, quality = _estimate(info, reference, max_shift, roi)
+            if isinstance(hashing, KnownHash):  # h5py reads the file checked, as in analyze_scan
+                from dataclasses import replace
+                from pathlib import Path
+
+                info, named = replace(info, path=Path(hashing.source)), info.path
+            else:
+                named = info.path
+            shifts, quality = _estimate(info, reference, max_shift, roi, named=named)
         except Exception:
             check_unchanged(scan, _hash_result(scan, hashing))
             raise
@@ -227,8 +234,9 @@ def _estimate_checked(catalog, scan_id: int, reference: int, max_shift: float, r
         hashing.cancel()
 
 
-def _estimate(info, reference: int, max_shift: float, roi):
-    """Shifts and qualities from the file, read as absorbance one energy's window at a time."""
+def _estimate(info, reference: int, max_shift: float, roi, *, named=None):
+    """Shifts and qualities from the file, read as absorbance one energy's window at a time
+    (errors name the file ``named``, default ``info.path``)."""
     import h5py
     import numpy as np
 
@@ -243,7 +251,7 @@ def _estimate(info, reference: int, max_shift: float, roi):
                              f"the region registered")
         return image
 
-    with h5py.File(info.path, "r") as f, input_errors(info.path):
+    with h5py.File(info.path, "r") as f, input_errors(info.path if named is None else named):
         view = AbsorbanceView(info, f)
         return estimate_shifts(read, len(info.energies_ev), reference, shape=info.spatial_shape,
                                max_shift=max_shift, roi=roi)

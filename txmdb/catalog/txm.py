@@ -97,7 +97,10 @@ def prepare_scan(catalog, scan_id: int, *, verify_hash: bool = True, options=Non
     with catalog.session() as session:
         scan = get_scan(session, scan_id)
     # an unchanged identity vouches for the SHA-256, as in analyze_scan (DESIGN §8)
-    if verify_hash and KnownHash.if_unchanged(scan.file_path, known_hash(scan)) is None:
+    trusted = KnownHash.if_unchanged(scan.file_path, known_hash(scan)) if verify_hash else None
+    if trusted is not None:
+        trusted.cancel()
+    elif verify_hash:
         check_unchanged(scan, sha256_file(scan.file_path))
     info = open_scan_stack(scan)
     if options is not None:
@@ -197,6 +200,9 @@ def analyze_scan(
     # ingest fails the analysis before anything of it is recorded as done.
     hashing = (input_hash(info, options, scan.file_path, known=None if verify_input else known_hash(scan))
                if verify_hash else None)
+    if isinstance(hashing, KnownHash):
+        # h5py reads the file checked, not whatever the path names by then (a folder renamed over it)
+        info = dataclasses.replace(info, path=Path(hashing.source))
     try:
         with catalog.store.put(ANALYSES, new_analysis(scan, options)) as put:
             try:
@@ -209,6 +215,10 @@ def analyze_scan(
             except RefusedInput:
                 put.withdraw()
                 raise
+            except InputError as exc:
+                if exc.source != str(info.path) or info.path == Path(scan.file_path):
+                    raise
+                raise type(exc)(scan.file_path, exc.problem) from None     # named as the scan's file
             put.hash_ahead()        # the results file's hash beside the rest of the input's
             identity = None
             if hashing is not None:

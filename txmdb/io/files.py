@@ -74,11 +74,16 @@ class KnownHash:
     #: None: nothing was hashed here, so there is no new identity to record
     started_ns = None
 
-    def __init__(self, path: str | os.PathLike, sha256: str, identity: tuple):
+    def __init__(self, path: str | os.PathLike, sha256: str, identity: tuple, fd: int | None = None):
         self._path = path
         self._digest = sha256
         self.identity: tuple | None = identity
         self.elapsed_s = self.waited_s = 0.0
+        self._fd: int | None = fd
+        #: a path to the very file checked, for the caller's reads (Linux: through this object's
+        #: descriptor, so a folder renamed over and back meanwhile cannot hand them another file)
+        own = f"/proc/self/fd/{fd}"
+        self.source = own if fd is not None and os.path.exists(own) else str(path)
 
     @classmethod
     def if_unchanged(cls, path: str | os.PathLike, known: tuple[str, str] | None) -> "KnownHash | None":
@@ -88,14 +93,19 @@ class KnownHash:
             return None
         sha256, recorded = known
         try:
-            identity = file_identity(os.stat(path))
+            fd = os.open(path, os.O_RDONLY)
         except OSError:
             return None                     # the full hash names the problem
-        return cls(path, sha256, identity) if identity_text(identity) == recorded else None
+        identity = file_identity(os.fstat(fd))
+        if identity_text(identity) == recorded:
+            return cls(path, sha256, identity, fd)
+        os.close(fd)
+        return None
 
     def result(self) -> str:
         """The known SHA-256; ``identity`` None if the file is no longer the one it was."""
-        if file_identity(os.stat(self._path)) != self.identity:
+        if ((self._fd is not None and file_identity(os.fstat(self._fd)) != self.identity)
+                or file_identity(os.stat(self._path)) != self.identity):
             self.identity = None
         return self._digest
 
@@ -103,7 +113,10 @@ class KnownHash:
         pass
 
     def cancel(self) -> None:
-        pass
+        """Close the file. Safe to call more than once."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
 
 class BackgroundHash:
