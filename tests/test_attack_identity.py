@@ -35,9 +35,14 @@ from txmdb.io.files import file_identity, identity_text
 
 @pytest.fixture(scope="module")
 def settled(chunked_rod, tmp_path_factory):  # noqa: F811
-    """Settled copies of the chunked and the gzip stack (:func:`settled_pool`), one per test and backend."""
-    return settled_pool(tmp_path_factory.mktemp("attack").resolve(),
-                        {"chunked": (chunked_rod, 14), "gzip": (GOLDEN / "rod96_2d.h5", 28)})
+    """Settled copies of the chunked and the gzip stack and of a drifted one for register
+    (:func:`settled_pool`), one per test and backend."""
+    from txmdb.synthetic.drift import make_drifted, write_drifted_stack
+
+    folder = tmp_path_factory.mktemp("attack").resolve()
+    write_drifted_stack(folder / "drift.h5", make_drifted((40, 48), n_energies=8, seed=1, max_drift=3.0))
+    return settled_pool(folder, {"chunked": (chunked_rod, 14), "gzip": (GOLDEN / "rod96_2d.h5", 28),
+                                 "drift": (folder / "drift.h5", 2)})
 
 
 def _ingested(cli, path: Path) -> tuple[Path, int, str]:
@@ -275,3 +280,58 @@ def test_a_folder_renamed_over_and_back_cannot_feed_h5py_another_file(catalog, s
     assert attacked.status == "done" and attacked.timings_s["hash"] == 0.0
     # the bytes analysed were the ingested file's, not the other's
     assert (attacked.n_valid_voxels, attacked.mean_edge_ev) == (clean.n_valid_voxels, clean.mean_edge_ev)
+
+
+def test_a_folder_renamed_over_and_back_cannot_feed_register_another_file(lab, settled, monkeypatch, tmp_path):
+    """The same folder swap against ``txm register``'s trusted estimate: the shifts stored are
+    the ingested file's, not those of the same-size file with one energy's image moved."""
+    import numpy as np
+
+    from txmdb.io import files
+
+    real, fake, away = tmp_path / "real", tmp_path / "fake", tmp_path / "away"
+    real.mkdir()
+    fake.mkdir()
+    source = settled("drift")
+    path = real / "scan.h5"
+    os.link(source, path)
+    os.unlink(source)
+    with h5py.File(shutil.copyfile(path, fake / "scan.h5"), "r+") as f:
+        ds = f["/exchange/data"]
+        ds[3] = np.roll(ds[3], 5, axis=-1)
+    assert os.stat(fake / "scan.h5").st_size == os.stat(path).st_size
+    time.sleep(2.3)                             # the link moved the change time: settle again
+    scan = _ingest(lab, path)
+    assert _identity(lab, scan) is not None
+
+    def shifts() -> list[tuple]:
+        result = lab("txm", "register", str(scan), "--accept-poor")
+        assert result.exit_code == 0, result.output
+        engine = sa.create_engine(lab.url)
+        try:
+            with engine.connect() as conn:
+                return [tuple(r) for r in conn.execute(sa.text(
+                    "SELECT energy_index, shift_y, shift_x, quality FROM registration_shifts WHERE registration_id = "
+                    "(SELECT max(id) FROM registrations) ORDER BY energy_index"))]
+        finally:
+            engine.dispose()
+
+    clean = shifts()
+    checked, result = files.KnownHash.if_unchanged.__func__, files.KnownHash.result
+
+    def then_swap(cls, where, known):
+        found = checked(cls, where, known)
+        os.rename(real, away)
+        os.rename(fake, real)
+        return found
+
+    def swap_back(self):
+        os.rename(real, fake)
+        os.rename(away, real)
+        return result(self)
+
+    monkeypatch.setattr(files.KnownHash, "if_unchanged", classmethod(then_swap))
+    monkeypatch.setattr(files.KnownHash, "result", swap_back)
+    attacked = shifts()
+    assert not away.exists() and _identity(lab, scan) == identity_text(file_identity(os.stat(path)))
+    assert attacked == clean
