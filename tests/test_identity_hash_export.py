@@ -13,20 +13,20 @@ import pytest
 from tests.test_identity_hash_analyze import (  # noqa: F401 - fixtures
     _flip_last_byte_keeping_times, _identity, _ingest, settled)
 from tests.test_single_read_cli import chunked_rod, lab  # noqa: F401 - fixtures
-from txmdb.catalog import txm as catalog_txm
+from txmdb.io import files
 
 
 @pytest.fixture
 def full_hashes(monkeypatch):
-    """Paths the catalogue hashed in full with ``sha256_file`` (the export's check)."""
+    """Paths the catalogue hashed in full with ``BackgroundHash`` (the export's check)."""
     seen = []
-    real = catalog_txm.sha256_file
+    real = files.BackgroundHash.__init__
 
-    def counted(path):
+    def counted(self, path, **kwargs):
         seen.append(str(path))
-        return real(path)
+        real(self, path, **kwargs)
 
-    monkeypatch.setattr(catalog_txm, "sha256_file", counted)
+    monkeypatch.setattr(files.BackgroundHash, "__init__", counted)
     return seen
 
 

@@ -777,7 +777,7 @@ def analyze_stack(info, options: AnalysisOptions, *, results_path: Path,
                   edge_source: EdgeSource | None = None,
                   vectors_fn: VectorsFn | None = None,
                   after_read: Callable[[], None] | None = None,
-                  reader=None) -> AnalysisOutputs:
+                  reader=None, named: str | os.PathLike | None = None) -> AnalysisOutputs:
     """Edge map, particles and valence-gradient statistics of one tomogram.
 
     Parameters
@@ -801,6 +801,9 @@ def analyze_stack(info, options: AnalysisOptions, *, results_path: Path,
         before the statistics: e.g. :meth:`txmdb.io.files.BackgroundHash.promote`.
     reader : txmdb.io.single_read.SingleRead, optional
         The edge pass reads its slabs from this single read of the file (:func:`input_hash`).
+    named : path, optional
+        The file's name recorded as the results' ``source`` when ``info.path`` reads it
+        through a descriptor (``/proc/self/fd/N``); default ``info.path``.
 
     Returns
     -------
@@ -895,7 +898,7 @@ def analyze_stack(info, options: AnalysisOptions, *, results_path: Path,
             if options.registration is not None:
                 out.create_dataset("registration_shifts", data=np.asarray(options.registration.shifts))
             out.attrs["txmdb_version"] = __version__
-            out.attrs["source"] = str(info.path)
+            out.attrs["source"] = str(info.path if named is None else named)
             out.attrs["layout"] = info.layout
             out.attrs["voxel_size_nm"] = d if d else np.nan
             out.attrs["gradient_unit"] = gradient_unit

@@ -485,6 +485,8 @@ class Put:
                 digest = ahead.result()
             except OSError:
                 digest = None           # hashed again below, where its error counts
+            finally:
+                ahead.cancel()          # closes the file it kept open
             if digest is not None and ahead.identity == file_identity(os.stat(self.temp)):
                 return digest
         return sha256_file(self.temp)

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Callable
 
-from txmdb.catalog.txm import LATEST, prepare_scan, resolve_registration
+from txmdb.catalog.txm import LATEST, named_as_scan, prepare_scan, resolve_registration
 from txmdb.errors import InputError, TxmdbError, input_errors
 
 
@@ -66,18 +66,22 @@ def export_scan(catalog, scan_id: int, output: str | os.PathLike, *, registered:
     applied = resolve_registration(catalog, scan_id, LATEST) if registered else None
     if registered and applied is None:
         raise TxmdbError(f"scan {scan_id} has no registration; run 'txmdb txm register {scan_id}' first")
-    scan, info = prepare_scan(catalog, scan_id)
-    if output.exists() and os.path.samefile(output, scan.file_path):
-        raise InputError(output, f"is the file of scan {scan_id}; give another file to write")
-    refuse_scan_file(catalog, output)
-    attrs = {"txmdb_scan_id": scan.id, "txmdb_source": scan.file_path, "txmdb_source_sha256": scan.file_sha256}
-    if applied is not None:
-        attrs.update({f"txmdb_{key}": value for key, value in applied.parameters().items()})
+    # read through the descriptor checked, not the path (a folder renamed over it meanwhile)
+    scan, info, hashing = prepare_scan(catalog, scan_id, hold=True)
     try:
-        with input_errors(scan.file_path):
-            write_sandbox_stack(info, output, registration=applied, attrs=attrs, progress=progress)
-    except OSError as exc:
-        raise InputError(output, f"cannot write: {describe_os_error(exc)}") from None
+        if output.exists() and os.path.samefile(output, scan.file_path):
+            raise InputError(output, f"is the file of scan {scan_id}; give another file to write")
+        refuse_scan_file(catalog, output)
+        attrs = {"txmdb_scan_id": scan.id, "txmdb_source": scan.file_path, "txmdb_source_sha256": scan.file_sha256}
+        if applied is not None:
+            attrs.update({f"txmdb_{key}": value for key, value in applied.parameters().items()})
+        try:
+            with input_errors(scan.file_path), named_as_scan(scan, info):
+                write_sandbox_stack(info, output, registration=applied, attrs=attrs, progress=progress)
+        except OSError as exc:
+            raise InputError(output, f"cannot write: {describe_os_error(exc)}") from None
+    finally:
+        hashing.cancel()
     return applied
 
 

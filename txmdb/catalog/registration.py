@@ -206,7 +206,7 @@ def _estimate_checked(catalog, scan_id: int, reference: int, max_shift: float, r
     changed file is reported before anything else, also when it made opening or
     estimating fail; nothing is stored before the check. A file whose identity is the one
     recorded is not hashed (unless ``verify_input``): its identity is checked again at the end."""
-    from txmdb.catalog.txm import _hash_result, check_unchanged, known_hash, new_identity
+    from txmdb.catalog.txm import _hash_result, check_unchanged, known_hash, named_as_scan, new_identity
     from txmdb.io.files import BackgroundHash, KnownHash
 
     with catalog.session() as session:
@@ -217,14 +217,13 @@ def _estimate_checked(catalog, scan_id: int, reference: int, max_shift: float, r
         try:
             # the stack only: prepare_scan's analysis checks import the pipeline (pandas)
             info = open_scan_stack(scan)
-            if isinstance(hashing, KnownHash):  # h5py reads the file checked, as in analyze_scan
-                from dataclasses import replace
-                from pathlib import Path
+            # h5py reads the file checked or hashed, as in analyze_scan
+            from dataclasses import replace
+            from pathlib import Path
 
-                info, named = replace(info, path=Path(hashing.source)), info.path
-            else:
-                named = info.path
-            shifts, quality = _estimate(info, reference, max_shift, roi, named=named)
+            info, named = replace(info, path=Path(hashing.source)), info.path
+            with named_as_scan(scan, info):         # the stack's read errors too
+                shifts, quality = _estimate(info, reference, max_shift, roi, named=named)
         except Exception:
             check_unchanged(scan, _hash_result(scan, hashing))
             raise

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import time
@@ -15,7 +16,7 @@ from txmdb.catalog._records import file_provenance, finite_or_none, frame_record
 from txmdb.catalog.samples import get_sample
 from txmdb.db.models import STATISTICS_TABLES, Analysis, TXMScan
 from txmdb.errors import InputError, NotFoundError, ParameterError, RefusedInput, input_errors
-from txmdb.io.files import KnownHash, sha256_file
+from txmdb.io.files import KnownHash
 from txmdb.store import ANALYSES
 
 #: ``registration`` of :func:`analyze_scan`: apply the scan's newest registration, if it has one
@@ -86,27 +87,42 @@ def open_scan_stack(scan: TXMScan):
     return open_stack(path, layout=scan.layout, data=scan.data_path, energy=scan.energy_path, voxel_nm=scan.voxel_size_nm)
 
 
-def prepare_scan(catalog, scan_id: int, *, verify_hash: bool = True, options=None):
+def prepare_scan(catalog, scan_id: int, *, verify_hash: bool = True, options=None, hold: bool = False):
     """The scan record and its re-opened stack, after checking the file is the one ingested.
 
     With ``options``, windows this stack cannot serve are refused here, before an analysis
-    is recorded: a refused option is a usage error, not a failed analysis.
+    is recorded: a refused option is a usage error, not a failed analysis. With ``hold``
+    (and ``verify_hash``), also the open check (:class:`~txmdb.io.files.KnownHash` or
+    :class:`~txmdb.io.files.BackgroundHash`): the stack then reads the file checked through
+    its descriptor (``source``), not whatever the path names later; the caller cancels it
+    (:func:`named_as_scan` names the scan's file in the reads' errors).
     """
+    from txmdb.io.files import BackgroundHash
     from txmdb.pipeline import edge_kernel, settle_spectral, spectral_kernel
 
     with catalog.session() as session:
         scan = get_scan(session, scan_id)
     # an unchanged identity vouches for the SHA-256, as in analyze_scan (DESIGN §8)
-    trusted = KnownHash.if_unchanged(scan.file_path, known_hash(scan)) if verify_hash else None
-    if trusted is not None:
-        trusted.cancel()
-    elif verify_hash:
-        check_unchanged(scan, sha256_file(scan.file_path))
-    info = open_scan_stack(scan)
-    if options is not None:
-        edge_kernel(info, options.params)
-        spectral_kernel(info, settle_spectral(info, options))   # white-line window, references
-    return scan, info
+    hashing = None
+    if verify_hash:
+        hashing = (KnownHash.if_unchanged(scan.file_path, known_hash(scan))
+                   or BackgroundHash(scan.file_path, low_priority=False))
+    try:
+        if hashing is not None and hashing.started_ns is not None:      # hashed, not trusted
+            check_unchanged(scan, hashing.result())
+        info = open_scan_stack(scan)
+        if options is not None:
+            edge_kernel(info, options.params)
+            spectral_kernel(info, settle_spectral(info, options))   # white-line window, references
+    except BaseException:
+        if hashing is not None:
+            hashing.cancel()
+        raise
+    if not hold:
+        if hashing is not None:
+            hashing.cancel()
+        return scan, info
+    return scan, info if hashing is None else dataclasses.replace(info, path=Path(hashing.source)), hashing
 
 
 def resolve_registration(catalog, scan_id: int, registration: int | str | None = LATEST):
@@ -200,25 +216,23 @@ def analyze_scan(
     # ingest fails the analysis before anything of it is recorded as done.
     hashing = (input_hash(info, options, scan.file_path, known=None if verify_input else known_hash(scan))
                if verify_hash else None)
-    if isinstance(hashing, KnownHash):
-        # h5py reads the file checked, not whatever the path names by then (a folder renamed over it)
+    if hashing is not None:
+        # h5py reads the file checked or hashed, not whatever the path names by then (a folder
+        # renamed over it)
         info = dataclasses.replace(info, path=Path(hashing.source))
     try:
         with catalog.store.put(ANALYSES, new_analysis(scan, options)) as put:
             try:
-                with input_errors(scan.file_path):
+                with input_errors(scan.file_path), named_as_scan(scan, info):
                     # the hash at normal priority once the stack is read: beside the statistics'
                     # threads a nice-19 hash would be starved, then run alone at the end
                     outputs = analyze_stack(info, options, results_path=put.temp, progress=progress,
                                             after_read=None if hashing is None else hashing.promote,
-                                            reader=hashing if isinstance(hashing, SingleRead) else None)
+                                            reader=hashing if isinstance(hashing, SingleRead) else None,
+                                            named=scan.file_path)
             except RefusedInput:
                 put.withdraw()
                 raise
-            except InputError as exc:
-                if exc.source != str(info.path) or info.path == Path(scan.file_path):
-                    raise
-                raise type(exc)(scan.file_path, exc.problem) from None     # named as the scan's file
             put.hash_ahead()        # the results file's hash beside the rest of the input's
             identity = None
             if hashing is not None:
@@ -230,6 +244,18 @@ def analyze_scan(
     finally:
         if hashing is not None:
             hashing.cancel()
+
+
+@contextlib.contextmanager
+def named_as_scan(scan: TXMScan, info):
+    """An InputError naming ``info.path`` renamed to name the scan's file, when ``info`` reads
+    it through a descriptor (``/proc/self/fd/N``, a hashing object's ``source``)."""
+    try:
+        yield
+    except InputError as exc:
+        if exc.source != str(info.path) or info.path == Path(scan.file_path):
+            raise
+        raise type(exc)(scan.file_path, exc.problem) from None
 
 
 def _hash_result(scan: TXMScan, hashing) -> str:

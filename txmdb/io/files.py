@@ -61,6 +61,15 @@ def settled_identity(identity: tuple | None, started_ns: int | None) -> str | No
     return identity_text(identity)
 
 
+def descriptor_path(fd: int | None, path: str | os.PathLike) -> str:
+    """A path naming the file open as ``fd``, for other readers of it (h5py): on Linux
+    ``/proc/self/fd/N``, through the descriptor, so a folder renamed over ``path`` and back
+    meanwhile cannot hand them another file; elsewhere, or without ``fd``, ``path``. Valid
+    while ``fd`` is open."""
+    own = f"/proc/self/fd/{fd}"
+    return own if fd is not None and os.path.exists(own) else str(path)
+
+
 class KnownHash:
     """A file's SHA-256 already known (the catalogue's), for a file whose :func:`file_identity`
     is the one recorded when that SHA-256 was last computed and matched: the interface of
@@ -80,10 +89,8 @@ class KnownHash:
         self.identity: tuple | None = identity
         self.elapsed_s = self.waited_s = 0.0
         self._fd: int | None = fd
-        #: a path to the very file checked, for the caller's reads (Linux: through this object's
-        #: descriptor, so a folder renamed over and back meanwhile cannot hand them another file)
-        own = f"/proc/self/fd/{fd}"
-        self.source = own if fd is not None and os.path.exists(own) else str(path)
+        #: a path to the very file checked, for the caller's reads (:func:`descriptor_path`)
+        self.source = descriptor_path(fd, path)
 
     @classmethod
     def if_unchanged(cls, path: str | os.PathLike, known: tuple[str, str] | None) -> "KnownHash | None":
@@ -122,8 +129,9 @@ class KnownHash:
 class BackgroundHash:
     """SHA-256 of a file computed in a background thread at the lowest CPU priority.
 
-    Started at once; :meth:`result` waits for the digest, :meth:`cancel` stops the thread
-    early. hashlib releases the GIL on large buffers, so the hash takes a core the caller
+    Started at once, on the file opened here and kept open until :meth:`cancel` (``source``
+    names it for the caller's own reads); :meth:`result` waits for the digest, :meth:`cancel`
+    stops the thread early. hashlib releases the GIL on large buffers, so the hash takes a core the caller
     leaves idle (an analysis' single-threaded statistics phase) rather than its time.
     ``low_priority=False`` keeps the normal priority: beside work that keeps every core
     busy and has nothing after it (a registration estimate), a starved hash would only
@@ -139,7 +147,7 @@ class BackgroundHash:
         self._low_priority = low_priority
         self._stop = threading.Event()
         self._pause = threading.Event()
-        self._state = None              # (digest, open file) handed from the low- to the normal-priority thread
+        self._state = None              # the digest, handed from the low- to the normal-priority thread
         self._digest: str | None = None
         self._error: BaseException | None = None
         #: :func:`file_identity` of the file, the same before and after the hash; None if it changed
@@ -147,6 +155,15 @@ class BackgroundHash:
         self._t0 = time.perf_counter()
         #: ``time.time_ns()`` when the hash began (:func:`settled_identity`)
         self.started_ns = time.time_ns()
+        # opened here, once, and kept open until cancel(): the file hashed is the one ``source`` names
+        self._fh = None
+        try:
+            self._fh = open(path, "rb")
+            self.identity = file_identity(os.fstat(self._fh.fileno()))
+        except OSError as exc:
+            self._error = exc               # result() raises it; readers of ``source`` name it too
+        #: a path to the very file hashed, for the caller's reads (:func:`descriptor_path`)
+        self.source = descriptor_path(None if self._fh is None else self._fh.fileno(), path)
         #: seconds the thread took, and that result() waited for it
         self.elapsed_s = self.waited_s = 0.0
         self._thread = threading.Thread(target=self._run, args=(low_priority,), name="sha256", daemon=True)
@@ -161,16 +178,15 @@ class BackgroundHash:
                 os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
         except (AttributeError, OSError):
             pass
-        fh = None
+        fh = self._fh
+        if fh is None:
+            return                              # not opened: __init__ kept the error
         try:
-            if self._state is None:
-                digest, fh = hashlib.sha256(), open(self._path, "rb")
-                self.identity = file_identity(os.fstat(fh.fileno()))
-            else:
-                (digest, fh), self._state = self._state, None
+            digest = hashlib.sha256() if self._state is None else self._state
+            self._state = None
             while not self._stop.is_set():
                 if low_priority and self._pause.is_set():
-                    self._state, fh = (digest, fh), None      # promote() goes on with them
+                    self._state = digest      # promote() goes on with it
                     return
                 if not (chunk := fh.read(_CHUNK)):
                     break
@@ -180,9 +196,6 @@ class BackgroundHash:
                 self.identity = None            # written to while it was read
         except BaseException as exc:  # noqa: BLE001 - handed to the caller by result()
             self._error = exc
-        finally:
-            if fh is not None:
-                fh.close()
         self.elapsed_s = time.perf_counter() - self._t0
 
     def promote(self) -> None:
@@ -216,11 +229,13 @@ class BackgroundHash:
         return self._digest
 
     def cancel(self) -> None:
+        """Stop the hash and close the file (``source`` is no longer valid). Safe to call more than once."""
         self._stop.set()
         self._thread.join()
-        if self._state is not None:         # paused by promote() and not taken up
-            self._state[1].close()
-            self._state = None
+        self._state = None                  # paused by promote() and not taken up
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
 
 
 class BackgroundSync:

@@ -52,7 +52,7 @@ from typing import Iterator
 
 import numpy as np
 
-from txmdb.io.files import file_identity, identity_text
+from txmdb.io.files import descriptor_path, file_identity, identity_text
 
 __all__ = ["SingleRead", "single_read_plan", "ENV"]
 
@@ -260,6 +260,8 @@ class SingleRead:
         self.slab_size = slab_size
         self._plan = plan
         self._fd = fd
+        #: a path to the very file read, for the caller's other reads of it (h5py: the clusters' pass)
+        self.source = descriptor_path(fd, info.path)
         self._low_priority = low_priority
         #: :func:`file_identity` of the file, the same before and after the read; None if it changed
         self.identity: tuple | None = identity
