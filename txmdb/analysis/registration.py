@@ -80,7 +80,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import gc
 import math
 import os
 from concurrent.futures import ThreadPoolExecutor
@@ -91,7 +90,7 @@ import numpy as np
 from scipy import fft as sfft
 from scipy import ndimage as ndi
 
-from txmdb.analysis._memory import no_huge_pages as _no_huge_pages
+from txmdb.analysis._memory import no_cyclic_gc as _no_cyclic_gc, no_huge_pages as _no_huge_pages
 from txmdb.vocabulary import REGISTRATION_MIN_ROI_VOXELS
 
 __all__ = ["QUALITY_THRESHOLD", "MIN_DETECTION", "Window", "read_window", "estimate_shifts", "integer_shifts",
@@ -755,8 +754,6 @@ class _Model:
     pattern_gain: np.ndarray  # c_e
     offset: np.ndarray        # b_e
     pattern: np.ndarray       # F, lab frame
-    template: np.ndarray      # T, reference frame (valid inside box)
-    box: tuple[tuple[int, ...], tuple[int, ...]]
     sigma: np.ndarray         # standard error of each shift, working-grid voxels
     detection: np.ndarray     # t-value of the sample template in each energy
 
@@ -1167,7 +1164,7 @@ def _refine(J: np.ndarray, s: np.ndarray, reference: int, iterations: int, order
             box = _common_box(s, shape, margin)
             sigma, tval = _shift_errors(J, s, a[:, 0], c, b, F, box, order)
             break
-    return _Model(s, a[:, 0], c, b, F, templates[0], box, sigma, tval)
+    return _Model(s, a[:, 0], c, b, F, sigma, tval)
 
 
 def _common_box(s: np.ndarray, shape, margin: int):
@@ -1326,21 +1323,6 @@ def _freed_memory_kept():
         libc.mallopt(_M_MMAP_THRESHOLD, _STEADY_MMAP)
         libc.mallopt(_M_TRIM_THRESHOLD, _STEADY_TRIM)
         libc.malloc_trim(0)
-
-
-@contextlib.contextmanager
-def _no_cyclic_gc():
-    """Python's cyclic garbage collector paused while the estimate runs: its thousands of
-    small objects (futures, tuples, slices) triggered full collections that walked every
-    object numba and scipy had loaded (~3 % of the estimate's CPU at 272³); the estimate
-    makes no reference cycles that would need it. Restored as it was afterwards."""
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
 
 
 @functools.cache

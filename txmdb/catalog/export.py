@@ -26,6 +26,20 @@ def refuse_scan_file(catalog, output: Path) -> None:
         raise InputError(output, f"is the file of scan {found}; give another file to write")
 
 
+def _still_as_checked(scan, hashing) -> None:
+    """InputError when the file read through ``hashing.source`` was written to since it was
+    checked (its descriptor's identity, so a rename over the path meanwhile is no change to
+    the bytes exported): a trusted SHA-256 vouches only for an unchanged file."""
+    from txmdb.io.files import file_identity
+
+    try:
+        same = file_identity(os.stat(hashing.source)) == hashing.identity
+    except OSError as exc:
+        raise InputError(scan.file_path, f"cannot read: {exc.strerror or exc}") from None
+    if not same:
+        raise InputError(scan.file_path, "the file was written to while it was exported; export it again")
+
+
 def export_scan(catalog, scan_id: int, output: str | os.PathLike, *, registered: bool = False,
                 progress: Callable[[int, int], None] | None = None):
     """Stream scan ``scan_id``'s stack into ``output`` in the TXM_Sandbox layout.
@@ -77,7 +91,10 @@ def export_scan(catalog, scan_id: int, output: str | os.PathLike, *, registered:
             attrs.update({f"txmdb_{key}": value for key, value in applied.parameters().items()})
         try:
             with input_errors(scan.file_path), named_as_scan(scan, info):
-                write_sandbox_stack(info, output, registration=applied, attrs=attrs, progress=progress)
+                # the file read (through the descriptor checked) not written to meanwhile, else
+                # nothing is left under ``output``
+                write_sandbox_stack(info, output, registration=applied, attrs=attrs, progress=progress,
+                                    before_commit=lambda: _still_as_checked(scan, hashing))
         except OSError as exc:
             raise InputError(output, f"cannot write: {describe_os_error(exc)}") from None
     finally:

@@ -206,7 +206,7 @@ def _estimate_checked(catalog, scan_id: int, reference: int, max_shift: float, r
     changed file is reported before anything else, also when it made opening or
     estimating fail; nothing is stored before the check. A file whose identity is the one
     recorded is not hashed (unless ``verify_input``): its identity is checked again at the end."""
-    from txmdb.catalog.txm import _hash_result, check_unchanged, known_hash, named_as_scan, new_identity
+    from txmdb.catalog.txm import _hash_result, check_stack, check_unchanged, known_hash, named_as_scan, new_identity
     from txmdb.io.files import BackgroundHash, KnownHash
 
     with catalog.session() as session:
@@ -221,26 +221,26 @@ def _estimate_checked(catalog, scan_id: int, reference: int, max_shift: float, r
             from dataclasses import replace
             from pathlib import Path
 
-            info, named = replace(info, path=Path(hashing.source)), info.path
+            info = replace(info, path=Path(hashing.source))
             with named_as_scan(scan, info):         # the stack's read errors too
-                shifts, quality = _estimate(info, reference, max_shift, roi, named=named)
+                shifts, quality = _estimate(info, reference, max_shift, roi)
         except Exception:
             check_unchanged(scan, _hash_result(scan, hashing))
             raise
         check_unchanged(scan, _hash_result(scan, hashing))
+        check_stack(scan, info)
         return scan, shifts, quality, new_identity(scan, hashing)
     finally:
         hashing.cancel()
 
 
-def _estimate(info, reference: int, max_shift: float, roi, *, named=None):
+def _estimate(info, reference: int, max_shift: float, roi):
     """Shifts and qualities from the file, read as absorbance one energy's window at a time
-    (errors name the file ``named``, default ``info.path``)."""
-    import h5py
+    (errors name ``info.path``: :func:`~txmdb.catalog.txm.named_as_scan` renames a descriptor's)."""
     import numpy as np
 
     from txmdb.analysis.registration import estimate_shifts, read_window
-    from txmdb.io.hdf5 import AbsorbanceView
+    from txmdb.io.hdf5 import AbsorbanceView, _open
 
     def read(i: int, window) -> np.ndarray:
         image = read_window(view, i, window)
@@ -250,7 +250,7 @@ def _estimate(info, reference: int, max_shift: float, roi, *, named=None):
                              f"the region registered")
         return image
 
-    with h5py.File(info.path, "r") as f, input_errors(info.path if named is None else named):
+    with _open(info.path) as f, input_errors(info.path):
         view = AbsorbanceView(info, f)
         return estimate_shifts(read, len(info.energies_ev), reference, shape=info.spatial_shape,
                                max_shift=max_shift, roi=roi)

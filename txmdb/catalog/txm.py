@@ -100,6 +100,8 @@ def prepare_scan(catalog, scan_id: int, *, verify_hash: bool = True, options=Non
     from txmdb.io.files import BackgroundHash
     from txmdb.pipeline import edge_kernel, settle_spectral, spectral_kernel
 
+    if hold and not verify_hash:
+        raise ValueError("prepare_scan: hold=True holds the hash's descriptor; it needs verify_hash=True")
     with catalog.session() as session:
         scan = get_scan(session, scan_id)
     # an unchanged identity vouches for the SHA-256, as in analyze_scan (DESIGN §8)
@@ -109,8 +111,10 @@ def prepare_scan(catalog, scan_id: int, *, verify_hash: bool = True, options=Non
                    or BackgroundHash(scan.file_path, low_priority=False))
     try:
         if hashing is not None and hashing.started_ns is not None:      # hashed, not trusted
-            check_unchanged(scan, hashing.result())
+            check_unchanged(scan, _hash_result(scan, hashing))
         info = open_scan_stack(scan)
+        if hashing is not None:     # the hash matched (trusted, or checked above)
+            check_stack(scan, info)
         if options is not None:
             edge_kernel(info, options.params)
             spectral_kernel(info, settle_spectral(info, options))   # white-line window, references
@@ -239,6 +243,7 @@ def analyze_scan(
                 check_unchanged(scan, _hash_result(scan, hashing))
                 outputs.timings_s.update(hash=hashing.elapsed_s, hash_wait=hashing.waited_s)
                 identity = new_identity(scan, hashing)
+            check_stack(scan, info)
             return record_analysis(put, outputs, elapsed=time.perf_counter() - t0,
                                    scan_identity=None if identity is None else (scan.id, identity))
     finally:
@@ -297,6 +302,17 @@ def check_unchanged(scan: TXMScan, sha256: str) -> None:
     """InputError when ``sha256`` is not the one the scan's file had at ingest."""
     if sha256 != scan.file_sha256:
         raise InputError(scan.file_path, f"the file changed since scan {scan.id} was ingested (SHA-256 differs)")
+
+
+def check_stack(scan: TXMScan, info) -> None:
+    """InputError when ``info`` does not describe the stack ingested. The metadata is read by
+    path, apart from the descriptor whose SHA-256 is checked (a folder renamed over the path
+    and back between the opens): after the hash matched, this vouches that it is the stack's.
+    A changed file fails the hash first (its message wins), where one is taken."""
+    if (list(info.shape) != list(scan.shape) or str(info.dtype) != scan.dtype
+            or [float(e) for e in info.energies_ev] != [float(e) for e in scan.energies_ev]):
+        raise InputError(scan.file_path, f"the file changed since scan {scan.id} was ingested "
+                                         f"(its stack's shape, data type or energies differ)")
 
 
 def record_analysis(put, outputs, *, elapsed: float, scan_identity: tuple[int, str] | None = None) -> Analysis:

@@ -38,7 +38,8 @@ def sandbox_data_path(ndim: int) -> str:
 
 def write_sandbox_stack(info, path: str | os.PathLike, *, registration=None, slab_size: int | None = None,
                         attrs: dict | None = None,
-                        progress: Callable[[int, int], None] | None = None) -> Path:
+                        progress: Callable[[int, int], None] | None = None,
+                        before_commit: Callable[[], None] | None = None) -> Path:
     """Stream ``info``'s stack (registered with ``registration``) into a TXM_Sandbox file.
 
     Parameters
@@ -56,6 +57,9 @@ def write_sandbox_stack(info, path: str | os.PathLike, *, registration=None, sla
         Extra attributes of the data set (provenance).
     progress : callable, optional
         ``progress(done, total)`` after each slab.
+    before_commit : callable, optional
+        Called once the file is written, before it is renamed onto ``path``: what it
+        raises leaves nothing under ``path`` (the caller's last check of its input).
 
     Returns
     -------
@@ -92,6 +96,8 @@ def write_sandbox_stack(info, path: str | os.PathLike, *, registration=None, sla
                 ds[:, start:stop] = slab
                 if progress is not None:
                     progress(done, total)
+        if before_commit is not None:
+            before_commit()
     return path
 
 
