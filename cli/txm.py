@@ -96,6 +96,8 @@ def analyze(
         raise TxmdbError("--scheduler is the worker's with --queue: give it to 'txmdb worker'")
     if verify_input and queue:  # a job runs with the default: trust an unchanged identity
         raise TxmdbError("--verify-input hashes the file here: it is not queued; run without --queue")
+    if verify_input and scheduler is not None:  # the workers read the scan; no full hash is taken there
+        raise TxmdbError("--verify-input hashes the file here: it is not sent to a scheduler; run without --scheduler")
     if scheduler is not None:  # at once, not after hashing every scan
         from txmdb.catalog.distributed import check_scheduler_address
 

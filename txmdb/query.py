@@ -193,7 +193,7 @@ def _stats(catalog, model, *, analysis=None, bin=None, weighted=None, particle=N
     Only the filters the calling query declares reach here, so each applies to ``model``.
     Rows are of the maps ``map`` names, else of ``default_map`` (None: every map).
     """
-    params = {f"f_{k}": _as_list(v) for k, v in (("analysis", analysis), ("bin", bin), ("particle", particle)) if v}
+    params = _bound(analysis=analysis, bin=bin, particle=particle)
     if map or default_map:
         params["f_map"] = _map_names(map or default_map)
     params.update(_scan_params(**filters))
@@ -344,9 +344,7 @@ def scans(catalog, *, sample=None, morphology=None, state=None, scan=None, statu
     ``latest_status`` is running or failed when a newer analysis than the one shown is under
     way or failed; ``status`` filters on it.
     """
-    params = _scan_params(sample=sample, morphology=morphology, state=state, scan=scan)
-    if status:
-        params["f_status"] = _as_list(status)
+    params = {**_scan_params(sample=sample, morphology=morphology, state=state, scan=scan), **_bound(status=status)}
     frame = _frame(catalog, _scans_filtered(frozenset(params)), params, integers=["analysis_id", "registration_id"])
     frame["shape"] = frame["shape"].map(lambda s: "×".join(map(str, s)) if isinstance(s, list) else s)
     return frame

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import errno
 import os
+import stat
 import tempfile
 import time
 from pathlib import Path
@@ -70,6 +72,29 @@ def descriptor_path(fd: int | None, path: str | os.PathLike) -> str:
     return own if fd is not None and os.path.exists(own) else str(path)
 
 
+def open_regular(path: str | os.PathLike) -> int:
+    """A read-only descriptor of ``path``, which must be a regular file: opened without
+    blocking, so that a FIFO put at the path (no writer) cannot hang the command; OSError
+    otherwise (the descriptor closed)."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", str(path))
+        os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def still_same(fd: int | None, path: str | os.PathLike, identity: tuple) -> bool:
+    """Whether the file open as ``fd`` (if given) and the file ``path`` names both still have
+    ``identity``: neither written to nor another file renamed over the path (the end-of-command
+    check of a trusted SHA-256)."""
+    return ((fd is None or file_identity(os.fstat(fd)) == identity)
+            and file_identity(os.stat(path)) == identity)
+
+
 class KnownHash:
     """A file's SHA-256 already known (the catalogue's), for a file whose :func:`file_identity`
     is the one recorded when that SHA-256 was last computed and matched: the interface of
@@ -100,19 +125,22 @@ class KnownHash:
             return None
         sha256, recorded = known
         try:
-            fd = os.open(path, os.O_RDONLY)
+            fd = open_regular(path)
         except OSError:
             return None                     # the full hash names the problem
-        identity = file_identity(os.fstat(fd))
-        if identity_text(identity) == recorded:
-            return cls(path, sha256, identity, fd)
+        try:
+            identity = file_identity(os.fstat(fd))
+            if identity_text(identity) == recorded:
+                return cls(path, sha256, identity, fd)
+        except BaseException:
+            os.close(fd)
+            raise
         os.close(fd)
         return None
 
     def result(self) -> str:
         """The known SHA-256; ``identity`` None if the file is no longer the one it was."""
-        if ((self._fd is not None and file_identity(os.fstat(self._fd)) != self.identity)
-                or file_identity(os.stat(self._path)) != self.identity):
+        if not still_same(self._fd, self._path, self.identity):
             self.identity = None
         return self._digest
 
@@ -158,7 +186,7 @@ class BackgroundHash:
         # opened here, once, and kept open until cancel(): the file hashed is the one ``source`` names
         self._fh = None
         try:
-            self._fh = open(path, "rb")
+            self._fh = os.fdopen(open_regular(path), "rb")   # not a FIFO: its open would block
             self.identity = file_identity(os.fstat(self._fh.fileno()))
         except OSError as exc:
             self._error = exc               # result() raises it; readers of ``source`` name it too
@@ -167,7 +195,13 @@ class BackgroundHash:
         #: seconds the thread took, and that result() waited for it
         self.elapsed_s = self.waited_s = 0.0
         self._thread = threading.Thread(target=self._run, args=(low_priority,), name="sha256", daemon=True)
-        self._thread.start()
+        try:
+            self._thread.start()
+        except BaseException:               # no thread to stop: the file only
+            if self._fh is not None:
+                self._fh.close()
+                self._fh = None
+            raise
 
     def _run(self, low_priority: bool) -> None:
         import threading

@@ -52,7 +52,7 @@ from typing import Iterator
 
 import numpy as np
 
-from txmdb.io.files import descriptor_path, file_identity, identity_text
+from txmdb.io.files import descriptor_path, file_identity, identity_text, open_regular, still_same
 
 __all__ = ["SingleRead", "single_read_plan", "ENV"]
 
@@ -305,17 +305,16 @@ class SingleRead:
             return None
         started_ns = time.time_ns()
         try:
-            fd = os.open(info.path, os.O_RDONLY)
+            fd = open_regular(info.path)
         except OSError:
             return None                              # the h5py path names the problem
         try:
             identity = file_identity(os.fstat(fd))
             # the index read through this descriptor: a path renamed over and back meanwhile
             # cannot give the plan of another file (Linux; elsewhere the identity check below)
-            own = f"/proc/self/fd/{fd}"
-            plan = single_read_plan(info, slab_size, identity[2], source=own if os.path.exists(own) else None)
+            plan = single_read_plan(info, slab_size, identity[2], source=descriptor_path(fd, info.path))
             # the plan must describe the file open here: not replaced or written to meanwhile
-            if not isinstance(plan, str) and file_identity(os.stat(info.path)) == identity:
+            if not isinstance(plan, str) and still_same(None, info.path, identity):
                 trusted = known is not None and identity_text(identity) == known[1]
                 return cls(info, slab_size, plan, fd, identity, low_priority,
                            known_sha256=known[0] if trusted else None, started_ns=started_ns)
@@ -514,7 +513,7 @@ class SingleRead:
         self.waited_s = time.perf_counter() - t0
         if self._error is not None:
             raise self._error
-        if file_identity(os.fstat(self._fd)) != self.identity or file_identity(os.stat(self.info.path)) != self.identity:
+        if not still_same(self._fd, self.info.path, self.identity):
             self.identity = None
         return self._digest
 
