@@ -26,8 +26,8 @@ import pytest
 import sqlalchemy as sa
 
 from tests.test_cli_txm import GOLDEN
-from tests.test_identity_hash_analyze import (MODES, _analyzed, _args, _identity, _ingest, _refused,
-                                              _write_last_byte, settled_pool)
+from tests.test_identity_hash_analyze import (MODES, _analyze_with, _analyzed, _args, _identity, _ingest,
+                                              _nothing_done, _refused, _write_last_byte, settled_pool)
 from tests.test_jobs import clean_env, worker_command
 from tests.test_single_read_cli import ROD, chunked_rod, lab  # noqa: F401 - fixtures
 from txmdb.io.files import file_identity, identity_text
@@ -142,40 +142,6 @@ def test_a_future_modification_time_after_ingest_is_hashed_and_not_recorded(lab,
         analysis = _analyzed(lab, scan, *_args("gzip"))
         assert analysis.timings_s["hash"] > 0.0
         assert _identity(lab, scan) == recorded != identity_text(file_identity(os.stat(path)))
-
-
-def _analyze_with(catalog, path: Path, during):
-    """Ingest ``path`` and analyse it with ``during(path)`` run at the first progress report;
-    the InputError raised, the scan id and the identity recorded at ingest."""
-    from txmdb.catalog.samples import add_sample
-    from txmdb.catalog.txm import analyze_scan, ingest_scan
-    from txmdb.errors import InputError
-    from txmdb.options import analysis_request
-
-    with catalog.session() as session:
-        add_sample(session, "rod")
-    scan, _ = ingest_scan(catalog, path, sample="rod", voxel_nm=ROD["voxel_size_nm"])
-    assert scan.file_identity is not None
-    options, _ = analysis_request({"white_line": "none"}, catalog=catalog)
-    done = []
-
-    def hook(_done, _total):
-        if not done:
-            during(path)
-            done.append(1)
-
-    with pytest.raises(InputError) as caught:
-        analyze_scan(catalog, scan.id, options, progress=hook)
-    assert done
-    return caught.value, scan
-
-
-def _nothing_done(catalog, scan) -> None:
-    from txmdb.db.models import Analysis, TXMScan
-
-    with catalog.session() as session:
-        assert [(a.status, a.results_path) for a in session.scalars(sa.select(Analysis))] == [("failed", None)]
-        assert session.get(TXMScan, scan.id).file_identity == scan.file_identity
 
 
 @pytest.mark.parametrize("kind", MODES)

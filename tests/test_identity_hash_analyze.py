@@ -229,34 +229,47 @@ def test_a_file_replaced_by_rename_is_hashed_in_full(lab, settled, same_bytes):
         assert _identity(lab, scan) == recorded
 
 
-@pytest.mark.parametrize("kind", MODES)
-def test_a_write_during_a_trusted_analysis_fails_it(catalog, settled, kind):
+def _analyze_with(catalog, path: Path, during):
+    """Ingest ``path`` and analyse it with ``during(path)`` run at the first progress report;
+    the InputError raised, the scan id and the identity recorded at ingest."""
     from txmdb.catalog.samples import add_sample
     from txmdb.catalog.txm import analyze_scan, ingest_scan
-    from txmdb.db.models import Analysis, TXMScan
     from txmdb.errors import InputError
     from txmdb.options import analysis_request
 
-    path = settled(kind)
     with catalog.session() as session:
         add_sample(session, "rod")
     scan, _ = ingest_scan(catalog, path, sample="rod", voxel_nm=ROD["voxel_size_nm"])
     assert scan.file_identity is not None
     options, _ = analysis_request({"white_line": "none"}, catalog=catalog)
-    written = []
+    done = []
 
-    def rewrite_a_byte(done, total):          # the same byte again: only the times move
-        if not written:
-            _write_last_byte(path, flip=0)
-            written.append(done)
+    def hook(_done, _total):
+        if not done:
+            during(path)
+            done.append(1)
 
-    with pytest.raises(InputError, match=re.escape(f"{path}: the file was written to while it was analysed; "
-                                                   f"analyse it again")):
-        analyze_scan(catalog, scan.id, options, progress=rewrite_a_byte)
-    assert written
+    with pytest.raises(InputError) as caught:
+        analyze_scan(catalog, scan.id, options, progress=hook)
+    assert done
+    return caught.value, scan
+
+
+def _nothing_done(catalog, scan) -> None:
+    from txmdb.db.models import Analysis, TXMScan
+
     with catalog.session() as session:
-        assert [a.status for a in session.scalars(sa.select(Analysis))] == ["failed"]
+        assert [(a.status, a.results_path) for a in session.scalars(sa.select(Analysis))] == [("failed", None)]
         assert session.get(TXMScan, scan.id).file_identity == scan.file_identity
+
+
+@pytest.mark.parametrize("kind", MODES)
+def test_a_write_during_a_trusted_analysis_fails_it(catalog, settled, kind):
+    path = settled(kind)
+    # the same byte again: only the times move
+    error, scan = _analyze_with(catalog, path, lambda p: _write_last_byte(p, flip=0))
+    assert f"{path}: the file was written to while it was analysed; analyse it again" in str(error)
+    _nothing_done(catalog, scan)
 
 
 def test_a_racy_identity_is_not_recorded_until_the_file_has_settled(lab, settled, file_hashes):
