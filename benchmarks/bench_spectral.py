@@ -7,21 +7,26 @@ Usage::
 
 Two measurements, each in a fresh child process:
 
-- **pass** — the edge phase of ``txm analyze`` over the 20-million-voxel stack of
-  ``bench_edge``/``bench_analysis`` (272³ × 60 float32, contiguous): ``edge_slabs`` with
-  the background reader, the edge map kept in memory (float64), 1 kernel thread (the
-  product's default; ``--workers N`` for both kinds alike). *edge*:
-  the edge kernel alone; *spectral*: the same pass with the white line (Ni preset window)
-  and a two-reference LCF (the measured NiO and LiNiO2 spectra, Ni preset fit window)
-  fused into it (``SpectralKernel.with_edges``): the kernel writes each slab's maps as
-  float32 into buffers reused from slab to slab (``edge_slabs(reuse_maps=True)``, as
-  ``txm analyze`` does), from which they go to the float32 data sets of a results file as
-  ``txm analyze`` writes them (``--sink file``, the default; ``--sink memory``: copied into
-  whole maps in memory, the stand-in before). *spectral-fresh* (``--kinds``): new float64
-  maps per slab, converted to float32 on the way out (the path before the buffers). Both
-  passes keep the edge map in memory (float64) and write nothing else. The one-off numba load is done before the timing. Warm: the
-  file is read once untimed, then edge and spectral alternate, best of ``--repeat``.
-  Cold: this file's pages are dropped from the page cache before each run.
+- **pass** — the edge phase of ``txm analyze`` (``analyze_stack``'s edge loop) over the
+  20-million-voxel stack of ``bench_edge``/``bench_analysis`` (272³ × 60 float32,
+  contiguous): ``edge_slabs`` with the background reader, 1 kernel thread (the product's
+  default; ``--workers N`` for both kinds alike), and ``txmdb.pipeline.EdgePhaseWriter``,
+  the loop's own writer: the edge map kept in memory (float64), ``edge_ev``, ``jump`` and
+  ``valid`` (and the spectral maps) written as float32/bool data sets of a results file by
+  its thread, one slab behind the kernel; under ``no_huge_pages``, the memory switch
+  ``analyze_stack`` runs in (it enters no other; ``no_cyclic_gc`` is the registration
+  estimate's). *edge*: the edge kernel alone; *spectral*: the same pass with the white line
+  (Ni preset window) and a two-reference LCF (the measured NiO and LiNiO2 spectra, Ni preset
+  fit window) fused into it (``SpectralKernel.with_edges``), its maps written as float32 into
+  two sets of buffers used in turn (``edge_slabs(reuse_maps=EdgePhaseWriter.MAP_SETS)``, as
+  ``txm analyze``); *spectral-fresh* (``--kinds``): new float64 maps per slab, converted to
+  float32 by the writer (the path before the buffers). ``--sink file`` (default) is that;
+  ``--sink none`` writes nothing for either kind (the edge map kept, the maps dropped: the
+  kernel and the read alone). The in-memory map sink of session 18 (``--sink memory``) is
+  gone: ``txm analyze`` writes the maps of both kinds, so keeping them in memory stood for
+  nothing it does. The results file is made and deleted untimed. The one-off numba load is
+  done before the timing. Warm: the file is read once untimed, then the kinds alternate,
+  best of ``--repeat``. Cold: this file's pages are dropped from the page cache before each run.
 - **per voxel** — the LCF of one voxel: txmdb's compiled kernel (LCF only, normalisation
   included, 1 thread, 1 M voxels in memory) against Larch's ``lincombo_fit`` (one lmfit
   minimisation per spectrum, weights bounded to [0, 1] and summing to 1, the same fit
@@ -62,83 +67,59 @@ def references() -> dict[str, tuple[np.ndarray, np.ndarray]]:
 
 
 def measure_pass(path: Path, kind: str, workers: int = 1, sink: str = "file") -> dict:
-    """The edge phase over the whole stack: the edge kernel alone, or with the spectral maps
-    written to ``sink``: ``file`` — float32 data sets of a results file, written per slab as
-    ``txm analyze`` writes them (``DirectMaps``, ``os.pwrite`` into the page cache; deleted
-    untimed); ``memory`` — float32 maps of the whole stack in memory (first touched in the pass)."""
+    """The edge phase of ``txm analyze`` over the whole stack, edge kernel alone or with the
+    spectral maps: ``sink`` ``file`` — its loop (:class:`txmdb.pipeline.EdgePhaseWriter`: the
+    float64 edge map in memory, ``edge_ev``, ``jump``, ``valid`` and the spectral maps written
+    to a results file from the writer's thread), under the memory switch ``analyze_stack``
+    runs in (``no_huge_pages``); the file is deleted untimed. ``none`` — the same pass
+    writing nothing: the edge map kept, the maps dropped (kernel and read alone)."""
+    import h5py
+
+    from txmdb.analysis._memory import no_huge_pages
     from txmdb.analysis.edge import PRESETS
     from txmdb.analysis.spectral import SpectralKernel
     from txmdb.io.hdf5 import open_stack
-    from txmdb.pipeline import edge_slabs
+    from txmdb.pipeline import EdgePhaseWriter, edge_slabs
 
+    if sink not in ("file", "none"):
+        raise SystemExit(f"--sink {sink}: file or none")
     info = open_stack(path, check_finite=False)
     params = PRESETS["Ni"]
+    spatial = tuple(info.spatial_shape)
     spectral = None
     if kind.startswith("spectral"):
         spectral = SpectralKernel(info.energies_ev, params, white_line=WHITE_LINE, references=references(),
                                   lcf_window=FIT)
         spectral.with_edges(np.zeros((len(info.energies_ev), 1), np.float32),   # numba load, untimed
                             out=spectral.map_buffers() if kind == "spectral" else None)
-        maps = _MapSink(sink, spectral, info.spatial_shape, path.parent)
     else:
-        spectral_free = SpectralKernel(info.energies_ev, params)
-        spectral_free.edge(np.zeros((len(info.energies_ev), 1), np.float32))
-    edge = np.empty(info.spatial_shape)
-    cpu0 = _cpu_seconds()
-    t0 = time.perf_counter()
-    for a, b, res in edge_slabs(info, params, spectral=spectral, workers=workers, reuse_maps=kind == "spectral"):
-        edge[a:b] = res.edge_ev
-        if spectral is not None:
-            maps.write(a, res)
-    seconds = time.perf_counter() - t0
-    out = {"kind": kind, "seconds": seconds, "cpu_seconds": _cpu_seconds() - cpu0, "voxels": int(np.prod(info.spatial_shape)),
-           "valid": int(np.isfinite(edge).sum()), "rss_mb": _peak_rss_mb(), "sink": sink}
-    if spectral is not None:
-        out["mean_fraction_NiO"] = float(np.nanmean(maps.read("fraction:NiO")))
-        out["white_line_found"] = int(np.isfinite(maps.read("white_line")).sum())
-        maps.close()
-    return out
-
-
-class _MapSink:
-    """Where the spectral pass puts each slab's maps: a results file or whole maps in memory."""
-
-    def __init__(self, sink: str, spectral, spatial: tuple[int, ...], folder: Path):
-        self.kind = sink
-        if sink == "memory":
-            self.maps = {name: np.empty(spatial, np.float32) for name in spectral.map_names}
-            return
-        if sink != "file":
-            raise SystemExit(f"--sink {sink}: memory or file")
-        import h5py
-
-        from txmdb.pipeline import DirectMaps, spectral_datasets
-
-        self.path = folder / f"bench_spectral_maps_{os.getpid()}.h5"
-        self._h5 = h5py.File(self.path, "w")
-        self._direct = DirectMaps(self._h5, self.path)
-        self.places = spectral_datasets(self._direct, spectral, spatial)
-
-    def write(self, start: int, result) -> None:
-        if self.kind == "memory":
-            for name, values in result.maps.items():
-                self.maps[name][start:start + len(values)] = values
+        SpectralKernel(info.energies_ev, params).edge(np.zeros((len(info.energies_ev), 1), np.float32))
+    results = path.parent / f"bench_spectral_maps_{os.getpid()}.h5"
+    # as analyze_stack: two sets of float32 map buffers for the writer; spectral-fresh: new
+    # float64 maps per slab (the path before the buffers)
+    reuse = EdgePhaseWriter.MAP_SETS if kind == "spectral" else 0
+    with no_huge_pages(), h5py.File(results, "w") as out:
+        cpu0 = _cpu_seconds()
+        t0 = time.perf_counter()
+        slabs = edge_slabs(info, params, spectral=spectral, workers=workers, reuse_maps=reuse)
+        if sink == "file":
+            with EdgePhaseWriter(out, results, spatial, spectral) as writer:
+                for start, _, res in slabs:
+                    writer.write(start, res)
+            edge = writer.edge
         else:
-            from txmdb.pipeline import write_spectral
-
-            write_spectral(self._direct, self.places, start, result)
-
-    def read(self, name: str) -> np.ndarray:
-        if self.kind == "memory":
-            return self.maps[name]
-        dataset, row = self.places[name]
-        return self._h5[dataset][()] if row is None else self._h5[dataset][row]
-
-    def close(self) -> None:
-        if self.kind == "file":
-            self._direct.close()
-            self._h5.close()
-            self.path.unlink()                         # before its dirty pages go to the disk
+            edge = np.empty(spatial)
+            for start, stop, res in slabs:
+                edge[start:stop] = res.edge_ev
+        seconds = time.perf_counter() - t0
+        cpu = _cpu_seconds() - cpu0
+        found = {}
+        if spectral is not None and sink == "file":
+            found = {"mean_fraction_NiO": float(np.nanmean(out["fractions"][0])),
+                     "white_line_found": int(np.isfinite(out["white_line_ev"][()]).sum())}
+    results.unlink()                                   # before its dirty pages go to the disk
+    return {"kind": kind, "seconds": seconds, "cpu_seconds": cpu, "voxels": int(np.prod(spatial)),
+            "valid": int(np.isfinite(edge).sum()), "rss_mb": _peak_rss_mb(), "sink": sink, **found}
 
 
 def _cpu_seconds() -> float:
@@ -239,7 +220,8 @@ def main() -> None:
     ap.add_argument("--kinds", default="edge,spectral",
                     help="passes, alternating: edge, spectral, spectral-fresh (float64 maps per slab)")
     ap.add_argument("--sink", default="file",
-                    help="where the spectral maps go: file (a results file, as txm analyze) or memory")
+                    help="file: both passes write their maps to a results file as txm analyze does; "
+                         "none: nothing written (kernel and read alone)")
     ap.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
@@ -275,7 +257,7 @@ def main() -> None:
                          "cpu_ratio": round(cpu["spectral"] / cpu["edge"], 3),
                          "all_edge_s": [round(r["seconds"], 3) for r in runs["edge"]],
                          "all_spectral_s": [round(r["seconds"], 3) for r in runs["spectral"]],
-                         "valid": best["edge"]["valid"], "white_line_found": best["spectral"]["white_line_found"],
+                         "valid": best["edge"]["valid"], "white_line_found": best["spectral"].get("white_line_found"),
                          "load": [r["load"] for r in runs["edge"] + runs["spectral"]]}
         if "spectral-fresh" in runs:                  # the path before the buffers, same minutes
             fresh = runs["spectral-fresh"]

@@ -365,7 +365,7 @@ def edge_slabs(info, params: EdgeParameters, *, slab_size: int | None = None,
                on_slab: Callable[[int, int, np.ndarray, EdgeResult], None] | None = None,
                spectral: SpectralKernel | None = None,
                reader=None,
-               reuse_maps: bool = False,
+               reuse_maps: bool | int = False,
                ) -> Iterator[tuple[int, int, EdgeResult]]:
     """The edge phase in this process: ``(start, stop, EdgeResult)`` in slab order.
 
@@ -377,9 +377,11 @@ def edge_slabs(info, params: EdgeParameters, *, slab_size: int | None = None,
     With ``spectral`` the results are ``EdgeMaps``: the spectral maps from the same pass.
     ``reader``: a :class:`txmdb.io.single_read.SingleRead` of this stack in these slabs
     (unregistered), which reads the slabs instead of h5py and hashes the file on the way.
-    ``reuse_maps``: the spectral maps as float32 in one set of buffers that every slab
-    overwrites (:class:`~txmdb.analysis.spectral.MapBuffers`; no fresh maps and no float32
-    copy per slab), for a consumer done with a slab's maps before it asks for the next slab.
+    ``reuse_maps``: the spectral maps as float32 in sets of buffers reused in turn
+    (:class:`~txmdb.analysis.spectral.MapBuffers`; no fresh maps and no float32 copy per
+    slab): ``True`` (or 1), one set every slab overwrites, for a consumer done with a slab's
+    maps before it asks for the next slab; ``n``, n sets, for one done with them before it
+    asks for the n-th slab after (:class:`EdgePhaseWriter` writes them from its own thread).
     """
     from txmdb.io.hdf5 import iter_slabs
 
@@ -389,10 +391,10 @@ def edge_slabs(info, params: EdgeParameters, *, slab_size: int | None = None,
         slabs = reader.slabs()
     else:
         slabs = iter_slabs(info, slab_size, prefetch=True, **registered_read(registration))
-    buffers = spectral.map_buffers(np.float32) if spectral is not None and reuse_maps else None
-    for start, stop, mu in slabs:
+    sets = [spectral.map_buffers(np.float32) for _ in range(int(reuse_maps))] if spectral is not None else []
+    for i, (start, stop, mu) in enumerate(slabs):
         result = (kernel(mu, threads=workers) if spectral is None
-                  else spectral.with_edges(mu, threads=workers, out=buffers))
+                  else spectral.with_edges(mu, threads=workers, out=sets[i % len(sets)] if sets else None))
         if on_slab is not None:
             on_slab(start, stop, mu, result)
         yield start, stop, result
@@ -525,6 +527,72 @@ def write_spectral(maps: DirectMaps, places: dict[str, tuple[str, int | None]], 
     each reference's fraction is one contiguous write, no stacked copy."""
     for name, (dataset, row) in places.items():
         maps.write(dataset, start, result.maps[name], row=row)
+
+
+# The edge phase's own maps in the results file, with their stored dtypes.
+EDGE_DATASETS = (("edge_ev", np.float32), ("jump", np.float32), ("valid", bool))
+
+
+class EdgePhaseWriter:
+    """The edge phase's output, slab by slab: the float64 edge map in memory (``edge``) and
+    ``edge_ev``, ``jump``, ``valid`` and the spectral maps (:func:`spectral_datasets`) in the
+    results file (:class:`DirectMaps`). One implementation for :func:`analyze_stack` and
+    ``benchmarks/bench_spectral.py``.
+
+    A thread of its own does the work one slab behind the kernel: the float64 → float32
+    conversions and the ``pwrite`` of each slab's maps into the page cache (~0.5 CPU-s at
+    272³ with white line and LCF, mostly the kernel's page allocation, more with the page
+    cache full) then run beside the next slab's kernel instead of between two slabs on its
+    thread. :meth:`write` first waits for the slab before (re-raising its error), so a
+    slab's maps must stay intact until the next :meth:`write` returns: two sets of reused
+    map buffers (``edge_slabs(reuse_maps=EdgePhaseWriter.MAP_SETS)``). Use it as a context
+    manager; leaving it waits for the last write (and re-raises its error unless another
+    one is on its way out).
+    """
+
+    MAP_SETS = 2
+
+    def __init__(self, out, path, spatial: tuple[int, ...], spectral: SpectralKernel | None):
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.edge = np.empty(spatial, dtype=np.float64)
+        self._direct = DirectMaps(out, path)
+        try:
+            for name, dtype in EDGE_DATASETS:
+                self._direct.create(name, spatial, dtype)
+            self._places = spectral_datasets(self._direct, spectral, spatial)
+        except BaseException:
+            self._direct.close()
+            raise
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="txmdb-write")
+        self._pending = None
+
+    def write(self, start: int, result: EdgeResult) -> None:
+        """Queue slab ``[start, start + len)``'s results, once the slab before is written."""
+        self._wait()
+        self._pending = self._pool.submit(self._write_now, start, result)
+
+    def _write_now(self, start: int, result: EdgeResult) -> None:
+        self.edge[start:start + len(result.edge_ev)] = result.edge_ev
+        write_spectral(self._direct, self._places, start, result)
+        for name, _ in EDGE_DATASETS:
+            self._direct.write(name, start, getattr(result, name))
+
+    def _wait(self) -> None:
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.result()
+
+    def __enter__(self) -> "EdgePhaseWriter":
+        return self
+
+    def __exit__(self, kind, exc, tb) -> None:
+        try:
+            if kind is None:
+                self._wait()
+        finally:
+            self._pool.shutdown(wait=True)            # no write left on the descriptor closed next
+            self._direct.close()
 
 
 def registered_read(registration: AppliedRegistration | None) -> dict[str, Any]:
@@ -834,7 +902,7 @@ def analyze_stack(info, options: AnalysisOptions, *, results_path: Path,
             return edge_slabs(info, params, slab_size=slab_size, workers=options.workers,
                               registration=options.registration,
                               on_slab=None if sample is None else sample.add_slab, spectral=spectral,
-                              reader=reader, reuse_maps=True)     # each slab's maps written below at once
+                              reader=reader, reuse_maps=EdgePhaseWriter.MAP_SETS)     # written below
     total_units = len(slab_bounds(info, slab_size)) + 1 + len(options.bin_factors) * len(options.gradient_maps)
     if options.clusters:                          # labels, and the sample when not in the edge pass
         total_units += (1 if sample is not None else 2) * len(slab_bounds(info, slab_size))
@@ -857,21 +925,11 @@ def analyze_stack(info, options: AnalysisOptions, *, results_path: Path,
     with atomic_output(results_path) as tmp:
         with h5py.File(tmp, "w") as out:
             t0 = time.perf_counter()
-            edge = np.empty(spatial, dtype=np.float64)
-            direct = DirectMaps(out, tmp)
-            try:
-                for name, dtype in (("edge_ev", np.float32), ("jump", np.float32), ("valid", bool)):
-                    direct.create(name, spatial, dtype)
-                d_spectral = spectral_datasets(direct, spectral, spatial)
+            with EdgePhaseWriter(out, tmp, spatial, spectral) as writer:
                 for start, stop, res in edge_source(info, options.params, slab_size):
-                    write_spectral(direct, d_spectral, start, res)
-                    edge[start:stop] = res.edge_ev
-                    direct.write("edge_ev", start, res.edge_ev)
-                    direct.write("jump", start, res.jump)
-                    direct.write("valid", start, res.valid)
+                    writer.write(start, res)
                     tick()
-            finally:
-                direct.close()
+            edge = writer.edge
             t_edge = time.perf_counter() - t0
             t0 = time.perf_counter()
             cluster_tables = cluster_map(info, options, edge, out, slab_size=slab_size, tick=tick,
