@@ -87,8 +87,6 @@ from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import numpy as np
-from scipy import fft as sfft
-from scipy import ndimage as ndi
 
 from txmdb.analysis._memory import no_cyclic_gc as _no_cyclic_gc, no_huge_pages as _no_huge_pages
 from txmdb.vocabulary import REGISTRATION_MIN_ROI_VOXELS
@@ -609,7 +607,9 @@ def _gaussian(img: np.ndarray, sigma: float) -> np.ndarray:
     scipy's filter was the working images' largest cost (σ = 4: 33 taps per axis)."""
     kernel = _numba()
     if kernel is None or img.dtype != np.float32 or img.ndim not in (2, 3):
-        return ndi.gaussian_filter(img, sigma, mode="nearest")
+        from scipy import ndimage     # (only here: its import is 0.03 CPU s of every register)
+
+        return ndimage.gaussian_filter(img, sigma, mode="nearest")
     radius = int(4.0 * float(sigma) + 0.5)
     x = np.arange(-radius, radius + 1)
     phi = np.exp(-0.5 / (float(sigma) * float(sigma)) * x ** 2)
@@ -704,11 +704,10 @@ def _bounded_correlation(ref: np.ndarray, mov: np.ndarray, reach: float,
     r = int(math.floor(reach))
     c = np.round(centre).astype(int)
     m = int(np.abs(c).max()) + r
-    size = [sfft.next_fast_len(n + m + 1, real=True) for n in shape]
-    cc = sfft.irfftn(np.conj(_spectrum(ref, size, ref_spectra, workers)) * _spectrum(mov, size, mov_spectra, workers),
-                     size, workers=workers)
+    size = [_pocketfft().good_size(n + m + 1, True) for n in shape]     # scipy.fft.next_fast_len(…, real=True)
     idx = [np.arange(ck - r, ck + r + 1) for ck in c]
-    sub = cc[np.ix_(*[i % n for i, n in zip(idx, size)])]
+    sub = _irfftn_at(np.conj(_spectrum(ref, size, ref_spectra, workers)) * _spectrum(mov, size, mov_spectra, workers),
+                     size, idx, workers)
     k = np.unravel_index(int(np.argmax(sub)), sub.shape)
     d = np.array([idx[axis][k[axis]] for axis in range(len(shape))], dtype=np.float64)
     for axis in range(len(shape)):
@@ -728,10 +727,79 @@ def _spectrum(image: np.ndarray, size: list[int], cache: dict | None, workers: i
     key = tuple(size)
     if cache is not None and key in cache:
         return cache[key]
-    spectrum = sfft.rfftn(image, size, workers=workers)
+    spectrum = _rfftn(image, size, workers)
     if cache is not None:
         cache[key] = spectrum
     return spectrum
+
+
+@functools.cache
+def _pocketfft():
+    """scipy's pocketfft module, the one ``scipy.fft`` runs its transforms with (the same
+    numbers), loaded from its file without the ``scipy.fft`` package: that package's import
+    (its array-API layer, ``scipy.special`` for fftlog) was 0.12 CPU s of every ``txm
+    register``, which uses four of its functions. Through the package when the file is not
+    where scipy keeps it."""
+    import importlib.machinery
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    name = "scipy.fft._pocketfft.pypocketfft"
+    if name in sys.modules:
+        return sys.modules[name]
+    try:
+        import scipy
+
+        folder = Path(scipy.__file__).parent / "fft" / "_pocketfft"
+        path = next(folder / f"pypocketfft{suffix}" for suffix in importlib.machinery.EXTENSION_SUFFIXES
+                    if (folder / f"pypocketfft{suffix}").is_file())
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        if all(hasattr(module, f) for f in ("r2c", "c2c", "c2r", "good_size")):
+            return module
+    except (ImportError, OSError, StopIteration, AttributeError):  # pragma: no cover - another scipy layout
+        pass
+    from scipy.fft._pocketfft import pypocketfft  # pragma: no cover
+
+    return pypocketfft  # pragma: no cover
+
+
+def _rfftn(image: np.ndarray, size: Sequence[int], workers: int) -> np.ndarray:
+    """``scipy.fft.rfftn(image, size, workers=workers)`` (``size`` ≥ the image's shape), bit
+    for bit, without transforming the zero padding: pocketfft transforms the last axis,
+    then the others in order, line by line, and a line of zeros stays zeros; here each
+    axis runs only over the lines that hold data so far, in the same order (the padding
+    is 15-40 % of a correlation's transform volume)."""
+    pfft = _pocketfft()
+    a = np.asarray(image)
+    if a.dtype not in (np.float32, np.float64):
+        a = a.astype(np.float64)                     # (scipy's conversion of other types)
+    d = a.ndim
+    padded = np.zeros(a.shape[:-1] + (size[-1],), a.dtype)
+    padded[..., :a.shape[-1]] = a
+    out = np.zeros(tuple(size[:-1]) + (size[-1] // 2 + 1,), np.result_type(a.dtype, np.complex64))
+    pfft.r2c(padded, (d - 1,), True, 0, out[tuple(slice(0, n) for n in a.shape[:-1])], workers)
+    for k in range(d - 1):
+        part = out[(slice(None),) * (k + 1) + tuple(slice(0, n) for n in a.shape[k + 1:-1])]
+        pfft.c2c(part, (k,), True, 0, part, workers)
+    return out
+
+
+def _irfftn_at(spectrum: np.ndarray, size: Sequence[int], idx: Sequence[np.ndarray], workers: int) -> np.ndarray:
+    """``scipy.fft.irfftn(spectrum, size, workers=workers)[np.ix_(*[i % n for i, n in zip(idx,
+    size)])]``, bit for bit, transforming only what those outputs need: pocketfft's axes in
+    its order (the first ones complex, the last complex-to-real), each next axis only at the
+    positions kept along the previous ones, its normalisation ``1/N`` (float, from long
+    double) applied to the outputs as its last pass does."""
+    pfft = _pocketfft()
+    d = spectrum.ndim
+    y = spectrum
+    for k in range(d - 1):
+        y = pfft.c2c(y, (k,), False, 0, None, workers).take(np.asarray(idx[k]) % size[k], axis=k)
+    out = pfft.c2r(y, (d - 1,), int(size[-1]), False, 0, None, workers).take(np.asarray(idx[-1]) % size[-1], axis=d - 1)
+    return out * out.dtype.type(1 / np.longdouble(math.prod(size)))
 
 
 def _box_slices(lo, hi) -> tuple[slice, ...]:
