@@ -8,6 +8,10 @@ Each query declares the filters it honours (:data:`QUERIES`, names from
 :data:`txmdb.vocabulary.FILTERS`); a filter it does not declare raises
 :class:`~txmdb.errors.FilterError` instead of being ignored. Filters of several values bind
 with SQL ``IN``.
+
+A query that is one statement returns it (:class:`_Statement`) to :func:`declares`' wrapper,
+which runs it as a DataFrame; ``QUERY.rows(catalog, **filters)`` runs it as :class:`Rows`
+instead (the web pages: a DataFrame cost more than the statement).
 """
 
 from __future__ import annotations
@@ -91,41 +95,110 @@ def declares(name: str, filters: Sequence[str], parameters: Sequence = ()):
         raise AssertionError(f"query {name}: unknown filters {sorted(unknown)}")
 
     def register(function: Callable) -> Callable:
-        @functools.wraps(function)
-        def checked(catalog, **values):
+        def run(catalog, values: dict):
             spec.check(values)
             # Filters left at "no filter" are dropped, so the function's defaults apply.
             return function(catalog, **{k: v for k, v in values.items() if k not in FILTERS or FILTERS[k].given(v)})
 
+        @functools.wraps(function)
+        def checked(catalog, **values) -> pd.DataFrame:
+            result = run(catalog, values)
+            return result.frame(catalog) if isinstance(result, _Statement) else result
+
+        def rows(catalog, **values) -> Rows:
+            """The query's :class:`Rows` (a query of one statement; the others are computed in pandas)."""
+            result = run(catalog, values)
+            if not isinstance(result, _Statement):  # programming error
+                raise TypeError(f"query {name} is computed in pandas: it has no rows")
+            return result.rows(catalog)
+
         spec = Query(name, checked, tuple(filters), tuple(parameters))
         QUERIES[name] = spec
-        checked.query = spec
+        checked.query, checked.rows = spec, rows
         return checked
 
     return register
 
 
-def _frame(catalog, stmt: Select, params: dict | None = None, *, integers: Sequence[str] = ()) -> pd.DataFrame:
-    """The rows of ``stmt`` (``params`` bound); columns ``integers`` as nullable integers (Int64)."""
+@dataclass(frozen=True)
+class Rows:
+    """A query's rows as the database driver gives them (SQL NULL is None), without a DataFrame.
+
+    ``keys``: the column names; ``rows``: a tuple-like row each; ``integers``: the columns
+    :meth:`frame` makes nullable integers (Int64).
+    """
+
+    keys: tuple[str, ...]
+    rows: list
+    integers: tuple[str, ...] = ()
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def column(self, key: str) -> list:
+        i = self.keys.index(key)
+        return [row[i] for row in self.rows]
+
+    def records(self) -> list[dict]:
+        return [dict(zip(self.keys, row)) for row in self.rows]
+
+    def where(self, key: str, value) -> Rows:
+        """The rows whose column ``key`` equals ``value``."""
+        i = self.keys.index(key)
+        return Rows(self.keys, [row for row in self.rows if row[i] == value], self.integers)
+
+    def frame(self) -> pd.DataFrame:
+        keys, rows, integers = list(self.keys), self.rows, self.integers
+        if not rows:
+            frame = pd.DataFrame(columns=keys)  # object columns, so merges on empty results still work
+            for key in integers:
+                frame[key] = frame[key].astype("Int64")
+            return frame
+        # Column by column, so list-valued cells (JSON columns) stay single objects; the integer
+        # columns made Int64 at once (an object column converted after cost 0.3-1.5 ms a frame).
+        # Without ``columns=`` when the names are distinct (the dict keeps their order): pandas then
+        # skips a reindex of the dict, 0.1-0.8 ms of each frame's ~0.5-4 ms (docs/performance.md).
+        columns = {key: list(values) for key, values in zip(keys, zip(*rows))}
+        for key in integers:
+            columns[key] = pd.array(columns[key], dtype="Int64")
+        return pd.DataFrame(columns) if len(columns) == len(keys) else pd.DataFrame(columns, columns=keys)
+
+
+def _rows(catalog, stmt: Select, params: dict | None = None, integers: Sequence[str] = ()) -> Rows:
     from txmdb.db.engine import read_connection
 
     with read_connection(catalog.engine) as conn:
         result = conn.execute(stmt, params)
-        keys = list(result.keys())
-        rows = result.fetchall()
-    if not rows:
-        frame = pd.DataFrame(columns=keys)  # object columns, so merges on empty results still work
-        for key in integers:
-            frame[key] = frame[key].astype("Int64")
+        return Rows(tuple(result.keys()), result.fetchall(), tuple(integers))
+
+
+def _frame(catalog, stmt: Select, params: dict | None = None, *, integers: Sequence[str] = ()) -> pd.DataFrame:
+    """The rows of ``stmt`` (``params`` bound); columns ``integers`` as nullable integers (Int64)."""
+    return _rows(catalog, stmt, params, integers).frame()
+
+
+@dataclass(frozen=True)
+class _Statement:
+    """A query of one statement: ``stmt`` with ``params`` bound, the columns ``integers`` of its
+    DataFrame nullable integers, and ``convert``: (column, function) pairs applied to each value."""
+
+    stmt: Select
+    params: dict
+    integers: tuple[str, ...] = ()
+    convert: tuple = ()
+
+    def frame(self, catalog) -> pd.DataFrame:
+        frame = _frame(catalog, self.stmt, self.params, integers=self.integers)
+        for key, function in self.convert:
+            frame[key] = frame[key].map(function)
         return frame
-    # Column by column, so list-valued cells (JSON columns) stay single objects; the integer
-    # columns made Int64 at once (an object column converted after cost 0.3-1.5 ms a frame).
-    # Without ``columns=`` when the names are distinct (the dict keeps their order): pandas then
-    # skips a reindex of the dict, 0.1-0.8 ms of each frame's ~0.5-4 ms (docs/performance.md).
-    columns = {key: list(values) for key, values in zip(keys, zip(*rows))}
-    for key in integers:
-        columns[key] = pd.array(columns[key], dtype="Int64")
-    return pd.DataFrame(columns) if len(columns) == len(keys) else pd.DataFrame(columns, columns=keys)
+
+    def rows(self, catalog) -> Rows:
+        rows = _rows(catalog, self.stmt, self.params, self.integers)
+        for key, function in self.convert:
+            i = rows.keys.index(key)
+            rows = Rows(rows.keys, [(*row[:i], function(row[i]), *row[i + 1:]) for row in rows.rows], rows.integers)
+        return rows
 
 
 @functools.cache  # statements are immutable: build the alias once (its column proxies cost ~1 ms a time)
@@ -186,8 +259,8 @@ def _map_names(values) -> list[str]:
     return [parse_map(v).name for v in _as_list(values)]
 
 
-def _stats(catalog, model, *, analysis=None, bin=None, weighted=None, particle=None, scan_level=False,
-           map=None, default_map: str | None = DEFAULT_MAP, order: Sequence[str] = (), **filters) -> pd.DataFrame:
+def _stats(model, *, analysis=None, bin=None, weighted=None, particle=None, scan_level=False,
+           map=None, default_map: str | None = DEFAULT_MAP, order: Sequence[str] = (), **filters) -> _Statement:
     """Rows of a statistics table (the model's columns) with sample, scan and analysis beside them.
 
     Only the filters the calling query declares reach here, so each applies to ``model``.
@@ -199,7 +272,7 @@ def _stats(catalog, model, *, analysis=None, bin=None, weighted=None, particle=N
     params.update(_scan_params(**filters))
     stmt = _stats_select(model, tuple(order), frozenset(params), None if weighted is None else bool(weighted),
                          bool(scan_level))
-    return _frame(catalog, stmt, params, integers=["particle"])
+    return _Statement(stmt, params, ("particle",))
 
 
 @functools.cache  # one statement per table, order and shape of filters (a few dozen in use)
@@ -223,52 +296,52 @@ def _stats_select(model, order: tuple[str, ...], given: frozenset, weighted: boo
 
 
 @declares("theta", (*_BINNED_FILTERS, "weighted"))
-def theta(catalog, **filters) -> pd.DataFrame:
+def theta(catalog, **filters) -> _Statement:
     """θ histograms (probability and sin θ reference per 5° bin), per scan and particle."""
-    return _stats(catalog, m.ThetaHistogram, order=["bin_factor", "weighted", "theta_lo"], **filters)
+    return _stats(m.ThetaHistogram, order=["bin_factor", "weighted", "theta_lo"], **filters)
 
 
 @declares("vector-size", _BINNED_FILTERS)
-def vector_size(catalog, **filters) -> pd.DataFrame:
+def vector_size(catalog, **filters) -> _Statement:
     """|u| statistics (n, mean, median, p90) in the nine folded θ groups."""
-    return _stats(catalog, m.VectorSizeStat, order=["bin_factor", "phi_lo"], **filters)
+    return _stats(m.VectorSizeStat, order=["bin_factor", "phi_lo"], **filters)
 
 
 @declares("vector-size-histogram", _BINNED_FILTERS)
-def vector_size_histogram(catalog, **filters) -> pd.DataFrame:
+def vector_size_histogram(catalog, **filters) -> _Statement:
     """Histograms of |u| per folded θ group."""
-    return _stats(catalog, m.VectorSizeHistogram, order=["bin_factor", "phi_lo", "u_lo"], **filters)
+    return _stats(m.VectorSizeHistogram, order=["bin_factor", "phi_lo", "u_lo"], **filters)
 
 
 @declares("u-theta", _BINNED_FILTERS)
-def u_theta(catalog, **filters) -> pd.DataFrame:
+def u_theta(catalog, **filters) -> _Statement:
     """Mean |u| against θ."""
-    return _stats(catalog, m.UThetaProfile, order=["bin_factor", "theta_lo"], **filters)
+    return _stats(m.UThetaProfile, order=["bin_factor", "theta_lo"], **filters)
 
 
 @declares("gradient", _BINNED_FILTERS)
-def gradient_summary(catalog, **filters) -> pd.DataFrame:
+def gradient_summary(catalog, **filters) -> _Statement:
     """Per scan/particle and binning factor: n vectors, mean |u|, tangential excess, KL divergence."""
-    return _stats(catalog, m.GradientSummary, order=["bin_factor"], **filters)
+    return _stats(m.GradientSummary, order=["bin_factor"], **filters)
 
 
 @declares("edge-histogram", _SCAN_LEVEL_FILTERS)
-def edge_histogram(catalog, **filters) -> pd.DataFrame:
+def edge_histogram(catalog, **filters) -> _Statement:
     """Edge-energy histograms per scan and particle."""
-    return _stats(catalog, m.EdgeHistogram, order=["edge_lo_ev"], **filters)
+    return _stats(m.EdgeHistogram, order=["edge_lo_ev"], **filters)
 
 
 @declares("depth-profile", _SCAN_LEVEL_FILTERS)
-def depth_profile(catalog, **filters) -> pd.DataFrame:
+def depth_profile(catalog, **filters) -> _Statement:
     """Edge energy against depth below the particle surface."""
-    return _stats(catalog, m.DepthProfile, order=["depth_lo_vox"], **filters)
+    return _stats(m.DepthProfile, order=["depth_lo_vox"], **filters)
 
 
 # Particles are defined once, from the edge map's validity: they are of no other map.
 @declares("particles", tuple(f for f in _STATISTICS_FILTERS if f != "map"))
-def particles(catalog, **filters) -> pd.DataFrame:
+def particles(catalog, **filters) -> _Statement:
     """Particles: size, centroid, equivalent radius, edge-energy mean and spread."""
-    return _stats(catalog, m.Particle, **filters)
+    return _stats(m.Particle, **filters)
 
 
 def _of_analyses(model, given: frozenset) -> Select:
@@ -298,10 +371,10 @@ def _latest_of(model) -> Select:
     return _joined(model).where(_is_latest())
 
 
-def _analysis_rows(catalog, model, *, analysis=None, order: Sequence[str] = (), **filters) -> pd.DataFrame:
+def _analysis_rows(model, *, analysis=None, order: Sequence[str] = (), **filters) -> _Statement:
     """Rows of a per-analysis table without particles (the model's columns), sample, scan and analysis beside."""
     params = {**_bound(analysis=analysis), **_scan_params(**filters)}
-    return _frame(catalog, _analysis_rows_select(model, tuple(order), frozenset(params)), params)
+    return _Statement(_analysis_rows_select(model, tuple(order), frozenset(params)), params)
 
 
 @functools.cache
@@ -311,33 +384,33 @@ def _analysis_rows_select(model, order: tuple[str, ...], given: frozenset) -> Se
 
 
 @declares("clusters", (*_SCAN_FILTERS, "analysis"))
-def clusters(catalog, **filters) -> pd.DataFrame:
+def clusters(catalog, **filters) -> _Statement:
     """Phase clusters (txm analyze --clusters): each cluster's size and mean normalised spectrum over the edge window.
 
     One row per cluster and energy: ``n_voxels`` voxels carry the label ``cluster`` (as in the
     results file's ``/cluster`` map); ``mean_norm`` is their mean normalised absorbance.
     """
-    return _analysis_rows(catalog, m.ClusterSpectrum, order=["cluster", "energy_index"], **filters)
+    return _analysis_rows(m.ClusterSpectrum, order=["cluster", "energy_index"], **filters)
 
 
 @declares("pca", (*_SCAN_FILTERS, "analysis"))
-def pca(catalog, **filters) -> pd.DataFrame:
+def pca(catalog, **filters) -> _Statement:
     """PCA of the spectra the phase clusters were fitted on: explained-variance ratio per component."""
-    return _analysis_rows(catalog, m.PCAVariance, order=["component"], **filters)
+    return _analysis_rows(m.PCAVariance, order=["component"], **filters)
 
 
 @declares("maps", _SCAN_LEVEL_FILTERS)
-def maps(catalog, **filters) -> pd.DataFrame:
+def maps(catalog, **filters) -> _Statement:
     """Per analysis, map and particle (empty: whole scan): n_valid, mean, std, p05, p50, p95 of the map's values.
 
     Over the particle voxels where the map is valid; every map of the analysis unless --map
     names some.
     """
-    return _stats(catalog, m.MapSummary, default_map=None, **filters)
+    return _stats(m.MapSummary, default_map=None, **filters)
 
 
 @declares("scans", (*_SCAN_FILTERS, "status"))
-def scans(catalog, *, sample=None, morphology=None, state=None, scan=None, status=None) -> pd.DataFrame:
+def scans(catalog, *, sample=None, morphology=None, state=None, scan=None, status=None) -> _Statement:
     """TXM scans with their latest finished analysis (if any), and the status of their newest one.
 
     ``registration_id`` is the registration that analysis applied (NULL: none).
@@ -345,9 +418,13 @@ def scans(catalog, *, sample=None, morphology=None, state=None, scan=None, statu
     way or failed; ``status`` filters on it.
     """
     params = {**_scan_params(sample=sample, morphology=morphology, state=state, scan=scan), **_bound(status=status)}
-    frame = _frame(catalog, _scans_filtered(frozenset(params)), params, integers=["analysis_id", "registration_id"])
-    frame["shape"] = frame["shape"].map(lambda s: "×".join(map(str, s)) if isinstance(s, list) else s)
-    return frame
+    return _Statement(_scans_filtered(frozenset(params)), params, ("analysis_id", "registration_id"),
+                      (("shape", _shape_text),))
+
+
+def _shape_text(shape):
+    """A scan's shape as text: 60×100×100."""
+    return "×".join(map(str, shape)) if isinstance(shape, list) else shape
 
 
 @functools.cache  # one statement per shape of filters
@@ -390,11 +467,11 @@ def _scans_select() -> tuple[Select, sa.ColumnElement]:
 
 
 @declares("analyses", ("scan", "status"))
-def analyses(catalog, *, scan=None, status=None) -> pd.DataFrame:
+def analyses(catalog, *, scan=None, status=None) -> _Statement:
     """Analyses of TXM scans: status (and error), the registration applied (NULL: none), version,
     times, results file and its SHA-256."""
     params = _bound(scan=scan, status=status)
-    return _frame(catalog, _analyses_select(frozenset(params)), params, integers=["registration_id"])
+    return _Statement(_analyses_select(frozenset(params)), params, ("registration_id",))
 
 
 @functools.cache  # one statement per shape of filters (as every query's below)
@@ -410,13 +487,13 @@ def _analyses_select(given: frozenset) -> Select:
 
 
 @declares("registrations", ("sample", "scan", "registration"))
-def registrations(catalog, *, sample=None, scan=None, registration=None) -> pd.DataFrame:
+def registrations(catalog, *, sample=None, scan=None, registration=None) -> _Statement:
     """Energy-stack registrations: per energy the shift s_e (voxels; shift_z empty in 2-D) and its quality.
 
     DESIGN §10: the sample had moved by s_e at that energy, registered_e(x) = raw_e(x + s_e).
     """
     params = _bound(sample=sample, scan=scan, registration=registration)
-    return _frame(catalog, _registrations_select(frozenset(params)), params)
+    return _Statement(_registrations_select(frozenset(params)), params)
 
 
 @functools.cache
@@ -442,10 +519,10 @@ def _where_cells(stmt: Select, given: frozenset) -> Select:
 
 
 @declares("cycles", (*_CELL_FILTERS, "cycle"))
-def cycles(catalog, *, sample=None, cell=None, morphology=None, cycle=None, run=None) -> pd.DataFrame:
+def cycles(catalog, *, sample=None, cell=None, morphology=None, cycle=None, run=None) -> _Statement:
     """Per-cycle capacities, efficiency, energies, voltages and voltage drop of every cycling run."""
     params = _bound(cycle=cycle, run=run, sample=sample, cell=cell, morphology=morphology)
-    return _frame(catalog, _cycles_select(frozenset(params)), params)
+    return _Statement(_cycles_select(frozenset(params)), params)
 
 
 @functools.cache
@@ -497,10 +574,10 @@ def retention(catalog, *, cycle: int, reference: int | None = None, **filters) -
 
 
 @declares("xas", ("sample", "morphology", "state", "edge", "mode"))
-def xas(catalog, *, sample=None, morphology=None, state=None, edge=None, mode=None) -> pd.DataFrame:
+def xas(catalog, *, sample=None, morphology=None, state=None, edge=None, mode=None) -> _Statement:
     """XAS results: half-height and derivative edge energies, L3 ratios."""
     params = _bound(state=state, edge=edge, mode=mode, sample=sample, morphology=morphology)
-    return _frame(catalog, _xas_select(frozenset(params)), params)
+    return _Statement(_xas_select(frozenset(params)), params)
 
 
 @functools.cache
@@ -518,10 +595,10 @@ def _xas_select(given: frozenset) -> Select:
 
 
 @declares("xrd", ("sample", "morphology", "state"))
-def xrd(catalog, *, sample=None, morphology=None, state=None) -> pd.DataFrame:
+def xrd(catalog, *, sample=None, morphology=None, state=None) -> _Statement:
     """XRD results: (003)/(104) ratio and lattice parameters."""
     params = _bound(state=state, sample=sample, morphology=morphology)
-    return _frame(catalog, _xrd_select(frozenset(params)), params)
+    return _Statement(_xrd_select(frozenset(params)), params)
 
 
 @functools.cache
@@ -537,10 +614,10 @@ def _xrd_select(given: frozenset) -> Select:
 
 
 @declares("samples", ("sample", "morphology"))
-def samples(catalog, *, sample=None, morphology=None) -> pd.DataFrame:
+def samples(catalog, *, sample=None, morphology=None) -> _Statement:
     """Samples: material, morphology, orientation, composition, provenance."""
     params = _bound(sample=sample, morphology=morphology)
-    return _frame(catalog, _samples_select(frozenset(params)), params)
+    return _Statement(_samples_select(frozenset(params)), params)
 
 
 @functools.cache

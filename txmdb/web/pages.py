@@ -97,20 +97,60 @@ def table(frame, *, links: dict[str, Callable[[dict], str | None]] | None = None
     """A DataFrame as the rows of ``_macros.data_table``: text cells, links where ``links`` say."""
     from pandas.api.types import is_numeric_dtype
 
-    links = links or {}
-    status = set(status)
     columns = list(frame.columns)
     # From the dtypes, not frame[c] (a Series made per column: ~1 % of a page's CPU).
     numeric = {c for c, dtype in zip(columns, frame.dtypes) if is_numeric_dtype(dtype) and dtype != bool}
+    records = frame.head(limit).to_dict("records") if not frame.empty else ()  # (to_dict costs even then)
+    return _table(columns, numeric, records, len(frame), links, status, empty)
+
+
+def rows_table(rows, *, drop: Iterable[str] = (), status: Iterable[str] = (), limit: int = PAGE_ROWS,
+               empty: str | None = None) -> dict:
+    """A query's :class:`~txmdb.query.Rows` (without the columns ``drop``) as :func:`table` shows the
+    same rows as a DataFrame: the same texts and number columns, without making one."""
+    dropped = set(drop)
+    keep = [i for i, key in enumerate(rows.keys) if key not in dropped]
+    columns = [rows.keys[i] for i in keep]
+    shown = [dict.fromkeys(columns) for _ in rows.rows[:limit]]
+    numeric = set()
+    for i, key in zip(keep, columns):
+        is_numeric, as_float = _frame_column(rows.rows, i, key in rows.integers)
+        if is_numeric:
+            numeric.add(key)
+        for record, row in zip(shown, rows.rows):
+            value = row[i]
+            record[key] = float(value) if as_float and value is not None else value
+    return _table(columns, numeric, shown, len(rows), None, status, empty)
+
+
+def _frame_column(rows, i: int, integer: bool) -> tuple[bool, bool]:
+    """Whether column ``i`` of ``rows`` is numeric in a DataFrame, and whether its numbers are floats
+    there: pandas makes whole numbers beside a NULL or a fractional number a float column (the page
+    then shows 1234567 as 1.23457e+06). ``integer``: made Int64, numeric, whole numbers kept."""
+    if integer:
+        return True, False
+    kinds = {type(row[i]) for row in rows}
+    null = type(None) in kinds
+    kinds.discard(type(None))
+    if not kinds or not kinds <= {int, float}:  # bool is no int here: bool and object columns are not numeric
+        return False, False
+    return True, null or float in kinds
+
+
+def _table(columns: list[str], numeric: set[str], records: Iterable[dict], total: int,
+           links: dict[str, Callable[[dict], str | None]] | None, status: Iterable[str], empty: str | None) -> dict:
+    """The first rows of a table (``records``: column name to value) as text cells."""
+    links = links or {}
+    status = set(status)
     rows = []
-    for record in frame.head(limit).to_dict("records") if not frame.empty else ():  # (to_dict costs even then)
+    for record in records:
         row = []
         for c in columns:
             text = _text(record[c])
             href = links[c](record) if c in links and text else None
             row.append({"text": text, "href": href, "num": c in numeric, "status": c in status and bool(text)})
         rows.append(row)
-    return {"columns": columns, "rows": rows, "total": len(frame), "empty": empty}
+    return {"columns": columns, "rows": rows, "total": total, "empty": empty}
 
 
 # --------------------------------------------------------------------------- dashboard
@@ -328,24 +368,27 @@ def cycling_plots(cycles) -> list[dict]:
 
 
 def xas_plots(catalog, xas) -> tuple[list[dict], list[str]]:
-    """Normalised spectra overlaid, one plot per edge and mode kind; notes for unreadable spectra."""
+    """Normalised spectra overlaid, one plot per edge and mode kind; notes for unreadable spectra.
+
+    ``xas``: query.xas' :class:`~txmdb.query.Rows`.
+    """
     import sqlalchemy as sa
 
     from txmdb.db.engine import read_connection
     from txmdb.db.models import XASMeasurement
     from txmdb.errors import StoreFileError
 
-    if xas.empty:
+    if not xas.rows:
         return [], []
-    ids = [int(i) for i in xas["measurement_id"]]
+    ids = xas.column("measurement_id")
     with read_connection(catalog.engine) as connection:
         files = {i: (p, s) for i, p, s in connection.execute(
             sa.select(XASMeasurement.id, XASMeasurement.spectrum_path, XASMeasurement.spectrum_sha256)
             .where(XASMeasurement.id.in_(ids)))}
     plots: dict[tuple[str, str], dict] = {}
     notes = []
-    for row in xas.to_dict("records"):
-        path, sha256 = files[int(row["measurement_id"])]
+    for row in xas.records():
+        path, sha256 = files[row["measurement_id"]]
         try:
             data = catalog.store.read_parquet(path, sha256, columns=["energy_ev", "normalized"])
         except StoreFileError as exc:
@@ -384,26 +427,24 @@ def sample_page(request: Request, name: str, user=Viewer):
     from txmdb import query
 
     catalog, root = _catalog(request), _root(request)
-    info = query.samples(catalog, sample=[name])
-    if info.empty:
+    # Rows, not DataFrames, where the page only shows them (frames cost more than the statements).
+    info = query.samples.rows(catalog, sample=[name])
+    if not info.rows:
         raise NotFoundError(f"no sample named {name!r}; see the samples page")
-    record = info.iloc[0].to_dict()
-    fields = [(k.replace("_", " "), _text(v)) for k, v in record.items() if k != "sample"]
-    cycles = query.cycles(catalog, sample=[name])
-    xas = query.xas(catalog, sample=[name])
+    fields = [(k.replace("_", " "), _text(v)) for k, v in info.records()[0].items() if k != "sample"]
+    cycles = query.cycles.rows(catalog, sample=[name])
+    xas = query.xas.rows(catalog, sample=[name])
     spectra, notes = xas_plots(catalog, xas)
-    scans = query.scans(catalog, sample=[name])
-    shown = scans[["scan_id", "state", "shape", "mean_edge_ev", "analysis_id"]]  # to_dict costs by the column
-    scan_cards = [{"id": int(r["scan_id"]), "state": r["state"], "shape": r["shape"],
+    scan_cards = [{"id": r["scan_id"], "state": r["state"], "shape": r["shape"],
                    "mean_edge_ev": _text(r["mean_edge_ev"]), "thumbnail": _thumbnail(root, r)}
-                  for r in shown.to_dict("records")]
+                  for r in query.scans.rows(catalog, sample=[name]).records()]
     return _page(
         request, "sample.html", active="/samples", sample={"name": name, "fields": fields},
         cells=table(query.cells(catalog, sample=[name]).drop(columns=["sample"]), empty="No cells of this sample."),
-        cycling_plots=cycling_plots(cycles) if not cycles.empty else [],
-        xas=table(xas.drop(columns=["sample"]), empty="No XAS measurements of this sample."),
+        cycling_plots=cycling_plots(cycles.frame()) if cycles.rows else [],
+        xas=rows_table(xas, drop=["sample"], empty="No XAS measurements of this sample."),
         xas_plots=spectra, xas_notes=notes,
-        xrd=table(query.xrd(catalog, sample=[name]).drop(columns=["sample"]), empty="No XRD results of this sample."),
+        xrd=rows_table(query.xrd.rows(catalog, sample=[name]), drop=["sample"], empty="No XRD results of this sample."),
         scans=scan_cards,
     )
 
@@ -411,30 +452,41 @@ def sample_page(request: Request, name: str, user=Viewer):
 # --------------------------------------------------------------------------- scans
 
 
-def _edge_rows(frame):
-    """The edge map's rows of a per-map statistics table."""
-    return frame[frame["map"] == "edge"]
+def _edge_rows(rows):
+    """The edge map's rows of a per-map statistics table (:class:`~txmdb.query.Rows`)."""
+    return rows.where("map", "edge")
+
+
+def _floats(rows, key: str):
+    """Column ``key`` of ``rows`` as a float array (NULL: NaN)."""
+    import numpy as np
+
+    return np.array(rows.column(key), dtype=float)
 
 
 def edge_plots(histogram, depth) -> list[dict]:
     """The edge-energy distribution of the voxels and the edge energy against depth (whole scan)."""
+    import numpy as np
+
     plots = []
     histogram, depth = _edge_rows(histogram), _edge_rows(depth)
-    if not histogram.empty:
-        rows = histogram.sort_values("edge_lo_ev")
-        rows = rows.assign(edge=(rows["edge_lo_ev"] + rows["edge_hi_ev"]) / 2)
-        width = float((rows["edge_hi_ev"] - rows["edge_lo_ev"]).iloc[0])
+    if histogram.rows:
+        lo, hi = _floats(histogram, "edge_lo_ev"), _floats(histogram, "edge_hi_ev")
+        order = np.argsort(lo, kind="stable")  # (the query's order already)
+        lo, hi, probability = lo[order], hi[order], _floats(histogram, "probability")[order]
+        width = float(hi[0] - lo[0])
         plots.append({"id": "edge-histogram", "title": "Edge energy of the voxels", "x": {"label": "Edge energy",
                       "unit": "eV"}, "y": {"label": "Probability", "unit": f"per {width:g} eV bin"},
-                      "series": [_series(rows, "edge", "probability", "voxels")]})
-    if not depth.empty:
-        in_nm = depth["depth_lo_nm"].notna().all()
+                      "series": [_points((lo + hi) / 2, probability, "voxels")]})
+    if depth.rows:
+        in_nm = not np.isnan(_floats(depth, "depth_lo_nm")).any()
         lo, hi, unit = ("depth_lo_nm", "depth_hi_nm", "nm") if in_nm else ("depth_lo_vox", "depth_hi_vox", "voxels")
-        rows = depth.sort_values(lo)
-        rows = rows.assign(depth=(rows[lo] + rows[hi]) / 2)
+        lo, hi = _floats(depth, lo), _floats(depth, hi)
+        order = np.argsort(lo, kind="stable")
         plots.append({"id": "depth-profile", "title": "Edge energy against depth below the surface",
                       "x": {"label": "Depth", "unit": unit}, "y": {"label": "Mean edge energy", "unit": "eV"},
-                      "series": [_series(rows, "depth", "mean_edge_ev", "mean")], "points": True})
+                      "series": [_points((lo[order] + hi[order]) / 2, _floats(depth, "mean_edge_ev")[order], "mean")],
+                      "points": True})
     return plots
 
 
@@ -443,7 +495,7 @@ def gradient_plots(theta, vector_size) -> list[dict]:
     return _theta_plots(_edge_rows(theta)) + _vector_size_plots(_edge_rows(vector_size))
 
 
-def _by_factor(frame, order: str):
+def _by_factor(rows, order: str):
     """(binning factor, row positions sorted by column ``order``) for each factor, ascending.
 
     numpy on positions: pandas' groupby, sort and copies of these few hundred rows cost
@@ -451,17 +503,17 @@ def _by_factor(frame, order: str):
     """
     import numpy as np
 
-    factors, key = frame["bin_factor"].to_numpy(), frame[order].astype(float).to_numpy()
+    factors, key = np.array(rows.column("bin_factor")), _floats(rows, order)
     for factor in np.unique(factors):
-        rows = np.flatnonzero(factors == factor)
-        yield factor, rows[np.argsort(key[rows], kind="stable")]
+        positions = np.flatnonzero(factors == factor)
+        yield factor, positions[np.argsort(key[positions], kind="stable")]
 
 
 def _theta_plots(theta) -> list[dict]:
     import numpy as np
 
-    column = {c: theta[c].astype(float).to_numpy() for c in ("theta_lo", "theta_hi", "probability", "reference")}
-    weighted = theta["weighted"].astype(bool).to_numpy()
+    column = {c: _floats(theta, c) for c in ("theta_lo", "theta_hi", "probability", "reference")}
+    weighted = np.array(theta.column("weighted"), dtype=bool)
     plots = []
     for factor, rows in _by_factor(theta, "theta_lo"):
         centre, flags = (column["theta_lo"][rows] + column["theta_hi"][rows]) / 2, weighted[rows]
@@ -477,8 +529,8 @@ def _theta_plots(theta) -> list[dict]:
 
 
 def _vector_size_plots(vector_size) -> list[dict]:
-    column = {c: vector_size[c].astype(float).to_numpy() for c in ("phi_lo", "phi_hi", "mean_u", "median_u", "p90_u")}
-    units = vector_size["gradient_unit"].to_numpy()
+    column = {c: _floats(vector_size, c) for c in ("phi_lo", "phi_hi", "mean_u", "median_u", "p90_u")}
+    units = vector_size.column("gradient_unit")
     plots = []
     for factor, rows in _by_factor(vector_size, "phi_lo"):
         centre = (column["phi_lo"][rows] + column["phi_hi"][rows]) / 2
@@ -501,19 +553,20 @@ def scan_page(request: Request, scan_id: int, user=Viewer):
     catalog, root = _catalog(request), _root(request)
     if not 0 <= scan_id <= MAX_CATALOGUE_INT:
         raise NotFoundError(f"no TXM scan with id {scan_id}")
-    rows = query.scans(catalog, scan=[scan_id])
-    if rows.empty:
+    # Rows, not DataFrames: making the page's eight frames cost more than its statements.
+    rows = query.scans.rows(catalog, scan=[scan_id])
+    if not rows.rows:
         raise NotFoundError(f"no TXM scan with id {scan_id}")
-    row = rows.iloc[0].to_dict()
+    row = rows.records()[0]
     metadata_keys = ["sample", "morphology", "state", "layout", "ndim", "shape", "n_energies", "energy_min_ev",
                      "energy_max_ev", "voxel_size_nm", "n_valid_voxels", "n_particles", "mean_edge_ev",
                      "std_edge_ev", "latest_status"]
     provenance_keys = ["file_path", "file_sha256", "analysis_id", "registration_id"]
-    analyses = query.analyses(catalog, scan=[scan_id])
-    registrations = query.registrations(catalog, scan=[scan_id])
+    analyses = query.analyses.rows(catalog, scan=[scan_id])
+    registrations = query.registrations.rows(catalog, scan=[scan_id])
     spatial = _spatial_shape(row["shape"])
     viewer, note = None, "Not analysed yet: the maps appear after 'txmdb txm analyze'."
-    if _text(row["analysis_id"]):
+    if row["analysis_id"] is not None:
         axes = SPATIAL_AXES.get(len(spatial))
         if axes is None:
             note = f"This scan has {len(spatial)} spatial axes; the viewer shows 2-D and 3-D maps."
@@ -524,21 +577,21 @@ def scan_page(request: Request, scan_id: int, user=Viewer):
                 viewer["axes"] = [viewer["axes"][0]]
     # The statistics of the analysis the scan row shows (its latest finished one): named, so each
     # query need not find every scan's latest analysis first.
-    latest = {"scan": [scan_id], "analysis": [int(row["analysis_id"])] if _text(row["analysis_id"]) else None}
-    theta = query.theta(catalog, scan_level=True, **latest)
-    vector_size = query.vector_size(catalog, scan_level=True, **latest)
+    latest = {"scan": [scan_id], "analysis": None if row["analysis_id"] is None else [row["analysis_id"]]}
+    theta = query.theta.rows(catalog, scan_level=True, **latest)
+    vector_size = query.vector_size.rows(catalog, scan_level=True, **latest)
     return _page(
         request, "scan.html", active="/samples", viewer=viewer, viewer_note=note,
         scan={"id": scan_id, "sample": row["sample"], "state": row["state"],
               "metadata": [(k.replace("_", " "), _text(row[k])) for k in metadata_keys],
               "provenance": [(k.replace("_", " "), _text(row[k])) for k in provenance_keys]},
-        analyses=table(analyses.drop(columns=["scan_id"]), status=["status"], empty="No analyses of this scan."),
-        registrations=table(_registration_summary(registrations), empty="No registrations of this scan."),
+        analyses=rows_table(analyses, drop=["scan_id"], status=["status"], empty="No analyses of this scan."),
+        registrations=_registration_table(registrations),
         gradient_plots=gradient_plots(theta, vector_size),
-        edge_plots=edge_plots(query.edge_histogram(catalog, scan_level=True, **latest),
-                              query.depth_profile(catalog, scan_level=True, **latest)),
-        particles=table(query.particles(catalog, **latest).drop(columns=["sample", "state", "scan_id"]),
-                        empty="No particles (not analysed yet)."),
+        edge_plots=edge_plots(query.edge_histogram.rows(catalog, scan_level=True, **latest),
+                              query.depth_profile.rows(catalog, scan_level=True, **latest)),
+        particles=rows_table(query.particles.rows(catalog, **latest), drop=["sample", "state", "scan_id"],
+                             empty="No particles (not analysed yet)."),
     )
 
 
@@ -549,21 +602,24 @@ def _viewer_axis(axes: tuple[str, ...], spatial: list[int], i: int) -> dict:
             "width": others[-1]}
 
 
-def _registration_summary(registrations):
+def _registration_table(registrations) -> dict:
     """One row per registration: energies and the largest shift per axis (the page's overview)."""
     import pandas as pd
 
-    if registrations.empty:
-        return pd.DataFrame(columns=["registration_id", "n_energies", "max_abs_shift_z", "max_abs_shift_y",
-                                     "max_abs_shift_x", "min_quality"])
-    grouped = registrations.groupby("registration_id", sort=True)
+    from txmdb.query import Rows
+
+    empty = "No registrations of this scan."
+    if not registrations.rows:
+        return rows_table(Rows(("registration_id", "n_energies", "max_abs_shift_z", "max_abs_shift_y",
+                                "max_abs_shift_x", "min_quality"), []), empty=empty)
+    grouped = registrations.frame().groupby("registration_id", sort=True)
     out = pd.DataFrame({
         "n_energies": grouped["energy_index"].count(),
         **{f"max_abs_shift_{a}": grouped[f"shift_{a}"].apply(lambda s: s.astype(float).abs().max())
            for a in ("z", "y", "x")},
         "min_quality": grouped["quality"].min(),
     })
-    return out.reset_index()
+    return table(out.reset_index(), empty=empty)
 
 
 # --------------------------------------------------------------------------- query tables
