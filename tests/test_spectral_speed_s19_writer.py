@@ -126,3 +126,42 @@ def test_benchmark_pass_writes_through_the_writer_for_both_kinds(tmp_path):
                 assert 0 < got["white_line_found"] <= expected
                 assert 0.0 <= got["mean_fraction_NiO"] <= 1.0
             assert sorted(p.name for p in tmp_path.iterdir()) == ["s.h5"], (kind, sink)
+
+
+def test_a_writer_lagging_behind_the_kernel_still_writes_each_slabs_own_maps(tmp_path, monkeypatch):
+    """Writes slowed down (the writer's thread sleeps before each one) so that the kernel runs
+    ahead until the queue is full: the file is still the whole stack's maps, slab for slab
+    (no slab's buffers overwritten by a later slab before they were written)."""
+    import time
+
+    info, kernel = _stack(tmp_path, shape=(13, 20, 20))
+    whole = kernel.with_edges(read_slab(info, 0, info.n_slices))
+    real = DirectMaps.write
+    queued = []
+
+    def slow(self, name, start, values, **kwargs):
+        time.sleep(0.01)
+        return real(self, name, start, values, **kwargs)
+
+    monkeypatch.setattr(DirectMaps, "write", slow)
+    real_write = EdgePhaseWriter.write
+
+    def counting(self, start, result):
+        queued.append(len(self._pending))
+        return real_write(self, start, result)
+
+    monkeypatch.setattr(EdgePhaseWriter, "write", counting)
+    with h5py.File(tmp_path / "r.h5", "w") as out:
+        with EdgePhaseWriter(out, tmp_path / "r.h5", tuple(info.spatial_shape), kernel) as writer:
+            for start, _, res in edge_slabs(info, PARAMS, slab_size=2, spectral=kernel,
+                                            reuse_maps=EdgePhaseWriter.MAP_SETS):
+                writer.write(start, res)
+    assert max(queued) == EdgePhaseWriter.MAP_SETS - 1    # the kernel did run ahead of the writes
+    with h5py.File(tmp_path / "r.h5") as f:
+        for dataset, name in (("white_line_ev", "white_line"), ("white_line_height", "white_line_height"),
+                              ("rfactor", "rfactor")):
+            np.testing.assert_array_equal(f[dataset][...], whole.maps[name].astype(np.float32), err_msg=name)
+        for row, name in enumerate(("NiO", "LiNiO2")):
+            np.testing.assert_array_equal(f["fractions"][row], whole.maps[f"fraction:{name}"].astype(np.float32))
+        np.testing.assert_array_equal(f["edge_ev"][...], whole.edge_ev.astype(np.float32))
+    np.testing.assert_array_equal(writer.edge, whole.edge_ev)

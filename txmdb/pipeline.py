@@ -539,18 +539,20 @@ class EdgePhaseWriter:
     results file (:class:`DirectMaps`). One implementation for :func:`analyze_stack` and
     ``benchmarks/bench_spectral.py``.
 
-    A thread of its own does the work one slab behind the kernel: the float64 → float32
-    conversions and the ``pwrite`` of each slab's maps into the page cache (~0.5 CPU-s at
-    272³ with white line and LCF, mostly the kernel's page allocation, more with the page
-    cache full) then run beside the next slab's kernel instead of between two slabs on its
-    thread. :meth:`write` first waits for the slab before (re-raising its error), so a
-    slab's maps must stay intact until the next :meth:`write` returns: two sets of reused
-    map buffers (``edge_slabs(reuse_maps=EdgePhaseWriter.MAP_SETS)``). Use it as a context
-    manager; leaving it waits for the last write (and re-raises its error unless another
-    one is on its way out).
+    A thread of its own does the work behind the kernel: the copy into ``edge``, the
+    float64 → float32 conversions and the ``pwrite`` of each slab's maps into the page cache
+    (0.15-0.5 CPU-s at 272³ with white line and LCF: the operating system's allocation of
+    580 MB of page cache, dearer when its free memory is cold or the page cache full) run
+    beside the next slabs' kernel instead of between two slabs on the kernel's thread. Up
+    to two slabs wait to be written (a slow write does not stall the kernel at once);
+    :meth:`write` first waits for older ones (re-raising their error), so a slab's maps must
+    stay intact until the second :meth:`write` after its own returns: ``MAP_SETS`` sets of
+    reused map buffers (``edge_slabs(reuse_maps=EdgePhaseWriter.MAP_SETS)``). Use it as a
+    context manager; leaving it waits for the last write (and re-raises its error unless
+    another one is on its way out).
     """
 
-    MAP_SETS = 2
+    MAP_SETS = 3
 
     def __init__(self, out, path, spatial: tuple[int, ...], spectral: SpectralKernel | None):
         from concurrent.futures import ThreadPoolExecutor
@@ -565,12 +567,13 @@ class EdgePhaseWriter:
             self._direct.close()
             raise
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="txmdb-write")
-        self._pending = None
+        self._pending: list = []                     # writes queued, oldest first
 
     def write(self, start: int, result: EdgeResult) -> None:
-        """Queue slab ``[start, start + len)``'s results, once the slab before is written."""
-        self._wait()
-        self._pending = self._pool.submit(self._write_now, start, result)
+        """Queue slab ``[start, start + len)``'s results once at most ``MAP_SETS - 2`` slabs
+        are still to be written: the buffers the kernel fills next are free."""
+        self._wait(self.MAP_SETS - 2)
+        self._pending.append(self._pool.submit(self._write_now, start, result))
 
     def _write_now(self, start: int, result: EdgeResult) -> None:
         self.edge[start:start + len(result.edge_ev)] = result.edge_ev
@@ -578,10 +581,9 @@ class EdgePhaseWriter:
         for name, _ in EDGE_DATASETS:
             self._direct.write(name, start, getattr(result, name))
 
-    def _wait(self) -> None:
-        pending, self._pending = self._pending, None
-        if pending is not None:
-            pending.result()
+    def _wait(self, left: int = 0) -> None:
+        while len(self._pending) > left:
+            self._pending.pop(0).result()
 
     def __enter__(self) -> "EdgePhaseWriter":
         return self
