@@ -1,0 +1,70 @@
+"""Registration speed, session 19: numba's set-up and the memory's return overlap other work.
+
+- :func:`warm_kernels` loads the compiled kernels in one background thread per process;
+  until it is done the block means take the numpy path, with the same numbers;
+- the working images are read first and band-passed after, the same numbers as one energy
+  at a time;
+- ``_freed_memory_kept(trim_in_background=True)`` still hands the freed memory back.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+import txmdb.analysis.registration as reg
+
+
+def test_warm_kernels_starts_one_thread_and_block_means_agree_while_it_loads():
+    # a fresh process: numba not loaded yet, so the first block means run while it loads
+    code = """
+import threading, numpy as np
+import txmdb.analysis.registration as reg
+rng = np.random.default_rng(5)
+raw = rng.standard_normal((45, 272, 272)).astype(np.float32)
+reg.warm_kernels(); reg.warm_kernels()
+early = reg._bin(raw, (1, 6, 6))
+loading = not reg._KERNELS["ready"].is_set()
+names = [t.name for t in threading.enumerate() if t.name == "txmdb-kernels"]
+reg._KERNELS["thread"].join()
+late = reg._bin(raw, (1, 6, 6))
+print(loading, len(names) <= 1, reg._KERNELS["ready"].is_set(), early.dtype, np.array_equal(early, late))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    loading, one_thread, ready, dtype, same = out.stdout.split()
+    assert loading == "True"                  # the numpy path ran while numba was loading
+    assert one_thread == ready == same == "True" and dtype == "float32"
+
+
+def test_reading_first_then_band_passing_is_the_same_as_one_energy_at_a_time():
+    rng = np.random.default_rng(8)
+    stack = rng.standard_normal((6, 30, 26, 28)).astype(np.float32)
+    stack[1, 2, 3, 4] = np.nan
+    window = reg.Window((1, 0, 2), (29, 26, 26), 3, 1)
+    J = reg._working_images(lambda i, w: reg.read_window(stack, i, w), 6, window, (1.0, 4.0))
+    for i in range(6):
+        expected = reg._highpass(reg._prepare(reg.read_window(stack, i, window), 1.0, i), 4.0)
+        assert np.array_equal(J[i], expected)
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as fh:
+        return int(fh.read().split()[1]) * 4096
+
+
+def test_memory_is_returned_by_the_background_trim():
+    assert reg._glibc() is not None
+    size = 200 << 20
+    with reg._freed_memory_kept(trim_in_background=True):
+        before = _rss_bytes()
+        block = np.ones(size // 8)
+        del block
+        kept = _rss_bytes() - before
+    assert kept > 0.9 * size
+    deadline = time.monotonic() + 10
+    while _rss_bytes() - before > 0.1 * size and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert _rss_bytes() - before < 0.1 * size
