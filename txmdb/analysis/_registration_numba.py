@@ -93,21 +93,29 @@ def smooth_axis(a, out, fw):  # pragma: no cover - compiled
     n_p, n, n_q = a.shape
     r = fw.shape[0] - 1
     if n_q == 1:
-        ext = np.empty(n + 2 * r, np.float64)
-        acc = np.empty(n, np.float64)
-        for p in range(n_p):
+        # the last axis: a tile of ``t`` lines at a time, copied out as the columns of
+        # ``ext`` (edges extended), so that the sums run across the lines like the other
+        # axes' (2x faster than one line at a time at σ = 4; the same operations per value)
+        t = 32
+        ext = np.empty((n + 2 * r, t), np.float64)
+        acc = np.empty(t, np.float64)
+        for p0 in range(0, n_p, t):
+            m = min(t, n_p - p0)
             for i in range(n + 2 * r):
-                ext[i] = a[p, min(max(i - r, 0), n - 1), 0]
-            w = fw[0]
+                j = min(max(i - r, 0), n - 1)
+                for q in range(m):
+                    ext[i, q] = a[p0 + q, j, 0]
             for i in range(n):
-                acc[i] = ext[r + i] * w
-            for d in range(r, 0, -1):
-                w = fw[d]
-                lo, hi = uintp(r - d), uintp(r + d)
-                for i in range(uintp(n)):
-                    acc[i] += (ext[lo + i] + ext[hi + i]) * w
-            for i in range(n):
-                out[p, i, 0] = acc[i]
+                w = fw[0]
+                for q in range(m):
+                    acc[q] = ext[r + i, q] * w
+                for d in range(r, 0, -1):
+                    w = fw[d]
+                    lo, hi = ext[r + i - d], ext[r + i + d]
+                    for q in range(m):
+                        acc[q] += (lo[q] + hi[q]) * w
+                for q in range(m):
+                    out[p0 + q, i, 0] = acc[q]
         return
     acc = np.empty(n_q, np.float64)
     for p in range(n_p):
