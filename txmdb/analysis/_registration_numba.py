@@ -190,6 +190,18 @@ def fit_residual(y, ms, w, b, scale, out):  # pragma: no cover - compiled
 
 
 @njit(cache=True, nogil=True)
+def pattern_free(j, f, c, b, out):  # pragma: no cover - compiled
+    """``out = j - c * f - b`` voxel by voxel in float32, in numpy's order of operations
+    (``(j - (c * f)) - b``): an energy's image less its fixed pattern and offset in one
+    pass instead of three arrays and two temporaries."""
+    n0, n1, n2 = out.shape
+    for i in range(n0):
+        for k in range(n1):
+            for q in range(n2):
+                out[i, k, q] = (j[i, k, q] - c * f[i, k, q]) - b
+
+
+@njit(cache=True, nogil=True)
 def nan_median_sorted(part, out):  # pragma: no cover - compiled
     """Median of each column of ``part`` (sorted along axis 0, NaN last) over its ``k``
     non-NaN values into ``out`` (left as it is where all are NaN): with every value there,

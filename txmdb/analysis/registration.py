@@ -696,7 +696,8 @@ def _registered(J: np.ndarray, s: np.ndarray, order: int, box=None, c=None, b=No
     n = J.shape[0]
     box = box if box is not None else ((0,) * (J.ndim - 1), J.shape[1:])
     regs = np.empty((n,) + tuple(h - l for l, h in zip(*box)), dtype=np.float32)
-    cropped = _numba() is not None and J.ndim in (3, 4)     # (numpy's stencil runs on the whole grid)
+    kernel = _numba()
+    cropped = kernel is not None and J.ndim in (3, 4) and J.dtype == np.float32    # (numpy's stencil: the whole grid)
 
     def move(e):
         if F is None or not cropped:
@@ -707,7 +708,10 @@ def _registered(J: np.ndarray, s: np.ndarray, order: int, box=None, c=None, b=No
         # numbers: every tap inside the crop, or clamped at the field's border as before)
         src_lo, src_hi = _source_box(box, s[e], order, J.shape[1:])
         sl = _box_slices(src_lo, src_hi)
-        image = J[e][sl] - np.float32(c[e]) * F[sl] - np.float32(b[e])
+        image = np.empty(tuple(h - l for l, h in zip(src_lo, src_hi)), dtype=np.float32)
+        lift = (None,) * (4 - J.ndim)
+        # J[e][sl] - np.float32(c[e]) * F[sl] - np.float32(b[e]), compiled in one pass
+        kernel.pattern_free(J[e][sl][lift], F[sl][lift], np.float32(c[e]), np.float32(b[e]), image[lift])
         _translate(image, s[e], order, box=([l - a for l, a in zip(box[0], src_lo)],
                                             [h - a for h, a in zip(box[1], src_lo)]), out=regs[e])
 
