@@ -1,9 +1,7 @@
-"""Registration speed, session 19: numba's set-up and the memory's return overlap other work.
+"""Registration speed, session 19: the memory's return off the estimate's path, and compiled passes.
 
-- :func:`warm_kernels` loads the compiled kernels in one background thread per process;
-  until it is done the block means take the numpy path, with the same numbers;
-- the working images are read first and band-passed after, the same numbers as one energy
-  at a time;
+- the working images of a coarse window (one plane per block) are each energy's own
+  band-pass (the tiled Gaussian below included);
 - ``_freed_memory_kept(trim_in_background=True)`` still hands the freed memory back;
 - the Gaussian's last axis, run a tile of lines at a time, is still scipy's bit for bit;
 - the registered images less their pattern and offset (one compiled pass) are numpy's.
@@ -11,8 +9,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import time
 
 import numpy as np
@@ -20,28 +16,7 @@ import numpy as np
 import txmdb.analysis.registration as reg
 
 
-def test_warm_kernels_starts_one_thread_and_block_means_agree_while_it_loads():
-    # a fresh process: numba not loaded yet, so the first block means run while it loads
-    code = """
-import threading, numpy as np
-import txmdb.analysis.registration as reg
-rng = np.random.default_rng(5)
-raw = rng.standard_normal((45, 272, 272)).astype(np.float32)
-reg.warm_kernels(); reg.warm_kernels()
-early = reg._bin(raw, (1, 6, 6))
-loading = not reg._KERNELS["ready"].is_set()
-names = [t.name for t in threading.enumerate() if t.name == "txmdb-kernels"]
-reg._KERNELS["thread"].join()
-late = reg._bin(raw, (1, 6, 6))
-print(loading, len(names) <= 1, reg._KERNELS["ready"].is_set(), early.dtype, np.array_equal(early, late))
-"""
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    loading, one_thread, ready, dtype, same = out.stdout.split()
-    assert loading == "True"                  # the numpy path ran while numba was loading
-    assert one_thread == ready == same == "True" and dtype == "float32"
-
-
-def test_reading_first_then_band_passing_is_the_same_as_one_energy_at_a_time():
+def test_working_images_of_a_coarse_window_are_each_energy_band_passed_on_its_own():
     rng = np.random.default_rng(8)
     stack = rng.standard_normal((6, 30, 26, 28)).astype(np.float32)
     stack[1, 2, 3, 4] = np.nan

@@ -159,7 +159,7 @@ def _bin(a: np.ndarray, f) -> np.ndarray:
         return a
     n = tuple(k // g for k, g in zip(a.shape, fs))
     a = np.asarray(a[tuple(slice(0, k * g) for k, g in zip(n, fs))], dtype=np.float32)
-    kernel = _numba() if _KERNELS["ready"].is_set() or _KERNELS["thread"] is None else None
+    kernel = _numba()
     if kernel is not None and a.ndim in (2, 3):
         # one compiled pass, the same sums in the same order; back to numpy at a non-finite value
         out = np.empty(n, dtype=np.float32)
@@ -263,34 +263,6 @@ def _stencil(a: np.ndarray, axis: int, first: int, offsets, weights, n_out: int)
             scratch = np.multiply(term, a.dtype.type(w), out=scratch)
             out += scratch
     return out
-
-
-#: :func:`warm_kernels`' thread, and whether it has loaded the kernels
-_KERNELS = {"thread": None, "ready": threading.Event(), "lock": threading.Lock()}
-
-
-def warm_kernels() -> None:
-    """Load the compiled kernels in a background thread (once per process) and return.
-
-    numba's first use costs ~0.3 CPU s (its code generator's set-up, besides its ~0.1 s
-    import), which the estimate's first block mean paid on one core while the other waited:
-    a third of the coarse level's wall time at 272³. Started before the reads, the load
-    overlaps them; until it is done the block means take the numpy path (the same numbers)."""
-    with _KERNELS["lock"]:
-        if _KERNELS["thread"] is not None:
-            return
-        _KERNELS["thread"] = threading.Thread(target=_load_kernels, name="txmdb-kernels", daemon=True)
-        _KERNELS["thread"].start()
-
-
-def _load_kernels() -> None:
-    try:
-        kernel = _numba()
-        if kernel is not None:
-            # the coarse level's signature (a cropped, non-contiguous float32 volume)
-            kernel.block_mean(np.zeros((1, 2, 2), np.float32)[:, :, :1], 1, 1, 1, np.empty((1, 2, 1), np.float32))
-    finally:
-        _KERNELS["ready"].set()
 
 
 @functools.cache
@@ -676,16 +648,9 @@ def _highpass(img: np.ndarray, sigma: float, out: np.ndarray | None = None) -> n
 
 def _working_images(read_energy, n_energies: int, window: Window, band: tuple[float, float]) -> np.ndarray:
     """Every energy's window, band-passed (difference of Gaussians) and normalised, float32,
-    each written by its thread straight into the stack (no second copy of every image).
-    Every energy is read first, then band-passed in place: the reads (and the coarse
-    level's block means, numpy's until :func:`warm_kernels` is done) need no compiled
-    kernel, so they overlap numba's set-up instead of waiting for it at the first filter."""
+    each written by its thread straight into the stack (no second copy of every image)."""
     out = np.empty((n_energies,) + window.shape, dtype=np.float32)
-
-    def read(i):
-        out[i] = read_energy(i, window)
-    _per_energy(read, n_energies)
-    _per_energy(lambda i: _highpass(_prepare(out[i], band[0], i), band[1], out=out[i]), n_energies)
+    _per_energy(lambda i: _highpass(_prepare(read_energy(i, window), band[0], i), band[1], out=out[i]), n_energies)
     return out
 
 
@@ -1459,7 +1424,6 @@ def _estimate(read_energy, n_energies, reference_index, shape, max_shift, roi, b
     shape = tuple(int(n) for n in shape)
     nd = len(shape)
     lo, hi = _check(n_energies, reference_index, shape, max_shift, roi)
-    warm_kernels()
     size = [b - a for a, b in zip(lo, hi)]
     default = 48 ** 3 if nd == 3 else 384 ** 2
     coarse_voxels = coarse_voxels or default

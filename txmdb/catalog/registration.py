@@ -207,11 +207,8 @@ def _estimate_checked(catalog, scan_id: int, reference: int, max_shift: float, r
     changed file is reported before anything else, also when it made opening or
     estimating fail; nothing is stored before the check. A file whose identity is the one
     recorded is not hashed (unless ``verify_input``): its identity is checked again at the end."""
-    from txmdb.analysis.registration import warm_kernels
     from txmdb.catalog.txm import _hash_result, check_stack, check_unchanged, known_hash, named_as_scan, new_identity
     from txmdb.io.files import BackgroundHash, KnownHash
-
-    warm_kernels()              # numba's set-up (~0.4 CPU s) beside the checks and the first reads
     with catalog.session() as session:
         scan = get_scan(session, scan_id)
     known = None if verify_input else known_hash(scan)
