@@ -709,7 +709,7 @@ def _bounded_correlation(ref: np.ndarray, mov: np.ndarray, reach: float,
     r = int(math.floor(reach))
     c = np.round(centre).astype(int)
     m = int(np.abs(c).max()) + r
-    size = [_pocketfft().good_size(n + m + 1, True) for n in shape]     # scipy.fft.next_fast_len(…, real=True)
+    size = [_fft().next_fast_len(n + m + 1, real=True) for n in shape]
     idx = [np.arange(ck - r, ck + r + 1) for ck in c]
     sub = _irfftn_at(np.conj(_spectrum(ref, size, ref_spectra, workers)) * _spectrum(mov, size, mov_spectra, workers),
                      size, idx, workers)
@@ -739,36 +739,24 @@ def _spectrum(image: np.ndarray, size: list[int], cache: dict | None, workers: i
 
 
 @functools.cache
-def _pocketfft():
-    """scipy's pocketfft module, the one ``scipy.fft`` runs its transforms with (the same
-    numbers), loaded from its file without the ``scipy.fft`` package: that package's import
-    (its array-API layer, ``scipy.special`` for fftlog) was 0.12 CPU s of every ``txm
-    register``, which uses four of its functions. Through the package when the file is not
-    where scipy keeps it."""
-    import importlib.machinery
-    import importlib.util
+def _fft():
+    """``scipy.fft`` (pocketfft, vectorised across lines: numpy's own ``numpy.fft`` was ~5x
+    slower on these arrays, one line at a time). Imported on first use; its import (~0.12-0.17
+    CPU s: the array-API layer, ``scipy.special`` for fftlog) starts in the background at the
+    estimate's start (:func:`_import_fft_in_background`), overlapping the coarse reads."""
+    import scipy.fft
+
+    return scipy.fft
+
+
+def _import_fft_in_background() -> None:
+    """Start ``scipy.fft``'s import on a daemon thread unless it is loaded: the estimate's
+    first transform comes after the coarse level's reads, which leave the GIL free most of
+    the time (a caller arriving first waits on the import lock: the same module)."""
     import sys
-    from pathlib import Path
 
-    name = "scipy.fft._pocketfft.pypocketfft"
-    if name in sys.modules:
-        return sys.modules[name]
-    try:
-        import scipy
-
-        folder = Path(scipy.__file__).parent / "fft" / "_pocketfft"
-        path = next(folder / f"pypocketfft{suffix}" for suffix in importlib.machinery.EXTENSION_SUFFIXES
-                    if (folder / f"pypocketfft{suffix}").is_file())
-        spec = importlib.util.spec_from_file_location(name, path)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        if all(hasattr(module, f) for f in ("r2c", "c2c", "c2r", "good_size")):
-            return module
-    except (ImportError, OSError, StopIteration, AttributeError):  # pragma: no cover - another scipy layout
-        pass
-    from scipy.fft._pocketfft import pypocketfft  # pragma: no cover
-
-    return pypocketfft  # pragma: no cover
+    if "scipy.fft" not in sys.modules:
+        threading.Thread(target=_fft, name="txmdb-fft-import", daemon=True).start()
 
 
 def _rfftn(image: np.ndarray, size: Sequence[int], workers: int) -> np.ndarray:
@@ -777,18 +765,18 @@ def _rfftn(image: np.ndarray, size: Sequence[int], workers: int) -> np.ndarray:
     then the others in order, line by line, and a line of zeros stays zeros; here each
     axis runs only over the lines that hold data so far, in the same order (the padding
     is 15-40 % of a correlation's transform volume)."""
-    pfft = _pocketfft()
+    fft = _fft()
     a = np.asarray(image)
     if a.dtype not in (np.float32, np.float64):
         a = a.astype(np.float64)                     # (scipy's conversion of other types)
     d = a.ndim
-    padded = np.zeros(a.shape[:-1] + (size[-1],), a.dtype)
-    padded[..., :a.shape[-1]] = a
     out = np.zeros(tuple(size[:-1]) + (size[-1] // 2 + 1,), np.result_type(a.dtype, np.complex64))
-    pfft.r2c(padded, (d - 1,), True, 0, out[tuple(slice(0, n) for n in a.shape[:-1])], workers)
+    out[tuple(slice(0, n) for n in a.shape[:-1])] = fft.rfft(a, int(size[-1]), axis=d - 1, workers=workers)
     for k in range(d - 1):
         part = out[(slice(None),) * (k + 1) + tuple(slice(0, n) for n in a.shape[k + 1:-1])]
-        pfft.c2c(part, (k,), True, 0, part, workers)
+        done = fft.fft(part, axis=k, overwrite_x=True, workers=workers)
+        if not np.shares_memory(done, part):          # (overwrite_x allows, not promises, in place)
+            part[...] = done
     return out
 
 
@@ -796,14 +784,16 @@ def _irfftn_at(spectrum: np.ndarray, size: Sequence[int], idx: Sequence[np.ndarr
     """``scipy.fft.irfftn(spectrum, size, workers=workers)[np.ix_(*[i % n for i, n in zip(idx,
     size)])]``, bit for bit, transforming only what those outputs need: pocketfft's axes in
     its order (the first ones complex, the last complex-to-real), each next axis only at the
-    positions kept along the previous ones, its normalisation ``1/N`` (float, from long
-    double) applied to the outputs as its last pass does."""
-    pfft = _pocketfft()
+    positions kept along the previous ones, unscaled (``norm="forward"``), then
+    ``irfftn``'s normalisation ``1/N`` (float, from long double) applied to the outputs as
+    its last pass does."""
+    fft = _fft()
     d = spectrum.ndim
     y = spectrum
     for k in range(d - 1):
-        y = pfft.c2c(y, (k,), False, 0, None, workers).take(np.asarray(idx[k]) % size[k], axis=k)
-    out = pfft.c2r(y, (d - 1,), int(size[-1]), False, 0, None, workers).take(np.asarray(idx[-1]) % size[-1], axis=d - 1)
+        y = fft.ifft(y, axis=k, norm="forward", workers=workers).take(np.asarray(idx[k]) % size[k], axis=k)
+    out = fft.irfft(y, int(size[-1]), axis=d - 1, norm="forward",
+                    workers=workers).take(np.asarray(idx[-1]) % size[-1], axis=d - 1)
     return out * out.dtype.type(1 / np.longdouble(math.prod(size)))
 
 
@@ -1424,6 +1414,7 @@ def _estimate(read_energy, n_energies, reference_index, shape, max_shift, roi, b
     shape = tuple(int(n) for n in shape)
     nd = len(shape)
     lo, hi = _check(n_energies, reference_index, shape, max_shift, roi)
+    _import_fft_in_background()
     size = [b - a for a, b in zip(lo, hi)]
     default = 48 ** 3 if nd == 3 else 384 ** 2
     coarse_voxels = coarse_voxels or default
