@@ -720,19 +720,62 @@ def _read_registered(info: StackInfo, start: int, stop: int, f: h5py.File, out: 
         for i, plan in enumerate(plans):
             apply_shift_slab(view[(i, *plan.source)], plan, out=out[i])
         return _mask_outside(out, shifts, spatial, lo)
-    # absorbance on disk: each box straight into one reused buffer, as the plain read does
-    # (3x faster here than a converting read through AbsorbanceView)
-    ds = f[info.data_path]
-    sizes = [math.prod(s.stop - s.start for s in plan.source) for plan in plans]
-    buffer = np.empty(max(sizes), dtype=info.dtype_work)
-    try:
-        for i, (plan, size) in enumerate(zip(plans, sizes)):
-            block = buffer[:size].reshape([s.stop - s.start for s in plan.source])
-            ds.read_direct(block, (int(info.order[i]), *plan.source))
-            apply_shift_slab(block, plan, out=out[i])
-    except OSError as exc:
-        raise _read_error(info, start, stop, exc) from None
+    # absorbance on disk: each box straight into a reused buffer, as the plain read does
+    # (3x faster here than a converting read through AbsorbanceView), the energies on two
+    # threads: the shift is compiled and releases the GIL, and a contiguous stack is read by
+    # preadv without h5py's lock, so reads and shifts run at once (one thread was the
+    # registered analysis' limit: 272³ x 60, 0.65 CPU-s reading and 0.62 shifting per pass)
+    from txmdb.io.contiguous import direct_view
+
+    with direct_view(info, f) as direct:
+        if direct is not None:
+            plans = [_whole_planes(plan, spatial) for plan in plans]
+        ds = f[info.data_path]
+        sizes = [math.prod(s.stop - s.start for s in plan.source) for plan in plans]
+
+        def run(energies: range) -> None:
+            buffer = np.empty(max(sizes[i] for i in energies), dtype=info.dtype_work)
+            for i in energies:
+                plan = plans[i]
+                block = buffer[:sizes[i]].reshape([s.stop - s.start for s in plan.source])
+                if direct is not None:
+                    direct.read_planes(i, plan.source[0].start, plan.source[0].stop, block)
+                else:
+                    ds.read_direct(block, (int(info.order[i]), *plan.source))
+                apply_shift_slab(block, plan, out=out[i])
+
+        try:
+            _on_two_threads(run, len(plans))
+        except OSError as exc:
+            raise _read_error(info, start, stop, exc) from None
     return _mask_outside(out, shifts, spatial, lo)
+
+
+def _whole_planes(plan, spatial: tuple[int, ...]):
+    """``plan`` reading whole planes of the first axis (one run of bytes per energy in a
+    contiguous stack): its box widened to the field of view on the other axes, each tap's
+    index moved with it. Bit-identical: a box starts after 0 only where nothing was padded
+    before it, and taps clamped to the box's end clamp to the field of view's, so every tap
+    reads the same voxel."""
+    import dataclasses
+
+    first = plan.first[:1] + tuple(f + s.start for f, s in zip(plan.first[1:], plan.source[1:]))
+    source = plan.source[:1] + tuple(slice(0, n) for n in spatial[1:])
+    return dataclasses.replace(plan, source=source, first=first)
+
+
+def _on_two_threads(run, n: int) -> None:
+    """``run(range(0, n, 2))`` here and ``run(range(1, n, 2))`` on a helper thread; both
+    finished on return (the first error raised)."""
+    if n < 2:
+        run(range(n))
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(1, thread_name_prefix="txmdb-read-odd") as pool:
+        odd = pool.submit(run, range(1, n, 2))
+        run(range(0, n, 2))                      # on an error, leaving the pool waits for odd
+        odd.result()
 
 
 def _mask_outside(out: np.ndarray, shifts: np.ndarray, spatial: tuple[int, ...], lo: tuple[int, ...]) -> np.ndarray:
