@@ -147,3 +147,67 @@ def test_a_file_cut_short_is_one_line(stacks, tmp_path):
 
 def test_the_view_keeps_its_names_in_the_catalogue_module():
     assert _ContiguousView is ContiguousView and _direct_view is direct_view
+
+
+@pytest.mark.parametrize("order", [1, 3])
+@pytest.mark.parametrize("ndim", [2, 3])
+def test_whole_planes_plan_gives_the_box_plans_numbers(order, ndim):
+    from txmdb.analysis.registration import apply_shift_slab, read_plan
+    from txmdb.io.hdf5 import _whole_planes
+
+    rng = np.random.default_rng(order * 10 + ndim)
+    spatial = (17, 19, 23)[-ndim:]
+    raw = rng.standard_normal(spatial).astype(np.float32)
+    for _ in range(60):
+        shift = rng.uniform(-7, 7, ndim) * (rng.random(ndim) < 0.9)
+        shift[rng.random(ndim) < 0.15] = rng.choice([-30.0, 30.0])    # the window wholly outside
+        start = int(rng.integers(0, spatial[0] - 1))
+        stop = int(rng.integers(start + 1, spatial[0] + 1))
+        lo, hi = (start,) + (0,) * (ndim - 1), (stop,) + spatial[1:]
+        plan = read_plan(shift, lo, hi, spatial, order=order)
+        wide = _whole_planes(plan, spatial)
+        assert wide.source[1:] == tuple(slice(0, n) for n in spatial[1:]) and wide.source[0] == plan.source[0]
+        expected = apply_shift_slab(raw[plan.source], plan)
+        got = apply_shift_slab(raw[wide.source], wide)
+        assert np.array_equal(got, expected, equal_nan=True), (shift, start, stop)
+
+
+def test_registered_cubic_reads_equal_the_reference(stacks):
+    path = stacks["3d", "contiguous"]
+    info = open_stack(path)
+    shifts = _shifts(3, 7, seed=4)
+    shifts[2, 0] = -2.75
+    got = np.concatenate([mu.copy() for _, _, mu in iter_slabs(info, 5, prefetch=True, shifts=shifts, order=3)],
+                         axis=1)
+    with h5py.File(path, "r") as f:
+        ref = registered_slab(f[info.data_path], shifts, (0, 0, 0), info.spatial_shape, order=3)
+    from txmdb.io.hdf5 import _mask_outside
+
+    _mask_outside(ref, shifts, tuple(info.spatial_shape), (0, 0, 0))
+    assert np.array_equal(got, ref, equal_nan=True) and 0.2 < np.isfinite(got).mean() < 1
+
+
+def test_two_threads_take_each_index_once_and_pass_errors_on():
+    import threading
+
+    from txmdb.io.hdf5 import _on_two_threads
+
+    seen = []
+
+    def run(items):
+        for i in items:
+            seen.append(i)
+
+    _on_two_threads(run, 200)
+    assert sorted(seen) == list(range(200))
+    finished = []
+
+    def failing(items):
+        for i in items:
+            if i == 3:
+                raise OSError("boom")
+        finished.append(threading.get_ident())
+
+    with pytest.raises(OSError, match="boom"):
+        _on_two_threads(failing, 50)
+    assert len(finished) == 1                     # the other thread had finished when it raised

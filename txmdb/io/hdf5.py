@@ -733,8 +733,8 @@ def _read_registered(info: StackInfo, start: int, stop: int, f: h5py.File, out: 
         ds = f[info.data_path]
         sizes = [math.prod(s.stop - s.start for s in plan.source) for plan in plans]
 
-        def run(energies: range) -> None:
-            buffer = np.empty(max(sizes[i] for i in energies), dtype=info.dtype_work)
+        def run(energies) -> None:
+            buffer = np.empty(max(sizes), dtype=info.dtype_work)
             for i in energies:
                 plan = plans[i]
                 block = buffer[:sizes[i]].reshape([s.stop - s.start for s in plan.source])
@@ -765,17 +765,19 @@ def _whole_planes(plan, spatial: tuple[int, ...]):
 
 
 def _on_two_threads(run, n: int) -> None:
-    """``run(range(0, n, 2))`` here and ``run(range(1, n, 2))`` on a helper thread; both
-    finished on return (the first error raised)."""
+    """``run(items)`` here and on a helper thread, both taking ``0 .. n-1`` from one shared
+    iterator (each index once; whichever thread is free takes the next, so both finish
+    together); both finished on return (the first error raised)."""
     if n < 2:
-        run(range(n))
+        run(iter(range(n)))
         return
     from concurrent.futures import ThreadPoolExecutor
 
-    with ThreadPoolExecutor(1, thread_name_prefix="txmdb-read-odd") as pool:
-        odd = pool.submit(run, range(1, n, 2))
-        run(range(0, n, 2))                      # on an error, leaving the pool waits for odd
-        odd.result()
+    items = iter(range(n))                       # next() on it is one atomic call under the GIL
+    with ThreadPoolExecutor(1, thread_name_prefix="txmdb-read-2") as pool:
+        other = pool.submit(run, items)
+        run(items)                               # on an error, leaving the pool waits for other
+        other.result()
 
 
 def _mask_outside(out: np.ndarray, shifts: np.ndarray, spatial: tuple[int, ...], lo: tuple[int, ...]) -> np.ndarray:
