@@ -372,7 +372,7 @@ def edge_slabs(info, params: EdgeParameters, *, slab_size: int | None = None,
     A background thread reads the next slab (into one of two reused buffers) while the
     kernel runs on the current one with ``workers`` threads; h5py releases the GIL while
     HDF5 copies the data, so reading and computing overlap. With a ``registration`` that
-    thread also interpolates the registered slab. ``on_slab(start, stop, mu, result)``, if
+    thread also interpolates the registered slab, the energies shared with one helper thread. ``on_slab(start, stop, mu, result)``, if
     given, sees each slab's absorbance before the next one is read (the clusters' sample).
     With ``spectral`` the results are ``EdgeMaps``: the spectral maps from the same pass.
     ``reader``: a :class:`txmdb.io.single_read.SingleRead` of this stack in these slabs

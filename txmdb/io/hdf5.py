@@ -908,7 +908,8 @@ def iter_slabs(info: StackInfo, slab_size: int, *, h5file: h5py.File | None = No
         be kept). Without prefetch every slab is a fresh array.
     shifts, order : optional
         Slabs of the registered stack (see :func:`read_slab`); with prefetch the
-        interpolation runs in the reading thread too.
+        interpolation runs in the reading thread too (and in its one helper thread: the
+        energies are shared between the two).
 
     Yields
     ------
