@@ -4,9 +4,10 @@ h5py serialises every call of every thread behind one lock; a stack stored conti
 exactly as its working dtype (the common float32 reconstruction) can be read from its
 offset in the file instead, by several threads at once: the registration estimate's
 per-energy threads (:mod:`txmdb.catalog.registration`) and the registered read's two
-threads (:func:`txmdb.io.hdf5.read_slab` with shifts). The file is opened through the path
-the caller passes (it may be ``/proc/self/fd/N``, a checked descriptor) and read, never
-mapped: a file cut short gives a one-line :class:`~txmdb.errors.InputError`, not SIGBUS.
+threads (:func:`txmdb.io.hdf5.read_slab` with shifts). The bytes are read through a copy of
+h5py's own descriptor of the open file (never the path opened again: a file renamed over it
+meanwhile is not read), never mapped: a file cut short gives a one-line
+:class:`~txmdb.errors.InputError`, not SIGBUS.
 """
 
 from __future__ import annotations
@@ -14,32 +15,63 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import stat
+from pathlib import Path
 
 from txmdb.errors import InputError
+from txmdb.io.files import pread_exact
 
 
 @contextlib.contextmanager
 def direct_view(info, f):
     """A :class:`ContiguousView` of the stack when it is stored contiguous, without flats or
-    darks and exactly as its working dtype (the common float32 reconstruction), else None."""
+    darks and exactly as its working dtype (the common float32 reconstruction), else None;
+    read through h5py's own descriptor of ``f``. None too for a data set not of the shape
+    opened, one behind a link out of the file, or a file h5py reads by another driver."""
     import h5py
     import numpy as np
 
+    from txmdb.io.hdf5 import _lookup
     from txmdb.io.single_read import _exact_dtype
 
-    ds = f[info.data_path]
+    try:
+        # walked as open_stack does: no link out of the file (any problem: h5py's read names it)
+        ds = _lookup(f, Path(info.path), info.data_path)
+    except InputError:
+        ds = None
+    if not isinstance(ds, h5py.Dataset) or tuple(ds.shape) != tuple(info.shape):
+        yield None
+        return
     work = np.dtype(info.dtype_work)
     plist = ds.id.get_create_plist()
     offset = ds.id.get_offset() if plist.get_layout() == h5py.h5d.CONTIGUOUS else None
     if (info.white_path is not None or offset is None or _exact_dtype(ds, work) != work
-            or ds.id.get_storage_size() < ds.size * work.itemsize):
+            or ds.id.get_storage_size() < ds.size * work.itemsize or (fd := _own_descriptor(f)) is None):
         yield None
         return
-    fd = os.open(info.path, os.O_RDONLY)
     try:
         yield ContiguousView(info, fd, offset, work)
     finally:
         os.close(fd)
+
+
+def _own_descriptor(f) -> int | None:
+    """A duplicate of the descriptor h5py reads ``f`` through (its default ``sec2`` driver),
+    when that is a regular file; else None. Not ``info.path`` opened again: a file renamed
+    over the path meanwhile would be read beside h5py's, and a FIFO put there would block."""
+    try:
+        if f.driver != "sec2":
+            return None
+        fd = os.dup(f.id.get_vfd_handle())
+    except Exception:                       # noqa: BLE001 - any doubt: h5py reads the stack
+        return None
+    try:
+        if stat.S_ISREG(os.fstat(fd).st_mode):
+            return fd
+    except OSError:
+        pass
+    os.close(fd)
+    return None
 
 
 class ContiguousView:
@@ -47,8 +79,9 @@ class ContiguousView:
     ``os.preadv`` from its offset in the file, the values h5py reads (stored as the working
     dtype). Without h5py, which serialises every call of every thread behind one lock: the
     estimate's threads read their energies in parallel (272³: the coarse level's reads were
-    a third of its wall time with one thread running). A short read (the file cut meanwhile)
-    is a one-line error."""
+    a third of its wall time with one thread running). A short read is read on
+    (:func:`~txmdb.io.files.pread_exact`); the end of the file before the data (the file cut
+    meanwhile) is a one-line error."""
 
     def __init__(self, info, fd: int, offset: int, dtype):
         import numpy as np
@@ -92,6 +125,6 @@ class ContiguousView:
 
     def _read(self, into, at: int, energy: int) -> None:
         view = memoryview(into).cast("B")
-        if os.preadv(self._fd, [view], at) != view.nbytes:
+        if pread_exact(self._fd, view, at) != view.nbytes:
             raise InputError(self.info.path, f"cannot read {self.info.data_path!r} energy {energy}: the file ends "
                                              f"before its data; truncated?")

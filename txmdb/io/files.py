@@ -87,6 +87,20 @@ def open_regular(path: str | os.PathLike) -> int:
     return fd
 
 
+def pread_exact(fd: int, view, at: int) -> int:
+    """Read ``len(view)`` bytes at offset ``at`` of ``fd`` into ``view`` (a writable byte
+    memoryview); the bytes read, fewer only at the end of the file. One ``preadv`` may
+    return less than asked without the file ending (Linux caps a read at 0x7ffff000 bytes;
+    FUSE and NFS may stop early), so it is repeated until full or a read returns 0."""
+    done = 0
+    while done < len(view):
+        n = os.preadv(fd, [view[done:]], at + done)
+        if n == 0:
+            break
+        done += n
+    return done
+
+
 def still_same(fd: int | None, path: str | os.PathLike, identity: tuple) -> bool:
     """Whether the file open as ``fd`` (if given) and the file ``path`` names both still have
     ``identity``: neither written to nor another file renamed over the path (the end-of-command

@@ -52,7 +52,7 @@ from typing import Iterator
 
 import numpy as np
 
-from txmdb.io.files import descriptor_path, file_identity, identity_text, open_regular, still_same
+from txmdb.io.files import descriptor_path, file_identity, identity_text, open_regular, pread_exact, still_same
 
 __all__ = ["SingleRead", "single_read_plan", "ENV"]
 
@@ -371,7 +371,7 @@ class SingleRead:
                 self.reread_bytes += size
                 for at in range(offset, offset + size, scratch.size):
                     n = min(scratch.size, offset + size - at)
-                    if os.preadv(self._fd, [memoryview(scratch)[:n]], at) != n:
+                    if pread_exact(self._fd, memoryview(scratch)[:n], at) != n:
                         raise OSError(f"file ends before byte {at + n} (truncated while read?)")
                     digest.update(scratch[:n])
             if not self._stop.is_set() and self._error is None:
@@ -426,13 +426,8 @@ class SingleRead:
         The reader never waits for the hash: when no free block is left (the hash, at low
         priority, lags behind), it keeps its block and the hash reads those bytes again later.
         """
-        view = memoryview(block)[:read.size]
-        done = 0
-        while done < read.size:
-            n = os.preadv(self._fd, [view[done:]], read.offset + done)
-            if n == 0:
-                raise OSError(f"file ends at byte {read.offset + done} (truncated while read?)")
-            done += n
+        if (done := pread_exact(self._fd, memoryview(block)[:read.size], read.offset)) < read.size:
+            raise OSError(f"file ends at byte {read.offset + done} (truncated while read?)")
         if self.known:
             fresh = block                            # no hash to hand it to: read the next one into it
         else:
