@@ -13,12 +13,12 @@ Two measurements, each in a fresh child process:
   default; ``--workers N`` for both kinds alike), and ``txmdb.pipeline.EdgePhaseWriter``,
   the loop's own writer: the edge map kept in memory (float64), ``edge_ev``, ``jump`` and
   ``valid`` (and the spectral maps) written as float32/bool data sets of a results file by
-  its thread, one slab behind the kernel; under ``no_huge_pages``, the memory switch
+  its thread, up to two slabs behind the kernel; under ``no_huge_pages``, the memory switch
   ``analyze_stack`` runs in (it enters no other; ``no_cyclic_gc`` is the registration
   estimate's). *edge*: the edge kernel alone; *spectral*: the same pass with the white line
   (Ni preset window) and a two-reference LCF (the measured NiO and LiNiO2 spectra, Ni preset
   fit window) fused into it (``SpectralKernel.with_edges``), its maps written as float32 into
-  two sets of buffers used in turn (``edge_slabs(reuse_maps=EdgePhaseWriter.MAP_SETS)``, as
+  three sets of buffers used in turn (``edge_slabs(reuse_maps=EdgePhaseWriter.MAP_SETS)``, as
   ``txm analyze``); *spectral-fresh* (``--kinds``): new float64 maps per slab, converted to
   float32 by the writer (the path before the buffers). ``--sink file`` (default) is that;
   ``--sink none`` writes nothing for either kind (the edge map kept, the maps dropped: the
@@ -98,29 +98,31 @@ def measure_pass(path: Path, kind: str, workers: int = 1, sink: str = "file") ->
     else:
         SpectralKernel(info.energies_ev, params).edge(np.zeros((len(info.energies_ev), 1), np.float32))
     results = path.parent / f"bench_spectral_maps_{os.getpid()}.h5"
-    # as analyze_stack: two sets of float32 map buffers for the writer; spectral-fresh: new
-    # float64 maps per slab (the path before the buffers)
+    # as analyze_stack: EdgePhaseWriter.MAP_SETS (three) sets of float32 map buffers for the
+    # writer; spectral-fresh: new float64 maps per slab (the path before the buffers)
     reuse = EdgePhaseWriter.MAP_SETS if kind == "spectral" else 0
-    with no_huge_pages(), h5py.File(results, "w") as out:
-        cpu0, kernel0 = _cpu_seconds(), _cpu_seconds(thread=True)
-        t0 = time.perf_counter()
-        slabs = edge_slabs(info, params, spectral=spectral, workers=workers, reuse_maps=reuse)
-        if sink == "file":
-            with EdgePhaseWriter(out, results, spatial, spectral) as writer:
-                for start, _, res in slabs:
-                    writer.write(start, res)
-            edge = writer.edge
-        else:
-            edge = np.empty(spatial)
-            for start, stop, res in slabs:
-                edge[start:stop] = res.edge_ev
-        seconds = time.perf_counter() - t0
-        cpu, kernel_cpu = _cpu_seconds() - cpu0, _cpu_seconds(thread=True) - kernel0
-        found = {}
-        if spectral is not None and sink == "file":
-            found = {"mean_fraction_NiO": float(np.nanmean(out["fractions"][0])),
-                     "white_line_found": int(np.isfinite(out["white_line_ev"][()]).sum())}
-    results.unlink()                                   # before its dirty pages go to the disk
+    try:
+        with no_huge_pages(), h5py.File(results, "w") as out:
+            cpu0, kernel0 = _cpu_seconds(), _cpu_seconds(thread=True)
+            t0 = time.perf_counter()
+            slabs = edge_slabs(info, params, spectral=spectral, workers=workers, reuse_maps=reuse)
+            if sink == "file":
+                with EdgePhaseWriter(out, results, spatial, spectral) as writer:
+                    for start, _, res in slabs:
+                        writer.write(start, res)
+                edge = writer.edge
+            else:
+                edge = np.empty(spatial)
+                for start, stop, res in slabs:
+                    edge[start:stop] = res.edge_ev
+            seconds = time.perf_counter() - t0
+            cpu, kernel_cpu = _cpu_seconds() - cpu0, _cpu_seconds(thread=True) - kernel0
+            found = {}
+            if spectral is not None and sink == "file":
+                found = {"mean_fraction_NiO": float(np.nanmean(out["fractions"][0])),
+                         "white_line_found": int(np.isfinite(out["white_line_ev"][()]).sum())}
+    finally:
+        results.unlink(missing_ok=True)                # before its dirty pages go to the disk; after a failure too
     return {"kind": kind, "seconds": seconds, "cpu_seconds": cpu, "kernel_thread_cpu_seconds": kernel_cpu,
             "voxels": int(np.prod(spatial)),
             "valid": int(np.isfinite(edge).sum()), "rss_mb": _peak_rss_mb(), "sink": sink, **found}

@@ -1,5 +1,5 @@
 """The edge phase's writer (pipeline.EdgePhaseWriter, session 19): each slab's maps written from a
-thread of its own one slab behind the kernel, from two sets of reused map buffers; the same
+thread of its own up to two slabs behind the kernel, from three sets of reused map buffers; the same
 file as the kernel's maps of the whole stack, a failed write reported and nothing left, and
 the benchmark's pass runs through the same writer."""
 

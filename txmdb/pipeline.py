@@ -49,6 +49,7 @@ maps are in the reference energy's frame, and do not depend on the slab size.
 
 from __future__ import annotations
 
+import collections
 import itertools
 import dataclasses
 import json
@@ -547,11 +548,13 @@ class EdgePhaseWriter:
     to two slabs wait to be written (a slow write does not stall the kernel at once);
     :meth:`write` first waits for older ones (re-raising their error), so a slab's maps must
     stay intact until the second :meth:`write` after its own returns: ``MAP_SETS`` sets of
-    reused map buffers (``edge_slabs(reuse_maps=EdgePhaseWriter.MAP_SETS)``). Use it as a
-    context manager; leaving it waits for the last write (and re-raises its error unless
-    another one is on its way out).
+    reused map buffers (``edge_slabs(reuse_maps=EdgePhaseWriter.MAP_SETS)``; fewer, and
+    :meth:`write` raises ValueError). Use it as a context manager; leaving it waits for the
+    last write (and re-raises its error unless another one is on its way out).
     """
 
+    #: sets of map buffers a producer reusing them must cycle through; at least 2 (one
+    #: being filled, one queued): write() waits until MAP_SETS - 2 slabs are left queued
     MAP_SETS = 3
 
     def __init__(self, out, path, spatial: tuple[int, ...], spectral: SpectralKernel | None):
@@ -568,12 +571,23 @@ class EdgePhaseWriter:
             raise
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="txmdb-write")
         self._pending: list = []                     # writes queued, oldest first
+        # the maps of the last MAP_SETS - 1 slabs: their writes may still be queued
+        self._recent: collections.deque = collections.deque(maxlen=self.MAP_SETS - 1)
 
     def write(self, start: int, result: EdgeResult) -> None:
         """Queue slab ``[start, start + len)``'s results once at most ``MAP_SETS - 2`` slabs
-        are still to be written: the buffers the kernel fills next are free."""
+        are still to be written: the buffers the kernel fills next are free. ValueError if
+        its maps are in buffers of one of the ``MAP_SETS - 1`` slabs before it (fewer sets
+        reused: that slab's maps may have been overwritten before their write), whether or
+        not that write is done yet, so the mistake does not depend on the writer's speed."""
+        maps = [a for a in getattr(result, "maps", {}).values() if isinstance(a, np.ndarray)]
+        if any(np.may_share_memory(a, b) for kept in self._recent for b in kept for a in maps):
+            raise ValueError(f"slab {start}'s maps are in the buffers of one of the {self.MAP_SETS - 1} slabs before "
+                             f"it, whose writes may still be queued: reuse EdgePhaseWriter.MAP_SETS "
+                             f"({self.MAP_SETS}) sets of map buffers")
         self._wait(self.MAP_SETS - 2)
         self._pending.append(self._pool.submit(self._write_now, start, result))
+        self._recent.append(maps)
 
     def _write_now(self, start: int, result: EdgeResult) -> None:
         self.edge[start:start + len(result.edge_ev)] = result.edge_ev
