@@ -662,7 +662,9 @@ def _registered(J: np.ndarray, s: np.ndarray, order: int, box=None, c=None, b=No
     box = box if box is not None else ((0,) * (J.ndim - 1), J.shape[1:])
     regs = np.empty((n,) + tuple(h - l for l, h in zip(*box)), dtype=np.float32)
     kernel = _numba()
-    cropped = kernel is not None and J.ndim in (3, 4) and J.dtype == np.float32    # (numpy's stencil: the whole grid)
+    # (numpy's stencil, or a pattern of another type: the whole grid, by numpy)
+    cropped = (kernel is not None and J.ndim in (3, 4) and J.dtype == np.float32
+               and (F is None or F.dtype == np.float32))
 
     def move(e):
         if F is None or not cropped:
@@ -760,15 +762,16 @@ def _import_fft_in_background() -> None:
 
 
 def _rfftn(image: np.ndarray, size: Sequence[int], workers: int) -> np.ndarray:
-    """``scipy.fft.rfftn(image, size, workers=workers)`` (``size`` ≥ the image's shape), bit
-    for bit, without transforming the zero padding: pocketfft transforms the last axis,
+    """``scipy.fft.rfftn(image, size, workers=workers)`` (``size`` ≥ the image's shape) for a
+    native float32 or float64 ``image`` (what the estimate passes), bit for bit, without
+    transforming the zero padding: pocketfft transforms the last axis,
     then the others in order, line by line, and a line of zeros stays zeros; here each
     axis runs only over the lines that hold data so far, in the same order (the padding
     is 15-40 % of a correlation's transform volume)."""
     fft = _fft()
     a = np.asarray(image)
     if a.dtype not in (np.float32, np.float64):
-        a = a.astype(np.float64)                     # (scipy's conversion of other types)
+        a = a.astype(np.float64)                     # (not scipy's for float16 or byte-swapped floats)
     d = a.ndim
     out = np.zeros(tuple(size[:-1]) + (size[-1] // 2 + 1,), np.result_type(a.dtype, np.complex64))
     out[tuple(slice(0, n) for n in a.shape[:-1])] = fft.rfft(a, int(size[-1]), axis=d - 1, workers=workers)
