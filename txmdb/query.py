@@ -107,11 +107,13 @@ def declares(name: str, filters: Sequence[str], parameters: Sequence = ()):
 
         def rows(catalog, **values) -> Rows:
             """The query's :class:`Rows` (a query of one statement; the others are computed in pandas)."""
-            result = run(catalog, values)
+            # told by the function's declared return type, before anything is computed
+            result = run(catalog, values) if one_statement else None
             if not isinstance(result, _Statement):  # programming error
                 raise TypeError(f"query {name} is computed in pandas: it has no rows")
             return result.rows(catalog)
 
+        one_statement = function.__annotations__.get("return") in ("_Statement", _Statement)
         spec = Query(name, checked, tuple(filters), tuple(parameters))
         QUERIES[name] = spec
         checked.query, checked.rows = spec, rows
