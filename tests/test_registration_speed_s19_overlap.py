@@ -56,16 +56,17 @@ def test_memory_is_returned_by_the_background_trim(monkeypatch):
 
     monkeypatch.setattr(reg, "_trim", recorded)
     size = 200 << 20
+    # Measured from the peak, not from before the block: the block may reuse freed heap
+    # pages already resident (earlier tests in this worker), so its growth can be < size.
     with reg._freed_memory_kept(trim_in_background=True):
-        before = _rss_bytes()
         block = np.ones(size // 8)
+        peak = _rss_bytes()
         del block
-        kept = _rss_bytes() - before
-    assert kept > 0.9 * size
+        assert peak - _rss_bytes() < 0.1 * size                        # kept while inside
     deadline = time.monotonic() + 10
-    while _rss_bytes() - before > 0.1 * size and time.monotonic() < deadline:
+    while peak - _rss_bytes() < 0.9 * size and time.monotonic() < deadline:
         time.sleep(0.01)
-    assert _rss_bytes() - before < 0.1 * size
+    assert peak - _rss_bytes() >= 0.9 * size                           # handed back after
     for thread in [t for t in threading.enumerate() if t.name == "txmdb-trim"]:
         thread.join(10)
     assert len(trimmed_on) == 1 and trimmed_on[0] != threading.get_ident()
