@@ -369,3 +369,44 @@ def residual_spreads(r, t0, scratch):  # pragma: no cover - compiled
                     m += 1
         spread += _variance(scratch)
     return var_r, spread / (3 - t0)
+
+
+
+#: lanes of :func:`gram`'s sums (each a sequential float64 sum over every ``GRAM_LANES``-th
+#: product); the lanes are then added pairwise, in a fixed tree
+GRAM_LANES = 64
+
+
+@njit(cache=True, nogil=True)
+def gram(rows, out):  # pragma: no cover - compiled
+    """``out[j, k] = Σ_i rows[j, i] rows[k, i]`` (symmetric), each product and the sums in
+    float64 (a float32 product is exact in float64: ~1e-14 relative at 10⁵ terms, against
+    ~1e-6 for BLAS' float32 ``A @ A.T``). In a fixed order, no fast-math: the products of
+    the first ``m - m % GRAM_LANES`` columns summed sequentially per lane (column
+    ``i % GRAM_LANES``), the lanes added pairwise (``(0 + 1), (2 + 3), …`` then the sums of
+    those, …), then the last columns' products one by one; so numpy reproduces it bit for bit
+    (:func:`txmdb.analysis.registration._normal_equations`). The lanes are independent:
+    the loop vectorises without reassociation, 3-5x faster than BLAS' syrk on a fit's 4-8
+    rows of ~10⁵ voxels (which packs the long axis for a product of a few rows)."""
+    n, m = rows.shape
+    w = GRAM_LANES
+    mw = m - m % w
+    acc = np.empty(w)
+    for j in range(n):
+        a = rows[j]
+        for k in range(j, n):
+            b = rows[k]
+            acc[:] = 0.0
+            for r in range(0, mw, w):
+                for lane in range(w):
+                    acc[lane] += np.float64(a[r + lane]) * np.float64(b[r + lane])
+            h = w
+            while h > 1:
+                h //= 2
+                for lane in range(h):
+                    acc[lane] = acc[2 * lane] + acc[2 * lane + 1]
+            total = acc[0]
+            for i in range(mw, m):
+                total += np.float64(a[i]) * np.float64(b[i])
+            out[j, k] = total
+            out[k, j] = total
