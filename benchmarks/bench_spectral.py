@@ -13,9 +13,9 @@ Two measurements, each in a fresh child process:
   default; ``--workers N`` for both kinds alike), and ``txmdb.pipeline.EdgePhaseWriter``,
   the loop's own writer: the edge map kept in memory (float64), ``edge_ev``, ``jump`` and
   ``valid`` (and the spectral maps) written as float32/bool data sets of a results file by
-  its thread, up to two slabs behind the kernel; under ``no_huge_pages``, the memory switch
-  ``analyze_stack`` runs in (it enters no other; ``no_cyclic_gc`` is the registration
-  estimate's). *edge*: the edge kernel alone; *spectral*: the same pass with the white line
+  its thread, up to two slabs behind the kernel; under ``no_huge_pages`` and
+  ``freed_memory_kept``, the memory switches ``analyze_stack`` runs in (it enters no other;
+  ``no_cyclic_gc`` is the registration estimate's). *edge*: the edge kernel alone; *spectral*: the same pass with the white line
   (Ni preset window) and a two-reference LCF (the measured NiO and LiNiO2 spectra, Ni preset
   fit window) fused into it (``SpectralKernel.with_edges``), its maps written as float32 into
   three sets of buffers used in turn (``edge_slabs(reuse_maps=EdgePhaseWriter.MAP_SETS)``, as
@@ -74,11 +74,11 @@ def measure_pass(path: Path, kind: str, workers: int = 1, sink: str = "file") ->
     spectral maps: ``sink`` ``file`` — its loop (:class:`txmdb.pipeline.EdgePhaseWriter`: the
     float64 edge map in memory, ``edge_ev``, ``jump``, ``valid`` and the spectral maps written
     to a results file from the writer's thread), under the memory switch ``analyze_stack``
-    runs in (``no_huge_pages``); the file is deleted untimed. ``none`` — the same pass
+    runs in (``no_huge_pages``, ``freed_memory_kept``); the file is deleted untimed. ``none`` — the same pass
     writing nothing: the edge map kept, the maps dropped (kernel and read alone)."""
     import h5py
 
-    from txmdb.analysis._memory import no_huge_pages
+    from txmdb.analysis._memory import freed_memory_kept, no_huge_pages
     from txmdb.analysis.edge import PRESETS
     from txmdb.analysis.spectral import SpectralKernel
     from txmdb.io.hdf5 import open_stack
@@ -102,7 +102,7 @@ def measure_pass(path: Path, kind: str, workers: int = 1, sink: str = "file") ->
     # writer; spectral-fresh: new float64 maps per slab (the path before the buffers)
     reuse = EdgePhaseWriter.MAP_SETS if kind == "spectral" else 0
     try:
-        with no_huge_pages(), h5py.File(results, "w") as out:
+        with no_huge_pages(), freed_memory_kept(), h5py.File(results, "w") as out:
             cpu0, kernel0 = _cpu_seconds(), _cpu_seconds(thread=True)
             t0 = time.perf_counter()
             slabs = edge_slabs(info, params, spectral=spectral, workers=workers, reuse_maps=reuse)

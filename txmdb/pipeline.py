@@ -63,7 +63,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping
 import numpy as np
 import pandas as pd
 
-from txmdb.analysis._memory import no_huge_pages
+from txmdb.analysis._memory import freed_memory_kept, no_huge_pages
 from txmdb.analysis.edge import EdgeKernel, EdgeParameters, EdgeResult
 from txmdb.analysis.gradient import (
     GradientVectors,
@@ -537,8 +537,8 @@ EDGE_DATASETS = (("edge_ev", np.float32), ("jump", np.float32), ("valid", bool))
 class EdgePhaseWriter:
     """The edge phase's output, slab by slab: the float64 edge map in memory (``edge``) and
     ``edge_ev``, ``jump``, ``valid`` and the spectral maps (:func:`spectral_datasets`) in the
-    results file (:class:`DirectMaps`). One implementation for :func:`analyze_stack` and
-    ``benchmarks/bench_spectral.py``.
+    results file (:class:`DirectMaps`; ``places``: each spectral map's data set and row).
+    One implementation for :func:`analyze_stack` and ``benchmarks/bench_spectral.py``.
 
     A thread of its own does the work behind the kernel: the copy into ``edge``, the
     float64 → float32 conversions and the ``pwrite`` of each slab's maps into the page cache
@@ -565,7 +565,7 @@ class EdgePhaseWriter:
         try:
             for name, dtype in EDGE_DATASETS:
                 self._direct.create(name, spatial, dtype)
-            self._places = spectral_datasets(self._direct, spectral, spatial)
+            self.places = spectral_datasets(self._direct, spectral, spatial)
         except BaseException:
             self._direct.close()
             raise
@@ -591,7 +591,7 @@ class EdgePhaseWriter:
 
     def _write_now(self, start: int, result: EdgeResult) -> None:
         self.edge[start:start + len(result.edge_ev)] = result.edge_ev
-        write_spectral(self._direct, self._places, start, result)
+        write_spectral(self._direct, self.places, start, result)
         for name, _ in EDGE_DATASETS:
             self._direct.write(name, start, getattr(result, name))
 
@@ -609,6 +609,24 @@ class EdgePhaseWriter:
         finally:
             self._pool.shutdown(wait=True)            # no write left on the descriptor closed next
             self._direct.close()
+
+
+class WrittenMaps(ResultMaps):
+    """The maps of the results file being written (:class:`~txmdb.io.maps.ResultMaps`), and
+    :meth:`read_into` a caller's buffer for the float32 maps the edge pass wrote."""
+
+    def __init__(self, out, places: dict[str, tuple[str, int | None]]):
+        super().__init__(out)
+        self._out, self._places = out, places
+
+    def read_into(self, name: str, buffer: np.ndarray) -> np.ndarray:
+        """Map ``name``, as ``self[name]`` gives it: in ``buffer`` (float32, the map's shape)
+        when the edge pass wrote it (:func:`spectral_datasets`), else a new array."""
+        if name not in self._places:
+            return self[name]
+        dataset, row = self._places[name]
+        self._out[dataset].read_direct(buffer, None if row is None else np.s_[row])
+        return buffer
 
 
 def registered_read(registration: AppliedRegistration | None) -> dict[str, Any]:
@@ -734,7 +752,7 @@ def statistics_from_edge_map(edge_ev: np.ndarray, options: AnalysisOptions, *,
     t_labels = time.perf_counter() - t0
     tables: dict[str, list[pd.DataFrame]] = {name: [] for name in TABLE_NAMES}
     maps = {} if maps is None else maps
-    named = itertools.chain([("edge", edge_ev)], ((name, maps[name]) for name in maps if name != "edge"))
+    named = itertools.chain([("edge", edge_ev)], _one_at_a_time(maps, edge_ev.shape))
     # The particle tables and the map summaries run in two threads beside the gradients here:
     # their compiled kernels release the GIL, so the three share the cores (each table is
     # filled by one of them, in its own order).
@@ -769,6 +787,23 @@ def statistics_from_edge_map(edge_ev: np.ndarray, options: AnalysisOptions, *,
         tables={name: pd.concat(parts, ignore_index=True) for name, parts in tables.items()},
         labels=labels, n_particles=int(n), n_valid_voxels=int(count[0]),
         mean_edge_ev=float(mean[0]), std_edge_ev=float(std[0]), timings_s=timings)
+
+
+def _one_at_a_time(maps: Mapping[str, np.ndarray], shape: tuple[int, ...]) -> Iterator[tuple[str, np.ndarray]]:
+    """``(name, map)`` of the maps other than the edge, for a consumer done with each before
+    it asks for the next (the map summaries): read into one float32 buffer when ``maps``
+    can (:class:`WrittenMaps`), made here on the caller's thread. Read whole on the
+    summaries' thread, each map was a fresh mapping of glibc's per-thread heap (> 64 MiB at
+    272³), page-faulted and unmapped again; the buffer comes from the caller's kept heap
+    (:func:`~txmdb.analysis._memory.freed_memory_kept`), once."""
+    names = [name for name in maps if name != "edge"]
+    read_into = getattr(maps, "read_into", None)
+    buffer = np.empty(shape, np.float32) if read_into is not None and names else None
+
+    def each():
+        for name in names:
+            yield name, maps[name] if buffer is None else read_into(name, buffer)
+    return each()
 
 
 def _timed(fn: Callable, *args, **kwargs) -> tuple[Any, float]:
@@ -854,8 +889,10 @@ EdgeSource = Callable[[Any, EdgeParameters, int], Iterable[tuple[int, int, EdgeR
 
 
 # 4 KiB pages for its fresh maps and buffers: huge ones cost ~0.8 CPU-s of memory compaction
-# per 272³ analysis (txmdb.analysis._memory; docs/performance.md)
+# per 272³ analysis; and the memory it frees kept for its next arrays, not page-faulted
+# afresh (txmdb.analysis._memory; docs/performance.md)
 @no_huge_pages()
+@freed_memory_kept()
 def analyze_stack(info, options: AnalysisOptions, *, results_path: Path,
                   progress: Callable[[int, int], None] | None = None,
                   edge_source: EdgeSource | None = None,
@@ -959,7 +996,7 @@ def analyze_stack(info, options: AnalysisOptions, *, results_path: Path,
             try:
                 stats = statistics_from_edge_map(edge, options, energies_ev=info.energies_ev,
                                                  voxel_size_nm=d, vectors_fn=vectors_fn, tick=tick,
-                                                 maps=ResultMaps(out))
+                                                 maps=WrittenMaps(out, writer.places))
             except BaseException:
                 syncing.wait(check=False)     # the statistics' error is the one to report
                 raise
