@@ -939,7 +939,7 @@ def _shift_error(reg: np.ndarray, other: np.ndarray) -> tuple[float, float]:
     # place when numba is there; the normal equations by _normal_equations)
     rows = np.empty((nd + 3, size), dtype=np.result_type(other.dtype, reg.dtype))
     A, y = rows[:-1], rows[-1]
-    y[...] = reg[inner].ravel()
+    y.reshape(reg[inner].shape)[...] = reg[inner]
     A[0] = other[inner].ravel()
     if not _neg_gradient_into(other, A[1:1 + nd]):
         grads = np.gradient(other) if nd > 1 else [np.gradient(other)]
