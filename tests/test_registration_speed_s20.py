@@ -135,3 +135,40 @@ def test_shift_error_is_the_least_squares_reference(monkeypatch, compiled, shape
     want = _shift_error_reference(reg_image, other)
     np.testing.assert_allclose(got, want, rtol=1e-8)
     assert 0 < got[0] < 1 and got[1] > reg.MIN_DETECTION
+
+
+def _stencil_reference(a: np.ndarray, bases, taps, out_shape) -> np.ndarray:
+    """Axis by axis ``x[i] = Σ_k w_k x[clamp(i + base + o_k)]`` with np.take: the first tap's
+    product, then each next tap's product added, in the array's dtype (shift3's contract)."""
+    x = a
+    for axis, (base, (offsets, weights), n_out) in enumerate(zip(bases, taps, out_shape)):
+        i = np.arange(n_out)
+        acc = None
+        for o, w in zip(offsets, weights):
+            term = np.take(x, np.clip(i + base + o, 0, x.shape[axis] - 1), axis=axis) * x.dtype.type(w)
+            acc = term if acc is None else acc + term
+        x = acc
+    return x
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_shift3_with_fused_first_axis_is_the_tap_by_tap_stencil(dtype):
+    # 1, 2, 3 and 4 taps on the first axis (2 and 4: the fused plane pass), borders clamped
+    rng = np.random.default_rng(12)
+    for trial in range(200):
+        shape = tuple(int(v) for v in rng.integers(1, 9, 3))
+        out_shape = tuple(int(v) for v in rng.integers(1, 11, 3))
+        a = rng.standard_normal(shape).astype(dtype)
+        bases, taps, args = [], [], []
+        for axis in range(3):
+            k = int(rng.integers(1, 5))
+            offsets = tuple(range(-1, k - 1)) if k > 2 else tuple(range(k))
+            weights = tuple(float(w) for w in rng.uniform(-0.7, 1.3, k))
+            base = int(rng.integers(-4, 4))
+            bases.append(base)
+            taps.append((offsets, weights))
+            args += [base, np.array(offsets, np.int64), np.array(weights, dtype)]
+        got = np.full(out_shape, np.nan, dtype)
+        kernels.shift3(a, got, *args)
+        want = _stencil_reference(a, bases, taps, out_shape)
+        assert np.array_equal(got, want), (trial, shape, out_shape, taps)

@@ -63,6 +63,34 @@ def _rows(src, dst, base, offsets, weights, i):  # pragma: no cover - compiled
             dst[q] += src[j, q] * w
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _plane(src, dst, base, offsets, weights, i):  # pragma: no cover - compiled
+    """:func:`_rows` for the first axis of :func:`shift3` (one output plane): with 2 or 4
+    taps (linear, cubic) in one pass, each value summed term by term in the tap order
+    (``((t_0 w_0 + t_1 w_1) + t_2 w_2) + t_3 w_3``: :func:`_rows`' numbers) instead of one
+    pass per tap over the plane buffer. Small: shift3 on the estimate's cubic fine window
+    -5 %, a linear pass over 60 cold 16×273×273 blocks -1.5 % (the plane passes alone -14 %
+    in cache); the same fusion for the rows of the second axis was slower."""
+    n = src.shape[0]
+    nk = offsets.shape[0]
+    if nk == 2:
+        j0 = min(max(i + base + offsets[0], 0), n - 1)
+        j1 = min(max(i + base + offsets[1], 0), n - 1)
+        w0, w1 = weights[0], weights[1]
+        for q in range(dst.shape[0]):
+            dst[q] = src[j0, q] * w0 + src[j1, q] * w1
+    elif nk == 4:
+        j0 = min(max(i + base + offsets[0], 0), n - 1)
+        j1 = min(max(i + base + offsets[1], 0), n - 1)
+        j2 = min(max(i + base + offsets[2], 0), n - 1)
+        j3 = min(max(i + base + offsets[3], 0), n - 1)
+        w0, w1, w2, w3 = weights[0], weights[1], weights[2], weights[3]
+        for q in range(dst.shape[0]):
+            dst[q] = ((src[j0, q] * w0 + src[j1, q] * w1) + src[j2, q] * w2) + src[j3, q] * w3
+    else:
+        _rows(src, dst, base, offsets, weights, i)
+
+
 @njit(cache=True, nogil=True)
 def shift3(a, out, b0, o0, w0, b1, o1, w1, b2, o2, w2):  # pragma: no cover - compiled
     """The three axis stencils of a 3-D ``a`` into ``out`` in one sweep, plane by plane:
@@ -77,7 +105,7 @@ def shift3(a, out, b0, o0, w0, b1, o1, w1, b2, o2, w2):  # pragma: no cover - co
     flat = a.reshape(n0, n1 * n2)
     sheet = plane.reshape(n1, n2)
     for i in range(m0):
-        _rows(flat, plane, b0, o0, w0, i)
+        _plane(flat, plane, b0, o0, w0, i)
         for j in range(m1):
             _rows(sheet, row, b1, o1, w1, j)
             _line(row, out[i, j], b2, o2, w2)
