@@ -29,6 +29,7 @@ from typing import Iterator
 
 import numpy as np
 
+from txmdb.catalog.integrity import CheckedFile
 from txmdb.catalog.txm import LATEST, new_analysis, prepare_analysis, record_analysis
 from txmdb.errors import InputError, ParameterError, RefusedInput, TxmdbError, input_errors
 from txmdb.store import ANALYSES, failure_text
@@ -55,25 +56,28 @@ def _problem(exc: Exception) -> ValueError:
     return (_Refused if isinstance(exc, RefusedInput) else ValueError)(getattr(exc, "problem", str(exc)))
 
 
-def _analyze_on_worker(info, options, pending: str):
-    """Runs on a worker: the whole pipeline for one scan, results file into the shared store."""
+def _analyze_on_worker(info, options, pending: str, checked: CheckedFile):
+    """Runs on a worker: the whole pipeline for one scan, results file into the shared store;
+    on the file the client checked (``checked``), else an error."""
     from txmdb.pipeline import analyze_stack
 
     t0 = time.perf_counter()
     try:
-        outputs = analyze_stack(info, options, results_path=Path(pending))
+        with checked.reading(info) as held:
+            outputs = analyze_stack(held, options, results_path=Path(pending), named=checked.file_path)
     except InputError as exc:
         raise _problem(exc) from None
     return outputs, time.perf_counter() - t0
 
 
-def _edge_task(info, params, start: int, stop: int, registration=None, spectral=None):
+def _edge_task(info, params, start: int, stop: int, registration, spectral, checked: CheckedFile):
     """Runs on a worker: the edge phase of one slab (of the registered stack, with a registration;
-    with the white-line/LCF maps of a spectral kernel)."""
+    with the white-line/LCF maps of a spectral kernel), of the file the client checked."""
     from txmdb.pipeline import extract_edges
 
     try:
-        return start, stop, extract_edges(info, params, start, stop, registration=registration, spectral=spectral)
+        with checked.reading(info) as held:
+            return start, stop, extract_edges(held, params, start, stop, registration=registration, spectral=spectral)
     except InputError as exc:
         raise _problem(exc) from None
 
@@ -136,14 +140,14 @@ def analyze_on_cluster(catalog, scan_ids: list[int], options, *, scheduler: str,
     run as one task each, all at once (:func:`analyze_scans_distributed`).
     ``registration`` as :func:`txmdb.catalog.txm.analyze_scan`'s.
     """
-    prepared = [prepare_analysis(catalog, scan_id, options, registration=registration) for scan_id in scan_ids]
+    prepared = [_prepare(catalog, scan_id, options, registration) for scan_id in scan_ids]
     with connect(scheduler) as client:
         split = [p for p in prepared if len(prepared) == 1 or _stack_bytes(p[1]) > split_bytes]
         whole = [p for p in prepared if not any(p is s for s in split)]
         if whole:
             yield from _whole_scans(catalog, client, whole)
-        for scan, info, scan_options in split:
-            yield _split_scan(catalog, client, scan, info, scan_options)
+        for scan, info, scan_options, checked in split:
+            yield _split_scan(catalog, client, scan, info, scan_options, checked)
 
 
 def analyze_scan_distributed(catalog, scan_id: int, options, *, scheduler: str, registration=LATEST):
@@ -165,15 +169,15 @@ def analyze_scan_distributed(catalog, scan_id: int, options, *, scheduler: str, 
     txmdb.db.models.Analysis
         The same tables as :func:`txmdb.catalog.txm.analyze_scan` gives.
     """
-    scan, info, options = prepare_analysis(catalog, scan_id, options, registration=registration)
+    prepared = _prepare(catalog, scan_id, options, registration)
     with connect(scheduler) as client:
-        return _split_scan(catalog, client, scan, info, options)
+        return _split_scan(catalog, client, *prepared)
 
 
 def analyze_scans_distributed(catalog, scan_ids: list[int], options, *, scheduler: str,
                               registration=LATEST) -> Iterator:
     """Analyse many scans at once, one whole-pipeline task per scan; yields each Analysis."""
-    prepared = [prepare_analysis(catalog, scan_id, options, registration=registration) for scan_id in scan_ids]
+    prepared = [_prepare(catalog, scan_id, options, registration) for scan_id in scan_ids]
     with connect(scheduler) as client:
         yield from _whole_scans(catalog, client, prepared)
 
@@ -188,9 +192,9 @@ def _whole_scans(catalog, client, prepared) -> Iterator:
 
     futures = {}
     try:
-        for scan, info, options in prepared:
+        for scan, info, options, checked in prepared:
             put = catalog.store.begin(ANALYSES, new_analysis(scan, options))
-            futures[client.submit(_analyze_on_worker, info, options, str(put.temp), pure=False)] = (scan, put)
+            futures[client.submit(_analyze_on_worker, info, options, str(put.temp), checked, pure=False)] = (scan, put)
         for future in as_completed(futures):
             scan, put = futures[future]
             try:
@@ -215,8 +219,20 @@ def _whole_scans(catalog, client, prepared) -> Iterator:
             future.cancel()
 
 
-def _split_scan(catalog, client, scan, info, options):
-    """Edge phase per slab and gradient kernel per halo slab on the workers, the rest here."""
+def _prepare(catalog, scan_id: int, options, registration):
+    """:func:`prepare_analysis`, the stack at its path for the workers, and the file checked."""
+    import dataclasses
+
+    scan, info, options, check = prepare_analysis(catalog, scan_id, options, registration=registration, hold=True)
+    try:
+        return scan, dataclasses.replace(info, path=Path(scan.file_path)), options, CheckedFile.of(scan, check)
+    finally:
+        check.cancel()          # every reader opens the file again through the CheckedFile
+
+
+def _split_scan(catalog, client, scan, info, options, checked: CheckedFile):
+    """Edge phase per slab and gradient kernel per halo slab on the workers, the rest here (this
+    process reads the file too, for the clusters, through ``checked`` as the workers do)."""
     from dask.distributed import as_completed
 
     from txmdb.analysis.gradient import GradientVectors
@@ -224,12 +240,12 @@ def _split_scan(catalog, client, scan, info, options):
 
     futures: list = []
 
-    def edge_source(info, params, slab_size):
+    def edge_source(_held, params, slab_size):
         # the shifts are a few hundred numbers, the spectral kernel's arrays a few kB: they
-        # travel with every task
+        # travel with every task, as the stack at its path (``_held`` is this process's descriptor)
         spectral = spectral_kernel(info, options)
         futures.extend(client.submit(_edge_task, info, params, start, stop, options.registration, spectral,
-                                     pure=False)
+                                     checked, pure=False)
                        for start, stop in slab_bounds(info, slab_size))
         for future in as_completed(futures):
             yield future.result()
@@ -257,9 +273,9 @@ def _split_scan(catalog, client, scan, info, options):
     with catalog.store.put(ANALYSES, new_analysis(scan, options)) as put:
         try:
             try:
-                with input_errors(scan.file_path):
-                    outputs = analyze_stack(info, options, results_path=put.temp, edge_source=edge_source,
-                                            vectors_fn=vectors_fn)
+                with input_errors(scan.file_path), checked.reading(info) as held:
+                    outputs = analyze_stack(held, options, results_path=put.temp, edge_source=edge_source,
+                                            vectors_fn=vectors_fn, named=scan.file_path)
             except RefusedInput:
                 put.withdraw()
                 raise

@@ -1,5 +1,7 @@
 """``txmdb db check``: the catalogue against its store and its sources, and the repair of what
-a crash left (the store's protocol, :mod:`txmdb.store`, says what each crash leaves).
+a crash left (the store's protocol, :mod:`txmdb.store`, says what each crash leaves). Also the
+source checks of a command under way: :func:`change_wins` (a failure of a changed file is
+reported as the change) and :class:`CheckedFile` (a Dask worker reads the file the client checked).
 
 A repair removes only what no row needs — temporaries and files whose id has no row —, moves
 a committed file still under its temporary name into place, points a row whose path is wrong
@@ -12,10 +14,12 @@ repaired (:mod:`txmdb.store`, Owner).
 
 from __future__ import annotations
 
+import contextlib
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from txmdb.errors import StoreOwnerError, TxmdbError
+from txmdb.errors import InputError, StoreOwnerError, TxmdbError
 from txmdb.store import Audit, Finding
 
 # Hours a 'running' analysis (or a temporary file) of another host counts as at work: its
@@ -105,3 +109,118 @@ def check_sources(catalog) -> Audit:
             except OSError as exc:
                 audit.add(subject, f"source {path} cannot be read: {exc.strerror or exc}")
     return audit
+
+
+@contextlib.contextmanager
+def change_wins(scan, check, errors: type[Exception] | tuple[type[Exception], ...] = Exception):
+    """An error while the scan's file is read or used — a read error (InputError), a kernel's
+    ValueError — reported as the file's change when ``check`` (the command's check of the file:
+    a hash under way, a known hash) shows it is no longer the file ingested: a byte changed
+    inside a compressed chunk fails the read before the hash's result is asked. The error stands
+    when the check finds the ingested bytes (a file damaged before it was ingested) or cannot
+    tell. ``check`` None: no check, the error stands. ``errors``: the errors a change may explain.
+    The one place this is decided."""
+    try:
+        yield
+    except errors:
+        if check is not None:
+            raise_if_changed(scan, check)
+        raise
+
+
+def raise_if_changed(scan, check) -> None:
+    """The InputError of :func:`txmdb.catalog.txm.check_unchanged` (SHA-256 differs), of a file
+    written to while read, or of a hash that could not read the file, if ``check`` says so;
+    nothing when the file is the one ingested or a single read's failure leaves no way to tell."""
+    from txmdb.catalog.txm import _hash_result, check_unchanged
+    from txmdb.io.files import open_regular, sha256_file
+
+    check.promote()                 # the rest of a low-priority hash at normal priority: it is waited for
+    try:
+        check.result()
+    except OSError:
+        pass                        # the hash's own read (or open: a FIFO) failed: _hash_result words it
+    except (TxmdbError, RuntimeError):
+        # a single read hashes what it reads and stopped with the failed read (a file truncated
+        # under it): the file it read, hashed whole now (opened as a regular file only: never blocks)
+        try:
+            digest = sha256_file(open_regular(check.source))
+        except OSError:
+            return                  # cannot tell: the error stands
+        check_unchanged(scan, digest)
+        return
+    check_unchanged(scan, _hash_result(scan, check))
+
+
+@dataclass(frozen=True)
+class CheckedFile:
+    """The scan file an analysis checked (its SHA-256 matched, or its unchanged identity vouched
+    for it), for readers that open its path themselves later: Dask workers. Each opens it through
+    :meth:`reading`, which refuses a file that is not the one checked — another renamed over the
+    path, or this one rewritten — with the non-Dask path's own check
+    (:meth:`txmdb.io.files.KnownHash.if_unchanged` on the identity of the descriptor checked).
+
+    Has the attributes of a scan that :func:`txmdb.catalog.txm.check_unchanged` reads, and pickles.
+    """
+
+    file_path: str
+    id: int
+    file_sha256: str
+    #: :func:`txmdb.io.files.file_identity` of the descriptor the check read
+    identity: tuple
+    #: the kernel the identity was taken on: a device number means nothing on another (NFS)
+    kernel: str
+
+    @classmethod
+    def of(cls, scan, check) -> "CheckedFile":
+        """The file ``check`` (:func:`txmdb.catalog.txm.prepare_scan`'s, held) vouched for."""
+        return cls(str(scan.file_path), scan.id, scan.file_sha256, tuple(check.identity), _kernel())
+
+    @contextlib.contextmanager
+    def reading(self, info):
+        """``info`` reading the checked file through a descriptor opened here (errors naming the
+        descriptor name the file); InputError if the path names another file now, or if the file
+        was written to (or renamed over) while read."""
+        import dataclasses
+
+        from txmdb.catalog.txm import _hash_result, named_as_scan
+        from txmdb.io.files import KnownHash, identity_text, open_regular
+
+        held = KnownHash.if_unchanged(self.file_path, (self.file_sha256, identity_text(self._identity_here())))
+        if held is None:
+            try:                    # the reason it could not be opened, if that was it
+                os.close(open_regular(self.file_path))
+            except OSError as exc:
+                raise InputError(self.file_path, f"cannot read: {exc.strerror or exc}") from None
+            raise InputError(self.file_path, f"the file changed since scan {self.id} was ingested "
+                                             "(it is not the file checked when the analysis began)")
+        try:
+            held_info = dataclasses.replace(info, path=Path(held.source))
+            # this file's read errors only: a Dask worker's, shipped back as a ValueError through
+            # the client's reading, is the worker's verdict on the file it read
+            with named_as_scan(self, held_info), change_wins(self, held, InputError):
+                yield held_info
+            _hash_result(self, held)        # written to, or renamed over, while read
+        finally:
+            held.cancel()
+
+    def _identity_here(self) -> tuple:
+        """The identity checked, with the device number the path's file system has here when this
+        is another kernel (an NFS mount's number is each client's own; the inode, size and times
+        are the server's)."""
+        if _kernel() == self.kernel:
+            return self.identity
+        try:
+            return (os.stat(self.file_path).st_dev, *self.identity[1:])
+        except OSError:
+            return self.identity    # the open names the problem
+
+
+def _kernel() -> str:
+    """This kernel's boot id (Linux; device numbers compare within one), else the host's name."""
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        import socket
+
+        return socket.gethostname()

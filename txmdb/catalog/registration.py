@@ -205,6 +205,7 @@ def _estimate_checked(catalog, scan_id: int, reference: int, max_shift: float, r
     changed file is reported before anything else, also when it made opening or
     estimating fail; nothing is stored before the check. A file whose identity is the one
     recorded is not hashed (unless ``verify_input``): its identity is checked again at the end."""
+    from txmdb.catalog.integrity import change_wins
     from txmdb.catalog.txm import _hash_result, check_stack, check_unchanged, known_hash, named_as_scan, new_identity
     from txmdb.io.files import BackgroundHash, KnownHash
     with catalog.session() as session:
@@ -212,7 +213,7 @@ def _estimate_checked(catalog, scan_id: int, reference: int, max_shift: float, r
     known = None if verify_input else known_hash(scan)
     hashing = KnownHash.if_unchanged(scan.file_path, known) or BackgroundHash(scan.file_path, low_priority=False)
     try:
-        try:
+        with change_wins(scan, hashing):            # a changed file's failure reported as the change
             # the stack only: prepare_scan's analysis checks import the pipeline (pandas)
             info = open_scan_stack(scan)
             # h5py reads the file checked or hashed, as in analyze_scan
@@ -222,9 +223,6 @@ def _estimate_checked(catalog, scan_id: int, reference: int, max_shift: float, r
             info = replace(info, path=Path(hashing.source))
             with named_as_scan(scan, info):         # the stack's read errors too
                 shifts, quality = _estimate(info, reference, max_shift, roi)
-        except Exception:
-            check_unchanged(scan, _hash_result(scan, hashing))
-            raise
         check_unchanged(scan, _hash_result(scan, hashing))
         check_stack(scan, info)
         return scan, shifts, quality, new_identity(scan, hashing)

@@ -162,18 +162,24 @@ def resolve_registration(catalog, scan_id: int, registration: int | str | None =
 
 
 def prepare_analysis(catalog, scan_id: int, options, *, registration: int | str | None = LATEST,
-                     verify_hash: bool = True):
-    """:func:`prepare_scan`, and the options with the registration to apply (:func:`resolve_registration`)."""
+                     verify_hash: bool = True, hold: bool = False):
+    """:func:`prepare_scan`, and the options with the registration to apply (:func:`resolve_registration`);
+    with ``hold``, :func:`prepare_scan`'s open check too, fourth (the caller cancels it)."""
     applied = resolve_registration(catalog, scan_id, registration)
-    scan, info = prepare_scan(catalog, scan_id, verify_hash=verify_hash, options=options)
+    scan, info, *held = prepare_scan(catalog, scan_id, verify_hash=verify_hash, options=options, hold=hold)
     if applied is not None:
         from txmdb.io.hdf5 import registration_shifts
 
-        with input_errors(scan.file_path):
-            registration_shifts(info, applied.shifts)
+        try:
+            with input_errors(scan.file_path):
+                registration_shifts(info, applied.shifts)
+        except BaseException:
+            for check in held:
+                check.cancel()
+            raise
     from txmdb.pipeline import settle_spectral
 
-    return scan, info, dataclasses.replace(settle_spectral(info, options), registration=applied)
+    return scan, info, dataclasses.replace(settle_spectral(info, options), registration=applied), *held
 
 
 def new_analysis(scan: TXMScan, options) -> Analysis:
@@ -208,6 +214,7 @@ def analyze_scan(
     recorded when it was last hashed and matched (:func:`known_hash`); ``verify_input``
     hashes it in full regardless. A full hash that matches records the identity.
     """
+    from txmdb.catalog.integrity import change_wins
     from txmdb.io.single_read import SingleRead
     from txmdb.pipeline import analyze_stack, input_hash
 
@@ -227,7 +234,8 @@ def analyze_scan(
     try:
         with catalog.store.put(ANALYSES, new_analysis(scan, options)) as put:
             try:
-                with input_errors(scan.file_path), named_as_scan(scan, info):
+                # a read error of a file changed since ingest reported as the change (change_wins)
+                with input_errors(scan.file_path), named_as_scan(scan, info), change_wins(scan, hashing):
                     # the hash at normal priority once the stack is read: beside the statistics'
                     # threads a nice-19 hash would be starved, then run alone at the end
                     outputs = analyze_stack(info, options, results_path=put.temp, progress=progress,
