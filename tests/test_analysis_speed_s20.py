@@ -178,3 +178,38 @@ def test_spectral_analysis_tables_as_with_each_map_read_anew(tmp_path, monkeypat
                                      "fraction:LiNiO2", "rfactor"}
     for name in STATISTICS_TABLES:
         pd.testing.assert_frame_equal(ours.tables[name], anew.tables[name], check_exact=True, obj=name)
+
+
+# --------------------------------------------------------------------------- labels written early
+def test_labels_handed_over_before_the_rest_of_the_statistics(tmp_path):
+    from txmdb.io.hdf5 import open_stack
+    from txmdb.pipeline import statistics_from_edge_map
+    from txmdb.io.maps import read_map
+
+    _spectral_analysis(tmp_path)
+    info = open_stack(tmp_path / "s.h5")
+    edge = read_map(tmp_path / "r.h5", "edge").astype(np.float64)
+    events = []
+    stats = statistics_from_edge_map(edge, AnalysisOptions(params=PARAMS, min_particle_voxels=20),
+                                     energies_ev=info.energies_ev, voxel_size_nm=30.0,
+                                     tick=lambda: events.append("tick"),
+                                     on_labels=lambda labels: events.append(labels.copy()))
+    assert not isinstance(events[0], str) and all(isinstance(e, str) for e in events[1:]) and len(events) > 1
+    np.testing.assert_array_equal(events[0], stats.labels)      # the final map, not changed after
+    assert stats.n_particles == 2
+    with h5py.File(tmp_path / "r.h5") as f:                     # what analyze_stack wrote
+        np.testing.assert_array_equal(f["labels"][...], stats.labels)
+
+
+def test_failed_statistics_leave_no_file_and_no_labels_writer(tmp_path):
+    stack = _stack(tmp_path / "s.h5", (24, 96, 96), n_particles=2, radius=9.0)
+    n_slabs = 3
+
+    def fail(done, total):
+        if done > n_slabs:                                     # in the statistics, after the labels
+            raise RuntimeError("stop")
+    with pytest.raises(RuntimeError, match="stop"):
+        analyze_stack(stack, AnalysisOptions(params=PARAMS, slab_size=8), results_path=tmp_path / "r.h5",
+                      progress=fail)
+    assert not (tmp_path / "r.h5").exists() and not list(tmp_path.glob("*.partial"))
+    assert not [t for t in threading.enumerate() if t.name.startswith("txmdb-labels")]
