@@ -213,3 +213,23 @@ def test_a_worker_on_another_kernel_compares_the_identity_without_the_device(sta
         with elsewhere.reading(info):
             pass
     assert pickle.loads(pickle.dumps(elsewhere)) == elsewhere      # travels with every task
+
+
+def test_a_fifo_put_at_the_path_after_the_check_fails_the_workers_in_one_line(lab, cluster, stacks, tmp_path,
+                                                                             monkeypatch):
+    """Attacker's pass: a FIFO (no writer) renamed over the path once the client holds the checked
+    file: a worker's open must neither block nor read it."""
+    path = (tmp_path / "scan.h5").resolve()
+    scan = _ingest(lab, stacks["scan"], path)
+    before = _rows(lab)
+
+    def fifo_over():
+        fifo = path.with_name("fifo")
+        os.mkfifo(fifo)
+        os.replace(fifo, path)
+
+    swapped = _swap_after_the_check(monkeypatch, fifo_over, "task")
+    result = lab("txm", "analyze", scan, "--bin", "1,2", "--scheduler", cluster.scheduler_address)
+    assert swapped == [True]
+    _one_line_error(result, f"{path}: cannot read: not a regular file")
+    _nothing_stored(lab, before, [scan])
