@@ -2,7 +2,7 @@
 
 - the working images of a coarse window (one plane per block) are each energy's own
   band-pass (against one written out with scipy.ndimage);
-- ``_freed_memory_kept(trim_in_background=True)`` still hands the freed memory back, from
+- ``_freed_memory_kept()`` (the analyses' ``_memory.freed_memory_kept``) still hands the freed memory back, from
   a thread other than the caller's;
 - the Gaussian's last axis, run a tile of lines at a time, is still scipy's bit for bit;
 - the registered images less their pattern and offset (one compiled pass) are numpy's.
@@ -15,6 +15,7 @@ import time
 
 import numpy as np
 
+import txmdb.analysis._memory as memory
 import txmdb.analysis.registration as reg
 
 
@@ -47,18 +48,18 @@ def _rss_bytes() -> int:
 
 def test_memory_is_returned_by_the_background_trim(monkeypatch):
     """The trim runs on a thread of its own (not the caller's), and the memory goes back."""
-    assert reg._glibc() is not None
-    real, trimmed_on = reg._trim, []
+    assert memory._glibc() is not None
+    real, trimmed_on = memory._trim, []
 
-    def recorded(libc) -> None:
+    def recorded() -> None:
         trimmed_on.append(threading.get_ident())
-        real(libc)
+        real()
 
-    monkeypatch.setattr(reg, "_trim", recorded)
+    monkeypatch.setattr(memory, "_trim", recorded)
     size = 200 << 20
     # Measured from the peak, not from before the block: the block may reuse freed heap
     # pages already resident (earlier tests in this worker), so its growth can be < size.
-    with reg._freed_memory_kept(trim_in_background=True):
+    with reg._freed_memory_kept():
         block = np.ones(size // 8)
         peak = _rss_bytes()
         del block

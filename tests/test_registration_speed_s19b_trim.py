@@ -13,6 +13,7 @@ import time
 
 import numpy as np
 
+import txmdb.analysis._memory as memory
 import txmdb.analysis.registration as reg
 
 SIZE = 200 << 20                    # below the estimate's mmap threshold: from the heap
@@ -40,32 +41,36 @@ def _returned_on_free() -> int:
 
 
 def test_an_estimate_still_running_keeps_its_memory_after_another_ones_trim():
-    assert reg._glibc() is not None
+    assert memory._glibc() is not None
     _trims_done()
-    assert reg._KEEPING == 0
-    outer = reg._freed_memory_kept(trim_in_background=True)
+    assert memory._kept._users == 0
+    outer = reg._freed_memory_kept()
     outer.__enter__()
     try:
-        with reg._freed_memory_kept(trim_in_background=True):
-            assert reg._KEEPING == 2
-        assert reg._KEEPING == 1
+        with reg._freed_memory_kept():
+            assert memory._kept._users == 2
+        assert memory._kept._users == 1
         _trims_done()
         # the other estimate's trim did not restore the steady threshold under this one
         assert _returned_on_free() < 0.1 * SIZE
     finally:
         outer.__exit__(None, None, None)
     _trims_done()
-    assert reg._KEEPING == 0
+    assert memory._kept._users == 0
     # steady again: a freed block at the top of the heap goes back to the kernel
     assert _returned_on_free() > 0.9 * SIZE
 
 
-def test_the_foreground_trim_returns_the_memory_and_restores_the_threshold():
+def test_the_estimate_and_the_analysis_share_one_switch():
+    """One process-wide owner of glibc's thresholds: an estimate leaving while an analysis
+    (a job thread of the web server) still runs does not restore them under it."""
+    assert reg._freed_memory_kept is memory.freed_memory_kept
     _trims_done()
-    with reg._freed_memory_kept():
-        block = np.ones(SIZE // 8)
-        peak = _rss_bytes()
-        del block
-        assert peak - _rss_bytes() < 0.1 * SIZE
-    assert reg._KEEPING == 0
-    assert peak - _rss_bytes() > 0.9 * SIZE
+    with memory.freed_memory_kept():
+        with reg._freed_memory_kept():
+            assert memory._kept._users == 2
+        _trims_done()
+        assert _returned_on_free() < 0.1 * SIZE
+    _trims_done()
+    assert memory._kept._users == 0
+    assert _returned_on_free() > 0.9 * SIZE

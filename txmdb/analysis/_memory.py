@@ -149,6 +149,7 @@ def freed_memory_kept():
     heap and what is freed stays there for the next ones (the edge pass' slab buffers
     become the statistics' arrays); afterwards the thresholds go back to glibc's steady
     state and the free memory is returned (``malloc_trim``, in a thread of its own).
+    The registration estimate runs under the same switch (one owner of the thresholds).
     Only the main heap keeps memory this way: glibc's per-thread heaps map allocations
     above 64 MiB afresh whatever the threshold. Process-wide and counted like
     :func:`no_huge_pages`. The numbers computed are the same: an array from the heap holds

@@ -89,7 +89,11 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from txmdb.analysis._memory import no_cyclic_gc as _no_cyclic_gc, no_huge_pages as _no_huge_pages
+from txmdb.analysis._memory import (
+    freed_memory_kept as _freed_memory_kept,
+    no_cyclic_gc as _no_cyclic_gc,
+    no_huge_pages as _no_huge_pages,
+)
 from txmdb.vocabulary import REGISTRATION_MIN_ROI_VOXELS
 
 __all__ = ["QUALITY_THRESHOLD", "MIN_DETECTION", "Window", "read_window", "estimate_shifts", "integer_shifts",
@@ -1373,7 +1377,7 @@ def estimate_shifts(read_energy: Callable[[int, Window], np.ndarray], n_energies
         than half the field of view, an empty or too small ``roi``, or an energy whose
         values are all NaN (the message names its index).
     """
-    with _one_blas_thread(), _freed_memory_kept(trim_in_background=True), _no_huge_pages(), _no_cyclic_gc():
+    with _one_blas_thread(), _freed_memory_kept(), _no_huge_pages(), _no_cyclic_gc():
         return _estimate(read_energy, n_energies, reference_index, shape, max_shift, roi, band, iterations,
                          coarse_voxels, fine_voxels, order)
 
@@ -1387,79 +1391,6 @@ def _one_blas_thread():
     except ImportError:  # pragma: no cover - scikit-learn brings threadpoolctl
         return contextlib.nullcontext()
     return threadpool_limits(limits=1, user_api="blas")
-
-
-#: glibc's ``mallopt`` parameters and the steady state its dynamic thresholds reach in a
-#: numpy process (mmap above 32 MiB, trim above twice that), restored after the estimate
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
-_STEADY_MMAP, _STEADY_TRIM = 32 << 20, 64 << 20
-
-
-@contextlib.contextmanager
-def _freed_memory_kept(trim_in_background: bool = False):
-    """glibc's allocator keeps the memory the estimate frees for its next arrays.
-
-    By default glibc maps every array above 32 MiB afresh (a 60-energy working stack
-    is 100 MB) and returns freed memory at the top of a heap to the kernel, so the
-    estimate's temporaries - the same few sizes allocated hundreds of times, on threads -
-    were page-faulted and zeroed by the kernel each time: 1-2 of its ~7 CPU s were
-    system time (272³). While it runs, arrays up to 256 MiB come from the heaps and
-    freed memory stays there; afterwards the thresholds go back to glibc's usual steady
-    state and the free memory is returned (``malloc_trim``; with ``trim_in_background``
-    in a thread of its own: returning ~0.6 GB took 50-80 ms of the estimate's wall time
-    at 272³, which the caller's next steps need not wait for; the trim threshold stays
-    high until that thread has trimmed: restored at once, the caller's next ``free`` at
-    the heap's top trimmed the heap itself, 40-55 ms on the caller's thread, closing the
-    HDF5 file). Elsewhere (not glibc) a no-op."""
-    libc = _glibc()
-    if libc is None:
-        yield
-        return
-    global _KEEPING
-    with _KEEPING_LOCK:
-        _KEEPING += 1
-        libc.mallopt(_M_MMAP_THRESHOLD, 256 << 20)
-        libc.mallopt(_M_TRIM_THRESHOLD, 1 << 30)
-    try:
-        yield
-    finally:
-        with _KEEPING_LOCK:
-            _KEEPING -= 1
-            if _KEEPING == 0:
-                libc.mallopt(_M_MMAP_THRESHOLD, _STEADY_MMAP)
-        if trim_in_background:
-            threading.Thread(target=_trim, args=(libc,), name="txmdb-trim", daemon=True).start()
-        else:
-            _trim(libc)
-
-
-#: estimates keeping freed memory now (the last to finish restores the thresholds)
-_KEEPING = 0
-_KEEPING_LOCK = threading.Lock()
-
-
-def _trim(libc) -> None:
-    """Return the free memory to the kernel, then glibc's steady trim threshold unless an
-    estimate is keeping its memory meanwhile."""
-    libc.malloc_trim(0)
-    with _KEEPING_LOCK:
-        if _KEEPING == 0:
-            libc.mallopt(_M_TRIM_THRESHOLD, _STEADY_TRIM)
-
-
-@functools.cache
-def _glibc():
-    """The C library when it is glibc (has ``mallopt`` and ``malloc_trim``), else None."""
-    import ctypes
-
-    try:
-        libc = ctypes.CDLL(None)
-        libc.gnu_get_libc_version
-        libc.mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
-        libc.malloc_trim.argtypes = [ctypes.c_size_t]
-    except (OSError, AttributeError):  # pragma: no cover - not glibc
-        return None
-    return libc
 
 
 def _estimate(read_energy, n_energies, reference_index, shape, max_shift, roi, band, iterations, coarse_voxels,
