@@ -167,19 +167,25 @@ def prepare_analysis(catalog, scan_id: int, options, *, registration: int | str 
     with ``hold``, :func:`prepare_scan`'s open check too, fourth (the caller cancels it)."""
     applied = resolve_registration(catalog, scan_id, registration)
     scan, info, *held = prepare_scan(catalog, scan_id, verify_hash=verify_hash, options=options, hold=hold)
+    try:
+        return scan, info, _applied_options(scan, info, options, applied), *held
+    except BaseException:
+        for check in held:
+            check.cancel()
+        raise
+
+
+def _applied_options(scan: TXMScan, info, options, applied):
+    """``options`` settled for this stack (:func:`txmdb.pipeline.settle_spectral`), with the
+    registration ``applied`` after its shifts are checked against the stack."""
+    from txmdb.pipeline import settle_spectral
+
     if applied is not None:
         from txmdb.io.hdf5 import registration_shifts
 
-        try:
-            with input_errors(scan.file_path):
-                registration_shifts(info, applied.shifts)
-        except BaseException:
-            for check in held:
-                check.cancel()
-            raise
-    from txmdb.pipeline import settle_spectral
-
-    return scan, info, dataclasses.replace(settle_spectral(info, options), registration=applied), *held
+        with input_errors(scan.file_path):
+            registration_shifts(info, applied.shifts)
+    return dataclasses.replace(settle_spectral(info, options), registration=applied)
 
 
 def new_analysis(scan: TXMScan, options) -> Analysis:
