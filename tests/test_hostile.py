@@ -463,7 +463,7 @@ def spectra(draw) -> bytes:
     if n > 4:
         if "duplicate energy" in mutations:
             e[3] = e[2]
-        if "non-monotonic" in mutations:
+        if "non-monotonic" in mutations and n > 6:
             e[5], e[6] = e[6], e[5]
         if "nan energy" in mutations:
             e[4] = np.nan
