@@ -135,7 +135,10 @@ def measure_integer(path: Path) -> dict:
 MEASURES = {"unregistered": measure_unregistered, "registered": measure_registered, "integer": measure_integer}
 
 
-def _child(kind: str, path: Path, *extra: str) -> dict:
+def _child(kind: str, path: Path, *extra: str, memory: str = "as-is") -> dict:
+    from _vm import settle
+
+    settle(memory)
     load = os.getloadavg()[0]
     out = subprocess.run([sys.executable, __file__, "--measure", kind, str(path), *extra],
                          check=True, capture_output=True, text=True)
@@ -152,6 +155,8 @@ def main() -> None:
                     help="each run also both measurements hashing the input in full (txm register/analyze "
                          "--verify-input; by default the SHA-256 recorded with the file's unchanged identity is "
                          "trusted), to compare")
+    ap.add_argument("--memory", choices=("as-is", "cold", "warm"), default="as-is",
+                    help="the VM's free memory before each child (benchmarks/_vm.py): cold, warm or as-is")
     ap.add_argument("--measure", nargs="+", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.measure:
@@ -165,12 +170,12 @@ def main() -> None:
     with open(path, "rb") as fh:                 # into the page cache, untimed
         while fh.read(64 << 20):
             pass
-    row = {"stack": f"{args.size}³ × 60", "gb": round(path.stat().st_size / 1e9, 2), "runs": []}
+    row = {"stack": f"{args.size}³ × 60", "gb": round(path.stat().st_size / 1e9, 2), "memory": args.memory, "runs": []}
     for _ in range(args.repeat):
-        run = {kind: _child(kind, path) for kind in ("unregistered", "registered")}
+        run = {kind: _child(kind, path, memory=args.memory) for kind in ("unregistered", "registered")}
         run["ratio"] = round(run["registered"]["total_s"] / run["unregistered"]["wall_s"], 2)
         if args.verify_input:
-            run.update({f"{kind}_verify_input": _child(kind, path, "1") for kind in ("unregistered", "registered")})
+            run.update({f"{kind}_verify_input": _child(kind, path, "1", memory=args.memory) for kind in ("unregistered", "registered")})
             run["ratio_verify_input"] = round(run["registered_verify_input"]["total_s"]
                                               / run["unregistered_verify_input"]["wall_s"], 2)
         row["runs"].append(run)

@@ -51,6 +51,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _vm import STATES, settle  # noqa: E402 - the VM's memory state, one helper
 from bench_edge import _peak_rss_mb, build, drop_cache, load  # noqa: E402 - one stack, one cache helper
 
 WHITE_LINE = (8345.0, 8358.0)
@@ -229,6 +230,8 @@ def main() -> None:
     ap.add_argument("--sink", default="file",
                     help="file: both passes write their maps to a results file as txm analyze does; "
                          "none: nothing written (kernel and read alone)")
+    ap.add_argument("--memory", choices=STATES, default="as-is",
+                    help="the VM's free memory before each pass (benchmarks/_vm.py): cold, warm or as-is")
     ap.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
@@ -238,7 +241,8 @@ def main() -> None:
         print(json.dumps(result))
         return
     path = build(args.size)
-    report: dict = {"stack": str(path), "workers": args.workers, "sink": args.sink, "load_before": round(load(), 2)}
+    report: dict = {"stack": str(path), "workers": args.workers, "sink": args.sink, "memory": args.memory,
+                    "load_before": round(load(), 2)}
     for cache in args.cache.split(","):
         kinds = args.kinds.split(",")
         runs: dict[str, list] = {kind: [] for kind in kinds}
@@ -250,6 +254,7 @@ def main() -> None:
             for kind in kinds:
                 if cache == "cold":
                     drop_cache(path)
+                settle(args.memory)
                 runs[kind].append(_child("pass", str(path), kind, str(args.workers), args.sink))
         best = {kind: min(r, key=lambda x: x["seconds"]) for kind, r in runs.items()}
         cpu = {kind: min(x["cpu_seconds"] for x in r) for kind, r in runs.items()}

@@ -168,7 +168,10 @@ def _rss() -> float:
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
-def _child(args: list[str], env: dict | None = None) -> dict:
+def _child(args: list[str], env: dict | None = None, memory: str = "as-is") -> dict:
+    from _vm import settle
+
+    settle(memory)
     out = subprocess.run([sys.executable, __file__, "--child", *args], check=True, capture_output=True, text=True,
                          env=None if env is None else {**os.environ, **env})
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -189,6 +192,8 @@ def main() -> None:
     ap.add_argument("--verify-input", action="store_true",
                     help="per pair also the analysis that hashes its input in full (txm analyze --verify-input; "
                          "by default the SHA-256 recorded with the file's unchanged identity is trusted), to compare")
+    ap.add_argument("--memory", choices=("as-is", "cold", "warm"), default="as-is",
+                    help="the VM's free memory before each child (benchmarks/_vm.py): cold, warm or as-is")
     ap.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
@@ -204,14 +209,14 @@ def main() -> None:
         measure_floor(path)                                   # into the page cache, untimed
         for pair in range(args.pairs):
             load = os.getloadavg()[0]
-            floor = _child(["floor", str(path)])
+            floor = _child(["floor", str(path)], memory=args.memory)
             analysis_args = ["analysis", str(path), "1" if args.spectral else "0", args.gradient_maps,
                              str(args.workers)]
-            analysis = _child(analysis_args)
-            old = {"old_read": _child(analysis_args, {"TXMDB_SINGLE_READ": "0"})} if args.old_read else {}
+            analysis = _child(analysis_args, memory=args.memory)
+            old = {"old_read": _child(analysis_args, {"TXMDB_SINGLE_READ": "0"}, args.memory)} if args.old_read else {}
             if args.verify_input:
-                old["verify_input"] = _child([*analysis_args, "1"])
-            print(json.dumps({"layout": layout, "pair": pair, "floor": floor, "analysis": analysis, **old,
+                old["verify_input"] = _child([*analysis_args, "1"], memory=args.memory)
+            print(json.dumps({"layout": layout, "pair": pair, "memory": args.memory, "floor": floor, "analysis": analysis, **old,
                               "ratio": round(analysis["wall_s"] / floor["wall_s"], 2),
                               "cpu_ratio": round(analysis["cpu_s"] / floor["cpu_s"], 2),
                               "load_before": round(load, 2), "load_after": round(os.getloadavg()[0], 2)}),

@@ -1,0 +1,68 @@
+"""The memory state of this project's benchmark machine, set before each measured child process.
+
+The machine is a Firecracker virtual machine whose balloon device reports free memory to
+the host (``virtio_balloon`` free page reporting): memory that stays free for about two
+seconds goes back to the host, and the first touch of such a page is a host fault. Writing
+448 MB to a new file took 0.93-1.0 s of system time when nothing had been freed for 8 s,
+against 0.09-0.10 s right after another process freed 1 GB (``python benchmarks/_vm.py``).
+Every fresh page of an analysis (its arrays, the page cache of its results file) pays that
+toll, so a figure depends on what the machine did seconds before the run: the "memory
+states" of docs/performance.md. Each benchmark therefore sets the state before each child:
+
+- ``cold``: nothing freed for :data:`COLD_SECONDS` before the child starts, so that every
+  fresh page it touches is a host fault (this VM at rest);
+- ``warm``: :data:`WARM_BYTES` touched and freed just before the child starts, so that its
+  fresh pages are ones the guest still holds (a machine without free page reporting, such
+  as a workstation or a bare-metal server, is always in this state);
+- ``as-is``: nothing done (whatever the previous run left).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+STATES = ("as-is", "cold", "warm")
+COLD_SECONDS = 8.0
+WARM_BYTES = 2 << 30
+
+
+def settle(state: str) -> None:
+    """Put the machine's free memory in ``state`` (one of :data:`STATES`) right before a child runs."""
+    if state == "cold":
+        time.sleep(COLD_SECONDS)
+    elif state == "warm":
+        block = bytearray(WARM_BYTES)                 # calloc'd: touch every page, then free it
+        for at in range(0, len(block), 4096):
+            block[at] = 1
+        del block
+    elif state != "as-is":
+        raise SystemExit(f"--memory {state}: one of {', '.join(STATES)}")
+
+
+def _probe(megabytes: int = 448) -> dict:
+    """System seconds of writing ``megabytes`` to a new file in the cold and the warm state."""
+    import resource
+
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "out", f"vm_probe_{os.getpid()}.bin")
+    chunk = b"\1" * (64 << 20)
+    out = {}
+    for state in ("cold", "warm"):
+        settle(state)
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_stime
+        fd = os.open(path, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
+        try:
+            for at in range(0, megabytes << 20, len(chunk)):
+                os.pwrite(fd, chunk, at)
+        finally:
+            os.close(fd)
+            os.unlink(path)
+        out[f"{state}_system_s"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_stime - before, 3)
+    return out
+
+
+if __name__ == "__main__":
+    import json
+
+    os.makedirs(os.path.join(os.path.dirname(os.path.abspath(__file__)), "out"), exist_ok=True)
+    print(json.dumps({"write_mb": 448, **_probe()}))
