@@ -208,6 +208,8 @@ def read_window(source, index: int, window: Window, *, slab_bytes: int = 64 << 2
     f = window.bin
     p = f if window.planes is None else min(f, max(1, int(window.planes)))
     out = np.empty(window.shape, dtype=np.float32)
+    if p == 1 < f and _binned_planes(source, index, window, out):
+        return out
     rest = tuple(slice(a, a + n * f) for a, n in zip(window.start[1:], window.shape[1:]))
     per_slice = 4 * max(1, int(np.prod([n * f for n in window.shape[1:]])))
     step = max(1, slab_bytes // (per_slice * p)) * f
@@ -226,6 +228,31 @@ def read_window(source, index: int, window: Window, *, slab_bytes: int = 64 << 2
             raw = planes[0] if p == 1 else np.stack(planes, axis=1).reshape((-1,) + planes[0].shape[1:])
         out[a // f:b // f] = _bin(raw, (p,) + (f,) * (raw.ndim - 1))
     return out
+
+
+def _binned_planes(source, index: int, window: Window, out: np.ndarray) -> bool:
+    """:func:`read_window`'s one plane per block of a 3-D float32 stack that reads a plane's
+    rows into a buffer (:meth:`txmdb.io.contiguous.ContiguousView.plane_rows`), into ``out``:
+    each plane binned straight from a buffer that stays in cache by the compiled block mean,
+    the sums :func:`_bin` makes of the planes stacked (``g0 = 1``: per plane, in the same
+    order), instead of every plane copied out into a 13 MB array per energy first (272³:
+    their fresh pages and the copy were most of the coarse level's cost). False (``out``
+    partly written) for another source, without numba, or at a value that is not finite:
+    the caller reads the window its usual way."""
+    kernel = _numba()
+    rows_of = getattr(source, "plane_rows", None)
+    if (rows_of is None or kernel is None or len(window.shape) != 3 or out.size == 0
+            or np.dtype(getattr(source, "dtype", None)) != np.float32):
+        return False
+    f = window.bin
+    box = tuple((a, a + n * f) for a, n in zip(window.start[1:], window.shape[1:]))
+    into = np.empty((box[0][1] - box[0][0]) * source.shape[-1], dtype=np.float32)
+    first = window.start[0] + (f - 1) // 2        # the middle plane of each block, as read_window's
+    for k in range(window.shape[0]):
+        plane = rows_of(index, first + k * f, box, into)
+        if not kernel.block_mean(plane[None], 1, f, f, out[k:k + 1]):
+            return False
+    return True
 
 
 # --- separable translation by finite stencils ------------------------------------------------
@@ -598,6 +625,19 @@ def _by_columns(fn: Callable[[slice], object], n_columns: int) -> list:
     return _per_energy(lambda k: fn(bounds[k]), len(bounds))
 
 
+#: columns (voxels) per block of the per-voxel sorts over energies: a thread's sorted copy
+#: of one block (60 energies: 1 MB, allocated once per call) stays in cache, and no copy of
+#: the whole stack is made (98 MB at 272³, fresh pages that raised the heap's high-water
+#: mark). Not a power of two: numpy's sort along the first axis of a block 4096 wide (rows
+#: 16 KiB apart, one cache set) was 6x slower than of one 4000 wide
+_SORT_COLUMNS = 4000
+
+
+def _column_blocks(cols: slice):
+    """``cols`` (a part of :func:`_by_columns`) in blocks of :data:`_SORT_COLUMNS`."""
+    return (slice(a, min(a + _SORT_COLUMNS, cols.stop)) for a in range(cols.start, cols.stop, _SORT_COLUMNS))
+
+
 def _median0(stack: np.ndarray, overwrite: bool = False) -> np.ndarray:
     """Median over the first axis (NaN-free), the voxels split between the threads
     (``overwrite``: the caller's temporary ``stack`` is sorted in place)."""
@@ -849,18 +889,21 @@ def _template(J, s, a, c, b, F, box, order, components: int = 1) -> list[np.ndar
     carriers = [e for e in range(n) if a[e] > _CARRIER_GAIN * a.max()] if a.max() > 0 else []
     if len(carriers) >= 3:
         flat, gains = regs.reshape(n, -1), a[carriers].astype(np.float32)[:, None]
-        # the threads' copies in one buffer of this thread's (see _by_columns)
-        buffer = np.empty(len(carriers) * flat.shape[1], dtype=flat.dtype)
+        middle = np.empty(flat.shape[1], dtype=flat.dtype)
 
         def median(cols):
             # the carriers' columns divided by their gains on the threads: a copy, sorted in place
-            # (faster so than as rows by _columns_sorted: the copy is needed for the division)
-            scaled = buffer[len(carriers) * cols.start:len(carriers) * cols.stop].reshape(len(carriers), -1)
-            for row, e in zip(scaled, carriers):
-                row[...] = flat[e, cols]
-            scaled /= gains
-            return _sorted_median(scaled, overwrite=True)
-        mean = np.concatenate(_by_columns(median, flat.shape[1])).reshape(inner).astype(np.float64)
+            # (faster so than as rows by _columns_sorted: the copy is needed for the division),
+            # block by block (_SORT_COLUMNS)
+            room = np.empty(len(carriers) * min(_SORT_COLUMNS, cols.stop - cols.start), dtype=flat.dtype)
+            for part in _column_blocks(cols):
+                scaled = room[:len(carriers) * (part.stop - part.start)].reshape(len(carriers), -1)
+                for row, e in zip(scaled, carriers):
+                    row[...] = flat[e, part]
+                scaled /= gains
+                middle[part] = _sorted_median(scaled, overwrite=True)
+        _by_columns(median, flat.shape[1])
+        mean = middle.reshape(inner).astype(np.float64)
     else:
         den = float((a ** 2).sum())
         mean = sum(w * r.astype(np.float64) for w, r in zip(a, regs) if w != 0) / den if den > 0 \
@@ -1182,8 +1225,12 @@ def _median_pattern(resid: np.ndarray) -> np.ndarray:
     n = resid.shape[0]
     flat = resid.reshape(n, -1)
     out = np.zeros(flat.shape[1], dtype=np.float32)
-    rows = np.empty(flat.shape[::-1], dtype=flat.dtype)      # the threads' sorted copies (see _by_columns)
-    _by_columns(lambda cols: _nan_median_columns(flat[:, cols], out[cols], rows[cols]), flat.shape[1])
+
+    def median(cols):
+        rows = np.empty((min(_SORT_COLUMNS, cols.stop - cols.start), n), dtype=flat.dtype)   # sorted copies
+        for part in _column_blocks(cols):
+            _nan_median_columns(flat[:, part], out[part], rows[:part.stop - part.start])
+    _by_columns(median, flat.shape[1])
     return out.reshape(resid.shape[1:])
 
 
@@ -1230,11 +1277,13 @@ def _refine(J: np.ndarray, s: np.ndarray, reference: int, iterations: int, order
         box = _common_box(s, shape, margin)
         # templates and fixed pattern for the current shifts (twice on the first pass: F starts at 0)
         for _ in range(2 if first_steps + second_steps == 0 else 1):
+            moved = []                             # (the last pass' moved templates freed first)
             templates = _template(J, s, a[:, 0], c, b, F, box, order, components)
-            moved = []
             a, c, b, _, resid = _fit(J, s, templates, F, box, order, with_pattern=True, gauss_newton=False,
                                      moved=moved)
             F = np.nan_to_num(_median_pattern(resid), copy=False)
+            # freed before the next fit makes its own (272³: 98 MB twice over, fresh pages)
+            del resid
         if iterations == 0:
             sigma, tval = _shift_errors(J, s, a[:, 0], c, b, F, box, order)
             break
@@ -1530,12 +1579,12 @@ def _loo_median_template(regs: np.ndarray) -> Callable[[int], np.ndarray]:
     # a full sort (faster than np.partition here), the voxels split between the threads
     flat = regs.reshape(n, -1)
     mid = np.empty((kb - ka + 2, flat.shape[1]), dtype=regs.dtype)
-    # the threads' sorted copies, allocated on this thread (see _by_columns)
-    rows = np.empty(flat.shape[::-1], dtype=regs.dtype) if _numba() is not None else None
 
     def middle(cols):
-        part = _columns_sorted(flat[:, cols], None if rows is None else rows[cols])
-        mid[:, cols] = np.sort(flat[:, cols], axis=0)[ka:kb + 2] if part is None else part[:, ka:kb + 2].T
+        rows = np.empty((min(_SORT_COLUMNS, cols.stop - cols.start), n), dtype=regs.dtype)   # sorted copies
+        for block in _column_blocks(cols):
+            part = _columns_sorted(flat[:, block], rows[:block.stop - block.start])
+            mid[:, block] = np.sort(flat[:, block], axis=0)[ka:kb + 2] if part is None else part[:, ka:kb + 2].T
     _by_columns(middle, flat.shape[1])
     kernel = _numba()
     if kernel is not None:

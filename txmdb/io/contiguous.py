@@ -117,6 +117,21 @@ class ContiguousView:
                 out[k] = np.lib.stride_tricks.as_strided(scratch, out.shape[1:], strides, writeable=False)
         return out
 
+    def plane_rows(self, energy: int, line: int, box, into):
+        """Plane ``line`` of the first spatial axis of a 3-D stack over the in-plane ``box``
+        (``((y0, y1), (x0, x1))``), read as one run of bytes into ``into`` (float, at least
+        ``(y1 - y0) × nx`` values, ``nx`` the plane's row length) and returned as its
+        C-contiguous ``(y1 - y0, nx)`` view, whose first ``x1 - x0`` columns are the box (the
+        rest: the file's next voxels, or unread in the last row). No copy out of it: the
+        registration's coarse level bins it straight from the cache."""
+        (y0, y1), (x0, x1) = box
+        nx = self.shape[3]
+        rows = into[:(y1 - y0) * nx].reshape(y1 - y0, nx)
+        run = rows.reshape(-1)[:(y1 - y0 - 1) * nx + (x1 - x0)]
+        self._read(run, self._offset + int(self.info.order[energy]) * self._strides[0] + line * self._strides[1]
+                   + (y0 * nx + x0) * self.dtype.itemsize, energy)
+        return rows
+
     def read_planes(self, energy: int, start: int, stop: int, out) -> None:
         """Whole planes ``[start, stop)`` of the first spatial axis of sorted energy ``energy``
         into ``out`` (C-contiguous, shape ``(stop - start, ...)``): one run of bytes, one read."""
