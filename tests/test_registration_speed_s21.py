@@ -7,7 +7,9 @@ with fewer fresh pages.
   voxel (the usual path then);
 - the per-voxel medians over energies, sorted in blocks of columns, are the whole stack's
   (``_template``'s gain-scaled median, the fixed pattern's NaN median, the leave-one-out
-  medians), across several blocks and a partial last one.
+  medians), across several blocks and a partial last one;
+- the standard error's float64 images, converted once by the threads, give the products of
+  the float32 ones.
 """
 
 from __future__ import annotations
@@ -92,3 +94,19 @@ def test_medians_in_blocks_of_columns_are_the_whole_stacks(monkeypatch, columns)
     assert np.array_equal(whole[0], np.median(scaled, axis=0).astype(np.float32))
     with pytest.warns(RuntimeWarning, match="All-NaN"):
         assert np.array_equal(whole[1], np.nan_to_num(np.nanmedian(resid, axis=0)).astype(np.float32))
+
+
+@pytest.mark.parametrize("shape", [(60, 7, 9, 11), (5, 40, 41), (3, 1)])
+def test_images_widened_once_give_the_products_of_the_float32_ones(shape):
+    # the standard error's products take the float64 images made once by the threads: the
+    # values numpy's own cast gives, so the same weighted sums to the bit
+    rng = np.random.default_rng(len(shape))
+    regs = rng.standard_normal(shape).astype(np.float32)
+    weights = rng.uniform(0.1, 2.0, shape[0])
+    wide = reg._widened(regs)
+    assert wide.dtype == np.float64 and wide.shape == regs.shape
+    assert wide.tobytes() == regs.astype(np.float64).tobytes()
+    assert np.tensordot(weights, wide, axes=1).tobytes() == np.tensordot(weights, regs, axes=1).tobytes()
+    near = [0, shape[0] - 1]
+    assert (np.tensordot(weights[near], wide[near], axes=1).tobytes()
+            == np.tensordot(weights[near], regs[near], axes=1).tobytes())

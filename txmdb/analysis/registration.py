@@ -930,12 +930,7 @@ def _second_template(regs: np.ndarray, a: np.ndarray, mean: np.ndarray) -> np.nd
     ``X m``, ``X Q``): ``R P Rᵀ`` and ``vᵀ R P`` without forming the (n_energy × voxels)
     residual matrix or its projections. ``X Xᵀ`` and the gradient side run on two threads."""
     m = mean.ravel()
-    flat = regs.reshape(regs.shape[0], -1)
-    X = np.empty(flat.shape, dtype=np.float64)
-
-    def widen(cols):
-        X[:, cols] = flat[:, cols]
-    _by_columns(widen, flat.shape[1])
+    X = _widened(regs).reshape(regs.shape[0], -1)
 
     def gradient_side():
         grads = np.gradient(mean) if mean.ndim > 1 else [np.gradient(mean)]
@@ -958,6 +953,18 @@ def _second_template(regs: np.ndarray, a: np.ndarray, mean: np.ndarray) -> np.nd
     second = row - Q @ (row @ Q)                  # … P
     norm = np.linalg.norm(second)
     return (second / norm * np.linalg.norm(m) if norm > 0 else second).reshape(mean.shape)
+
+
+def _widened(stack: np.ndarray) -> np.ndarray:
+    """``stack.astype(np.float64)`` (C-contiguous ``stack``, energies first), the voxels
+    converted by the threads."""
+    flat = stack.reshape(stack.shape[0], -1)
+    out = np.empty(flat.shape, dtype=np.float64)
+
+    def widen(cols):
+        out[:, cols] = flat[:, cols]
+    _by_columns(widen, flat.shape[1])
+    return out.reshape(stack.shape)
 
 
 def _neg_gradient_into(c: np.ndarray, rows: np.ndarray) -> bool:
@@ -1033,18 +1040,22 @@ def _standard_error(J, s, a, c, b, F, box, order, neighbours: int = 2,
     n = J.shape[0]
     regs = _registered(J, s, order, box, c, b, F) if regs is None else regs
     weights = np.asarray(a, dtype=np.float64)
-    num = np.tensordot(weights, regs, axes=1)
+    # the images in float64 once, by the threads: the products below cast them anyway (the
+    # weighted sum's 83 MB copy on this thread alone at 272³, each energy's and its
+    # neighbours' once more per energy); the same values, so the same products
+    wide = _widened(regs)
+    num = np.tensordot(weights, wide, axes=1)
     den = float((weights ** 2).sum())
 
     def one(e):
         sigma, tval = math.inf, 0.0
-        reg = regs[e].astype(np.float64)
+        reg = wide[e]
         if den - weights[e] ** 2 > 0:
             sigma, tval = _shift_error(reg, (num - weights[e] * reg) / (den - weights[e] ** 2))
         near = [k for k in range(max(0, e - neighbours), min(n, e + neighbours + 1)) if k != e]
         wn = weights[near]
         if (wn ** 2).sum() > 0:
-            local = np.tensordot(wn, regs[near], axes=1) / (wn ** 2).sum()
+            local = np.tensordot(wn, wide[near], axes=1) / (wn ** 2).sum()
             se, t = _shift_error(reg, local)
             sigma, tval = min(sigma, se), max(tval, t)
         return sigma, tval
