@@ -573,11 +573,37 @@ def registered_slab(source, shifts: np.ndarray, start: Sequence[int], stop: Sequ
 _WORKERS = max(1, min(4, os.cpu_count() or 1))
 
 
+#: the pool of the estimate running on this thread (:func:`_estimate_workers`)
+_estimate_pool = threading.local()
+
+
+@contextlib.contextmanager
+def _estimate_workers():
+    """One pool of :data:`_WORKERS` threads for every per-energy loop of the estimate run on
+    this thread: its ~60 loops each started and joined threads of their own (124 thread
+    starts at 272³, ~0.1 s on the calling thread, and each new thread's arrays in an arena
+    it had not used yet)."""
+    if _WORKERS <= 1 or getattr(_estimate_pool, "pool", None) is not None:
+        yield
+        return
+    with ThreadPoolExecutor(_WORKERS, thread_name_prefix="txmdb-estimate") as pool:
+        _estimate_pool.pool = pool
+        try:
+            yield
+        finally:
+            _estimate_pool.pool = None
+
+
 def _per_energy(fn: Callable[[int], object], n: int) -> list:
     """``[fn(0), …, fn(n - 1)]`` on up to :data:`_WORKERS` threads, in order (the first
-    exception in index order is raised, as a plain loop would)."""
+    exception in index order is raised, as a plain loop would): on the estimate's pool when
+    called from the thread running it, else on threads of its own (a call from a worker of
+    that pool must not wait for the pool it runs on)."""
     if _WORKERS <= 1 or n < 2:
         return [fn(i) for i in range(n)]
+    pool = getattr(_estimate_pool, "pool", None)
+    if pool is not None:
+        return list(pool.map(fn, range(n)))
     with ThreadPoolExecutor(_WORKERS) as pool:
         return list(pool.map(fn, range(n)))
 
@@ -1437,7 +1463,7 @@ def estimate_shifts(read_energy: Callable[[int, Window], np.ndarray], n_energies
         than half the field of view, an empty or too small ``roi``, or an energy whose
         values are all NaN (the message names its index).
     """
-    with _one_blas_thread(), _freed_memory_kept(), _no_huge_pages(), _no_cyclic_gc():
+    with _one_blas_thread(), _freed_memory_kept(), _no_huge_pages(), _no_cyclic_gc(), _estimate_workers():
         return _estimate(read_energy, n_energies, reference_index, shape, max_shift, roi, band, iterations,
                          coarse_voxels, fine_voxels, order)
 
