@@ -43,6 +43,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 OUT = HERE / "out"
 sys.path.insert(0, str(HERE))
+from _vm import STATES, settle  # noqa: E402 - the VM's memory state, one helper
 
 
 def _peak_rss_mb() -> float:
@@ -136,8 +137,6 @@ MEASURES = {"unregistered": measure_unregistered, "registered": measure_register
 
 
 def _child(kind: str, path: Path, *extra: str, memory: str = "as-is") -> dict:
-    from _vm import settle
-
     settle(memory)
     load = os.getloadavg()[0]
     out = subprocess.run([sys.executable, __file__, "--measure", kind, str(path), *extra],
@@ -155,8 +154,8 @@ def main() -> None:
                     help="each run also both measurements hashing the input in full (txm register/analyze "
                          "--verify-input; by default the SHA-256 recorded with the file's unchanged identity is "
                          "trusted), to compare")
-    ap.add_argument("--memory", choices=("as-is", "cold", "warm"), default="as-is",
-                    help="the VM's free memory before each child (benchmarks/_vm.py): cold, warm or as-is")
+    ap.add_argument("--memory", choices=STATES, default="as-is",
+                    help="the VM's free memory before each child (benchmarks/_vm.py): full, cold, warm or as-is")
     ap.add_argument("--measure", nargs="+", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.measure:

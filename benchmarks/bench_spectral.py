@@ -231,7 +231,7 @@ def main() -> None:
                     help="file: both passes write their maps to a results file as txm analyze does; "
                          "none: nothing written (kernel and read alone)")
     ap.add_argument("--memory", choices=STATES, default="as-is",
-                    help="the VM's free memory before each pass (benchmarks/_vm.py): cold, warm or as-is")
+                    help="the VM's free memory before each pass (benchmarks/_vm.py): full, cold, warm or as-is")
     ap.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:

@@ -39,6 +39,9 @@ import sys
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _vm import STATES, settle  # noqa: E402 - the VM's memory state, one helper
+
 OUT = Path(__file__).resolve().parent / "out"
 CHUNKS = (8, 96, 96)   # per energy-complete chunk: (60, 8, 96, 96) float32 = 17.7 MB
 
@@ -169,8 +172,6 @@ def _rss() -> float:
 
 
 def _child(args: list[str], env: dict | None = None, memory: str = "as-is") -> dict:
-    from _vm import settle
-
     settle(memory)
     out = subprocess.run([sys.executable, __file__, "--child", *args], check=True, capture_output=True, text=True,
                          env=None if env is None else {**os.environ, **env})
@@ -192,8 +193,8 @@ def main() -> None:
     ap.add_argument("--verify-input", action="store_true",
                     help="per pair also the analysis that hashes its input in full (txm analyze --verify-input; "
                          "by default the SHA-256 recorded with the file's unchanged identity is trusted), to compare")
-    ap.add_argument("--memory", choices=("as-is", "cold", "warm"), default="as-is",
-                    help="the VM's free memory before each child (benchmarks/_vm.py): cold, warm or as-is")
+    ap.add_argument("--memory", choices=STATES, default="as-is",
+                    help="the VM's free memory before each child (benchmarks/_vm.py): full, cold, warm or as-is")
     ap.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
