@@ -35,10 +35,14 @@ FULL_FREE_BYTES = 4 << 30
 OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "out")
 
 
-def settle(state: str) -> None:
-    """Put the machine's free memory in ``state`` (one of :data:`STATES`) right before a child runs."""
+def settle(state: str, cached: str | os.PathLike | None = None) -> None:
+    """Put the machine's free memory in ``state`` (one of :data:`STATES`) right before a child
+    runs; ``cached``: a file the child reads from the page cache, read again after a ``full``
+    fill (which may have evicted some of it)."""
     if state == "full":
         _fill_page_cache()
+        if cached is not None:
+            _read(cached)
         time.sleep(COLD_SECONDS)
     elif state == "cold":
         time.sleep(COLD_SECONDS)
@@ -59,14 +63,24 @@ def _free_bytes() -> int:
 
 
 def _fill_page_cache() -> None:
-    """Read the benchmark files into the page cache, largest first, until little is free."""
+    """Read the benchmark files into the page cache, largest first, until little is free
+    (checked every 64 MB, so that the page cache is not made to evict)."""
     files = [os.path.join(OUT, name) for name in os.listdir(OUT)]
     for path in sorted((p for p in files if os.path.isfile(p)), key=os.path.getsize, reverse=True):
-        if _free_bytes() < FULL_FREE_BYTES:
+        if not _read(path, until_free=FULL_FREE_BYTES):
             return
-        with open(path, "rb") as fh:
-            while fh.read(64 << 20):
-                pass
+
+
+def _read(path, until_free: int = 0) -> bool:
+    """Read ``path`` through the page cache; False once fewer than ``until_free`` bytes are free."""
+    buffer = bytearray(1 << 20)                   # small: the children inherit this process' peak RSS
+    with open(path, "rb", buffering=0) as fh:
+        done = 0
+        while fh.readinto(buffer):
+            done += len(buffer)
+            if until_free and done % (64 << 20) == 0 and _free_bytes() < until_free:
+                return False
+    return True
 
 
 def _probe(megabytes: int = 448) -> dict:

@@ -137,7 +137,7 @@ MEASURES = {"unregistered": measure_unregistered, "registered": measure_register
 
 
 def _child(kind: str, path: Path, *extra: str, memory: str = "as-is") -> dict:
-    settle(memory)
+    settle(memory, cached=path)
     load = os.getloadavg()[0]
     out = subprocess.run([sys.executable, __file__, "--measure", kind, str(path), *extra],
                          check=True, capture_output=True, text=True)

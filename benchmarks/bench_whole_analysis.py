@@ -172,7 +172,7 @@ def _rss() -> float:
 
 
 def _child(args: list[str], env: dict | None = None, memory: str = "as-is") -> dict:
-    settle(memory)
+    settle(memory, cached=args[1])             # every child reads the stack args[1] names
     out = subprocess.run([sys.executable, __file__, "--child", *args], check=True, capture_output=True, text=True,
                          env=None if env is None else {**os.environ, **env})
     return json.loads(out.stdout.strip().splitlines()[-1])
