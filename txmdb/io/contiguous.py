@@ -119,8 +119,9 @@ class ContiguousView:
 
     def plane_rows(self, energy: int, line: int, box, into):
         """Plane ``line`` of the first spatial axis of a 3-D stack over the in-plane ``box``
-        (``((y0, y1), (x0, x1))``), read as one run of bytes into ``into`` (of the view's dtype: the raw bytes are read into it; at least
-        ``(y1 - y0) × nx`` values, ``nx`` the plane's row length) and returned as its
+        (``((y0, y1), (x0, x1))``), read as one run of bytes into ``into`` (of the view's
+        dtype, the bytes are read as they are; at least ``(y1 - y0) × nx`` values, ``nx``
+        the plane's row length) and returned as its
         C-contiguous ``(y1 - y0, nx)`` view, whose first ``x1 - x0`` columns are the box (the
         rest: the file's next voxels, or unread in the last row). No copy out of it: the
         registration's coarse level bins it straight from the cache."""
