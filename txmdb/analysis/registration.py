@@ -664,6 +664,12 @@ def _column_blocks(cols: slice):
     return (slice(a, min(a + _SORT_COLUMNS, cols.stop)) for a in range(cols.start, cols.stop, _SORT_COLUMNS))
 
 
+def _block_rows(cols: slice, n: int, dtype) -> np.ndarray:
+    """Room for one block of :func:`_column_blocks` of ``cols`` as rows of ``n`` values (the
+    sorted copies of its columns), made once per part."""
+    return np.empty((min(_SORT_COLUMNS, cols.stop - cols.start), n), dtype=dtype)
+
+
 def _median0(stack: np.ndarray, overwrite: bool = False) -> np.ndarray:
     """Median over the first axis (NaN-free), the voxels split between the threads
     (``overwrite``: the caller's temporary ``stack`` is sorted in place)."""
@@ -1264,7 +1270,7 @@ def _median_pattern(resid: np.ndarray) -> np.ndarray:
     out = np.zeros(flat.shape[1], dtype=np.float32)
 
     def median(cols):
-        rows = np.empty((min(_SORT_COLUMNS, cols.stop - cols.start), n), dtype=flat.dtype)   # sorted copies
+        rows = _block_rows(cols, n, flat.dtype)
         for part in _column_blocks(cols):
             _nan_median_columns(flat[:, part], out[part], rows[:part.stop - part.start])
     _by_columns(median, flat.shape[1])
@@ -1618,7 +1624,7 @@ def _loo_median_template(regs: np.ndarray) -> Callable[[int], np.ndarray]:
     mid = np.empty((kb - ka + 2, flat.shape[1]), dtype=regs.dtype)
 
     def middle(cols):
-        rows = np.empty((min(_SORT_COLUMNS, cols.stop - cols.start), n), dtype=regs.dtype)   # sorted copies
+        rows = _block_rows(cols, n, regs.dtype)
         for block in _column_blocks(cols):
             part = _columns_sorted(flat[:, block], rows[:block.stop - block.start])
             mid[:, block] = np.sort(flat[:, block], axis=0)[ka:kb + 2] if part is None else part[:, ka:kb + 2].T

@@ -107,7 +107,7 @@ class ContiguousView:
         # a box of whole rows is one run of bytes per line; otherwise the run from its first
         # to its last voxel, the box picked from it
         scratch = None if span == out[0].nbytes else np.empty(span // self.dtype.itemsize, dtype=self.dtype)
-        base = self._offset + int(self.info.order[energy]) * self._strides[0] + corner
+        base = self._plane_at(energy, 0) + corner
         for k, line in enumerate(lines):
             at = base + line * self._strides[1]
             if scratch is None:
@@ -121,23 +121,25 @@ class ContiguousView:
         """Plane ``line`` of the first spatial axis of a 3-D stack over the in-plane ``box``
         (``((y0, y1), (x0, x1))``), read as one run of bytes into ``into`` (of the view's
         dtype, the bytes are read as they are; at least ``(y1 - y0) × nx`` values, ``nx``
-        the plane's row length) and returned as its
-        C-contiguous ``(y1 - y0, nx)`` view, whose first ``x1 - x0`` columns are the box (the
-        rest: the file's next voxels, or unread in the last row). No copy out of it: the
-        registration's coarse level bins it straight from the cache."""
+        the plane's row length) and returned as its C-contiguous ``(y1 - y0, nx)`` view,
+        whose first ``x1 - x0`` columns are the box (the rest: the file's next voxels, or
+        unread in the last row). No copy out of it: the registration's coarse level bins it
+        straight from the cache."""
         (y0, y1), (x0, x1) = box
         nx = self.shape[3]
         rows = into[:(y1 - y0) * nx].reshape(y1 - y0, nx)
         run = rows.reshape(-1)[:(y1 - y0 - 1) * nx + (x1 - x0)]
-        self._read(run, self._offset + int(self.info.order[energy]) * self._strides[0] + line * self._strides[1]
-                   + (y0 * nx + x0) * self.dtype.itemsize, energy)
+        self._read(run, self._plane_at(energy, line) + (y0 * nx + x0) * self.dtype.itemsize, energy)
         return rows
 
     def read_planes(self, energy: int, start: int, stop: int, out) -> None:
         """Whole planes ``[start, stop)`` of the first spatial axis of sorted energy ``energy``
         into ``out`` (C-contiguous, shape ``(stop - start, ...)``): one run of bytes, one read."""
-        self._read(out, self._offset + int(self.info.order[energy]) * self._strides[0] + start * self._strides[1],
-                   energy)
+        self._read(out, self._plane_at(energy, start), energy)
+
+    def _plane_at(self, energy: int, line: int) -> int:
+        """Byte offset in the file of plane ``line`` of the first spatial axis of sorted energy ``energy``."""
+        return self._offset + int(self.info.order[energy]) * self._strides[0] + line * self._strides[1]
 
     def _read(self, into, at: int, energy: int) -> None:
         view = memoryview(into).cast("B")
