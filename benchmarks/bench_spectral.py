@@ -70,13 +70,14 @@ def references() -> dict[str, tuple[np.ndarray, np.ndarray]]:
     return out
 
 
-def measure_pass(path: Path, kind: str, workers: int = 1, sink: str = "file") -> dict:
+def measure_pass(path: Path, kind: str, workers: int = 1, sink: str = "file", fit: tuple[float, float] = FIT) -> dict:
     """The edge phase of ``txm analyze`` over the whole stack, edge kernel alone or with the
     spectral maps: ``sink`` ``file`` — its loop (:class:`txmdb.pipeline.EdgePhaseWriter`: the
     float64 edge map in memory, ``edge_ev``, ``jump``, ``valid`` and the spectral maps written
     to a results file from the writer's thread), under the memory switch ``analyze_stack``
     runs in (``no_huge_pages``, ``freed_memory_kept``); the file is deleted untimed. ``none`` — the same pass
-    writing nothing: the edge map kept, the maps dropped (kernel and read alone)."""
+    writing nothing: the edge map kept, the maps dropped (kernel and read alone). ``fit``: the
+    LCF window (eV; the Ni preset's by default; a narrower one fits fewer rows per voxel)."""
     import h5py
 
     from txmdb.analysis._memory import freed_memory_kept, no_huge_pages
@@ -93,7 +94,7 @@ def measure_pass(path: Path, kind: str, workers: int = 1, sink: str = "file") ->
     spectral = None
     if kind.startswith("spectral"):
         spectral = SpectralKernel(info.energies_ev, params, white_line=WHITE_LINE, references=references(),
-                                  lcf_window=FIT)
+                                  lcf_window=fit)
         spectral.with_edges(np.zeros((len(info.energies_ev), 1), np.float32),   # numba load, untimed
                             out=spectral.map_buffers() if kind == "spectral" else None)
     else:
@@ -210,6 +211,11 @@ def measure_per_voxel(n_larch: int) -> dict:
     return out
 
 
+def _window(text: str) -> tuple[float, float]:
+    lo, hi = (float(v) for v in text.split(":"))
+    return lo, hi
+
+
 def _child(*args: str) -> dict:
     done = subprocess.run([sys.executable, __file__, "--child", *args], check=True, capture_output=True, text=True)
     result = json.loads(done.stdout.strip().splitlines()[-1])
@@ -232,17 +238,20 @@ def main() -> None:
                          "none: nothing written (kernel and read alone)")
     ap.add_argument("--memory", choices=STATES, default="as-is",
                     help="the VM's free memory before each pass (benchmarks/_vm.py): full, cold, warm or as-is")
+    ap.add_argument("--fit", default=f"{FIT[0]:g}:{FIT[1]:g}",
+                    help="LCF window of the spectral pass, LO:HI eV (default the Ni preset's; 42 of the 60 energies)")
     ap.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
         what = args.child[0]
-        result = (measure_pass(Path(args.child[1]), args.child[2], int(args.child[3]), args.child[4]) if what == "pass"
+        result = (measure_pass(Path(args.child[1]), args.child[2], int(args.child[3]), args.child[4],
+                               _window(args.child[5])) if what == "pass"
                   else measure_per_voxel(int(args.child[1])))
         print(json.dumps(result))
         return
     path = build(args.size)
     report: dict = {"stack": str(path), "workers": args.workers, "sink": args.sink, "memory": args.memory,
-                    "load_before": round(load(), 2)}
+                    "fit": list(_window(args.fit)), "load_before": round(load(), 2)}
     for cache in args.cache.split(","):
         kinds = args.kinds.split(",")
         runs: dict[str, list] = {kind: [] for kind in kinds}
@@ -255,7 +264,7 @@ def main() -> None:
                 settle(args.memory, cached=path if cache == "warm" else None)
                 if cache == "cold":
                     drop_cache(path)          # after the state: a full page cache holds this file too
-                runs[kind].append(_child("pass", str(path), kind, str(args.workers), args.sink))
+                runs[kind].append(_child("pass", str(path), kind, str(args.workers), args.sink, args.fit))
         best = {kind: min(r, key=lambda x: x["seconds"]) for kind, r in runs.items()}
         cpu = {kind: min(x["cpu_seconds"] for x in r) for kind, r in runs.items()}
         kernel = {kind: min(x["kernel_thread_cpu_seconds"] for x in r) for kind, r in runs.items()}
