@@ -212,8 +212,10 @@ def measure_per_voxel(n_larch: int) -> dict:
 
 
 def _window(text: str) -> tuple[float, float]:
-    lo, hi = (float(v) for v in text.split(":"))
-    return lo, hi
+    """``--fit``'s LO:HI, read as ``txm analyze --lcf-window`` reads it."""
+    from txmdb.options import parse_window
+
+    return parse_window(text, "--fit", open_ends=False)
 
 
 def _child(*args: str) -> dict:
