@@ -119,8 +119,9 @@ def _unique_names(names: list[str]) -> list[str]:
 
 
 def run_readonly_sql(url, text: str, *, timeout: float = DEFAULT_TIMEOUT_S,
-                     max_rows: int = DEFAULT_MAX_ROWS) -> SqlResult:
-    """Run one read-only query against the catalogue at ``url``; at most ``max_rows`` rows.
+                     max_rows: int = DEFAULT_MAX_ROWS, max_bytes: int | None = None) -> SqlResult:
+    """Run one read-only query against the catalogue at ``url``; at most ``max_rows`` rows and
+    ``max_bytes`` bytes (default :data:`~txmdb.vocabulary.MAX_RESULT_BYTES`).
 
     Raises TxmdbError (one line) for anything the database refuses or that fails, and
     :class:`QueryTimeout` when the statement runs longer than ``timeout`` seconds.
@@ -136,11 +137,12 @@ def run_readonly_sql(url, text: str, *, timeout: float = DEFAULT_TIMEOUT_S,
         raise TxmdbError(f"query sql: row cap {max_rows} is not between 1 and {MAX_SQL_ROWS} rows")
     if "\x00" in text:
         raise TxmdbError("query sql: the statement holds a NUL character")
+    max_bytes = MAX_RESULT_BYTES if max_bytes is None else min(max_bytes, MAX_RESULT_BYTES)
     resolved = url if isinstance(url, URL) else resolve_url(url)
     run = _run_sqlite if resolved.get_backend_name() == "sqlite" else _run_postgresql
     try:
         with _driver_connection(resolved, read_only=True) as connection:
-            names, rows, cut = run(connection, text, timeout, max_rows)
+            names, rows, cut = run(connection, text, timeout, max_rows, max_bytes)
         return SqlResult(pd.DataFrame(rows, columns=_unique_names(names)), cut)
     except MemoryError:
         raise TxmdbError(OUT_OF_MEMORY) from None
@@ -183,8 +185,9 @@ def _value_size(value) -> int:
     return len(str(value))  # decimals, dates, JSON documents, arrays
 
 
-def _collect(fetchmany, max_rows: int, batch_rows: int) -> tuple[list, bool]:
-    """Up to ``max_rows`` rows, ``batch_rows`` at a time (never all at once); True if more were there.
+def _collect(fetchmany, max_rows: int, batch_rows: int, max_bytes: int) -> tuple[list, bool]:
+    """Up to ``max_rows`` rows of ``max_bytes``, ``batch_rows`` at a time (never all at once); True if
+    more were there.
 
     Each row is sized before it is kept, so the rows never hold more than the cap and one row.
     """
@@ -196,8 +199,8 @@ def _collect(fetchmany, max_rows: int, batch_rows: int) -> tuple[list, bool]:
             break
         for row in batch:
             size += sum(map(_value_size, row))
-            if size > MAX_RESULT_BYTES:
-                raise TxmdbError(f"query sql: the result is larger than {MAX_RESULT_BYTES} bytes; "
+            if size > max_bytes:
+                raise TxmdbError(f"query sql: the result is larger than {max_bytes} bytes; "
                                  f"select fewer rows or columns")
             rows.append(row)
     cut = len(rows) > max_rows
@@ -225,7 +228,7 @@ _SQLITE_LIMIT_REASONS = {
 }
 
 
-def _run_sqlite(con, text: str, timeout: float, max_rows: int):
+def _run_sqlite(con, text: str, timeout: float, max_rows: int, max_bytes: int):
     import sqlite3
 
     # Three locks, each enough: mode=ro (the engine), query_only, and an authorizer for reading only.
@@ -249,7 +252,7 @@ def _run_sqlite(con, text: str, timeout: float, max_rows: int):
         if cursor.description is None:
             raise TxmdbError("query sql: the statement returns no rows (only queries run here)")
         names = [d[0] for d in cursor.description]
-        rows, cut = _collect(cursor.fetchmany, max_rows, 1)
+        rows, cut = _collect(cursor.fetchmany, max_rows, 1, max_bytes)
         return names, [tuple(r) for r in rows], cut
     except sqlite3.Error as exc:
         if "interrupt" in str(exc) and (fired.is_set() or time.monotonic() > deadline):
@@ -273,7 +276,7 @@ def _run_sqlite(con, text: str, timeout: float, max_rows: int):
 # --------------------------------------------------------------------------- PostgreSQL
 
 
-def _run_postgresql(pg, text: str, timeout: float, max_rows: int):
+def _run_postgresql(pg, text: str, timeout: float, max_rows: int, max_bytes: int):
     import psycopg
     from psycopg import sql
 
@@ -285,7 +288,7 @@ def _run_postgresql(pg, text: str, timeout: float, max_rows: int):
             guard = _reporting_guard(cur)
             cur.execute(sql.SQL("SET LOCAL ROLE {}").format(sql.Identifier(guard.role)))
             names, types = _describe(pg, cur, text)
-        return names, *_fetch(pg, guard, text, types, max_rows)
+        return names, *_fetch(pg, guard, text, types, max_rows, max_bytes)
     except psycopg.Error as exc:
         if isinstance(exc, psycopg.errors.QueryCanceled) and "statement timeout" in str(exc):
             raise _timeout_error(timeout) from None
@@ -468,7 +471,7 @@ def _describe(pg, cur, text: str) -> tuple[list[str], list[str]]:
     return names, [t for t, _ in types]
 
 
-def _fetch(pg, guard: _Guard, text: str, types: list[str], max_rows: int) -> tuple[list, bool]:
+def _fetch(pg, guard: _Guard, text: str, types: list[str], max_rows: int, max_bytes: int) -> tuple[list, bool]:
     """The guard's rows through a server-side cursor, in batches; one more than the cap says it cut."""
     from psycopg import sql
 
@@ -478,9 +481,9 @@ def _fetch(pg, guard: _Guard, text: str, types: list[str], max_rows: int) -> tup
     call = sql.SQL("SELECT * FROM {}.{}(%s, %s, %s) AS t({})").format(
         sql.Identifier(guard.schema), sql.Identifier(GUARD_FUNCTION), columns)
     with pg.cursor(name="txmdb_query_sql") as cur:
-        cur.execute(call, [text, max_rows + 1, MAX_RESULT_BYTES])
+        cur.execute(call, [text, max_rows + 1, max_bytes])
         # The guard caps bytes on the server; the client counts them again, as it receives them.
-        return _collect(cur.fetchmany, max_rows, _PG_BATCH_ROWS)
+        return _collect(cur.fetchmany, max_rows, _PG_BATCH_ROWS, max_bytes)
 
 
 # --------------------------------------------------------------------------- the reporting role

@@ -241,14 +241,22 @@ def _security_headers(request, response):
     return response
 
 
-#: Room for the form fields and multipart boundaries of an upload beside its file.
+#: Room for the form fields and multipart boundaries of an upload beside its file, and the
+#: most any other request may send (a login form, a statement, a job's options).
 FORM_OVERHEAD_BYTES = 1 << 20
+#: The routes that take a file: only an editor's request to one gets the upload limit.
+UPLOAD_PATHS = ("/api/v1/cycling", "/api/v1/xas", "/api/v1/xrd")
 
 
 class BodyLimit:
-    """Refuse request bodies beyond the upload limit (plus form overhead) with a 413 while they
-    stream, before the multipart parser spools them to disk: a declared Content-Length says so
-    at once, a chunked body when it crosses the limit."""
+    """Refuse request bodies beyond their limit with a 413 while they stream, before the form
+    parser holds them in memory or spools them to disk: a declared Content-Length says so at
+    once, a chunked body when it crosses the limit.
+
+    The limit is :data:`FORM_OVERHEAD_BYTES`, plus the upload limit for an editor's request to
+    an upload route: every form field is parsed into memory, so an anonymous login post as
+    large as an upload held hundreds of MB of the server's memory per request.
+    """
 
     def __init__(self, app):
         self.app = app
@@ -256,13 +264,19 @@ class BodyLimit:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        limit = scope["app"].state.settings.max_upload_bytes + FORM_OVERHEAD_BYTES
+        from starlette.requests import Request
+
+        from txmdb.web.auth import relative_path
+
+        user = scope.get("state", {}).get("user")  # the gate identified the request
+        if relative_path(Request(scope)) in UPLOAD_PATHS and user is not None and user.can("editor"):
+            limit = scope["app"].state.settings.max_upload_bytes + FORM_OVERHEAD_BYTES
+            allowed = f"the upload limit is {limit - FORM_OVERHEAD_BYTES} bytes"
+        else:
+            limit, allowed = FORM_OVERHEAD_BYTES, f"at most {FORM_OVERHEAD_BYTES} bytes here"
         declared = dict(scope["headers"]).get(b"content-length", b"")
         if declared.isdigit() and int(declared) > limit:
-            from starlette.requests import Request
-
-            response = error_response(Request(scope), 413, f"request too large: {int(declared)} bytes, the upload "
-                                                           f"limit is {limit - FORM_OVERHEAD_BYTES} bytes")
+            response = error_response(Request(scope), 413, f"request too large: {int(declared)} bytes, {allowed}")
             return await response(scope, receive, send)
         seen = 0
 
@@ -272,8 +286,7 @@ class BodyLimit:
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > limit:
-                    raise StarletteHTTPException(413, f"request too large: the upload limit is "
-                                                      f"{limit - FORM_OVERHEAD_BYTES} bytes")
+                    raise StarletteHTTPException(413, f"request too large: {allowed}")
             return message
 
         return await self.app(scope, counted, send)

@@ -31,6 +31,9 @@ router = APIRouter(include_in_schema=False)
 PAGE_ROWS = 500
 #: Rows the SQL console asks for (the CLI's --max-rows, smaller: a page, not a file).
 SQL_PAGE_ROWS = 1000
+#: Bytes of result the SQL console takes (the CLI's 256 MB made a page of ~1 GB of HTML, ~4.5 GB of
+#: the server's memory per request: blobs are shown as text four times their size).
+SQL_PAGE_BYTES = 8 << 20
 
 # Axis names of a map's spatial axes, as the slice endpoint takes them.
 SPATIAL_AXES = {3: ("z", "y", "x"), 2: ("y", "x")}
@@ -662,7 +665,9 @@ def query_values(spec, given: list[tuple[str, str]]) -> dict:
         elif f.type is bool:
             values[key] = text.lower() in ("true", "1", "yes", "on")
         elif f.type is int:
-            if not text.strip().isdigit() or int(text) > MAX_CATALOGUE_INT:
+            # ASCII digits only, and few of them: int() refuses '²' (a digit to isdigit) and 4,301 digits.
+            digits = text.strip()
+            if not (digits.isascii() and digits.isdigit()) or len(digits) > 10 or int(digits) > MAX_CATALOGUE_INT:
                 raise FilterError(key, f"{key}: {text!r} is not a whole number from 0 to {MAX_CATALOGUE_INT}")
             values[key] = int(text)
         else:
@@ -736,7 +741,8 @@ def _sql_result(request: Request, statement: str):
     if not statement.strip():
         return _sql_page(request, statement=statement, error="write one SELECT statement", status_code=422)
     try:
-        result = run_readonly_sql(_catalog(request).engine.url, statement, max_rows=SQL_PAGE_ROWS)
+        result = run_readonly_sql(_catalog(request).engine.url, statement, max_rows=SQL_PAGE_ROWS,
+                                  max_bytes=SQL_PAGE_BYTES)
     except QueryTimeout as exc:
         return _sql_page(request, statement=statement, error=str(exc), status_code=422)
     except TxmdbError as exc:
@@ -858,7 +864,8 @@ def compare_report(request: Request, user=Viewer):
     }
     if request.query_params.get("download"):
         name = "txmdb-compare-" + "-".join([*chosen, *states]) + ".html"
-        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+        # ASCII only: a header is Latin-1, and a sample named in Cyrillic made this a 500.
+        safe = "".join(c if (c.isascii() and c.isalnum()) or c in "-_." else "_" for c in name)
         headers["Content-Disposition"] = f'attachment; filename="{safe}"'
     return Response(html, media_type="text/html; charset=utf-8", headers=headers)
 
