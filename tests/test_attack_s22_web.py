@@ -150,6 +150,39 @@ def test_the_sql_console_takes_a_page_of_bytes_not_the_clis_256_mb(site):
     assert done.returncode == 0 and len(done.stdout) > 29_000_000, done.stderr
 
 
+def test_the_sql_console_runs_a_few_statements_at_once_and_the_server_serves_the_rest(site):
+    import time
+
+    import httpx
+
+    from txmdb.web.pages import SQL_AT_ONCE
+
+    forever = "WITH RECURSIVE r(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM r) SELECT count(*) FROM r"
+    editor = _signed_in(site, "editor")
+    token, cookies = _csrf(editor.get("/sql")), dict(editor.cookies)
+    editor.close()
+
+    async def flood() -> tuple[list, float]:
+        async with httpx.AsyncClient(base_url=site.server.base, timeout=120, cookies=cookies) as client:
+            statements = [asyncio.create_task(client.post("/sql", data={"statement": forever, "csrf_token": token}))
+                          for _ in range(SQL_AT_ONCE + 40)]  # more than the server's pool of threads
+            await asyncio.sleep(3)
+            async with httpx.AsyncClient(base_url=site.server.base, timeout=120) as other:
+                started = time.monotonic()
+                answer = await other.get("/api/v1/samples", headers={
+                    "Authorization": f"Bearer {site.accounts['viewer'].token}"})
+                waited = time.monotonic() - started
+            assert answer.status_code == 200, answer.text
+            return [await s for s in statements], waited
+
+    answers, waited = asyncio.run(flood())
+    assert waited < 5, f"a viewer's request waited {waited:.1f} s behind the SQL console"
+    codes = [a.status_code for a in answers]
+    assert codes.count(422) == SQL_AT_ONCE and codes.count(429) == 40, codes
+    assert all("time limit" in a.text for a in answers if a.status_code == 422)
+    assert all(f"runs {SQL_AT_ONCE} statements at a time" in a.text for a in answers if a.status_code == 429)
+
+
 # ----------------------------------------------------------------------------- the login rate limit
 def test_logins_sent_at_once_check_no_more_passwords_than_the_limit(site):
     import httpx

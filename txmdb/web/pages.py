@@ -14,6 +14,7 @@ import datetime as dt
 import functools
 import json
 import math
+import threading
 from typing import Callable, Iterable
 from urllib.parse import urlencode
 
@@ -34,6 +35,11 @@ SQL_PAGE_ROWS = 1000
 #: Bytes of result the SQL console takes (the CLI's 256 MB made a page of ~1 GB of HTML, ~4.5 GB of
 #: the server's memory per request: blobs are shown as text four times their size).
 SQL_PAGE_BYTES = 8 << 20
+#: SQL console statements a server process runs at once: each may hold a thread of the pool every
+#: request is served by for the whole time limit (45 at once from one editor held every other
+#: request for 28 s).
+SQL_AT_ONCE = 4
+_SQL_SLOTS = threading.BoundedSemaphore(SQL_AT_ONCE)
 
 # Axis names of a map's spatial axes, as the slice endpoint takes them.
 SPATIAL_AXES = {3: ("z", "y", "x"), 2: ("y", "x")}
@@ -732,7 +738,14 @@ async def sql_run(request: Request, user=Editor):
     form = await request.form()
     check_csrf(request, form.get("csrf_token"))
     statement = str(form.get("statement") or "")
-    return await run_in_threadpool(_sql_result, request, statement)
+    if not _SQL_SLOTS.acquire(blocking=False):
+        return _sql_page(request, statement=statement, status_code=429,
+                         error=f"the SQL console runs {SQL_AT_ONCE} statements at a time, and that many are "
+                               "running; send it again when one has ended")
+    try:
+        return await run_in_threadpool(_sql_result, request, statement)
+    finally:
+        _SQL_SLOTS.release()
 
 
 def _sql_result(request: Request, statement: str):
