@@ -219,7 +219,10 @@ def _window(text: str) -> tuple[float, float]:
 
 
 def _child(*args: str) -> dict:
-    done = subprocess.run([sys.executable, __file__, "--child", *args], check=True, capture_output=True, text=True)
+    done = subprocess.run([sys.executable, __file__, "--child", *args], capture_output=True, text=True)
+    if done.returncode:
+        lines = done.stderr.strip().splitlines()
+        raise SystemExit(f"bench_spectral child {args[:3]} failed: {lines[-1] if lines else done.returncode}")
     result = json.loads(done.stdout.strip().splitlines()[-1])
     result["load"] = round(load(), 2)
     return result
@@ -241,7 +244,8 @@ def main() -> None:
     ap.add_argument("--memory", choices=STATES, default="as-is",
                     help="the VM's free memory before each pass (benchmarks/_vm.py): full, cold, warm or as-is")
     ap.add_argument("--fit", default=f"{FIT[0]:g}:{FIT[1]:g}",
-                    help="LCF window of the spectral pass, LO:HI eV (default the Ni preset's; 42 of the 60 energies)")
+                    help="LCF window of the spectral pass, LO:HI eV (default the Ni preset's; 42 of the 60 energies); "
+                         "the per-voxel comparison keeps the preset's")
     ap.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
@@ -251,9 +255,15 @@ def main() -> None:
                   else measure_per_voxel(int(args.child[1])))
         print(json.dumps(result))
         return
+    from txmdb.errors import TxmdbError
+
+    try:
+        fit = _window(args.fit)
+    except TxmdbError as exc:
+        ap.error(str(exc))
     path = build(args.size)
     report: dict = {"stack": str(path), "workers": args.workers, "sink": args.sink, "memory": args.memory,
-                    "fit": list(_window(args.fit)), "load_before": round(load(), 2)}
+                    "fit": list(fit), "load_before": round(load(), 2)}
     for cache in args.cache.split(","):
         kinds = args.kinds.split(",")
         runs: dict[str, list] = {kind: [] for kind in kinds}

@@ -1596,10 +1596,10 @@ def _restart(J: np.ndarray, s: np.ndarray, reference: int, reach: float, rounds:
 
 def _fine_restart(J: np.ndarray, s: np.ndarray, reference: int, f: int, order: int = 3) -> np.ndarray:
     """The fine level's leave-one-out round around the coarse shifts ``s`` (full-resolution
-    voxels, coarse bin ``f``), searched within ``f + 1`` voxels: on the fine images binned by
-    :data:`_RESTART_BIN` when the coarse bin is at least twice that (a middle level of the
-    pyramid: the round only has to bring every energy into the Gauss-Newton steps' reach),
-    else on the fine images themselves."""
+    voxels, coarse bin ``f``): on the fine images themselves within ``f + 1`` voxels, or, when
+    the coarse bin is at least twice :data:`_RESTART_BIN`, on them binned by it within
+    ``(f + 1) / g + 1`` binned voxels (a middle level of the pyramid: the round only has to
+    bring every energy into the Gauss-Newton steps' reach, ~1.5 voxels)."""
     g = _RESTART_BIN if f >= 2 * _RESTART_BIN else 1
     if g == 1:
         return _restart(J, s, reference, f + 1, 1, order)
