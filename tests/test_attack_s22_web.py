@@ -237,3 +237,21 @@ def test_the_report_of_a_sample_named_in_cyrillic_downloads(site):
     assert answer.status_code == 200, answer.text[:300]
     assert answer.headers["content-disposition"] == 'attachment; filename="txmdb-compare-_______-7.html"'
     assert "unexpected error" not in site.server.log()
+
+
+def test_the_scan_page_links_its_sample_as_one_path_segment(site, tmp_path):
+    # Jinja's urlencode keeps '/': a sample named '../sql' linked its scan page to /sql
+    from txmdb.synthetic.drift import make_drifted, write_drifted_stack
+
+    name = "../sql?x=1#y"
+    path = tmp_path / "scan.h5"
+    write_drifted_stack(path, make_drifted((8, 12, 12), n_energies=4, seed=3))
+    for args in (["sample", "add", name], ["txm", "ingest", str(path), "--sample", name]):
+        done = site.cli(*args)
+        assert done.returncode == 0, done.stderr
+    scan_id = int(done.stdout.split()[-1])
+    with site.client(site.server, "viewer") as client:
+        page = client.get(f"/scans/{scan_id}")
+        assert page.status_code == 200, page.text[:300]
+        assert 'href="/samples/..%2Fsql%3Fx%3D1%23y"' in page.text
+        assert client.get("/samples/..%2Fsql%3Fx%3D1%23y").status_code == 200

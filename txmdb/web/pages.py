@@ -25,6 +25,7 @@ from txmdb.errors import NotFoundError, TxmdbError
 from txmdb.query import QUERIES
 from txmdb.vocabulary import FILTERS, MAX_CATALOGUE_INT
 from txmdb.web.auth import Editor, Viewer
+from txmdb.web.templating import path_segment
 
 router = APIRouter(include_in_schema=False)
 
@@ -259,14 +260,10 @@ def dashboard(request: Request, user=Viewer):
 
 def _sample_or_cell_link(root: str):
     def link(row: dict) -> str | None:
-        return None if row["kind"] == "cycling" else f"{root}/samples/{_quote(row['of'])}"
+        return None if row["kind"] == "cycling" else f"{root}/samples/{path_segment(row['of'])}"
     return link
 
 
-def _quote(name: str) -> str:
-    from urllib.parse import quote
-
-    return quote(str(name), safe="")
 
 
 # --------------------------------------------------------------------------- samples
@@ -330,7 +327,7 @@ def samples_page(request: Request, user=Viewer):
     shown = found.drop(columns=["source"], errors="ignore")
     return _page(request, "samples.html", active="/samples", status_code=422 if error else 200, form=form,
                  morphologies=morphologies, error=error,
-                 table=table(shown, links={"sample": lambda r: f"{root}/samples/{_quote(r['sample'])}"},
+                 table=table(shown, links={"sample": lambda r: f"{root}/samples/{path_segment(r['sample'])}"},
                              empty="No sample matches."))
 
 
@@ -717,7 +714,7 @@ def query_page(request: Request, table_name: str, user=Viewer):
 
 def _query_links(root: str) -> dict:
     """Links from query tables to the sample and scan pages."""
-    return {"sample": lambda r: f"{root}/samples/{_quote(r['sample'])}",
+    return {"sample": lambda r: f"{root}/samples/{path_segment(r['sample'])}",
             "scan_id": lambda r: f"{root}/scans/{r['scan_id']}"}
 
 

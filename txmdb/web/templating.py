@@ -20,13 +20,22 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 
 @functools.cache
 def environment() -> Environment:
-    """The templates of txmdb.web (autoescape on for every template, whatever its suffix)."""
-    return Environment(
+    """The templates of txmdb.web (autoescape on for every template, whatever its suffix),
+    with the filter ``path_segment``."""
+    env = Environment(
         loader=PackageLoader("txmdb.web", "templates"),
         autoescape=select_autoescape(default=True, default_for_string=True),
         trim_blocks=True,
         lstrip_blocks=True,
     )
+    env.filters["path_segment"] = path_segment
+    return env
+
+
+def path_segment(name) -> str:
+    """``name`` as one segment of a URL path: every reserved character quoted, ``/`` too
+    (Jinja's ``urlencode`` keeps ``/``: a sample named ``../sql`` linked to another page)."""
+    return quote(str(name), safe="")
 
 
 def root_path(request) -> str:
