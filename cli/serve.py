@@ -23,6 +23,11 @@ def serve(ctx: typer.Context,
                                                        "(comma-separated; HTTPS there makes cookies Secure)."),
           max_upload_mb: Optional[int] = typer.Option(None, "--max-upload-mb", min=1, max=1 << 20, metavar="MB",
                                                       help="Largest upload [default: 256 MB]."),
+          allowed_hosts: Optional[str] = typer.Option(None, "--allowed-hosts", metavar="NAMES",
+                                                      help="Host names browsers reach this server by, comma-separated "
+                                                           "('*' any). Needed with --public-read off the loopback "
+                                                           "address. Default: any name; with --public-read on a "
+                                                           "loopback address: localhost,127.0.0.1,[::1]."),
           workers: int = typer.Option(1, "--workers", min=1, max=64, metavar="N",
                                       help="Server processes (one core each; a lab server: its number of cores)."),
           ) -> None:
@@ -36,15 +41,16 @@ def serve(ctx: typer.Context,
 
     from txmdb.accounts import count_users
     from txmdb.errors import TxmdbError
-    from txmdb.web.app import create_app
+    from txmdb.web.app import allowed_hosts as hosts_answered, create_app
     from txmdb.web.protocol import NoDelayH11Protocol
 
     if root_path and (not root_path.startswith("/") or root_path.endswith("/") or "//" in root_path):
         raise TxmdbError(f"--root-path {root_path!r}: expected a path like /txmdb (leading slash, none at the end)")
+    hosts = hosts_answered(host, public_read, allowed_hosts)
     cat = catalog(ctx)
     setup = None if count_users(cat) else secrets.token_urlsafe(24)
     options = {} if max_upload_mb is None else {"max_upload_bytes": max_upload_mb << 20}
-    app = create_app(cat, public_read=public_read, setup_token=setup, **options)
+    app = create_app(cat, public_read=public_read, setup_token=setup, hosts=hosts, **options)
     shown = f"[{host}]" if ":" in host else host
     echo(f"txmdb serving on http://{shown}:{port}{root_path}/ (Ctrl-C stops it)")
     if setup:
@@ -66,7 +72,8 @@ def serve(ctx: typer.Context,
     os.environ["TXMDB_STORE"] = str(cat.store.root)
     settings = app.state.settings
     os.environ[SETTINGS_VARIABLE] = json.dumps({"public_read": public_read, "max_upload_bytes": settings.max_upload_bytes,
-                                                "setup_token_hash": settings.setup_token_hash})
+                                                "setup_token_hash": settings.setup_token_hash,
+                                                "allowed_hosts": list(settings.allowed_hosts)})
     cat.engine.dispose()
     from txmdb.web.workers import run_workers
 

@@ -255,3 +255,49 @@ def test_the_scan_page_links_its_sample_as_one_path_segment(site, tmp_path):
         assert page.status_code == 200, page.text[:300]
         assert 'href="/samples/..%2Fsql%3Fx%3D1%23y"' in page.text
         assert client.get("/samples/..%2Fsql%3Fx%3D1%23y").status_code == 200
+
+
+# ----------------------------------------------------------------------------- host names
+def _read_by_host(server_client, name: str):
+    return server_client.get("/api/v1/query/samples", params={"format": "csv"}, headers={"Host": name})
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_public_read_answers_only_the_servers_own_host_names(site, workers):
+    # DNS rebinding: evil.example pointed at this server's address is same-origin for the
+    # browser of a lab member who opens a page of it, and could read what anonymous visitors read
+    server = site.start("--public-read", "--workers", workers)
+    with site.client(server) as anonymous:
+        assert "plain" in _read_by_host(anonymous, urlsplit(server.base).netloc).text
+        for name in ("localhost", "LOCALHOST:8000", "[::1]:8000"):
+            assert _read_by_host(anonymous, name).status_code == 200, name
+        for name in ("evil.example", "evil.example:8000", "127.0.0.1.evil.example", "localhost.evil.example"):
+            answer = _read_by_host(anonymous, name)
+            assert answer.status_code == 400 and "plain" not in answer.text, name
+    # (127.0.0.1 too: the test harness asks it whether it is up)
+    named = site.start("--public-read", "--allowed-hosts", "lab.example.org,*.beamline.example,127.0.0.1",
+                       "--workers", workers)
+    with site.client(named) as anonymous:
+        for name in ("lab.example.org", "txm.beamline.example:443"):
+            assert "plain" in _read_by_host(anonymous, name).text, name
+        for name in ("localhost", "example.org", "beamline.example.evil", "evil.example"):
+            assert _read_by_host(anonymous, name).status_code == 400, name
+
+
+def test_without_public_read_any_host_name_still_reaches_the_login(site):
+    # nothing is readable without credentials, and a proxy may pass its own Host ($host)
+    with site.client(site.server) as anonymous:
+        assert _read_by_host(anonymous, "lab.example.org").status_code == 401
+        assert anonymous.get("/login", headers={"Host": "lab.example.org"}).status_code == 200
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--host", "0.0.0.0", "--public-read"], "error: --public-read on 0.0.0.0 needs --allowed-hosts: the names browsers"),
+    (["--allowed-hosts", "lab.example.org/x"], "error: --allowed-hosts 'lab.example.org/x': expected host names"),
+    (["--allowed-hosts", "lab.*.org"], "error: --allowed-hosts 'lab.*.org': expected host names"),
+    (["--allowed-hosts", " , "], "error: --allowed-hosts ' , ': expected host names"),
+])
+def test_the_host_names_are_checked_before_the_server_starts(site, args, message):
+    done = site.cli("serve", "--port", "1", *args)
+    assert done.returncode == 1 and done.stderr.startswith(message), done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1 and done.stdout == ""

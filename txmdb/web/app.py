@@ -8,7 +8,8 @@ command opens: engine and results store) and returns a FastAPI application:
 - ``/api/v1/*`` (:mod:`txmdb.web.api`), OpenAPI at ``/api/v1/openapi.json``;
 - the pages (:mod:`txmdb.web.pages`, an ``APIRouter`` named ``router``).
 
-A middleware identifies every request once (bearer token or session cookie), refuses
+A request whose ``Host`` is not one of the server's names is refused first (DNS rebinding;
+:func:`allowed_hosts`). A middleware identifies every request once (bearer token or session cookie), refuses
 anonymous requests outside :data:`txmdb.web.auth.PUBLIC_PATHS` unless ``public_read``, and
 sets the security headers. Errors are JSON under /api (``{"error": ..., "status": ...}``)
 and a page elsewhere; never a traceback.
@@ -21,7 +22,7 @@ import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence
 
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
@@ -56,13 +57,57 @@ class WebSettings:
 
     public_read: bool = False
     max_upload_bytes: int = MAX_UPLOAD_BYTES
+    # the Host names answered ("*": any); see allowed_hosts()
+    allowed_hosts: tuple[str, ...] = ("*",)
     # SHA-256 of the one-time setup link's token; None once used, or when accounts exist.
     setup_token_hash: Optional[str] = None
 
 
+#: the names a server bound to a loopback address answers to with ``--public-read`` and no ``--allowed-hosts``
+LOOPBACK_NAMES = ("localhost", "127.0.0.1", "[::1]")
+
+
+def allowed_hosts(bind_host: str, public_read: bool, names: Optional[str]) -> tuple[str, ...]:
+    """The ``Host`` names ``txmdb serve`` answers to.
+
+    ``names`` (``--allowed-hosts``, comma-separated; ``*`` any, ``*.example.org`` a domain)
+    when given (an IPv6 address in brackets, as in the URL). Otherwise any name, unless ``public_read``: a page of another site whose name
+    the attacker points at this server's address (DNS rebinding) is same-origin for the
+    browser of a lab member who opens it, and could read what anonymous visitors read. Then a
+    server bound to a loopback address answers to :data:`LOOPBACK_NAMES` only, and any other
+    one needs the names given (TxmdbError): they are the names browsers use, which the
+    server cannot know.
+    """
+    from txmdb.errors import TxmdbError
+
+    if names is not None:
+        hosts = tuple(_bracketed(n.strip().lower()) for n in names.split(",") if n.strip())
+        bad = [n for n in hosts if "*" in n[1:] or (n.startswith("*") and n != "*" and not n.startswith("*."))
+               or any(c in n for c in "/@ ")]
+        if not hosts or bad:
+            raise TxmdbError(f"--allowed-hosts {names!r}: expected host names like lab.example.org,localhost "
+                             "('*' for any, '*.example.org' for a domain)")
+        return hosts
+    if not public_read:
+        return ("*",)
+    if _bracketed(bind_host.strip("[]").lower()) in LOOPBACK_NAMES or bind_host.startswith("127."):
+        return LOOPBACK_NAMES
+    raise TxmdbError(f"--public-read on {bind_host} needs --allowed-hosts: the names browsers reach this server by "
+                     "(e.g. lab.example.org); otherwise another site could read the catalogue through a lab "
+                     "member's browser (DNS rebinding). '*' answers any name")
+
+
+def _bracketed(name: str) -> str:
+    """An IPv6 address as a Host header carries it (``[::1]``); other names as they are."""
+    return f"[{name}]" if ":" in name and not name.startswith("[") else name
+
+
 def create_app(context, *, public_read: bool = False, max_upload_bytes: int = MAX_UPLOAD_BYTES,
-               setup_token: Optional[str] = None) -> FastAPI:
-    """The web application over catalogue ``context`` (engine and store; kept as ``app.state.catalog``)."""
+               setup_token: Optional[str] = None, hosts: Sequence[str] = ("*",)) -> FastAPI:
+    """The web application over catalogue ``context`` (engine and store; kept as ``app.state.catalog``),
+    answering requests for the ``Host`` names ``hosts`` (:func:`allowed_hosts`)."""
+    from starlette.middleware.trustedhost import TrustedHostMiddleware
+
     from txmdb import __version__
     from txmdb.web import api, auth
 
@@ -71,9 +116,12 @@ def create_app(context, *, public_read: bool = False, max_upload_bytes: int = MA
     app.state.catalog = context
     _hide_secrets_in_access_log()
     app.state.settings = WebSettings(public_read=public_read, max_upload_bytes=max_upload_bytes,
-                                     setup_token_hash=auth.setup_token_hash(setup_token) if setup_token else None)
+                                     setup_token_hash=auth.setup_token_hash(setup_token) if setup_token else None,
+                                     allowed_hosts=tuple(hosts))
     app.add_middleware(BodyLimit)  # inside the gate: credentials first, then the size
     _add_gate(app)
+    # outermost: a request for another name is refused before anything reads it
+    app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(hosts), www_redirect=False)
     _add_error_handlers(app)
     app.mount("/static", StaticFiles(directory=STATIC, check_dir=False), name="static")
     app.include_router(auth.router)
@@ -160,7 +208,8 @@ def app_from_environment() -> FastAPI:
 
     settings = json.loads(os.environ.get(SETTINGS_VARIABLE, "{}"))
     app = create_app(open_catalog(), public_read=bool(settings.get("public_read")),
-                     max_upload_bytes=int(settings.get("max_upload_bytes", MAX_UPLOAD_BYTES)))
+                     max_upload_bytes=int(settings.get("max_upload_bytes", MAX_UPLOAD_BYTES)),
+                     hosts=tuple(settings.get("allowed_hosts", ("*",))))
     app.state.settings.setup_token_hash = settings.get("setup_token_hash")
     return app
 
