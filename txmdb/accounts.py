@@ -19,7 +19,6 @@ import hashlib
 import hmac
 import re
 import secrets
-import threading
 import weakref
 from dataclasses import dataclass
 
@@ -268,8 +267,6 @@ def close_session(catalog, secret: str) -> None:
 
 # ----------------------------------------------------------------------------- sign-in
 _DUMMY: list[str] = []
-#: The rate limit's count and the try's record, one sign-in at a time (per process).
-_COUNTING = threading.Lock()
 
 
 def _dummy_hash() -> str:
@@ -287,14 +284,14 @@ def sign_in(catalog, name: str, password: str, remote: str) -> Account | None:
     that failures sent from elsewhere cannot keep its owner (the admin) out for good.
     """
     from argon2.exceptions import InvalidHashError, VerificationError
-    from sqlalchemy import func, select, update
+    from sqlalchemy import func, select
 
     from txmdb.db.models import LoginAttempt, User
 
     name = name[:200]
     remote = (remote or "unknown")[:100]
     since = _now() - dt.timedelta(minutes=LOGIN_WINDOW_MINUTES)
-    with _COUNTING, catalog.session() as session:
+    with catalog.session() as session:
         from_here = LoginAttempt.remote == remote
         for which, limit in ((from_here & (LoginAttempt.username == name), MAX_FAILED_LOGINS_PER_NAME),
                              (from_here, MAX_FAILED_LOGINS_PER_ADDRESS)):
@@ -306,13 +303,6 @@ def sign_in(catalog, name: str, password: str, remote: str) -> Account | None:
                 wait = _aware(first) + dt.timedelta(minutes=LOGIN_WINDOW_MINUTES) - _now()
                 raise LoginRefused(int(wait.total_seconds()) + 1)
         user = session.scalar(select(User).where(User.name == name))
-        # Counted as a failure before the slow password check, in the count's turn: tries sent
-        # at once passed the limit together while the first were still being checked (31 of 60
-        # checked against a limit of 5).
-        attempt = LoginAttempt(username=name, remote=remote, succeeded=False)
-        session.add(attempt)
-        session.flush()
-        attempt_id = attempt.id
     account = None
     if len(password) <= MAX_PASSWORD_CHARS:
         # An unknown or disabled name costs one Argon2 check too: the answer's time tells nothing.
@@ -323,7 +313,6 @@ def sign_in(catalog, name: str, password: str, remote: str) -> Account | None:
                 account = Account(user.id, user.name, user.role)
         except (VerificationError, InvalidHashError):
             pass
-    if account is not None:
-        with catalog.session() as session:
-            session.execute(update(LoginAttempt).where(LoginAttempt.id == attempt_id).values(succeeded=True))
+    with catalog.session() as session:
+        session.add(LoginAttempt(username=name, remote=remote, succeeded=account is not None))
     return account

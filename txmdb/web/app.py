@@ -318,7 +318,9 @@ class BodyLimit:
         from txmdb.web.auth import relative_path
 
         user = scope.get("state", {}).get("user")  # the gate identified the request
-        if relative_path(Request(scope)) in UPLOAD_PATHS and user is not None and user.can("editor"):
+        # (a trailing slash: the router redirects the upload to the route without it)
+        upload = relative_path(Request(scope)).rstrip("/") in UPLOAD_PATHS
+        if upload and user is not None and user.can("editor"):
             limit = scope["app"].state.settings.max_upload_bytes + FORM_OVERHEAD_BYTES
             allowed = f"the upload limit is {limit - FORM_OVERHEAD_BYTES} bytes"
         else:
