@@ -153,6 +153,27 @@ def test_the_sql_console_takes_a_page_of_bytes_not_the_clis_256_mb(site):
     assert done.returncode == 0 and len(done.stdout) > 29_000_000, done.stderr
 
 
+def test_the_sql_console_shows_a_bounded_number_of_values(site):
+    # 1000 rows of 500 small values passed the byte cap and took hundreds of MB of the server's memory
+    from txmdb.web.pages import SQL_PAGE_CELLS
+
+    columns = ", ".join(f"i AS c{k}" for k in range(500))
+    statement = (f"WITH RECURSIVE r(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM r WHERE i < 1000) "
+                 f"SELECT {columns} FROM r")
+    editor = _signed_in(site, "editor")
+    try:
+        page = editor.post("/sql", data={"statement": statement, "csrf_token": _csrf(editor.get("/sql"))})
+    finally:
+        editor.close()
+    kept = SQL_PAGE_CELLS // 500
+    assert page.status_code == 200, page.text[:300]
+    assert f"The result was cut at {kept} rows" in page.text
+    assert f">{kept}<" in page.text and f">{kept + 1}<" not in page.text
+    # the command line is not bound by the page's cap
+    done = site.cli("query", "sql", statement, "--format", "csv")
+    assert done.returncode == 0 and len(done.stdout.splitlines()) == 1001, done.stderr
+
+
 def test_the_sql_console_runs_a_few_statements_at_once_and_the_server_serves_the_rest(site):
     import time
 

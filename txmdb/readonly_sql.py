@@ -119,9 +119,11 @@ def _unique_names(names: list[str]) -> list[str]:
 
 
 def run_readonly_sql(url, text: str, *, timeout: float = DEFAULT_TIMEOUT_S,
-                     max_rows: int = DEFAULT_MAX_ROWS, max_bytes: int | None = None) -> SqlResult:
+                     max_rows: int = DEFAULT_MAX_ROWS, max_bytes: int | None = None,
+                     max_cells: int | None = None) -> SqlResult:
     """Run one read-only query against the catalogue at ``url``; at most ``max_rows`` rows and
-    ``max_bytes`` bytes (default :data:`~txmdb.vocabulary.MAX_RESULT_BYTES`).
+    ``max_bytes`` bytes (default :data:`~txmdb.vocabulary.MAX_RESULT_BYTES`); with ``max_cells``,
+    no more rows than hold that many values (cut there, as at ``max_rows``).
 
     Raises TxmdbError (one line) for anything the database refuses or that fails, and
     :class:`QueryTimeout` when the statement runs longer than ``timeout`` seconds.
@@ -142,7 +144,7 @@ def run_readonly_sql(url, text: str, *, timeout: float = DEFAULT_TIMEOUT_S,
     run = _run_sqlite if resolved.get_backend_name() == "sqlite" else _run_postgresql
     try:
         with _driver_connection(resolved, read_only=True) as connection:
-            names, rows, cut = run(connection, text, timeout, max_rows, max_bytes)
+            names, rows, cut = run(connection, text, timeout, max_rows, max_bytes, max_cells)
         return SqlResult(pd.DataFrame(rows, columns=_unique_names(names)), cut)
     except MemoryError:
         raise TxmdbError(OUT_OF_MEMORY) from None
@@ -185,9 +187,13 @@ def _value_size(value) -> int:
     return len(str(value))  # decimals, dates, JSON documents, arrays
 
 
-def _collect(fetchmany, max_rows: int, batch_rows: int, max_bytes: int) -> tuple[list, bool]:
-    """Up to ``max_rows`` rows of ``max_bytes``, ``batch_rows`` at a time (never all at once); True if
-    more were there.
+def _collect(fetchmany, max_rows: int, batch_rows: int, max_bytes: int,
+             max_cells: int | None = None) -> tuple[list, bool]:
+    """Up to ``max_rows`` rows of ``max_bytes`` (and ``max_cells`` values), ``batch_rows`` at a time
+    (never all at once); True if more were there.
+
+    Every value costs memory and a table cell however few bytes it holds (a page of 1000 rows
+    of 2000 empty strings took ~700 MB of a server's memory): ``max_cells`` bounds those.
 
     Each row is sized before it is kept, so the rows never hold more than the cap and one row.
     """
@@ -198,6 +204,8 @@ def _collect(fetchmany, max_rows: int, batch_rows: int, max_bytes: int) -> tuple
         if not batch:
             break
         for row in batch:
+            if max_cells is not None and (len(rows) + 1) * len(row) > max_cells:
+                return rows, True
             size += sum(map(_value_size, row))
             if size > max_bytes:
                 raise TxmdbError(f"query sql: the result is larger than {max_bytes} bytes; "
@@ -228,7 +236,7 @@ _SQLITE_LIMIT_REASONS = {
 }
 
 
-def _run_sqlite(con, text: str, timeout: float, max_rows: int, max_bytes: int):
+def _run_sqlite(con, text: str, timeout: float, max_rows: int, max_bytes: int, max_cells: int | None):
     import sqlite3
 
     # Three locks, each enough: mode=ro (the engine), query_only, and an authorizer for reading only.
@@ -252,7 +260,7 @@ def _run_sqlite(con, text: str, timeout: float, max_rows: int, max_bytes: int):
         if cursor.description is None:
             raise TxmdbError("query sql: the statement returns no rows (only queries run here)")
         names = [d[0] for d in cursor.description]
-        rows, cut = _collect(cursor.fetchmany, max_rows, 1, max_bytes)
+        rows, cut = _collect(cursor.fetchmany, max_rows, 1, max_bytes, max_cells)
         return names, [tuple(r) for r in rows], cut
     except sqlite3.Error as exc:
         if "interrupt" in str(exc) and (fired.is_set() or time.monotonic() > deadline):
@@ -276,7 +284,7 @@ def _run_sqlite(con, text: str, timeout: float, max_rows: int, max_bytes: int):
 # --------------------------------------------------------------------------- PostgreSQL
 
 
-def _run_postgresql(pg, text: str, timeout: float, max_rows: int, max_bytes: int):
+def _run_postgresql(pg, text: str, timeout: float, max_rows: int, max_bytes: int, max_cells: int | None):
     import psycopg
     from psycopg import sql
 
@@ -288,7 +296,7 @@ def _run_postgresql(pg, text: str, timeout: float, max_rows: int, max_bytes: int
             guard = _reporting_guard(cur)
             cur.execute(sql.SQL("SET LOCAL ROLE {}").format(sql.Identifier(guard.role)))
             names, types = _describe(pg, cur, text)
-        return names, *_fetch(pg, guard, text, types, max_rows, max_bytes)
+        return names, *_fetch(pg, guard, text, types, max_rows, max_bytes, max_cells)
     except psycopg.Error as exc:
         if isinstance(exc, psycopg.errors.QueryCanceled) and "statement timeout" in str(exc):
             raise _timeout_error(timeout) from None
@@ -471,7 +479,8 @@ def _describe(pg, cur, text: str) -> tuple[list[str], list[str]]:
     return names, [t for t, _ in types]
 
 
-def _fetch(pg, guard: _Guard, text: str, types: list[str], max_rows: int, max_bytes: int) -> tuple[list, bool]:
+def _fetch(pg, guard: _Guard, text: str, types: list[str], max_rows: int, max_bytes: int,
+           max_cells: int | None) -> tuple[list, bool]:
     """The guard's rows through a server-side cursor, in batches; one more than the cap says it cut."""
     from psycopg import sql
 
@@ -483,7 +492,7 @@ def _fetch(pg, guard: _Guard, text: str, types: list[str], max_rows: int, max_by
     with pg.cursor(name="txmdb_query_sql") as cur:
         cur.execute(call, [text, max_rows + 1, max_bytes])
         # The guard caps bytes on the server; the client counts them again, as it receives them.
-        return _collect(cur.fetchmany, max_rows, _PG_BATCH_ROWS, max_bytes)
+        return _collect(cur.fetchmany, max_rows, _PG_BATCH_ROWS, max_bytes, max_cells)
 
 
 # --------------------------------------------------------------------------- the reporting role

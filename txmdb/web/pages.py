@@ -36,6 +36,9 @@ SQL_PAGE_ROWS = 1000
 #: Bytes of result the SQL console takes (the CLI's 256 MB made a page of ~1 GB of HTML, ~4.5 GB of
 #: the server's memory per request: blobs are shown as text four times their size).
 SQL_PAGE_BYTES = 8 << 20
+#: Values the SQL console shows at most (however small: a page of 1000 rows of 2000 empty strings
+#: took ~700 MB of the server's memory within the byte cap).
+SQL_PAGE_CELLS = 100_000
 #: SQL console statements a server process runs at once: each may hold a thread of the pool every
 #: request is served by for the whole time limit (45 at once from one editor held every other
 #: request for 28 s).
@@ -752,20 +755,21 @@ def _sql_result(request: Request, statement: str):
         return _sql_page(request, statement=statement, error="write one SELECT statement", status_code=422)
     try:
         result = run_readonly_sql(_catalog(request).engine.url, statement, max_rows=SQL_PAGE_ROWS,
-                                  max_bytes=SQL_PAGE_BYTES)
+                                  max_bytes=SQL_PAGE_BYTES, max_cells=SQL_PAGE_CELLS)
     except QueryTimeout as exc:
         return _sql_page(request, statement=statement, error=str(exc), status_code=422)
     except TxmdbError as exc:
         return _sql_page(request, statement=statement, error=str(exc), status_code=422)
-    return _sql_page(request, statement=statement, cut=result.cut,
+    return _sql_page(request, statement=statement, cut=result.cut, shown=len(result.frame),
                      result=table(result.frame, limit=SQL_PAGE_ROWS, empty="The statement returned no rows."))
 
 
-def _sql_page(request: Request, *, statement: str, result=None, error=None, cut=False, status_code=200):
+def _sql_page(request: Request, *, statement: str, result=None, error=None, cut=False, shown=0, status_code=200):
     from txmdb.vocabulary import DEFAULT_TIMEOUT_S
 
     return _page(request, "sql.html", active="/sql", status_code=status_code, statement=statement, error=error,
-                 cut=cut, table=result, timeout=f"{DEFAULT_TIMEOUT_S:g}", max_rows=SQL_PAGE_ROWS)
+                 cut=cut, shown=shown, table=result, timeout=f"{DEFAULT_TIMEOUT_S:g}", max_rows=SQL_PAGE_ROWS,
+                 max_cells=SQL_PAGE_CELLS)
 
 
 # --------------------------------------------------------------------------- jobs and harvest
