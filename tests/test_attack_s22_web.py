@@ -341,3 +341,11 @@ def test_the_host_names_are_checked_before_the_server_starts(site, args, message
     done = site.cli("serve", "--port", "1", *args)
     assert done.returncode == 1 and done.stderr.startswith(message), done.stderr
     assert len(done.stderr.strip().splitlines()) == 1 and done.stdout == ""
+
+
+@pytest.mark.parametrize("name", [".", "..", " .. "])
+def test_a_sample_cannot_be_named_dot_or_dot_dot(site, name):
+    # /samples/.. is /: no quoting keeps a browser from resolving it
+    done = site.cli("sample", "add", name)
+    assert done.returncode == 1 and done.stderr == f"error: a sample cannot be named {name.strip()!r}\n", done.stderr
+    assert name.strip() not in site.cli("sample", "list").stdout.split()

@@ -21,6 +21,9 @@ def add_sample(session: Session, name: str, *, meta: dict[str, Any] | None = Non
     name = name.strip()
     if not name:
         raise TxmdbError("a sample needs a non-empty name")
+    if name in (".", ".."):
+        # its page's address, /samples/.., is another page (browsers resolve %2E%2E too)
+        raise TxmdbError(f"a sample cannot be named {name!r}")
     if session.scalar(select(Sample.id).where(Sample.name == name)) is not None:
         raise DuplicateError(f"sample {name!r} exists already")
     for key in ("ni_fraction", "mn_fraction", "co_fraction"):
