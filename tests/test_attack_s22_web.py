@@ -275,7 +275,8 @@ def test_the_report_of_a_sample_named_in_cyrillic_downloads(site):
     with site.client(site.server, "viewer") as client:
         answer = client.get(f"/compare/report?sample={quote(CYRILLIC)}&download=1")
     assert answer.status_code == 200, answer.text[:300]
-    assert answer.headers["content-disposition"] == 'attachment; filename="txmdb-compare-_______-7.html"'
+    assert answer.headers["content-disposition"] == ("attachment; filename=\"txmdb-compare-_______-7.html\"; "
+                                                     "filename*=UTF-8''txmdb-compare-" + quote(CYRILLIC) + ".html")
     assert "unexpected error" not in site.server.log()
 
 
@@ -349,3 +350,31 @@ def test_a_sample_cannot_be_named_dot_or_dot_dot(site, name):
     done = site.cli("sample", "add", name)
     assert done.returncode == 1 and done.stderr == f"error: a sample cannot be named {name.strip()!r}\n", done.stderr
     assert name.strip() not in site.cli("sample", "list").stdout.split()
+
+
+def test_the_job_apis_documented_example_is_taken():
+    # the API's own description showed {"maps": ...}, an option txm analyze does not have
+    import json
+
+    from txmdb.options import analysis_request
+    from txmdb.web.app import create_app
+
+    class NoCatalogue:
+        engine = None
+
+    def texts(node):
+        if isinstance(node, dict):
+            for value in node.values():
+                yield from texts(value)
+        elif isinstance(node, list):
+            for value in node:
+                yield from texts(value)
+        elif isinstance(node, str):
+            yield node
+
+    spec = create_app(NoCatalogue()).openapi()["paths"]["/api/v1/scans/{scan_id}/analyses"]["post"]
+    described = [t for t in texts(spec) if "Options of `txm analyze`" in t]
+    assert len(described) == 1, described
+    example = json.loads(re.search(r"e\.g\. (\{[^}]*\})", described[0]).group(1))
+    options, _ = analysis_request(example)
+    assert options.bin_factors == (1, 2, 3) and options.gradient_maps == ("edge",)

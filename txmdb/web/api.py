@@ -568,7 +568,7 @@ async def upload_xrd(request: Request, sample: str = Form(..., max_length=200),
 @router.post("/scans/{scan_id}/analyses", tags=["jobs"], dependencies=EDITOR_WRITE, status_code=202)
 async def queue_analysis(request: Request, scan_id: int = Id(),
                          parameters: Optional[dict[str, Any]] = Body(None, description=(
-                             "Options of `txm analyze` by name, e.g. {\"bin\": \"1,2,3\", \"maps\": \"edge\"}; "
+                             "Options of `txm analyze` by name, e.g. {\"bin\": \"1,2,3\", \"gradient_map\": \"edge\"}; "
                              "missing ones take the command's defaults."))) -> JSONResponse:
     """`txm analyze SCAN --queue`: 202 `{job_id, status}`; a worker (`txmdb worker`) runs it."""
     from txmdb.jobs import enqueue

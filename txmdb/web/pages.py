@@ -878,9 +878,11 @@ def compare_report(request: Request, user=Viewer):
     }
     if request.query_params.get("download"):
         name = "txmdb-compare-" + "-".join([*chosen, *states]) + ".html"
-        # ASCII only: a header is Latin-1, and a sample named in Cyrillic made this a 500.
+        # ASCII in filename= (a header is Latin-1: a sample named in Cyrillic made this a 500),
+        # the real name, when it differs, in filename* (RFC 6266), which browsers prefer
         safe = "".join(c if (c.isascii() and c.isalnum()) or c in "-_." else "_" for c in name)
-        headers["Content-Disposition"] = f'attachment; filename="{safe}"'
+        real = "" if safe == name else f"; filename*=UTF-8''{path_segment(name)}"
+        headers["Content-Disposition"] = f'attachment; filename="{safe}"{real}'
     return Response(html, media_type="text/html; charset=utf-8", headers=headers)
 
 
