@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import threading
 from pathlib import Path
 from typing import Optional
 
@@ -10,6 +11,10 @@ import typer
 from typer.core import TyperGroup
 
 from txmdb.options import parse_window  # noqa: F401  (the commands' window parser, shared with jobs)
+
+#: Set by the SIGTERM handler (txmdb.cli.main): a stop request that stays asked even where its
+#: SystemExit is lost (raised in a finaliser, it is only printed); the worker looks at it.
+STOP_REQUESTED = threading.Event()
 from txmdb.vocabulary import OutputFormat
 
 

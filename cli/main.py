@@ -18,7 +18,7 @@ from txmdb.cli import worker as worker_cli
 from txmdb.cli import watch as watch_cli
 from txmdb.cli import serve as serve_cli
 from txmdb.cli import user as user_cli
-from txmdb.cli._common import CommandGroup, error_line
+from txmdb.cli._common import STOP_REQUESTED, CommandGroup, error_line
 
 class _CatalogueGroup(CommandGroup):
     """Turns domain errors into one line on stderr and exit status 1 (2 for a filter a query
@@ -75,6 +75,7 @@ app.add_typer(user_cli.app, name="user")
 def _terminated(signum, _frame) -> None:
     # SIGTERM (a scheduler's kill, systemd stop) unwinds like Ctrl-C, so a running analysis is
     # recorded as failed and its temporary file removed, instead of staying "running".
+    STOP_REQUESTED.set()
     raise SystemExit(128 + signum)
 
 

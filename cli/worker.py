@@ -8,7 +8,7 @@ from typing import List, Optional
 
 import typer
 
-from txmdb.cli._common import CommandGroup, FormatOption, OutputFormat, OutputOption, catalog, echo, emit_table
+from txmdb.cli._common import STOP_REQUESTED, CommandGroup, FormatOption, OutputFormat, OutputOption, catalog, echo, emit_table
 from txmdb.vocabulary import DEFAULT_LEASE_S, JobStatus
 
 
@@ -40,7 +40,7 @@ def worker(
     cat = catalog(ctx)  # checked here, once, before any worker starts
     try:
         if concurrency == 1:
-            jobs.run_worker(cat, lease_s=lease, scheduler=scheduler, once=once, log=log)
+            jobs.run_worker(cat, lease_s=lease, scheduler=scheduler, once=once, log=log, stop=STOP_REQUESTED)
         else:
             jobs.supervise(_one_worker_command(lease, scheduler, once, log_json), concurrency,
                            env=_catalogue_env(ctx), log=log, restart=not once)

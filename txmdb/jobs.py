@@ -543,8 +543,14 @@ def _quietly(function, *args) -> bool:
 
 
 def run_worker(catalog, *, lease_s: float = DEFAULT_LEASE_S, scheduler: str | None = None, once: bool = False,
-               log: EventLog | None = None, poll_s: float = WORKER_POLL_S, name: str | None = None) -> WorkerStats:
+               log: EventLog | None = None, poll_s: float = WORKER_POLL_S, name: str | None = None,
+               stop: threading.Event | None = None) -> WorkerStats:
     """Claim and run jobs one at a time until stopped (SIGTERM, Ctrl-C), or with ``once`` until none is ready.
+
+    ``stop``: set by the SIGTERM handler as well as its SystemExit. The worker looks at it before
+    each claim and waits on it between looks, so a stop whose SystemExit was lost still ends the
+    worker (raised inside a finaliser, an exception is only printed: a SIGTERMed worker then
+    polled on, once for 9 minutes, until it was signalled again).
 
     Each look first settles expired leases (:func:`expire_leases`). A database that cannot be
     reached is logged and tried again after ``poll_s``; the worker keeps running.
@@ -558,31 +564,34 @@ def run_worker(catalog, *, lease_s: float = DEFAULT_LEASE_S, scheduler: str | No
     log.info("worker.started", worker=name, db=safe_url(catalog.engine.url), store=str(catalog.store.root),
              lease_s=lease_s, scheduler=scheduler, once=once)
     reason = "no job left" if once else "stopped"
+    stop = stop if stop is not None else threading.Event()
     try:
         while True:
+            if stop.is_set():
+                raise SystemExit(128 + signal.SIGTERM)  # asked to stop: as if its SystemExit had come here
             try:
                 expire_leases(catalog, log)
                 job = claim(catalog, name, lease_s=lease_s)
             except DatabaseError as exc:
                 log.error("worker.database_error", worker=name, error=_one_line(exc))
-                time.sleep(poll_s)
+                stop.wait(poll_s)
                 continue
             if job is None:
                 if once:
                     break
-                time.sleep(poll_s)
+                stop.wait(poll_s)
                 continue
             try:
                 outcome = run_one(catalog, job, name, lease_s=lease_s, scheduler=scheduler, log=log, stats=stats)
             except DatabaseError as exc:  # recording the end failed: the lease lapses, the job is retried
                 log.error("worker.database_error", worker=name, job=job.id, error=_one_line(exc))
-                time.sleep(poll_s)
+                stop.wait(poll_s)
                 continue
             if outcome == "released":  # its scheduler did not answer: look again later (--once: stop here)
                 if once:
                     reason = "the Dask scheduler did not answer"
                     break
-                time.sleep(poll_s)
+                stop.wait(poll_s)
     except (SystemExit, KeyboardInterrupt) as exc:
         reason = _one_line(exc)
         _quietly(release, catalog, None, name)  # a job claimed just before the signal, not yet started
