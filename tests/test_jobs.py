@@ -262,7 +262,7 @@ def test_a_failed_job_records_its_one_line_error(catalog, cli, tmp_path):
 
 def test_cancelling_a_running_job_stops_its_worker_work(catalog, cli, tmp_path):
     """The worker learns of the cancel at its next renewal, stops the analysis (marked failed), goes on."""
-    slow, quick = make_scans(catalog, tmp_path, 1, shape=(96, 96, 96), n_energies=40, sample="big") + \
+    slow, quick = make_scans(catalog, tmp_path, 1, shape=(128, 128, 128), n_energies=40, sample="big") + \
         make_scans(catalog, tmp_path, 1)
     slow_job = jobs.enqueue(catalog, "analyze", {}, scan_id=slow)
     quick_job = jobs.enqueue(catalog, "analyze", {}, scan_id=quick)
