@@ -115,7 +115,7 @@ def test_txm_show_and_usage_errors_escape_names(lab, tmp_path):
 
 
 def _range_error(option: str, value: str, query: str) -> str:
-    return (f"error: Invalid value for '{option}': {value} is not in the range 0 to {MAX_INT} "
+    return (f"error: Invalid value for '{option}': {value!r} is not a whole number from 0 to {MAX_INT} "
             f"(see 'txmdb query {query} --help')")
 
 

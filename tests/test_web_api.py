@@ -119,7 +119,7 @@ def test_json_and_parquet_are_the_clis(lab, tmp_path):
     ("/api/v1/query/cycles", {"bin": "1"}, 422, ["no filter 'bin'"]),  # another table's filter
     ("/api/v1/query/cycles", {"cycle": "two"}, 422, ["'two' is not a whole number"]),
     ("/api/v1/query/cycles", {"cycle": " , "}, 422, ["holds no number"]),
-    ("/api/v1/query/theta", {"scan": str(MAX_CATALOGUE_INT + 1)}, 422, ["not in the range"]),
+    ("/api/v1/query/theta", {"scan": str(MAX_CATALOGUE_INT + 1)}, 422, ["is not a whole number from 0 to"]),
     ("/api/v1/query/theta", {"weighted": "perhaps"}, 422, ["weighted"]),
     ("/api/v1/query/retention", {}, 422, ["'cycle'", "required"]),
     ("/api/v1/query/retention", {"cycle": "-3"}, 422, ["'cycle'"]),

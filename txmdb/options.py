@@ -68,14 +68,16 @@ def parse_registration(text: Optional[str]):
     """``--registration``: None → the scan's latest (``LATEST``), ``none`` → None, else an id."""
     from txmdb.catalog.txm import LATEST
     from txmdb.errors import TxmdbError
+    from txmdb.vocabulary import whole_number
 
     if text is None:
         return LATEST
     if text.strip().lower() == "none":
         return None
-    if not text.strip().isdigit():
-        raise TxmdbError(f"--registration {text!r}: expected a registration id or none")
-    return int(text)
+    try:
+        return whole_number(text)
+    except ValueError:
+        raise TxmdbError(f"--registration {text!r}: expected a registration id or none") from None
 
 
 def parse_roi(text: Optional[str]) -> Optional[tuple[tuple[Optional[int], Optional[int]], ...]]:

@@ -308,17 +308,22 @@ MAX_PAGE_ROWS = 10_000
 MAX_TOKEN_DAYS = 3650
 
 
+def whole_number(text: str) -> int:
+    """A catalogue whole number (an id, a cycle, a filter value) given as text: ASCII digits only,
+    from 0 to ``MAX_CATALOGUE_INT``. ``int`` alone would take '٣' and '1_000', and raise on '²'
+    (a digit to ``str.isdigit``) and on 4,301 digits. ValueError says what is wrong, quoting ``text``."""
+    digits = str(text).strip()
+    if not (digits.isascii() and digits.isdigit()) or len(digits) > len(str(MAX_CATALOGUE_INT)) \
+            or int(digits) > MAX_CATALOGUE_INT:
+        raise ValueError(f"{text!r} is not a whole number from 0 to {MAX_CATALOGUE_INT}")
+    return int(digits)
+
+
 def integer_list(text: str) -> list[int]:
     """The value of a numeric filter given as text (a CLI option, an API query parameter): a whole
-    number or a comma-separated list of them, each within the catalogue's integers (a larger one
-    would overflow the database's binding). ValueError says what is wrong, quoting ``text``."""
-    try:
-        numbers = [int(v) for v in str(text).split(",") if v.strip()]
-    except ValueError:
-        raise ValueError(f"{text!r} is not a whole number or a comma-separated list of them") from None
-    if not numbers:  # " , ," would otherwise mean "no filter": every row
+    number or a comma-separated list of them (:func:`whole_number` each). ValueError says what is
+    wrong, quoting ``text``."""
+    parts = [v for v in str(text).split(",") if v.strip()]
+    if not parts:  # " , ," would otherwise mean "no filter": every row
         raise ValueError(f"{text!r} holds no number; give N or N,N,…")
-    for number in numbers:
-        if not 0 <= number <= MAX_CATALOGUE_INT:
-            raise ValueError(f"{number} is not in the range 0 to {MAX_CATALOGUE_INT}")
-    return numbers
+    return [whole_number(v) for v in parts]

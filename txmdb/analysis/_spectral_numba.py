@@ -366,16 +366,58 @@ def spectral_block(mu, v0, m, valid, a_pre, b_pre, a_post, b_post, x,
     values (rows 4.., zero outside F); W is rows ``w0 .. w1``, F rows ``f0 .. f1``.
     """
     k = sup_idx.shape[1]
-    r1 = min(r0 + coef.shape[1], mu.shape[0])
-    # a block the edge masks whole (background around the particles) has NaN maps only
-    n_valid = 0
-    for v in range(m):
-        n_valid += valid[v0 + v]
-    if n_valid == 0:
-        _mask(v0, m, valid, has_wl, k, out_wl, out_h, out_frac, out_r)
-        return
     jump = a_post - a_pre
     slope = b_post - b_pre
+    # only the runs of pieces holding a valid voxel: the background around and between the
+    # particles has NaN maps whatever its sums (a rod at 272³: 73 % of the voxels were in
+    # blocks with a valid voxel, 50 % are in such pieces; 46 % are valid). Voxels are
+    # independent, so every computed value is the one a whole-block sweep gives.
+    s = _next_run(valid, v0, m, 0)
+    while s < m:
+        e = _run_end(valid, v0, m, s)
+        _run_maps(mu, v0 + s, e - s, a_pre[s:e], b_pre[s:e], jump[s:e], slope[s:e], x,
+                  coef, r0, w0, w1, f0, f1, has_wl, w_c, w_h, sup_idx, sup_n, sup_a, sup_c, gram,
+                  out_wl, out_h, out_frac, out_r)
+        s = _next_run(valid, v0, m, e)
+    _mask(v0, m, valid, has_wl, k, out_wl, out_h, out_frac, out_r)
+
+
+#: Voxels per piece of a block whose maps are computed or skipped together: short enough to
+#: skip the background between a particle's rows, long enough for the loops to vectorise.
+_PIECE = 16
+
+
+@njit(fastmath=False, cache=True, nogil=True, inline="always")
+def _piece_has_valid(valid, v0, m, s):  # pragma: no cover - compiled
+    found = False
+    for v in range(s, min(s + _PIECE, m)):
+        found = found or valid[v0 + v]
+    return found
+
+
+@njit(fastmath=False, cache=True, nogil=True)
+def _next_run(valid, v0, m, s):  # pragma: no cover - compiled
+    """The start of the first piece from ``s`` on that holds a valid voxel (``m``: none)."""
+    while s < m and not _piece_has_valid(valid, v0, m, s):
+        s += _PIECE
+    return min(s, m)
+
+
+@njit(fastmath=False, cache=True, nogil=True)
+def _run_end(valid, v0, m, s):  # pragma: no cover - compiled
+    """The end of the run of pieces from ``s`` on that each hold a valid voxel."""
+    while s < m and _piece_has_valid(valid, v0, m, s):
+        s += _PIECE
+    return min(s, m)
+
+
+@njit(fastmath=False, cache=True, nogil=True, error_model="numpy")
+def _run_maps(mu, v0, m, a_pre, b_pre, jump, slope, x,
+              coef, r0, w0, w1, f0, f1, has_wl, w_c, w_h, sup_idx, sup_n, sup_a, sup_c, gram,
+              out_wl, out_h, out_frac, out_r):  # pragma: no cover - compiled
+    """The maps of voxels ``v0 .. v0 + m`` (masked ones too), their lines given (length ``m``)."""
+    k = sup_idx.shape[1]
+    r1 = min(r0 + coef.shape[1], mu.shape[0])
     yy = np.zeros(m)
     if k <= 2:
         acc = np.zeros((6, m))
@@ -395,7 +437,6 @@ def spectral_block(mu, v0, m, valid, a_pre, b_pre, a_post, b_post, x,
                  out_r[v0:v0 + m])
     elif k > 0:
         _lcf_any(v0, m, acc, yy, sup_idx, sup_n, sup_a, sup_c, gram, out_frac, out_r)
-    _mask(v0, m, valid, has_wl, k, out_wl, out_h, out_frac, out_r)
 
 
 @njit(parallel=True, fastmath=False, cache=True, nogil=True)

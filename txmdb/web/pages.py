@@ -23,7 +23,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from txmdb.errors import NotFoundError, TxmdbError
 from txmdb.query import QUERIES
-from txmdb.vocabulary import FILTERS, MAX_CATALOGUE_INT
+from txmdb.vocabulary import FILTERS, MAX_CATALOGUE_INT, whole_number
 from txmdb.web.auth import Editor, Viewer
 from txmdb.web.templating import path_segment
 
@@ -671,11 +671,10 @@ def query_values(spec, given: list[tuple[str, str]]) -> dict:
         elif f.type is bool:
             values[key] = text.lower() in ("true", "1", "yes", "on")
         elif f.type is int:
-            # ASCII digits only, and few of them: int() refuses '²' (a digit to isdigit) and 4,301 digits.
-            digits = text.strip()
-            if not (digits.isascii() and digits.isdigit()) or len(digits) > 10 or int(digits) > MAX_CATALOGUE_INT:
-                raise FilterError(key, f"{key}: {text!r} is not a whole number from 0 to {MAX_CATALOGUE_INT}")
-            values[key] = int(text)
+            try:
+                values[key] = whole_number(text)
+            except ValueError as exc:
+                raise FilterError(key, f"{key}: {exc}") from None
         else:
             values[key] = text
     return _filter_values(spec, values)

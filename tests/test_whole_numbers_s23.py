@@ -1,0 +1,48 @@
+"""One reading of a whole number typed by a user (:func:`txmdb.vocabulary.whole_number`).
+
+The query pages took ASCII digits only, while the CLI's and the API's filters took whatever
+``int`` takes ('٣', '1_000', ' +7') and ``--registration`` raised on '²' (a digit to
+``str.isdigit`` that ``int`` refuses). Now all three read a number the same way.
+Database-backed tests run on SQLite and PostgreSQL (the ``cli`` fixture).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.test_hostile import lab  # noqa: F401 - lab is a fixture
+from txmdb.vocabulary import MAX_CATALOGUE_INT, integer_list, whole_number
+
+
+@pytest.mark.parametrize("text, number", [("0", 0), (" 42 ", 42), ("007", 7), (str(MAX_CATALOGUE_INT), MAX_CATALOGUE_INT)])
+def test_whole_number_reads_ascii_digits(text, number):
+    assert whole_number(text) == number
+
+
+@pytest.mark.parametrize("text", ["", " ", "²", "٣", "1_000", "+1", "-1", "1.0", "1e3", "0x10", "１",
+                                  str(MAX_CATALOGUE_INT + 1), "9" * 5000])
+def test_whole_number_refuses_anything_else(text):
+    with pytest.raises(ValueError) as refused:
+        whole_number(text)
+    assert str(refused.value) == f"{text!r} is not a whole number from 0 to {MAX_CATALOGUE_INT}"
+
+
+def test_integer_list_reads_each_number_alike():
+    assert integer_list(" 3, 1 ,,2") == [3, 1, 2]
+    with pytest.raises(ValueError, match="'٣' is not a whole number"):
+        integer_list("1,٣")
+
+
+@pytest.mark.parametrize("value", ["٣", "1_000", "+1"])
+def test_cli_filters_refuse_what_the_pages_refuse(lab, value):
+    result = lab("query", "scans", "--scan", value)
+    assert (result.exit_code, result.stdout) == (2, "")
+    assert result.stderr == (f"error: Invalid value for '--scan': {value!r} is not a whole number from 0 to "
+                             f"{MAX_CATALOGUE_INT} (see 'txmdb query scans --help')\n")
+
+
+@pytest.mark.parametrize("value", ["²", "٣", "-1", str(MAX_CATALOGUE_INT + 1)])
+def test_registration_option_refuses_other_numbers_in_one_line(lab, value):
+    result = lab("txm", "analyze", "1", "--registration", value)
+    assert (result.exit_code, result.stdout) == (1, "")
+    assert result.stderr == f"error: --registration {value!r}: expected a registration id or none\n"
