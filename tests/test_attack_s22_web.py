@@ -39,6 +39,7 @@ def site(request, tmp_path_factory):
         for role in ("viewer", "editor"):
             served.add_account(role)
         served.add_account("editor", "guessed")
+        served.add_account("editor", "second")
         served.server = served.start("--max-upload-mb", "4")
         yield served
 
@@ -174,37 +175,77 @@ def test_the_sql_console_shows_a_bounded_number_of_values(site):
     assert done.returncode == 0 and len(done.stdout.splitlines()) == 1001, done.stderr
 
 
+FOREVER = "WITH RECURSIVE r(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM r) SELECT count(*) FROM r"
+
+
+def _console(site, name: str) -> tuple[str, dict]:
+    """A signed-in account's CSRF token and cookies for posting to the SQL console."""
+    client = _signed_in(site, name)
+    token, cookies = _csrf(client.get("/sql")), dict(client.cookies)
+    client.close()
+    return token, cookies
+
+
 def test_the_sql_console_runs_a_few_statements_at_once_and_the_server_serves_the_rest(site):
     import time
 
     import httpx
 
-    from txmdb.web.pages import SQL_AT_ONCE
+    from txmdb.web.pages import SQL_AT_ONCE, SQL_AT_ONCE_PER_ACCOUNT
 
-    forever = "WITH RECURSIVE r(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM r) SELECT count(*) FROM r"
-    editor = _signed_in(site, "editor")
-    token, cookies = _csrf(editor.get("/sql")), dict(editor.cookies)
-    editor.close()
+    assert SQL_AT_ONCE == 2 * SQL_AT_ONCE_PER_ACCOUNT      # two accounts fill the console
+    consoles = [_console(site, name) for name in ("editor", "second")]
 
     async def flood() -> tuple[list, float]:
-        async with httpx.AsyncClient(base_url=site.server.base, timeout=120, cookies=cookies) as client:
-            statements = [asyncio.create_task(client.post("/sql", data={"statement": forever, "csrf_token": token}))
-                          for _ in range(SQL_AT_ONCE + 40)]  # more than the server's pool of threads
-            await asyncio.sleep(3)
-            async with httpx.AsyncClient(base_url=site.server.base, timeout=120) as other:
-                started = time.monotonic()
-                answer = await other.get("/api/v1/samples", headers={
-                    "Authorization": f"Bearer {site.accounts['viewer'].token}"})
-                waited = time.monotonic() - started
-            assert answer.status_code == 200, answer.text
-            return [await s for s in statements], waited
+        clients = [httpx.AsyncClient(base_url=site.server.base, timeout=120, cookies=cookies)
+                   for _, cookies in consoles]
+        statements = [asyncio.create_task(client.post("/sql", data={"statement": FOREVER, "csrf_token": token}))
+                      for client, (token, _) in zip(clients, consoles)
+                      for _ in range(SQL_AT_ONCE_PER_ACCOUNT + 20)]   # more than the server's pool of threads
+        await asyncio.sleep(3)
+        async with httpx.AsyncClient(base_url=site.server.base, timeout=120) as other:
+            started = time.monotonic()
+            answer = await other.get("/api/v1/samples", headers={
+                "Authorization": f"Bearer {site.accounts['viewer'].token}"})
+            waited = time.monotonic() - started
+        assert answer.status_code == 200, answer.text
+        done = [await s for s in statements]
+        for client in clients:
+            await client.aclose()
+        return done, waited
 
     answers, waited = asyncio.run(flood())
     assert waited < 5, f"a viewer's request waited {waited:.1f} s behind the SQL console"
     codes = [a.status_code for a in answers]
     assert codes.count(422) == SQL_AT_ONCE and codes.count(429) == 40, codes
     assert all("time limit" in a.text for a in answers if a.status_code == 422)
-    assert all(f"runs {SQL_AT_ONCE} statements at a time" in a.text for a in answers if a.status_code == 429)
+    assert all(f"runs {SQL_AT_ONCE_PER_ACCOUNT} statements of one account at a time" in a.text
+               or f"runs {SQL_AT_ONCE} statements at a time" in a.text for a in answers if a.status_code == 429)
+
+
+def test_one_account_cannot_take_the_whole_sql_console(site):
+    import httpx
+
+    from txmdb.web.pages import SQL_AT_ONCE_PER_ACCOUNT
+
+    (token, cookies), (other_token, other_cookies) = _console(site, "editor"), _console(site, "second")
+
+    async def flood_then_ask() -> tuple[list, httpx.Response]:
+        async with httpx.AsyncClient(base_url=site.server.base, timeout=120, cookies=cookies) as client:
+            statements = [asyncio.create_task(client.post("/sql", data={"statement": FOREVER, "csrf_token": token}))
+                          for _ in range(SQL_AT_ONCE_PER_ACCOUNT + 6)]
+            await asyncio.sleep(2)
+            async with httpx.AsyncClient(base_url=site.server.base, timeout=120, cookies=other_cookies) as other:
+                answer = await other.post("/sql", data={"statement": "SELECT name FROM samples ORDER BY name",
+                                                        "csrf_token": other_token})
+            return [await s for s in statements], answer
+
+    answers, answer = asyncio.run(flood_then_ask())
+    assert answer.status_code == 200 and "plain" in answer.text, answer.text[:500]
+    codes = [a.status_code for a in answers]
+    assert codes.count(422) == SQL_AT_ONCE_PER_ACCOUNT and codes.count(429) == 6, codes
+    assert all(f"runs {SQL_AT_ONCE_PER_ACCOUNT} statements of one account at a time" in a.text
+               for a in answers if a.status_code == 429)
 
 
 # ----------------------------------------------------------------------------- the login rate limit

@@ -14,7 +14,6 @@ import datetime as dt
 import functools
 import json
 import math
-import threading
 from typing import Callable, Iterable
 from urllib.parse import urlencode
 
@@ -43,7 +42,35 @@ SQL_PAGE_CELLS = 100_000
 #: request is served by for the whole time limit (45 at once from one editor held every other
 #: request for 28 s).
 SQL_AT_ONCE = 4
-_SQL_SLOTS = threading.BoundedSemaphore(SQL_AT_ONCE)
+#: ... and per account, so that one editor (or one stuck browser tab) leaves room for the others.
+SQL_AT_ONCE_PER_ACCOUNT = 2
+
+
+class _SqlSlots:
+    """Statements running now, in all and per account (taken and given back on the event loop)."""
+
+    def __init__(self, total: int, per_account: int):
+        self.total, self.per_account = total, per_account
+        self.running: dict[str, int] = {}
+
+    def take(self, account: str) -> str | None:
+        """None when a slot was taken for ``account``, else why not."""
+        if sum(self.running.values()) >= self.total:
+            return f"the SQL console runs {self.total} statements at a time, and that many are running"
+        if self.running.get(account, 0) >= self.per_account:
+            return f"the SQL console runs {self.per_account} statements of one account at a time"
+        self.running[account] = self.running.get(account, 0) + 1
+        return None
+
+    def give_back(self, account: str) -> None:
+        left = self.running[account] - 1
+        if left:
+            self.running[account] = left
+        else:
+            del self.running[account]
+
+
+_SQL_SLOTS = _SqlSlots(SQL_AT_ONCE, SQL_AT_ONCE_PER_ACCOUNT)
 
 # Axis names of a map's spatial axes, as the slice endpoint takes them.
 SPATIAL_AXES = {3: ("z", "y", "x"), 2: ("y", "x")}
@@ -737,14 +764,14 @@ async def sql_run(request: Request, user=Editor):
     form = await request.form()
     check_csrf(request, form.get("csrf_token"))
     statement = str(form.get("statement") or "")
-    if not _SQL_SLOTS.acquire(blocking=False):
+    refused = _SQL_SLOTS.take(user.name)
+    if refused:
         return _sql_page(request, statement=statement, status_code=429,
-                         error=f"the SQL console runs {SQL_AT_ONCE} statements at a time, and that many are "
-                               "running; send it again when one has ended")
+                         error=f"{refused}; send it again when one has ended")
     try:
         return await run_in_threadpool(_sql_result, request, statement)
     finally:
-        _SQL_SLOTS.release()
+        _SQL_SLOTS.give_back(user.name)
 
 
 def _sql_result(request: Request, statement: str):
