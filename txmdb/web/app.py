@@ -70,13 +70,13 @@ LOOPBACK_NAMES = ("localhost", "127.0.0.1", "[::1]")
 def allowed_hosts(bind_host: str, public_read: bool, names: Optional[str]) -> tuple[str, ...]:
     """The ``Host`` names ``txmdb serve`` answers to.
 
-    ``names`` (``--allowed-hosts``, comma-separated; ``*`` any, ``*.example.org`` a domain)
-    when given (an IPv6 address in brackets, as in the URL). Otherwise any name, unless ``public_read``: a page of another site whose name
-    the attacker points at this server's address (DNS rebinding) is same-origin for the
-    browser of a lab member who opens it, and could read what anonymous visitors read. Then a
-    server bound to a loopback address answers to :data:`LOOPBACK_NAMES` only, and any other
-    one needs the names given (TxmdbError): they are the names browsers use, which the
-    server cannot know.
+    ``names`` (``--allowed-hosts``, comma-separated; ``*`` any, ``*.example.org`` a domain;
+    an IPv6 address in brackets, as in the URL) when given. Otherwise any name, unless
+    ``public_read``: a page of another site whose name the attacker points at this server's
+    address (DNS rebinding) is same-origin for the browser of a lab member who opens it, and
+    could read what anonymous visitors read. Then a server bound to a loopback address answers
+    to :data:`LOOPBACK_NAMES` only, and any other one needs the names given (TxmdbError): they
+    are the names browsers use, which the server cannot know.
     """
     from txmdb.errors import TxmdbError
 
