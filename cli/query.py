@@ -18,7 +18,7 @@ import typer
 from txmdb.cli._common import CommandGroup, FormatOption, OutputFormat, OutputOption, catalog, emit_table
 from txmdb.query import QUERIES
 from txmdb.vocabulary import (
-    DEFAULT_MAX_ROWS, DEFAULT_TIMEOUT_S, FILTERS, MAX_CATALOGUE_INT, MAX_SQL_ROWS, MAX_TIMEOUT_S, Filter, integer_list,
+    DEFAULT_MAX_ROWS, DEFAULT_TIMEOUT_S, FILTERS, MAX_SQL_ROWS, MAX_TIMEOUT_S, Filter, integer_list, whole_number,
 )
 
 # Every spelling of every filter option ("--weighted" and "--unweighted" alike).
@@ -62,6 +62,14 @@ def _integers(value) -> list[int]:
         raise typer.BadParameter(str(exc)) from None
 
 
+def _whole(value) -> int:
+    """One option value of a single-number filter (:func:`txmdb.vocabulary.whole_number`)."""
+    try:
+        return whole_number(value)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+
+
 def _parameter(f: Filter) -> inspect.Parameter:
     """The typer option of one filter or query parameter."""
     if f.type is bool:
@@ -73,10 +81,12 @@ def _parameter(f: Filter) -> inspect.Parameter:
     elif f.multiple:
         annotation = Optional[List[str]]
         option = typer.Option(None, *f.flags, help=f.help)
+    elif f.type is int:
+        annotation = str if f.default is not None else Optional[str]
+        option = typer.Option(f.default, *f.flags, parser=_whole, metavar="N", help=f.help)
     else:
         annotation = f.type if f.default is not None else Optional[f.type]
-        bounds = {"min": 0, "max": MAX_CATALOGUE_INT} if f.type is int else {}
-        option = typer.Option(f.default, *f.flags, help=f.help, **bounds)
+        option = typer.Option(f.default, *f.flags, help=f.help)
     return inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=annotation)
 
 

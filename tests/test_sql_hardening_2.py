@@ -78,10 +78,11 @@ def test_the_largest_limits_run(lab):
     ({"timeout": float("nan")}, f"query sql: time limit nan s is not between 0 and {MAX_TIMEOUT_S:g} s"),
     ({"timeout": float("inf")}, f"query sql: time limit inf s is not between 0 and {MAX_TIMEOUT_S:g} s"),
     ({"max_rows": 2**63 - 1}, f"query sql: row cap {2**63 - 1} is not between 1 and {MAX_SQL_ROWS} rows"),
-    ({"max_bytes": 0}, "query sql: byte cap 0 is not a positive number"),
-    ({"max_bytes": -5}, "query sql: byte cap -5 is not a positive number"),
-    ({"max_cells": 0}, "query sql: value cap 0 is not a positive number"),
-    ({"max_cells": float("nan")}, "query sql: value cap nan is not a positive number"),
+    ({"max_bytes": 0}, "query sql: byte cap 0 is below 1"),
+    ({"max_bytes": -5}, "query sql: byte cap -5 is below 1"),
+    ({"max_cells": 0}, "query sql: value cap 0 is below 1"),
+    ({"max_cells": float("nan")}, "query sql: value cap nan is below 1"),
+    ({"max_bytes": 0.5}, "query sql: byte cap 0.5 is below 1"),
 ])
 def test_the_library_checks_the_same_bounds(lab, limits, line):
     from txmdb.errors import TxmdbError

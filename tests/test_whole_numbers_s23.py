@@ -1,8 +1,9 @@
 """One reading of a whole number typed by a user (:func:`txmdb.vocabulary.whole_number`).
 
 The query pages took ASCII digits only, while the CLI's and the API's filters took whatever
-``int`` takes ('٣', '1_000', ' +7') and ``--registration`` raised on '²' (a digit to
-``str.isdigit`` that ``int`` refuses). Now all three read a number the same way.
+``int`` (or pydantic's ``int``) takes ('٣', '1_000', '+7'), and ``--registration`` raised on
+'²' (a digit to ``str.isdigit`` that ``int`` refuses). Now the CLI, the API and the pages
+read a number the same way, lists and single numbers alike.
 Database-backed tests run on SQLite and PostgreSQL (the ``cli`` fixture).
 """
 
@@ -29,8 +30,8 @@ def test_whole_number_refuses_anything_else(text):
 
 def test_integer_list_reads_each_number_alike():
     assert integer_list(" 3, 1 ,,2") == [3, 1, 2]
-    with pytest.raises(ValueError, match="'٣' is not a whole number"):
-        integer_list("1,٣")
+    with pytest.raises(ValueError, match="^'٣' is not a whole number"):
+        integer_list("1, ٣")
 
 
 @pytest.mark.parametrize("value", ["٣", "1_000", "+1"])
@@ -46,3 +47,20 @@ def test_registration_option_refuses_other_numbers_in_one_line(lab, value):
     result = lab("txm", "analyze", "1", "--registration", value)
     assert (result.exit_code, result.stdout) == (1, "")
     assert result.stderr == f"error: --registration {value!r}: expected a registration id or none\n"
+
+
+@pytest.mark.parametrize("args, option", [(["query", "retention", "--cycle", "+1"], "--cycle"),
+                                          (["query", "retention", "--cycle", "5", "--reference", "1_000"], "--reference"),
+                                          (["query", "summary", "--cycle", "٣"], "--cycle")])
+def test_single_number_options_read_alike(lab, args, option):
+    value = args[-1]
+    result = lab(*args)
+    assert (result.exit_code, result.stdout) == (2, "")
+    assert result.stderr == (f"error: Invalid value for '{option}': {value!r} is not a whole number from 0 to "
+                             f"{MAX_CATALOGUE_INT} (see 'txmdb query {args[1]} --help')\n")
+
+
+def test_single_number_options_still_take_numbers_and_defaults(lab):
+    assert lab("query", "retention", "--cycle", " 007 ").stdout == "(no rows)\n"
+    assert lab("query", "summary").exit_code == 0
+    assert lab("query", "summary", "--cycle", "50", "--reference", "3").exit_code == 0

@@ -139,7 +139,7 @@ def run_readonly_sql(url, text: str, *, timeout: float = DEFAULT_TIMEOUT_S,
         raise TxmdbError(f"query sql: row cap {max_rows} is not between 1 and {MAX_SQL_ROWS} rows")
     for name, cap in (("byte", max_bytes), ("value", max_cells)):
         if cap is not None and not cap >= 1:  # a cap of 0 would cut every row: an empty page that looks like a result
-            raise TxmdbError(f"query sql: {name} cap {cap} is not a positive number")
+            raise TxmdbError(f"query sql: {name} cap {cap} is below 1")
     if "\x00" in text:
         raise TxmdbError("query sql: the statement holds a NUL character")
     max_bytes = MAX_RESULT_BYTES if max_bytes is None else min(max_bytes, MAX_RESULT_BYTES)

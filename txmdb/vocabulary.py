@@ -326,4 +326,4 @@ def integer_list(text: str) -> list[int]:
     parts = [v for v in str(text).split(",") if v.strip()]
     if not parts:  # " , ," would otherwise mean "no filter": every row
         raise ValueError(f"{text!r} holds no number; give N or N,N,…")
-    return [whole_number(v) for v in parts]
+    return [whole_number(v.strip()) for v in parts]

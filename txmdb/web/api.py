@@ -87,29 +87,35 @@ def _query_parameter(f: Filter) -> inspect.Parameter:
         # Numbers stay text here so "1,2" parses as the CLI's does (txmdb.vocabulary.integer_list).
         annotation, default = Optional[List[str]], Query(None, description=f.help)
     elif f.type is int:
+        # Text here too, read by txmdb.vocabulary.whole_number as the CLI and the pages read it
+        # (pydantic's int would take '+1', '1_000' and ' 7 ').
         required = f.default is ...
-        annotation = int if required else Optional[int]
-        default = Query(... if required else f.default, ge=0, le=MAX_CATALOGUE_INT, description=f.help)
+        annotation = str if required else Optional[str]
+        default = Query(... if required else f.default,
+                        description=f"{f.help} A whole number from 0 to {MAX_CATALOGUE_INT}.")
     else:
         annotation, default = Optional[f.type], Query(f.default, description=f.help)
     return inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
 
 
 def _filter_values(spec, values: dict) -> dict:
-    """The query parameters as the query function takes them (numeric lists parsed, empties dropped)."""
+    """The query parameters as the query function takes them (numbers parsed, empties dropped)."""
     from txmdb.errors import FilterError
-    from txmdb.vocabulary import integer_list
+    from txmdb.vocabulary import integer_list, whole_number
 
+    declared = {f.name: f for f in (*spec.parameters, *(FILTERS[n] for n in spec.filters))}
     out = {}
     for name, value in values.items():
-        f = FILTERS.get(name) if name in spec.filters else None
-        if f is not None and f.multiple:
-            value = [v for v in value if v != ""] if value else None
-            if value and f.type is int:
-                try:
+        f = declared.get(name)
+        try:
+            if f is not None and f.multiple:
+                value = [v for v in value if v != ""] if value else None
+                if value and f.type is int:
                     value = [n for text in value for n in integer_list(text)]
-                except ValueError as exc:
-                    raise FilterError(name, f"{name}: {exc}") from None
+            elif f is not None and f.type is int and isinstance(value, str):
+                value = whole_number(value)
+        except ValueError as exc:
+            raise FilterError(name, f"{name}: {exc}") from None
         out[name] = value
     return out
 

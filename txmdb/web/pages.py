@@ -22,7 +22,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from txmdb.errors import NotFoundError, TxmdbError
 from txmdb.query import QUERIES
-from txmdb.vocabulary import FILTERS, MAX_CATALOGUE_INT, whole_number
+from txmdb.vocabulary import FILTERS, MAX_CATALOGUE_INT
 from txmdb.web.auth import Editor, Viewer
 from txmdb.web.templating import path_segment
 
@@ -697,11 +697,6 @@ def query_values(spec, given: list[tuple[str, str]]) -> dict:
             values.setdefault(key, []).append(text)
         elif f.type is bool:
             values[key] = text.lower() in ("true", "1", "yes", "on")
-        elif f.type is int:
-            try:
-                values[key] = whole_number(text)
-            except ValueError as exc:
-                raise FilterError(key, f"{key}: {exc}") from None
         else:
             values[key] = text
     return _filter_values(spec, values)
