@@ -52,22 +52,17 @@ class _QueryGroup(CommandGroup):
 app = typer.Typer(cls=_QueryGroup, help="Query across samples, cells, cycles and scans.", no_args_is_help=True)
 
 
-def _integers(value) -> list[int]:
-    """One option value of a numeric filter (:func:`txmdb.vocabulary.integer_list`)."""
-    if isinstance(value, list):  # a default, already parsed
-        return value
-    try:
-        return integer_list(value)
-    except ValueError as exc:
-        raise typer.BadParameter(str(exc)) from None
-
-
-def _whole(value) -> int:
-    """One option value of a single-number filter (:func:`txmdb.vocabulary.whole_number`)."""
-    try:
-        return whole_number(value)
-    except ValueError as exc:
-        raise typer.BadParameter(str(exc)) from None
+def _numbers(parse):
+    """A typer parser of a numeric option by ``parse`` (:func:`txmdb.vocabulary.integer_list`
+    or :func:`~txmdb.vocabulary.whole_number`), its ValueError a usage error."""
+    def parser(value):
+        if not isinstance(value, str):  # a default, already parsed
+            return value
+        try:
+            return parse(value)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc)) from None
+    return parser
 
 
 def _parameter(f: Filter) -> inspect.Parameter:
@@ -77,13 +72,13 @@ def _parameter(f: Filter) -> inspect.Parameter:
         option = typer.Option(f.default, *f.flags, help=f.help)
     elif f.multiple and f.type is int:
         annotation = Optional[List[str]]
-        option = typer.Option(None, *f.flags, parser=_integers, metavar="N[,N…]", help=f.help)
+        option = typer.Option(None, *f.flags, parser=_numbers(integer_list), metavar="N[,N…]", help=f.help)
     elif f.multiple:
         annotation = Optional[List[str]]
         option = typer.Option(None, *f.flags, help=f.help)
     elif f.type is int:
         annotation = str if f.default is not None else Optional[str]
-        option = typer.Option(f.default, *f.flags, parser=_whole, metavar="N", help=f.help)
+        option = typer.Option(f.default, *f.flags, parser=_numbers(whole_number), metavar="N", help=f.help)
     else:
         annotation = f.type if f.default is not None else Optional[f.type]
         option = typer.Option(f.default, *f.flags, help=f.help)

@@ -378,7 +378,7 @@ def spectral_block(mu, v0, m, valid, a_pre, b_pre, a_post, b_post, x,
         _run_maps(mu, v0 + s, e - s, a_pre[s:e], b_pre[s:e], jump[s:e], slope[s:e], x,
                   coef, r0, w0, w1, f0, f1, has_wl, w_c, w_h, sup_idx, sup_n, sup_a, sup_c, gram,
                   out_wl, out_h, out_frac, out_r)
-        s = _next_run(valid, v0, m, e)
+        s = _next_run(valid, v0, m, e + _PIECE)   # the piece at e holds none
     _mask(v0, m, valid, has_wl, k, out_wl, out_h, out_frac, out_r)
 
 
