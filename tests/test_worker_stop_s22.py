@@ -1,7 +1,10 @@
 """A stop request stays asked (session 22): ``txmdb worker``'s SIGTERM handler sets
 ``STOP_REQUESTED`` besides raising SystemExit, and the worker looks at it before each claim and
 waits on it between looks. In CI a SIGTERMed worker polled on for 9 minutes: its SystemExit had
-been raised inside a finaliser, where Python only prints an exception. On SQLite and PostgreSQL.
+been raised inside a finaliser, where Python only prints an exception. In session 23's CI the
+SystemExit came inside SQLAlchemy's pool ping, which replaced it with psycopg's "can't change
+'autocommit' now" while unwinding: the worker exited 1 with a traceback. An error escaping while
+a stop is asked is that stop. On SQLite and PostgreSQL.
 """
 
 from __future__ import annotations
@@ -51,3 +54,31 @@ def test_the_sigterm_handler_asks_the_worker_to_stop():
         assert exited.value.code == 143 and STOP_REQUESTED.is_set()
     finally:
         STOP_REQUESTED.clear()
+
+
+def _replacing_the_stop(stop: threading.Event):
+    """``expire_leases`` as when the SIGTERM lands inside a library that replaces its SystemExit."""
+    def expire(catalog, log):
+        stop.set()                                     # what the handler does first
+        raise RuntimeError("can't change 'autocommit' now: connection in transaction status ACTIVE")
+    return expire
+
+
+def test_an_error_that_replaced_the_stops_exit_is_still_a_stop(catalog, monkeypatch):
+    stop = threading.Event()
+    stream = io.StringIO()
+    monkeypatch.setattr(jobs, "expire_leases", _replacing_the_stop(stop))
+    with pytest.raises(SystemExit) as exited:
+        jobs.run_worker(catalog, lease_s=600, stop=stop, log=EventLog(stream), name="replaced:3")
+    assert exited.value.code == 143
+    events = [line.split(" ")[1:3] for line in stream.getvalue().splitlines()]
+    assert events[-2:] == [["warning", "worker.stop_interrupted"], ["info", "worker.stopped"]], stream.getvalue()
+    assert "reason=stopped" in stream.getvalue().splitlines()[-1]
+
+
+def test_the_same_error_without_a_stop_is_not_hidden(catalog, monkeypatch):
+    def expire(catalog, log):
+        raise RuntimeError("a real bug")
+    monkeypatch.setattr(jobs, "expire_leases", expire)
+    with pytest.raises(RuntimeError, match="a real bug"):
+        jobs.run_worker(catalog, lease_s=600, stop=threading.Event(), log=EventLog(io.StringIO()), name="bug:4")

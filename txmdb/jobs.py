@@ -592,10 +592,18 @@ def run_worker(catalog, *, lease_s: float = DEFAULT_LEASE_S, scheduler: str | No
                     reason = "the Dask scheduler did not answer"
                     break
                 stop.wait(poll_s)
-    except (SystemExit, KeyboardInterrupt) as exc:
-        reason = _one_line(exc)
+    except BaseException as exc:
+        asked = isinstance(exc, (SystemExit, KeyboardInterrupt))
+        if not (asked or stop.is_set()):
+            raise
+        reason = _one_line(exc) if asked else "stopped"
         _quietly(release, catalog, None, name)  # a job claimed just before the signal, not yet started
-        raise
+        if asked:
+            raise
+        # the stop's SystemExit, raised by the signal inside a library that then raised its own
+        # error while unwinding it (SQLAlchemy's pool ping restoring autocommit, in CI): a stop
+        log.warning("worker.stop_interrupted", worker=name, error=_one_line(exc))
+        raise SystemExit(128 + signal.SIGTERM) from exc
     finally:
         log.info("worker.stopped", worker=name, reason=reason, done=stats.done, failed=stats.failed,
                  released=stats.released, lost=stats.lost)
