@@ -15,7 +15,7 @@ from txmdb.options import parse_window  # noqa: F401  (the commands' window pars
 #: Set by the SIGTERM handler (txmdb.cli.main): a stop request that stays asked even where its
 #: SystemExit is lost (raised in a finaliser, it is only printed); the worker looks at it.
 STOP_REQUESTED = threading.Event()
-from txmdb.vocabulary import OutputFormat
+from txmdb.vocabulary import OutputFormat, whole_number
 
 
 class CommandGroup(TyperGroup):
@@ -38,6 +38,30 @@ class CommandGroup(TyperGroup):
                 flags = {p.name: p.opts[0] for p in command.params if p.opts}
                 exc.options = [flags.get(name, name) for name in exc.parameters]
             raise
+
+
+#: click's UsageError, of the click typer runs on (typer 0.29 vendors its own; only this subclass of
+#: it is public), and its "no arguments: show the help" (click >= 8.2; before, no exception)
+UsageError = typer.BadParameter.__base__
+NoArgsIsHelp = getattr(sys.modules[UsageError.__module__], "NoArgsIsHelpError", ())
+
+
+def number_parser(parse):
+    """A typer parser of a numeric argument or option by ``parse`` (:func:`txmdb.vocabulary.whole_number`
+    or :func:`~txmdb.vocabulary.integer_list`), its ValueError a usage error."""
+    def parser(value):
+        if not isinstance(value, str):  # a default, already parsed
+            return value
+        try:
+            return parse(value)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc)) from None
+    return parser
+
+
+#: the parser of every id and count typed on the command line: ASCII digits only, as the API and
+#: the pages read them (``int`` alone would take '+1', '1_000' and '٣')
+whole = number_parser(whole_number)
 
 
 def error_line(exc) -> str:

@@ -18,11 +18,12 @@ from txmdb.cli import worker as worker_cli
 from txmdb.cli import watch as watch_cli
 from txmdb.cli import serve as serve_cli
 from txmdb.cli import user as user_cli
-from txmdb.cli._common import STOP_REQUESTED, CommandGroup, error_line
+from txmdb.cli._common import STOP_REQUESTED, CommandGroup, NoArgsIsHelp, UsageError, error_line
 
 class _CatalogueGroup(CommandGroup):
     """Turns domain errors into one line on stderr and exit status 1 (2 for a filter a query
-    does not have), for every command."""
+    does not have), and a command's usage errors into one line and exit status 2, for every
+    command."""
 
     def invoke(self, ctx):
         from txmdb.errors import FilterError, TxmdbError
@@ -34,6 +35,20 @@ class _CatalogueGroup(CommandGroup):
             # One line whatever names it quotes: their control characters and undecodable bytes escaped.
             typer.echo(f"error: {visible(error_line(exc))}", err=True)
             raise typer.Exit(2 if isinstance(exc, FilterError) else 1) from None
+        except UsageError as exc:
+            if isinstance(exc, NoArgsIsHelp):  # a bare group: its help, as asked
+                raise
+            typer.echo(f"error: {visible(exc.format_message())} (see '{_command_path(exc.ctx)} --help')", err=True)
+            raise typer.Exit(2) from None
+
+
+def _command_path(ctx) -> str:
+    """``txmdb`` and the commands that led to ``ctx`` (whatever name the program was started by)."""
+    names = []
+    while ctx is not None and ctx.parent is not None:
+        names.append(ctx.info_name)
+        ctx = ctx.parent
+    return " ".join(["txmdb", *reversed(names)])
 
 
 app = typer.Typer(

@@ -15,54 +15,39 @@ from typing import List, Optional
 
 import typer
 
-from txmdb.cli._common import CommandGroup, FormatOption, OutputFormat, OutputOption, catalog, emit_table
+from txmdb.cli._common import (
+    CommandGroup, FormatOption, OutputFormat, OutputOption, catalog, emit_table, number_parser, whole,
+    UsageError,
+)
 from txmdb.query import QUERIES
 from txmdb.vocabulary import (
-    DEFAULT_MAX_ROWS, DEFAULT_TIMEOUT_S, FILTERS, MAX_SQL_ROWS, MAX_TIMEOUT_S, Filter, integer_list, whole_number,
+    DEFAULT_MAX_ROWS, DEFAULT_TIMEOUT_S, FILTERS, MAX_SQL_ROWS, MAX_TIMEOUT_S, Filter, integer_list,
 )
 
 # Every spelling of every filter option ("--weighted" and "--unweighted" alike).
 _FLAGS = {flag: f for f in FILTERS.values() for spelling in f.flags for flag in spelling.split("/")}
-# typer vendors click and names only this subclass of click's UsageError publicly.
-_UsageError = typer.BadParameter.__base__
 
 
 class _QueryGroup(CommandGroup):
-    """Usage errors of a query command in one line, naming the filters the table does have."""
+    """A filter a query command does not have, named with the filters it does have (other usage
+    errors are the main group's one line)."""
 
     def invoke(self, ctx):
-        from txmdb.textsafe import visible
-
         try:
             return super().invoke(ctx)
-        except _UsageError as exc:
+        except UsageError as exc:
             name = ctx.invoked_subcommand
             spec = QUERIES.get(name)
             flag = getattr(exc, "option_name", None)
-            if spec is not None and flag in _FLAGS and _FLAGS[flag].name not in spec.filters:
-                own = [FILTERS[f].flags[0] for f in spec.filters]
-                message = (f"query {name} does not filter by {flag}; "
-                           f"its filters: {', '.join(own) or 'none'}")
-            else:
-                message = exc.format_message() + (f" (see 'txmdb query {name} --help')" if name else "")
-            typer.echo(f"error: {visible(message)}", err=True)
+            if spec is None or flag not in _FLAGS or _FLAGS[flag].name in spec.filters:
+                raise
+            own = [FILTERS[f].flags[0] for f in spec.filters]
+            typer.echo(f"error: query {name} does not filter by {flag}; its filters: {', '.join(own) or 'none'}",
+                       err=True)
             raise typer.Exit(2) from None
 
 
 app = typer.Typer(cls=_QueryGroup, help="Query across samples, cells, cycles and scans.", no_args_is_help=True)
-
-
-def _numbers(parse):
-    """A typer parser of a numeric option by ``parse`` (:func:`txmdb.vocabulary.integer_list`
-    or :func:`~txmdb.vocabulary.whole_number`), its ValueError a usage error."""
-    def parser(value):
-        if not isinstance(value, str):  # a default, already parsed
-            return value
-        try:
-            return parse(value)
-        except ValueError as exc:
-            raise typer.BadParameter(str(exc)) from None
-    return parser
 
 
 def _parameter(f: Filter) -> inspect.Parameter:
@@ -72,13 +57,13 @@ def _parameter(f: Filter) -> inspect.Parameter:
         option = typer.Option(f.default, *f.flags, help=f.help)
     elif f.multiple and f.type is int:
         annotation = Optional[List[str]]
-        option = typer.Option(None, *f.flags, parser=_numbers(integer_list), metavar="N[,N…]", help=f.help)
+        option = typer.Option(None, *f.flags, parser=number_parser(integer_list), metavar="N[,N…]", help=f.help)
     elif f.multiple:
         annotation = Optional[List[str]]
         option = typer.Option(None, *f.flags, help=f.help)
     elif f.type is int:
         annotation = str if f.default is not None else Optional[str]
-        option = typer.Option(f.default, *f.flags, parser=_numbers(whole_number), metavar="N", help=f.help)
+        option = typer.Option(f.default, *f.flags, parser=whole, metavar="N", help=f.help)
     else:
         annotation = f.type if f.default is not None else Optional[f.type]
         option = typer.Option(f.default, *f.flags, help=f.help)

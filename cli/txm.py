@@ -8,7 +8,7 @@ from typing import List, Optional
 import typer
 
 from txmdb.cli._common import (
-    CommandGroup, FormatOption, OutputFormat, OutputOption, catalog, echo, emit_table, field_value_table,
+    CommandGroup, FormatOption, OutputFormat, OutputOption, catalog, echo, emit_table, field_value_table, whole,
 )
 from txmdb.options import parse_roi
 from txmdb.vocabulary import Element, Layout
@@ -49,7 +49,7 @@ def ingest(
 @app.command("analyze")
 def analyze(
     ctx: typer.Context,
-    scan_ids: Optional[List[int]] = typer.Argument(None, help="Scan ids to analyse."),
+    scan_ids: Optional[List[int]] = typer.Argument(None, parser=whole, metavar="SCAN_ID", help="Scan ids to analyse."),
     all_scans: bool = typer.Option(False, "--all", help="Analyse every scan in the catalogue."),
     element: Element = typer.Option(Element.Ni.value, help="Element preset for the edge windows."),
     bin: str = typer.Option("1,2,3", "--bin", help="Binning factors for the gradient statistics, e.g. 1,2,3."),
@@ -58,16 +58,16 @@ def analyze(
     edge: Optional[str] = typer.Option(None, help="Edge window LO:HI in eV (preset: 8325:8365 for Ni)."),
     min_jump: Optional[float] = typer.Option(None, help="Minimum edge jump (absorbance); smaller voxels are masked."),
     snr: Optional[float] = typer.Option(None, help="Mask voxels whose jump is below SNR × pre-edge RMS residual."),
-    theta_bins: int = typer.Option(36, help="Number of θ bins over 0–180°."),
-    min_particle_voxels: Optional[int] = typer.Option(None, help="Smallest particle kept (default 1000 in 3D, 100 in 2D)."),
-    workers: int = typer.Option(1, help="Threads computing edge energies (one more thread reads the stack)."),
+    theta_bins: int = typer.Option(36, parser=whole, metavar="N", help="Number of θ bins over 0–180°."),
+    min_particle_voxels: Optional[int] = typer.Option(None, parser=whole, metavar="N", help="Smallest particle kept (default 1000 in 3D, 100 in 2D)."),
+    workers: int = typer.Option(1, parser=whole, metavar="N", help="Threads computing edge energies (one more thread reads the stack)."),
     scheduler: Optional[str] = typer.Option(None, help="Dask scheduler address (tcp://host:port) to run on a cluster: "
                                             "one scan (or any above 2 GiB) is split into slabs across the workers, "
                                             "other scans run whole, several at once."),
     registration: Optional[str] = typer.Option(None, "--registration", metavar="ID|none",
                                                help="Registration applied while reading the stack: an id of the "
                                                     "scan's, or none [default: the scan's latest, if any]."),
-    clusters: Optional[int] = typer.Option(None, "--clusters", metavar="K",
+    clusters: Optional[int] = typer.Option(None, "--clusters", parser=whole, metavar="K",
                                            help="Phase clusters: k-means with K clusters on the normalised spectra "
                                                 "over the edge window (reads the stack once more)."),
     gradient_map: str = typer.Option("edge", "--gradient-map", metavar="MAP[,MAP…]",
@@ -149,7 +149,7 @@ def _report(analysis) -> None:
 @app.command("register")
 def register(
     ctx: typer.Context,
-    scan_id: int = typer.Argument(..., help="Scan id."),
+    scan_id: int = typer.Argument(..., parser=whole, metavar="SCAN_ID", help="Scan id."),
     reference_energy_ev: Optional[float] = typer.Option(
         None, "--reference-energy", metavar="EV",
         help="Energy whose shift is zero, eV; one of the stack's [default: the energy nearest 3/4 of the scan's "
@@ -187,7 +187,7 @@ def register(
 @app.command("export")
 def export(
     ctx: typer.Context,
-    scan_id: int = typer.Argument(..., help="Scan id."),
+    scan_id: int = typer.Argument(..., parser=whole, metavar="SCAN_ID", help="Scan id."),
     output: Path = typer.Option(..., "--output", "-o",
                                 help="File to write: HDF5 (TXM_Sandbox layout) for the stack; .h5 or .tif for a map."),
     registered: bool = typer.Option(False, "--registered", help="Apply the scan's latest registration."),
@@ -220,7 +220,7 @@ def export(
 @app.command("show")
 def show(
     ctx: typer.Context,
-    scan_id: int = typer.Argument(..., help="Scan id."),
+    scan_id: int = typer.Argument(..., parser=whole, metavar="SCAN_ID", help="Scan id."),
     fmt: OutputFormat = FormatOption,
     output: Optional[Path] = OutputOption,
 ) -> None:

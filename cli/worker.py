@@ -8,7 +8,7 @@ from typing import List, Optional
 
 import typer
 
-from txmdb.cli._common import STOP_REQUESTED, CommandGroup, FormatOption, OutputFormat, OutputOption, catalog, echo, emit_table
+from txmdb.cli._common import STOP_REQUESTED, CommandGroup, FormatOption, OutputFormat, OutputOption, catalog, echo, emit_table, whole
 from txmdb.vocabulary import DEFAULT_LEASE_S, JobStatus
 
 
@@ -80,7 +80,7 @@ jobs_app = typer.Typer(cls=CommandGroup, invoke_without_command=True,
 def jobs_list(
     ctx: typer.Context,
     status: Optional[List[JobStatus]] = typer.Option(None, "--status", help="Only jobs in these states (repeatable)."),
-    scan: Optional[int] = typer.Option(None, "--scan", help="Only the jobs of this scan."),
+    scan: Optional[int] = typer.Option(None, "--scan", parser=whole, metavar="SCAN_ID", help="Only the jobs of this scan."),
     fmt: OutputFormat = FormatOption,
     output: Optional[Path] = OutputOption,
 ) -> None:
@@ -97,7 +97,7 @@ def jobs_list(
 
 
 @jobs_app.command("cancel")
-def jobs_cancel(ctx: typer.Context, job_id: int = typer.Argument(..., help="Job id.")) -> None:
+def jobs_cancel(ctx: typer.Context, job_id: int = typer.Argument(..., parser=whole, metavar="JOB_ID", help="Job id.")) -> None:
     """Cancel a queued or running job (a running analysis stops after its slab, within a third of its lease)."""
     from txmdb.jobs import cancel
 
@@ -106,7 +106,7 @@ def jobs_cancel(ctx: typer.Context, job_id: int = typer.Argument(..., help="Job 
 
 
 @jobs_app.command("retry")
-def jobs_retry(ctx: typer.Context, job_id: int = typer.Argument(..., help="Job id.")) -> None:
+def jobs_retry(ctx: typer.Context, job_id: int = typer.Argument(..., parser=whole, metavar="JOB_ID", help="Job id.")) -> None:
     """Queue a failed or cancelled job again."""
     from txmdb.jobs import retry
 

@@ -147,10 +147,18 @@ def test_filters_at_the_ends_of_the_range_work(lab, args):
 
 @pytest.mark.parametrize("command", [["txm", "show"], ["txm", "analyze"]])
 @pytest.mark.parametrize("scan_id", [BIG, str(MAX_INT + 1)])
-def test_scan_id_out_of_range_is_no_such_scan(lab, command, scan_id):
+def test_scan_id_out_of_range_is_refused_in_one_line(lab, command, scan_id):
+    """An id the catalogue cannot hold is read as the filters read it (it was 'no such scan')."""
     result = lab(*command, scan_id)
-    assert result.exit_code == 1, result.output
-    assert result.stderr == f"error: no TXM scan with id {scan_id}; see 'txmdb query scans'\n"
+    assert (result.exit_code, result.stdout) == (2, ""), result.output
+    assert result.stderr == (f"error: Invalid value for 'SCAN_ID': {scan_id!r} is not a whole number from 0 to "
+                             f"{MAX_INT} (see 'txmdb {' '.join(command)} --help')\n")
+
+
+@pytest.mark.parametrize("command", [["txm", "show"], ["txm", "analyze"]])
+def test_scan_id_at_the_end_of_the_range_is_no_such_scan(lab, command):
+    result = lab(*command, str(MAX_INT))
+    assert (result.exit_code, result.stderr) == (1, f"error: no TXM scan with id {MAX_INT}; see 'txmdb query scans'\n")
 
 
 # --------------------------------------------------------------------------- F13: sqlite URLs with a query

@@ -3,7 +3,8 @@
 The query pages took ASCII digits only, while the CLI's and the API's filters took whatever
 ``int`` (or pydantic's ``int``) takes ('٣', '1_000', '+7'), and ``--registration`` raised on
 '²' (a digit to ``str.isdigit`` that ``int`` refuses). Now the CLI, the API and the pages
-read a number the same way, lists and single numbers alike.
+read a number the same way, lists and single numbers alike; since session 24 the CLI's ids and
+counts too ('+1' was job 1), with every command's usage errors in one line.
 Database-backed tests run on SQLite and PostgreSQL (the ``cli`` fixture).
 """
 
@@ -64,3 +65,51 @@ def test_single_number_options_still_take_numbers_and_defaults(lab):
     assert lab("query", "retention", "--cycle", " 007 ").stdout == "(no rows)\n"
     assert lab("query", "summary").exit_code == 0
     assert lab("query", "summary", "--cycle", "50", "--reference", "3").exit_code == 0
+
+
+@pytest.mark.parametrize("args, name", [(["txm", "show", "+1"], "'SCAN_ID'"),
+                                        (["txm", "analyze", "1", "1_0"], "'SCAN_ID'"),
+                                        (["txm", "register", "٣"], "'SCAN_ID'"),
+                                        (["txm", "export", str(MAX_CATALOGUE_INT + 1), "-o", "x.h5"], "'SCAN_ID'"),
+                                        (["jobs", "cancel", "+1"], "'JOB_ID'"),
+                                        (["jobs", "retry", "1_0"], "'JOB_ID'"),
+                                        (["jobs", "--scan", "²"], "'--scan'"),
+                                        (["txm", "analyze", "1", "--theta-bins", "3_6"], "'--theta-bins'"),
+                                        (["txm", "analyze", "1", "--clusters", "+3"], "'--clusters'"),
+                                        (["txm", "analyze", "1", "--workers", "٢"], "'--workers'"),
+                                        (["txm", "analyze", "1", "--min-particle-voxels", "1e3"], "'--min-particle-voxels'"),
+                                        (["cycling", "ingest", "x.csv", "--cell", "c", "--reference-cycle", "+2"],
+                                         "'--reference-cycle'")])
+def test_ids_and_counts_read_alike(lab, args, name):
+    """Ids and counts typed on the command line are read as the filters are: '+1' is not job 1."""
+    value = next(a for a in reversed(args) if a not in ("-o", "x.h5"))
+    command = " ".join(a for a in args[:2] if not a.startswith("-"))
+    before = lab("jobs", "-f", "csv").stdout
+    result = lab(*args)
+    assert (result.exit_code, result.stdout) == (2, "")
+    assert result.stderr == (f"error: Invalid value for {name}: {value!r} is not a whole number from 0 to "
+                             f"{MAX_CATALOGUE_INT} (see 'txmdb {command} --help')\n")
+    assert lab("jobs", "-f", "csv").stdout == before
+
+
+@pytest.mark.parametrize("args, message", [(["txm", "show", "-5"], "No such option: -5"),
+                                           (["jobs", "cancel"], "Missing argument 'JOB_ID'."),
+                                           (["sample", "add", "s", "--bogus", "<b>x</b>"], "No such option: --bogus")])
+def test_every_usage_error_is_one_line(lab, args, message):
+    """Usage errors of every command are one line naming the command's help, as the queries' were."""
+    command = " ".join(a for a in args[:2] if not a.startswith("-"))
+    result = lab(*args)
+    assert (result.exit_code, result.stdout, result.stderr) == (2, "", f"error: {message} (see 'txmdb {command} --help')\n")
+
+
+def test_a_bare_group_still_shows_its_help(lab):
+    result = lab("txm")
+    assert result.exit_code == 2
+    assert "Usage:" in result.output and "register" in result.output and "error:" not in result.output
+
+
+def test_ids_still_take_plain_and_padded_numbers(lab):
+    for typed in ("7", "007", " 7 "):
+        result = lab("txm", "show", typed)
+        assert (result.exit_code, result.stderr) == (1, "error: no TXM scan with id 7; see 'txmdb query scans'\n")
+    assert lab("jobs", "--scan", "07", "-f", "csv").exit_code == 0
