@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import re
 import sys
 import threading
 from pathlib import Path
@@ -11,11 +13,16 @@ import typer
 from typer.core import TyperGroup
 
 from txmdb.options import parse_window  # noqa: F401  (the commands' window parser, shared with jobs)
+from txmdb.vocabulary import OutputFormat, whole_number
 
 #: Set by the SIGTERM handler (txmdb.cli.main): a stop request that stays asked even where its
 #: SystemExit is lost (raised in a finaliser, it is only printed); the worker looks at it.
 STOP_REQUESTED = threading.Event()
-from txmdb.vocabulary import OutputFormat, whole_number
+
+#: click's UsageError, of the click typer runs on (typer 0.29 vendors its own; only this subclass of
+#: it is public), and its "no arguments: show the help" (click >= 8.2; before, no exception)
+UsageError = typer.BadParameter.__base__
+NoArgsIsHelp = getattr(sys.modules[UsageError.__module__], "NoArgsIsHelpError", ())
 
 
 class CommandGroup(TyperGroup):
@@ -31,6 +38,12 @@ class CommandGroup(TyperGroup):
 
         try:
             return super().invoke(ctx)
+        except UsageError as exc:
+            # click raises some (an option missing its value) without the command's context:
+            # the innermost group knows which command it was making
+            if exc.ctx is None and ctx.invoked_subcommand and not hasattr(exc, "command_path"):
+                exc.command_path = f"{command_path(ctx)} {ctx.invoked_subcommand}"
+            raise
         except ParameterError as exc:
             command = self.commands.get(ctx.invoked_subcommand or "")
             # A subgroup is not the command that took the value: leave the error to it.
@@ -38,12 +51,6 @@ class CommandGroup(TyperGroup):
                 flags = {p.name: p.opts[0] for p in command.params if p.opts}
                 exc.options = [flags.get(name, name) for name in exc.parameters]
             raise
-
-
-#: click's UsageError, of the click typer runs on (typer 0.29 vendors its own; only this subclass of
-#: it is public), and its "no arguments: show the help" (click >= 8.2; before, no exception)
-UsageError = typer.BadParameter.__base__
-NoArgsIsHelp = getattr(sys.modules[UsageError.__module__], "NoArgsIsHelpError", ())
 
 
 def number_parser(parse):
@@ -62,6 +69,31 @@ def number_parser(parse):
 #: the parser of every id and count typed on the command line: ASCII digits only, as the API and
 #: the pages read them (``int`` alone would take '+1', '1_000' and '٣')
 whole = number_parser(whole_number)
+
+
+def whole_between(low: int, high: int):
+    """:data:`whole`, for an option of the command line's own whose range is ``low .. high``."""
+    return number_parser(functools.partial(whole_number, low=low, high=high))
+
+
+def command_path(ctx) -> str:
+    """``txmdb`` and the commands that led to ``ctx``: always ``txmdb``, whatever name the program
+    was started by."""
+    names = []
+    while ctx is not None and ctx.parent is not None:
+        names.append(ctx.info_name)
+        ctx = ctx.parent
+    return " ".join(["txmdb", *reversed(names)])
+
+
+def usage_line(exc) -> str:
+    """A usage error in one line, naming the help of the command it came from."""
+    from txmdb.textsafe import visible
+
+    path = getattr(exc, "command_path", None) or command_path(exc.ctx)
+    # click's own line breaks ("Choose from:\n\tviewer,…") are layout; what the user typed is escaped
+    message = re.sub(r"\s*\n\s*", " ", exc.format_message())
+    return f"error: {visible(message)} (see '{path} --help')"
 
 
 def error_line(exc) -> str:

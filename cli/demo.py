@@ -6,12 +6,12 @@ from pathlib import Path
 
 import typer
 
-from txmdb.cli._common import echo, emit_table
+from txmdb.cli._common import echo, emit_table, whole
 
 
 def demo(
     out: Path = typer.Option(Path("demo-out"), "--out", help="Folder for the demo catalogue, raw files and report."),
-    size: int = typer.Option(100, help="Edge length of each synthetic tomogram, voxels."),
+    size: int = typer.Option(100, parser=whole, metavar="N", help="Edge length of each synthetic tomogram, voxels."),
 ) -> None:
     """Make rod-like and gravel-like samples, cells, cycler files, spectra and tomograms; ingest,
     analyse, print the summary table and write the comparison report."""

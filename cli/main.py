@@ -18,12 +18,18 @@ from txmdb.cli import worker as worker_cli
 from txmdb.cli import watch as watch_cli
 from txmdb.cli import serve as serve_cli
 from txmdb.cli import user as user_cli
-from txmdb.cli._common import STOP_REQUESTED, CommandGroup, NoArgsIsHelp, UsageError, error_line
+from txmdb.cli._common import STOP_REQUESTED, CommandGroup, NoArgsIsHelp, UsageError, error_line, usage_line
+
 
 class _CatalogueGroup(CommandGroup):
     """Turns domain errors into one line on stderr and exit status 1 (2 for a filter a query
-    does not have), and a command's usage errors into one line and exit status 2, for every
-    command."""
+    does not have), and usage errors into one line and exit status 2, for every command."""
+
+    def parse_args(self, ctx, args):
+        try:
+            return super().parse_args(ctx, args)
+        except UsageError as exc:                    # txmdb's own options (--db, --store)
+            _usage_exit(exc)
 
     def invoke(self, ctx):
         from txmdb.errors import FilterError, TxmdbError
@@ -36,19 +42,14 @@ class _CatalogueGroup(CommandGroup):
             typer.echo(f"error: {visible(error_line(exc))}", err=True)
             raise typer.Exit(2 if isinstance(exc, FilterError) else 1) from None
         except UsageError as exc:
-            if isinstance(exc, NoArgsIsHelp):  # a bare group: its help, as asked
-                raise
-            typer.echo(f"error: {visible(exc.format_message())} (see '{_command_path(exc.ctx)} --help')", err=True)
-            raise typer.Exit(2) from None
+            _usage_exit(exc)
 
 
-def _command_path(ctx) -> str:
-    """``txmdb`` and the commands that led to ``ctx`` (whatever name the program was started by)."""
-    names = []
-    while ctx is not None and ctx.parent is not None:
-        names.append(ctx.info_name)
-        ctx = ctx.parent
-    return " ".join(["txmdb", *reversed(names)])
+def _usage_exit(exc) -> None:
+    if isinstance(exc, NoArgsIsHelp):                # a bare group: its help, as asked
+        raise exc
+    typer.echo(usage_line(exc), err=True)
+    raise typer.Exit(2) from None
 
 
 app = typer.Typer(

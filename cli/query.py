@@ -16,8 +16,8 @@ from typing import List, Optional
 import typer
 
 from txmdb.cli._common import (
-    CommandGroup, FormatOption, OutputFormat, OutputOption, catalog, emit_table, number_parser, whole,
-    UsageError,
+    CommandGroup, FormatOption, OutputFormat, OutputOption, UsageError, catalog, emit_table, number_parser, whole,
+    whole_between,
 )
 from txmdb.query import QUERIES
 from txmdb.vocabulary import (
@@ -42,6 +42,7 @@ class _QueryGroup(CommandGroup):
             if spec is None or flag not in _FLAGS or _FLAGS[flag].name in spec.filters:
                 raise
             own = [FILTERS[f].flags[0] for f in spec.filters]
+            # name and flag are from QUERIES and FILTERS, never typed: nothing to escape
             typer.echo(f"error: query {name} does not filter by {flag}; its filters: {', '.join(own) or 'none'}",
                        err=True)
             raise typer.Exit(2) from None
@@ -109,7 +110,7 @@ def sql(ctx: typer.Context, statement: str = typer.Argument(..., help="One SELEC
         timeout: float = typer.Option(DEFAULT_TIMEOUT_S, "--timeout", min=0.001, max=MAX_TIMEOUT_S,
                                       callback=_seconds, metavar="SECONDS",
                                       help="Stop the statement after this long (on the server, for PostgreSQL)."),
-        max_rows: int = typer.Option(DEFAULT_MAX_ROWS, "--max-rows", min=1, max=MAX_SQL_ROWS, metavar="N",
+        max_rows: int = typer.Option(DEFAULT_MAX_ROWS, "--max-rows", parser=whole_between(1, MAX_SQL_ROWS), metavar="N",
                                      help="Return at most N rows; a note on stderr says when more were cut."),
         fmt: OutputFormat = FormatOption, output: Optional[Path] = OutputOption) -> None:
     """Run one read-only SQL query on the catalogue: it can never write, and it is bounded in time and rows.

@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from txmdb.cli._common import FormatOption, OutputFormat, OutputOption, catalog, echo, emit_table
+from txmdb.cli._common import FormatOption, OutputFormat, OutputOption, catalog, echo, emit_table, whole_between
 from txmdb.vocabulary import MAX_TOKEN_DAYS, Role
 
 app = typer.Typer(help="Web accounts (viewer, editor, admin) and their API tokens.", no_args_is_help=True)
@@ -39,7 +39,7 @@ def add(ctx: typer.Context, name: str = typer.Argument(..., help="Account name (
 
 @app.command("token")
 def token(ctx: typer.Context, name: str = typer.Argument(..., help="Account name."),
-          expires_days: Optional[int] = typer.Option(None, "--expires-days", min=1, max=MAX_TOKEN_DAYS, metavar="N",
+          expires_days: Optional[int] = typer.Option(None, "--expires-days", parser=whole_between(1, MAX_TOKEN_DAYS), metavar="N",
                                                      help="The token stops working after N days [default: when the "
                                                           "account is disabled].")) -> None:
     """Print a new API token of an account, alone on the last line (it is shown once: only its hash is kept)."""

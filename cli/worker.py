@@ -14,7 +14,7 @@ from txmdb.vocabulary import DEFAULT_LEASE_S, JobStatus
 
 def worker(
     ctx: typer.Context,
-    concurrency: int = typer.Option(1, "--concurrency", "-c", metavar="N",
+    concurrency: int = typer.Option(1, "--concurrency", "-c", parser=whole, metavar="N",
                                     help="Jobs run at once: N worker processes, one job each."),
     scheduler: Optional[str] = typer.Option(None, "--scheduler", metavar="tcp://HOST:PORT",
                                             help="Dask scheduler the analyses run on (as txm analyze --scheduler)."),

@@ -54,9 +54,10 @@ def _backend(cli) -> str:
     ("--timeout", "nan", None),
     ("--timeout", "-inf", "greater than or equal to 0.001"),
     ("--timeout", str(MAX_TIMEOUT_S + 1), f"less than or equal to {MAX_TIMEOUT_S:g}"),
-    ("--max-rows", "9223372036854775807", f"less than or equal to {MAX_SQL_ROWS}"),
-    ("--max-rows", str(MAX_SQL_ROWS + 1), f"less than or equal to {MAX_SQL_ROWS}"),
-    ("--max-rows", "0", "greater than or equal to 1"),
+    ("--max-rows", "9223372036854775807", f"is not a whole number from 1 to {MAX_SQL_ROWS}"),
+    ("--max-rows", str(MAX_SQL_ROWS + 1), f"is not a whole number from 1 to {MAX_SQL_ROWS}"),
+    ("--max-rows", "0", f"is not a whole number from 1 to {MAX_SQL_ROWS}"),
+    ("--max-rows", "+1_0", f"is not a whole number from 1 to {MAX_SQL_ROWS}"),
 ])
 def test_out_of_range_limits_are_one_line_usage_errors(lab, option, value, problem):
     result = lab("query", "sql", "SELECT 1 AS one", option, value)

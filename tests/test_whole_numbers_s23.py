@@ -113,3 +113,42 @@ def test_ids_still_take_plain_and_padded_numbers(lab):
         result = lab("txm", "show", typed)
         assert (result.exit_code, result.stderr) == (1, "error: no TXM scan with id 7; see 'txmdb query scans'\n")
     assert lab("jobs", "--scan", "07", "-f", "csv").exit_code == 0
+
+
+@pytest.mark.parametrize("args, message", [
+    (["query", "scans", "--scan"], "Option '--scan' requires an argument. (see 'txmdb query scans --help')"),
+    (["txm", "analyze", "1", "--clusters"], "Option '--clusters' requires an argument. (see 'txmdb txm analyze --help')"),
+    (["jobs", "--status"], "Option '--status' requires an argument. (see 'txmdb jobs --help')"),
+    (["--bogus"], "No such option: --bogus (see 'txmdb --help')"),
+    (["user", "add", "x"], "Missing option '--role'. Choose from: viewer, editor, admin (see 'txmdb user add --help')"),
+])
+def test_usage_errors_name_the_command_they_came_from(lab, args, message):
+    """Errors click raises without a command's context (an option missing its value), txmdb's own
+    options and click's multi-line messages: one line each, naming the right help."""
+    result = lab(*args)
+    assert (result.exit_code, result.stdout, result.stderr) == (2, "", f"error: {message}\n")
+
+
+@pytest.mark.parametrize("args, option, low, high", [
+    (["serve", "--port", "+80"], "'--port'", 1, 65535),
+    (["serve", "--port", "0"], "'--port'", 1, 65535),
+    (["serve", "--workers", "65"], "'--workers'", 1, 64),
+    (["serve", "--max-upload-mb", "1_0"], "'--max-upload-mb'", 1, 1 << 20),
+    (["user", "token", "x", "--expires-days", "3651"], "'--expires-days'", 1, 3650),
+    (["report", "compare", "a", "--cycle", "0"], "'--cycle'", 1, MAX_CATALOGUE_INT),
+    (["worker", "-c", "+1_0"], "'--concurrency' / '-c'", 0, MAX_CATALOGUE_INT),
+    (["demo", "--size", "٣"], "'--size'", 0, MAX_CATALOGUE_INT),
+])
+def test_the_command_lines_own_numbers_read_alike(lab, args, option, low, high):
+    """Options with a range of the command line's own (--port …) and the other counts: '+1_0' is
+    not 10 (worker -c +1_0 started ten workers)."""
+    command = " ".join(a for a in args[:2] if not a.startswith("-") and a != "x")
+    result = lab(*args)
+    assert (result.exit_code, result.stdout) == (2, "")
+    assert result.stderr == (f"error: Invalid value for {option}: {args[-1]!r} is not a whole number from {low} to "
+                             f"{high} (see 'txmdb {command} --help')\n")
+
+
+def test_binning_factors_read_alike(lab):
+    result = lab("txm", "analyze", "1", "--bin", "+1,٢")
+    assert (result.exit_code, result.stderr) == (1, "error: --bin '+1,٢': expected binning factors like 1,2,3\n")

@@ -52,10 +52,10 @@ def parse_window(text: Optional[str], option: str, *, open_ends: bool = True) ->
 def parse_bins(text: str) -> tuple[int, ...]:
     """'1,2,3' → the sorted binning factors, each within the vocabulary's bounds."""
     from txmdb.errors import TxmdbError
-    from txmdb.vocabulary import MAX_BIN_FACTOR, MIN_BIN_FACTOR
+    from txmdb.vocabulary import MAX_BIN_FACTOR, MIN_BIN_FACTOR, whole_number
 
     try:
-        factors = tuple(sorted({int(x) for x in text.split(",") if x.strip()}))
+        factors = tuple(sorted({whole_number(x) for x in text.split(",") if x.strip()}))
     except ValueError:
         raise TxmdbError(f"--bin {text!r}: expected binning factors like 1,2,3") from None
     if not factors or min(factors) < MIN_BIN_FACTOR or max(factors) > MAX_BIN_FACTOR:

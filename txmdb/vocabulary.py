@@ -308,14 +308,15 @@ MAX_PAGE_ROWS = 10_000
 MAX_TOKEN_DAYS = 3650
 
 
-def whole_number(text: str) -> int:
-    """A catalogue whole number (an id, a cycle, a filter value) given as text: ASCII digits only,
-    from 0 to ``MAX_CATALOGUE_INT``. ``int`` alone would take '٣' and '1_000', and raise on '²'
-    (a digit to ``str.isdigit``) and on 4,301 digits. ValueError says what is wrong, quoting ``text``."""
+def whole_number(text: str, low: int = 0, high: int = MAX_CATALOGUE_INT) -> int:
+    """A whole number typed by a user (an id, a cycle, a filter value, a count) given as text:
+    ASCII digits only, from ``low`` to ``high`` (by default what the catalogue holds). ``int``
+    alone would take '٣', '+1' and '1_000', and raise on '²' (a digit to ``str.isdigit``) and on
+    4,301 digits. ValueError says what is wrong, quoting ``text``."""
     digits = str(text).strip()
-    if not (digits.isascii() and digits.isdigit()) or len(digits) > len(str(MAX_CATALOGUE_INT)) \
-            or int(digits) > MAX_CATALOGUE_INT:
-        raise ValueError(f"{text!r} is not a whole number from 0 to {MAX_CATALOGUE_INT}")
+    if not (digits.isascii() and digits.isdigit()) or len(digits) > len(str(high)) \
+            or not low <= int(digits) <= high:
+        raise ValueError(f"{text!r} is not a whole number from {low} to {high}")
     return int(digits)
 
 
