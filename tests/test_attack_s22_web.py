@@ -16,6 +16,7 @@ and PostgreSQL: the holes found, each closed and pinned here.
 from __future__ import annotations
 
 import asyncio
+import html
 import re
 import socket
 from urllib.parse import quote, urlsplit
@@ -310,6 +311,17 @@ def test_a_query_pages_number_field_takes_ascii_digits_only(site, query):
         page = client.get("/query/" + query)
         assert page.status_code == 422 and "is not a whole number from 0 to" in page.text, page.status_code
         assert client.get("/query/summary?cycle=%20100").status_code == 200
+
+
+@pytest.mark.parametrize("path, words", [("/scans/+1", "'+1' is not a whole number from 0 to"),
+                                         ("/scans/1_0", "'1_0' is not a whole number from 0 to"),
+                                         ("/compare?sample=a&cycle=%2B100", "cycle: '+100' is not a whole number from 1 to"),
+                                         ("/compare?sample=a&cycle=0", "cycle: '0' is not a whole number from 1 to")])
+def test_the_pages_ids_and_cycles_take_ascii_digits_only(site, path, words):
+    """As the query pages' fields (session 24: /scans/+1 was scan 1's page, the compare form took int())."""
+    with site.client(site.server, "viewer") as client:
+        page = client.get(path)
+        assert page.status_code == 422 and words in html.unescape(page.text), (page.status_code, page.text[:300])
 
 
 def test_the_report_of_a_sample_named_in_cyrillic_downloads(site):

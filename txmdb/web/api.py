@@ -20,14 +20,17 @@ import contextlib
 import inspect
 import json
 from urllib.parse import urlencode
-from typing import Any, List, Literal, Optional
+from typing import Annotated, Any, List, Literal, Optional
 
 from fastapi import APIRouter, Body, Depends, File, Form, Path, Query, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, JSONResponse, Response
+from pydantic import BeforeValidator, Field
 
 from txmdb.query import QUERIES
-from txmdb.vocabulary import DEFAULT_PAGE_ROWS, FILTERS, MAX_CATALOGUE_INT, MAX_PAGE_ROWS, JOB_STATUSES, Filter
+from txmdb.vocabulary import (
+    DEFAULT_PAGE_ROWS, FILTERS, MAX_CATALOGUE_INT, MAX_PAGE_ROWS, JOB_STATUSES, Filter, whole_number,
+)
 from txmdb.web.auth import csrf_protect, require_role
 
 router = APIRouter()
@@ -41,16 +44,25 @@ MEDIA_TYPES = {"csv": "text/csv; charset=utf-8", "json": "application/json", "pa
 
 
 # Parameter declarations are objects FastAPI completes per route: a fresh one for each use.
-def Id():  # noqa: N802
-    return Path(..., ge=1, le=MAX_CATALOGUE_INT, description="A record's id.")
+def _typed_whole(value):
+    return whole_number(value) if isinstance(value, str) else value
 
 
-def Limit():  # noqa: N802
-    return Query(DEFAULT_PAGE_ROWS, ge=1, le=MAX_PAGE_ROWS, description="Rows per page.")
+def _whole_in(low: int, high: int):
+    """An id, a count or an index from ``low`` to ``high`` in a URL or a form, read by whole_number
+    as the CLI and the filters read numbers (pydantic's int alone takes '+1', '1_000' and '1.0').
+    Used in Annotated with its Path/Query/Form: FastAPI drops the validator of a Path given as a
+    default, and the range before the validator is the OpenAPI schema's minimum and maximum."""
+    return Annotated[int, Field(ge=low, le=high), BeforeValidator(_typed_whole)]
 
 
-def Offset():  # noqa: N802
-    return Query(0, ge=0, le=MAX_CATALOGUE_INT, description="Rows to skip.")
+#: a whole number whose range its page checks
+Whole = Annotated[int, BeforeValidator(_typed_whole)]
+Id = _whole_in(1, MAX_CATALOGUE_INT)
+Index = _whole_in(0, MAX_CATALOGUE_INT)
+RecordId = Annotated[Id, Path(description="A record's id.")]
+Limit = Annotated[_whole_in(1, MAX_PAGE_ROWS), Query(description="Rows per page.")]
+Offset = Annotated[Index, Query(description="Rows to skip.")]
 
 
 def _catalog(request: Request):
@@ -216,8 +228,8 @@ def _list_route(table: str, summary: str):
     endpoint.__signature__ = inspect.Signature([
         inspect.Parameter("request", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=Request),
         *(_query_parameter(f) for f in declared),
-        inspect.Parameter("limit", keyword, default=Limit(), annotation=int),
-        inspect.Parameter("offset", keyword, default=Offset(), annotation=int),
+        inspect.Parameter("limit", keyword, default=DEFAULT_PAGE_ROWS, annotation=Limit),
+        inspect.Parameter("offset", keyword, default=0, annotation=Offset),
     ])
     endpoint.__name__ = f"list_{table}"
     endpoint.__doc__ = summary + " `{items, total, limit, offset}`; items as `txmdb query " + table + " --format json`."
@@ -232,8 +244,8 @@ router.add_api_route("/scans", _list_route("scans", "TXM scans with their latest
 
 @router.get("/jobs", tags=["jobs"], dependencies=[Viewer])
 async def list_jobs(request: Request, status: Optional[List[Literal[JOB_STATUSES]]] = Query(None),  # type: ignore[valid-type]
-                    scan: Optional[int] = Query(None, ge=1, le=MAX_CATALOGUE_INT), limit: int = Limit(),
-                    offset: int = Offset()) -> dict:
+                    scan: Annotated[Optional[Id], Query()] = None,
+                    limit: Limit = DEFAULT_PAGE_ROWS, offset: Offset = 0) -> dict:
     """Durable jobs (`txmdb jobs`), oldest first, a page at a time."""
     from txmdb.jobs import list_jobs as jobs
 
@@ -243,7 +255,7 @@ async def list_jobs(request: Request, status: Optional[List[Literal[JOB_STATUSES
 
 
 @router.get("/jobs/{job_id}", tags=["jobs"], dependencies=[Viewer])
-async def get_job(request: Request, job_id: int = Id()) -> dict:
+async def get_job(request: Request, job_id: RecordId) -> dict:
     """One job: its status, attempts, result or error."""
     from txmdb.jobs import get_job as one, list_jobs as jobs
 
@@ -264,7 +276,7 @@ def _refuse_unknown_plain(request: Request, known: set) -> None:
 
 
 @router.get("/scans/{scan_id}", tags=["records"], dependencies=[Viewer])
-async def get_scan(request: Request, scan_id: int = Id()) -> dict:
+async def get_scan(request: Request, scan_id: RecordId) -> dict:
     """One scan, as a row of `txmdb query scans`."""
     from txmdb.errors import NotFoundError
 
@@ -368,8 +380,8 @@ def _results_file(path: str, scan_id: int, analysis_id: int):
 
 
 @router.get("/scans/{scan_id}/maps", tags=["maps"], dependencies=[Viewer])
-async def scan_maps(request: Request, scan_id: int = Id(),
-                    analysis: Optional[int] = Query(None, ge=1, le=MAX_CATALOGUE_INT)) -> dict:
+async def scan_maps(request: Request, scan_id: RecordId,
+                    analysis: Annotated[Optional[Id], Query()] = None) -> dict:
     """The maps of the scan's latest finished analysis (or ``analysis``): name, unit and spatial shape."""
     from txmdb.io.maps import map_shape, maps_in, parse_map
 
@@ -384,14 +396,14 @@ async def scan_maps(request: Request, scan_id: int = Id(),
 
 @router.get("/scans/{scan_id}/slice.png", tags=["maps"], dependencies=[Viewer], response_class=Response,
             responses={200: {"content": {"image/png": {}}}})
-async def slice_png(request: Request, scan_id: int = Id(),
+async def slice_png(request: Request, scan_id: RecordId,
                     map: str = Query("edge", max_length=200, description="Map name, e.g. edge, white_line, "
                                                                          "fraction:NiO, cluster."),
                     axis: Literal["z", "y", "x"] = Query("z", description="Axis the slice is normal to (2-D maps: "
                                                                           "z only, index 0)."),
-                    index: int = Query(0, ge=0, le=MAX_CATALOGUE_INT, description="Slice number along the axis."),
-                    analysis: Optional[int] = Query(None, ge=1, le=MAX_CATALOGUE_INT,
-                                                    description="This analysis instead of the latest.")) -> Response:
+                    index: Annotated[Index, Query(description="Slice number along the axis.")] = 0,
+                    analysis: Annotated[Optional[Id], Query(description="This analysis instead of the latest.")]
+                    = None) -> Response:
     """One slice of a map as a PNG, reading only that slice of the results file.
 
     The colour scale is the map's, shared by all its slices (headers ``X-Scale-Min``,
@@ -506,7 +518,7 @@ def _created(request: Request, record_id: int, created: bool, key: str, location
 @router.post("/cycling", tags=["uploads"], dependencies=EDITOR_WRITE, status_code=201)
 async def upload_cycling(request: Request, file: UploadFile = File(..., description="Cycler file."),
                          cell: str = Form(..., max_length=200), format: str = Form("auto", max_length=40),
-                         upper_cutoff_v: Optional[float] = Form(None), reference_cycle: int = Form(2, ge=1, le=10**6)
+                         upper_cutoff_v: Optional[float] = Form(None), reference_cycle: Annotated[_whole_in(1, 10**6), Form()] = 2
                          ) -> JSONResponse:
     """`txmdb cycling ingest FILE --cell CELL`: 201 `{run_id, created}`; the same file again: 200, the same run."""
     from txmdb.catalog.cycling import ingest_cycling
@@ -572,7 +584,7 @@ async def upload_xrd(request: Request, sample: str = Form(..., max_length=200),
 
 # ----------------------------------------------------------------------------- jobs
 @router.post("/scans/{scan_id}/analyses", tags=["jobs"], dependencies=EDITOR_WRITE, status_code=202)
-async def queue_analysis(request: Request, scan_id: int = Id(),
+async def queue_analysis(request: Request, scan_id: RecordId,
                          parameters: Optional[dict[str, Any]] = Body(None, description=(
                              "Options of `txm analyze` by name, e.g. {\"bin\": \"1,2,3\", \"gradient_map\": \"edge\"}; "
                              "missing ones take the command's defaults."))) -> JSONResponse:

@@ -385,7 +385,8 @@ def _validation_message(exc: RequestValidationError) -> str:
         kind = {"query": "query parameter", "path": "path parameter", "header": "header"}.get(where[0] if where else "",
                                                                                              "field")
         name = ".".join(where[1:] if len(where) > 1 else where) or "request"
-        parts.append(f"{kind} {name!r}: {error.get('msg', 'invalid')}")
+        # a ValueError of txmdb's own (whole_number): its message, without pydantic's prefix
+        parts.append(f"{kind} {name!r}: {str(error.get('msg', 'invalid')).removeprefix('Value error, ')}")
     return "; ".join(parts) or "invalid request"
 
 

@@ -22,7 +22,8 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from txmdb.errors import NotFoundError, TxmdbError
 from txmdb.query import QUERIES
-from txmdb.vocabulary import FILTERS, MAX_CATALOGUE_INT
+from txmdb.vocabulary import FILTERS, MAX_CATALOGUE_INT, whole_number
+from txmdb.web.api import Whole
 from txmdb.web.auth import Editor, Viewer
 from txmdb.web.templating import path_segment
 
@@ -583,12 +584,10 @@ def _vector_size_plots(vector_size) -> list[dict]:
 
 @router.get("/scans/{scan_id}", response_class=HTMLResponse)
 @_one_connection
-def scan_page(request: Request, scan_id: int, user=Viewer):
+def scan_page(request: Request, scan_id: Whole, user=Viewer):
     from txmdb import query
 
     catalog, root = _catalog(request), _root(request)
-    if not 0 <= scan_id <= MAX_CATALOGUE_INT:
-        raise NotFoundError(f"no TXM scan with id {scan_id}")
     # Rows, not DataFrames: making the page's eight frames cost more than its statements.
     rows = query.scans.rows(catalog, scan=[scan_id])
     if not rows.rows:
@@ -838,11 +837,9 @@ def _report_choice(request: Request) -> tuple[list[str], list[str], int]:
     states = [s for s in request.query_params.getlist("state") if s.strip()]
     text = request.query_params.get("cycle", "").strip() or "100"
     try:
-        cycle = int(text)
-    except ValueError:
-        raise TxmdbError(f"cycle: {text!r} is not a whole number") from None
-    if not 1 <= cycle <= MAX_CATALOGUE_INT:
-        raise TxmdbError(f"cycle: {cycle} is not a cycle number (1 to {MAX_CATALOGUE_INT})")
+        cycle = whole_number(text, low=1)
+    except ValueError as exc:
+        raise TxmdbError(f"cycle: {exc}") from None
     return chosen, states, cycle
 
 
