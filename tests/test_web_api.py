@@ -140,15 +140,17 @@ def test_json_and_parquet_are_the_clis(lab, tmp_path):
     ("/api/v1/jobs/424242", {}, 404, ["424242"]),
     ("/api/v1/scans/999999/slice.png", {}, 404, ["no TXM scan with id 999999"]),
     # ids, counts and indices read as the filters and the CLI read numbers (session 24: '+1' was scan 1)
-    ("/api/v1/scans/+1", {}, 422, ["path parameter 'scan_id': '+1' is not a whole number from 0 to"]),
-    ("/api/v1/jobs/1_0", {}, 422, ["path parameter 'job_id': '1_0' is not a whole number from 0 to"]),
-    ("/api/v1/scans/%D9%A3/maps", {}, 422, ["'scan_id'", "is not a whole number from 0 to"]),
-    ("/api/v1/samples", {"limit": "+5"}, 422, ["query parameter 'limit': '+5' is not a whole number"]),
+    ("/api/v1/scans/+1", {}, 422, ["path parameter 'scan_id': '+1' is not a whole number from 1 to 2147483647"]),
+    ("/api/v1/jobs/1_0", {}, 422, ["path parameter 'job_id': '1_0' is not a whole number from 1 to"]),
+    ("/api/v1/scans/%D9%A3/maps", {}, 422, ["'scan_id'", "is not a whole number from 1 to"]),
+    ("/api/v1/samples", {"limit": "+5"}, 422, ["query parameter 'limit': '+5' is not a whole number from 1 to 10000"]),
     ("/api/v1/scans", {"offset": "1_0"}, 422, ["query parameter 'offset': '1_0' is not a whole number"]),
     ("/api/v1/jobs", {"scan": "1.0"}, 422, ["query parameter 'scan': '1.0' is not a whole number"]),
     ("/api/v1/scans/1/maps", {"analysis": "+1"}, 422, ["query parameter 'analysis': '+1' is not a whole number"]),
     ("/api/v1/scans/1/slice.png", {"index": "2_0"}, 422, ["query parameter 'index': '2_0' is not a whole number"]),
-    ("/api/v1/scans/" + str(MAX_CATALOGUE_INT + 1), {}, 422, ["'scan_id'", "is not a whole number from 0 to"]),
+    ("/api/v1/scans/" + str(MAX_CATALOGUE_INT + 1), {}, 422, ["'scan_id'", "is not a whole number from 1 to"]),
+    ("/api/v1/scans/%1F1", {}, 422, ["'scan_id'", "is not a whole number"]),  # str.strip() took \x1f
+    ("/api/v1/scans/" + "9" * 5000, {}, 422, ["'" + "9" * 40 + "…' is not a whole number from 1 to"]),
 ])
 def test_bad_requests_are_json_errors(lab, path, params, status, words):
     _assert_json_error(_get(lab, path, **params), status, *words)

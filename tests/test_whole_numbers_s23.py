@@ -22,11 +22,20 @@ def test_whole_number_reads_ascii_digits(text, number):
 
 
 @pytest.mark.parametrize("text", ["", " ", "²", "٣", "1_000", "+1", "-1", "1.0", "1e3", "0x10", "１",
-                                  str(MAX_CATALOGUE_INT + 1), "9" * 5000])
+                                  str(MAX_CATALOGUE_INT + 1), "\x1c1", "\u00a01", "1\n"])
 def test_whole_number_refuses_anything_else(text):
     with pytest.raises(ValueError) as refused:
         whole_number(text)
     assert str(refused.value) == f"{text!r} is not a whole number from 0 to {MAX_CATALOGUE_INT}"
+
+
+def test_whole_number_quotes_a_long_text_cut_short_and_takes_its_own_range():
+    with pytest.raises(ValueError) as refused:
+        whole_number("9" * 5000)
+    assert str(refused.value) == f"'{'9' * 40}…' is not a whole number from 0 to {MAX_CATALOGUE_INT}"
+    assert whole_number("\t12\t", low=12, high=12) == 12
+    with pytest.raises(ValueError, match="^'0' is not a whole number from 1 to 9$"):
+        whole_number("0", low=1, high=9)
 
 
 def test_integer_list_reads_each_number_alike():

@@ -149,15 +149,15 @@ def analysis_request(values: Mapping[str, Any] | None, *, catalog=None):
     from txmdb.analysis.edge import edge_parameters
     from txmdb.errors import TxmdbError
     from txmdb.pipeline import AnalysisOptions
-    from txmdb.vocabulary import ELEMENTS
+    from txmdb.vocabulary import ELEMENTS, MAX_ANALYSIS_WORKERS
 
     v = option_values("analyze", values)
     if v["element"] not in ELEMENTS:
         raise TxmdbError(f"--element {v['element']!r}: expected one of {', '.join(ELEMENTS)}")
     if not 2 <= v["theta_bins"] <= 180:
         raise TxmdbError(f"--theta-bins must be between 2 and 180, got {v['theta_bins']}")
-    if v["workers"] < 1:
-        raise TxmdbError(f"--workers must be at least 1, got {v['workers']}")
+    if not 1 <= v["workers"] <= MAX_ANALYSIS_WORKERS:
+        raise TxmdbError(f"--workers must be between 1 and {MAX_ANALYSIS_WORKERS}, got {v['workers']}")
     extra = {}
     if v["clusters"] is not None:  # phase clusters (issue 11), asked for only when given
         from txmdb.vocabulary import MAX_CLUSTERS

@@ -165,6 +165,10 @@ MAX_BIN_FACTOR = 16
 #: int16 and the mean spectra K rows per energy; more than this many phases is no phase map.
 MAX_CLUSTERS = 100
 
+#: Threads of ``txm analyze --workers N`` over the edge kernel's blocks: a thread per core of
+#: the largest lab server, not one per block (the numpy path made a thread per block).
+MAX_ANALYSIS_WORKERS = 64
+
 # HDF5 tomograms (txmdb.io.hdf5): checked on the file's declarations before any data is
 # read, so a few-KB file cannot make txmdb allocate, decompress or scan gigabytes.
 #: Voxel edge length, nm: 0.01 nm (below any atom) to 1 mm (above any TXM field of view).
@@ -313,11 +317,17 @@ def whole_number(text: str, low: int = 0, high: int = MAX_CATALOGUE_INT) -> int:
     ASCII digits only, from ``low`` to ``high`` (by default what the catalogue holds). ``int``
     alone would take '٣', '+1' and '1_000', and raise on '²' (a digit to ``str.isdigit``) and on
     4,301 digits. ValueError says what is wrong, quoting ``text``."""
-    digits = str(text).strip()
+    text = str(text)
+    digits = text.strip(" \t")       # spaces only: not the control characters str.strip() takes too
     if not (digits.isascii() and digits.isdigit()) or len(digits) > len(str(high)) \
             or not low <= int(digits) <= high:
-        raise ValueError(f"{text!r} is not a whole number from {low} to {high}")
+        shown = text if len(text) <= _QUOTED else text[:_QUOTED] + "…"   # a 100 kB value is not echoed
+        raise ValueError(f"{shown!r} is not a whole number from {low} to {high}")
     return int(digits)
+
+
+#: Characters of a refused number quoted back in its error message.
+_QUOTED = 40
 
 
 def integer_list(text: str) -> list[int]:

@@ -17,6 +17,7 @@ string. Errors are ``{"error": ..., "status": ...}`` (:mod:`txmdb.web.app`).
 from __future__ import annotations
 
 import contextlib
+import functools
 import inspect
 import json
 from urllib.parse import urlencode
@@ -44,8 +45,8 @@ MEDIA_TYPES = {"csv": "text/csv; charset=utf-8", "json": "application/json", "pa
 
 
 # Parameter declarations are objects FastAPI completes per route: a fresh one for each use.
-def _typed_whole(value):
-    return whole_number(value) if isinstance(value, str) else value
+def _typed_whole(value, low: int = 0, high: int = MAX_CATALOGUE_INT):
+    return whole_number(value, low, high) if isinstance(value, str) else value
 
 
 def _whole_in(low: int, high: int):
@@ -53,7 +54,8 @@ def _whole_in(low: int, high: int):
     as the CLI and the filters read numbers (pydantic's int alone takes '+1', '1_000' and '1.0').
     Used in Annotated with its Path/Query/Form: FastAPI drops the validator of a Path given as a
     default, and the range before the validator is the OpenAPI schema's minimum and maximum."""
-    return Annotated[int, Field(ge=low, le=high), BeforeValidator(_typed_whole)]
+    return Annotated[int, Field(ge=low, le=high),
+                     BeforeValidator(functools.partial(_typed_whole, low=low, high=high))]
 
 
 #: a whole number whose range its page checks
