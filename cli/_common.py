@@ -71,9 +71,11 @@ def number_parser(parse):
 whole = number_parser(whole_number)
 
 
-def whole_between(low: int, high: int):
-    """:data:`whole`, for an option of the command line's own whose range is ``low .. high``."""
-    return number_parser(functools.partial(whole_number, low=low, high=high))
+def whole_option(default, *flags: str, low: int, high: int, help: str, **kwargs):
+    """A typer option of the command line's own taking a whole number from ``low`` to ``high`` (as
+    :data:`whole` reads it), its range in its help as click's ``min``/``max`` showed it."""
+    return typer.Option(default, *flags, parser=number_parser(functools.partial(whole_number, low=low, high=high)),
+                        help=f"{help} [{low}<=x<={high}]", **kwargs)
 
 
 def command_path(ctx) -> str:

@@ -17,7 +17,7 @@ import typer
 
 from txmdb.cli._common import (
     CommandGroup, FormatOption, OutputFormat, OutputOption, UsageError, catalog, emit_table, number_parser, whole,
-    whole_between,
+    whole_option,
 )
 from txmdb.query import QUERIES
 from txmdb.vocabulary import (
@@ -110,7 +110,7 @@ def sql(ctx: typer.Context, statement: str = typer.Argument(..., help="One SELEC
         timeout: float = typer.Option(DEFAULT_TIMEOUT_S, "--timeout", min=0.001, max=MAX_TIMEOUT_S,
                                       callback=_seconds, metavar="SECONDS",
                                       help="Stop the statement after this long (on the server, for PostgreSQL)."),
-        max_rows: int = typer.Option(DEFAULT_MAX_ROWS, "--max-rows", parser=whole_between(1, MAX_SQL_ROWS), metavar="N",
+        max_rows: int = whole_option(DEFAULT_MAX_ROWS, "--max-rows", low=1, high=MAX_SQL_ROWS, metavar="N",
                                      help="Return at most N rows; a note on stderr says when more were cut."),
         fmt: OutputFormat = FormatOption, output: Optional[Path] = OutputOption) -> None:
     """Run one read-only SQL query on the catalogue: it can never write, and it is bounded in time and rows.

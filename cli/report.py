@@ -7,8 +7,8 @@ from typing import List, Optional
 
 import typer
 
-from txmdb.cli._common import CommandGroup, catalog, echo, whole_between
-from txmdb.vocabulary import MAX_CATALOGUE_INT
+from txmdb.cli._common import CommandGroup, catalog, echo, whole_option
+from txmdb.vocabulary import MAX_CYCLE_NUMBER
 
 app = typer.Typer(cls=CommandGroup, help="Comparison reports (HTML with the figures of Xu et al. 2020).", no_args_is_help=True)
 
@@ -20,7 +20,7 @@ def compare(
     output: Path = typer.Option(Path("report.html"), "--output", "-o",
                                 help="HTML file to write (missing folders are made)."),
     png_dir: Optional[Path] = typer.Option(None, "--png-dir", help="Also write every figure as PNG into this folder."),
-    cycle: int = typer.Option(100, "--cycle", parser=whole_between(1, MAX_CATALOGUE_INT), metavar="N",
+    cycle: int = whole_option(100, "--cycle", low=1, high=MAX_CYCLE_NUMBER, metavar="N",
                               help="Cycle at which retention and voltage drop are compared."),
     states: List[str] = typer.Option([], "--state", metavar="S",
                                      help="Only the TXM scans, XAS spectra and XRD results in this state (repeatable; "

@@ -6,13 +6,13 @@ from typing import Optional
 
 import typer
 
-from txmdb.cli._common import catalog, echo, whole_between
+from txmdb.cli._common import catalog, echo, whole_option
 
 
 def serve(ctx: typer.Context,
           host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (0.0.0.0: every interface; "
                                                                 "put a TLS reverse proxy in front, docs/deployment.md)."),
-          port: int = typer.Option(8000, "--port", parser=whole_between(1, 65535), metavar="PORT", help="Port to listen on."),
+          port: int = whole_option(8000, "--port", low=1, high=65535, metavar="PORT", help="Port to listen on."),
           root_path: str = typer.Option("", "--root-path", metavar="PREFIX",
                                         help="URL prefix the reverse proxy serves txmdb under, e.g. /txmdb "
                                              "(the proxy strips it)."),
@@ -21,14 +21,14 @@ def serve(ctx: typer.Context,
           forwarded_allow_ips: str = typer.Option("127.0.0.1", "--forwarded-allow-ips", metavar="IPS",
                                                   help="Proxies whose X-Forwarded-Proto/-For are believed "
                                                        "(comma-separated; HTTPS there makes cookies Secure)."),
-          max_upload_mb: Optional[int] = typer.Option(None, "--max-upload-mb", parser=whole_between(1, 1 << 20), metavar="MB",
-                                                      help="Largest upload [default: 256 MB]."),
+          max_upload_mb: Optional[int] = whole_option(None, "--max-upload-mb", low=1, high=1 << 20, metavar="MB",
+                                                      help="Largest upload (default 256 MB)."),
           allowed_hosts: Optional[str] = typer.Option(None, "--allowed-hosts", metavar="NAMES",
                                                       help="Host names browsers reach this server by, comma-separated "
                                                            "('*' any). Needed with --public-read off the loopback "
                                                            "address. Default: any name; with --public-read on a "
                                                            "loopback address: localhost,127.0.0.1,[::1]."),
-          workers: int = typer.Option(1, "--workers", parser=whole_between(1, 64), metavar="N",
+          workers: int = whole_option(1, "--workers", low=1, high=64, metavar="N",
                                       help="Server processes (one core each; a lab server: its number of cores)."),
           ) -> None:
     """Serve the catalogue's web pages and /api/v1 until stopped (Ctrl-C).

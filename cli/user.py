@@ -8,10 +8,12 @@ from typing import Optional
 
 import typer
 
-from txmdb.cli._common import FormatOption, OutputFormat, OutputOption, catalog, echo, emit_table, whole_between
+from txmdb.cli._common import (
+    CommandGroup, FormatOption, OutputFormat, OutputOption, catalog, echo, emit_table, whole_option,
+)
 from txmdb.vocabulary import MAX_TOKEN_DAYS, Role
 
-app = typer.Typer(help="Web accounts (viewer, editor, admin) and their API tokens.", no_args_is_help=True)
+app = typer.Typer(cls=CommandGroup, help="Web accounts (viewer, editor, admin) and their API tokens.", no_args_is_help=True)
 
 
 def _password(from_stdin: bool) -> str:
@@ -39,9 +41,9 @@ def add(ctx: typer.Context, name: str = typer.Argument(..., help="Account name (
 
 @app.command("token")
 def token(ctx: typer.Context, name: str = typer.Argument(..., help="Account name."),
-          expires_days: Optional[int] = typer.Option(None, "--expires-days", parser=whole_between(1, MAX_TOKEN_DAYS), metavar="N",
-                                                     help="The token stops working after N days [default: when the "
-                                                          "account is disabled].")) -> None:
+          expires_days: Optional[int] = whole_option(None, "--expires-days", low=1, high=MAX_TOKEN_DAYS, metavar="N",
+                                                     help="The token stops working after N days (default: when the "
+                                                          "account is disabled).")) -> None:
     """Print a new API token of an account, alone on the last line (it is shown once: only its hash is kept)."""
     from txmdb.accounts import issue_token
 

@@ -316,7 +316,9 @@ def test_a_query_pages_number_field_takes_ascii_digits_only(site, query):
 @pytest.mark.parametrize("path, words", [("/scans/+1", "'+1' is not a whole number from 0 to"),
                                          ("/scans/1_0", "'1_0' is not a whole number from 0 to"),
                                          ("/compare?sample=a&cycle=%2B100", "cycle: '+100' is not a whole number from 1 to"),
-                                         ("/compare?sample=a&cycle=0", "cycle: '0' is not a whole number from 1 to")])
+                                         ("/compare?sample=a&cycle=0", "cycle: '0' is not a whole number from 1 to"),
+                                         ("/compare?sample=a&cycle=%1F100", "cycle: '\\x1f100' is not a whole number"),
+                                         ("/query/scans?scan=%1F1", "'\\x1f1' is not a whole number from 0 to")])
 def test_the_pages_ids_and_cycles_take_ascii_digits_only(site, path, words):
     """As the query pages' fields (session 24: /scans/+1 was scan 1's page, the compare form took int())."""
     with site.client(site.server, "viewer") as client:

@@ -106,6 +106,11 @@ BAD_RULES = [
     ("settle_seconds = -1\n[[rule]]\nfolder='a'\nglob='*'\nkind='txm'\nset={sample='s'}\n",
      "settle_seconds -1: expected seconds from 0 to 86400"),
     ("settle_seconds = 1\n", "no rules: add at least one [[rule]] with folder, glob and kind"),
+    # a typed whole number is read as everywhere else (session 24: '+1_0' was 10), in the catalogue's range
+    ("[[rule]]\nfolder='a'\nglob='*'\nkind='cycling'\nset={cell='C', reference_cycle='+1_0'}\n",
+     "rule 1: set: reference_cycle: expected a whole number, got '+1_0'"),
+    ("[[rule]]\nfolder='a'\nglob='*'\nkind='cycling'\nset={cell='C', reference_cycle=3000000000}\n",
+     "rule 1: set: reference_cycle: 3000000000 is not between 1 and 2147483647"),
     ("[[rule]\n", None),  # not TOML: the parser's own message follows the file name
 ]
 

@@ -171,7 +171,7 @@ def test_services_name_values_not_options(catalog):
      "error: --active-mass-mg, --loading-mg-cm2, --area-cm2, --active-fraction: cell 'C9' needs its active mass, "
      "or its loading, area and active fraction"),
     (["cycling", "ingest", "run.csv", "--cell", "C", "--reference-cycle", "0"],
-     "error: --reference-cycle: reference cycle 0 is not a cycle number (cycles count from 1)"),
+     "error: --reference-cycle: reference cycle 0 is not a cycle number (cycles count from 1 to 2147483647)"),
     (["cycling", "ingest", "run.csv", "--cell", "C", "--upper-cutoff", "-4"],
      "error: --upper-cutoff: upper cut-off -4.0 V is not a positive voltage"),
     (["xrd", "add", "--sample", "S", "--i003-i104", "-1"],

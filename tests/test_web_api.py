@@ -376,3 +376,14 @@ def test_the_api_documents_itself_as_a_page_without_scripts(lab):
     assert inline_scripts(page.text) == []
     with lab.client(lab.server) as anonymous:
         _assert_json_error(anonymous.get("/api/v1/docs"), 401)
+
+
+def test_openapi_keeps_the_ranges_of_ids_and_pages(lab):
+    """Each typed number's range sits before its validator (txmdb.web.api._whole_in), so the schema
+    still gives clients minimum and maximum."""
+    spec = _get(lab, "/api/v1/openapi.json").json()
+    params = {p["name"]: p["schema"] for p in spec["paths"]["/api/v1/scans/{scan_id}/slice.png"]["get"]["parameters"]}
+    assert (params["scan_id"]["minimum"], params["scan_id"]["maximum"]) == (1, MAX_CATALOGUE_INT)
+    assert (params["index"]["minimum"], params["index"]["maximum"]) == (0, MAX_CATALOGUE_INT)
+    listed = {p["name"]: p["schema"] for p in spec["paths"]["/api/v1/samples"]["get"]["parameters"]}
+    assert (listed["limit"]["minimum"], listed["limit"]["maximum"]) == (1, MAX_PAGE_ROWS)

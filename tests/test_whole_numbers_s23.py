@@ -161,3 +161,40 @@ def test_the_command_lines_own_numbers_read_alike(lab, args, option, low, high):
 def test_binning_factors_read_alike(lab):
     result = lab("txm", "analyze", "1", "--bin", "+1,٢")
     assert (result.exit_code, result.stderr) == (1, "error: --bin '+1,٢': expected binning factors like 1,2,3\n")
+
+
+def test_a_list_takes_spaces_not_control_characters_around_its_numbers():
+    assert integer_list(" 7,\t8 ,") == [7, 8]
+    for text in ("\x1f1", "\u00a07,8", "7,\u20288"):
+        with pytest.raises(ValueError, match="is not a whole number from 0 to"):
+            integer_list(text)
+    with pytest.raises(ValueError) as refused:
+        integer_list(" ," * 1000)
+    assert str(refused.value) == f"{' ,' * 20!r}"[:-1] + "…' holds no number; give N or N,N,…"
+
+
+def test_zero_padding_is_not_counted_against_a_narrow_range():
+    assert whole_number("007", low=1, high=64) == 7
+    assert whole_number("000100", low=1, high=10_000) == 100
+    assert whole_number("0" * 5000) == 0
+    with pytest.raises(ValueError, match="^'065' is not a whole number from 1 to 64$"):
+        whole_number("065", low=1, high=64)
+
+
+def test_roi_ends_are_whole_numbers():
+    from txmdb.errors import TxmdbError
+    from txmdb.options import parse_roi
+
+    assert parse_roi(" 0:64 ,:, 10 :90") == ((0, 64), (None, None), (10, 90))
+    for text in ("+0:64,:,:", "0:1_00,:,:", "٠:64,:,:"):
+        with pytest.raises(TxmdbError, match="expected Z0:Z1,Y0:Y1,X0:X1"):
+            parse_roi(text)
+
+
+def test_the_ranged_options_show_their_range_and_name_their_own_help(lab):
+    assert "[1<=x<=65535]" in lab("serve", "--help").stdout
+    assert "[1<=x<=3650]" in " ".join(lab("user", "token", "--help").stdout.replace("│", " ").split())
+    for args, command in ((["user", "token", "x", "--expires-days"], "user token"),
+                          (["db", "check", "--stale-hours"], "db check")):
+        result = lab(*args)
+        assert result.exit_code == 2 and result.stderr.endswith(f"(see 'txmdb {command} --help')\n"), result.stderr

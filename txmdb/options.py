@@ -83,6 +83,7 @@ def parse_registration(text: Optional[str]):
 def parse_roi(text: Optional[str]) -> Optional[tuple[tuple[Optional[int], Optional[int]], ...]]:
     """'Z0:Z1,Y0:Y1,X0:X1' (2-D: 'Y0:Y1,X0:X1'; an end may be empty) → ((lo, hi), …)."""
     from txmdb.errors import TxmdbError
+    from txmdb.vocabulary import SPACES, whole_number
 
     if text is None:
         return None
@@ -92,7 +93,7 @@ def parse_roi(text: Optional[str]) -> Optional[tuple[tuple[Optional[int], Option
         try:
             if not sep:
                 raise ValueError(part)
-            out.append((int(lo) if lo.strip() else None, int(hi) if hi.strip() else None))
+            out.append((whole_number(lo) if lo.strip(SPACES) else None, whole_number(hi) if hi.strip(SPACES) else None))
         except ValueError:
             raise TxmdbError(f"--roi {text!r}: expected Z0:Z1,Y0:Y1,X0:X1 (2-D: Y0:Y1,X0:X1) in voxels, "
                              f"e.g. 0:64,:,10:90") from None

@@ -318,23 +318,30 @@ def whole_number(text: str, low: int = 0, high: int = MAX_CATALOGUE_INT) -> int:
     alone would take '٣', '+1' and '1_000', and raise on '²' (a digit to ``str.isdigit``) and on
     4,301 digits. ValueError says what is wrong, quoting ``text``."""
     text = str(text)
-    digits = text.strip(" \t")       # spaces only: not the control characters str.strip() takes too
-    if not (digits.isascii() and digits.isdigit()) or len(digits) > len(str(high)) \
-            or not low <= int(digits) <= high:
-        shown = text if len(text) <= _QUOTED else text[:_QUOTED] + "…"   # a 100 kB value is not echoed
-        raise ValueError(f"{shown!r} is not a whole number from {low} to {high}")
-    return int(digits)
+    digits = text.strip(SPACES)
+    significant = digits.lstrip("0") or "0"   # '007' is 7 whatever the range's width
+    if not (digits.isascii() and digits.isdigit()) or len(significant) > len(str(high)) \
+            or not low <= int(significant) <= high:
+        raise ValueError(f"{quoted(text)} is not a whole number from {low} to {high}")
+    return int(significant)
 
 
-#: Characters of a refused number quoted back in its error message.
-_QUOTED = 40
+#: What surrounds a typed number harmlessly: spaces and tabs, not the control characters and
+#: line separators ``str.strip()`` takes too.
+SPACES = " \t"
+
+
+def quoted(text: str, most: int = 40) -> str:
+    """``repr`` of a refused value for its error message, cut to ``most`` characters (a 100 kB
+    value is not echoed back whole)."""
+    return repr(text if len(text) <= most else text[:most] + "…")
 
 
 def integer_list(text: str) -> list[int]:
     """The value of a numeric filter given as text (a CLI option, an API query parameter): a whole
     number or a comma-separated list of them (:func:`whole_number` each). ValueError says what is
     wrong, quoting ``text``."""
-    parts = [v for v in str(text).split(",") if v.strip()]
+    parts = [v for v in str(text).split(",") if v.strip(SPACES)]
     if not parts:  # " , ," would otherwise mean "no filter": every row
-        raise ValueError(f"{text!r} holds no number; give N or N,N,…")
-    return [whole_number(v.strip()) for v in parts]
+        raise ValueError(f"{quoted(str(text))} holds no number; give N or N,N,…")
+    return [whole_number(v.strip(SPACES)) for v in parts]

@@ -12,6 +12,7 @@ from txmdb.catalog.samples import active_mass_g, get_cell
 from txmdb.db.models import Cycle, CyclingRun
 from txmdb.errors import InputError, ParameterError, input_errors
 from txmdb.store import CYCLING
+from txmdb.vocabulary import MAX_CYCLE_NUMBER
 
 
 def ingest_cycling(
@@ -29,9 +30,9 @@ def ingest_cycling(
     from txmdb.analysis.cycling import cycle_metrics
     from txmdb.io.cycling import read_cycler_file, require_cycling
 
-    if reference_cycle < 1:
+    if not 1 <= reference_cycle <= MAX_CYCLE_NUMBER:
         raise ParameterError("reference_cycle", f"reference cycle {reference_cycle} is not a cycle number "
-                                                "(cycles count from 1)")
+                                                f"(cycles count from 1 to {MAX_CYCLE_NUMBER})")
     if upper_cutoff_v is not None and not (math.isfinite(upper_cutoff_v) and upper_cutoff_v > 0):
         raise ParameterError("upper_cutoff_v", f"upper cut-off {upper_cutoff_v} V is not a positive voltage")
     provenance = file_provenance(path)

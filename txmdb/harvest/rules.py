@@ -18,7 +18,9 @@ from typing import Any, Callable
 
 from txmdb.errors import InputError, TxmdbError
 from txmdb.options import ANALYZE_OPTIONS
-from txmdb.vocabulary import AUTO, CYCLER_FORMATS, EDGES, HARVEST_KINDS, HARVEST_SETTLE_S, LAYOUTS, MODES
+from txmdb.vocabulary import (
+    AUTO, CYCLER_FORMATS, EDGES, HARVEST_KINDS, HARVEST_SETTLE_S, LAYOUTS, MAX_CYCLE_NUMBER, MODES, whole_number,
+)
 
 TOP_KEYS = ("settle_seconds", "rule")
 RULE_KEYS = ("name", "folder", "glob", "kind", "pattern", "set", "register", "analyze", "analysis")
@@ -35,7 +37,10 @@ def _number(kind: type) -> Callable[[Any], float | int]:
         if isinstance(value, bool):
             raise ValueError(f"expected a number, got {value!r}")
         try:
-            number = kind(value) if not (kind is int and isinstance(value, float)) else None
+            if kind is int and isinstance(value, str):    # as every typed number: '+1_0' is not 10
+                number = whole_number(value)
+            else:
+                number = kind(value) if not (kind is int and isinstance(value, float)) else None
         except (TypeError, ValueError):
             number = None
         if number is None or (kind is float and not math.isfinite(number)):
@@ -100,7 +105,7 @@ _float, _int = _number(float), _number(int)
 #: Per kind: its ingest command's options (keyword → converter), and those it cannot do without.
 OPTIONS: dict[str, dict[str, Callable]] = {
     "cycling": {"cell": _text, "format": _one_of((AUTO, *CYCLER_FORMATS)), "columns": _columns,
-                "upper_cutoff": _float, "reference_cycle": _at_least(1), "encoding": _text},
+                "upper_cutoff": _float, "reference_cycle": _at_least(1, MAX_CYCLE_NUMBER), "encoding": _text},
     "xas": {"sample": _text, "reference": _text, "edge": _one_of(EDGES), "mode": _one_of(MODES), "state": _text,
             "depth_um": _float, "pre": _window("pre"), "post": _window("post"), "edge_window": _window("edge_window"),
             "min_jump": _float, "background": _window("background"), "l3_low": _window("l3_low"),

@@ -30,7 +30,7 @@ from pydantic import BeforeValidator, Field
 
 from txmdb.query import QUERIES
 from txmdb.vocabulary import (
-    DEFAULT_PAGE_ROWS, FILTERS, MAX_CATALOGUE_INT, MAX_PAGE_ROWS, JOB_STATUSES, Filter, whole_number,
+    DEFAULT_PAGE_ROWS, FILTERS, MAX_CATALOGUE_INT, MAX_CYCLE_NUMBER, MAX_PAGE_ROWS, JOB_STATUSES, Filter, whole_number,
 )
 from txmdb.web.auth import csrf_protect, require_role
 
@@ -58,7 +58,7 @@ def _whole_in(low: int, high: int):
                      BeforeValidator(functools.partial(_typed_whole, low=low, high=high))]
 
 
-#: a whole number whose range its page checks
+#: a whole number from 0 to MAX_CATALOGUE_INT (a page's id: the catalogue then says whether it exists)
 Whole = Annotated[int, BeforeValidator(_typed_whole)]
 Id = _whole_in(1, MAX_CATALOGUE_INT)
 Index = _whole_in(0, MAX_CATALOGUE_INT)
@@ -520,7 +520,7 @@ def _created(request: Request, record_id: int, created: bool, key: str, location
 @router.post("/cycling", tags=["uploads"], dependencies=EDITOR_WRITE, status_code=201)
 async def upload_cycling(request: Request, file: UploadFile = File(..., description="Cycler file."),
                          cell: str = Form(..., max_length=200), format: str = Form("auto", max_length=40),
-                         upper_cutoff_v: Optional[float] = Form(None), reference_cycle: Annotated[_whole_in(1, 10**6), Form()] = 2
+                         upper_cutoff_v: Optional[float] = Form(None), reference_cycle: Annotated[_whole_in(1, MAX_CYCLE_NUMBER), Form()] = 2
                          ) -> JSONResponse:
     """`txmdb cycling ingest FILE --cell CELL`: 201 `{run_id, created}`; the same file again: 200, the same run."""
     from txmdb.catalog.cycling import ingest_cycling

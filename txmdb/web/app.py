@@ -377,7 +377,8 @@ def _status_of(exc) -> int:
 
 
 def _validation_message(exc: RequestValidationError) -> str:
-    """One line per bad field, naming where it was and what is wrong, never the value sent."""
+    """One line per bad field, naming where it was and what is wrong; of the value sent, at most
+    what txmdb's own messages quote (:func:`txmdb.vocabulary.quoted`: 40 characters, escaped)."""
     parts = []
     for error in exc.errors():
         # ("query", "status", 0): the parameter's name, not the position of a repeated value.

@@ -22,7 +22,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from txmdb.errors import NotFoundError, TxmdbError
 from txmdb.query import QUERIES
-from txmdb.vocabulary import FILTERS, MAX_CATALOGUE_INT, whole_number
+from txmdb.vocabulary import FILTERS, SPACES, whole_number
 from txmdb.web.api import Whole
 from txmdb.web.auth import Editor, Viewer
 from txmdb.web.templating import path_segment
@@ -835,7 +835,8 @@ def _report_choice(request: Request) -> tuple[list[str], list[str], int]:
     """The samples, states (none: every state) and cycle the compare form asks for (cycle 100 unless given)."""
     chosen = [s for s in request.query_params.getlist("sample") if s.strip()]
     states = [s for s in request.query_params.getlist("state") if s.strip()]
-    text = request.query_params.get("cycle", "").strip() or "100"
+    text = request.query_params.get("cycle", "")
+    text = text if text.strip(SPACES) else "100"
     try:
         cycle = whole_number(text, low=1)
     except ValueError as exc:
