@@ -25,7 +25,20 @@ UsageError = typer.BadParameter.__base__
 NoArgsIsHelp = getattr(sys.modules[UsageError.__module__], "NoArgsIsHelpError", ())
 
 
-class CommandGroup(TyperGroup):
+class UsageGroup(TyperGroup):
+    """A command group that names, on a usage error click raised without a context (an option
+    missing its value), the command it was making: the main group's one line names its help."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except UsageError as exc:
+            if exc.ctx is None and ctx.invoked_subcommand and not hasattr(exc, "command_path"):
+                exc.command_path = f"{command_path(ctx)} {ctx.invoked_subcommand}"
+            raise
+
+
+class CommandGroup(UsageGroup):
     """A command group whose commands' ParameterErrors name their options.
 
     Catalogue services name the parameter of a bad value by its keyword (``voxel_nm``);
@@ -38,12 +51,6 @@ class CommandGroup(TyperGroup):
 
         try:
             return super().invoke(ctx)
-        except UsageError as exc:
-            # click raises some (an option missing its value) without the command's context:
-            # the innermost group knows which command it was making
-            if exc.ctx is None and ctx.invoked_subcommand and not hasattr(exc, "command_path"):
-                exc.command_path = f"{command_path(ctx)} {ctx.invoked_subcommand}"
-            raise
         except ParameterError as exc:
             command = self.commands.get(ctx.invoked_subcommand or "")
             # A subgroup is not the command that took the value: leave the error to it.

@@ -7,9 +7,9 @@ from typing import Optional
 
 import typer
 
-from txmdb.cli._common import CommandGroup, catalog, echo
+from txmdb.cli._common import UsageGroup, catalog, echo
 
-app = typer.Typer(cls=CommandGroup, help="Inspect and migrate the catalogue schema.", no_args_is_help=True)
+app = typer.Typer(cls=UsageGroup, help="Inspect and migrate the catalogue schema.", no_args_is_help=True)
 
 
 def init(ctx: typer.Context) -> None:

@@ -9,11 +9,11 @@ from typing import Optional
 import typer
 
 from txmdb.cli._common import (
-    CommandGroup, FormatOption, OutputFormat, OutputOption, catalog, echo, emit_table, whole_option,
+    FormatOption, OutputFormat, OutputOption, UsageGroup, catalog, echo, emit_table, whole_option,
 )
 from txmdb.vocabulary import MAX_TOKEN_DAYS, Role
 
-app = typer.Typer(cls=CommandGroup, help="Web accounts (viewer, editor, admin) and their API tokens.", no_args_is_help=True)
+app = typer.Typer(cls=UsageGroup, help="Web accounts (viewer, editor, admin) and their API tokens.", no_args_is_help=True)
 
 
 def _password(from_stdin: bool) -> str:

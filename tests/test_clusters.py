@@ -195,13 +195,19 @@ def test_cli_clusters_queries_and_label_map(cli, three_phases):
     assert json.loads(cli("query", "clusters", "--format", "json").stdout) == []
 
 
-@pytest.mark.parametrize("k", ["0", "-2", "101"])
-def test_cli_refuses_a_bad_number_of_clusters(cli, three_phases, k):
+@pytest.mark.parametrize("k, status, line", [
+    ("0", 1, "error: --clusters must be between 1 and 100, got 0"),
+    ("101", 1, "error: --clusters must be between 1 and 100, got 101"),
+    # not a whole number: a usage error (session 24, as every typed number)
+    ("-2", 2, "error: Invalid value for '--clusters': '-2' is not a whole number from 0 to 2147483647 "
+              "(see 'txmdb txm analyze --help')"),
+])
+def test_cli_refuses_a_bad_number_of_clusters(cli, three_phases, k, status, line):
     path, _, _ = three_phases
     scan = _ingest(cli, path)
     result = cli("txm", "analyze", scan, "--clusters", k)
-    assert result.exit_code == 1
-    assert result.output.strip().splitlines() == [f"error: --clusters must be between 1 and 100, got {k}"]
+    assert result.exit_code == status
+    assert result.output.strip().splitlines() == [line]
     assert _count(cli, "analyses") == 0 and _count(cli, "cluster_spectra") == 0
 
 

@@ -494,6 +494,9 @@ def run_one(catalog, job: Job, worker: str, *, lease_s: float = DEFAULT_LEASE_S,
         return "lost"
     except (SystemExit, KeyboardInterrupt) as exc:
         given_back = _quietly(release, catalog, job.id, worker)
+        # a signal inside the analysis' own failure handling left its row running, and a job given
+        # back is never seen by expire_leases: this process ends, so its running analysis is lost
+        _quietly(_fail_lost_analyses, catalog, job.scan_id, worker, f"worker {worker} stopped during job {job.id}")
         stats.released += 1
         log.info("job.released", job=job.id, worker=worker, reason=_one_line(exc), requeued=bool(given_back))
         raise
