@@ -137,26 +137,27 @@ def _plain(coef, r, r0, nr, f0, f1, n_cubic):  # pragma: no cover - compiled
 # adds its rows in row order, with the same roundings as row by row (same numbers).
 @njit(fastmath=False, cache=True, nogil=True, error_model="numpy", inline="always")
 def _rows4(mu, v0, m, r, nr, r0, f0, f1, x, coef, with_wl, plain, a_pre, b_pre, jump, slope, acc, yy):  # pragma: no cover
-    """Rows ``r .. r + nr - 1`` (``nr`` <= 4) of ``norm`` into ``acc`` (6, m) and ``yy``.
+    """Rows ``r .. r + 3`` of ``norm`` into ``acc`` (6, m) and ``yy`` (``nr`` = 4 rows;
+    0 for the cubic's weights of rows outside the white-line window).
 
     ``with_wl`` false: rows outside the white-line window (its accumulators untouched).
-    A weight of 0 (outside a window, or beyond ``nr``) leaves its accumulator as it is;
-    ``plain``: four rows, all in F, no weight 0 (the same sums without selects).
+    A weight of 0 (outside a window) leaves its accumulator as it is; ``plain``: all four
+    rows in F, no weight 0 (the same sums without selects).
     """
     k = coef.shape[0] - 4
     ra = r
-    rb = r + min(1, nr - 1)
-    rc = r + min(2, nr - 1)
-    rd = r + min(3, nr - 1)
+    rb = r + 1
+    rc = r + 2
+    rd = r + 3
     xa, xb, xc, xd = x[ra], x[rb], x[rc], x[rd]
     mu_a = mu[ra, v0:v0 + m]
     mu_b = mu[rb, v0:v0 + m]
     mu_c = mu[rc, v0:v0 + m]
     mu_d = mu[rd, v0:v0 + m]
     ya = f0 <= ra < f1
-    yb = nr > 1 and f0 <= rb < f1
-    yc = nr > 2 and f0 <= rc < f1
-    yd = nr > 3 and f0 <= rd < f1
+    yb = f0 <= rb < f1
+    yc = f0 <= rc < f1
+    yd = f0 <= rd < f1
     g0a, g0b, g0c, g0d = _weights4(coef, 4, r, r0, nr)
     g1a, g1b, g1c, g1d = _weights4(coef, 5, r, r0, nr)
     # the cubic's weights (all 0 outside the white-line window: not used there)
@@ -209,7 +210,11 @@ def _accumulate_fused(mu, v0, m, r0, r1, w0, w1, f0, f1, x, coef, a_pre, b_pre, 
         # a run of rows on one side of the white-line window's edges
         stop = min(r1, w1) if in_w else (min(r1, w0) if r < w0 else r1)
         nr = min(4, stop - r)
-        if _plain(coef, r, r0, nr, f0, f1, 4 if in_w else 0):
+        if nr < 4:
+            # a run's last rows one by one (a sweep would do four rows' work for them; the
+            # same sums: each accumulator adds its rows in row order either way)
+            _accumulate(mu, v0, m, r, r + nr, f0, f1, x, coef[:, r - r0:], a_pre, b_pre, jump, slope, acc, yy)
+        elif _plain(coef, r, r0, nr, f0, f1, 4 if in_w else 0):
             if in_w:
                 _rows4(mu, v0, m, r, nr, r0, f0, f1, x, coef, True, True, a_pre, b_pre, jump, slope, acc, yy)
             else:
