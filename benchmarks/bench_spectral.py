@@ -9,8 +9,8 @@ Two measurements, each in a fresh child process:
 
 - **pass** — the edge phase of ``txm analyze`` (``analyze_stack``'s edge loop) over the
   20-million-voxel stack of ``bench_edge``/``bench_analysis`` (272³ × 60 float32,
-  contiguous): ``edge_slabs`` with the background reader, 1 kernel thread (the product's
-  default; ``--workers N`` for both kinds alike), and ``txmdb.pipeline.EdgePhaseWriter``,
+  contiguous): ``edge_slabs`` with the background reader, the product's kernel threads (one
+  per usable core, sharing a slab's blocks as each is free; ``--workers N`` for both kinds alike), and ``txmdb.pipeline.EdgePhaseWriter``,
   the loop's own writer: the edge map kept in memory (float64), ``edge_ev``, ``jump`` and
   ``valid`` (and the spectral maps) written as float32/bool data sets of a results file by
   its thread, up to two slabs behind the kernel; under ``no_huge_pages`` and
@@ -70,7 +70,7 @@ def references() -> dict[str, tuple[np.ndarray, np.ndarray]]:
     return out
 
 
-def measure_pass(path: Path, kind: str, workers: int = 1, sink: str = "file", fit: tuple[float, float] = FIT) -> dict:
+def measure_pass(path: Path, kind: str, workers: int = 0, sink: str = "file", fit: tuple[float, float] = FIT) -> dict:
     """The edge phase of ``txm analyze`` over the whole stack, edge kernel alone or with the
     spectral maps: ``sink`` ``file`` — its loop (:class:`txmdb.pipeline.EdgePhaseWriter`: the
     float64 edge map in memory, ``edge_ev``, ``jump``, ``valid`` and the spectral maps written
@@ -107,7 +107,7 @@ def measure_pass(path: Path, kind: str, workers: int = 1, sink: str = "file", fi
         with no_huge_pages(), freed_memory_kept(), h5py.File(results, "w") as out:
             cpu0, kernel0 = _cpu_seconds(), _cpu_seconds(thread=True)
             t0 = time.perf_counter()
-            slabs = edge_slabs(info, params, spectral=spectral, workers=workers, reuse_maps=reuse)
+            slabs = edge_slabs(info, params, spectral=spectral, workers=workers or None, reuse_maps=reuse)
             if sink == "file":
                 with EdgePhaseWriter(out, results, spatial, spectral) as writer:
                     for start, _, res in slabs:
@@ -235,7 +235,8 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--larch-spectra", type=int, default=20)
     ap.add_argument("--no-per-voxel", action="store_true", help="only the passes")
-    ap.add_argument("--workers", type=int, default=1, help="kernel threads of both passes (default 1, as the product)")
+    ap.add_argument("--workers", type=int, default=0,
+                    help="kernel threads of both passes (default 0: the product's, one per usable core)")
     ap.add_argument("--kinds", default="edge,spectral",
                     help="passes, alternating: edge, spectral, spectral-fresh (float64 maps per slab)")
     ap.add_argument("--sink", default="file",

@@ -127,7 +127,7 @@ def measure_analysis(path: Path, spectral: bool, gradient_maps: str, workers: in
     catalog = fresh_catalog(OUT / "bench_whole_analysis")
     scan, _ = ingest_scan(catalog, path, sample="rod")
     # the options as `txm analyze` parses them (--edge-only: no white line, no LCF)
-    values = {"workers": workers, "gradient_map": gradient_maps,
+    values = {"workers": workers or None, "gradient_map": gradient_maps,
               **({"lcf": _references(catalog)} if spectral else {"white_line": "none"})}
     options, _ = analysis_request(values, catalog=catalog)
     checks = _watch_input_hash()
@@ -186,7 +186,7 @@ def main() -> None:
     ap.add_argument("--edge-only", dest="spectral", action="store_false",
                     help="the edge map alone (default: also the white line and a two-reference LCF)")
     ap.add_argument("--gradient-maps", default="edge")
-    ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--workers", type=int, default=0, help="kernel threads (default 0: the product's, one per core)")
     ap.add_argument("--old-read", action="store_true",
                     help="per pair also the analysis with h5py's read and a second read for the hash "
                          "(TXMDB_SINGLE_READ=0), to compare")

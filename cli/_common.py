@@ -60,6 +60,12 @@ class CommandGroup(UsageGroup):
             raise
 
 
+def shown_as_written(help_text: str) -> str:
+    """An option's help text for typer's rich help, '[' escaped: rich markup took '[default: …]'
+    for a style tag and dropped it (literal help texts here write ``\\[`` themselves)."""
+    return help_text.replace("[", "\\[")
+
+
 def number_parser(parse):
     """A typer parser of a numeric argument or option by ``parse`` (:func:`txmdb.vocabulary.whole_number`
     or :func:`~txmdb.vocabulary.integer_list`), its ValueError a usage error."""

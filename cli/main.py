@@ -64,8 +64,8 @@ app = typer.Typer(
 @app.callback()
 def _global_options(
     ctx: typer.Context,
-    db: Optional[str] = typer.Option(None, "--db", envvar="TXMDB_URL", help="Catalogue URL or SQLite file [default: sqlite:///txmdb.db]."),
-    store: Optional[Path] = typer.Option(None, "--store", envvar="TXMDB_STORE", help="Results store folder [default: txmdb-store/ beside a SQLite file]."),
+    db: Optional[str] = typer.Option(None, "--db", envvar="TXMDB_URL", help="Catalogue URL or SQLite file \\[default: sqlite:///txmdb.db]."),
+    store: Optional[Path] = typer.Option(None, "--store", envvar="TXMDB_STORE", help="Results store folder \\[default: txmdb-store/ beside a SQLite file]."),
 ) -> None:
     ctx.obj = {"db": db, "store": store}
 

@@ -23,9 +23,9 @@ def cycling_ingest(
     cell: str = typer.Option(..., help="Cell the file belongs to."),
     file_format: CyclerFormat = typer.Option(CyclerFormat.auto, "--format", help="File format; auto reads the content."),
     columns: Optional[str] = typer.Option(None, help="Column mapping for other CSVs, e.g. time_s=Time,voltage_v=Ewe,current_a=I."),
-    upper_cutoff_v: Optional[float] = typer.Option(None, "--upper-cutoff", help="Upper cut-off voltage (V) for the voltage drop [default: the cell's]."),
+    upper_cutoff_v: Optional[float] = typer.Option(None, "--upper-cutoff", help="Upper cut-off voltage (V) for the voltage drop \\[default: the cell's]."),
     reference_cycle: int = typer.Option(2, parser=whole, metavar="N", help="Reference cycle for capacity retention."),
-    encoding: Optional[str] = typer.Option(None, help="Text encoding of a CSV, e.g. cp1252 or gb18030 [default: read from the bytes]."),
+    encoding: Optional[str] = typer.Option(None, help="Text encoding of a CSV, e.g. cp1252 or gb18030 \\[default: read from the bytes]."),
 ) -> None:
     """Ingest a cycler file and compute per-cycle metrics; the same file again returns the existing run."""
     from txmdb.catalog.cycling import ingest_cycling
@@ -47,7 +47,7 @@ def xas_ingest(
     reference: Optional[str] = typer.Option(None, help="Record a named reference spectrum for LCF "
                                             "(txm analyze --lcf NAME,…); it belongs to no sample."),
     edge: Edge = typer.Option(..., help="Absorption edge."),
-    mode: Optional[Mode] = typer.Option(None, help="Detection mode [default: transmission for K, TEY for L3]."),
+    mode: Optional[Mode] = typer.Option(None, help="Detection mode \\[default: transmission for K, TEY for L3]."),
     state: Optional[str] = typer.Option(None, help="State, e.g. pristine or charged-4.5V."),
     depth_um: Optional[float] = typer.Option(None, help="Probing depth in µm (depth-resolved confocal XAS)."),
     pre: Optional[str] = typer.Option(None, help="K edge: pre-edge window LO:HI in eV [Ni: ≤ 8320]."),

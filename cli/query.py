@@ -16,8 +16,8 @@ from typing import List, Optional
 import typer
 
 from txmdb.cli._common import (
-    CommandGroup, FormatOption, OutputFormat, OutputOption, UsageError, catalog, emit_table, number_parser, whole,
-    whole_option,
+    CommandGroup, FormatOption, OutputFormat, OutputOption, UsageError, catalog, emit_table, number_parser,
+    shown_as_written, whole, whole_option,
 )
 from txmdb.query import QUERIES
 from txmdb.vocabulary import (
@@ -53,21 +53,22 @@ app = typer.Typer(cls=_QueryGroup, help="Query across samples, cells, cycles and
 
 def _parameter(f: Filter) -> inspect.Parameter:
     """The typer option of one filter or query parameter."""
+    shown = shown_as_written(f.help)
     if f.type is bool:
         annotation = Optional[bool] if f.default is None else bool
-        option = typer.Option(f.default, *f.flags, help=f.help)
+        option = typer.Option(f.default, *f.flags, help=shown)
     elif f.multiple and f.type is int:
         annotation = Optional[List[str]]
-        option = typer.Option(None, *f.flags, parser=number_parser(integer_list), metavar="N[,N…]", help=f.help)
+        option = typer.Option(None, *f.flags, parser=number_parser(integer_list), metavar="N[,N…]", help=shown)
     elif f.multiple:
         annotation = Optional[List[str]]
-        option = typer.Option(None, *f.flags, help=f.help)
+        option = typer.Option(None, *f.flags, help=shown)
     elif f.type is int:
         annotation = str if f.default is not None else Optional[str]
-        option = typer.Option(f.default, *f.flags, parser=whole, metavar="N", help=f.help)
+        option = typer.Option(f.default, *f.flags, parser=whole, metavar="N", help=shown)
     else:
         annotation = f.type if f.default is not None else Optional[f.type]
-        option = typer.Option(f.default, *f.flags, help=f.help)
+        option = typer.Option(f.default, *f.flags, help=shown)
     return inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=annotation)
 
 

@@ -60,13 +60,15 @@ def analyze(
     snr: Optional[float] = typer.Option(None, help="Mask voxels whose jump is below SNR × pre-edge RMS residual."),
     theta_bins: int = typer.Option(36, parser=whole, metavar="N", help="Number of θ bins over 0–180°."),
     min_particle_voxels: Optional[int] = typer.Option(None, parser=whole, metavar="N", help="Smallest particle kept (default 1000 in 3D, 100 in 2D)."),
-    workers: int = typer.Option(1, parser=whole, metavar="N", help="Threads computing edge energies (one more thread reads the stack)."),
+    workers: Optional[int] = typer.Option(None, parser=whole, metavar="N",
+                                          help="Threads computing edge energies and maps (one more thread reads the "
+                                               "stack) \\[default: one per core]."),
     scheduler: Optional[str] = typer.Option(None, help="Dask scheduler address (tcp://host:port) to run on a cluster: "
                                             "one scan (or any above 2 GiB) is split into slabs across the workers, "
                                             "other scans run whole, several at once."),
     registration: Optional[str] = typer.Option(None, "--registration", metavar="ID|none",
                                                help="Registration applied while reading the stack: an id of the "
-                                                    "scan's, or none [default: the scan's latest, if any]."),
+                                                    "scan's, or none \\[default: the scan's latest, if any]."),
     clusters: Optional[int] = typer.Option(None, "--clusters", parser=whole, metavar="K",
                                            help="Phase clusters: k-means with K clusters on the normalised spectra "
                                                 "over the edge window (reads the stack once more)."),
@@ -152,15 +154,15 @@ def register(
     scan_id: int = typer.Argument(..., parser=whole, metavar="SCAN_ID", help="Scan id."),
     reference_energy_ev: Optional[float] = typer.Option(
         None, "--reference-energy", metavar="EV",
-        help="Energy whose shift is zero, eV; one of the stack's [default: the energy nearest 3/4 of the scan's "
+        help="Energy whose shift is zero, eV; one of the stack's \\[default: the energy nearest 3/4 of the scan's "
              "range, a post-edge energy]."),
     max_shift: Optional[float] = typer.Option(
         None, "--max-shift", metavar="VOX",
-        help="Largest shift per axis, voxels [default: a quarter of the smallest field-of-view dimension; at most "
+        help="Largest shift per axis, voxels \\[default: a quarter of the smallest field-of-view dimension; at most "
              "half]."),
     roi: Optional[str] = typer.Option(
         None, "--roi", metavar="Z0:Z1,Y0:Y1,X0:X1",
-        help="Region the estimate uses, voxels (2-D: Y0:Y1,X0:X1; an empty end is the field's) [default: all]."),
+        help="Region the estimate uses, voxels (2-D: Y0:Y1,X0:X1; an empty end is the field's) \\[default: all]."),
     accept_poor: bool = typer.Option(
         False, "--accept-poor", help="Store the registration even if some energies cannot be registered."),
     verify_input: bool = VerifyInputOption,

@@ -52,3 +52,29 @@ def test_help_imports_nothing_heavy():
     )
     loaded = set(subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout.split())
     assert not loaded & set(HEAVY), sorted(loaded & set(HEAVY))
+
+
+def _collapsed(text: str) -> str:
+    return " ".join(text.replace("│", " ").split())
+
+
+DEFAULT_NOTES = [(path, param) for path, command in COMMANDS for param in command.params
+                 if param.param_type_name == "option" and "[default:" in (param.help or "")]
+
+
+def test_options_with_a_default_note_are_found():
+    found = {(" ".join(p), q.name) for p, q in DEFAULT_NOTES}
+    assert found >= {("txm analyze", "workers"), ("txm analyze", "registration"), ("query retention", "reference"),
+                     ("", "db"), ("", "store")}
+
+
+@pytest.mark.parametrize("path, param", DEFAULT_NOTES, ids=[f"{' '.join(p)} {q.name}" for p, q in DEFAULT_NOTES])
+def test_a_default_note_is_shown_in_help(path, param):
+    """'[default: …]' written in an option's help reaches --help (rich markup took an unescaped
+    one for a style tag and dropped it)."""
+    from typer.testing import CliRunner
+
+    # wide: a wrapped metavar column would interleave with the note's words
+    result = CliRunner().invoke(app, [*path, "--help"], env={"COLUMNS": "250", "TERMINAL_WIDTH": "250"})
+    note = param.help[param.help.index("[default:") - 1:].removeprefix("\\")
+    assert _collapsed(note) in _collapsed(result.output)

@@ -81,7 +81,7 @@ def test_enqueue_stores_the_full_options_and_refuses_bad_ones(catalog, tmp_path)
     # every option of txm analyze is stored, the given ones as given (TOML-ish types made the CLI's)
     assert set(job.parameters) == set(ANALYZE_OPTIONS)
     assert {k: job.parameters[k] for k in ("element", "bin", "min_jump", "theta_bins", "workers", "registration")} \
-        == {"element": "Ni", "bin": "1,2", "min_jump": 1.0, "theta_bins": 18, "workers": 1, "registration": None}
+        == {"element": "Ni", "bin": "1,2", "min_jump": 1.0, "theta_bins": 18, "workers": None, "registration": None}
     assert job.parameters == {name: default for name, (_, default) in ANALYZE_OPTIONS.items()} | {
         "bin": "1,2", "min_jump": 1.0, "theta_bins": 18}
     assert job.created_by and job.created_by.startswith("os:")

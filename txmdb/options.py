@@ -15,13 +15,13 @@ import math
 from typing import Any, Mapping, Optional
 
 #: ``txm analyze``'s options: (type, default); a None default is the element preset's, or
-#: automatic. ``registration``: None is the scan's latest registration, ``"none"`` the stack as it is.
+#: automatic (``workers``: one kernel thread per usable core). ``registration``: None is the scan's latest registration, ``"none"`` the stack as it is.
 #: ``white_line``: None is the element's preset window where the stack has 4 energies in it,
 #: ``"none"`` no white line. ``lcf``: reference names, comma-separated.
 ANALYZE_OPTIONS: dict[str, tuple[type, Any]] = {
     "element": (str, "Ni"), "bin": (str, "1,2,3"), "pre": (str, None), "post": (str, None), "edge": (str, None),
     "min_jump": (float, None), "snr": (float, None), "theta_bins": (int, 36), "min_particle_voxels": (int, None),
-    "workers": (int, 1), "registration": (str, None), "clusters": (int, None),
+    "workers": (int, None), "registration": (str, None), "clusters": (int, None),
     "gradient_map": (str, "edge"),
     "white_line": (str, None), "lcf": (str, None), "lcf_window": (str, None),
 }
@@ -157,7 +157,7 @@ def analysis_request(values: Mapping[str, Any] | None, *, catalog=None):
         raise TxmdbError(f"--element {v['element']!r}: expected one of {', '.join(ELEMENTS)}")
     if not 2 <= v["theta_bins"] <= 180:
         raise TxmdbError(f"--theta-bins must be between 2 and 180, got {v['theta_bins']}")
-    if not 1 <= v["workers"] <= MAX_ANALYSIS_WORKERS:
+    if v["workers"] is not None and not 1 <= v["workers"] <= MAX_ANALYSIS_WORKERS:
         raise TxmdbError(f"--workers must be between 1 and {MAX_ANALYSIS_WORKERS}, got {v['workers']}")
     extra = {}
     if v["clusters"] is not None:  # phase clusters (issue 11), asked for only when given

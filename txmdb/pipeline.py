@@ -154,9 +154,10 @@ class AnalysisOptions:
     slab_size : int, optional
         Slices of the first spatial axis per slab read; default ~128 MB of stack,
         a whole number of HDF5 chunks. Results do not depend on it.
-    workers : int
-        Threads computing the edge kernel on blocks of the current slab (one more thread
-        always reads the next slab meanwhile). Results do not depend on it.
+    workers : int, optional
+        Threads computing the edge kernel (and the maps) on blocks of the current slab, which
+        they share out as each is free (one more thread always reads the next slab
+        meanwhile); None: one per core this process may use. Results do not depend on it.
     registration : AppliedRegistration, optional
         Read the registered stack (slab by slab, never copied); ``None`` reads it as it is.
     gradient_maps : tuple of str
@@ -191,7 +192,7 @@ class AnalysisOptions:
     theta_bins: int = 36
     min_particle_voxels: int | None = None
     slab_size: int | None = None
-    workers: int = 1
+    workers: int | None = None
     registration: AppliedRegistration | None = None
     gradient_maps: tuple[str, ...] = ("edge",)
     clusters: int | None = None
@@ -220,7 +221,7 @@ class AnalysisOptions:
             raise ValueError(f"binning factors repeat: {self.bin_factors}")
         if self.theta_bins < 1:
             raise ValueError(f"theta bins must be >= 1, got {self.theta_bins}")
-        if self.workers < 1:
+        if self.workers is not None and self.workers < 1:
             raise ValueError(f"workers must be >= 1, got {self.workers}")
         if self.slab_size is not None and self.slab_size < 1:
             raise ValueError(f"slab size must be >= 1, got {self.slab_size}")
@@ -361,7 +362,7 @@ def extract_edges(info, params: EdgeParameters, start: int, stop: int, *,
 
 
 def edge_slabs(info, params: EdgeParameters, *, slab_size: int | None = None,
-               workers: int = 1,
+               workers: int | None = None,
                registration: AppliedRegistration | None = None,
                on_slab: Callable[[int, int, np.ndarray, EdgeResult], None] | None = None,
                spectral: SpectralKernel | None = None,
@@ -371,7 +372,7 @@ def edge_slabs(info, params: EdgeParameters, *, slab_size: int | None = None,
     """The edge phase in this process: ``(start, stop, EdgeResult)`` in slab order.
 
     A background thread reads the next slab (into one of two reused buffers) while the
-    kernel runs on the current one with ``workers`` threads; h5py releases the GIL while
+    kernel runs on the current one with ``workers`` threads (None: one per usable core); h5py releases the GIL while
     HDF5 copies the data, so reading and computing overlap. With a ``registration`` that
     thread also interpolates the registered slab, the energies shared with one helper thread. ``on_slab(start, stop, mu, result)``, if
     given, sees each slab's absorbance before the next one is read (the clusters' sample).
@@ -384,9 +385,11 @@ def edge_slabs(info, params: EdgeParameters, *, slab_size: int | None = None,
     maps before it asks for the next slab; ``n``, n sets, for one done with them before it
     asks for the n-th slab after (:class:`EdgePhaseWriter` writes them from its own thread).
     """
+    from txmdb.analysis._threads import kernel_threads
     from txmdb.io.hdf5 import iter_slabs
 
     kernel = edge_kernel(info, params)
+    workers = kernel_threads(workers)
     slab_size = slab_size or default_slab(info)
     if reader is not None and registration is None and reader.slab_size == slab_size:
         slabs = reader.slabs()

@@ -333,18 +333,14 @@ class EdgeKernel:
             return self._call_numpy(mu, threads=threads)
         mu2, spatial, n_vox, edge, jump, sigma, valid = self._prepare(mu)
         if n_vox:
-            import numba
+            from txmdb.analysis._threads import numba_threads
 
-            saved = numba.get_num_threads()
-            numba.set_num_threads(max(1, min(int(threads), numba.config.NUMBA_NUM_THREADS)))
-            try:
+            with numba_threads(threads):
                 p = self.params
                 compiled.edge_pass(mu2, self._p_pre_c, self.pre.start, self._p_post_c,
                                    self.post.start, self._x, self.energies_ev,
                                    self._search.start, self._search.stop,
                                    float(p.min_jump), float(p.snr), edge, jump, sigma, valid)
-            finally:
-                numba.set_num_threads(saved)
         return EdgeResult(edge_ev=edge.reshape(spatial), jump=jump.reshape(spatial),
                           sigma_pre=sigma.reshape(spatial), valid=valid.reshape(spatial))
 

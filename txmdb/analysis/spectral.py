@@ -32,12 +32,12 @@ and ``F`` use, and be linearly independent on ``F``.
 from __future__ import annotations
 
 import itertools
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Mapping
 
 import numpy as np
 
+from txmdb.analysis._threads import numba_threads
 from txmdb.analysis.edge import EdgeKernel, EdgeParameters, EdgeResult, _window
 
 __all__ = ["EdgeMaps", "MapBuffers", "MAX_REFERENCES", "MIN_WHITE_LINE_ENERGIES", "SpectralKernel", "lcf_supports",
@@ -304,7 +304,7 @@ class SpectralKernel:
             raise ValueError(f"valid has {valid.size} voxels, mu {mu2.shape[1]}")
         outputs = self._outputs(mu2.shape[1])
         if mu2.shape[1] and self.map_names:
-            with _numba_threads(threads):
+            with numba_threads(threads):
                 self._compiled().spectral_pass(mu2, valid, *self._edge_arrays(), *self._spectral_arrays(), *outputs)
         return self._maps(outputs, spatial)
 
@@ -337,7 +337,7 @@ class SpectralKernel:
         outputs = self._outputs(n_vox) if out is None else out.outputs(n_vox)
         if n_vox:
             p = edge.params
-            with _numba_threads(threads):
+            with numba_threads(threads):
                 self._compiled().fused_pass(
                     mu2, edge._p_pre_c, edge.pre.start, edge._p_post_c, edge.post.start, edge._x,
                     edge.energies_ev, edge._search.start, edge._search.stop, float(p.min_jump), float(p.snr),
@@ -422,16 +422,3 @@ class MapBuffers:
         if n > self._size:
             self._grow(n)
         return self._wl[:n], self._h[:n], self._frac[:self._k * n].reshape(self._k, n), self._r[:n]
-
-
-@contextmanager
-def _numba_threads(threads: int):
-    """numba's thread count set to ``threads`` (capped at its pool) for the block, then restored."""
-    import numba
-
-    saved = numba.get_num_threads()
-    numba.set_num_threads(max(1, min(int(threads), numba.config.NUMBA_NUM_THREADS)))
-    try:
-        yield
-    finally:
-        numba.set_num_threads(saved)

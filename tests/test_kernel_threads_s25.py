@@ -1,0 +1,78 @@
+"""Kernel threads (session 25): one per usable core by default, a slab's blocks shared out a
+few at a time to whichever thread is free, and numba's OpenMP threads waiting passively so
+that the reader's and the writer's core is not spun away."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numba
+import numpy as np
+import pytest
+
+from tests.test_spectral_kernels import E, F, PARAMS, REFS, W, mixtures
+from txmdb.analysis import _spectral_numba
+from txmdb.analysis._threads import CHUNK_BLOCKS, kernel_threads, numba_threads, usable_cores
+from txmdb.analysis.edge import EdgeKernel
+from txmdb.analysis.spectral import SpectralKernel
+from txmdb.options import ANALYZE_OPTIONS, analysis_request
+from txmdb.pipeline import AnalysisOptions
+from txmdb.vocabulary import MAX_ANALYSIS_WORKERS
+
+
+def test_default_is_one_thread_per_usable_core():
+    assert usable_cores() == len(os.sched_getaffinity(0))
+    assert kernel_threads(None) == min(len(os.sched_getaffinity(0)), MAX_ANALYSIS_WORKERS)
+    assert kernel_threads(3) == 3
+    # the option's default is automatic everywhere: command line, jobs, rules, library
+    assert ANALYZE_OPTIONS["workers"] == (int, None)
+    assert AnalysisOptions(params=PARAMS).workers is None
+    options, _ = analysis_request({})
+    assert options.workers is None
+    assert analysis_request({"workers": 2})[0].workers == 2
+
+
+def test_threads_and_chunks_are_set_for_the_block_and_restored():
+    saved_threads, saved_chunk = numba.get_num_threads(), numba.get_parallel_chunksize()
+    with numba_threads(10_000):
+        assert numba.get_num_threads() == numba.config.NUMBA_NUM_THREADS   # capped at the pool
+        assert numba.get_parallel_chunksize() == CHUNK_BLOCKS
+    assert (numba.get_num_threads(), numba.get_parallel_chunksize()) == (saved_threads, saved_chunk)
+    with pytest.raises(RuntimeError), numba_threads(1):
+        assert numba.get_num_threads() == 1
+        raise RuntimeError("inside")
+    assert (numba.get_num_threads(), numba.get_parallel_chunksize()) == (saved_threads, saved_chunk)
+
+
+@pytest.mark.parametrize("threads", [2, 3])
+def test_blocks_shared_out_give_the_same_bits(threads):
+    """Many more blocks than CHUNK_BLOCKS per thread: the edge results and every map are the
+    same bits whichever thread took which chunk."""
+    n_blocks = 5 * CHUNK_BLOCKS * threads + 3
+    rng = np.random.default_rng(25)
+    n = n_blocks * _spectral_numba._BLOCK - 17
+    mu = mixtures(rng, ("low", "high"), n).astype(np.float32)
+    mu[:, ::7] *= 0.01                                   # masked voxels scattered over every block
+    kernel = SpectralKernel(E, PARAMS, white_line=W, references={k: REFS[k] for k in ("low", "high")},
+                            lcf_window=F)
+    one = kernel.with_edges(mu, threads=1)
+    many = kernel.with_edges(mu, threads=threads)
+    for field in ("edge_ev", "jump", "sigma_pre", "valid"):
+        np.testing.assert_array_equal(getattr(many, field), getattr(one, field), err_msg=field)
+    assert set(many.maps) == set(one.maps) and 0 < one.valid.sum() < n
+    for name in one.maps:
+        np.testing.assert_array_equal(many.maps[name], one.maps[name], err_msg=name)
+    edge = EdgeKernel(E, PARAMS)
+    np.testing.assert_array_equal(edge(mu, threads=threads).edge_ev, edge(mu, threads=1).edge_ev)
+
+
+@pytest.mark.parametrize("preset, expected", [(None, "PASSIVE"), ("ACTIVE", "ACTIVE")])
+def test_openmp_threads_wait_passively_unless_the_user_says_otherwise(preset, expected):
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    if preset:
+        env["OMP_WAIT_POLICY"] = preset
+    code = "import os, txmdb.analysis.edge; print(os.environ.get('OMP_WAIT_POLICY'))"
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == expected
