@@ -54,7 +54,7 @@ def run(stack: Path, workers: int) -> dict:
     scan, _ = ingest_scan(catalog, stack, sample="rod")
     t_ingest = time.perf_counter() - t0
 
-    options = AnalysisOptions(params=edge_parameters("Ni"), workers=workers)
+    options = AnalysisOptions(params=edge_parameters("Ni"), workers=workers or None)
     t0 = time.perf_counter()
     analysis = analyze_scan(catalog, scan.id, options)
     wall = time.perf_counter() - t0
@@ -75,7 +75,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--stack", type=Path, help="existing stack (default: build one under benchmarks/out)")
     ap.add_argument("--size", type=int, default=272, help="edge of the cubic synthetic stack, voxels")
-    ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--workers", type=int, default=1, help="kernel threads (0: the product's default, one per core)")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     OUT.mkdir(exist_ok=True)

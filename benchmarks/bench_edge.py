@@ -128,7 +128,7 @@ def measure_txmdb(path: Path, workers: int = 1) -> dict:
         return res
 
     EdgeKernel.__call__ = timed
-    for a, b, res in edge_slabs(info, PRESETS["Ni"], workers=workers):
+    for a, b, res in edge_slabs(info, PRESETS["Ni"], workers=workers or None):
         edge[a:b] = res.edge_ev
         valid += int(res.valid.sum())
     return {"seconds": time.perf_counter() - t0, "kernel_seconds": t_kernel, "jit_seconds": jit_seconds,
@@ -198,7 +198,7 @@ def main() -> None:
     parser.add_argument("--cache", default="warm,cold", help="cache states to measure")
     parser.add_argument("--naive-size", type=int, default=96)
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--workers", type=int, default=1, help="kernel threads of txmdb")
+    parser.add_argument("--workers", type=int, default=1, help="kernel threads of txmdb (0: the product's default, one per core)")
     parser.add_argument("--measure", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.measure:

@@ -28,8 +28,9 @@ Two measurements, each in a fresh child process:
   done before the timing. Warm: the file is read once untimed, then the kinds alternate,
   best of ``--repeat``. Cold: this file's pages are dropped from the page cache before each run.
   Reported per kind: wall seconds, CPU seconds of the whole child (every thread) and of the
-  kernel's thread alone (``kernel_thread_cpu_s``: the pass' critical path once the reader
-  and the writer have the other core; the least disturbed figure on a shared machine).
+  calling thread alone (``kernel_thread_cpu_s``: with ``--workers 1`` the kernel's whole
+  share, the pass' critical path once the reader and the writer have the other core; with
+  more kernel threads only the calling thread's part of the blocks).
 - **per voxel** — the LCF of one voxel: txmdb's compiled kernel (LCF only, normalisation
   included, 1 thread, 1 M voxels in memory) against Larch's ``lincombo_fit`` (one lmfit
   minimisation per spectrum, weights bounded to [0, 1] and summing to 1, the same fit
@@ -132,8 +133,8 @@ def measure_pass(path: Path, kind: str, workers: int = 0, sink: str = "file", fi
 
 def _cpu_seconds(thread: bool = False) -> float:
     """CPU time of this process, every thread (the reader's and the writer's too), or of the
-    calling thread (the kernel's: the pass' critical path): less sensitive to other
-    processes on a loaded machine than the wall time."""
+    calling thread (one of the kernel's; all of it with one kernel thread): less sensitive to
+    other processes on a loaded machine than the wall time."""
     import resource
 
     usage = resource.getrusage(resource.RUSAGE_THREAD if thread else resource.RUSAGE_SELF)

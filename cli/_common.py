@@ -60,10 +60,14 @@ class CommandGroup(UsageGroup):
             raise
 
 
+#: what rich markup reads as a tag (rich.markup.escape's pattern; rich is not imported at start-up)
+_RICH_TAG = re.compile(r"(\\*)(\[[a-z#/@][^[]*?])")
+
+
 def shown_as_written(help_text: str) -> str:
-    """An option's help text for typer's rich help, '[' escaped: rich markup took '[default: …]'
+    """An option's help text for typer's rich help, as written: rich markup took '[default: …]'
     for a style tag and dropped it (literal help texts here write ``\\[`` themselves)."""
-    return help_text.replace("[", "\\[")
+    return _RICH_TAG.sub(lambda m: f"{m.group(1)}{m.group(1)}\\{m.group(2)}", help_text)
 
 
 def number_parser(parse):

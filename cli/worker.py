@@ -8,8 +8,11 @@ from typing import List, Optional
 
 import typer
 
-from txmdb.cli._common import STOP_REQUESTED, CommandGroup, FormatOption, OutputFormat, OutputOption, catalog, echo, emit_table, whole
-from txmdb.vocabulary import DEFAULT_LEASE_S, JobStatus
+from txmdb.cli._common import (
+    STOP_REQUESTED, CommandGroup, FormatOption, OutputFormat, OutputOption, catalog, echo, emit_table, whole,
+    whole_option,
+)
+from txmdb.vocabulary import DEFAULT_LEASE_S, MAX_ANALYSIS_WORKERS, JobStatus
 
 
 def worker(
@@ -23,6 +26,9 @@ def worker(
                                      "a job whose lease has passed."),
     once: bool = typer.Option(False, "--once", help="Exit when no job is ready instead of waiting for more."),
     log_json: bool = typer.Option(False, "--log-json", help="Log events as JSON lines (default: one text line each)."),
+    threads: Optional[int] = whole_option(None, "--threads", low=1, high=MAX_ANALYSIS_WORKERS, metavar="K",
+                                          help="Kernel threads of each analysis whose job does not give its own "
+                                               "workers \\[default: the cores ÷ --concurrency]."),
 ) -> None:
     """Run queued jobs (analyses, registrations) until stopped; any number of workers may share a catalogue.
 
@@ -38,11 +44,16 @@ def worker(
         check_scheduler_address(scheduler)
     log = EventLog(json=log_json)
     cat = catalog(ctx)  # checked here, once, before any worker starts
+    if threads is None:  # the processes share the cores rather than each taking them all
+        from txmdb.analysis._threads import usable_cores
+
+        threads = max(1, usable_cores() // concurrency)
     try:
         if concurrency == 1:
-            jobs.run_worker(cat, lease_s=lease, scheduler=scheduler, once=once, log=log, stop=STOP_REQUESTED)
+            jobs.run_worker(cat, lease_s=lease, scheduler=scheduler, once=once, log=log, stop=STOP_REQUESTED,
+                            kernel_threads=threads)
         else:
-            jobs.supervise(_one_worker_command(lease, scheduler, once, log_json), concurrency,
+            jobs.supervise(_one_worker_command(lease, scheduler, once, log_json, threads), concurrency,
                            env=_catalogue_env(ctx), log=log, restart=not once)
     except SystemExit as exc:
         if exc.code != 128 + signal.SIGTERM:
@@ -50,11 +61,11 @@ def worker(
         raise typer.Exit(0) from None  # a requested stop, done cleanly
 
 
-def _one_worker_command(lease: float, scheduler: Optional[str], once: bool, log_json: bool) -> list[str]:
+def _one_worker_command(lease: float, scheduler: Optional[str], once: bool, log_json: bool, threads: int) -> list[str]:
     """The command of one worker process of ``--concurrency N``."""
     import sys
 
-    return [sys.executable, "-m", "txmdb.cli.main", "worker", "--lease", repr(lease),
+    return [sys.executable, "-m", "txmdb.cli.main", "worker", "--lease", repr(lease), "--threads", str(threads),
             *(["--scheduler", scheduler] if scheduler else []), *(["--once"] if once else []),
             *(["--log-json"] if log_json else [])]
 

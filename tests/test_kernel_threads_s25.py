@@ -1,6 +1,6 @@
-"""Kernel threads (session 25): one per usable core by default, a slab's blocks shared out a
-few at a time to whichever thread is free, and numba's OpenMP threads waiting passively so
-that the reader's and the writer's core is not spun away."""
+"""Kernel threads (session 25): one per usable core by default (a container's CPU quota
+counted; a worker's processes sharing the cores), and numba's OpenMP threads waiting
+passively so that the reader's and the writer's core is not spun away."""
 
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ import pytest
 
 from tests.test_spectral_kernels import E, F, PARAMS, REFS, W, mixtures
 from txmdb.analysis import _spectral_numba
-from txmdb.analysis._threads import CHUNK_BLOCKS, kernel_threads, numba_threads, usable_cores
+from txmdb.analysis import _threads
+from txmdb.analysis._threads import _quota_cores, kernel_threads, numba_threads, usable_cores
 from txmdb.analysis.edge import EdgeKernel
 from txmdb.analysis.spectral import SpectralKernel
 from txmdb.options import ANALYZE_OPTIONS, analysis_request
@@ -34,23 +35,34 @@ def test_default_is_one_thread_per_usable_core():
     assert analysis_request({"workers": 2})[0].workers == 2
 
 
-def test_threads_and_chunks_are_set_for_the_block_and_restored():
-    saved_threads, saved_chunk = numba.get_num_threads(), numba.get_parallel_chunksize()
+@pytest.mark.parametrize("text, cores", [("max 100000\n", None), ("200000 100000\n", 2), ("150000 100000", 2),
+                                         ("50000 100000", 1), ("", None), ("junk", None), ("100 0", None)])
+def test_a_containers_cpu_quota_is_read(tmp_path, monkeypatch, text, cores):
+    quota = tmp_path / "cpu.max"
+    quota.write_text(text)
+    assert _quota_cores(quota) == cores
+    assert _quota_cores(tmp_path / "missing") is None
+    monkeypatch.setattr(_threads, "CGROUP_CPU_MAX", quota)
+    assert usable_cores() == min(len(os.sched_getaffinity(0)), cores or 10 ** 6)
+
+
+def test_threads_are_set_for_the_block_and_restored():
+    saved = numba.get_num_threads()
     with numba_threads(10_000):
         assert numba.get_num_threads() == numba.config.NUMBA_NUM_THREADS   # capped at the pool
-        assert numba.get_parallel_chunksize() == CHUNK_BLOCKS
-    assert (numba.get_num_threads(), numba.get_parallel_chunksize()) == (saved_threads, saved_chunk)
+    assert numba.get_num_threads() == saved
     with pytest.raises(RuntimeError), numba_threads(1):
         assert numba.get_num_threads() == 1
         raise RuntimeError("inside")
-    assert (numba.get_num_threads(), numba.get_parallel_chunksize()) == (saved_threads, saved_chunk)
+    assert numba.get_num_threads() == saved
 
 
-@pytest.mark.parametrize("threads", [2, 3])
-def test_blocks_shared_out_give_the_same_bits(threads):
-    """Many more blocks than CHUNK_BLOCKS per thread: the edge results and every map are the
-    same bits whichever thread took which chunk."""
-    n_blocks = 5 * CHUNK_BLOCKS * threads + 3
+@pytest.mark.skipif(numba.config.NUMBA_NUM_THREADS < 2, reason="one core: numba has no second thread")
+def test_two_threads_give_the_same_bits():
+    """Many blocks: the edge results and every map are the same bits whichever thread took
+    which block."""
+    threads = 2
+    n_blocks = 40
     rng = np.random.default_rng(25)
     n = n_blocks * _spectral_numba._BLOCK - 17
     mu = mixtures(rng, ("low", "high"), n).astype(np.float32)

@@ -146,6 +146,8 @@ def test_usage_errors_name_the_command_they_came_from(lab, args, message):
     (["user", "token", "x", "--expires-days", "3651"], "'--expires-days'", 1, 3650),
     (["report", "compare", "a", "--cycle", "0"], "'--cycle'", 1, MAX_CATALOGUE_INT),
     (["worker", "-c", "+1_0"], "'--concurrency' / '-c'", 0, MAX_CATALOGUE_INT),
+    (["worker", "--threads", "0"], "'--threads'", 1, 64),
+    (["worker", "--threads", "65"], "'--threads'", 1, 64),
     (["demo", "--size", "٣"], "'--size'", 0, MAX_CATALOGUE_INT),
 ])
 def test_the_command_lines_own_numbers_read_alike(lab, args, option, low, high):

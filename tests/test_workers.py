@@ -139,6 +139,28 @@ def test_concurrency_runs_several_worker_processes(catalog, cli, tmp_path):
 
 
 @on_postgresql
+def test_concurrent_workers_share_the_cores_and_threads_are_given_on(catalog, cli, tmp_path):
+    """--concurrency N: each process' analyses get the cores ÷ N kernel threads (not every core
+    each); --threads K overrides, and a job's own workers stands (session 25)."""
+    from txmdb.analysis._threads import usable_cores
+
+    scans = make_scans(catalog, tmp_path, 3)
+    job_ids = [jobs.enqueue(catalog, "analyze", {"bin": "1"}, scan_id=s) for s in scans[:2]]
+    job_ids.append(jobs.enqueue(catalog, "analyze", {"bin": "1", "workers": 1}, scan_id=scans[2]))
+    proc = subprocess.run(worker_command(cli.url, cli.store, "--once", "--concurrency", "2", "--lease", LEASE),
+                          env=clean_env(), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert set(jobs.list_jobs(catalog)["status"]) == {"done"}
+    started = re.findall(r"worker\.started .*? threads=(\d+)", proc.stderr)
+    assert started == [str(max(1, usable_cores() // 2))] * 2, proc.stderr
+    alone = subprocess.run(worker_command(cli.url, cli.store, "--once", "--threads", "3"), env=clean_env(),
+                           capture_output=True, text=True, timeout=300)
+    assert alone.returncode == 0, alone.stderr
+    assert re.findall(r"worker\.started .*? threads=(\d+)", alone.stderr) == ["3"]
+    assert jobs.get_job(catalog, job_ids[2]).parameters["workers"] == 1
+
+
+@on_postgresql
 def test_sigterm_of_a_concurrent_worker_gives_every_running_job_back(catalog, cli, tmp_path):
     """--concurrency 2 stopped by SIGTERM: the parent passes it on, each child gives its job back, exit 0.
 

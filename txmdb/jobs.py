@@ -394,15 +394,21 @@ def _aware(value: dt.datetime | None) -> dt.datetime | None:
 
 
 # ---------------------------------------------------------------------------------- running
-def execute(catalog, job: Job, *, scheduler: str | None = None, progress=None) -> dict[str, Any]:
+def execute(catalog, job: Job, *, scheduler: str | None = None, progress=None,
+            kernel_threads: int | None = None) -> dict[str, Any]:
     """Run ``job``'s work through the library's services; returns what it made (its ``result``).
 
     ``progress(done, total)`` is called between units of an analysis run here (it may raise to stop it).
+    ``kernel_threads``: an analysis' kernel threads when its job gives no ``workers`` (None: one per core).
     """
+    from dataclasses import replace
+
     from txmdb.options import analysis_request, registration_request
 
     if job.kind == "analyze":
         options, registration = analysis_request(job.parameters, catalog=catalog)
+        if options.workers is None and kernel_threads is not None:
+            options = replace(options, workers=kernel_threads)
         if scheduler:
             from txmdb.catalog.distributed import analyze_on_cluster
 
@@ -475,7 +481,7 @@ class WorkerStats:
 
 
 def run_one(catalog, job: Job, worker: str, *, lease_s: float = DEFAULT_LEASE_S, scheduler: str | None = None,
-            log: EventLog | None = None, stats: WorkerStats | None = None) -> str:
+            log: EventLog | None = None, stats: WorkerStats | None = None, kernel_threads: int | None = None) -> str:
     """Run a claimed job to its end under its lease; returns done, failed, queued, released or lost.
 
     SystemExit (SIGTERM) and KeyboardInterrupt give the job back (:func:`release`) and propagate.
@@ -487,7 +493,7 @@ def run_one(catalog, job: Job, worker: str, *, lease_s: float = DEFAULT_LEASE_S,
     try:
         # rows the job writes (its analysis) are created by whoever queued it
         with _Lease(catalog, job, worker, lease_s, log) as lease, acting_as(job.created_by):
-            result = execute(catalog, job, scheduler=scheduler, progress=lease.check)
+            result = execute(catalog, job, scheduler=scheduler, progress=lease.check, kernel_threads=kernel_threads)
     except LeaseLost:
         stats.lost += 1
         log.warning("job.lost", job=job.id, worker=worker, reason="cancelled or taken over; its work stopped")
@@ -547,7 +553,7 @@ def _quietly(function, *args) -> bool:
 
 def run_worker(catalog, *, lease_s: float = DEFAULT_LEASE_S, scheduler: str | None = None, once: bool = False,
                log: EventLog | None = None, poll_s: float = WORKER_POLL_S, name: str | None = None,
-               stop: threading.Event | None = None) -> WorkerStats:
+               stop: threading.Event | None = None, kernel_threads: int | None = None) -> WorkerStats:
     """Claim and run jobs one at a time until stopped (SIGTERM, Ctrl-C), or with ``once`` until none is ready.
 
     ``stop``: set by the SIGTERM handler as well as its SystemExit. The worker looks at it before
@@ -565,7 +571,7 @@ def run_worker(catalog, *, lease_s: float = DEFAULT_LEASE_S, scheduler: str | No
     from txmdb.db.engine import safe_url
 
     log.info("worker.started", worker=name, db=safe_url(catalog.engine.url), store=str(catalog.store.root),
-             lease_s=lease_s, scheduler=scheduler, once=once)
+             lease_s=lease_s, scheduler=scheduler, once=once, threads=kernel_threads)
     reason = "no job left" if once else "stopped"
     stop = stop if stop is not None else threading.Event()
     try:
@@ -585,7 +591,8 @@ def run_worker(catalog, *, lease_s: float = DEFAULT_LEASE_S, scheduler: str | No
                 stop.wait(poll_s)
                 continue
             try:
-                outcome = run_one(catalog, job, name, lease_s=lease_s, scheduler=scheduler, log=log, stats=stats)
+                outcome = run_one(catalog, job, name, lease_s=lease_s, scheduler=scheduler, log=log, stats=stats,
+                                  kernel_threads=kernel_threads)
             except DatabaseError as exc:  # recording the end failed: the lease lapses, the job is retried
                 log.error("worker.database_error", worker=name, job=job.id, error=_one_line(exc))
                 stop.wait(poll_s)

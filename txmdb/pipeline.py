@@ -155,9 +155,9 @@ class AnalysisOptions:
         Slices of the first spatial axis per slab read; default ~128 MB of stack,
         a whole number of HDF5 chunks. Results do not depend on it.
     workers : int, optional
-        Threads computing the edge kernel (and the maps) on blocks of the current slab, which
-        they share out as each is free (one more thread always reads the next slab
-        meanwhile); None: one per core this process may use. Results do not depend on it.
+        Threads computing the edge kernel (and the maps) on blocks of the current slab (one
+        more thread always reads the next slab meanwhile); None: one per core this process
+        may use. Results do not depend on it.
     registration : AppliedRegistration, optional
         Read the registered stack (slab by slab, never copied); ``None`` reads it as it is.
     gradient_maps : tuple of str

@@ -94,15 +94,14 @@ def _mask(v0, m, valid, has_wl, k, out_wl, out_h, out_frac, out_r):  # pragma: n
 
 
 @njit(fastmath=False, cache=True, nogil=True, inline="always")
-def _weights4(coef, j, r, r0, nr):  # pragma: no cover - compiled
-    """Weights of accumulator ``j`` at rows ``r .. r + 3``; 0 from row ``r + nr`` on and
-    for an accumulator ``coef`` does not have (fewer than two references)."""
-    if j >= coef.shape[0]:
+def _weights4(coef, j, r, r0, used):  # pragma: no cover - compiled
+    """Weights of accumulator ``j`` at rows ``r .. r + 3``; 0 when not ``used`` and for an
+    accumulator ``coef`` does not have (fewer than two references)."""
+    if j >= coef.shape[0] or not used:
         return 0.0, 0.0, 0.0, 0.0
     c = coef[j]
     i = r - r0
-    return (c[i] if nr > 0 else 0.0, c[i + 1] if nr > 1 else 0.0, c[i + 2] if nr > 2 else 0.0,
-            c[i + 3] if nr > 3 else 0.0)
+    return c[i], c[i + 1], c[i + 2], c[i + 3]
 
 
 @njit(fastmath=False, cache=True, nogil=True, inline="always")
@@ -119,10 +118,10 @@ def _add4(s, ca, cb, cc, cd, na, nb, nc, nd, plain):  # pragma: no cover - compi
 
 
 @njit(fastmath=False, cache=True, nogil=True)
-def _plain(coef, r, r0, nr, f0, f1, n_cubic):  # pragma: no cover - compiled
+def _plain(coef, r, r0, f0, f1, n_cubic):  # pragma: no cover - compiled
     """Rows ``r .. r + 3`` all in F with no weight 0 among the references' and the first
     ``n_cubic`` accumulators'."""
-    if nr < 4 or r < f0 or r + 4 > f1:
+    if r < f0 or r + 4 > f1:
         return False
     for j in range(coef.shape[0]):
         if j < n_cubic or j >= 4:
@@ -136,9 +135,8 @@ def _plain(coef, r, r0, nr, f0, f1, n_cubic):  # pragma: no cover - compiled
 # rows rather than once per row, and norm never goes through memory. Each accumulator still
 # adds its rows in row order, with the same roundings as row by row (same numbers).
 @njit(fastmath=False, cache=True, nogil=True, error_model="numpy", inline="always")
-def _rows4(mu, v0, m, r, nr, r0, f0, f1, x, coef, with_wl, plain, a_pre, b_pre, jump, slope, acc, yy):  # pragma: no cover
-    """Rows ``r .. r + 3`` of ``norm`` into ``acc`` (6, m) and ``yy`` (``nr`` = 4 rows;
-    0 for the cubic's weights of rows outside the white-line window).
+def _rows4(mu, v0, m, r, r0, f0, f1, x, coef, with_wl, plain, a_pre, b_pre, jump, slope, acc, yy):  # pragma: no cover
+    """Rows ``r .. r + 3`` of ``norm`` into ``acc`` (6, m) and ``yy``.
 
     ``with_wl`` false: rows outside the white-line window (its accumulators untouched).
     A weight of 0 (outside a window) leaves its accumulator as it is; ``plain``: all four
@@ -158,13 +156,13 @@ def _rows4(mu, v0, m, r, nr, r0, f0, f1, x, coef, with_wl, plain, a_pre, b_pre, 
     yb = f0 <= rb < f1
     yc = f0 <= rc < f1
     yd = f0 <= rd < f1
-    g0a, g0b, g0c, g0d = _weights4(coef, 4, r, r0, nr)
-    g1a, g1b, g1c, g1d = _weights4(coef, 5, r, r0, nr)
+    g0a, g0b, g0c, g0d = _weights4(coef, 4, r, r0, True)
+    g1a, g1b, g1c, g1d = _weights4(coef, 5, r, r0, True)
     # the cubic's weights (all 0 outside the white-line window: not used there)
-    c0a, c0b, c0c, c0d = _weights4(coef, 0, r, r0, nr if with_wl else 0)
-    c1a, c1b, c1c, c1d = _weights4(coef, 1, r, r0, nr if with_wl else 0)
-    c2a, c2b, c2c, c2d = _weights4(coef, 2, r, r0, nr if with_wl else 0)
-    c3a, c3b, c3c, c3d = _weights4(coef, 3, r, r0, nr if with_wl else 0)
+    c0a, c0b, c0c, c0d = _weights4(coef, 0, r, r0, with_wl)
+    c1a, c1b, c1c, c1d = _weights4(coef, 1, r, r0, with_wl)
+    c2a, c2b, c2c, c2d = _weights4(coef, 2, r, r0, with_wl)
+    c3a, c3b, c3c, c3d = _weights4(coef, 3, r, r0, with_wl)
     p0 = acc[0]
     p1 = acc[1]
     p2 = acc[2]
@@ -214,21 +212,22 @@ def _accumulate_fused(mu, v0, m, r0, r1, w0, w1, f0, f1, x, coef, a_pre, b_pre, 
             # a run's last rows one by one (a sweep would do four rows' work for them; the
             # same sums: each accumulator adds its rows in row order either way)
             _accumulate(mu, v0, m, r, r + nr, f0, f1, x, coef[:, r - r0:], a_pre, b_pre, jump, slope, acc, yy)
-        elif _plain(coef, r, r0, nr, f0, f1, 4 if in_w else 0):
+        elif _plain(coef, r, r0, f0, f1, 4 if in_w else 0):
             if in_w:
-                _rows4(mu, v0, m, r, nr, r0, f0, f1, x, coef, True, True, a_pre, b_pre, jump, slope, acc, yy)
+                _rows4(mu, v0, m, r, r0, f0, f1, x, coef, True, True, a_pre, b_pre, jump, slope, acc, yy)
             else:
-                _rows4(mu, v0, m, r, nr, r0, f0, f1, x, coef, False, True, a_pre, b_pre, jump, slope, acc, yy)
+                _rows4(mu, v0, m, r, r0, f0, f1, x, coef, False, True, a_pre, b_pre, jump, slope, acc, yy)
         elif in_w:
-            _rows4(mu, v0, m, r, nr, r0, f0, f1, x, coef, True, False, a_pre, b_pre, jump, slope, acc, yy)
+            _rows4(mu, v0, m, r, r0, f0, f1, x, coef, True, False, a_pre, b_pre, jump, slope, acc, yy)
         else:
-            _rows4(mu, v0, m, r, nr, r0, f0, f1, x, coef, False, False, a_pre, b_pre, jump, slope, acc, yy)
+            _rows4(mu, v0, m, r, r0, f0, f1, x, coef, False, False, a_pre, b_pre, jump, slope, acc, yy)
         r += nr
 
 
 @njit(fastmath=False, cache=True, nogil=True, error_model="numpy")
 def _accumulate(mu, v0, m, r0, r1, f0, f1, x, coef, a_pre, b_pre, jump, slope, acc, yy):  # pragma: no cover
-    """``acc`` (4 + k, m) = ``coef @ norm`` and ``yy`` = Σ_F norm², row by row (any k)."""
+    """``acc[:4 + k]`` (of shape (4 + k or more, m)) += ``coef @ norm`` and ``yy`` += Σ_F norm²,
+    row by row (any k)."""
     n_acc = coef.shape[0]
     nv = np.empty(m)
     for r in range(r0, r1):

@@ -1,22 +1,33 @@
-"""Threads of the compiled passes (private): how many, and how they share a slab's blocks."""
+"""Threads of the compiled passes (private): how many a pass runs on by default."""
 
 from __future__ import annotations
 
+import math
 import os
 from contextlib import contextmanager
+from pathlib import Path
 
-#: blocks of voxels a kernel thread takes at a time, the next ones going to whichever thread
-#: is free: a thread sharing its core with the reader or the writer does fewer of them
-#: instead of setting the pace of an even split (numba's default)
-CHUNK_BLOCKS = 8
+#: cgroup v2's CPU limit of this process' container ("max 100000": none; "200000 100000": 2 cores)
+CGROUP_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")
 
 
 def usable_cores() -> int:
-    """The cores this process may run on (its affinity), at least 1."""
+    """The cores this process may run on: its CPU affinity, or fewer under a container's CPU
+    quota (cgroup v2 ``cpu.max``); at least 1."""
     try:
-        return max(1, len(os.sched_getaffinity(0)))
+        cores = len(os.sched_getaffinity(0))
     except AttributeError:                          # not on Linux
-        return os.cpu_count() or 1
+        cores = os.cpu_count() or 1
+    return max(1, min(cores, _quota_cores(CGROUP_CPU_MAX) or cores))
+
+
+def _quota_cores(path: Path) -> int | None:
+    """Whole cores a cgroup v2 ``cpu.max`` allows (rounded up), None without a quota or file."""
+    try:
+        quota, period = path.read_text().split()[:2]
+        return None if quota == "max" else max(1, math.ceil(int(quota) / int(period)))
+    except (OSError, ValueError, ZeroDivisionError):
+        return None
 
 
 def kernel_threads(requested: int | None) -> int:
@@ -28,14 +39,13 @@ def kernel_threads(requested: int | None) -> int:
 
 @contextmanager
 def numba_threads(threads: int):
-    """numba's thread count set to ``threads`` (capped at its pool) and blocks shared out
-    ``CHUNK_BLOCKS`` at a time for the block, then both restored."""
+    """numba's thread count set to ``threads`` (capped at its pool) for the block, then restored.
+    The blocks of a pass are split evenly between them (numba's OpenMP layer)."""
     import numba
 
     saved = numba.get_num_threads()
     numba.set_num_threads(max(1, min(int(threads), numba.config.NUMBA_NUM_THREADS)))
     try:
-        with numba.parallel_chunksize(CHUNK_BLOCKS):
-            yield
+        yield
     finally:
         numba.set_num_threads(saved)

@@ -59,8 +59,12 @@ def _problem(exc: Exception) -> ValueError:
 def _analyze_on_worker(info, options, pending: str, checked: CheckedFile):
     """Runs on a worker: the whole pipeline for one scan, results file into the shared store;
     on the file the client checked (``checked``), else an error."""
+    from dataclasses import replace
+
     from txmdb.pipeline import analyze_stack
 
+    if options.workers is None:       # each of a worker's threads may run a task: one kernel thread each
+        options = replace(options, workers=1)
     t0 = time.perf_counter()
     try:
         with checked.reading(info) as held:
