@@ -10,7 +10,7 @@ Two measurements, each in a fresh child process:
 - **pass** — the edge phase of ``txm analyze`` (``analyze_stack``'s edge loop) over the
   20-million-voxel stack of ``bench_edge``/``bench_analysis`` (272³ × 60 float32,
   contiguous): ``edge_slabs`` with the background reader, the product's kernel threads (one
-  per usable core, sharing a slab's blocks as each is free; ``--workers N`` for both kinds alike), and ``txmdb.pipeline.EdgePhaseWriter``,
+  per usable core, a slab's blocks split evenly between them; ``--workers N`` for both kinds alike), and ``txmdb.pipeline.EdgePhaseWriter``,
   the loop's own writer: the edge map kept in memory (float64), ``edge_ev``, ``jump`` and
   ``valid`` (and the spectral maps) written as float32/bool data sets of a results file by
   its thread, up to two slabs behind the kernel; under ``no_huge_pages`` and

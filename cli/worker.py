@@ -47,7 +47,7 @@ def worker(
     if threads is None:  # the processes share the cores rather than each taking them all
         from txmdb.analysis._threads import usable_cores
 
-        threads = max(1, usable_cores() // concurrency)
+        threads = max(1, min(MAX_ANALYSIS_WORKERS, usable_cores() // concurrency))
     try:
         if concurrency == 1:
             jobs.run_worker(cat, lease_s=lease, scheduler=scheduler, once=once, log=log, stop=STOP_REQUESTED,

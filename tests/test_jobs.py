@@ -111,6 +111,18 @@ def test_enqueue_stores_the_full_options_and_refuses_bad_ones(catalog, tmp_path)
 
 
 # ------------------------------------------------------------------------------- claiming
+def test_a_jobs_kernel_threads(catalog, tmp_path):
+    """A worker's kernel threads (txmdb worker --threads) run an analysis whose job gives no
+    workers; a job's own workers stands; on a Dask cluster the tasks keep one thread each."""
+    scan, = make_scans(catalog, tmp_path, 1)
+    bare = jobs.get_job(catalog, jobs.enqueue(catalog, "analyze", {"bin": "1"}, scan_id=scan))
+    own = jobs.get_job(catalog, jobs.enqueue(catalog, "analyze", {"bin": "1", "workers": 1}, scan_id=scan))
+    assert jobs.job_analysis(catalog, bare, kernel_threads=3)[0].workers == 3
+    assert jobs.job_analysis(catalog, own, kernel_threads=3)[0].workers == 1
+    assert jobs.job_analysis(catalog, bare)[0].workers is None                      # one per core
+    assert jobs.job_analysis(catalog, bare, scheduler="tcp://sched:8786", kernel_threads=3)[0].workers is None
+
+
 def test_claim_takes_the_oldest_ready_job_once(catalog, tmp_path):
     scan, = make_scans(catalog, tmp_path, 1)
     first, second = (jobs.enqueue(catalog, "analyze", {}, scan_id=scan) for _ in range(2))

@@ -15,7 +15,7 @@ import pytest
 from tests.test_spectral_kernels import E, F, PARAMS, REFS, W, mixtures
 from txmdb.analysis import _spectral_numba
 from txmdb.analysis import _threads
-from txmdb.analysis._threads import _quota_cores, kernel_threads, numba_threads, usable_cores
+from txmdb.analysis._threads import _cgroup_cores, _quota_cores, kernel_threads, numba_threads, usable_cores
 from txmdb.analysis.edge import EdgeKernel
 from txmdb.analysis.spectral import SpectralKernel
 from txmdb.options import ANALYZE_OPTIONS, analysis_request
@@ -23,8 +23,19 @@ from txmdb.pipeline import AnalysisOptions
 from txmdb.vocabulary import MAX_ANALYSIS_WORKERS
 
 
-def test_default_is_one_thread_per_usable_core():
-    assert usable_cores() == len(os.sched_getaffinity(0))
+@pytest.fixture
+def cgroups(tmp_path, monkeypatch):
+    """An empty cgroup v2 tree and this process' cgroup file, both under tmp_path."""
+    root, own = tmp_path / "cgroup", tmp_path / "self-cgroup"
+    root.mkdir()
+    own.write_text("0::/\n")
+    monkeypatch.setattr(_threads, "CGROUP_ROOT", root)
+    monkeypatch.setattr(_threads, "PROC_CGROUP", own)
+    return root, own
+
+
+def test_default_is_one_thread_per_usable_core(cgroups):
+    assert usable_cores() == len(os.sched_getaffinity(0))          # no quota anywhere
     assert kernel_threads(None) == min(len(os.sched_getaffinity(0)), MAX_ANALYSIS_WORKERS)
     assert kernel_threads(3) == 3
     # the option's default is automatic everywhere: command line, jobs, rules, library
@@ -37,12 +48,27 @@ def test_default_is_one_thread_per_usable_core():
 
 @pytest.mark.parametrize("text, cores", [("max 100000\n", None), ("200000 100000\n", 2), ("150000 100000", 2),
                                          ("50000 100000", 1), ("", None), ("junk", None), ("100 0", None)])
-def test_a_containers_cpu_quota_is_read(tmp_path, monkeypatch, text, cores):
+def test_a_cpu_max_file_is_read(tmp_path, text, cores):
     quota = tmp_path / "cpu.max"
     quota.write_text(text)
     assert _quota_cores(quota) == cores
     assert _quota_cores(tmp_path / "missing") is None
-    monkeypatch.setattr(_threads, "CGROUP_CPU_MAX", quota)
+
+
+@pytest.mark.parametrize("quotas, cores", [
+    ({"": "max", "a": "300000 100000", "a/b": "max"}, 3),           # a container's limit above the process
+    ({"": "max", "a": "100000 100000", "a/b": "400000 100000"}, 1),  # the smallest on the way up
+    ({"a/b": "200000 100000"}, 2),                                  # the process' own (systemd CPUQuota=)
+    ({"": "100000 100000"}, 1),                                     # the root's
+    ({}, None),
+])
+def test_the_smallest_quota_from_the_process_cgroup_up_counts(cgroups, quotas, cores):
+    root, own = cgroups
+    own.write_text("0::/a/b\n")
+    (root / "a" / "b").mkdir(parents=True)
+    for folder, text in quotas.items():
+        (root / folder / "cpu.max").write_text(text)
+    assert _cgroup_cores() == cores
     assert usable_cores() == min(len(os.sched_getaffinity(0)), cores or 10 ** 6)
 
 

@@ -401,14 +401,10 @@ def execute(catalog, job: Job, *, scheduler: str | None = None, progress=None,
     ``progress(done, total)`` is called between units of an analysis run here (it may raise to stop it).
     ``kernel_threads``: an analysis' kernel threads when its job gives no ``workers`` (None: one per core).
     """
-    from dataclasses import replace
-
-    from txmdb.options import analysis_request, registration_request
+    from txmdb.options import registration_request
 
     if job.kind == "analyze":
-        options, registration = analysis_request(job.parameters, catalog=catalog)
-        if options.workers is None and kernel_threads is not None:
-            options = replace(options, workers=kernel_threads)
+        options, registration = job_analysis(catalog, job, scheduler=scheduler, kernel_threads=kernel_threads)
         if scheduler:
             from txmdb.catalog.distributed import analyze_on_cluster
 
@@ -424,6 +420,19 @@ def execute(catalog, job: Job, *, scheduler: str | None = None, progress=None,
 
         return {"registration_id": register_scan(catalog, job.scan_id, **registration_request(job.parameters)).id}
     raise TxmdbError(f"job {job.id}: unknown kind {job.kind!r}")
+
+
+def job_analysis(catalog, job: Job, *, scheduler: str | None = None, kernel_threads: int | None = None):
+    """An analyze job's (AnalysisOptions, registration): its options, and ``kernel_threads`` when
+    it gives no ``workers`` and runs here (on a Dask cluster each task keeps one thread)."""
+    from dataclasses import replace
+
+    from txmdb.options import analysis_request
+
+    options, registration = analysis_request(job.parameters, catalog=catalog)
+    if options.workers is None and kernel_threads is not None and not scheduler:
+        options = replace(options, workers=kernel_threads)
+    return options, registration
 
 
 class _Lease:

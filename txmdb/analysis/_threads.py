@@ -7,18 +7,37 @@ import os
 from contextlib import contextmanager
 from pathlib import Path
 
-#: cgroup v2's CPU limit of this process' container ("max 100000": none; "200000 100000": 2 cores)
-CGROUP_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")
+#: cgroup v2: the hierarchy's root, and the file naming this process' cgroup in it ("0::/PATH")
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+PROC_CGROUP = Path("/proc/self/cgroup")
 
 
 def usable_cores() -> int:
-    """The cores this process may run on: its CPU affinity, or fewer under a container's CPU
-    quota (cgroup v2 ``cpu.max``); at least 1."""
+    """The cores this process may run on: its CPU affinity, or fewer under a CPU quota of its
+    cgroup or any cgroup above it (a container's limit, systemd's ``CPUQuota=``); at least 1.
+    cgroup v1 quotas are not read."""
     try:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:                          # not on Linux
         cores = os.cpu_count() or 1
-    return max(1, min(cores, _quota_cores(CGROUP_CPU_MAX) or cores))
+    return max(1, min(cores, _cgroup_cores() or cores))
+
+
+def _cgroup_cores() -> int | None:
+    """The smallest CPU quota, in whole cores, from this process' cgroup up to the root; None: none."""
+    try:
+        own = next(line[3:].strip() for line in PROC_CGROUP.read_text().splitlines() if line.startswith("0::"))
+    except (OSError, StopIteration, UnicodeDecodeError):
+        own = "/"
+    folder = CGROUP_ROOT / own.lstrip("/")
+    quotas = []
+    while True:
+        if (quota := _quota_cores(folder / "cpu.max")) is not None:
+            quotas.append(quota)
+        if folder == CGROUP_ROOT or CGROUP_ROOT not in folder.parents:
+            break
+        folder = folder.parent
+    return min(quotas, default=None)
 
 
 def _quota_cores(path: Path) -> int | None:
