@@ -41,7 +41,10 @@ def _fma(typingctx, a, b, c):
     return sig, codegen
 
 
-@njit(parallel=True, fastmath=False, cache=True, nogil=True)
+# error_model="numpy" here and wherever edge_block_lines is inlined: a step of zero at a row
+# (a flat spectrum, jump 0 where min_jump allows it) gives inf/NaN and no crossing (masked), not a
+# ZeroDivisionError raised inside a parallel region (numba then returns with an exception set)
+@njit(parallel=True, fastmath=False, cache=True, nogil=True, error_model="numpy")
 def edge_pass(mu, p_pre, pre0, p_post, post0, x, e, s0, s1, min_jump, snr,
               edge, jump, sigma, valid):  # pragma: no cover - compiled
     n = mu.shape[1]
@@ -53,7 +56,7 @@ def edge_pass(mu, p_pre, pre0, p_post, post0, x, e, s0, s1, min_jump, snr,
 
 # A function of its own so that a fused pass (txmdb.analysis._spectral_numba) can run it on
 # a block and then read the same block again while it is still in cache.
-@njit(fastmath=False, cache=True, nogil=True)
+@njit(fastmath=False, cache=True, nogil=True, error_model="numpy")
 def edge_block(mu, v0, m, p_pre, pre0, p_post, post0, x, e, s0, s1, min_jump, snr,
                edge, jump, sigma, valid):  # pragma: no cover - compiled
     """The edge pass of voxels ``v0 .. v0 + m`` (one block)."""
@@ -62,7 +65,7 @@ def edge_block(mu, v0, m, p_pre, pre0, p_post, post0, x, e, s0, s1, min_jump, sn
 
 
 # inline: edge_block is this function as it was before the lines were handed out
-@njit(fastmath=False, cache=True, nogil=True, inline="always")
+@njit(fastmath=False, cache=True, nogil=True, inline="always", error_model="numpy")
 def edge_block_lines(mu, v0, m, p_pre, pre0, p_post, post0, x, e, s0, s1, min_jump, snr,
                      edge, jump, sigma, valid, a_pre, b_pre, a_post, b_post):  # pragma: no cover - compiled
     """:func:`edge_block`, its lines left in ``a_pre, b_pre, a_post, b_post`` (zeros on entry,

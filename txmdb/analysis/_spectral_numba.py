@@ -443,7 +443,7 @@ def _run_maps(mu, v0, m, a_pre, b_pre, jump, slope, x,
         _lcf_any(v0, m, acc, yy, sup_idx, sup_n, sup_a, sup_c, gram, out_frac, out_r)
 
 
-@njit(parallel=True, fastmath=False, cache=True, nogil=True)
+@njit(parallel=True, fastmath=False, cache=True, nogil=True, error_model="numpy")
 def spectral_pass(mu, valid, p_pre, pre0, p_post, post0, x,
                   coef, r0, w0, w1, f0, f1, has_wl, w_c, w_h, sup_idx, sup_n, sup_a, sup_c, gram,
                   out_wl, out_h, out_frac, out_r):  # pragma: no cover - compiled
@@ -459,7 +459,8 @@ def spectral_pass(mu, valid, p_pre, pre0, p_post, post0, x,
                        out_wl, out_h, out_frac, out_r)
 
 
-@njit(parallel=True, fastmath=False, cache=True, nogil=True)
+# error_model numpy: the inlined edge block's zero steps as in _edge_numba.edge_pass
+@njit(parallel=True, fastmath=False, cache=True, nogil=True, error_model="numpy")
 def fused_pass(mu, p_pre, pre0, p_post, post0, x, e, s0, s1, min_jump, snr,
                edge, jump, sigma, valid,
                coef, r0, w0, w1, f0, f1, has_wl, w_c, w_h, sup_idx, sup_n, sup_a, sup_c, gram,
