@@ -44,10 +44,9 @@ def worker(
         check_scheduler_address(scheduler)
     log = EventLog(json=log_json)
     cat = catalog(ctx)  # checked here, once, before any worker starts
-    if threads is None:  # the processes share the cores rather than each taking them all
-        from txmdb.analysis._threads import usable_cores
+    from txmdb.analysis._threads import kernel_threads
 
-        threads = max(1, min(MAX_ANALYSIS_WORKERS, usable_cores() // concurrency))
+    threads = kernel_threads(threads, share=concurrency)  # the processes share the cores, not each take them all
     try:
         if concurrency == 1:
             jobs.run_worker(cat, lease_s=lease, scheduler=scheduler, once=once, log=log, stop=STOP_REQUESTED,

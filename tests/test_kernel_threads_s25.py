@@ -38,6 +38,8 @@ def test_default_is_one_thread_per_usable_core(cgroups):
     assert usable_cores() == len(os.sched_getaffinity(0))          # no quota anywhere
     assert kernel_threads(None) == min(len(os.sched_getaffinity(0)), MAX_ANALYSIS_WORKERS)
     assert kernel_threads(3) == 3
+    assert kernel_threads(None, share=2) == max(1, min(len(os.sched_getaffinity(0)) // 2, MAX_ANALYSIS_WORKERS))
+    assert kernel_threads(None, share=10 ** 6) == 1 and kernel_threads(5, share=2) == 5
     # the option's default is automatic everywhere: command line, jobs, rules, library
     assert ANALYZE_OPTIONS["workers"] == (int, None)
     assert AnalysisOptions(params=PARAMS).workers is None

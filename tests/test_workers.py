@@ -138,7 +138,6 @@ def test_concurrency_runs_several_worker_processes(catalog, cli, tmp_path):
     assert proc.stderr.count("worker.stopped") == 2
 
 
-@on_postgresql
 def test_concurrent_workers_share_the_cores_and_threads_are_given_on(catalog, cli, tmp_path):
     """--concurrency N: each process' analyses get the cores ÷ N kernel threads (not every core
     each), and --threads K overrides that (session 25; what a job then runs with:

@@ -49,11 +49,14 @@ def _quota_cores(path: Path) -> int | None:
         return None
 
 
-def kernel_threads(requested: int | None) -> int:
-    """``requested`` kernel threads, or None: one per usable core, at most MAX_ANALYSIS_WORKERS."""
+def kernel_threads(requested: int | None, *, share: int = 1) -> int:
+    """``requested`` kernel threads, or None: the usable cores divided among ``share`` processes
+    running analyses at once, at least 1 and at most MAX_ANALYSIS_WORKERS."""
     from txmdb.vocabulary import MAX_ANALYSIS_WORKERS
 
-    return int(requested) if requested is not None else min(usable_cores(), MAX_ANALYSIS_WORKERS)
+    if requested is not None:
+        return int(requested)
+    return max(1, min(usable_cores() // share, MAX_ANALYSIS_WORKERS))
 
 
 @contextmanager
