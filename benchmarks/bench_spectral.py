@@ -71,14 +71,17 @@ def references() -> dict[str, tuple[np.ndarray, np.ndarray]]:
     return out
 
 
-def measure_pass(path: Path, kind: str, workers: int = 0, sink: str = "file", fit: tuple[float, float] = FIT) -> dict:
+def measure_pass(path: Path, kind: str, workers: int = 0, sink: str = "file", fit: tuple[float, float] = FIT,
+                 memory: str = "as-is") -> dict:
     """The edge phase of ``txm analyze`` over the whole stack, edge kernel alone or with the
     spectral maps: ``sink`` ``file`` — its loop (:class:`txmdb.pipeline.EdgePhaseWriter`: the
     float64 edge map in memory, ``edge_ev``, ``jump``, ``valid`` and the spectral maps written
     to a results file from the writer's thread), under the memory switch ``analyze_stack``
     runs in (``no_huge_pages``, ``freed_memory_kept``); the file is deleted untimed. ``none`` — the same pass
     writing nothing: the edge map kept, the maps dropped (kernel and read alone). ``fit``: the
-    LCF window (eV; the Ni preset's by default; a narrower one fits fewer rows per voxel)."""
+    LCF window (eV; the Ni preset's by default; a narrower one fits fewer rows per voxel).
+    ``memory`` ``warm``: set again right before the clock starts (the child's imports and
+    kernel load take 1-1.5 s, in which the balloon took part of the parent's warm memory back)."""
     import h5py
 
     from txmdb.analysis._memory import freed_memory_kept, no_huge_pages
@@ -100,6 +103,8 @@ def measure_pass(path: Path, kind: str, workers: int = 0, sink: str = "file", fi
                             out=spectral.map_buffers() if kind == "spectral" else None)
     else:
         SpectralKernel(info.energies_ev, params).edge(np.zeros((len(info.energies_ev), 1), np.float32))
+    if memory == "warm":
+        settle(memory)
     results = path.parent / f"bench_spectral_maps_{os.getpid()}.h5"
     # as analyze_stack: EdgePhaseWriter.MAP_SETS (three) sets of float32 map buffers for the
     # writer; spectral-fresh: new float64 maps per slab (the path before the buffers)
@@ -253,7 +258,7 @@ def main() -> None:
     if args.child:
         what = args.child[0]
         result = (measure_pass(Path(args.child[1]), args.child[2], int(args.child[3]), args.child[4],
-                               _window(args.child[5])) if what == "pass"
+                               _window(args.child[5]), args.child[6]) if what == "pass"
                   else measure_per_voxel(int(args.child[1])))
         print(json.dumps(result))
         return
@@ -278,7 +283,8 @@ def main() -> None:
                 settle(args.memory, cached=path if cache == "warm" else None)
                 if cache == "cold":
                     drop_cache(path)          # after the state: a full page cache holds this file too
-                runs[kind].append(_child("pass", str(path), kind, str(args.workers), args.sink, args.fit))
+                runs[kind].append(_child("pass", str(path), kind, str(args.workers), args.sink, args.fit,
+                                          args.memory))
         best = {kind: min(r, key=lambda x: x["seconds"]) for kind, r in runs.items()}
         cpu = {kind: min(x["cpu_seconds"] for x in r) for kind, r in runs.items()}
         kernel = {kind: min(x["kernel_thread_cpu_seconds"] for x in r) for kind, r in runs.items()}

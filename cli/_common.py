@@ -122,7 +122,20 @@ def error_line(exc) -> str:
 
 
 FormatOption = typer.Option(OutputFormat.table, "--format", "-f", help="Output format of the table.")
-OutputOption = typer.Option(None, "--output", "-o",
+def _not_the_catalogues(ctx: typer.Context, output: Optional[Path]) -> Optional[Path]:
+    """``-o`` refused when it names the catalogue's database or a file in its store (the
+    catalogue the global options name, not opened for this), before the command runs."""
+    if output is not None:
+        from txmdb.catalog import catalogue_file_problem
+        from txmdb.errors import InputError
+
+        problem = catalogue_file_problem(output, (ctx.find_root().obj or {}).get("db"), store_root(ctx))
+        if problem is not None:
+            raise InputError(output, problem)
+    return output
+
+
+OutputOption = typer.Option(None, "--output", "-o", callback=_not_the_catalogues,
                             help="Write the table to this file instead of the terminal (its folder must exist).")
 
 
@@ -133,6 +146,14 @@ def catalog(ctx: typer.Context, *, check: bool = True):
     root = ctx.find_root()
     obj = root.obj or {}
     return open_catalog(obj.get("db"), obj.get("store"), check=check)
+
+
+def store_root(ctx: typer.Context):
+    """The results store the global --db/--store options name, without opening the catalogue."""
+    from txmdb.catalog import store_path
+
+    obj = ctx.find_root().obj or {}
+    return store_path(obj.get("db"), obj.get("store"))
 
 
 def emit_table(frame, fmt: OutputFormat = OutputFormat.table, output: Optional[Path] = None) -> None:
@@ -175,7 +196,9 @@ def field_value_table(row):
 
 
 def echo(message: str) -> None:
-    """Print a message; names it quotes cannot act on the terminal (their own line breaks stay)."""
+    """Print a one-line message; names it quotes cannot act on the terminal or forge lines
+    (a line break in one shows as ``\\n``). Leading line breaks stay: a section's blank line."""
     from txmdb.textsafe import visible
 
-    typer.echo(visible(message, keep="\n"))
+    line = message.lstrip("\n")
+    typer.echo("\n" * (len(message) - len(line)) + visible(line))

@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from txmdb.cli._common import FormatOption, OutputOption, catalog, echo, emit_table
+from txmdb.cli._common import FormatOption, OutputOption, catalog, echo, emit_table, store_root
 from txmdb.vocabulary import OutputFormat
 
 
@@ -33,6 +33,9 @@ def watch(
 
     rules = load_rules(rules_file)  # a bad rules file stops here, before the catalogue is touched
     if check:
+        from txmdb.harvest.watcher import refuse_folders_in_store
+
+        refuse_folders_in_store(rules, store_root(ctx))  # as the watcher would
         summary = (f"{rules_file}: {len(rules.rules)} rule{'s' * (len(rules.rules) != 1)}, settle "
                    f"{rules.settle_seconds:g} s")
         table = _check_table(rules)
@@ -78,11 +81,12 @@ def _check_table(rules):
 
     from txmdb.errors import TxmdbError
     from txmdb.harvest.watcher import _files_under
+    from txmdb.textsafe import utf8_problem, visible
 
     rows = []
     for rule in rules.rules:
         if not rule.folder.is_dir():
-            rows.append(dict(rule=rule.label, kind=rule.kind, file=str(rule.folder), action="folder missing",
+            rows.append(dict(rule=rule.label, kind=rule.kind, file=visible(str(rule.folder)), action="folder missing",
                              values="", jobs=""))
             continue
         for path in sorted(map(Path, _files_under(rule.folder))):
@@ -95,8 +99,10 @@ def _check_table(rules):
                 values, action = None, f"fail: {exc}"
             if path.is_symlink():  # as the watcher: never followed
                 values, action = None, "ignore (a symbolic link: links are not followed)"
+            if utf8_problem(str(path)):  # as the watcher: the catalogue cannot store the path
+                values, action = None, "ignore (the path is not valid UTF-8: rename the file to be harvested)"
             jobs = ", ".join(k for k, asked in (("register", rule.register), ("analyze", rule.analyze)) if asked)
-            rows.append(dict(rule=rule.label, kind=rule.kind, file=path.relative_to(rule.folder).as_posix(),
+            rows.append(dict(rule=rule.label, kind=rule.kind, file=visible(path.relative_to(rule.folder).as_posix()),
                              action=action, values=" ".join(f"{k}={v}" for k, v in (values or {}).items()),
                              jobs=jobs if values is not None else ""))
     return pd.DataFrame(rows, columns=["rule", "kind", "file", "action", "values", "jobs"])

@@ -167,15 +167,15 @@ def test_map_export_never_replaces_a_scans_raw_stack(lab):
     assert _analyze(lab).exit_code == 0
     stack_sha = _sha(lab.stack)
     _one_line(lab("txm", "export", lab.scan, "--map", "edge", "-o", lab.stack),
-              f"{lab.stack}: is the file of scan {lab.scan}; give another file to write")
+              f"{lab.stack}: is the file of TXM scan {lab.scan}; give another file to write")
     link = lab.tmp / "link.h5"
     link.symlink_to(lab.stack)
     _one_line(lab("txm", "export", lab.scan, "--map", "edge", "-o", link),
-              f"{link}: is the file of scan {lab.scan}; give another file to write")
+              f"{link}: is the file of TXM scan {lab.scan}; give another file to write")
     assert _sha(lab.stack) == stack_sha and link.is_symlink()
     results = _results(lab, 1)
     _one_line(lab("txm", "export", lab.scan, "--map", "edge", "-o", results),
-              f"{results}: is the analysis' own results file; give another file to write")
+              f"{results}: is inside the catalogue's results store {lab.store}; write outside it")
     # another scan's file: the stack export is refused as well
     second = lab.tmp / "second.h5"
     shutil.copy(lab.stack, second)
@@ -186,7 +186,7 @@ def test_map_export_never_replaces_a_scans_raw_stack(lab):
     second_sha = _sha(second)
     for args in (["--map", "edge"], []):
         _one_line(lab("txm", "export", lab.scan, *args, "-o", second),
-                  f"{second}: is the file of scan {other}; give another file to write")
+                  f"{second}: is the file of TXM scan {other}; give another file to write")
     assert _sha(second) == second_sha and _sha(lab.stack) == stack_sha
 
 

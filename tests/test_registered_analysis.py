@@ -278,7 +278,7 @@ def test_export_refuses_bad_destinations_in_one_line(lab, tmp_path):
     before = sorted(tmp_path.iterdir())
     _one_line_error(lab("txm", "export", scan, "-o", tmp_path), "is a folder")
     _one_line_error(lab("txm", "export", scan, "-o", tmp_path / "no" / "x.h5"), "does not exist")
-    _one_line_error(lab("txm", "export", scan, "-o", source), f"is the file of scan {scan}")
+    _one_line_error(lab("txm", "export", scan, "-o", source), f"is the file of TXM scan {scan}")
     _one_line_error(lab("txm", "export", scan, "-o", "/dev/null"), "is not a regular file")
     _one_line_error(lab("txm", "export", scan, "-o", tmp_path / "x.h5", "--registered"),
                     f"scan {scan} has no registration; run 'txmdb txm register {scan}' first")

@@ -150,13 +150,17 @@ def analysis_request(values: Mapping[str, Any] | None, *, catalog=None):
     from txmdb.analysis.edge import edge_parameters
     from txmdb.errors import TxmdbError
     from txmdb.pipeline import AnalysisOptions
-    from txmdb.vocabulary import ELEMENTS, MAX_ANALYSIS_WORKERS
+    from txmdb.vocabulary import ELEMENTS, MAX_ANALYSIS_WORKERS, MAX_CATALOGUE_INT
 
     v = option_values("analyze", values)
     if v["element"] not in ELEMENTS:
         raise TxmdbError(f"--element {v['element']!r}: expected one of {', '.join(ELEMENTS)}")
     if not 2 <= v["theta_bins"] <= 180:
         raise TxmdbError(f"--theta-bins must be between 2 and 180, got {v['theta_bins']}")
+    if v["min_particle_voxels"] is not None and not 0 <= v["min_particle_voxels"] <= MAX_CATALOGUE_INT:
+        # a particle's voxel count is a catalogue whole number: a larger minimum keeps none
+        raise TxmdbError(f"--min-particle-voxels must be between 0 and {MAX_CATALOGUE_INT}, "
+                         f"got {v['min_particle_voxels']}")
     if v["workers"] is not None and not 1 <= v["workers"] <= MAX_ANALYSIS_WORKERS:
         raise TxmdbError(f"--workers must be between 1 and {MAX_ANALYSIS_WORKERS}, got {v['workers']}")
     extra = {}

@@ -709,12 +709,24 @@ def _prepare(img: np.ndarray, sigma: float, index: int) -> np.ndarray:
         raise ValueError(f"energy index {index}: every value is NaN or infinite in the region registered")
     if not finite.all():
         img = np.where(finite, img, np.median(img[finite]))
+    peak = float(np.abs(img).max())
+    if peak > _LARGEST_VALUE:
+        # scaled first (the working image is standardised anyway): sums and squares of
+        # float32 values near its largest overflowed, and NaN shifts followed
+        img = img / np.float32(peak)
     out = _gaussian(img, sigma) if sigma > 0 else img.copy()
     out -= out.mean()
     std = float(out.std())
     if std > 0:
         out /= std
+    if not np.isfinite(std):
+        raise ValueError(f"energy index {index}: its values cannot be registered (their spread is not finite)")
     return out
+
+
+#: Values above this (absolute) are scaled before a working image is made: float32 squares
+#: stay finite, and a stack of absorbance never comes near it.
+_LARGEST_VALUE = 1e15
 
 
 def _highpass(img: np.ndarray, sigma: float, out: np.ndarray | None = None) -> np.ndarray:

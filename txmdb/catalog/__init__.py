@@ -40,4 +40,25 @@ def open_catalog(url: str | None = None, store: str | os.PathLike | None = None,
     engine = make_engine(resolved)
     if check:
         check_database(engine)
-    return Catalog(engine=engine, store=Store(Path(store) if store else default_store(resolved), engine))
+    return Catalog(engine=engine, store=Store(store_path(url, store), engine))
+
+
+def store_path(url: str | None, store: str | os.PathLike | None = None) -> Path:
+    """The results store of the catalogue at ``url`` (as :func:`open_catalog` takes it):
+    ``store``, else :func:`default_store`."""
+    return Path(store) if store else default_store(resolve_url(url))
+
+
+def catalogue_file_problem(output: str | os.PathLike, url, store: str | os.PathLike) -> str | None:
+    """Why a file written at ``output`` would replace one the catalogue at ``url`` owns, or None:
+    its SQLite database (or that database's journal), or anything in its results ``store``.
+    ``output`` is followed through links, as the writers follow them (``txmdb.io.outputs``)."""
+    where = Path(os.path.realpath(output))
+    url = resolve_url(url) if url is None or isinstance(url, str) else url
+    if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
+        database = os.path.realpath(url.database)
+        if str(where) in {database, *(database + end for end in ("-wal", "-shm", "-journal"))}:
+            return "is the catalogue's database; give another file to write"
+    if where.is_relative_to(os.path.realpath(store)):
+        return f"is inside the catalogue's results store {store}; write outside it"
+    return None

@@ -11,19 +11,26 @@ from txmdb.catalog.txm import LATEST, named_as_scan, prepare_scan, resolve_regis
 from txmdb.errors import InputError, TxmdbError, input_errors
 
 
-def refuse_scan_file(catalog, output: Path) -> None:
-    """InputError when ``output`` is the file of a catalogued scan (this one or another): an
-    export renamed onto it would replace the raw stack its rows and hash describe."""
+def refuse_catalogue_file(catalog, output: Path) -> None:
+    """InputError when ``output`` is a file the catalogue owns (its database, anything in its
+    store: :func:`~txmdb.catalog.catalogue_file_problem`) or an ingested file of a scan, run,
+    spectrum or XRD result: an export renamed onto it would replace what rows and hashes describe."""
     from sqlalchemy import select
 
-    from txmdb.db.models import TXMScan
+    from txmdb.catalog import catalogue_file_problem
+    from txmdb.db.models import INGESTED_FILES
 
+    problem = catalogue_file_problem(output, catalog.engine.url, catalog.store.root)
+    if problem is not None:
+        raise InputError(output, problem)
     if not output.exists():
         return
+    where = str(output.resolve())
     with catalog.session() as session:
-        found = session.scalar(select(TXMScan.id).where(TXMScan.file_path == str(output.resolve())).limit(1))
-    if found is not None:
-        raise InputError(output, f"is the file of scan {found}; give another file to write")
+        for model, noun in INGESTED_FILES:
+            found = session.scalar(select(model.id).where(model.file_path == where).limit(1))
+            if found is not None:
+                raise InputError(output, f"is the file of {noun} {found}; give another file to write")
 
 
 def _still_as_checked(scan, hashing) -> None:
@@ -84,8 +91,8 @@ def export_scan(catalog, scan_id: int, output: str | os.PathLike, *, registered:
     scan, info, hashing = prepare_scan(catalog, scan_id, hold=True)
     try:
         if output.exists() and os.path.samefile(output, scan.file_path):
-            raise InputError(output, f"is the file of scan {scan_id}; give another file to write")
-        refuse_scan_file(catalog, output)
+            raise InputError(output, f"is the file of TXM scan {scan_id}; give another file to write")
+        refuse_catalogue_file(catalog, output)
         attrs = {"txmdb_scan_id": scan.id, "txmdb_source": scan.file_path, "txmdb_source_sha256": scan.file_sha256}
         if applied is not None:
             attrs.update({f"txmdb_{key}": value for key, value in applied.parameters().items()})
@@ -154,7 +161,7 @@ def export_map(catalog, scan_id: int, name: str, output: str | os.PathLike, *,
                  "txmdb_unit": spec.unit, "txmdb_parameters": json.dumps(analysis.parameters),
                  "txmdb_source_sha256": scan.file_sha256}
         results_path, results_sha256 = analysis.results_path, analysis.results_sha256
-    refuse_scan_file(catalog, output)
+    refuse_catalogue_file(catalog, output)
     try:
         results = catalog.store.open_hdf5(results_path, results_sha256)
     except StoreFileError as exc:

@@ -92,8 +92,7 @@ def check_sources(catalog) -> Audit:
     from txmdb.store import sha256_regular
 
     audit = Audit()
-    for model, noun in ((m.TXMScan, "TXM scan"), (m.CyclingRun, "cycling run"), (m.XASMeasurement, "XAS measurement"),
-                        (m.XRDResult, "XRD result")):
+    for model, noun in m.INGESTED_FILES:
         with catalog.session() as session:
             rows = session.execute(select(model.id, model.file_path, model.file_size_bytes, model.file_sha256)
                                    .where(model.file_path.is_not(None)).order_by(model.id)).all()

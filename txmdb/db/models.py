@@ -709,3 +709,8 @@ CLUSTER_TABLES = {
     "cluster_spectra": ClusterSpectrum,
     "pca_variance": PCAVariance,
 }
+
+
+#: The tables that record an ingested file (:class:`FileRecord`'s columns), and what one row is.
+INGESTED_FILES = ((TXMScan, "TXM scan"), (CyclingRun, "cycling run"), (XASMeasurement, "XAS measurement"),
+                  (XRDResult, "XRD result"))

@@ -88,6 +88,15 @@ def _columns(value) -> str:
     return text
 
 
+def _encoding(value) -> str:
+    """A cycler CSV's text encoding, kept as given once Python decodes text with it."""
+    from txmdb.io.cycling import text_codec
+
+    text = _text(value)
+    text_codec(text)
+    return text
+
+
 def _at_least(minimum: int, maximum: int | None = None) -> Callable[[Any], int]:
     whole = _number(int)
 
@@ -105,7 +114,7 @@ _float, _int = _number(float), _number(int)
 #: Per kind: its ingest command's options (keyword → converter), and those it cannot do without.
 OPTIONS: dict[str, dict[str, Callable]] = {
     "cycling": {"cell": _text, "format": _one_of((AUTO, *CYCLER_FORMATS)), "columns": _columns,
-                "upper_cutoff": _float, "reference_cycle": _at_least(1, MAX_CYCLE_NUMBER), "encoding": _text},
+                "upper_cutoff": _float, "reference_cycle": _at_least(1, MAX_CYCLE_NUMBER), "encoding": _encoding},
     "xas": {"sample": _text, "reference": _text, "edge": _one_of(EDGES), "mode": _one_of(MODES), "state": _text,
             "depth_um": _float, "pre": _window("pre"), "post": _window("post"), "edge_window": _window("edge_window"),
             "min_jump": _float, "background": _window("background"), "l3_low": _window("l3_low"),

@@ -56,6 +56,16 @@ class Candidate:
     reason: str | None = None  # why it was not complete at its last check
 
 
+def refuse_folders_in_store(rules, store) -> None:
+    """TxmdbError naming the first watched folder of ``rules`` that is the results store
+    ``store`` or inside it (through links too): its own results would be harvested."""
+    store = Path(os.path.realpath(store))
+    for folder in rules.folders:
+        if Path(os.path.realpath(folder)).is_relative_to(store):
+            raise TxmdbError(f"{folder}: a watched folder inside the store {store} (its own results "
+                             f"would be harvested): watch the instruments' folders")
+
+
 class Watcher:
     """Watches ``rules``' folders and harvests their files into ``catalog``.
 
@@ -106,12 +116,9 @@ class Watcher:
 
     def run(self) -> None:
         settle = self.rules.settle_seconds
+        refuse_folders_in_store(self.rules, self._store)
         self.log("watch.start", "info", observer=self.observer_name, poll=self.poll, settle_seconds=settle,
                  rules=str(self.rules.path), folders=[str(f) for f in self.rules.folders])
-        for folder in self.rules.folders:
-            if Path(os.path.realpath(folder)).is_relative_to(self._store):
-                raise TxmdbError(f"{folder}: a watched folder inside the store {self._store} (its own results "
-                                 f"would be harvested): watch the instruments' folders")
         self.seen = load_seen(self.catalog)
         if self.poll is None and not self.once:
             self._start_observer()

@@ -206,6 +206,20 @@ def detect_format(path: str | os.PathLike, *, encoding: str | None = None) -> st
     return "neware-csv" if looks_like_neware_csv(text.splitlines()[:3]) else "csv"
 
 
+def text_codec(name: str) -> str:
+    """The codec ``name`` stands for (``--encoding``, a harvest rule's ``encoding``), if it
+    decodes bytes to text; ValueError otherwise: an unknown name, or a codec such as
+    ``rot13``, ``base64`` or ``zlib_codec`` that Python looks up but that is not a text
+    encoding (decoding with it raised LookupError)."""
+    try:
+        info = codecs.lookup(name)
+    except (LookupError, ValueError, TypeError):     # ValueError: a NUL in the name
+        raise ValueError(f"unknown text encoding {name!r}") from None
+    if not getattr(info, "_is_text_encoding", True):
+        raise ValueError(f"{name!r} is not a text encoding")
+    return info.name
+
+
 def text_encoding(head: bytes, source, requested: str | None = None) -> str:
     """The encoding of a cycler text file, from its first bytes ``head``.
 
@@ -221,9 +235,9 @@ def text_encoding(head: bytes, source, requested: str | None = None) -> str:
     """
     if requested:
         try:
-            return codecs.lookup(requested).name
-        except LookupError:
-            raise InputError(source, f"unknown text encoding {requested!r}") from None
+            return text_codec(requested)
+        except ValueError as exc:
+            raise InputError(source, str(exc)) from None
     order = list(_ENCODINGS)
     if _CP1252_UNIT_SYMBOL.search(b"\n".join(head.splitlines()[:3])):
         order.remove("cp1252")

@@ -19,6 +19,7 @@ from urllib.parse import urlencode
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from starlette.convertors import PathConvertor, register_url_convertor
 
 from txmdb.errors import NotFoundError, TxmdbError
 from txmdb.query import QUERIES
@@ -28,6 +29,16 @@ from txmdb.web.auth import Editor, Viewer
 from txmdb.web.templating import path_segment
 
 router = APIRouter(include_in_schema=False)
+
+
+class _AnyText(PathConvertor):
+    """A path parameter that takes any text, line breaks too (a name may hold them: the
+    ``path`` convertor's ``.*`` stops at one, and such a sample's page answered a bare 404)."""
+
+    regex = "(?s:.*)"
+
+
+register_url_convertor("text", _AnyText())
 
 #: Rows a page shows of a table; the downloads have all of them.
 PAGE_ROWS = 500
@@ -458,7 +469,7 @@ def _spatial_shape(shape) -> list[int]:
     return sizes[1:]
 
 
-@router.get("/samples/{name:path}", response_class=HTMLResponse)
+@router.get("/samples/{name:text}", response_class=HTMLResponse)
 @_one_connection
 def sample_page(request: Request, name: str, user=Viewer):
     from txmdb import query
