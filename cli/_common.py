@@ -123,15 +123,30 @@ def error_line(exc) -> str:
 
 FormatOption = typer.Option(OutputFormat.table, "--format", "-f", help="Output format of the table.")
 def _not_the_catalogues(ctx: typer.Context, output: Optional[Path]) -> Optional[Path]:
-    """``-o`` refused when it names the catalogue's database or a file in its store (the
-    catalogue the global options name, not opened for this), before the command runs."""
-    if output is not None:
-        from txmdb.catalog import catalogue_file_problem
-        from txmdb.errors import InputError
+    """``-o`` refused, before the command runs, when it names the catalogue's database, a file
+    in its store, or (an existing file) an ingested one, of the catalogue the global options
+    name. A SQLite catalogue that does not exist is not created for this."""
+    if output is None:
+        return output
+    from txmdb.catalog import catalogue_file_problem
+    from txmdb.catalog.export import refuse_catalogue_file
+    from txmdb.db.engine import resolve_url
+    from txmdb.errors import DatabaseError, InputError
 
-        problem = catalogue_file_problem(output, (ctx.find_root().obj or {}).get("db"), store_root(ctx))
-        if problem is not None:
-            raise InputError(output, problem)
+    url = (ctx.find_root().obj or {}).get("db")
+    problem = catalogue_file_problem(output, url, store_root(ctx))
+    if problem is not None:
+        raise InputError(output, problem)
+    resolved = resolve_url(url)
+    sqlite_missing = resolved.get_backend_name() == "sqlite" and not Path(resolved.database or "").is_file()
+    if Path(output).exists() and not sqlite_missing:
+        cat = catalog(ctx, check=False)
+        try:
+            refuse_catalogue_file(cat, Path(output))
+        except DatabaseError:
+            pass                        # no catalogue to ask (not initialised): the command says so itself
+        finally:
+            cat.engine.dispose()
     return output
 
 

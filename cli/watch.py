@@ -30,15 +30,17 @@ def watch(
     """
     from txmdb.errors import TxmdbError
     from txmdb.harvest.rules import load_rules
+    from txmdb.textsafe import visible
 
     rules = load_rules(rules_file)  # a bad rules file stops here, before the catalogue is touched
     if check:
         from txmdb.harvest.watcher import refuse_folders_in_store
 
-        refuse_folders_in_store(rules, store_root(ctx))  # as the watcher would
-        summary = (f"{rules_file}: {len(rules.rules)} rule{'s' * (len(rules.rules) != 1)}, settle "
+        store = store_root(ctx)
+        refuse_folders_in_store(rules, store)  # as the watcher would
+        summary = (f"{visible(str(rules_file))}: {len(rules.rules)} rule{'s' * (len(rules.rules) != 1)}, settle "
                    f"{rules.settle_seconds:g} s")
-        table = _check_table(rules)
+        table = _check_table(rules, store)
         if output is None:
             echo(summary)
         emit_table(table, fmt, output)
@@ -75,8 +77,9 @@ def _run(cat, rules, *, poll, once, log_json) -> None:
     watcher.run()
 
 
-def _check_table(rules):
-    """One row per existing file a rule watches: what the watcher would do with it."""
+def _check_table(rules, store):
+    """One row per existing file a rule watches: what the watcher would do with it (the
+    results ``store``'s own files are never harvested, as by the watcher)."""
     import pandas as pd
 
     from txmdb.errors import TxmdbError
@@ -89,7 +92,7 @@ def _check_table(rules):
             rows.append(dict(rule=rule.label, kind=rule.kind, file=visible(str(rule.folder)), action="folder missing",
                              values="", jobs=""))
             continue
-        for path in sorted(map(Path, _files_under(rule.folder))):
+        for path in sorted(map(Path, _files_under(rule.folder, skip=store))):
             if rules.rule_for(path) is not rule:  # an earlier rule takes it
                 continue
             try:

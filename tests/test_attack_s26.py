@@ -36,6 +36,7 @@ from txmdb.options import analysis_request
     ("zlib_codec", "'zlib_codec' is not a text encoding"),
     ("klingon", "unknown text encoding 'klingon'"),
     ("utf\x00-8", "unknown text encoding 'utf\\x00-8'"),
+    ("undefined", "'undefined' is not a text encoding"),      # a codec that refuses every byte
 ])
 def test_a_codec_that_is_not_a_text_encoding_is_refused(name, problem):
     with pytest.raises(ValueError) as refused:
@@ -53,6 +54,9 @@ def test_cycling_ingest_refuses_a_codec_that_is_not_text(lab, tmp_path):  # noqa
     shutil.copy(P492, path)
     _refused(lab, path, "'rot13' is not a text encoding", "--encoding", "rot13")
     _refused(lab, path, "'base64' is not a text encoding", "--encoding", "base64")
+    # a text codec that fails without a byte position (UnicodeError, not UnicodeDecodeError)
+    _refused(lab, path, "not punycode text (decoding with 'punycode' codec failed (UnicodeError: Invalid "
+                        "extended code point ',')); name the file's encoding with --encoding", "--encoding", "punycode")
 
 
 @pytest.mark.parametrize("encoding, problem", [
@@ -100,6 +104,30 @@ def test_check_lists_a_file_whose_name_is_not_utf8_as_the_watcher_skips_it(cli, 
     ]
 
 
+def test_check_skips_the_store_inside_a_watched_folder_as_the_watcher_does(cli, tmp_path):
+    assert cli("init").exit_code == 0
+    (cli.store / "xas").mkdir(parents=True, exist_ok=True)
+    spectrum = next((DATA / "xas").rglob("*.txt"))
+    shutil.copy(spectrum, cli.store / "xas" / "rod__stored.txt")
+    shutil.copy(spectrum, tmp_path / "rod__pristine.txt")
+    rules = tmp_path / "rules.toml"
+    rules.write_text(XAS_RULE.format(folder="."))             # tmp_path: the store is inside it
+    result = cli("watch", "--check", rules, "--format", "csv")
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines()[1:] == [
+        "rule,kind,file,action,values,jobs",
+        "1,xas,rod__pristine.txt,ingest,edge=Ni-K sample=rod state=pristine,",
+    ]
+
+
+def test_check_prints_a_rules_file_name_on_its_line(cli, tmp_path):
+    rules = tmp_path / "\nok: all good\n.toml"
+    rules.write_text(XAS_RULE.format(folder="w"))
+    result = cli("watch", "--check", rules)
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines()[0] == f"{tmp_path}/\\nok: all good\\n.toml: 1 rule, settle 5 s"
+
+
 @pytest.mark.parametrize("inside", ["store", "store/xas", "store/xas/..", "link"])
 def test_check_refuses_a_folder_in_the_store_as_the_watcher_does(cli, tmp_path, inside):
     assert cli("init").exit_code == 0
@@ -130,7 +158,7 @@ def test_a_queued_analysis_takes_the_command_lines_particle_minimum_only(value):
     assert analysis_request({"min_particle_voxels": 2**31 - 1})[0].min_particle_voxels == 2**31 - 1
 
 
-NAMES = ["line1\nline2", 'evil"\r\nSet-Cookie: x=1', "tab\there"]
+NAMES = ["line1\nline2", 'evil"\r\nSet-Cookie: x=1']
 
 
 @pytest.fixture(scope="module", params=BACKENDS)
@@ -160,10 +188,3 @@ def test_an_unknown_sample_with_a_line_break_says_so(site):
         page = client.get("/samples/" + quote("no\nsuch", safe=""))
     assert page.status_code == 404
     assert "no sample named &#39;no\\nsuch&#39;; see the samples page" in page.text
-
-
-def test_text_parameters_do_not_widen_other_routes(site):
-    with site.client(site.server) as client:
-        assert client.get("/samples/" + quote("a/b", safe="/")).status_code == 404
-        assert client.get("/scans/1%0A").status_code in (404, 422)
-

@@ -73,6 +73,7 @@ def run_demo(out: str | Path, *, size: int = 100, n_energies: int = 60, noise: f
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     database = out / "demo.db"
+    _refuse_other_store(out / "store", database)
     for old in (database, out / "demo.db-wal", out / "demo.db-shm"):
         old.unlink(missing_ok=True)
     shutil.rmtree(out / "store", ignore_errors=True)
@@ -88,6 +89,28 @@ def run_demo(out: str | Path, *, size: int = 100, n_energies: int = 60, noise: f
     timings["total"] = time.perf_counter() - t0
     catalog.engine.dispose()
     return DemoResult(out=out, database=database, report=report, summary=table, timings_s=timings)
+
+
+def _refuse_other_store(store: Path, database: Path) -> None:
+    """TxmdbError unless ``store`` (which the demo replaces) is missing, empty, or the store of
+    the previous demo's ``database``: ``--out`` given a lab's folder must not wipe its store."""
+    from txmdb.catalog import open_catalog
+    from txmdb.errors import TxmdbError
+    from txmdb.store import Store
+
+    if not store.exists() or not Store(store).holds_files():
+        return
+    if database.is_file():
+        catalog = open_catalog(str(database.resolve()), store, check=False)
+        try:
+            if catalog.store.owner() is not None:
+                return
+        except TxmdbError:
+            pass
+        finally:
+            catalog.engine.dispose()
+    raise TxmdbError(f"{store}: a results store that is not a previous demo's (the demo replaces it); "
+                     f"give --out a folder of its own")
 
 
 def populate_demo(catalog, raw: Path, *, size: int = 100, n_energies: int = 60, noise: float = 0.01,

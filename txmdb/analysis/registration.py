@@ -710,23 +710,21 @@ def _prepare(img: np.ndarray, sigma: float, index: int) -> np.ndarray:
     if not finite.all():
         img = np.where(finite, img, np.median(img[finite]))
     peak = float(np.abs(img).max())
-    if peak > _LARGEST_VALUE:
-        # scaled first (the working image is standardised anyway): sums and squares of
-        # float32 values near its largest overflowed, and NaN shifts followed
+    if not _SMALLEST_PEAK <= peak <= _LARGEST_PEAK and peak > 0:
+        # scaled first (the working image is standardised anyway): float32 sums and squares
+        # of values near its largest overflowed (NaN shifts), of tiny ones underflowed (std 0)
         img = img / np.float32(peak)
     out = _gaussian(img, sigma) if sigma > 0 else img.copy()
     out -= out.mean()
     std = float(out.std())
     if std > 0:
         out /= std
-    if not np.isfinite(std):
-        raise ValueError(f"energy index {index}: its values cannot be registered (their spread is not finite)")
     return out
 
 
-#: Values above this (absolute) are scaled before a working image is made: float32 squares
-#: stay finite, and a stack of absorbance never comes near it.
-_LARGEST_VALUE = 1e15
+#: An image whose largest absolute value is outside these is scaled to 1 before its working
+#: image is made: its float32 squares stay finite and normal. Absorbance never comes near them.
+_SMALLEST_PEAK, _LARGEST_PEAK = 1e-15, 1e15
 
 
 def _highpass(img: np.ndarray, sigma: float, out: np.ndarray | None = None) -> np.ndarray:

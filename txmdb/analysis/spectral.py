@@ -52,6 +52,11 @@ MAX_REFERENCES = 8
 _DEPENDENT_RCOND = 1e-8
 
 
+#: Largest condition number of the white-line cubic's design matrix (t in [-1, 1]): energies
+#: spread over the window give ~10-100; bunched ones (1e-11 eV apart) 1e20 and more.
+_MAX_WHITE_LINE_CONDITION = 1e8
+
+
 def white_line_projector(energies_ev: np.ndarray, window: tuple[float, float]):
     """Rows and least-squares projector of the white-line cubic.
 
@@ -87,7 +92,13 @@ def white_line_projector(energies_ev: np.ndarray, window: tuple[float, float]):
                          f"{MIN_WHITE_LINE_ENERGIES}")
     w_c, w_h = 0.5 * (lo + hi), 0.5 * (hi - lo)
     t = (energies_ev[i0:i1] - w_c) / w_h
-    return slice(i0, i1), np.linalg.pinv(np.vander(t, 4, increasing=True)), w_c, w_h
+    design = np.vander(t, 4, increasing=True)
+    if not np.linalg.cond(design) < _MAX_WHITE_LINE_CONDITION:
+        # energies bunched together (e.g. 1e-11 eV apart): any cubic fits, and one was reported
+        raise ValueError(f"white-line window {lo:g}..{hi:g} eV: its {i1 - i0} energies are too close together "
+                         f"to fit a cubic; give a window whose energies spread across it")
+    return slice(i0, i1), np.linalg.pinv(design), w_c, w_h
+
 
 
 def normalized_references(edge: EdgeKernel, references: Mapping[str, tuple[np.ndarray, np.ndarray]],

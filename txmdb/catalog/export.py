@@ -169,8 +169,6 @@ def export_map(catalog, scan_id: int, name: str, output: str | os.PathLike, *,
             from None
     with results:
         map_shape(results, spec.name)                     # a map the analysis lacks: before any file
-        if output.exists() and os.path.samefile(output, results.filename):
-            raise InputError(output, "is the analysis' own results file; give another file to write")
         try:
             write_map(results, spec.name, output, voxel_size_nm=voxel, attrs=attrs, progress=progress)
         except OSError as exc:

@@ -72,6 +72,7 @@ import numpy as np
 import pandas as pd
 
 from txmdb.errors import InputError
+from txmdb.textsafe import visible
 from txmdb.io._cycler_columns import (
     CANONICAL_KEYS,
     REQUIRED_KEYS,
@@ -215,7 +216,7 @@ def text_codec(name: str) -> str:
         info = codecs.lookup(name)
     except (LookupError, ValueError, TypeError):     # ValueError: a NUL in the name
         raise ValueError(f"unknown text encoding {name!r}") from None
-    if not getattr(info, "_is_text_encoding", True):
+    if not getattr(info, "_is_text_encoding", True) or info.name == "undefined":
         raise ValueError(f"{name!r} is not a text encoding")
     return info.name
 
@@ -527,6 +528,9 @@ def _decode(data: bytes, source, encoding: str, *, partial: bool = False) -> str
                 return data[: exc.start].decode(encoding)
         raise InputError(source, f"not {encoding} text (byte {exc.start}); name the file's "
                          "encoding with --encoding") from None
+    except UnicodeError as exc:    # codecs such as punycode fail without a byte position
+        raise InputError(source, f"not {encoding} text ({visible(str(exc))}); name the file's encoding "
+                         "with --encoding") from None
 
 
 def _read_text(path: Path, encoding: str | None = None) -> str:
