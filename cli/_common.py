@@ -140,13 +140,17 @@ def _not_the_catalogues(ctx: typer.Context, output: Optional[Path]) -> Optional[
     resolved = resolve_url(url)
     sqlite_missing = resolved.get_backend_name() == "sqlite" and not Path(resolved.database or "").is_file()
     if Path(output).exists() and not sqlite_missing:
-        cat = catalog(ctx, check=False)
+        from sqlalchemy.exc import SQLAlchemyError
+
+        cat = None
         try:
+            cat = catalog(ctx)
             refuse_catalogue_file(cat, Path(output))
-        except DatabaseError:
-            pass                        # no catalogue to ask (not initialised): the command says so itself
+        except (DatabaseError, SQLAlchemyError):
+            pass                        # no catalogue to ask (none there, not txmdb's): the command says so itself
         finally:
-            cat.engine.dispose()
+            if cat is not None:
+                cat.engine.dispose()
     return output
 
 

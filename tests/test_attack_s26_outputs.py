@@ -163,8 +163,8 @@ def test_a_white_line_window_of_bunched_energies_is_refused(lab):  # noqa: F811 
     before = _rows(lab)
     result = lab("txm", "analyze", scan, "--white-line", "8345:8358", "--min-particle-voxels", "1")
     assert (result.exit_code, result.output) == (
-        1, f"error: {stack}: white-line window 8345..8358 eV: its 4 energies are too close together to fit a "
-           "cubic; give a window whose energies spread across it\n")
+        1, f"error: {stack}: white-line window 8345..8358 eV: its 4 energies are too close together for a "
+           "cubic over it; give a window whose energies spread across it\n")
     assert _rows(lab) == before
     # the same window on the evenly spaced grid of the lab's own stack is fitted as before
     assert _analyze(lab, "--white-line", "8345:8358").exit_code == 0
@@ -183,3 +183,19 @@ def test_demo_never_wipes_a_store_that_is_not_a_previous_demos(cli, tmp_path):
            "give --out a folder of its own\n")
     assert (lab_store / "analyses" / "1.h5").read_bytes() == b"results"
     assert not (tmp_path / "demo.db").exists()
+
+
+def test_demo_never_wipes_a_folder_named_store_that_is_not_txmdbs(tmp_path):
+    from txmdb.demo import _refuse_other_store
+    from txmdb.errors import TxmdbError
+
+    store = tmp_path / "store"
+    _refuse_other_store(store, tmp_path / "demo.db")           # none: nothing to replace
+    store.mkdir()
+    _refuse_other_store(store, tmp_path / "demo.db")           # empty
+    (store / "notes.txt").write_text("mine")
+    with pytest.raises(TxmdbError, match="a results store that is not a previous demo's"):
+        _refuse_other_store(store, tmp_path / "demo.db")
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(TxmdbError):
+        _refuse_other_store(tmp_path / "file", tmp_path / "demo.db")

@@ -7,6 +7,7 @@ analysed and compared. The figures follow Xu et al., Nat. Commun. 11, 83 (2020).
 
 from __future__ import annotations
 
+import os
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -92,13 +93,15 @@ def run_demo(out: str | Path, *, size: int = 100, n_energies: int = 60, noise: f
 
 
 def _refuse_other_store(store: Path, database: Path) -> None:
-    """TxmdbError unless ``store`` (which the demo replaces) is missing, empty, or the store of
-    the previous demo's ``database``: ``--out`` given a lab's folder must not wipe its store."""
+    """TxmdbError unless ``store`` (which the demo replaces) is missing, an empty folder, or the
+    store of the previous demo's ``database`` (its owner mark names it): ``--out`` given a lab's
+    folder must not wipe its store, nor any other folder or file named ``store``."""
     from txmdb.catalog import open_catalog
     from txmdb.errors import TxmdbError
-    from txmdb.store import Store
 
-    if not store.exists() or not Store(store).holds_files():
+    if not os.path.lexists(store):
+        return
+    if store.is_dir() and not store.is_symlink() and not any(store.iterdir()):
         return
     if database.is_file():
         catalog = open_catalog(str(database.resolve()), store, check=False)

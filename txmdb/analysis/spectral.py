@@ -96,7 +96,7 @@ def white_line_projector(energies_ev: np.ndarray, window: tuple[float, float]):
     if not np.linalg.cond(design) < _MAX_WHITE_LINE_CONDITION:
         # energies bunched together (e.g. 1e-11 eV apart): any cubic fits, and one was reported
         raise ValueError(f"white-line window {lo:g}..{hi:g} eV: its {i1 - i0} energies are too close together "
-                         f"to fit a cubic; give a window whose energies spread across it")
+                         f"for a cubic over it; give a window whose energies spread across it")
     return slice(i0, i1), np.linalg.pinv(design), w_c, w_h
 
 
