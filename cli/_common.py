@@ -122,14 +122,15 @@ def error_line(exc) -> str:
 
 
 FormatOption = typer.Option(OutputFormat.table, "--format", "-f", help="Output format of the table.")
+
+
 def _not_the_catalogues(ctx: typer.Context, output: Optional[Path]) -> Optional[Path]:
     """``-o`` refused, before the command runs, when it names the catalogue's database, a file
     in its store, or (an existing file) an ingested one, of the catalogue the global options
     name. A SQLite catalogue that does not exist is not created for this."""
     if output is None:
         return output
-    from txmdb.catalog import catalogue_file_problem
-    from txmdb.catalog.export import refuse_catalogue_file
+    from txmdb.catalog import catalogue_file_problem, refuse_catalogue_file
     from txmdb.db.engine import resolve_url
     from txmdb.errors import DatabaseError, InputError
 

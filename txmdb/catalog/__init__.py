@@ -62,3 +62,25 @@ def catalogue_file_problem(output: str | os.PathLike, url, store: str | os.PathL
     if where.is_relative_to(os.path.realpath(store)):
         return f"is inside the catalogue's results store {store}; write outside it"
     return None
+
+
+def refuse_catalogue_file(catalog, output: Path) -> None:
+    """InputError when ``output`` is a file the catalogue owns (its database, anything in its
+    store: :func:`catalogue_file_problem`) or an ingested file of a scan, run,
+    spectrum or XRD result: a file written onto it would replace what rows and hashes describe."""
+    from sqlalchemy import select
+
+    from txmdb.db.models import INGESTED_FILES
+    from txmdb.errors import InputError
+
+    problem = catalogue_file_problem(output, catalog.engine.url, catalog.store.root)
+    if problem is not None:
+        raise InputError(output, problem)
+    if not output.exists():
+        return
+    where = str(output.resolve())
+    with catalog.session() as session:
+        for model, noun in INGESTED_FILES:
+            found = session.scalar(select(model.id).where(model.file_path == where).limit(1))
+            if found is not None:
+                raise InputError(output, f"is the file of {noun} {found}; give another file to write")

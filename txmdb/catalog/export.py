@@ -7,30 +7,9 @@ import os
 from pathlib import Path
 from typing import Callable
 
+from txmdb.catalog import refuse_catalogue_file
 from txmdb.catalog.txm import LATEST, named_as_scan, prepare_scan, resolve_registration
 from txmdb.errors import InputError, TxmdbError, input_errors
-
-
-def refuse_catalogue_file(catalog, output: Path) -> None:
-    """InputError when ``output`` is a file the catalogue owns (its database, anything in its
-    store: :func:`~txmdb.catalog.catalogue_file_problem`) or an ingested file of a scan, run,
-    spectrum or XRD result: an export renamed onto it would replace what rows and hashes describe."""
-    from sqlalchemy import select
-
-    from txmdb.catalog import catalogue_file_problem
-    from txmdb.db.models import INGESTED_FILES
-
-    problem = catalogue_file_problem(output, catalog.engine.url, catalog.store.root)
-    if problem is not None:
-        raise InputError(output, problem)
-    if not output.exists():
-        return
-    where = str(output.resolve())
-    with catalog.session() as session:
-        for model, noun in INGESTED_FILES:
-            found = session.scalar(select(model.id).where(model.file_path == where).limit(1))
-            if found is not None:
-                raise InputError(output, f"is the file of {noun} {found}; give another file to write")
 
 
 def _still_as_checked(scan, hashing) -> None:

@@ -183,8 +183,7 @@ def build_report(catalog, samples: Sequence[str], *, output: Path, png_dir: Path
     check_file_destination(output, make_folder=True)
     if png_dir is not None:
         check_folder_destination(png_dir)
-    from txmdb.catalog import catalogue_file_problem
-    from txmdb.catalog.export import refuse_catalogue_file
+    from txmdb.catalog import catalogue_file_problem, refuse_catalogue_file
 
     refuse_catalogue_file(catalog, Path(output))           # the database, the store, an ingested file
     if png_dir is not None and (problem := catalogue_file_problem(png_dir, catalog.engine.url, catalog.store.root)):
