@@ -100,7 +100,6 @@ def white_line_projector(energies_ev: np.ndarray, window: tuple[float, float]):
     return slice(i0, i1), np.linalg.pinv(design), w_c, w_h
 
 
-
 def normalized_references(edge: EdgeKernel, references: Mapping[str, tuple[np.ndarray, np.ndarray]],
                           fit: slice) -> np.ndarray:
     """The references on the stack's energies, normalised as a voxel is, over ``fit``.

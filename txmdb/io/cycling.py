@@ -72,13 +72,13 @@ import numpy as np
 import pandas as pd
 
 from txmdb.errors import InputError
-from txmdb.textsafe import visible
 from txmdb.io._cycler_columns import (
     CANONICAL_KEYS,
     REQUIRED_KEYS,
     column_factors,
     match_columns,
 )
+from txmdb.textsafe import visible
 from txmdb.vocabulary import (
     MAX_CYCLE_NUMBER,
     MAX_CYCLER_FILE_BYTES,

@@ -207,10 +207,10 @@ def build_report(catalog, samples: Sequence[str], *, output: Path, png_dir: Path
     # Names are plain text in the page too: control and bidi characters show as escapes.
     files = {output: visible(html, keep="\n").encode("utf-8")}
     if png_dir is not None:
-        files.update((Path(png_dir) / f"{figure.name}.png", figure.png)
-                     for section in sections for figure in section.figures)
-    for path in files:      # a PNG's name may be a link to the database, into the store, to an ingested file
-        refuse_catalogue_file(catalog, path)
+        pngs = {Path(png_dir) / f"{figure.name}.png": figure.png for section in sections for figure in section.figures}
+        for path in pngs:   # a figure's name may be a link to the database, into the store, to an ingested file
+            refuse_catalogue_file(catalog, path)
+        files.update(pngs)
     # The report and its PNGs are written whole, or none of them (nor the folders made for them).
     write_files(files, new_folders=[output.parent, *([Path(png_dir)] if png_dir is not None else [])])
     return output.resolve()
