@@ -121,7 +121,8 @@ def error_line(exc) -> str:
     return f"{', '.join(options)}: {exc}" if options else str(exc)
 
 
-FormatOption = typer.Option(OutputFormat.table, "--format", "-f", help="Output format of the table.")
+FormatOption = typer.Option(None, "--format", "-f", help="Output format of the table \\[default: what -o FILE's "
+                            "extension names (.csv, .json, .parquet), else table].")
 
 
 def _not_the_catalogues(ctx: typer.Context, output: Optional[Path]) -> Optional[Path]:
@@ -176,8 +177,8 @@ def store_root(ctx: typer.Context):
     return store_path(obj.get("db"), obj.get("store"))
 
 
-def emit_table(frame, fmt: OutputFormat = OutputFormat.table, output: Optional[Path] = None) -> None:
-    """Print or write a pandas DataFrame in the chosen format.
+def emit_table(frame, fmt: Optional[OutputFormat] = None, output: Optional[Path] = None) -> None:
+    """Print or write a pandas DataFrame in the chosen format (None: :func:`table_format`'s).
 
     The text is :func:`txmdb.tables.table_text`'s (the API's too). Stored text is shown safely
     (:mod:`txmdb.textsafe`): the table format escapes control
@@ -187,6 +188,7 @@ def emit_table(frame, fmt: OutputFormat = OutputFormat.table, output: Optional[P
     """
     from txmdb.errors import TxmdbError
 
+    fmt = table_format(fmt, output)
     if output is not None:
         from txmdb.io.outputs import check_file_destination
 
@@ -208,6 +210,26 @@ def emit_table(frame, fmt: OutputFormat = OutputFormat.table, output: Optional[P
     from txmdb.io.outputs import write_files
 
     write_files({Path(output): data})
+
+
+#: The format a table file's extension names (``-o rows.csv`` without ``--format``).
+_FORMAT_OF_SUFFIX = {".csv": OutputFormat.csv, ".json": OutputFormat.json, ".parquet": OutputFormat.parquet,
+                     ".pq": OutputFormat.parquet}
+
+
+def table_format(fmt: Optional[OutputFormat], output: Optional[Path]) -> OutputFormat:
+    """``--format`` as given, else what ``-o``'s extension names, else the terminal table. A
+    format that contradicts the extension is refused: a ``.json`` file of CSV misleads
+    whoever opens it next."""
+    from txmdb.errors import InputError
+
+    suffix = Path(output).suffix.lower() if output is not None else ""
+    named = _FORMAT_OF_SUFFIX.get(suffix)
+    if fmt is None:
+        return named or OutputFormat.table
+    if named is not None and named is not fmt:
+        raise InputError(output, f"a {suffix} file, but --format {fmt.value}; leave --format out or make the two agree")
+    return fmt
 
 
 def field_value_table(row):

@@ -24,7 +24,8 @@ def cycling_ingest(
     file_format: CyclerFormat = typer.Option(CyclerFormat.auto, "--format", help="File format; auto reads the content."),
     columns: Optional[str] = typer.Option(None, help="Column mapping for other CSVs, e.g. time_s=Time,voltage_v=Ewe,current_a=I."),
     upper_cutoff_v: Optional[float] = typer.Option(None, "--upper-cutoff", help="Upper cut-off voltage (V) for the voltage drop \\[default: the cell's]."),
-    reference_cycle: int = typer.Option(2, parser=whole, metavar="N", help="Reference cycle for capacity retention."),
+    reference_cycle: Optional[int] = typer.Option(None, parser=whole, metavar="N",
+                                                  help="Reference cycle for capacity retention \\[default: 2]."),
     encoding: Optional[str] = typer.Option(None, help="Text encoding of a CSV, e.g. cp1252 or gb18030 \\[default: read from the bytes]."),
 ) -> None:
     """Ingest a cycler file and compute per-cycle metrics; the same file again returns the existing run."""

@@ -88,7 +88,7 @@ def table_command(name: str, doc: str | None = None):
         inspect.Parameter("ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=typer.Context),
         *(_parameter(p) for p in spec.parameters),
         *(_parameter(FILTERS[f]) for f in spec.filters),
-        inspect.Parameter("fmt", keyword, default=FormatOption, annotation=OutputFormat),
+        inspect.Parameter("fmt", keyword, default=FormatOption, annotation=Optional[OutputFormat]),
         inspect.Parameter("output", keyword, default=OutputOption, annotation=Optional[Path]),
     ])
     command.__doc__ = doc or spec.summary
@@ -113,7 +113,7 @@ def sql(ctx: typer.Context, statement: str = typer.Argument(..., help="One SELEC
                                       help="Stop the statement after this long (on the server, for PostgreSQL)."),
         max_rows: int = whole_option(DEFAULT_MAX_ROWS, "--max-rows", low=1, high=MAX_SQL_ROWS, metavar="N",
                                      help="Return at most N rows; a note on stderr says when more were cut."),
-        fmt: OutputFormat = FormatOption, output: Optional[Path] = OutputOption) -> None:
+        fmt: Optional[OutputFormat] = FormatOption, output: Optional[Path] = OutputOption) -> None:
     """Run one read-only SQL query on the catalogue: it can never write, and it is bounded in time and rows.
 
     On PostgreSQL it runs as the read-only reporting role (see `txmdb db reporting-role`).

@@ -66,7 +66,7 @@ sample_app.command("list")(table_command("samples", "List samples."))
 
 @sample_app.command("show")
 def sample_show(ctx: typer.Context, name: str = typer.Argument(..., help="Sample name."),
-                fmt: OutputFormat = FormatOption, output: Optional[Path] = OutputOption) -> None:
+                fmt: Optional[OutputFormat] = FormatOption, output: Optional[Path] = OutputOption) -> None:
     """Show one sample and its cells."""
     from txmdb import query
     from txmdb.catalog.samples import get_sample
@@ -75,7 +75,7 @@ def sample_show(ctx: typer.Context, name: str = typer.Argument(..., help="Sample
     with cat.session() as session:
         get_sample(session, name)
     emit_table(field_value_table(query.samples(cat, sample=name)), fmt, output)
-    if fmt is OutputFormat.table and output is None:
+    if fmt in (None, OutputFormat.table) and output is None:
         echo("\ncells:")
         emit_table(query.cells(cat, sample=name))
 
@@ -117,7 +117,7 @@ cell_app.command("list")(table_command("cells", "List cells."))
 
 @cell_app.command("show")
 def cell_show(ctx: typer.Context, name: str = typer.Argument(..., help="Cell name."),
-              fmt: OutputFormat = FormatOption, output: Optional[Path] = OutputOption) -> None:
+              fmt: Optional[OutputFormat] = FormatOption, output: Optional[Path] = OutputOption) -> None:
     """Show one cell."""
     from txmdb import query
     from txmdb.catalog.samples import get_cell

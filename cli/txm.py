@@ -8,7 +8,8 @@ from typing import List, Optional
 import typer
 
 from txmdb.cli._common import (
-    CommandGroup, FormatOption, OutputFormat, OutputOption, catalog, echo, emit_table, field_value_table, whole,
+    CommandGroup, FormatOption, OutputFormat, OutputOption, UsageError, catalog, echo, emit_table, field_value_table,
+    whole,
 )
 from txmdb.options import parse_roi
 from txmdb.vocabulary import Element, Layout
@@ -104,10 +105,12 @@ def analyze(
         from txmdb.catalog.distributed import check_scheduler_address
 
         check_scheduler_address(scheduler)
+    if all_scans == bool(scan_ids):
+        raise UsageError("give SCAN_ID… or --all" if all_scans is False else "give SCAN_ID… or --all, not both", ctx)
     cat = catalog(ctx)
-    ids = all_scan_ids(cat) if all_scans else list(scan_ids or [])
+    ids = all_scan_ids(cat) if all_scans else list(scan_ids)
     if not ids:
-        raise TxmdbError("no scans to analyse: give SCAN_ID… or --all")
+        raise TxmdbError("no scans to analyse: the catalogue has none")
     # one parser for the command and its queued jobs (txmdb.options): a job runs what this would
     values = {"element": element.value, "bin": bin, "pre": pre, "post": post, "edge": edge, "min_jump": min_jump,
               "snr": snr, "theta_bins": theta_bins, "min_particle_voxels": min_particle_voxels, "workers": workers,
@@ -223,7 +226,7 @@ def export(
 def show(
     ctx: typer.Context,
     scan_id: int = typer.Argument(..., parser=whole, metavar="SCAN_ID", help="Scan id."),
-    fmt: OutputFormat = FormatOption,
+    fmt: Optional[OutputFormat] = FormatOption,
     output: Optional[Path] = OutputOption,
 ) -> None:
     """Show a scan, its analyses and the gradient summary of the latest one."""
@@ -235,7 +238,7 @@ def show(
     with cat.session() as session:
         get_scan(session, scan_id)
     scan = query.scans(cat, scan=scan_id)
-    if fmt is not OutputFormat.table or output is not None:
+    if fmt not in (None, OutputFormat.table) or output is not None:
         emit_table(query.gradient_summary(cat, scan=scan_id), fmt, output)
         return
     emit_table(field_value_table(scan))

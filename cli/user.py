@@ -54,7 +54,7 @@ def token(ctx: typer.Context, name: str = typer.Argument(..., help="Account name
 
 
 @app.command("list")
-def list_(ctx: typer.Context, fmt: OutputFormat = FormatOption, output: Optional[Path] = OutputOption) -> None:
+def list_(ctx: typer.Context, fmt: Optional[OutputFormat] = FormatOption, output: Optional[Path] = OutputOption) -> None:
     """Accounts: name, role, disabled, when and by whom created, live API tokens."""
     from txmdb.accounts import list_users
 

@@ -21,7 +21,7 @@ def watch(
                                               "(network shares: NFS and SMB deliver no events)."),
     once: bool = typer.Option(False, "--once", help="Walk the folders once, ingest the complete files, and exit."),
     log_json: bool = typer.Option(False, "--log-json", help="Log one JSON object per line instead of text lines."),
-    fmt: OutputFormat = FormatOption,
+    fmt: Optional[OutputFormat] = FormatOption,
     output: Optional[Path] = OutputOption,
 ) -> None:
     """Watch folders by the rules and ingest each file once it is complete; every file seen is recorded.

@@ -91,7 +91,7 @@ def jobs_list(
     ctx: typer.Context,
     status: Optional[List[JobStatus]] = typer.Option(None, "--status", help="Only jobs in these states (repeatable)."),
     scan: Optional[int] = typer.Option(None, "--scan", parser=whole, metavar="SCAN_ID", help="Only the jobs of this scan."),
-    fmt: OutputFormat = FormatOption,
+    fmt: Optional[OutputFormat] = FormatOption,
     output: Optional[Path] = OutputOption,
 ) -> None:
     """Jobs, oldest first; ``stale``: running, but its worker stopped renewing its lease."""
@@ -100,7 +100,7 @@ def jobs_list(
     from txmdb.jobs import list_jobs
 
     frame = list_jobs(catalog(ctx), [s.value for s in status or []], scan=scan)
-    if fmt is OutputFormat.table and output is None:  # a terminal's width: parameters are in csv/json
+    if fmt in (None, OutputFormat.table) and output is None:  # a terminal's width: parameters are in csv/json
         frame = frame[["job_id", "kind", "scan_id", "status", "stale", "attempts", "worker", "created_at",
                        "finished_at", "result", "error"]]
     emit_table(frame, fmt, output)

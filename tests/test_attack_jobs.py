@@ -69,8 +69,8 @@ def test_queue_refuses_every_bad_analyze_option_before_queueing(catalog, cli, tm
                                       "white_line_height, fraction:NAME, rfactor, cluster"),
         (["--gradient-map", "white_line"], "gradient_maps: map 'white_line' is not computed by this analysis; "
                                            "its maps: edge"),
-        (["--clusters", "0"], "--clusters must be between 1 and 100, got 0"),
-        (["--clusters", "101"], "--clusters must be between 1 and 100, got 101"),
+        (["--clusters", "0"], "--clusters must be between 2 and 100, got 0"),
+        (["--clusters", "101"], "--clusters must be between 2 and 100, got 101"),
         (["--theta-bins", "1"], "--theta-bins must be between 2 and 180, got 1"),
         (["--workers", "0"], "--workers must be between 1 and 64, got 0"),
         (["--workers", "65"], "--workers must be between 1 and 64, got 65"),

@@ -196,8 +196,8 @@ def test_cli_clusters_queries_and_label_map(cli, three_phases):
 
 
 @pytest.mark.parametrize("k, status, line", [
-    ("0", 1, "error: --clusters must be between 1 and 100, got 0"),
-    ("101", 1, "error: --clusters must be between 1 and 100, got 101"),
+    ("0", 1, "error: --clusters must be between 2 and 100, got 0"),
+    ("101", 1, "error: --clusters must be between 2 and 100, got 101"),
     # not a whole number: a usage error (session 24, as every typed number)
     ("-2", 2, "error: Invalid value for '--clusters': '-2' is not a whole number from 0 to 2147483647 "
               "(see 'txmdb txm analyze --help')"),

@@ -49,6 +49,16 @@ def parse_window(text: Optional[str], option: str, *, open_ends: bool = True) ->
     return window
 
 
+def non_negative(value: Optional[float], option: str) -> Optional[float]:
+    """A threshold (``--min-jump``, ``--snr``): a finite number ≥ 0, or None (the preset's).
+    A negative one would pass every voxel and spectrum, noise and empty pores alike."""
+    from txmdb.errors import TxmdbError
+
+    if value is not None and not (math.isfinite(value) and value >= 0):
+        raise TxmdbError(f"{option} must be a number ≥ 0, got {value:g}")
+    return value
+
+
 def parse_bins(text: str) -> tuple[int, ...]:
     """'1,2,3' → the sorted binning factors, each within the vocabulary's bounds."""
     from txmdb.errors import TxmdbError
@@ -167,14 +177,15 @@ def analysis_request(values: Mapping[str, Any] | None, *, catalog=None):
     if v["clusters"] is not None:  # phase clusters (issue 11), asked for only when given
         from txmdb.vocabulary import MAX_CLUSTERS
 
-        if not 1 <= v["clusters"] <= MAX_CLUSTERS:
-            raise TxmdbError(f"--clusters must be between 1 and {MAX_CLUSTERS}, got {v['clusters']}")
+        # one cluster is every valid voxel: no phases to tell apart
+        if not 2 <= v["clusters"] <= MAX_CLUSTERS:
+            raise TxmdbError(f"--clusters must be between 2 and {MAX_CLUSTERS}, got {v['clusters']}")
         extra["clusters"] = v["clusters"]
     extra.update(_spectral_request(v, catalog))
     extra["gradient_maps"] = v["gradient_map"]     # names checked by AnalysisOptions (txmdb.io.maps)
     params = edge_parameters(v["element"], pre=parse_window(v["pre"], "--pre"), post=parse_window(v["post"], "--post"),
-                             edge=parse_window(v["edge"], "--edge", open_ends=False), min_jump=v["min_jump"],
-                             snr=v["snr"])
+                             edge=parse_window(v["edge"], "--edge", open_ends=False),
+                             min_jump=non_negative(v["min_jump"], "--min-jump"), snr=non_negative(v["snr"], "--snr"))
     options = AnalysisOptions(params=params, bin_factors=parse_bins(v["bin"]), theta_bins=v["theta_bins"],
                               min_particle_voxels=v["min_particle_voxels"], workers=v["workers"], **extra)
     return options, parse_registration(v["registration"])

@@ -228,7 +228,14 @@ def _in(column, name: str):
 
 def _bound(**values) -> dict:
     """The filters given (a value, not None or empty) as the parameters ``f_NAME`` of :func:`_where_bound`."""
-    return {f"f_{k}": _as_list(v) for k, v in values.items() if v}
+    return {f"f_{k}": [v.lower() for v in _as_list(v)] if k == "morphology" else _as_list(v)
+            for k, v in values.items() if v}
+
+
+def _morphology():
+    """A sample's morphology as its filter compares it: in any case (``--morphology rod`` finds
+    "Rod", as a catalogue made before they were kept in lower case holds them)."""
+    return sa.func.lower(m.Sample.morphology)
 
 
 def _where_bound(stmt: Select, given: frozenset, *filters) -> Select:
@@ -246,7 +253,7 @@ def _scan_params(*, sample=None, morphology=None, state=None, scan=None) -> dict
 
 def _where_scan(stmt: Select, given: frozenset) -> Select:
     """The scan filters (``given``: :func:`_scan_params`' names)."""
-    return _where_bound(stmt, given, (m.Sample.name, "sample"), (m.Sample.morphology, "morphology"),
+    return _where_bound(stmt, given, (m.Sample.name, "sample"), (_morphology(), "morphology"),
                         (m.TXMScan.state, "state"), (m.TXMScan.id, "scan"))
 
 
@@ -517,7 +524,7 @@ def _registrations_select(given: frozenset) -> Select:
 def _where_cells(stmt: Select, given: frozenset) -> Select:
     """The filters of the cell queries (``given``: :func:`_bound`'s names)."""
     return _where_bound(stmt, given, (m.Sample.name, "sample"), (m.Cell.name, "cell"),
-                        (m.Sample.morphology, "morphology"))
+                        (_morphology(), "morphology"))
 
 
 @declares("cycles", (*_CELL_FILTERS, "cycle"))
@@ -577,7 +584,8 @@ def retention(catalog, *, cycle: int, reference: int | None = None, **filters) -
 
 @declares("xas", ("sample", "morphology", "state", "edge", "mode"))
 def xas(catalog, *, sample=None, morphology=None, state=None, edge=None, mode=None) -> _Statement:
-    """XAS results: half-height and derivative edge energies, L3 ratios."""
+    """XAS results: half-height and derivative edge energies, L3 ratios; the named reference
+    spectra (``xas ingest --reference``: no sample, ``reference`` names them) last."""
     params = _bound(state=state, edge=edge, mode=mode, sample=sample, morphology=morphology)
     return _Statement(_xas_select(frozenset(params)), params)
 
@@ -588,9 +596,11 @@ def _xas_select(given: frozenset) -> Select:
         sa.select(m.Sample.name.label("sample"), m.XASMeasurement.id.label("measurement_id"), m.XASMeasurement.edge,
                m.XASMeasurement.mode, m.XASMeasurement.state, m.XASMeasurement.edge_energy_ev,
                m.XASMeasurement.e0_derivative_ev, m.XASMeasurement.l3_ratio, m.XASMeasurement.depth_um,
-               m.XASMeasurement.edge_jump, m.XASMeasurement.file_path)
-        .join(m.Sample, m.Sample.id == m.XASMeasurement.sample_id)
-        .order_by(m.Sample.name, m.XASMeasurement.edge, m.XASMeasurement.id)
+               m.XASMeasurement.reference_name.label("reference"), m.XASMeasurement.edge_jump,
+               m.XASMeasurement.file_path)
+        .outerjoin(m.Sample, m.Sample.id == m.XASMeasurement.sample_id)
+        .order_by(m.Sample.name.asc().nulls_last(), m.XASMeasurement.reference_name, m.XASMeasurement.edge,
+                  m.XASMeasurement.id)
     )
     return _where_cells(_where_bound(stmt, given, (m.XASMeasurement.state, "state"), (m.XASMeasurement.edge, "edge"),
                                      (m.XASMeasurement.mode, "mode")), given)
@@ -628,7 +638,7 @@ def _samples_select(given: frozenset) -> Select:
 
     stmt = sa.select(m.Sample.name.label("sample"), *(getattr(m.Sample, f) for f in SAMPLE_FIELDS), m.Sample.meta,
                      m.Sample.created_at).order_by(m.Sample.name)
-    return _where_bound(stmt, given, (m.Sample.name, "sample"), (m.Sample.morphology, "morphology"))
+    return _where_bound(stmt, given, (m.Sample.name, "sample"), (_morphology(), "morphology"))
 
 
 @declares("cells", ("sample", "cell", "morphology"))
@@ -665,8 +675,9 @@ def summary(catalog, *, sample=None, morphology=None, state=None, cycle: int = 1
     Its cells' retention and voltage drop at ``cycle`` stand beside its scans' mean edge
     energy, mean |u| and tangential excess for each binning factor.
 
-    Cell figures are means over the sample's cells (cells carry no state, so every state of a
-    sample shows them); scan figures are means over the sample's scans in that state.
+    Cell figures are means over the sample's cells that reached ``cycle`` (``n_cells`` of them;
+    cells carry no state, so every state of a sample shows them); scan figures are means over
+    the sample's scans in that state (``n_scans``).
     """
     info = samples(catalog, sample=sample, morphology=morphology)
     keep = set(info["sample"])
@@ -680,7 +691,7 @@ def summary(catalog, *, sample=None, morphology=None, state=None, cycle: int = 1
         per_cell = cells_at.merge(drops[["run_id", "voltage_drop_v", "onset_discharge_voltage_v"]],
                                   on="run_id", how="left")
         cell_part = per_cell.groupby("sample").agg(
-            n_cells=("cell", "nunique"), retention_pct=("retention_pct", "mean"),
+            n_cells=("capacity_mah_g", "count"), retention_pct=("retention_pct", "mean"),
             capacity_mah_g=("capacity_mah_g", "mean"), voltage_drop_v=("voltage_drop_v", "mean"),
             onset_discharge_voltage_v=("onset_discharge_voltage_v", "mean"),
         )
@@ -716,5 +727,6 @@ def summary(catalog, *, sample=None, morphology=None, state=None, cycle: int = 1
         if col not in out:
             out[col] = pd.NA
     out = out[first + [c for c in out.columns if c not in first]]
+    out[["n_cells", "n_scans"]] = out[["n_cells", "n_scans"]].fillna(0).astype("int64")   # counts, not NaN or 1.0
     out["state"] = out["state"].replace("", pd.NA)
     return out.sort_values(["sample", "state"], na_position="first").reset_index(drop=True)

@@ -24,7 +24,7 @@ def table_text(frame, fmt, *, terminal: bool = False) -> str:
     fmt = OutputFormat(fmt)
     if fmt is OutputFormat.csv:
         cells = (map_text(frame, lambda text: visible(spreadsheet_cell(text)), objects=True) if terminal
-                 else map_text(frame, spreadsheet_cell))
+                 else map_text(frame, spreadsheet_cell, objects=True))
         text = cells.to_csv(index=False, lineterminator="\n")
         # Python's csv quotes a cell for the characters of the line terminator only: a "\r" in a
         # cell, which readers take for a line break, is quoted only with RFC 4180's "\r\n" line ends.
@@ -63,16 +63,17 @@ def parquet_bytes(frame) -> bytes:
 def map_text(frame, function, *, objects: bool = False):
     """``function`` applied to every text cell and text column name; numbers and dates untouched.
 
-    With ``objects`` it is applied to the text of every other value too (a JSON ``meta`` dict,
-    a list): their keys and items are stored text as well.
+    With ``objects`` it is applied to the text of every other value too: a JSON ``meta`` dict or
+    a list as JSON text (their keys and items are stored text as well), anything else as ``str``.
     """
+    import pandas as pd
     from pandas.api.types import is_string_dtype
 
     def cell(value):
         if isinstance(value, str):
             return function(value)
-        if objects and value is not None and not isinstance(value, _NOT_TEXT):
-            return function(str(value))
+        if objects and value is not None and value is not pd.NA and not isinstance(value, _NOT_TEXT):
+            return function(_json_text(value) if isinstance(value, (dict, list)) else str(value))
         return value
 
     out = frame.copy()
@@ -90,6 +91,13 @@ def map_text(frame, function, *, objects: bool = False):
     return out
 
 
+def _json_text(value) -> str:
+    """A JSON value as JSON text, as a spreadsheet or a script reads it back (not Python's repr)."""
+    import json
+
+    return json.dumps(value, ensure_ascii=False, default=str)
+
+
 def _changed(old, new) -> bool:
     if new is old:
         return False
@@ -101,10 +109,7 @@ def _changed(old, new) -> bool:
 
 def parquet_text(column):
     """Parquet columns need one type: JSON values become JSON text, mixed columns plain text."""
-    import json
-
     values = column.dropna()
     if values.map(type).nunique() > 1 or values.map(lambda v: isinstance(v, (dict, list))).any():
-        return column.map(lambda v: None if v is None else
-                          json.dumps(v, default=str) if isinstance(v, (dict, list)) else str(v))
+        return column.map(lambda v: None if v is None else _json_text(v) if isinstance(v, (dict, list)) else str(v))
     return column

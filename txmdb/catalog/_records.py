@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Callable, TypeVar
+from typing import Callable, Mapping, TypeVar
 
 from sqlalchemy import select
 
@@ -40,30 +40,69 @@ def file_provenance(path: str | os.PathLike, *, identity: bool = False) -> dict:
         raise InputError(p, f"cannot read: {exc.strerror}") from None
 
 
-def existing_by_sha(catalog, model: type[T], sha256: str, *, owner: tuple[str, int] | None = None,
-                    source=None) -> T | None:
+def existing_by_sha(catalog, model: type[T], sha256: str, *, owner: tuple[str, object] | None = None,
+                    recorded: Mapping[str, object] | None = None, source=None) -> T | None:
     """The record of the file with this SHA-256, if any.
 
-    ``owner`` (attribute, id), e.g. ``("sample_id", 3)``: the same file filed under another
+    ``owner`` (attribute, value), e.g. ``("sample_id", 3)``: the same file filed under another
     sample or cell is refused rather than silently returned as if it were this one's.
+    ``recorded``: what this ingest would record (attribute → value, None: not asked for); a
+    value the existing record holds otherwise is refused too, else a re-ingest that names
+    another state, edge or voxel size would report success and keep the first one's.
     """
     with catalog.session() as session:
         found = session.scalar(select(model).where(model.file_sha256 == sha256))
-    if found is not None and owner is not None and getattr(found, owner[0]) != owner[1]:
-        what = owner[0].removesuffix("_id").removesuffix("_name")
-        raise InputError(source or found.file_path, f"this file is already in the catalogue as "
-                         f"{model.__tablename__} record {found.id} of another {what}; it cannot belong to two")
+    if found is not None:
+        if owner is not None and getattr(found, owner[0]) != owner[1]:
+            raise InputError(source or found.file_path, f"this file is already in the catalogue as "
+                             f"{_record_name(model, found)} of {_holder(found, owner[0])}; it cannot belong to two")
+        for attribute, given in (recorded or {}).items():
+            kept = getattr(found, attribute)
+            if given is not None and not _same_value(kept, given):
+                raise InputError(source or found.file_path, f"this file is already in the catalogue as "
+                                 f"{_record_name(model, found)} with {_LABELS.get(attribute, attribute.replace('_', ' '))} "
+                                 f"{kept!r}, not {given!r}; a file is recorded once, as its first ingest gave it")
     return found
 
 
+#: How a refused re-ingest names a recorded attribute (others: the attribute's name in words).
+_LABELS = {"voxel_size_nm": "voxel size (nm)", "depth_um": "probing depth (µm)", "upper_cutoff_v": "upper cut-off (V)",
+           "wavelength_angstrom": "wavelength (Å)", "a_angstrom": "a (Å)", "c_angstrom": "c (Å)",
+           "data_path": "data set", "energy_path": "energy data set"}
+
+
+def _record_name(model, found) -> str:
+    from txmdb.db.models import INGESTED_FILES
+
+    return f"{dict(INGESTED_FILES).get(model, model.__tablename__)} {found.id}"
+
+
+def _holder(found, attribute: str) -> str:
+    """Whose the existing record is, as the refusal names it: a reference spectrum by name."""
+    if getattr(found, "reference_name", None) is not None:
+        return f"the reference spectrum {found.reference_name!r}"
+    if attribute == "reference_name":
+        return "a sample"
+    return f"another {attribute.removesuffix('_id').removesuffix('_name')}"
+
+
+def _same_value(kept, given) -> bool:
+    if isinstance(kept, float) or isinstance(given, float):
+        import math
+
+        return kept is not None and math.isclose(float(kept), float(given), rel_tol=1e-9, abs_tol=0.0)
+    return kept == given
+
+
 def get_or_create(catalog, model: type[T], sha256: str, create: Callable[[object], T], *,
-                  owner: tuple[str, int] | None = None, source=None) -> tuple[T, bool]:
+                  owner: tuple[str, object] | None = None, recorded: Mapping[str, object] | None = None,
+                  source=None) -> tuple[T, bool]:
     """Return the record of this file, creating it with ``create(session)`` if it is new.
 
     Two writers racing on the same file both end with the one row: the loser's insert hits
     the unique constraint on the SHA-256 and it returns the winner's record.
     """
-    found = existing_by_sha(catalog, model, sha256, owner=owner, source=source)
+    found = existing_by_sha(catalog, model, sha256, owner=owner, recorded=recorded, source=source)
     if found is not None:
         return found, False
     try:
@@ -72,7 +111,7 @@ def get_or_create(catalog, model: type[T], sha256: str, create: Callable[[object
             session.flush()
             return record, True
     except DuplicateError:
-        return _race_winner(catalog, model, sha256, owner=owner, source=source), False
+        return _race_winner(catalog, model, sha256, owner=owner, recorded=recorded, source=source), False
 
 
 def _race_winner(catalog, model: type[T], sha256: str, **owner) -> T:
@@ -97,8 +136,8 @@ def frame_records(frame, **constants) -> list[dict]:
 
 
 def record_with_store_file(catalog, kind, sha256: str, *, write: Callable[[Path], None],
-                           create: Callable[[object], T], owner: tuple[str, int] | None = None,
-                           source=None) -> tuple[T, bool]:
+                           create: Callable[[object], T], owner: tuple[str, object] | None = None,
+                           recorded: Mapping[str, object] | None = None, source=None) -> tuple[T, bool]:
     """Write a store file of ``kind`` and insert the record that names it; get-or-create by SHA-256.
 
     ``write(temp)`` writes the file; ``create(session)`` adds the record (path and hash
@@ -112,7 +151,7 @@ def record_with_store_file(catalog, kind, sha256: str, *, write: Callable[[Path]
             write(put.temp)
             return put.commit(lambda session, _row: create(session)), True
     except DuplicateError:
-        return _race_winner(catalog, kind.table(), sha256, owner=owner, source=source), False
+        return _race_winner(catalog, kind.table(), sha256, owner=owner, recorded=recorded, source=source), False
 
 
 def finite_or_none(value) -> float | None:

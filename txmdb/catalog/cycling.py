@@ -24,12 +24,18 @@ def ingest_cycling(
     columns: dict[str, str] | None = None,
     encoding: str | None = None,
     upper_cutoff_v: float | None = None,
-    reference_cycle: int = 2,
+    reference_cycle: int | None = None,
 ) -> tuple[CyclingRun, bool]:
-    """Ingest one cycler file for ``cell``; the same file again returns the existing run."""
+    """Ingest one cycler file for ``cell``; the same file again returns the existing run.
+
+    ``reference_cycle``: the cycle retention is reckoned from (default 2). ``upper_cutoff_v``:
+    default the cell's. Given again for a file already ingested, either must be what its run
+    records (an InputError otherwise)."""
     from txmdb.analysis.cycling import cycle_metrics
     from txmdb.io.cycling import read_cycler_file, require_cycling
 
+    recorded = {"upper_cutoff_v": upper_cutoff_v, "reference_cycle": reference_cycle}
+    reference_cycle = 2 if reference_cycle is None else reference_cycle
     if not 1 <= reference_cycle <= MAX_CYCLE_NUMBER:
         raise ParameterError("reference_cycle", f"reference cycle {reference_cycle} is not a cycle number "
                                                 f"(cycles count from 1 to {MAX_CYCLE_NUMBER})")
@@ -44,7 +50,8 @@ def ingest_cycling(
         cell_id = owner.id
     if mass_g is None:
         raise InputError(path, f"cell {cell!r} has no active mass, so mAh/g cannot be computed")
-    found = existing_by_sha(catalog, CyclingRun, provenance["file_sha256"], owner=("cell_id", cell_id), source=path)
+    found = existing_by_sha(catalog, CyclingRun, provenance["file_sha256"], owner=("cell_id", cell_id),
+                            recorded=recorded, source=path)
     if found is not None:
         return found, False
 
@@ -68,7 +75,7 @@ def ingest_cycling(
 
     return record_with_store_file(
         catalog, CYCLING, provenance["file_sha256"], write=lambda temp: records.frame.to_parquet(temp, index=False),
-        create=create, owner=("cell_id", cell_id), source=path,
+        create=create, owner=("cell_id", cell_id), recorded=recorded, source=path,
     )
 
 

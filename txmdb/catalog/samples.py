@@ -31,9 +31,18 @@ def add_sample(session: Session, name: str, *, meta: dict[str, Any] | None = Non
         if value is not None and not (0 <= value <= 1):
             element = key.split("_")[0].capitalize()
             raise ParameterError(key, f"{element} fraction {value} is not a fraction between 0 and 1")
+    fractions = [fields.get(key) or 0.0 for key in ("ni_fraction", "mn_fraction", "co_fraction")]
+    if sum(fractions) > 1 + 1e-9:
+        raise ParameterError(("ni_fraction", "mn_fraction", "co_fraction"),
+                             f"Ni, Mn and Co fractions add up to {sum(fractions):g}; as fractions of the "
+                             "transition metals they add up to 1 at most")
     unknown = set(fields) - set(SAMPLE_FIELDS)
     if unknown:
         raise TypeError(f"unknown sample fields {sorted(unknown)}")
+    for key in ("morphology", "orientation"):
+        # categories a query filters and a report groups by: "Rod" and "rod" are one
+        if isinstance(fields.get(key), str):
+            fields[key] = fields[key].strip().lower() or None
     sample = Sample(name=name, meta=meta or {}, **fields)
     session.add(sample)
     session.flush()

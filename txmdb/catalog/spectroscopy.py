@@ -29,7 +29,9 @@ def xas_parameters(edge: str, *, pre=None, post=None, edge_window=None, min_jump
     import dataclasses
 
     from txmdb.analysis.xas import edge_preset
+    from txmdb.options import non_negative
 
+    non_negative(min_jump, "--min-jump")
     try:
         preset = edge_preset(edge)
     except ValueError as exc:
@@ -66,8 +68,11 @@ def ingest_xas(
     if (sample is None) == (reference is None):
         raise ParameterError(("sample", "reference"), "a spectrum is a sample's or a named reference: "
                                                       "give one of the two")
+    asked_parameters = params
     params = params or xas_parameters(edge)
     modes = MODES_BY_KIND[edge_kind(edge)]
+    recorded = {"edge": edge, "mode": mode, "state": state, "depth_um": depth_um,
+                "parameters": asked_parameters and jsonable(dataclasses.asdict(asked_parameters))}
     mode = mode or modes[0]
     if mode not in modes:
         raise ParameterError("mode", f"mode {mode!r} does not fit edge {edge}; use one of {', '.join(modes)}")
@@ -81,7 +86,8 @@ def ingest_xas(
             owner = ("sample_id", get_sample(session, sample).id)
     else:
         owner = ("reference_name", reference)
-    found = existing_by_sha(catalog, XASMeasurement, provenance["file_sha256"], owner=owner, source=path)
+    found = existing_by_sha(catalog, XASMeasurement, provenance["file_sha256"], owner=owner, recorded=recorded,
+                            source=path)
     if found is not None:
         return found, False
     if reference is not None:
@@ -116,7 +122,7 @@ def ingest_xas(
     table = pd.DataFrame({"energy_ev": spectrum.energy_ev, "mu": spectrum.mu, "normalized": normalized})
     return record_with_store_file(
         catalog, XAS, provenance["file_sha256"], write=lambda temp: table.to_parquet(temp, index=False),
-        create=create, owner=owner, source=path,
+        create=create, owner=owner, recorded=recorded, source=path,
     )
 
 
@@ -212,6 +218,10 @@ def add_xrd(
             raise ParameterError(name, f"{what} {value} is not a positive number")
     provenance: dict = {}
     parameters: dict = {}
+    with catalog.session() as session:
+        sample_id = get_sample(session, sample).id
+    recorded = {"state": state, "wavelength_angstrom": wavelength_angstrom, "a_angstrom": a_angstrom,
+                "c_angstrom": c_angstrom}
     if pattern is not None:
         from txmdb.io.spectra import read_pattern
 
@@ -219,14 +229,17 @@ def add_xrd(
             raise ParameterError("wavelength_angstrom", f"pattern {pattern} needs the X-ray wavelength (Å) it was "
                                                         "measured at")
         provenance = file_provenance(pattern)
+        # known: its record, before the pattern is read at what may be another wavelength
+        found = existing_by_sha(catalog, XRDResult, provenance["file_sha256"], owner=("sample_id", sample_id),
+                                recorded=recorded, source=pattern)
+        if found is not None:
+            return found
         data = read_pattern(pattern)
         with input_errors(pattern):
             i003_i104 = float(i003_i104_ratio(data.two_theta_deg, data.intensity, wavelength_angstrom=wavelength_angstrom))
         if not math.isfinite(i003_i104):
             raise InputError(pattern, "the (003)/(104) ratio could not be computed from this pattern")
         parameters = {"method": "integrated intensity after linear background"}
-    with catalog.session() as session:
-        sample_id = get_sample(session, sample).id
 
     def create(session) -> XRDResult:
         record = XRDResult(sample_id=sample_id, state=state, i003_i104=i003_i104, a_angstrom=a_angstrom,
@@ -241,4 +254,4 @@ def add_xrd(
             session.flush()
             return record
     return get_or_create(catalog, XRDResult, provenance["file_sha256"], create, owner=("sample_id", sample_id),
-                         source=pattern)[0]
+                         recorded=recorded, source=pattern)[0]

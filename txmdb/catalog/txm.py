@@ -58,8 +58,11 @@ def ingest_scan(
         session.add(scan)
         return scan
 
+    # what the user asked for again must be what the scan records: a re-ingest is no way to change it
+    recorded = {"state": state, "voxel_size_nm": voxel_nm, "layout": None if layout == "auto" else info.layout,
+                "data_path": data and info.data_path, "energy_path": energy and info.energy_path}
     return get_or_create(catalog, TXMScan, provenance["file_sha256"], create, owner=("sample_id", sample_id),
-                         source=path)
+                         recorded=recorded, source=path)
 
 
 def get_scan(session, scan_id: int) -> TXMScan:

@@ -37,7 +37,7 @@ def _cycling(catalog, path: Path, v: dict):
     return ingest_cycling(catalog, path, cell=v["cell"], file_format=v.get("format", "auto"),
                           columns=parse_column_map(v["columns"]) if v.get("columns") else None,
                           encoding=v.get("encoding"), upper_cutoff_v=v.get("upper_cutoff"),
-                          reference_cycle=v.get("reference_cycle", 2))
+                          reference_cycle=v.get("reference_cycle"))
 
 
 def _xas(catalog, path: Path, v: dict):
