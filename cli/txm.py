@@ -200,6 +200,9 @@ def export(
                                            help="Write this map of the latest analysis instead of the stack: edge, "
                                                 "white_line, white_line_height, fraction:NAME, rfactor, cluster "
                                                 "(.h5: data set /map; .tif: float32 ImageJ stack; NaN where masked)."),
+    analysis_id: Optional[int] = typer.Option(None, "--analysis", parser=whole, metavar="ID",
+                                              help="With --map: this finished analysis of the scan \\[default: "
+                                                   "the latest]."),
 ) -> None:
     """Write the scan's stack (absorbance, energies in keV) in the TXM_Sandbox layout, or one map, slab by slab."""
     from txmdb.catalog.export import export_map, export_scan
@@ -209,17 +212,20 @@ def export(
         if registered:
             from txmdb.errors import TxmdbError
 
-            raise TxmdbError("--map writes a map of the latest analysis (already in its own frame); "
+            raise TxmdbError("--map writes a map of an analysis (already in its own frame); "
                              "--registered applies to the stack export only")
         with progress_bar(f"scan {scan_id}") as progress:
-            analysis_id = export_map(catalog(ctx), scan_id, map_name, output, progress=progress)
+            analysis_id = export_map(catalog(ctx), scan_id, map_name, output, analysis_id=analysis_id,
+                                     progress=progress)
         echo(f"scan {scan_id}: map {map_name.strip()} of analysis {analysis_id} written to {output}")
         return
+    if analysis_id is not None:
+        raise UsageError("--analysis ID chooses the analysis of --map NAME; the stack export has none", ctx)
 
     with progress_bar(f"scan {scan_id}") as progress:
         applied = export_scan(catalog(ctx), scan_id, output, registered=registered, progress=progress)
-    how = "as it is" if applied is None else f"registered (registration {applied.registration_id})"
-    echo(f"scan {scan_id}: stack {how} written to {output}")
+    how = "unregistered" if applied is None else f"registered by registration {applied.registration_id}"
+    echo(f"scan {scan_id}: stack ({how}) written to {output}")
 
 
 @app.command("show")

@@ -37,7 +37,7 @@ def test_export_trusts_a_recorded_identity(lab, settled, full_hashes, tmp_path):
     out = tmp_path / "stack.h5"
     result = lab("txm", "export", str(scan), "-o", out)
     assert result.exit_code == 0, result.output
-    assert result.stdout.splitlines()[-1] == f"scan {scan}: stack as it is written to {out}"
+    assert result.stdout.splitlines()[-1] == f"scan {scan}: stack (unregistered) written to {out}"
     assert full_hashes == []
     with h5py.File(out, "r") as fh:
         assert np.isfinite(fh["/registration_results/reg_results/registered_xanes2D"][()]).any()

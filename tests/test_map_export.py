@@ -87,7 +87,7 @@ def test_export_refusals_are_one_line_and_write_nothing(analysed, tmp_path):
     cli, scan = analysed
     out = tmp_path / "m.h5"
     registered = cli("txm", "export", str(scan), "--map", "edge", "--registered", "-o", out)
-    _one_line_error(registered, "--map writes a map of the latest analysis")
+    _one_line_error(registered, "--map writes a map of an analysis")
     assert "--registered applies to the stack export only" in registered.output
     _one_line_error(cli("txm", "export", str(scan), "--map", "edges", "-o", out),
                     "map 'edges' does not exist; maps: edge, white_line, white_line_height, fraction:NAME, rfactor, "
@@ -115,3 +115,28 @@ def test_export_of_a_scan_without_analysis_is_refused(cli, tmp_path):
     _one_line_error(cli("txm", "export", scan, "--map", "edge", "-o", tmp_path / "m.h5"),
                     f"scan {scan} has no finished analysis; run 'txmdb txm analyze {scan}' first")
     assert not (tmp_path / "m.h5").exists()
+
+
+def test_export_a_map_of_an_earlier_analysis(analysed, tmp_path):
+    """--analysis ID reaches an earlier analysis' maps (a re-run without them made it unreachable)."""
+    cli, scan = analysed
+    (first,) = _json(cli, "query", "analyses")
+    rerun = cli("txm", "analyze", str(scan), "--bin", "1", "--white-line", "none")
+    assert rerun.exit_code == 0, rerun.output
+    _one_line_error(cli("txm", "export", str(scan), "--map", "white_line", "-o", tmp_path / "latest.h5"),
+                    "map 'white_line' does not exist in this analysis; its maps: edge")
+    out = tmp_path / "first.h5"
+    result = cli("txm", "export", str(scan), "--map", "white_line", "--analysis", str(first["analysis_id"]), "-o", out)
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines()[-1] == (f"scan {scan}: map white_line of analysis {first['analysis_id']} "
+                                              f"written to {out}")
+    with h5py.File(first["results_path"], "r") as f, h5py.File(out, "r") as g:
+        np.testing.assert_array_equal(g["map"][()], f["white_line_ev"][()])
+        assert g["map"].attrs["txmdb_analysis_id"] == first["analysis_id"]
+    _one_line_error(cli("txm", "export", str(scan), "--map", "edge", "--analysis", "999", "-o", tmp_path / "x.h5"),
+                    f"scan {scan} has no finished analysis 999; see 'txmdb txm show {scan}'")
+    stack = cli("txm", "export", str(scan), "--analysis", str(first["analysis_id"]), "-o", tmp_path / "s.h5")
+    assert stack.exit_code == 2
+    assert stack.stderr == ("error: --analysis ID chooses the analysis of --map NAME; the stack export has none "
+                            "(see 'txmdb txm export --help')\n")
+    assert not (tmp_path / "x.h5").exists() and not (tmp_path / "s.h5").exists()

@@ -257,8 +257,8 @@ def test_unregistrable_energy_is_named_and_stored_only_when_accepted(lab, blank_
     assert refused.exit_code == 1
     assert refused.stdout == ""
     assert refused.stderr == (
-        f"error: --accept-poor: scan {scan}: 1 of 30 energies cannot be registered (quality below 0.17 or shift "
-        f"beyond 28 voxels): {energy:g} eV (quality 0.00); nothing stored unless accepted explicitly\n")
+        f"error: scan {scan}: 1 of 30 energies cannot be registered (quality below 0.17 or shift "
+        f"beyond 28 voxels): {energy:g} eV (quality 0.00); nothing stored (--accept-poor stores it anyway)\n")
     assert _count(lab, "registrations") == 0 and _count(lab, "registration_shifts") == 0
 
     accepted = lab("txm", "register", scan, "--accept-poor")
@@ -357,3 +357,25 @@ def test_a_file_changed_since_ingest(lab, bad_files, tmp_path):
 def test_other_refusals(lab, bad_files, args, line):
     assert _ingest(lab, bad_files["plain"][0]) == "1"
     _refused(lab, args, line)
+
+
+def test_a_refusal_of_many_energies_names_the_first_six_on_one_line(lab, tmp_path):
+    """29 unregistrable energies made a line of ~1,500 characters; now six, then how many more."""
+    phantom = make_drifted(SHAPES[2], n_energies=N_ENERGIES[2], seed=3, max_drift=6.0)
+    path = tmp_path / "blanks.h5"
+    write_drifted_stack(path, phantom)
+    blanks = list(range(2, 11))
+    with h5py.File(path, "r+") as f:
+        for e in blanks:
+            f["/exchange/data"][e] = np.random.default_rng(e).normal(0.2, 0.03, size=SHAPES[2]).astype(np.float32)
+    scan = _ingest(lab, path)
+    refused = lab("txm", "register", scan)
+    assert refused.exit_code == 1 and refused.stdout == ""
+    line = refused.stderr
+    assert line.count("\n") == 1 and len(line) < 400
+    assert line.startswith(f"error: scan {scan}: {len(blanks)} of {N_ENERGIES[2]} energies cannot be registered (")
+    named = line.split("voxels): ", 1)[1].split("; nothing stored")[0].split(", ")
+    assert [n.split(" eV")[0] for n in named[:6]] == [f"{phantom.energies_ev[e]:g}" for e in blanks[:6]]
+    assert named[6:] == [f"and {len(blanks) - 6} more"]
+    assert line.endswith("; nothing stored (--accept-poor stores it anyway)\n")
+    assert _count(lab, "registrations") == 0

@@ -207,7 +207,7 @@ def test_register_analyze_export_round_trip(lab, tmp_path, layout, shape):
     out = tmp_path / "out" / "registered.h5"
     out.parent.mkdir()
     exported = lab("txm", "export", scan, "-o", out, "--registered")
-    assert _last_line(exported) == f"scan {scan}: stack registered (registration {registration}) written to {out}"
+    assert _last_line(exported) == f"scan {scan}: stack (registered by registration {registration}) written to {out}"
     assert [p.name for p in out.parent.iterdir()] == ["registered.h5"], "no temporary left"
     work = np.float64 if layout == "fxi" else np.float32     # raw counts: absorbance in float64
     with h5py.File(out, "r") as f:

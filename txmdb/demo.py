@@ -30,6 +30,9 @@ SAMPLES = {
                        l3={"TEY": (0.66, 1.0), "FY": (0.88, 1.0)}, i003_i104=1.63, a=2.870, c=14.22),
 }
 TOMOGRAM_STATE = "charged-4.5V"
+#: The particles' absorbance below the Ni edge, per unit edge jump (NMC's Mn, Co and O, Ni's
+#: non-resonant absorption): a particle shows at every energy, as in a real stack
+DEMO_MATRIX = 0.3
 
 #: The spectral-maps scan (DESIGN §11): a partly charged particle whose voxels mix the two measured Ni
 #: references, Ni³⁺ (LiNiO2) rising from the core to the surface through its grains.
@@ -172,8 +175,9 @@ def populate_demo(catalog, raw: Path, *, size: int = 100, n_energies: int = 60, 
         t1 = time.perf_counter()
         edge_map, _mask = particle_field((size, size, size), kind=info["kind"], seed=seed + 1, **info["field"])
         tomogram = raw / f"{name}-txm.h5"
-        write_stack(tomogram, SyntheticStack(edge_map, energies, noise=noise, seed=seed + 1), energies,
-                    layout="dxchange", voxel_size_nm=30.0)
+        # the particle shows below the edge too (its matrix absorbs): the stack can be registered
+        write_stack(tomogram, SyntheticStack(edge_map, energies, noise=noise, matrix=DEMO_MATRIX, seed=seed + 1),
+                    energies, layout="dxchange", voxel_size_nm=30.0)
         scan, _ = ingest_scan(catalog, tomogram, sample=name, state=TOMOGRAM_STATE)
         analysis = analyze_scan(catalog, scan.id, options)
         timings[f"tomogram_{name}"] = time.perf_counter() - t1

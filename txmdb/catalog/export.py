@@ -88,9 +88,10 @@ def export_scan(catalog, scan_id: int, output: str | os.PathLike, *, registered:
     return applied
 
 
-def export_map(catalog, scan_id: int, name: str, output: str | os.PathLike, *,
+def export_map(catalog, scan_id: int, name: str, output: str | os.PathLike, *, analysis_id: int | None = None,
                progress: Callable[[int, int], None] | None = None) -> int:
-    """Write map ``name`` of scan ``scan_id``'s latest finished analysis into ``output`` (DESIGN §11).
+    """Write map ``name`` of scan ``scan_id``'s latest finished analysis (or of its finished
+    analysis ``analysis_id``) into ``output`` (DESIGN §11).
 
     ``.h5``: data set ``/map``; ``.tif``: an ImageJ float32 stack (:func:`txmdb.io.export.write_map`);
     NaN where masked, with the voxel size and the analysis' parameters.
@@ -105,7 +106,7 @@ def export_map(catalog, scan_id: int, name: str, output: str | os.PathLike, *,
     ParameterError
         ``name`` is no map name.
     NotFoundError
-        No such scan, or it has no finished analysis.
+        No such scan, it has no finished analysis, or ``analysis_id`` is none of its finished ones.
     InputError
         ``output`` cannot be written or has another suffix than .h5/.hdf5/.tif/.tiff, the
         analysis has no map ``name`` (the message lists its maps), or its results file changed.
@@ -121,6 +122,7 @@ def export_map(catalog, scan_id: int, name: str, output: str | os.PathLike, *,
     from txmdb.io.export import map_format, write_map
     from txmdb.io.outputs import check_file_destination
     from txmdb.store import describe_os_error
+    from txmdb.vocabulary import MAX_CATALOGUE_INT
 
     spec = parse_map(name)
     output = Path(output)
@@ -131,8 +133,15 @@ def export_map(catalog, scan_id: int, name: str, output: str | os.PathLike, *,
         raise InputError(output, "is not a regular file; a map is written under a temporary name and renamed")
     with catalog.session() as session:
         scan = get_scan(session, scan_id)
-        analysis = session.scalar(select(Analysis).where(Analysis.scan_id == scan_id, Analysis.status == "done")
-                                  .order_by(Analysis.id.desc()).limit(1))
+        finished = select(Analysis).where(Analysis.scan_id == scan_id, Analysis.status == "done")
+        if analysis_id is not None:
+            analysis = session.scalar(finished.where(Analysis.id == analysis_id)) \
+                if 0 <= analysis_id <= MAX_CATALOGUE_INT else None
+            if analysis is None:
+                raise NotFoundError(f"scan {scan_id} has no finished analysis {analysis_id}; see "
+                                    f"'txmdb txm show {scan_id}'")
+        else:
+            analysis = session.scalar(finished.order_by(Analysis.id.desc()).limit(1))
         if analysis is None:
             raise NotFoundError(f"scan {scan_id} has no finished analysis; run 'txmdb txm analyze {scan_id}' first")
         voxel = scan.voxel_size_nm

@@ -22,7 +22,7 @@ from txmdb import __version__
 from txmdb.catalog._records import finite_or_none, jsonable
 from txmdb.catalog.txm import get_scan, open_scan_stack, record_identity
 from txmdb.db.models import Registration, RegistrationShift, TXMScan
-from txmdb.errors import InputError, NotFoundError, ParameterError, input_errors
+from txmdb.errors import InputError, NotFoundError, ParameterError, TxmdbError, input_errors
 from txmdb.vocabulary import (
     MAX_CATALOGUE_INT, REGISTRATION_ENERGY_TOLERANCE_EV, REGISTRATION_MAX_SHIFT_FRACTION, REGISTRATION_MAX_SHIFT_LIMIT,
     REGISTRATION_MIN_ROI_VOXELS, REGISTRATION_REFERENCE_FRACTION,
@@ -77,9 +77,11 @@ def register_scan(
         are all NaN; nothing is stored.
     ParameterError
         A reference energy not in the stack, a maximum shift above half the field of view,
-        a region outside it; energies that cannot be registered (quality below
-        ``QUALITY_THRESHOLD`` or a shift beyond ``max_shift``), unless ``accept_poor``,
-        named in the message (parameter ``accept_poor``). Nothing is stored.
+        a region outside it. Nothing is stored.
+    TxmdbError
+        Energies that cannot be registered (quality below ``QUALITY_THRESHOLD`` or a shift
+        beyond ``max_shift``), unless ``accept_poor``: the first six named in the message,
+        then how many more. Nothing is stored.
     """
     t0 = time.perf_counter()
     # cheap checks first: hashing a large file takes a while
@@ -91,7 +93,7 @@ def register_scan(
 
     poor = poor_energies(shifts, quality, max_shift, QUALITY_THRESHOLD)
     if poor and not accept_poor:
-        raise ParameterError("accept_poor", _poor_message(scan, shifts, quality, poor, max_shift, QUALITY_THRESHOLD))
+        raise TxmdbError(_poor_message(scan, shifts, quality, poor, max_shift, QUALITY_THRESHOLD))
 
     parameters = {
         "reference_energy_ev": reference_energy_ev,
@@ -281,9 +283,15 @@ def _poor_message(scan, shifts, quality, poor: list[int], max_shift: float, thre
         if largest > max_shift:
             why.append(f"shift {largest:.1f} voxels")
         named.append(f"{scan.energies_ev[e]:g} eV ({', '.join(why)})")
+    if len(named) > _NAMED_AT_MOST:                # one line a terminal can show: the first ones
+        named = named[:_NAMED_AT_MOST] + [f"and {len(named) - _NAMED_AT_MOST} more"]
     return (f"scan {scan.id}: {len(poor)} of {scan.n_energies} energies cannot be registered (quality below "
-            f"{threshold:.2f} or shift beyond {max_shift:g} voxels): {', '.join(named)}; nothing stored unless "
-            f"accepted explicitly")
+            f"{threshold:.2f} or shift beyond {max_shift:g} voxels): {', '.join(named)}; nothing stored "
+            f"(--accept-poor stores it anyway)")
+
+
+#: Energies a refusal names one by one before it says how many more there are
+_NAMED_AT_MOST = 6
 
 
 # ------------------------------------------------------------------------------ look-ups

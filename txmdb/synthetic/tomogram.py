@@ -251,7 +251,11 @@ class SyntheticStack:
     pre_slope : float
         Slope of the pre-edge line, absorbance per eV (the fits remove it).
     background : float
-        Absorbance of the particle below the edge and of the empty field.
+        Absorbance of the empty field (and, with ``matrix`` 0, of the particle below the edge).
+    matrix : float
+        The particle's own absorbance below the edge, above ``background``: its other elements
+        and Ni's non-resonant absorption. Real particles show at every energy, which is what lets
+        the pre-edge energies be registered (0: they are invisible below the edge).
     seed : int
         Noise seed; slice ``i`` uses ``default_rng((seed, i))``.
 
@@ -269,6 +273,7 @@ class SyntheticStack:
     profile: str = "erf"
     pre_slope: float = 1e-3
     background: float = 0.2
+    matrix: float = 0.0
     seed: int = 0
 
     def __post_init__(self):
@@ -296,6 +301,8 @@ class SyntheticStack:
         w = np.float32(self.width_ev)
         ref = np.float32(self.energies_ev[0])
         slope, bg = np.float32(self.pre_slope), np.float32(self.background)
+        if self.matrix:
+            bg = bg + np.float32(self.matrix) * particle[None].astype(np.float32)
         if self.profile == "erf":
             # numexpr has no erf; scipy's ufunc keeps float32
             from scipy.special import erf
@@ -429,6 +436,7 @@ class NormStack:
     noise: float = 0.0
     pre_slope: float = 1e-3
     background: float = 0.2
+    matrix: float = 0.0
     seed: int = 0
 
     def __post_init__(self):
