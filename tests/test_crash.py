@@ -276,12 +276,18 @@ def test_check_reports_damage_and_repair_touches_no_good_data(lab, tmp_path):
     assert final.exit_code == 0, final.output
 
 
-def test_a_store_at_the_wrong_path_is_reported_not_repaired(lab, tmp_path):
-    """The store's share not mounted, or mounted elsewhere: every row's file looks missing and
-    every file looks unclaimed; the check says so and --repair deletes and fails nothing."""
+def test_a_store_at_the_wrong_path_deletes_and_fails_nothing(lab, tmp_path):
+    """The store's share not mounted: every row's file looks missing; the check says so and
+    --repair deletes and fails nothing. Mounted elsewhere: --repair re-points each row at the
+    store's file of its id with the SHA-256 it records (session 27), and back again once the
+    share is where it was; no file is touched either way."""
     from typer.testing import CliRunner
 
     from txmdb.cli.main import app
+
+    def check(store, *extra):
+        return CliRunner().invoke(app, ["--db", lab.url, "--store", str(store), "db", "check", *extra,
+                                        "--no-sources"])
 
     args, _ = _command(lab, "txm")
     assert lab(*args).exit_code == 0
@@ -289,17 +295,22 @@ def test_a_store_at_the_wrong_path_is_reported_not_repaired(lab, tmp_path):
     moved = tmp_path / "mounted-elsewhere"
     Path(lab.store).rename(moved)
     files = _snapshot(moved)
-    for store, n_problems in ((lab.store, 2), (moved, 4)):
-        check = CliRunner().invoke(app, ["--db", lab.url, "--store", str(store), "db", "check", "--repair",
-                                         "--no-sources"])
-        assert check.exit_code == 1, check.output
-        problems = _lines(check)[1:-1]
-        assert len(problems) == n_problems, problems
-        assert all(line.startswith("problem: ") and line.endswith("check --store") for line in problems)
-    assert _snapshot(moved) == files
+    missing = check(lab.store, "--repair")
+    assert missing.exit_code == 1, missing.output
+    problems = _lines(missing)[1:-1]
+    assert len(problems) == 2, problems
+    assert all(line.startswith("problem: ") and line.endswith("check --store") for line in problems)
+    for store in (moved, lab.store):
+        if store == lab.store:
+            moved.rename(lab.store)
+        repaired = check(store, "--repair")
+        assert repaired.exit_code == 0, repaired.output
+        assert [line.split(":")[0] for line in _lines(repaired)[1:-1]] == ["repaired", "repaired"]
+        assert _lines(repaired)[-1].startswith("ok: 2 repaired; checked 2 store files")
+        if store == moved:
+            assert _snapshot(moved) == files
     assert _sql(lab, "SELECT status FROM analyses") == [{"status": "done"}]
     assert len(_sql(lab, "SELECT id FROM cycling_runs")) == 1
-    moved.rename(lab.store)
     assert lab("db", "check").exit_code == 0
 
 

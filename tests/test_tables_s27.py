@@ -94,3 +94,20 @@ def test_query_xas_lists_the_reference_spectra_last(cli):
     assert [(r["sample"], r["reference"], r["measurement_id"]) for r in rows] == [("S", None, 2), (None, "NiO", 1)]
     assert rows[1]["edge_energy_ev"] > 8330
     assert [r["measurement_id"] for r in json.loads(_ok(cli, "query", "xas", "--sample", "S", "-f", "json").stdout)] == [2]
+
+
+def test_the_reports_retention_table_keeps_the_cycles_to_columns_it_names():
+    """The caption says "cycles to 95/90/80 %": a column empty in every row (never reached)
+    stays, with a dash, instead of vanishing as other empty columns do."""
+    from txmdb.report.html import Section
+
+    frame = pd.DataFrame({"cell": ["C1", "C2"], "retention_pct": [96.0, 91.5],
+                          "cycles_to_95": pd.array([None, 40], dtype="Int64"),
+                          "cycles_to_80": pd.array([None, None], dtype="Int64"),
+                          "notes": [None, None]})
+    section = Section("cycling", "Cycling")
+    section.table("Retention and cycles to 95/90/80 %.", frame, keep=("cycles_to_95", "cycles_to_90", "cycles_to_80"))
+    section.table("Without keep.", frame)
+    kept, plain = (t.html for t in section.tables)
+    assert "<th>cycles_to_80</th>" in kept and "<th>notes</th>" not in kept and "–" in kept
+    assert "<th>cycles_to_80</th>" not in plain and "<th>cycles_to_95</th>" in plain

@@ -446,3 +446,21 @@ def test_under_a_root_path_links_redirects_and_cookies_keep_the_prefix(site):
         answer = editor.post("/api/v1/xrd", data={"sample": "under-prefix", "i003_i104": "1.25"})
         assert answer.status_code == 201, answer.text
         assert answer.headers["location"] == "/txmdb/api/v1/query/xrd?sample=under-prefix"
+
+
+# ----------------------------------------------------------------------------- menu by role
+@pytest.mark.parametrize("role, offered", [
+    ("viewer", ["/", "/samples", "/compare", "/query/scans", "/jobs", "/harvest"]),
+    ("editor", ["/", "/samples", "/compare", "/query/scans", "/sql", "/jobs", "/harvest", "/upload"]),
+    ("admin", ["/", "/samples", "/compare", "/query/scans", "/sql", "/jobs", "/harvest", "/upload"]),
+])
+def test_the_menu_offers_only_the_pages_the_account_may_open(site, role, offered):
+    """A viewer was offered SQL and Upload, which then answered 403 (session 27's review)."""
+    client = _signed_in(site, role)
+    page = client.get("/")
+    assert page.status_code == 200
+    nav = re.search(r"<nav>(.*?)</nav>", page.text, re.S).group(1)
+    assert re.findall(r'<a href="([^"]+)"', nav) == offered
+    for path in offered:
+        assert client.get(path).status_code == 200, path
+    client.close()

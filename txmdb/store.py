@@ -869,6 +869,16 @@ def _audit_kind(store: Store, kind: Kind, audit: Audit, stale_after_s: float) ->
         where = _resolved(path)
         if where is None or where.parent != home:
             # Never read: a row may name /dev/zero, a FIFO or another catalogue's file.
+            canonical = finals.get(row.id)
+            if (where is not None and path.parent != home and canonical is not None and canonical not in claimed
+                    and _sha256_or_none(canonical) == row.sha):
+                # a store copied or restored elsewhere (rows keep absolute paths): its own file, which
+                # has the id-derived name and the SHA-256 the row records, is the one
+                claimed.add(canonical)
+                audit.add(subject, f"it names {path}, outside the store, but the store's {kind.folder}/"
+                                   f"{canonical.name} has the SHA-256 it records",
+                          f"row re-pointed to {canonical}", _bind(_repoint, store, kind, row.id, row.path, canonical))
+                continue
             audit.add(subject, _not_in_store(path, where, home, store.root))
             claimed.add(path)        # a link in the folder: this line says all about it
             continue

@@ -75,8 +75,10 @@ class Section:
         alt = f"{caption} Axes: {'; '.join(labels)}."
         self.figures.append(ReportFigure(name=name, caption=caption, png=fg.png_bytes(fig), alt=alt))
 
-    def table(self, caption: str, frame: pd.DataFrame) -> None:
-        self.tables.append(ReportTable(caption=caption, html=_table_html(frame)))
+    def table(self, caption: str, frame: pd.DataFrame, keep: tuple[str, ...] = ()) -> None:
+        """A table; its columns empty in every row are left out, but those in ``keep`` (the
+        caption names them: a dash says "not reached", a missing column says nothing)."""
+        self.tables.append(ReportTable(caption=caption, html=_table_html(frame, keep)))
 
 
 @dataclass
@@ -259,9 +261,9 @@ def _format_number(value: float) -> str:
     return f"{value:.2f}" if abs(value) >= 100 else f"{value:.4g}"
 
 
-def _table_html(frame: pd.DataFrame) -> str:
-    """An HTML table of a tidy frame; columns that are empty for every row are left out."""
-    frame = frame.dropna(axis=1, how="all").copy()
+def _table_html(frame: pd.DataFrame, keep: tuple[str, ...] = ()) -> str:
+    """An HTML table of a tidy frame; columns that are empty for every row are left out, but ``keep``."""
+    frame = frame[[c for c in frame.columns if c in keep or frame[c].notna().any()]].copy()
     for column in frame.columns:
         if isinstance(frame[column].dtype, pd.api.extensions.ExtensionDtype):
             # Nullable integers print <NA> whatever na_rep says.
@@ -326,7 +328,8 @@ def _cycling_section(ctx: _Context) -> Section:
         retention = ctx.order(query.retention(ctx.catalog, cycle=ctx.cycle, sample=ctx.samples, cell=complete),
                               "cell")
         section.table(f"Retention at cycle {ctx.cycle} against each run's reference cycle, and cycles to "
-                      "95/90/80 %.", retention)
+                      "95/90/80 % (– where not reached).", retention,
+                      keep=("cycles_to_95", "cycles_to_90", "cycles_to_80"))
     key_cycles = sorted({1, *references.values(), ctx.cycle})
     at = cycles[cycles["cycle"].isin(key_cycles)][
         ["sample", "cell", "cycle", "discharge_capacity_mah_g", "coulombic_efficiency_pct",

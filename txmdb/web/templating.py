@@ -3,7 +3,7 @@
 Every template gets ``request``, ``user`` (the signed-in :class:`~txmdb.accounts.Account`, or
 None when public reading lets an anonymous visitor in), ``csrf_token`` (the value every form
 posts back in a hidden ``csrf_token`` field), ``public_read``, ``root_path`` (also ``root``),
-``status_code``, and two URL
+``status_code``, ``menu`` (the pages this visitor may open), and two URL
 helpers that keep the server's ``--root-path``: ``url('/samples')`` and
 ``static_url('app.css')``. The Content-Security-Policy allows no inline script: data for
 scripts goes in ``data-`` attributes or a ``<script type="application/json">`` block
@@ -48,6 +48,19 @@ def url(request, path: str) -> str:
     return root_path(request) + path
 
 
+#: The menu: (path, label, the least role its page needs; pages.py's ``Viewer``/``Editor``)
+NAV = (("/", "Dashboard", "viewer"), ("/samples", "Samples", "viewer"), ("/compare", "Compare", "viewer"),
+       ("/query/scans", "Query", "viewer"), ("/sql", "SQL", "editor"), ("/jobs", "Jobs", "viewer"),
+       ("/harvest", "Harvest", "viewer"), ("/upload", "Upload", "editor"))
+
+
+def menu(user) -> list[tuple[str, str]]:
+    """The menu entries ``user`` (None: an anonymous reader) may open: a page that would
+    answer 403 is not offered."""
+    return [(path, label) for path, label, role in NAV
+            if (user.can(role) if user is not None else role == "viewer")]
+
+
 def render(request, template: str, status_code: int = 200, headers: dict | None = None, **context):
     """The HTML response of ``template`` with ``context`` and the names every page has."""
     from fastapi.responses import HTMLResponse
@@ -57,6 +70,7 @@ def render(request, template: str, status_code: int = 200, headers: dict | None 
     names = {
         "request": request,
         "user": getattr(request.state, "user", None),
+        "menu": menu(getattr(request.state, "user", None)),
         "csrf_token": csrf_token(request),
         "public_read": request.app.state.settings.public_read,
         "root_path": root_path(request),
