@@ -244,6 +244,13 @@ def test_cycling_upload_is_the_clis_ingest_and_a_duplicate_returns_the_same_run(
     assert all(line.startswith("gravel-NMC,G1,") for line in cycles.stdout.splitlines()[1:])
     ingested = lab.cli("cycling", "ingest", str(NDAX), "--cell", "G1")
     assert ingested.returncode == 0 and ingested.stdout.splitlines()[-1] == str(run)
+    # the same bytes naming another reference cycle than the run records: refused, nothing kept
+    other = _post(lab, "/api/v1/cycling", files={"file": ("renamed.ndax", NDAX.read_bytes())},
+                  data={"cell": "G1", "reference_cycle": "3"})
+    assert other.status_code == 400, other.text
+    assert other.json()["error"] == ("renamed.ndax: this file is already in the catalogue as cycling run "
+                                     f"{run} with reference cycle 2, not 3; a file is recorded once, as its first "
+                                     "ingest gave it")
     # One file kept, named by its SHA-256; the run records who uploaded it.
     import hashlib
 

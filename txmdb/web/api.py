@@ -520,9 +520,11 @@ def _created(request: Request, record_id: int, created: bool, key: str, location
 @router.post("/cycling", tags=["uploads"], dependencies=EDITOR_WRITE, status_code=201)
 async def upload_cycling(request: Request, file: UploadFile = File(..., description="Cycler file."),
                          cell: str = Form(..., max_length=200), format: str = Form("auto", max_length=40),
-                         upper_cutoff_v: Optional[float] = Form(None), reference_cycle: Annotated[_whole_in(1, MAX_CYCLE_NUMBER), Form()] = 2
+                         upper_cutoff_v: Optional[float] = Form(None),
+                         reference_cycle: Annotated[Optional[_whole_in(1, MAX_CYCLE_NUMBER)], Form()] = None
                          ) -> JSONResponse:
-    """`txmdb cycling ingest FILE --cell CELL`: 201 `{run_id, created}`; the same file again: 200, the same run."""
+    """`txmdb cycling ingest FILE --cell CELL`: 201 `{run_id, created}`; the same file again: 200, the same run
+    (400 if it names another upper cut-off or reference cycle than the run records; default 2)."""
     from txmdb.catalog.cycling import ingest_cycling
 
     run, created = await _ingest_upload(request, file, lambda path: ingest_cycling(
