@@ -121,8 +121,26 @@ def error_line(exc) -> str:
     return f"{', '.join(options)}: {exc}" if options else str(exc)
 
 
-FormatOption = typer.Option(None, "--format", "-f", help="Output format of the table \\[default: what -o FILE's "
-                            "extension names (.csv, .json, .parquet), else table].")
+def _format_agrees(ctx: typer.Context, fmt, output) -> None:
+    """``--format`` and ``-o``'s extension, both given, must agree: refused as a usage error at
+    parsing (before a long query runs), by whichever of the two options is parsed second."""
+    if fmt is not None and output is not None:
+        from txmdb.errors import InputError
+
+        try:
+            table_format(fmt, output)
+        except InputError as exc:
+            raise UsageError(str(exc), ctx) from None
+
+
+def _format_given(ctx: typer.Context, fmt):
+    _format_agrees(ctx, fmt, ctx.params.get("output"))
+    return fmt
+
+
+FormatOption = typer.Option(None, "--format", "-f", callback=_format_given,
+                            help="Output format of the table \\[default: what -o FILE's extension names (.csv, "
+                                 ".json, .parquet), else table].")
 
 
 def _not_the_catalogues(ctx: typer.Context, output: Optional[Path]) -> Optional[Path]:
@@ -131,6 +149,7 @@ def _not_the_catalogues(ctx: typer.Context, output: Optional[Path]) -> Optional[
     name. A SQLite catalogue that does not exist is not created for this."""
     if output is None:
         return output
+    _format_agrees(ctx, ctx.params.get("fmt"), output)
     from txmdb.catalog import catalogue_file_problem, refuse_catalogue_file
     from txmdb.db.engine import resolve_url
     from txmdb.errors import DatabaseError, InputError
@@ -230,6 +249,12 @@ def table_format(fmt: Optional[OutputFormat], output: Optional[Path]) -> OutputF
     if named is not None and named is not fmt:
         raise InputError(output, f"a {suffix} file, but --format {fmt.value}; leave --format out or make the two agree")
     return fmt
+
+
+def terminal_table(fmt: Optional[OutputFormat], output: Optional[Path]) -> bool:
+    """Whether the table goes to the terminal as the aligned text table (commands that show
+    more, or less, there than in a file)."""
+    return output is None and table_format(fmt, None) is OutputFormat.table
 
 
 def field_value_table(row):

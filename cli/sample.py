@@ -9,6 +9,7 @@ import typer
 
 from txmdb.cli._common import (
     CommandGroup, FormatOption, OutputFormat, OutputOption, catalog, echo, emit_table, field_value_table,
+    terminal_table,
 )
 from txmdb.cli.query import table_command
 from txmdb.vocabulary import CE_CONVENTIONS, MORPHOLOGY_EXAMPLES, ORIENTATION_EXAMPLES, CEConvention
@@ -75,7 +76,7 @@ def sample_show(ctx: typer.Context, name: str = typer.Argument(..., help="Sample
     with cat.session() as session:
         get_sample(session, name)
     emit_table(field_value_table(query.samples(cat, sample=name)), fmt, output)
-    if fmt in (None, OutputFormat.table) and output is None:
+    if terminal_table(fmt, output):
         echo("\ncells:")
         emit_table(query.cells(cat, sample=name))
 

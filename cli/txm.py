@@ -9,7 +9,7 @@ import typer
 
 from txmdb.cli._common import (
     CommandGroup, FormatOption, OutputFormat, OutputOption, UsageError, catalog, echo, emit_table, field_value_table,
-    whole,
+    terminal_table, whole,
 )
 from txmdb.options import parse_roi
 from txmdb.vocabulary import Element, Layout
@@ -244,7 +244,7 @@ def show(
     with cat.session() as session:
         get_scan(session, scan_id)
     scan = query.scans(cat, scan=scan_id)
-    if fmt not in (None, OutputFormat.table) or output is not None:
+    if not terminal_table(fmt, output):
         emit_table(query.gradient_summary(cat, scan=scan_id), fmt, output)
         return
     emit_table(field_value_table(scan))

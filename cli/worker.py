@@ -10,7 +10,7 @@ import typer
 
 from txmdb.cli._common import (
     STOP_REQUESTED, CommandGroup, FormatOption, OutputFormat, OutputOption, catalog, echo, emit_table, whole,
-    whole_option,
+    terminal_table, whole_option,
 )
 from txmdb.vocabulary import DEFAULT_LEASE_S, MAX_ANALYSIS_WORKERS, JobStatus
 
@@ -100,7 +100,7 @@ def jobs_list(
     from txmdb.jobs import list_jobs
 
     frame = list_jobs(catalog(ctx), [s.value for s in status or []], scan=scan)
-    if fmt in (None, OutputFormat.table) and output is None:  # a terminal's width: parameters are in csv/json
+    if terminal_table(fmt, output):  # a terminal's width: parameters are in csv/json
         frame = frame[["job_id", "kind", "scan_id", "status", "stale", "attempts", "worker", "created_at",
                        "finished_at", "result", "error"]]
     emit_table(frame, fmt, output)

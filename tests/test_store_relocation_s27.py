@@ -66,3 +66,8 @@ def test_a_row_whose_file_differs_is_not_re_pointed(cell_lab, tmp_path):
     assert f"problem: cycling run 1: its file {old}/cycling/1.parquet lies outside the store {new}: check --store" \
         in repaired.stdout.splitlines()
     assert _rows(lab.url, "SELECT records_path FROM cycling_runs") == [(f"{old}/cycling/1.parquet",)]
+    # a row naming what is no file of the folder, with no matching file of its id: said, not followed
+    _rows(lab.url, f"UPDATE cycling_runs SET records_path = '{new}/cycling/1.parquet/x'")
+    again = _check(lab.url, new, "--repair")
+    assert (f"problem: cycling run 1: its file {new}/cycling/1.parquet/x is not a file of the store folder "
+            f"{new}/cycling; it is not read") in again.stdout.splitlines()

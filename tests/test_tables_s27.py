@@ -50,12 +50,16 @@ def test_the_output_file_extension_names_the_format(cli, tmp_path):
 
 
 def test_a_format_that_contradicts_the_extension_is_refused(cli, tmp_path):
+    """A usage error at parsing, in either order of the options (before a long query runs)."""
     _ok(cli, "init")
     target = tmp_path / "rows.json"
-    result = cli("query", "samples", "-f", "csv", "-o", target)
-    assert result.exit_code == 1
-    assert result.stderr == f"error: {target}: a .json file, but --format csv; leave --format out or make the two agree\n"
-    assert not target.exists()
+    for args in (("-f", "csv", "-o", target), ("-o", target, "-f", "csv")):
+        for command in (("query", "samples"), ("query", "sql", "SELECT 1 AS one"), ("user", "list")):
+            result = cli(*command, *args)
+            assert result.exit_code == 2, result.output
+            assert result.stderr == (f"error: {target}: a .json file, but --format csv; leave --format out or make "
+                                     f"the two agree (see 'txmdb {' '.join(command[:2] if command[0] == 'query' else command)} --help')\n")
+            assert not target.exists()
 
 
 def test_json_columns_are_json_text_in_csv_and_the_table(cli):
@@ -83,6 +87,12 @@ def test_summary_counts_are_whole_numbers_of_cells_that_reached_the_cycle(cli, t
         assert (rows["S"]["retention_pct"] is None) == (cells == 0)
     text = _ok(cli, "query", "summary", "--cycle", "4", "-f", "csv").stdout
     assert list(csv.DictReader(io.StringIO(text)))[0]["n_cells"] == "1"
+    # a second cycler file of the same cell: still one cell
+    second = tmp_path / "second.csv"
+    second.write_bytes(P492.read_bytes() + b"\n")
+    _ok(cli, "cycling", "ingest", second, "--cell", "C1")
+    rows = {r["sample"]: r for r in json.loads(_ok(cli, "query", "summary", "--cycle", "4", "-f", "json").stdout)}
+    assert rows["S"]["n_cells"] == 1
 
 
 def test_query_xas_lists_the_reference_spectra_last(cli):

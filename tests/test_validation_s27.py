@@ -75,12 +75,28 @@ def test_morphology_is_one_category_in_any_case(lab):
     assert lab("sample", "add", "R", "--morphology", " Rod ", "--orientation", "Radial").exit_code == 0
     rows = json.loads(lab("query", "samples", "--morphology", "ROD", "-f", "json").stdout)
     assert [(r["sample"], r["morphology"], r["orientation"]) for r in rows] == [("R", "rod", "radial")]
-    # a catalogue written before: its "Gravel" is found by "gravel"
+    # a catalogue written before: its "Éclat" is still found as typed (SQLite's lower() folds ASCII only)
     engine = sa.create_engine(lab.url)
     try:
         with engine.begin() as conn:
-            conn.execute(sa.text("UPDATE samples SET morphology = 'Gravel' WHERE name = 'S'"))
+            conn.execute(sa.text("UPDATE samples SET morphology = 'Éclat' WHERE name = 'S'"))
     finally:
         engine.dispose()
-    rows = json.loads(lab("query", "samples", "--morphology", "gravel", "-f", "json").stdout)
+    rows = json.loads(lab("query", "samples", "--morphology", "Éclat", "-f", "json").stdout)
     assert [r["sample"] for r in rows] == ["S"]
+    assert lab("sample", "add", "E", "--morphology", "Éclat").exit_code == 0      # kept as "éclat"
+    rows = json.loads(lab("query", "samples", "--morphology", "Éclat", "-f", "json").stdout)
+    assert [(r["sample"], r["morphology"]) for r in rows] == [("E", "éclat"), ("S", "Éclat")]
+
+
+def test_a_rules_file_with_a_negative_jump_is_refused_when_loaded(tmp_path):
+    from txmdb.errors import InputError
+    from txmdb.harvest.rules import load_rules
+
+    rules = tmp_path / "rules.toml"
+    rules.write_text("[[rule]]\nfolder='a'\nglob='*.txt'\nkind='xas'\nset={sample='S', edge='Ni-K', min_jump=-1}\n")
+    with pytest.raises(InputError) as refused:
+        load_rules(rules)
+    assert str(refused.value) == f"{rules}: rule 1: set: min_jump: must be a number ≥ 0, got -1"
+    rules.write_text("[[rule]]\nfolder='a'\nglob='*.txt'\nkind='xas'\nset={sample='S', edge='Ni-K', min_jump=0}\n")
+    assert load_rules(rules)

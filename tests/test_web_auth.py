@@ -463,4 +463,6 @@ def test_the_menu_offers_only_the_pages_the_account_may_open(site, role, offered
     assert re.findall(r'<a href="([^"]+)"', nav) == offered
     for path in offered:
         assert client.get(path).status_code == 200, path
+    for path in {"/sql", "/upload"} - set(offered):       # what is not offered is refused
+        assert client.get(path).status_code == 403, path
     client.close()

@@ -227,7 +227,7 @@ def populate_spectral_demo(catalog, raw: Path, *, size: int = 100, n_energies: i
     # LiNiO2 (Ni3+) fraction: 0 at 8335 eV of the valence field, 1 at 8345 eV
     lini = np.clip((edge_map - 8335.0) / 10.0, 0.0, 1.0)
     components = reference_components(energies, {"LiNiO2": references["LiNiO2"], "NiO": references["NiO"]})
-    stack, _ = fraction_stack(lini, energies, components, noise=noise, seed=7)
+    stack, _ = fraction_stack(lini, energies, components, noise=noise, seed=7, matrix=DEMO_MATRIX)
     tomogram = raw / f"{SPECTRAL_SAMPLE}-txm.h5"
     write_stack(tomogram, stack, energies, layout="dxchange", voxel_size_nm=30.0)
     scan, _ = ingest_scan(catalog, tomogram, sample=SPECTRAL_SAMPLE, state=SPECTRAL_STATE)

@@ -228,14 +228,15 @@ def _in(column, name: str):
 
 def _bound(**values) -> dict:
     """The filters given (a value, not None or empty) as the parameters ``f_NAME`` of :func:`_where_bound`."""
-    return {f"f_{k}": [v.lower() for v in _as_list(v)] if k == "morphology" else _as_list(v)
-            for k, v in values.items() if v}
+    return {f"f_{k}": _morphologies(v) if k == "morphology" else _as_list(v) for k, v in values.items() if v}
 
 
-def _morphology():
-    """A sample's morphology as its filter compares it: in any case (``--morphology rod`` finds
-    "Rod", as a catalogue made before they were kept in lower case holds them)."""
-    return sa.func.lower(m.Sample.morphology)
+def _morphologies(values) -> list:
+    """A morphology filter's values as given and as samples keep them since session 27 (stripped,
+    lower case): ``--morphology Rod`` finds "rod", and a catalogue's older "Rod" still as typed.
+    (Not SQL's ``lower()`` of the column: SQLite folds ASCII letters only.)"""
+    given = _as_list(values)
+    return list(dict.fromkeys([*given, *(str(v).strip().lower() for v in given)]))
 
 
 def _where_bound(stmt: Select, given: frozenset, *filters) -> Select:
@@ -253,7 +254,7 @@ def _scan_params(*, sample=None, morphology=None, state=None, scan=None) -> dict
 
 def _where_scan(stmt: Select, given: frozenset) -> Select:
     """The scan filters (``given``: :func:`_scan_params`' names)."""
-    return _where_bound(stmt, given, (m.Sample.name, "sample"), (_morphology(), "morphology"),
+    return _where_bound(stmt, given, (m.Sample.name, "sample"), (m.Sample.morphology, "morphology"),
                         (m.TXMScan.state, "state"), (m.TXMScan.id, "scan"))
 
 
@@ -524,7 +525,7 @@ def _registrations_select(given: frozenset) -> Select:
 def _where_cells(stmt: Select, given: frozenset) -> Select:
     """The filters of the cell queries (``given``: :func:`_bound`'s names)."""
     return _where_bound(stmt, given, (m.Sample.name, "sample"), (m.Cell.name, "cell"),
-                        (_morphology(), "morphology"))
+                        (m.Sample.morphology, "morphology"))
 
 
 @declares("cycles", (*_CELL_FILTERS, "cycle"))
@@ -638,7 +639,7 @@ def _samples_select(given: frozenset) -> Select:
 
     stmt = sa.select(m.Sample.name.label("sample"), *(getattr(m.Sample, f) for f in SAMPLE_FIELDS), m.Sample.meta,
                      m.Sample.created_at).order_by(m.Sample.name)
-    return _where_bound(stmt, given, (m.Sample.name, "sample"), (_morphology(), "morphology"))
+    return _where_bound(stmt, given, (m.Sample.name, "sample"), (m.Sample.morphology, "morphology"))
 
 
 @declares("cells", ("sample", "cell", "morphology"))
@@ -690,8 +691,10 @@ def summary(catalog, *, sample=None, morphology=None, state=None, cycle: int = 1
         drops = cycles(catalog, sample=sample, morphology=morphology, cycle=cycle)
         per_cell = cells_at.merge(drops[["run_id", "voltage_drop_v", "onset_discharge_voltage_v"]],
                                   on="run_id", how="left")
-        cell_part = per_cell.groupby("sample").agg(
-            n_cells=("capacity_mah_g", "count"), retention_pct=("retention_pct", "mean"),
+        # (cells, not cycler files: a cell may have several runs)
+        reached = per_cell["cell"].where(per_cell["capacity_mah_g"].notna())
+        cell_part = per_cell.assign(reached=reached).groupby("sample").agg(
+            n_cells=("reached", "nunique"), retention_pct=("retention_pct", "mean"),
             capacity_mah_g=("capacity_mah_g", "mean"), voltage_drop_v=("voltage_drop_v", "mean"),
             onset_discharge_voltage_v=("onset_discharge_voltage_v", "mean"),
         )

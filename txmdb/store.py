@@ -846,6 +846,18 @@ def _audit_kind(store: Store, kind: Kind, audit: Audit, stale_after_s: float) ->
     def temp_alive(temp: _Temp) -> bool:
         return owner_alive(temp.host, temp.pid, temp.mtime, stale_after_s, tag=True)
 
+    def own_file(row, subject: str, names: str) -> bool:
+        """Whether the store's file of ``row``'s id, unclaimed, has the SHA-256 the row records:
+        then the row is to be re-pointed at it (``names``: the finding up to "the SHA-256 it
+        records", ``{name}`` the file's name)."""
+        canonical = finals.get(row.id)
+        if canonical is None or canonical in claimed or _sha256_or_none(canonical) != row.sha:
+            return False
+        claimed.add(canonical)
+        audit.add(subject, names.format(name=canonical.name) + " the SHA-256 it records",
+                  f"row re-pointed to {canonical}", _bind(_repoint, store, kind, row.id, row.path, canonical))
+        return True
+
     for row in rows:
         subject = f"{kind.noun} {row.id}"
         if kind.status:
@@ -869,15 +881,9 @@ def _audit_kind(store: Store, kind: Kind, audit: Audit, stale_after_s: float) ->
         where = _resolved(path)
         if where is None or where.parent != home:
             # Never read: a row may name /dev/zero, a FIFO or another catalogue's file.
-            canonical = finals.get(row.id)
-            if (where is not None and path.parent != home and canonical is not None and canonical not in claimed
-                    and _sha256_or_none(canonical) == row.sha):
-                # a store copied or restored elsewhere (rows keep absolute paths): its own file, which
-                # has the id-derived name and the SHA-256 the row records, is the one
-                claimed.add(canonical)
-                audit.add(subject, f"it names {path}, outside the store, but the store's {kind.folder}/"
-                                   f"{canonical.name} has the SHA-256 it records",
-                          f"row re-pointed to {canonical}", _bind(_repoint, store, kind, row.id, row.path, canonical))
+            # a store copied or restored elsewhere (rows keep absolute paths): its own file is the one
+            if where is not None and path.parent != home and own_file(row, subject, f"it names {path}, outside the "
+                                                                      f"store, but the store's {kind.folder}/{{name}} has"):
                 continue
             audit.add(subject, _not_in_store(path, where, home, store.root))
             claimed.add(path)        # a link in the folder: this line says all about it
@@ -908,12 +914,8 @@ def _audit_kind(store: Store, kind: Kind, audit: Audit, stale_after_s: float) ->
                 audit.add(subject, f"its file is still under its temporary name {match.path.name}",
                           f"renamed to {where.name}", _bind(_roll_forward, home, match.path.name, where.name))
             continue
-        canonical = finals.get(row.id)
-        if canonical is not None and canonical not in claimed and _sha256_or_none(canonical) == row.sha:
-            # The row's path is wrong (edited, corrupted), not its file: follow the file.
-            claimed.add(canonical)
-            audit.add(subject, f"it names {path}, but its file is {canonical.name}, with the SHA-256 it records",
-                      f"row re-pointed to {canonical}", _bind(_repoint, store, kind, row.id, row.path, canonical))
+        if own_file(row, subject, f"it names {path}, but its file is {{name}}, with"):
+            pass                # the row's path is wrong (edited, corrupted), not its file: follow the file
         elif not home.is_dir():
             audit.add(subject, f"its file {path} is missing, and so is the folder {folder}: check --store")
         elif kind.status:

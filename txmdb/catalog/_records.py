@@ -57,12 +57,33 @@ def existing_by_sha(catalog, model: type[T], sha256: str, *, owner: tuple[str, o
             raise InputError(source or found.file_path, f"this file is already in the catalogue as "
                              f"{_record_name(model, found)} of {_holder(found, owner[0])}; it cannot belong to two")
         for attribute, given in (recorded or {}).items():
-            kept = getattr(found, attribute)
+            kept = _recorded_value(found, attribute)
             if given is not None and not _same_value(kept, given):
                 raise InputError(source or found.file_path, f"this file is already in the catalogue as "
-                                 f"{_record_name(model, found)} with {_LABELS.get(attribute, attribute.replace('_', ' '))} "
-                                 f"{kept!r}, not {given!r}; a file is recorded once, as its first ingest gave it")
+                                 f"{_record_name(model, found)} with {_label(attribute)} {_shown(kept)}, not "
+                                 f"{_shown(given)}; a file is recorded once, as its first ingest gave it")
     return found
+
+
+def _recorded_value(found, attribute: str):
+    """``found.attribute``, or for ``column.key`` that key of the record's JSON column (None if absent)."""
+    column, _, key = attribute.partition(".")
+    value = getattr(found, column)
+    return (value or {}).get(key) if key else value
+
+
+def _label(attribute: str) -> str:
+    if attribute.startswith("parameters."):             # an analysis window: "pre window (eV)"
+        name = attribute.partition(".")[2]
+        return "minimum edge jump" if name == "min_jump" else f"{name.replace('_', ' ')} window (eV)"
+    return _LABELS.get(attribute, attribute.replace("_", " "))
+
+
+def _shown(value) -> str:
+    """A recorded or asked value as the refusal shows it: a window as LO:HI."""
+    if isinstance(value, (list, tuple)) and len(value) == 2:
+        return ":".join(str(v) for v in value)
+    return repr(value)
 
 
 #: How a refused re-ingest names a recorded attribute (others: the attribute's name in words).

@@ -68,11 +68,13 @@ def ingest_xas(
     if (sample is None) == (reference is None):
         raise ParameterError(("sample", "reference"), "a spectrum is a sample's or a named reference: "
                                                       "give one of the two")
-    asked_parameters = params
-    params = params or xas_parameters(edge)
+    preset = xas_parameters(edge)
+    params = params or preset
     modes = MODES_BY_KIND[edge_kind(edge)]
-    recorded = {"edge": edge, "mode": mode, "state": state, "depth_um": depth_um,
-                "parameters": asked_parameters and jsonable(dataclasses.asdict(asked_parameters))}
+    # the windows asked for other than the preset's: compared one by one with the record's
+    windows = {f"parameters.{key}": value for key, value in jsonable(dataclasses.asdict(params)).items()
+               if value != jsonable(dataclasses.asdict(preset))[key]}
+    recorded = {"edge": edge, "mode": mode, "state": state, "depth_um": depth_um, **windows}
     mode = mode or modes[0]
     if mode not in modes:
         raise ParameterError("mode", f"mode {mode!r} does not fit edge {edge}; use one of {', '.join(modes)}")

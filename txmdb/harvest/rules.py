@@ -111,13 +111,26 @@ def _at_least(minimum: int, maximum: int | None = None) -> Callable[[Any], int]:
 
 _float, _int = _number(float), _number(int)
 
+
+def _threshold(value) -> float:
+    """A threshold as ``xas ingest --min-jump`` takes it (:func:`txmdb.options.non_negative`):
+    refused when the rules are loaded, not on every file the rule then meets."""
+    from txmdb.errors import TxmdbError
+    from txmdb.options import non_negative
+
+    number = _float(value)
+    try:
+        return non_negative(number, "min_jump")
+    except TxmdbError as exc:
+        raise ValueError(str(exc).removeprefix("min_jump ")) from None
+
 #: Per kind: its ingest command's options (keyword → converter), and those it cannot do without.
 OPTIONS: dict[str, dict[str, Callable]] = {
     "cycling": {"cell": _text, "format": _one_of((AUTO, *CYCLER_FORMATS)), "columns": _columns,
                 "upper_cutoff": _float, "reference_cycle": _at_least(1, MAX_CYCLE_NUMBER), "encoding": _encoding},
     "xas": {"sample": _text, "reference": _text, "edge": _one_of(EDGES), "mode": _one_of(MODES), "state": _text,
             "depth_um": _float, "pre": _window("pre"), "post": _window("post"), "edge_window": _window("edge_window"),
-            "min_jump": _float, "background": _window("background"), "l3_low": _window("l3_low"),
+            "min_jump": _threshold, "background": _window("background"), "l3_low": _window("l3_low"),
             "l3_high": _window("l3_high")},
     "xrd": {"sample": _text, "state": _text, "wavelength": _float, "a": _float, "c": _float},
     "txm": {"sample": _text, "state": _text, "layout": _one_of((AUTO, *LAYOUTS)), "data": _text, "energy": _text,

@@ -425,8 +425,8 @@ class NormStack:
     inside : ndarray of bool, shape ([z,] y, x)
         The particles.
     energies_ev : ndarray
-    jump, noise, pre_slope, background, seed :
-        As for :class:`SyntheticStack`.
+    jump, noise, pre_slope, background, matrix, seed :
+        As for :class:`SyntheticStack` (``matrix``: the particles' own absorbance below the edge).
     """
 
     norm: object
@@ -455,7 +455,8 @@ class NormStack:
         inside = self.inside[start:stop]
         e = self.energies_ev.reshape((-1,) + (1,) * inside.ndim)
         norm = np.where(inside[None], self.norm(start, stop), 0.0)
-        out = (self.background + self.pre_slope * (e - self.energies_ev[0]) + self.jump * norm).astype(dtype)
+        level = self.background + self.matrix * inside[None]
+        out = (level + self.pre_slope * (e - self.energies_ev[0]) + self.jump * norm).astype(dtype)
         return _add_noise(out, start, self.noise, self.seed)
 
     def __array__(self, dtype=None, copy=None):
@@ -528,10 +529,11 @@ def mixture_stack(shape: tuple[int, ...], energies_ev: np.ndarray, components: d
 
 
 def fraction_stack(fraction: np.ndarray, energies_ev: np.ndarray, components: dict[str, np.ndarray], *,
-                   noise: float = 0.0, seed: int = 0) -> tuple[NormStack, dict[str, np.ndarray]]:
+                   noise: float = 0.0, seed: int = 0, matrix: float = 0.0) -> tuple[NormStack, dict[str, np.ndarray]]:
     """Voxels mixing two components with a given fraction map (NaN: no particle).
 
-    ``norm = f·A + (1 − f)·B`` with ``A, B`` the two ``components`` in their order.
+    ``norm = f·A + (1 − f)·B`` with ``A, B`` the two ``components`` in their order; ``noise``,
+    ``seed`` and ``matrix`` as for :class:`NormStack`.
 
     Returns
     -------
@@ -552,7 +554,7 @@ def fraction_stack(fraction: np.ndarray, energies_ev: np.ndarray, components: di
         return part * a + (1.0 - part) * b
 
     truth = {f"fraction:{name_a}": f, f"fraction:{name_b}": 1.0 - f, "inside": inside}
-    return NormStack(norm, inside, energies_ev, noise=noise, seed=seed), truth
+    return NormStack(norm, inside, energies_ev, noise=noise, matrix=matrix, seed=seed), truth
 
 
 def phase_field(shape: tuple[int, ...], n_phases: int = 3) -> np.ndarray:

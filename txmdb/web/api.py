@@ -538,7 +538,8 @@ async def upload_xas(request: Request, file: UploadFile = File(..., description=
                      sample: str = Form(..., max_length=200), edge: str = Form(..., max_length=20),
                      mode: Optional[str] = Form(None, max_length=20), state: Optional[str] = Form(None, max_length=100),
                      depth_um: Optional[float] = Form(None)) -> JSONResponse:
-    """`txmdb xas ingest FILE --sample S --edge E`: 201 `{measurement_id, created}`; the same file again: 200."""
+    """`txmdb xas ingest FILE --sample S --edge E`: 201 `{measurement_id, created}`; the same file again: 200
+    (400 if it names another edge, mode, state or depth than the record holds)."""
     from txmdb.catalog.spectroscopy import ingest_xas
     from txmdb.errors import ParameterError
     from txmdb.vocabulary import EDGES
