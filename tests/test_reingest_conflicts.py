@@ -96,21 +96,13 @@ def test_a_scan_ingested_again_with_another_layout_is_refused(lab, stack, tmp_pa
 
 def test_a_spectrum_ingested_again_with_another_edge_mode_state_or_window_is_refused(lab):
     _ok(lab, "xas", "ingest", XDI, "--sample", "S", "--edge", "Ni-K", "--state", "pristine")
-    prefix = "this file is already in the catalogue as XAS measurement 1 with "
-    _refused(lab, XDI, prefix + "edge 'Ni-K', not 'Ni-L3'; a file is recorded once, as its first ingest gave it",
-             "xas", "ingest", XDI, "--sample", "S", "--edge", "Ni-L3")
-    _refused(lab, XDI, prefix + "mode 'transmission', not 'fluorescence'; a file is recorded once, as its first "
-                                "ingest gave it",
-             "xas", "ingest", XDI, "--sample", "S", "--edge", "Ni-K", "--mode", "fluorescence")
-    _refused(lab, XDI, prefix + "state 'pristine', not 'charged'; a file is recorded once, as its first ingest "
-                                "gave it",
-             "xas", "ingest", XDI, "--sample", "S", "--edge", "Ni-K", "--state", "charged")
-    _refused(lab, XDI, prefix + "probing depth (µm) None, not 2.0; a file is recorded once, as its first ingest "
-                                "gave it",
-             "xas", "ingest", XDI, "--sample", "S", "--edge", "Ni-K", "--depth-um", "2")
-    _refused(lab, XDI, prefix + "pre window (eV) -inf:8320.0, not 8150.0:8300.0; a file is recorded once, as its "
-                                "first ingest gave it",
-             "xas", "ingest", XDI, "--sample", "S", "--edge", "Ni-K", "--pre", "8150:8300")
+    for field, options in (("edge 'Ni-K', not 'Ni-L3'", ("--edge", "Ni-L3")),
+                           ("mode 'transmission', not 'fluorescence'", ("--edge", "Ni-K", "--mode", "fluorescence")),
+                           ("state 'pristine', not 'charged'", ("--edge", "Ni-K", "--state", "charged")),
+                           ("probing depth (µm) None, not 2.0", ("--edge", "Ni-K", "--depth-um", "2")),
+                           ("pre window (eV) -inf:8320.0, not 8150.0:8300.0", ("--edge", "Ni-K", "--pre", "8150:8300"))):
+        _refused(lab, XDI, f"this file is already in the catalogue as XAS measurement 1 with {field}; a file is "
+                           "recorded once, as its first ingest gave it", "xas", "ingest", XDI, "--sample", "S", *options)
     out = _ok(lab, "xas", "ingest", XDI, "--sample", "S", "--edge", "Ni-K", "--mode", "transmission")
     assert out.startswith(f"already in the catalogue: {XDI} — edge ")
 

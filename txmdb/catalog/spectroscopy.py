@@ -72,8 +72,9 @@ def ingest_xas(
     params = params or preset
     modes = MODES_BY_KIND[edge_kind(edge)]
     # the windows asked for other than the preset's: compared one by one with the record's
+    defaults = jsonable(dataclasses.asdict(preset))
     windows = {f"parameters.{key}": value for key, value in jsonable(dataclasses.asdict(params)).items()
-               if value != jsonable(dataclasses.asdict(preset))[key]}
+               if value != defaults[key]}
     recorded = {"edge": edge, "mode": mode, "state": state, "depth_um": depth_um, **windows}
     mode = mode or modes[0]
     if mode not in modes:
