@@ -32,7 +32,10 @@ Difficulties, each switchable (:data:`ALL_DIFFICULTIES` turns all on):
 * ``noise``: additive Gaussian noise (absorbance units), drawn per slice from
   ``(seed, slice)`` so that any slab partition gives the same stack;
 * ``jumps``: sudden jumps of several voxels between neighbouring energies on top of the
-  random walk.
+  random walk;
+* ``valence_tilt`` (eV, not in :data:`ALL_DIFFICULTIES`): a one-sided valence gradient,
+  the edge energy rising along one direction per particle, so that one side lights up
+  first through the edge.
 
 The drift is a random walk of sub-voxel steps on every axis, scaled so that each axis
 reaches between 75 % and 100 % of ``max_drift`` voxels away from the reference energy.
@@ -46,6 +49,7 @@ themselves are distorted, as in real data, and the measured edges deviate from i
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 from dataclasses import dataclass
@@ -80,6 +84,7 @@ class _Particle:
     edge_amp: np.ndarray      # eV
     pore_centres: np.ndarray  # (n_pores, ndim) relative to the centre
     pore_radii: np.ndarray
+    edge_tilt: np.ndarray | None = None  # (ndim,) eV per radius: a one-sided valence gradient
 
 
 def _modes(rng: np.random.Generator, n: int, ndim: int, wavelengths: tuple[float, float],
@@ -167,6 +172,8 @@ class DriftedPhantom:
             dens *= 1.0 - 0.9 * 0.5 * erfc((rp - pr) / (math.sqrt(2) * _SURFACE_BLUR))
         edge = (self._e_bulk + (self._e_surface - self._e_bulk) * np.minimum(r / p.radius, 1.0)
                 + _cos_sum(rel, p.edge_k, p.edge_phase, p.edge_amp))
+        if p.edge_tilt is not None:
+            edge = edge + sum(p.edge_tilt[d] * rel[d] for d in range(rel.shape[0])) / p.radius
         return occ, dens, edge
 
     def _fixed_pattern(self, start: int, stop: int) -> np.ndarray | None:
@@ -277,7 +284,7 @@ def make_drifted(shape: tuple[int, ...], *, n_energies: int = 40, energies_ev: n
                  max_drift: float = 8.0, contrast_change: bool = False,
                  intensity_changes: bool = False, fixed_pattern: bool = False, noise: float = 0.0,
                  jumps: bool = False, e_bulk: float = 8336.0, e_surface: float = 8342.0,
-                 shifts: np.ndarray | None = None, seed: int = 0) -> DriftedPhantom:
+                 valence_tilt: float = 0.0, shifts: np.ndarray | None = None, seed: int = 0) -> DriftedPhantom:
     """A drifted energy stack with exact sub-voxel ground truth.
 
     Parameters
@@ -306,6 +313,12 @@ def make_drifted(shape: tuple[int, ...], *, n_energies: int = 40, energies_ev: n
         absorb ~1 above the edge).
     e_bulk, e_surface : float
         Edge energy at the particle centre and surface, eV.
+    valence_tilt : float
+        A one-sided valence gradient: the edge energy also rises linearly along a random
+        direction per particle, by ``valence_tilt`` eV from the centre to the surface
+        (so one side lights up before the other as the energy climbs through the edge,
+        as in a particle charged from one side). Its directions come from their own
+        random stream, so every other part of a seed's stack is unchanged.
     shifts : ndarray, shape (n_energy, ndim), optional
         Prescribed true shifts instead of a random walk.
     seed : int
@@ -344,6 +357,10 @@ def make_drifted(shape: tuple[int, ...], *, n_energies: int = 40, energies_ev: n
             *_modes(rng, 6, ndim, (4.0, 12.0), 0.06),
             *_modes(rng, 4, ndim, (6.0, 16.0), 0.8),
             pore_dirs, rng.uniform(1.5, 3.5, size=n_pores) * max(radius / 20, 0.5)))
+    if valence_tilt:
+        tilt_rng = np.random.default_rng((seed, 7))
+        particles = [dataclasses.replace(p, edge_tilt=valence_tilt * _unit_vectors(tilt_rng, 1, ndim)[0])
+                     for p in particles]
     pre_level, jump = (0.2, 0.8) if contrast_change else (0.8, 0.2)
     if intensity_changes:
         # beam decay over the scan, exposure steps, and an imperfectly removed offset
