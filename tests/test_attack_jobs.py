@@ -54,10 +54,15 @@ def test_queue_refuses_every_bad_analyze_option_before_queueing(catalog, cli, tm
         (["--pre", "8400:8300"], "--pre '8400:8300': expected LO:HI in eV with LO < HI"),
         (["--pre", "nan:8300"], "--pre 'nan:8300': expected LO:HI in eV with LO < HI"),
         (["--pre", "1:2"], f"{path}: pre-edge window 1..2 eV holds 0 energies of the grid 8280..8420 eV; "
-                           "it needs at least 2"),
+                           "it needs at least 2 (the whole grid lies above it: is the element, or are the "
+                           "windows, those of this stack's edge?)"),
+        (["--element", "Fe"], f"{path}: pre-edge window -inf..7099 eV holds 0 energies of the grid 8280..8420 eV; "
+                              "it needs at least 2 (the whole grid lies above it: is the element, or are the "
+                              "windows, those of this stack's edge?)"),
         (["--edge", "8300:"], "--edge '8300:': both ends are needed (the edge jump is taken at the window's centre)"),
         (["--white-line", "9000:9100"], f"{path}: white-line window 9000..9100 eV holds 0 energies of the grid "
-                                        "8280..8420 eV; the cubic needs at least 4"),
+                                        "8280..8420 eV; the cubic needs at least 4 (the whole grid lies below it: "
+                                        "is the element, or are the windows, those of this stack's edge?)"),
         (["--lcf", "NiO"], "no reference spectrum named 'NiO'; record one with "
                            "'txmdb xas ingest FILE --reference NiO --edge Ni-K'"),
         (["--lcf", ","], "--lcf ',': expected reference names separated by commas, e.g. NiO,LiNiO2"),

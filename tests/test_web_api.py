@@ -394,3 +394,43 @@ def test_openapi_keeps_the_ranges_of_ids_and_pages(lab):
     assert (params["index"]["minimum"], params["index"]["maximum"]) == (0, MAX_CATALOGUE_INT)
     listed = {p["name"]: p["schema"] for p in spec["paths"]["/api/v1/samples"]["get"]["parameters"]}
     assert (listed["limit"]["minimum"], listed["limit"]["maximum"]) == (1, MAX_PAGE_ROWS)
+
+
+def test_uploading_bytes_a_command_ingested_keeps_no_copy(lab, tmp_path):
+    """The same bytes ingested by a command first: the upload answers the existing record (200) and
+    its copy in the store's uploads is removed again (nothing would point at it; db check could not
+    see it)."""
+    from txmdb.synthetic.spectra import layered_xrd_pattern, write_columns
+
+    tt, intensity = layered_xrd_pattern(wavelength_angstrom=1.5406, i003_i104=1.7)
+    pattern = tmp_path / "pattern-s28.xy"
+    write_columns(pattern, [tt, intensity], names=("two_theta", "intensity"))
+    spectrum = tmp_path / "ni-s28.xdi"
+    spectrum.write_bytes(XDI.read_bytes() + b"\n")          # other bytes than the other tests' upload
+    xas = lab.cli("xas", "ingest", str(spectrum), "--sample", "gravel-NMC", "--edge", "Ni-K")
+    assert xas.returncode == 0, xas.stderr
+    xrd = lab.cli("xrd", "add", "--sample", "gravel-NMC", "--pattern", str(pattern), "--wavelength", "1.5406")
+    assert xrd.returncode == 0, xrd.stderr
+    before = _upload_files(lab)
+    answer = _post(lab, "/api/v1/xas", files={"file": ("mine.xdi", spectrum.read_bytes())},
+                   data={"sample": "gravel-NMC", "edge": "Ni-K"})
+    assert answer.status_code == 200 and answer.json() == {"measurement_id": int(xas.stdout.split()[-1]),
+                                                           "created": False}, answer.text
+    answer = _post(lab, "/api/v1/xrd", files={"file": ("mine.xy", pattern.read_bytes())},
+                   data={"sample": "gravel-NMC", "wavelength": "1.5406"})
+    assert answer.status_code == 200 and answer.json()["created"] is False, answer.text
+    assert _upload_files(lab) == before
+    check = lab.cli("db", "check")
+    assert check.returncode == 0, check.stdout + check.stderr
+
+
+def test_a_pattern_uploaded_without_its_wavelength_is_named_as_the_uploader_named_it(lab):
+    from txmdb.synthetic.spectra import layered_xrd_pattern
+
+    tt, intensity = layered_xrd_pattern(wavelength_angstrom=1.5406, i003_i104=1.5)
+    text = "".join(f"{a} {b}\n" for a, b in zip(tt, intensity)).encode()
+    before = _upload_files(lab)
+    answer = _post(lab, "/api/v1/xrd", files={"file": ("tiny.xy", text)}, data={"sample": "rod-NMC"})
+    assert answer.status_code == 400
+    assert answer.json()["error"] == "tiny.xy: a pattern needs the X-ray wavelength (Å) it was measured at"
+    assert _upload_files(lab) == before

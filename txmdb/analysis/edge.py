@@ -185,8 +185,17 @@ def _window(energies: np.ndarray, bounds: tuple[float, float], name: str) -> sli
     if count < 2:
         raise ValueError(
             f"{name} window {lo:g}..{hi:g} eV holds {count} energ{'y' if count == 1 else 'ies'}"
-            f" of the grid {energies[0]:g}..{energies[-1]:g} eV; it needs at least 2")
+            f" of the grid {energies[0]:g}..{energies[-1]:g} eV; it needs at least 2{_outside_hint(energies, lo, hi)}")
     return slice(i0, i1)
+
+
+def _outside_hint(energies: np.ndarray, lo: float, hi: float) -> str:
+    """The likely cause when the whole grid lies on one side of a window: the windows (or
+    the element they are preset for) belong to another edge than the stack's."""
+    side = "above" if energies[0] > hi else "below" if energies[-1] < lo else None
+    if side is None:
+        return ""
+    return f" (the whole grid lies {side} it: is the element, or are the windows, those of this stack's edge?)"
 
 
 def _line_projector(x: np.ndarray) -> np.ndarray:

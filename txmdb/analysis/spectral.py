@@ -38,7 +38,7 @@ from typing import Mapping
 import numpy as np
 
 from txmdb.analysis._threads import numba_threads
-from txmdb.analysis.edge import EdgeKernel, EdgeParameters, EdgeResult, _window
+from txmdb.analysis.edge import EdgeKernel, EdgeParameters, EdgeResult, _outside_hint, _window
 
 __all__ = ["EdgeMaps", "MapBuffers", "MAX_REFERENCES", "MIN_WHITE_LINE_ENERGIES", "SpectralKernel", "lcf_supports",
            "normalized_references", "white_line_projector"]
@@ -89,7 +89,7 @@ def white_line_projector(energies_ev: np.ndarray, window: tuple[float, float]):
     if i1 - i0 < MIN_WHITE_LINE_ENERGIES:
         raise ValueError(f"white-line window {lo:g}..{hi:g} eV holds {max(i1 - i0, 0)} energies of the grid "
                          f"{energies_ev[0]:g}..{energies_ev[-1]:g} eV; the cubic needs at least "
-                         f"{MIN_WHITE_LINE_ENERGIES}")
+                         f"{MIN_WHITE_LINE_ENERGIES}{_outside_hint(energies_ev, lo, hi)}")
     w_c, w_h = 0.5 * (lo + hi), 0.5 * (hi - lo)
     t = (energies_ev[i0:i1] - w_c) / w_h
     design = np.vander(t, 4, increasing=True)

@@ -496,7 +496,12 @@ async def _ingest_upload(request: Request, upload: UploadFile, ingest):
         path, new = _store_upload(catalog, upload.file, upload.filename, limit)
         try:
             with acting_as(_user_name(request)):
-                return ingest(path)
+                result = ingest(path)
+            if new and _recorded_elsewhere(result, path):
+                # the same bytes were already recorded from another file: the copy is nobody's
+                with catalog.store.writing():
+                    path.unlink(missing_ok=True)
+            return result
         except BaseException as exc:
             if new:
                 path.unlink(missing_ok=True)
@@ -506,6 +511,14 @@ async def _ingest_upload(request: Request, upload: UploadFile, ingest):
             raise
 
     return await run_in_threadpool(work)
+
+
+def _recorded_elsewhere(result, path) -> bool:
+    """Whether an ingest's record (or ``(record, created)``) is of another file than ``path``:
+    the same bytes recorded before from the file a command ingested."""
+    record = result[0] if isinstance(result, tuple) else result
+    recorded = getattr(record, "file_path", None)
+    return recorded is not None and recorded != str(path)
 
 
 def _created(request: Request, record_id: int, created: bool, key: str, location: str) -> JSONResponse:
