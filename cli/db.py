@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from txmdb.cli._common import UsageGroup, catalog, echo
+from txmdb.cli._common import UsageError, UsageGroup, catalog, echo
 
 app = typer.Typer(cls=UsageGroup, help="Inspect and migrate the catalogue schema.", no_args_is_help=True)
 
@@ -77,11 +77,16 @@ def reporting_role_cmd(ctx: typer.Context,
 @app.command("check")
 def check_cmd(
     ctx: typer.Context,
-    repair: bool = typer.Option(False, "--repair", help="Remove what a crash left: temporary and orphan files, "
-                                "rows whose file never arrived; mark analyses whose process is gone failed; point a row "
-                                "whose path is wrong at its file; mark a store from before store marks as this "
-                                "catalogue's. Never deletes a recorded result, a file whose id has a row, or a "
-                                "source file; refused on another catalogue's store."),
+    repair: bool = typer.Option(False, "--repair", help="Settle what a crash left: remove temporary files, move "
+                                "files no row names to the store's lost+found/, rename a committed file into place; "
+                                "mark analyses whose process is gone, or whose file is missing, failed (done again "
+                                "once the file is back); point a row whose path is wrong at its file; mark a store "
+                                "from before store marks as this catalogue's. Never deletes a recorded result, a "
+                                "file, or a source file; refused on another catalogue's store."),
+    forget_missing: bool = typer.Option(False, "--forget-missing",
+                                        help="With --repair: remove the cycling runs and XAS records whose stored "
+                                             "file is missing while their source is intact, so that the source can "
+                                             "be ingested again (else: restore the file from a backup)."),
     stale_hours: float = typer.Option(24.0, "--stale-hours", min=0.0,
                                       help="A 'running' analysis of another host counts as killed after this "
                                            "many hours (on this host its process is asked)."),
@@ -95,9 +100,11 @@ def check_cmd(
     from txmdb.catalog.integrity import check_catalog
     from txmdb.db.migrate import check_database
 
+    if forget_missing and not repair:
+        raise UsageError("--forget-missing removes records only with --repair", ctx)
     cat = catalog(ctx, check=False)
     echo(f"ok: schema at {check_database(cat.engine)}")
-    report = check_catalog(cat, repair=repair, stale_hours=stale_hours, sources=sources)
+    report = check_catalog(cat, repair=repair, stale_hours=stale_hours, sources=sources, forget_missing=forget_missing)
     for finding in report.findings:
         echo(finding.line())
     echo(report.summary())

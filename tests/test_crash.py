@@ -239,7 +239,7 @@ def test_check_reports_damage_and_repair_touches_no_good_data(lab, tmp_path):
     assert _lines(check)[1:] == [
         f"problem: analysis 1: {results.resolve()} changed since it was recorded (SHA-256 differs); "
         "restore it or re-run what wrote it",
-        "problem: cycling/99.parquet: orphan file: no row names it (--repair: removed)",
+        "problem: cycling/99.parquet: orphan file: no row names it (--repair: moved to lost+found/cycling/)",
         f"problem: xas/{leftover.name}: temporary file left by a crash (writer pid {proc.pid} is gone) "
         "(--repair: removed)",
         "problem: xas/notes.txt: not a file txmdb writes; move it out of the store",
@@ -253,10 +253,11 @@ def test_check_reports_damage_and_repair_touches_no_good_data(lab, tmp_path):
                             "(SELECT count(*) FROM xas_measurements) AS x, (SELECT count(*) FROM theta_histograms) AS t,"
                             " (SELECT status FROM analyses WHERE id = 1) AS s")
     keep = {k: v for k, v in _snapshot(store).items() if k not in ("cycling/99.parquet", f"xas/{leftover.name}")}
+    keep["lost+found/cycling/99.parquet"] = _snapshot(store)["cycling/99.parquet"]   # set aside, as it was
     repair = lab("db", "check", "--repair")
     assert repair.exit_code == 1
     assert _lines(repair)[1:3] == [
-        "repaired: cycling/99.parquet: orphan file: no row names it: removed",
+        "repaired: cycling/99.parquet: orphan file: no row names it: moved to lost+found/cycling/",
         f"repaired: xas/{leftover.name}: temporary file left by a crash (writer pid {proc.pid} is gone): removed",
     ]
     assert _lines(repair)[-1] == "4 problems (4 need you); 2 repaired; checked 3 store files, 3 sources"
@@ -314,24 +315,35 @@ def test_a_store_at_the_wrong_path_deletes_and_fails_nothing(lab, tmp_path):
     assert lab("db", "check").exit_code == 0
 
 
-def test_an_ingest_row_whose_file_never_arrived(lab, tmp_path):
-    """The records file is gone (no temporary either): --repair removes the row while its source
-    can restore it, and only then; the source is ingested again."""
+def test_an_ingest_row_whose_file_is_missing_is_removed_only_when_asked(lab, tmp_path):
+    """The records file is gone (no temporary either): --repair reports it (a record may be named
+    elsewhere: restore the file); with --forget-missing it removes the row while its source can
+    restore it, and only then; the source is ingested again."""
     source = Path(shutil.copy(CYCLER, tmp_path / "cell.csv"))
     assert lab("cycling", "ingest", source, "--cell", "C").exit_code == 0
     records = Path(lab.store) / "cycling" / "1.parquet"
     records.unlink()
     source.rename(tmp_path / "away.csv")
-    refused = lab("db", "check", "--repair", "--no-sources")
+    refused = lab("db", "check", "--repair", "--forget-missing", "--no-sources")
     assert refused.exit_code == 1
     assert _lines(refused)[1] == (f"problem: cycling run 1: its file {records.resolve()} is missing and its source "
                                   f"{source.resolve()} is gone or changed")
     assert len(_sql(lab, "SELECT id FROM cycling_runs")) == 1
 
     (tmp_path / "away.csv").rename(source)
-    repaired = lab("db", "check", "--repair", "--no-sources")
+    kept = lab("db", "check", "--repair", "--no-sources")
+    assert kept.exit_code == 1
+    assert _lines(kept)[1] == (f"problem: cycling run 1: its file {records.resolve()} is missing: restore it from a "
+                               f"backup, or remove the record with --repair --forget-missing and ingest "
+                               f"{source.resolve()} again")
+    assert len(_sql(lab, "SELECT id FROM cycles")) > 0
+    alone = lab("db", "check", "--forget-missing")
+    assert (alone.exit_code, alone.stdout) == (2, "")
+    assert "--forget-missing removes records only with --repair" in alone.stderr
+
+    repaired = lab("db", "check", "--repair", "--forget-missing", "--no-sources")
     assert repaired.exit_code == 0, repaired.output
-    assert _lines(repaired)[1] == (f"repaired: cycling run 1: its file {records.resolve()} never arrived: "
+    assert _lines(repaired)[1] == (f"repaired: cycling run 1: its file {records.resolve()} is missing: "
                                    f"record removed; ingest {source.resolve()} again")
     assert _sql(lab, "SELECT (SELECT count(*) FROM cycling_runs) AS r, (SELECT count(*) FROM cycles) AS c") == [
         {"r": 0, "c": 0}]

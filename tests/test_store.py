@@ -333,8 +333,8 @@ def test_statistics_come_from_done_analyses_only(lab, scan_id):
     Path(second.results_path).unlink()
     report = check_catalog(lab, repair=True, sources=False)
     assert [f.line() for f in report.findings] == [
-        f"repaired: analysis {second.id}: its file {second.results_path} is missing: "
-        "marked failed (results file missing)"]
+        f"repaired: analysis {second.id}: its file {second.results_path} is missing (restore it from a backup: the "
+        "check then marks it done again): marked failed (results file missing)"]
     for function in statistics:
         frame = function(lab)
         assert set(frame["analysis_id"]) == {first.id}, function.__name__

@@ -434,7 +434,7 @@ class Store:
         return pd.read_parquet(self.verified(path, sha256), columns=columns)
 
     # ------------------------------------------------------------------ audit
-    def audit(self, *, stale_after_s: float) -> "Audit":
+    def audit(self, *, stale_after_s: float, forget_missing: bool = False) -> "Audit":
         """Every row against its file, every file against its row (see :class:`Audit`).
 
         Refused (:class:`StoreOwnerError`) for another catalogue's store, and for a store
@@ -444,7 +444,7 @@ class Store:
         owner = self.owner()
         audit = Audit()
         for kind in KINDS:
-            _audit_kind(self, kind, audit, stale_after_s)
+            _audit_kind(self, kind, audit, stale_after_s, forget_missing)
         if owner is None and self.holds_files():
             foreign = [f for f in audit.findings if f.foreign]
             if foreign:
@@ -515,6 +515,12 @@ class Put:
             record = fill(session, row)
             session.flush()
             final = store.path(kind, record.id)
+            if os.path.lexists(final):
+                # ids are given again after a database is restored from an older backup than the
+                # store: the file there may hold the only copy of a newer result
+                raise StoreError(f"{final} already exists, and no record of this catalogue names it (a database "
+                                 f"restored from an older backup than the store?): nothing is recorded; "
+                                 f"'txmdb db check --repair' moves it to {LOST_AND_FOUND}/{kind.folder}/")
             setattr(record, kind.path_column, str(final))
             setattr(record, kind.sha_column, sha256)
             if kind.status:
@@ -818,7 +824,7 @@ def _not_in_store(path: Path, where: Path | None, home: Path, root: Path) -> str
     return f"its file {path} lies outside the store {root}: check --store"
 
 
-def _audit_kind(store: Store, kind: Kind, audit: Audit, stale_after_s: float) -> None:
+def _audit_kind(store: Store, kind: Kind, audit: Audit, stale_after_s: float, forget_missing: bool = False) -> None:
     from sqlalchemy import select
 
     model = kind.table()
@@ -835,7 +841,7 @@ def _audit_kind(store: Store, kind: Kind, audit: Audit, stale_after_s: float) ->
             audit.add(f"{kind.folder}/", f"cannot be listed: {describe_os_error(exc)}", foreign=True)
     columns = [model.id, getattr(model, kind.path_column).label("path"), getattr(model, kind.sha_column).label("sha")]
     if kind.status:
-        columns += [model.status, model.host, model.pid, model.started_at]
+        columns += [model.status, model.host, model.pid, model.started_at, model.error]
     else:
         columns += [model.file_path, model.file_sha256]
     with store.session() as session:
@@ -919,11 +925,17 @@ def _audit_kind(store: Store, kind: Kind, audit: Audit, stale_after_s: float) ->
         elif not home.is_dir():
             audit.add(subject, f"its file {path} is missing, and so is the folder {folder}: check --store")
         elif kind.status:
-            audit.add(subject, f"its file {path} is missing", "marked failed (results file missing)",
-                      _bind(store.fail, kind, row.id, f"results file missing: {path}", was="done"))
+            audit.add(subject, f"its file {path} is missing (restore it from a backup: the check then marks it "
+                               "done again)", "marked failed (results file missing)",
+                      _bind(store.fail, kind, row.id, f"{_MISSING_RESULTS}: {path}", was="done"))
         elif _source_intact(row.file_path, row.file_sha256):
-            audit.add(subject, f"its file {path} never arrived",
-                      f"record removed; ingest {row.file_path} again", _bind(_delete_row, store, kind, row.id))
+            if forget_missing:
+                audit.add(subject, f"its file {path} is missing", f"record removed; ingest {row.file_path} again",
+                          _bind(_delete_row, store, kind, row.id))
+            else:
+                # a record may be named elsewhere (an analysis' reference spectra): never removed unasked
+                audit.add(subject, f"its file {path} is missing: restore it from a backup, or remove the record "
+                                   f"with --repair --forget-missing and ingest {row.file_path} again")
         else:
             audit.add(subject, f"its file {path} is missing and its source {row.file_path} is gone or changed")
 
@@ -933,8 +945,14 @@ def _audit_kind(store: Store, kind: Kind, audit: Audit, stale_after_s: float) ->
         row = by_id.get(record_id)
         subject = f"{kind.folder}/{path.name}"
         if row is None:
-            audit.add(subject, "orphan file: no row names it", "removed", _bind(_remove, home, path.name),
-                      foreign=True)
+            audit.add(subject, "orphan file: no row names it", f"moved to {LOST_AND_FOUND}/{kind.folder}/",
+                      _bind(_set_aside, store.root, kind.folder, path.name), foreign=True)
+        elif (kind.status and row.status == "failed" and (row.error or "").startswith(_MISSING_RESULTS)
+              and row.path and _resolved(Path(row.path)) == path and _sha256_or_none(path) == row.sha):
+            audit.files += 1
+            audit.add(f"{kind.noun} {record_id}", f"was marked failed for its missing file, and {path} is back "
+                                                  "with the SHA-256 it records", "marked done again",
+                      _bind(_done_again, store, kind, record_id))
         elif row.path and _resolved(Path(row.path)) != path and (not kind.status or row.status == "done"):
             audit.add(subject, f"{kind.noun} {record_id} names another file, {row.path}; check --store", foreign=True)
         else:
@@ -974,16 +992,64 @@ def _bind(function, *args, **kwargs) -> Callable[[], None]:
     return lambda: function(*args, **kwargs)
 
 
+def _regular_entry(folder_fd: int, name: str) -> bool:
+    """Whether ``name`` is an entry of the open folder (False: gone); a non-regular one raises."""
+    try:
+        mode = os.stat(name, dir_fd=folder_fd, follow_symlinks=False).st_mode
+    except FileNotFoundError:
+        return False
+    if not stat.S_ISREG(mode):
+        raise _NotRegular(_what(mode))
+    return True
+
+
 def _remove(home: Path, name: str) -> None:
     """Remove the regular file ``name`` of the store folder ``home``, never through a link."""
     with _opened_folder(home) as fd:
-        try:
-            mode = os.stat(name, dir_fd=fd, follow_symlinks=False).st_mode
-        except FileNotFoundError:
+        if _regular_entry(fd, name):
+            os.unlink(name, dir_fd=fd)
+
+
+#: the store's folder for the files ``db check --repair`` finds no row for: set aside, never
+#: removed (after a database is restored from an older backup they are the newer results)
+LOST_AND_FOUND = "lost+found"
+
+
+def _set_aside(root: Path, folder: str, name: str) -> None:
+    """Move the regular file ``name`` of the store folder ``folder`` into ``lost+found/folder/``
+    (``name.1``, ``name.2``… beside one of that name), never through a link."""
+    top = _resolved(root) or root
+    with _opened_folder(top / folder) as fd, _opened_folder(top) as root_fd, \
+            _opened_inside(root_fd, LOST_AND_FOUND) as found_fd, _opened_inside(found_fd, folder) as into:
+        if not _regular_entry(fd, name):
             return
-        if not stat.S_ISREG(mode):
-            raise _NotRegular(_what(mode))
-        os.unlink(name, dir_fd=fd)
+        target, n = name, 0
+        while _exists_in(into, target):
+            n += 1
+            target = f"{name}.{n}"
+        os.rename(name, target, src_dir_fd=fd, dst_dir_fd=into)
+        os.fsync(into)
+        os.fsync(fd)
+
+
+@contextlib.contextmanager
+def _opened_inside(parent_fd: int, name: str) -> Iterator[int]:
+    """The folder ``name`` of the open folder ``parent_fd``, made if missing; a link there is not followed."""
+    with contextlib.suppress(FileExistsError):
+        os.mkdir(name, dir_fd=parent_fd)
+    fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent_fd)
+    try:
+        yield fd
+    finally:
+        os.close(fd)
+
+
+def _exists_in(folder_fd: int, name: str) -> bool:
+    try:
+        os.stat(name, dir_fd=folder_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    return True
 
 
 def _roll_forward(home: Path, temp: str, final: str) -> None:
@@ -1000,6 +1066,21 @@ def _repoint(store: Store, kind: Kind, record_id: int, was: str, path: Path) -> 
     with store.session() as session:
         session.execute(update(model).where(model.id == record_id, getattr(model, kind.path_column) == was)
                         .values({kind.path_column: str(path)}))
+
+
+#: the error of a status row ``db check --repair`` marked failed for its missing file
+_MISSING_RESULTS = "results file missing"
+
+
+def _done_again(store: Store, kind: Kind, record_id: int) -> None:
+    """A row failed for its missing file, whose file is back: done, as it was."""
+    from sqlalchemy import update
+
+    model = kind.table()
+    with store.session() as session:
+        session.execute(update(model).where(model.id == record_id, model.status == "failed",
+                                            model.error.startswith(_MISSING_RESULTS))
+                        .values(status="done", error=None))
 
 
 def _delete_row(store: Store, kind: Kind, record_id: int) -> None:

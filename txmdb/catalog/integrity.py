@@ -57,10 +57,12 @@ def _plural(n: int, noun: str) -> str:
 
 
 def check_catalog(catalog, *, repair: bool = False, stale_hours: float = STALE_HOURS,
-                  sources: bool = True) -> CheckReport:
+                  sources: bool = True, forget_missing: bool = False) -> CheckReport:
     """Audit the store against the rows and (with ``sources``) the ingested files against
-    their SHA-256; with ``repair``, settle what a crash left and audit again."""
-    audit = catalog.store.audit(stale_after_s=stale_hours * 3600)
+    their SHA-256; with ``repair``, settle what a crash left and audit again; with
+    ``forget_missing`` too, remove the ingest records whose stored file is missing while their
+    source is intact (else they are reported: restore the file)."""
+    audit = catalog.store.audit(stale_after_s=stale_hours * 3600, forget_missing=forget_missing)
     report = CheckReport()
     if repair and any(f.action for f in audit.findings):
         for finding in audit.findings:
@@ -74,7 +76,7 @@ def check_catalog(catalog, *, repair: bool = False, stale_hours: float = STALE_H
                     continue
                 finding.repaired = True
                 report.findings.append(finding)
-        audit = catalog.store.audit(stale_after_s=stale_hours * 3600)
+        audit = catalog.store.audit(stale_after_s=stale_hours * 3600, forget_missing=forget_missing)
     report.findings += audit.findings
     report.store_files, report.in_progress = audit.files, audit.in_progress
     if sources:
