@@ -147,7 +147,7 @@ def _report(analysis) -> None:
     mean = "n/a" if analysis.mean_edge_ev is None else f"{analysis.mean_edge_ev:.2f} eV"
     registered = "" if analysis.registration_id is None else f" (registration {analysis.registration_id})"
     echo(f"scan {analysis.scan_id}: analysis {analysis.id} done{registered} — {analysis.n_valid_voxels} valid "
-         f"voxels, {analysis.n_particles} particles, mean edge {mean} ({analysis.timings_s.get('total', 0):.1f} s)")
+         f"voxels, {analysis.n_particles} particle{'' if analysis.n_particles == 1 else 's'}, mean edge {mean} ({analysis.timings_s.get('total', 0):.1f} s)")
 
 
 

@@ -119,8 +119,9 @@ def _analyzed(cli, scan_id: int, *args: str):
     match = re.fullmatch(rf"scan {scan_id}: analysis (\d+) done — .* \((\d+\.\d) s\)", line)
     assert match, line
     a = _analysis(cli, int(match.group(1)))
-    assert line == (f"scan {scan_id}: analysis {a.id} done — {a.n_valid_voxels} valid voxels, {a.n_particles} "
-                    f"particles, mean edge {a.mean_edge_ev:.2f} eV ({a.timings_s['total']:.1f} s)")
+    particles = "1 particle" if a.n_particles == 1 else f"{a.n_particles} particles"
+    assert line == (f"scan {scan_id}: analysis {a.id} done — {a.n_valid_voxels} valid voxels, {particles}, "
+                    f"mean edge {a.mean_edge_ev:.2f} eV ({a.timings_s['total']:.1f} s)")
     assert a.status == "done"
     return a
 

@@ -200,13 +200,13 @@ def test_an_unmarked_store_is_marked_only_when_its_files_are_this_catalogues(cel
     assert _lines(check)[1:] == [
         f"problem: store {store}: no owner mark yet, and every file in it is this catalogue's "
         "(--repair: marked as this catalogue's)",
-        "1 problem (1 settled by --repair); checked 1 store files, 1 sources"]
+        "1 problem (1 settled by --repair); checked 1 store file, 1 source"]
     repair = lab("db", "check", "--repair")
     assert repair.exit_code == 0, repair.output
     assert _lines(repair)[1:] == [
         f"repaired: store {store}: no owner mark yet, and every file in it is this catalogue's: "
         "marked as this catalogue's",
-        "ok: 1 repaired; checked 1 store files, 1 sources"]
+        "ok: 1 repaired; checked 1 store file, 1 source"]
     assert (store / MARK).read_text() == f"txmdb results store of catalogue {_catalogue_id(lab.url)}\n"
     assert lab("xas", "ingest", NI_FOIL, "--sample", "S", "--edge", "Ni-K").exit_code == 0
     assert lab("db", "check").exit_code == 0
@@ -274,7 +274,7 @@ def test_a_file_whose_id_has_a_row_is_never_removed(cell_lab):
         assert _lines(result)[1:] == [
             "problem: analyses/1.h5: analysis 1 is failed, but this file has its id: kept; move it out of the "
             "store if it is not wanted",
-            "1 problem (1 need you); checked 0 store files, 0 sources"]
+            "1 problem (1 needs you); checked 0 store files, 0 sources"]
     assert results.read_bytes() == kept
 
 
@@ -330,7 +330,7 @@ def test_rows_naming_what_is_no_store_file_get_one_line_and_are_not_read(cell_la
         assert lines[1:] == [
             f"problem: analysis 1: its file {named} {problem}",
             f"problem: analyses/1.h5: analysis 1 names another file, {named}; check --store",
-            "2 problems (2 need you); checked 1 store files, 0 sources"], named
+            "2 problems (2 need you); checked 1 store file, 0 sources"], named
     assert _rows(lab.url, "SELECT status FROM analyses") == [("done",)]
 
     catalog = open_catalog(lab.url, lab.store)

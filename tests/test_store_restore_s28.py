@@ -113,3 +113,25 @@ def test_an_analysis_failed_for_its_missing_file_is_done_again_when_the_file_is_
     still = lab("db", "check", "--repair", "--no-sources")
     assert still.exit_code == 1
     assert _sql(lab, "SELECT status FROM analyses") == [{"status": "failed"}]
+
+
+def test_a_store_folder_that_does_not_exist_is_one_line(lab, tmp_path):
+    for spectrum in (NI_FOIL, tmp_path / "second.xdi"):
+        if not spectrum.exists():
+            spectrum.write_bytes(NI_FOIL.read_bytes() + b"\n")
+        assert lab("xas", "ingest", spectrum, "--sample", "S", "--edge", "Ni-K").exit_code == 0
+    store = Path(lab.store)
+    away = store.rename(tmp_path / "away")
+    try:
+        check = lab("db", "check", "--repair", "--no-sources")
+        assert check.exit_code == 1
+        first = _sql(lab, "SELECT id, spectrum_path FROM xas_measurements ORDER BY id")[0]
+        assert _lines(check)[1:] == [
+            f"problem: store {store}: does not exist: check --store (2 records name store files; first XAS "
+            f"measurement {first['id']}: its file {first['spectrum_path']} is missing, and so is the folder "
+            f"{store}/xas: check --store)",
+            "1 problem (1 needs you); checked 0 store files, 0 sources"]
+        assert not store.exists()
+    finally:
+        away.rename(store)
+    assert lab("db", "check", "--no-sources").exit_code == 0

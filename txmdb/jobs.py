@@ -440,8 +440,10 @@ class _Lease:
     longer the worker's (cancelled, or taken after missed renewals); :meth:`check` then raises
     LeaseLost, at a point of the work's choosing (its progress callback)."""
 
-    def __init__(self, catalog, job: Job, worker: str, lease_s: float, log: EventLog):
+    def __init__(self, catalog, job: Job, worker: str, lease_s: float, log: EventLog,
+                 stop: threading.Event | None = None):
         self.catalog, self.job, self.worker, self.lease_s, self.log = catalog, job, worker, lease_s, log
+        self.stop_requested = stop
         self.lost = False
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"lease-{job.id}", daemon=True)
@@ -455,9 +457,13 @@ class _Lease:
         self._thread.join()
 
     def check(self, _done: int = 0, _total: int = 0) -> None:
-        """Stop the job's work (LeaseLost) if the job is no longer this worker's."""
+        """Stop the job's work (LeaseLost) if the job is no longer this worker's, and give it
+        back (SystemExit) once the worker was asked to stop: a SIGTERM's own SystemExit is lost
+        when it lands in a finaliser (an import's lock), and the job then ran to its end."""
         if self.lost:
             raise LeaseLost("the job was cancelled or taken over by another worker")
+        if self.stop_requested is not None and self.stop_requested.is_set():
+            raise SystemExit(128 + signal.SIGTERM)
 
     def _run(self) -> None:
         while not self._stop.wait(self.lease_s / 3):
@@ -490,10 +496,12 @@ class WorkerStats:
 
 
 def run_one(catalog, job: Job, worker: str, *, lease_s: float = DEFAULT_LEASE_S, scheduler: str | None = None,
-            log: EventLog | None = None, stats: WorkerStats | None = None, kernel_threads: int | None = None) -> str:
+            log: EventLog | None = None, stats: WorkerStats | None = None, kernel_threads: int | None = None,
+            stop: threading.Event | None = None) -> str:
     """Run a claimed job to its end under its lease; returns done, failed, queued, released or lost.
 
-    SystemExit (SIGTERM) and KeyboardInterrupt give the job back (:func:`release`) and propagate.
+    SystemExit (SIGTERM) and KeyboardInterrupt give the job back (:func:`release`) and propagate;
+    so does ``stop``, set, at the job's next progress check.
     """
     log = log or EventLog()
     stats = stats if stats is not None else WorkerStats()
@@ -501,7 +509,7 @@ def run_one(catalog, job: Job, worker: str, *, lease_s: float = DEFAULT_LEASE_S,
     log.info("job.started", job=job.id, kind=job.kind, scan=job.scan_id, attempt=job.attempts, worker=worker)
     try:
         # rows the job writes (its analysis) are created by whoever queued it
-        with _Lease(catalog, job, worker, lease_s, log) as lease, acting_as(job.created_by):
+        with _Lease(catalog, job, worker, lease_s, log, stop) as lease, acting_as(job.created_by):
             result = execute(catalog, job, scheduler=scheduler, progress=lease.check, kernel_threads=kernel_threads)
     except LeaseLost:
         stats.lost += 1
@@ -601,7 +609,7 @@ def run_worker(catalog, *, lease_s: float = DEFAULT_LEASE_S, scheduler: str | No
                 continue
             try:
                 outcome = run_one(catalog, job, name, lease_s=lease_s, scheduler=scheduler, log=log, stats=stats,
-                                  kernel_threads=kernel_threads)
+                                  kernel_threads=kernel_threads, stop=stop)
             except DatabaseError as exc:  # recording the end failed: the lease lapses, the job is retried
                 log.error("worker.database_error", worker=name, job=job.id, error=_one_line(exc))
                 stop.wait(poll_s)

@@ -445,6 +445,13 @@ class Store:
         audit = Audit()
         for kind in KINDS:
             _audit_kind(self, kind, audit, stale_after_s, forget_missing)
+        if not self.root.exists() and audit.findings:
+            # a mistyped --store (or the default one, when the files are elsewhere): one line, not one per row
+            first = audit.findings[0]
+            audit.findings = [Finding(f"store {self.root}", f"does not exist: check --store ({len(audit.findings)} "
+                                      f"records name store files; first {first.subject}: {first.problem})",
+                                      foreign=True)]
+            return audit
         if owner is None and self.holds_files():
             foreign = [f for f in audit.findings if f.foreign]
             if foreign:

@@ -41,14 +41,15 @@ class CheckReport:
     def summary(self) -> str:
         """One line: what was checked, what was repaired, what is left and who can settle it."""
         repaired = len(self.findings) - len(self.problems)
-        checked = f"checked {self.store_files} store files, {self.sources} sources" + (
+        checked = f"checked {_plural(self.store_files, 'store file')}, {_plural(self.sources, 'source')}" + (
             f" ({self.in_progress} writes in progress)" if self.in_progress else "")
         done = f"{repaired} repaired; " if repaired else ""
         if not self.problems:
             return f"ok: {done}{checked}"
         fixable = sum(f.action is not None for f in self.problems)
         kinds = ([f"{fixable} settled by --repair"] if fixable else []) + (
-            [f"{len(self.problems) - fixable} need you"] if len(self.problems) > fixable else [])
+            [f"{len(self.problems) - fixable} need{'s' if len(self.problems) - fixable == 1 else ''} you"]
+            if len(self.problems) > fixable else [])
         return f"{_plural(len(self.problems), 'problem')} ({', '.join(kinds)}); {done}{checked}"
 
 
