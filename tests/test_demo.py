@@ -38,6 +38,11 @@ def test_demo_reproduces_the_papers_findings(tmp_path):
     assert 0.3 < spectral["mean"]["fraction:LiNiO2"] < 0.95 and spectral["p95"]["rfactor"] < 0.01
     assert 8345 < spectral["mean"]["white_line"] < 8358
     rod, gravel = table.loc["rod-NMC"], table.loc["gravel-NMC"]
+    # the charged particles' mean edge agrees with the charged bulk spectra's K-edge (8344.2, 8343.4 eV)
+    from txmdb.demo import SAMPLES, TOMOGRAM_STATE
+
+    for name, row in (("rod-NMC", rod), ("gravel-NMC", gravel)):
+        assert abs(row["mean_edge_ev"] - SAMPLES[name]["k_edge"][TOMOGRAM_STATE]) < 1.5, (name, row["mean_edge_ev"])
     assert round(rod["retention_pct"], 1) == 94.3 and round(gravel["retention_pct"], 1) == 89.7
     assert rod["voltage_drop_v"] < gravel["voltage_drop_v"]
     # Aligned grains: tangential excess above 1 and rising with binning; random grains near 1.

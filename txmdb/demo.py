@@ -16,16 +16,18 @@ from typing import Callable
 
 import pandas as pd
 
-#: (sample name, morphology, grain orientation, tomogram kind, cycler spec name, XAS and XRD values)
+#: (sample name, morphology, grain orientation, tomogram kind, cycler spec name, XAS and XRD values).
+#: The tomograms are of the charged state: their edge energies (bulk to surface) sit around that
+#: state's bulk Ni K-edge (``k_edge``), as a scientist reading both tables expects.
 SAMPLES = {
     "rod-NMC": dict(morphology="rod", orientation="radial", kind="rod", cell="R1",
                     # aligned grains: less grain-to-grain valence spread (the paper's finding)
-                    field=dict(grain_sigma_ev=0.5, grain_ramp_ev=5.0, voxel_sigma_ev=1.5, e_bulk=8338.0, e_surface=8341.0),
+                    field=dict(grain_sigma_ev=0.5, grain_ramp_ev=5.0, voxel_sigma_ev=1.5, e_bulk=8342.0, e_surface=8345.0),
                     k_edge={"pristine": 8341.0, "charged-4.5V": 8344.2},
                     l3={"TEY": (0.78, 1.0), "FY": (0.92, 1.0)}, i003_i104=1.92, a=2.869, c=14.21),
     "gravel-NMC": dict(morphology="gravel", orientation="random", kind="gravel", cell="G1",
-                       field=dict(grain_sigma_ev=1.6, grain_ramp_ev=11.0, voxel_sigma_ev=2.0, e_bulk=8338.0,
-                                  e_surface=8341.0),
+                       field=dict(grain_sigma_ev=1.6, grain_ramp_ev=11.0, voxel_sigma_ev=2.0, e_bulk=8342.0,
+                                  e_surface=8345.0),
                        k_edge={"pristine": 8341.1, "charged-4.5V": 8343.4},
                        l3={"TEY": (0.66, 1.0), "FY": (0.88, 1.0)}, i003_i104=1.63, a=2.870, c=14.22),
 }
