@@ -238,6 +238,9 @@ def test_scan_page_plots_are_the_pandas_plots_and_every_table_shows(catalog):
     particles = re.search(r'<table class="data" id="particles">.*?</table>', page, re.S).group(0)
     assert particles.count("<tr>") == 3 and '<td class="num">4000000</td><td class="num">1.5</td>' in particles
     assert f"Scan {scan} · " in page and "&lt;b&gt;S&amp;amp;&lt;/b&gt;" in page
+    # labels a scientist reads: units in brackets, not the column names' suffixes
+    assert "energy min (eV)" in page and "voxel size (nm)" in page and "file SHA-256" in page
+    assert "energy min ev" not in page and "voxel size nm" not in page
     never = _client(catalog).get(f"/scans/{ids['scans'][1]}")
     assert never.status_code == 200 and "Not analysed yet" in never.text and "(None)" not in never.text
     assert "No particles (not analysed yet)." in never.text and "No registrations of this scan." in never.text
@@ -253,6 +256,7 @@ def test_sample_page_scan_cards_and_tables(catalog):
     cards = re.findall(r"<span>Scan (\d+)([^<]*)</span>", page)
     assert cards == [(str(ids["scans"][0]), " · pristine"), (str(ids["scans"][1]), "")]
     assert "nan" not in page and "4×3×5×6 · 8340.25 eV" in page
+    assert "Ni fraction" in page and "ni fraction" not in page
     assert page.count("/api/v1/scans/") == 1  # one thumbnail: the other scan is not analysed
     assert "No XAS measurements of this sample." in page and "No XRD results of this sample." in page
     assert _client(catalog).get("/samples/nobody").status_code == 404

@@ -26,7 +26,7 @@ from txmdb.query import QUERIES
 from txmdb.vocabulary import FILTERS, SPACES, whole_number
 from txmdb.web.api import Whole
 from txmdb.web.auth import Editor, Viewer
-from txmdb.web.templating import path_segment
+from txmdb.web.templating import field_label, path_segment
 
 router = APIRouter(include_in_schema=False)
 
@@ -479,7 +479,7 @@ def sample_page(request: Request, name: str, user=Viewer):
     info = query.samples.rows(catalog, sample=[name])
     if not info.rows:
         raise NotFoundError(f"no sample named {name!r}; see the samples page")
-    fields = [(k.replace("_", " "), _text(v)) for k, v in info.records()[0].items() if k != "sample"]
+    fields = [(field_label(k), _text(v)) for k, v in info.records()[0].items() if k != "sample"]
     cycles = query.cycles.rows(catalog, sample=[name])
     xas = query.xas.rows(catalog, sample=[name])
     spectra, notes = xas_plots(catalog, xas)
@@ -629,8 +629,8 @@ def scan_page(request: Request, scan_id: Whole, user=Viewer):
     return _page(
         request, "scan.html", active="/samples", viewer=viewer, viewer_note=note,
         scan={"id": scan_id, "sample": row["sample"], "state": row["state"],
-              "metadata": [(k.replace("_", " "), _text(row[k])) for k in metadata_keys],
-              "provenance": [(k.replace("_", " "), _text(row[k])) for k in provenance_keys]},
+              "metadata": [(field_label(k), _text(row[k])) for k in metadata_keys],
+              "provenance": [(field_label(k), _text(row[k])) for k in provenance_keys]},
         analyses=rows_table(analyses, drop=["scan_id"], status=["status"], empty="No analyses of this scan."),
         registrations=_registration_table(registrations),
         gradient_plots=gradient_plots(theta, vector_size),

@@ -82,3 +82,21 @@ def render(request, template: str, status_code: int = 200, headers: dict | None 
     }
     html = environment().get_template(template).render(names)
     return HTMLResponse(html, status_code=status_code, headers=headers)
+
+
+#: column-name endings and the unit each carries, for the labels a reader sees
+_UNITS = (("_ev", "eV"), ("_nm", "nm"), ("_um", "µm"), ("_mg", "mg"), ("_v", "V"), ("_pct", "%"),
+          ("_angstrom", "Å"), ("_mah_g", "mAh/g"))
+#: words a scientist writes otherwise than a column name does
+_WORDS = {"ni": "Ni", "mn": "Mn", "co": "Co", "sha256": "SHA-256", "xas": "XAS", "xrd": "XRD", "txm": "TXM",
+          "ndim": "dimensions", "n": "number of"}
+
+
+def field_label(name: str) -> str:
+    """The label of a catalogue column on a page: ``energy_min_ev`` → ``energy min (eV)``,
+    ``ni_fraction`` → ``Ni fraction``, ``file_sha256`` → ``file SHA-256`` (the column keeps its
+    name in tables, CSV and the API)."""
+    unit = next(((suffix, u) for suffix, u in _UNITS if name.endswith(suffix) and len(name) > len(suffix)), None)
+    stem = name[:-len(unit[0])] if unit else name
+    words = " ".join(_WORDS.get(word, word) for word in stem.split("_"))
+    return f"{words} ({unit[1]})" if unit else words
