@@ -33,10 +33,19 @@ def upgrade_cmd(ctx: typer.Context, revision: str = typer.Argument("head", help=
 
 
 @app.command("downgrade")
-def downgrade_cmd(ctx: typer.Context, revision: str = typer.Argument(..., help="Target revision, or 'base'.")) -> None:
-    """Downgrade the schema to REVISION ('base' removes every table)."""
+def downgrade_cmd(ctx: typer.Context, revision: str = typer.Argument(..., help="Target revision, or 'base'."),
+                  yes: bool = typer.Option(False, "--yes", help="Drop what later revisions added, with its rows.")
+                  ) -> None:
+    """Downgrade the schema to REVISION ('base' removes every table).
+
+    A downgrade drops the tables, columns and rows that later revisions added (accounts, jobs,
+    harvested files, reference spectra, spectral maps…): back up the catalogue first.
+    """
     from txmdb.db.migrate import current_revision, downgrade
 
+    if not yes:
+        raise UsageError(f"a downgrade to {revision} drops the tables, columns and rows later revisions added; "
+                         "back up the catalogue, then give --yes", ctx)
     cat = catalog(ctx, check=False)
     downgrade(cat.engine, revision)
     echo(f"schema at {current_revision(cat.engine) or 'base'}")

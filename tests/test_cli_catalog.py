@@ -108,7 +108,9 @@ def test_newer_schema_database(cli):
 
 def test_downgrade_and_upgrade_commands(cli):
     cli("init")
-    assert cli("db", "downgrade", "base").exit_code == 0
+    refused = cli("db", "downgrade", "base")
+    assert refused.exit_code == 2 and "give --yes" in refused.stderr and "base" not in cli("db", "current").stdout
+    assert cli("db", "downgrade", "base", "--yes").exit_code == 0
     assert "base" in cli("db", "current").stdout
     assert cli("db", "check").exit_code == 1
     assert cli("db", "upgrade").exit_code == 0

@@ -85,7 +85,7 @@ READ_COMMANDS = [
     ("query", "samples"),
     ("query", "sql", "SELECT 1 AS one"),
     ("db", "check"),
-    ("db", "downgrade", "base"),
+    ("db", "downgrade", "base", "--yes"),
     ("report", "compare", "rod-NMC", "-o", "report.html"),
 ]
 

@@ -66,7 +66,7 @@ def test_downgrade_to_0005_and_back_keeps_every_row(cli, tmp_path):
             assert expected[table] > 0, table
         catalog.engine.dispose()
 
-        down = cli("db", "downgrade", "0005")
+        down = cli("db", "downgrade", "0005", "--yes")
         assert down.exit_code == 0, down.output
         old_tables = set(sa.inspect(catalog.engine).get_table_names()) - {"alembic_version"}
         assert {"jobs", "harvested_files", "users"}.isdisjoint(old_tables)
