@@ -63,8 +63,41 @@ def list_(ctx: typer.Context, fmt: Optional[OutputFormat] = FormatOption, output
 
 @app.command("disable")
 def disable(ctx: typer.Context, name: str = typer.Argument(..., help="Account name.")) -> None:
-    """Disable an account: it cannot sign in, and its sessions and API tokens stop working at once."""
+    """Disable an account: it cannot sign in, its sessions end and its API tokens are deleted at once."""
     from txmdb.accounts import disable_user
 
     disable_user(catalog(ctx), name)
     echo(f"account {name} disabled")
+
+
+@app.command("enable")
+def enable(ctx: typer.Context, name: str = typer.Argument(..., help="Account name.")) -> None:
+    """Let a disabled account sign in again (it has no API tokens: issue new ones)."""
+    from txmdb.accounts import enable_user
+
+    enable_user(catalog(ctx), name)
+    echo(f"account {name} enabled")
+
+
+@app.command("role")
+def role_cmd(ctx: typer.Context, name: str = typer.Argument(..., help="Account name."),
+             role: Role = typer.Argument(..., help="viewer, editor or admin.")) -> None:
+    """Give an account another role (its sessions end; its API tokens carry the new role)."""
+    from txmdb.accounts import set_role
+
+    set_role(catalog(ctx), name, role.value)
+    echo(f"account {name} is now {role.value}")
+
+
+@app.command("password")
+def password_cmd(ctx: typer.Context, name: str = typer.Argument(..., help="Account name."),
+                 password_stdin: bool = typer.Option(False, "--password-stdin",
+                                                     help="Read the password from the first line of stdin instead "
+                                                          "of a prompt.")) -> None:
+    """Set a new password (Argon2 only; the account's sessions end)."""
+    from txmdb.accounts import check_account, set_password
+
+    cat = catalog(ctx)
+    check_account(cat, name)            # a missing account is named before a password is asked for
+    set_password(cat, name, _password(password_stdin))
+    echo(f"password of account {name} set")

@@ -26,6 +26,14 @@ STALL_S = 1.8  # a writer pause longer than the settle time: only the completene
 P492 = DATA / "cycling" / "batterydata" / "p492-13-raw.csv"
 NEWARE = DATA / "cycling" / "neware-csv" / "nw_regular_export_ife_example.csv"
 XDI = DATA / "xas" / "ni_metal_rt.xdi"
+#: the rule that harvests XAS files named SAMPLE_STATE.xdi from watched/xas
+XAS_RULE = """[[rule]]
+folder = "watched/xas"
+glob = "*.xdi"
+kind = "xas"
+pattern = '(?P<sample>[^_]+)_(?P<state>[^_]+)\\.xdi'
+set = { edge = "Ni-K" }
+"""
 ENV = {k: v for k, v in os.environ.items() if k not in ("TXMDB_URL", "TXMDB_STORE")}
 
 RULES = f"""\
@@ -479,13 +487,7 @@ glob = "*.xy"
 kind = "xrd"
 pattern = '(?P<sample>[^_]+)_(?P<state>[^_]+)\\.xy'
 set = { wavelength = 0.7 }
-[[rule]]
-folder = "watched/xas"
-glob = "*.xdi"
-kind = "xas"
-pattern = '(?P<sample>[^_]+)_(?P<state>[^_]+)\\.xdi'
-set = { edge = "Ni-K" }
-[[rule]]
+""" + XAS_RULE + """[[rule]]
 folder = "watched/fxi"
 glob = "*.h5"
 kind = "txm"
@@ -629,3 +631,39 @@ def test_folder_moved_in_whole_is_walked(lab, tmp_path):
     finally:
         assert watch.terminate() == 0
     assert [(cell, n) for cell, _, n in catalogue_records(lab)["cycling"]] == [("C1", 1399)]
+
+
+def test_a_file_refused_for_a_store_file_in_the_way_is_retried(lab, tmp_path):
+    """After a database restored from an older backup, a store file sits where the next record's
+    file would go: the harvested file fails, naming it; once ``db check --repair`` has set it aside,
+    the next run retries the file (it did not change) and ingests it."""
+    from txmdb.catalog.integrity import check_catalog
+
+    watched = tmp_path / "watched" / "xas"
+    watched.mkdir(parents=True)
+    rules = tmp_path / "rules.toml"
+    rules.write_text("settle_seconds = 0\n" + XAS_RULE)
+    from txmdb.store import XAS
+
+    store = tmp_path / "store" / "xas"
+    lab.store.claim(XAS)                               # this catalogue's store, before the newer files appear
+    store.mkdir(parents=True, exist_ok=True)
+    # the next records' files of a newer catalogue (PostgreSQL's sequence moves on after a refusal)
+    for record_id in (1, 2, 3):
+        (store / f"{record_id}.parquet").write_bytes(b"a newer spectrum")
+    shutil.copy(XDI, watched / "S1_charged.xdi")
+    first = run_once(lab, tmp_path, rules)
+    assert [e[0] for e in first if e[0].startswith("file.") and e[0] != "file.seen"] == ["file.failed"]
+    assert "already exists, and no record of this catalogue names it" in rows(lab)["S1_charged.xdi"]["error"]
+    again = run_once(lab, tmp_path, rules)            # still in the way: tried, failed again
+    assert [e[0] for e in again if e[0].startswith("file.") and e[0] != "file.seen"] == ["file.retry",
+                                                                                         "file.failed"]
+    report = check_catalog(lab, repair=True, sources=False)
+    assert [f.line() for f in report.findings] == [
+        f"repaired: xas/{i}.parquet: orphan file: no row names it: moved to lost+found/xas/" for i in (1, 2, 3)]
+    third = run_once(lab, tmp_path, rules)
+    assert [e[0] for e in third if e[0].startswith("file.") and e[0] != "file.seen"] == ["file.retry",
+                                                                                         "file.ingested"]
+    assert rows(lab)["S1_charged.xdi"]["status"] == "ingested"
+    assert {p.name for p in (tmp_path / "store" / "lost+found" / "xas").iterdir()} == {"1.parquet", "2.parquet",
+                                                                                      "3.parquet"}

@@ -67,6 +67,43 @@ def test_a_write_never_replaces_a_file_no_row_names_and_repair_sets_it_aside(lab
     assert final.exit_code == 0, final.output
 
 
+def test_an_analysis_whose_file_is_taken_is_refused_before_it_runs(lab):
+    """A status row's id is known when it begins: the refusal comes before the work, and the
+    row it began is gone again (a failed row would keep the file's id, and --repair could not
+    set the file aside)."""
+    scan = lab("txm", "ingest", GOLDEN, "--sample", "S")
+    assert scan.exit_code == 0, scan.output
+    assert lab("txm", "analyze", _lines(scan)[-1], "--bin", "1").exit_code == 0
+    (row,) = _sql(lab, "SELECT id FROM analyses")
+    store = Path(lab.store)
+    taken = store / "analyses" / f"{row['id'] + 1}.h5"
+    taken.write_bytes(b"a newer analysis")
+    refused = lab("txm", "analyze", _lines(scan)[-1], "--bin", "2")
+    assert refused.exit_code == 1 and refused.stdout == ""
+    assert refused.stderr.startswith(f"error: {taken.resolve()} already exists, and no record of this catalogue "
+                                     "names it"), refused.stderr
+    assert _sql(lab, "SELECT id, status FROM analyses") == [{"id": row["id"], "status": "done"}]
+    assert taken.read_bytes() == b"a newer analysis"
+    assert lab("db", "check", "--repair", "--no-sources").exit_code == 0
+    assert (store / "lost+found" / "analyses" / taken.name).read_bytes() == b"a newer analysis"
+    assert lab("txm", "analyze", _lines(scan)[-1], "--bin", "2").exit_code == 0
+
+
+def test_a_non_file_in_the_way_is_named_as_such(lab, tmp_path):
+    import os
+
+    first = lab("xas", "ingest", NI_FOIL, "--sample", "S", "--edge", "Ni-K")
+    assert first.exit_code == 0, first.output
+    fifo = Path(lab.store) / "xas" / f"{int(_lines(first)[-1]) + 1}.parquet"
+    os.mkfifo(fifo)
+    second = tmp_path / "second.xdi"
+    second.write_bytes(NI_FOIL.read_bytes() + b"\n")
+    refused = lab("xas", "ingest", second, "--sample", "S", "--edge", "Ni-K", "--state", "cycled")
+    assert refused.exit_code == 1
+    assert refused.stderr == (f"error: {fifo.resolve()} is a named pipe, not a file txmdb writes: move it out of the "
+                              "store; nothing is recorded\n")
+
+
 def test_a_link_planted_as_lost_and_found_is_not_followed(lab, tmp_path):
     first = lab("xas", "ingest", NI_FOIL, "--sample", "S", "--edge", "Ni-K")
     assert first.exit_code == 0, first.output

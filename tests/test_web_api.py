@@ -424,13 +424,13 @@ def test_uploading_bytes_a_command_ingested_keeps_no_copy(lab, tmp_path):
     assert check.returncode == 0, check.stdout + check.stderr
 
 
-def test_a_pattern_uploaded_without_its_wavelength_is_named_as_the_uploader_named_it(lab):
+def test_a_pattern_uploaded_without_its_wavelength_names_no_server_path(lab):
     from txmdb.synthetic.spectra import layered_xrd_pattern
 
     tt, intensity = layered_xrd_pattern(wavelength_angstrom=1.5406, i003_i104=1.5)
     text = "".join(f"{a} {b}\n" for a, b in zip(tt, intensity)).encode()
     before = _upload_files(lab)
     answer = _post(lab, "/api/v1/xrd", files={"file": ("tiny.xy", text)}, data={"sample": "rod-NMC"})
-    assert answer.status_code == 400
-    assert answer.json()["error"] == "tiny.xy: a pattern needs the X-ray wavelength (Å) it was measured at"
+    assert answer.status_code == 422
+    assert answer.json()["error"] == "a pattern needs the X-ray wavelength (Å) it was measured at"  # no server path
     assert _upload_files(lab) == before

@@ -392,6 +392,33 @@ def test_user_commands(cli):
     assert cli("user", "disable", "alice").output == "account alice disabled\n"
     assert cli("user", "token", "alice").output == "error: account 'alice' is disabled\n"
     assert cli("user", "list", "--format", "csv").output.splitlines()[1].split(",")[2] == "True"
+    # disabling deleted the token: enabled again, alice has none (and the old one stays dead)
+    assert cli("user", "list", "--format", "csv").output.splitlines()[1].split(",")[5] == "0"
+    assert cli("user", "enable", "alice").output == "account alice enabled\n"
+    assert cli("user", "list", "--format", "csv").output.splitlines()[1].split(",")[2:6:3] == ["False", "0"]
+    # another role, another password; each refused for a missing account or a bad value
+    assert cli("user", "role", "alice", "admin").output == "account alice is now admin\n"
+    assert cli("user", "list", "--format", "csv").output.splitlines()[1].split(",")[1] == "admin"
+    assert cli("user", "password", "alice", "--password-stdin", input="alice-new-password\n").output == \
+        "password of account alice set\n"
+    engine = sa.create_engine(cli.url)
+    with engine.connect() as conn:
+        changed = conn.execute(sa.text("SELECT password_hash FROM users WHERE name = 'alice'")).scalar_one()
+    engine.dispose()
+    from argon2 import PasswordHasher
+
+    assert changed != digests[0] and PasswordHasher().verify(changed, "alice-new-password")
+    for args, input, code, line in [
+        (["user", "enable", "nobody"], None, 1, "error: no account named 'nobody'"),
+        (["user", "role", "nobody", "viewer"], None, 1, "error: no account named 'nobody'"),
+        (["user", "password", "nobody", "--password-stdin"], "nobody-password\n", 1,
+         "error: no account named 'nobody'"),
+        (["user", "password", "alice", "--password-stdin"], "short\n", 1,
+         "error: the password must have 10 to 1024 characters"),
+    ]:
+        done = cli(*args, input=input)
+        assert (done.exit_code, done.output.splitlines()[-1]) == (code, line), done.output
+    assert cli("user", "role", "alice", "owner").exit_code == 2
 
 
 def test_the_sql_console_never_reads_account_tables(cli):

@@ -143,6 +143,12 @@ def _user(session, name: str):
     return user
 
 
+def check_account(catalog, name: str) -> None:
+    """NotFoundError unless account ``name`` exists (before a command asks for a password)."""
+    with catalog.session() as session:
+        _user(session, name)
+
+
 def count_users(catalog) -> int:
     from sqlalchemy import func, select
 
@@ -172,14 +178,48 @@ def list_users(catalog):
 
 
 def disable_user(catalog, name: str) -> None:
-    """Account ``name`` can no longer sign in; its sessions end and its tokens stop working now."""
+    """Account ``name`` can no longer sign in; its sessions end and its API tokens are deleted
+    now (enabled again, it starts with none)."""
     from sqlalchemy import delete
 
-    from txmdb.db.models import WebSession
+    from txmdb.db.models import ApiToken, WebSession
 
     with catalog.session() as session:
         user = _user(session, name)
         user.disabled = True
+        session.execute(delete(WebSession).where(WebSession.user_id == user.id))
+        session.execute(delete(ApiToken).where(ApiToken.user_id == user.id))
+
+
+def enable_user(catalog, name: str) -> None:
+    """Account ``name`` can sign in again (its old sessions and API tokens stay ended)."""
+    with catalog.session() as session:
+        _user(session, name).disabled = False
+
+
+def set_role(catalog, name: str, role: str) -> None:
+    """Account ``name`` gets ``role``; its sessions end, so that no page keeps the old role's menu."""
+    from sqlalchemy import delete
+
+    from txmdb.db.models import WebSession
+
+    _check_role(role)
+    with catalog.session() as session:
+        user = _user(session, name)
+        user.role = role
+        session.execute(delete(WebSession).where(WebSession.user_id == user.id))
+
+
+def set_password(catalog, name: str, password: str) -> None:
+    """A new password for account ``name`` (Argon2 only); its sessions end."""
+    from sqlalchemy import delete
+
+    from txmdb.db.models import WebSession
+
+    digest = _hasher().hash(check_password(password))
+    with catalog.session() as session:
+        user = _user(session, name)
+        user.password_hash = digest
         session.execute(delete(WebSession).where(WebSession.user_id == user.id))
 
 

@@ -37,6 +37,11 @@ class StoreError(TxmdbError):
     """The results store cannot be written: no space left, file too large, read-only…"""
 
 
+class StoreFileTaken(StoreError):
+    """A store file is already where a new record's file would go, and no row names it (ids are
+    given again after a database is restored from an older backup than its store)."""
+
+
 class StoreOwnerError(StoreError):
     """The store belongs to another catalogue, or cannot be shown to be this one's."""
 

@@ -70,6 +70,7 @@ import contextlib
 import datetime as dt
 import errno
 import hashlib
+import itertools
 import os
 import re
 import socket
@@ -80,7 +81,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
-from txmdb.errors import StoreError, StoreFileError, StoreOwnerError
+from txmdb.errors import StoreError, StoreFileError, StoreFileTaken, StoreOwnerError
 
 STEPS = ("begun", "written", "synced", "committed", "renamed")
 
@@ -370,6 +371,9 @@ class Store:
                 record_id = row.id
             self.step("begun", kind)
         put = Put(self, kind, record_id)
+        if record_id is not None and (taken := _taken(self.path(kind, record_id), kind)) is not None:
+            put.withdraw()              # before any work: the row it began is gone again
+            raise StoreFileTaken(taken)
         try:
             with self.writing():
                 put.temp.parent.mkdir(parents=True, exist_ok=True)
@@ -445,12 +449,13 @@ class Store:
         audit = Audit()
         for kind in KINDS:
             _audit_kind(self, kind, audit, stale_after_s, forget_missing)
-        if not self.root.exists() and audit.findings:
+        elsewhere = [f for f in audit.findings if f.problem.endswith("check --store")]
+        if not self.root.exists() and elsewhere:
             # a mistyped --store (or the default one, when the files are elsewhere): one line, not one per row
-            first = audit.findings[0]
-            audit.findings = [Finding(f"store {self.root}", f"does not exist: check --store ({len(audit.findings)} "
+            first = elsewhere[0]
+            audit.findings = [Finding(f"store {self.root}", f"does not exist: check --store ({len(elsewhere)} "
                                       f"records name store files; first {first.subject}: {first.problem})",
-                                      foreign=True)]
+                                      foreign=True)] + [f for f in audit.findings if f not in elsewhere]
             return audit
         if owner is None and self.holds_files():
             foreign = [f for f in audit.findings if f.foreign]
@@ -517,22 +522,22 @@ class Put:
             _fsync(self.temp.parent)
             sha256 = self._sha256()
         store.step("synced", kind)
-        with store.session() as session:
-            row = session.get(kind.table(), self.record_id) if self.record_id is not None else None
-            record = fill(session, row)
-            session.flush()
-            final = store.path(kind, record.id)
-            if os.path.lexists(final):
-                # ids are given again after a database is restored from an older backup than the
-                # store: the file there may hold the only copy of a newer result
-                raise StoreError(f"{final} already exists, and no record of this catalogue names it (a database "
-                                 f"restored from an older backup than the store?): nothing is recorded; "
-                                 f"'txmdb db check --repair' moves it to {LOST_AND_FOUND}/{kind.folder}/")
-            setattr(record, kind.path_column, str(final))
-            setattr(record, kind.sha_column, sha256)
-            if kind.status:
-                record.status, record.finished_at, record.error = "done", _now(), None
-            session.flush()
+        try:
+            with store.session() as session:
+                row = session.get(kind.table(), self.record_id) if self.record_id is not None else None
+                record = fill(session, row)
+                session.flush()
+                final = store.path(kind, record.id)
+                if (taken := _taken(final, kind)) is not None:
+                    raise StoreFileTaken(taken)
+                setattr(record, kind.path_column, str(final))
+                setattr(record, kind.sha_column, sha256)
+                if kind.status:
+                    record.status, record.finished_at, record.error = "done", _now(), None
+                session.flush()
+        except StoreFileTaken:
+            self.withdraw()             # nothing recorded: an ingest rolled back, a begun row deleted
+            raise
         self.state = "committed"
         store.step("committed", kind)
         try:
@@ -1017,6 +1022,24 @@ def _remove(home: Path, name: str) -> None:
             os.unlink(name, dir_fd=fd)
 
 
+#: what a refused write says of the file in its way (the harvester retries such files)
+TAKEN = "already exists, and no record of this catalogue names it"
+
+
+def _taken(final: Path, kind: Kind) -> str | None:
+    """Why a new record's file cannot go to ``final``, or None: ids are given again after a
+    database is restored from an older backup than the store, and the file there may hold
+    the only copy of a newer result."""
+    try:
+        mode = os.lstat(final).st_mode
+    except OSError:                     # nothing there (or no folder yet): the write itself reports its trouble
+        return None
+    if not stat.S_ISREG(mode):
+        return f"{final} is {_what(mode)}, not a file txmdb writes: move it out of the store; nothing is recorded"
+    return (f"{final} {TAKEN} (a database restored from an older backup than the store?): nothing is "
+            f"recorded; 'txmdb db check --repair' moves it to {LOST_AND_FOUND}/{kind.folder}/")
+
+
 #: the store's folder for the files ``db check --repair`` finds no row for: set aside, never
 #: removed (after a database is restored from an older backup they are the newer results)
 LOST_AND_FOUND = "lost+found"
@@ -1030,12 +1053,15 @@ def _set_aside(root: Path, folder: str, name: str) -> None:
             _opened_inside(root_fd, LOST_AND_FOUND) as found_fd, _opened_inside(found_fd, folder) as into:
         if not _regular_entry(fd, name):
             return
-        target, n = name, 0
-        while _exists_in(into, target):
-            n += 1
-            target = f"{name}.{n}"
-        os.rename(name, target, src_dir_fd=fd, dst_dir_fd=into)
+        # a hard link never replaces a name (a rename would): the next free name, then unlink
+        for n in itertools.count():
+            try:
+                os.link(name, f"{name}.{n}" if n else name, src_dir_fd=fd, dst_dir_fd=into, follow_symlinks=False)
+                break
+            except FileExistsError:
+                continue
         os.fsync(into)
+        os.unlink(name, dir_fd=fd)
         os.fsync(fd)
 
 
@@ -1049,14 +1075,6 @@ def _opened_inside(parent_fd: int, name: str) -> Iterator[int]:
         yield fd
     finally:
         os.close(fd)
-
-
-def _exists_in(folder_fd: int, name: str) -> bool:
-    try:
-        os.stat(name, dir_fd=folder_fd, follow_symlinks=False)
-    except FileNotFoundError:
-        return False
-    return True
 
 
 def _roll_forward(home: Path, temp: str, final: str) -> None:

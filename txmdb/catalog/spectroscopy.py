@@ -229,8 +229,8 @@ def add_xrd(
         from txmdb.io.spectra import read_pattern
 
         if wavelength_angstrom is None:
-            # an InputError naming the file: a web upload shows it under the uploader's name
-            raise InputError(pattern, "a pattern needs the X-ray wavelength (Å) it was measured at")
+            # the file's path left out: a web upload's is the server's copy
+            raise ParameterError("wavelength_angstrom", "a pattern needs the X-ray wavelength (Å) it was measured at")
         provenance = file_provenance(pattern)
         # known: its record, before the pattern is read at what may be another wavelength
         found = existing_by_sha(catalog, XRDResult, provenance["file_sha256"], owner=("sample_id", sample_id),

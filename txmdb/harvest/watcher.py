@@ -36,6 +36,7 @@ from txmdb.harvest.ingest import missing_reference
 from txmdb.harvest.ingester import Ingester, IngestFailed
 from txmdb.harvest.record import Seen, load_seen, save
 from txmdb.harvest.rules import Rule, Rules
+from txmdb.store import TAKEN
 from txmdb.textsafe import utf8_problem
 from txmdb.vocabulary import HARVEST_RESCAN_S, HARVEST_RETRY_S
 
@@ -317,9 +318,11 @@ class Watcher:
         return self.ingester.call({"op": "complete", "path": str(path)})["reason"]
 
     def _retry_missing_references(self) -> None:
-        """Files that failed for want of their sample or cell: candidates again once it exists."""
+        """Files that failed for want of their sample or cell: candidates again once it exists;
+        and those a store file in the way refused (until ``db check --repair`` sets it aside)."""
         for path, seen in list(self.seen.items()):
-            if seen.status != "failed" or not seen.missing_reference or path in self.candidates:
+            waiting = seen.missing_reference or TAKEN in (seen.error or "")
+            if seen.status != "failed" or not waiting or path in self.candidates:
                 continue
             rule = self.rules.rule_for(Path(path))
             try:
@@ -332,7 +335,8 @@ class Watcher:
                 st = os.stat(path)
             except OSError:
                 continue
-            self.log("file.retry", "info", path=path, reason="its sample or cell exists now")
+            self.log("file.retry", "info", path=path, reason="its sample or cell exists now" if seen.missing_reference
+                     else "a store file was in the way of its record")
             self.candidates[path] = Candidate(rule, st.st_size, st.st_mtime, float("-inf"))
 
     # ----------------------------------------------------------------------------- harvesting
