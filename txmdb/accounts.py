@@ -177,17 +177,26 @@ def list_users(catalog):
     return pd.DataFrame([tuple(r) for r in rows], columns=columns)
 
 
+def _end_sessions(session, user_id: int) -> None:
+    """Sign the account out of every browser (its next request asks it to sign in again)."""
+    from sqlalchemy import delete
+
+    from txmdb.db.models import WebSession
+
+    session.execute(delete(WebSession).where(WebSession.user_id == user_id))
+
+
 def disable_user(catalog, name: str) -> None:
     """Account ``name`` can no longer sign in; its sessions end and its API tokens are deleted
     now (enabled again, it starts with none)."""
     from sqlalchemy import delete
 
-    from txmdb.db.models import ApiToken, WebSession
+    from txmdb.db.models import ApiToken
 
     with catalog.session() as session:
         user = _user(session, name)
         user.disabled = True
-        session.execute(delete(WebSession).where(WebSession.user_id == user.id))
+        _end_sessions(session, user.id)
         session.execute(delete(ApiToken).where(ApiToken.user_id == user.id))
 
 
@@ -199,28 +208,20 @@ def enable_user(catalog, name: str) -> None:
 
 def set_role(catalog, name: str, role: str) -> None:
     """Account ``name`` gets ``role``; its sessions end, so that no page keeps the old role's menu."""
-    from sqlalchemy import delete
-
-    from txmdb.db.models import WebSession
-
     _check_role(role)
     with catalog.session() as session:
         user = _user(session, name)
         user.role = role
-        session.execute(delete(WebSession).where(WebSession.user_id == user.id))
+        _end_sessions(session, user.id)
 
 
 def set_password(catalog, name: str, password: str) -> None:
     """A new password for account ``name`` (Argon2 only); its sessions end."""
-    from sqlalchemy import delete
-
-    from txmdb.db.models import WebSession
-
     digest = _hasher().hash(check_password(password))
     with catalog.session() as session:
         user = _user(session, name)
         user.password_hash = digest
-        session.execute(delete(WebSession).where(WebSession.user_id == user.id))
+        _end_sessions(session, user.id)
 
 
 def issue_token(catalog, name: str, expires_days: int | None = None) -> str:

@@ -449,7 +449,7 @@ class Store:
         audit = Audit()
         for kind in KINDS:
             _audit_kind(self, kind, audit, stale_after_s, forget_missing)
-        elsewhere = [f for f in audit.findings if f.problem.endswith("check --store")]
+        elsewhere = [f for f in audit.findings if f.problem.endswith(_CHECK_STORE)]
         if not self.root.exists() and elsewhere:
             # a mistyped --store (or the default one, when the files are elsewhere): one line, not one per row
             first = elsewhere[0]
@@ -741,9 +741,10 @@ def _folder_problem(store: Store, kind: Kind) -> str | None:
 
 
 @contextlib.contextmanager
-def _opened_folder(home: Path) -> Iterator[int]:
-    """The store folder ``home`` itself: one swapped for a link since the audit is not opened."""
-    fd = os.open(home, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+def _opened_folder(home: Path | str, *, within: int | None = None) -> Iterator[int]:
+    """The store folder ``home`` itself (``within`` the open folder of that fd, if given): one
+    swapped for a link since the audit is not opened."""
+    fd = os.open(home, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=within)
     try:
         yield fd
     finally:
@@ -825,6 +826,10 @@ def _listing(home: Path, kind: Kind):
     return finals, temps, others
 
 
+#: how a finding about a file where the store is not ends (a store missing altogether gathers them)
+_CHECK_STORE = "check --store"
+
+
 def _not_in_store(path: Path, where: Path | None, home: Path, root: Path) -> str:
     """Why a row's file is not looked at: it is not an entry of its store folder."""
     if where is None:
@@ -833,7 +838,7 @@ def _not_in_store(path: Path, where: Path | None, home: Path, root: Path) -> str
         return f"its file {path} links out of the store, to {where}; it is not read"
     if where.is_relative_to(home.parent):
         return f"its file {path} is not a file of the store folder {home}; it is not read"
-    return f"its file {path} lies outside the store {root}: check --store"
+    return f"its file {path} lies outside the store {root}: {_CHECK_STORE}"
 
 
 def _audit_kind(store: Store, kind: Kind, audit: Audit, stale_after_s: float, forget_missing: bool = False) -> None:
@@ -935,7 +940,7 @@ def _audit_kind(store: Store, kind: Kind, audit: Audit, stale_after_s: float, fo
         if own_file(row, subject, f"it names {path}, but its file is {{name}}, with"):
             pass                # the row's path is wrong (edited, corrupted), not its file: follow the file
         elif not home.is_dir():
-            audit.add(subject, f"its file {path} is missing, and so is the folder {folder}: check --store")
+            audit.add(subject, f"its file {path} is missing, and so is the folder {folder}: {_CHECK_STORE}")
         elif kind.status:
             audit.add(subject, f"its file {path} is missing (restore it from a backup: the check then marks it "
                                "done again)", "marked failed (results file missing)",
@@ -1070,11 +1075,8 @@ def _opened_inside(parent_fd: int, name: str) -> Iterator[int]:
     """The folder ``name`` of the open folder ``parent_fd``, made if missing; a link there is not followed."""
     with contextlib.suppress(FileExistsError):
         os.mkdir(name, dir_fd=parent_fd)
-    fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent_fd)
-    try:
+    with _opened_folder(name, within=parent_fd) as fd:
         yield fd
-    finally:
-        os.close(fd)
 
 
 def _roll_forward(home: Path, temp: str, final: str) -> None:
