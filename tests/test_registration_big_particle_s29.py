@@ -10,6 +10,7 @@ keeps the full-resolution window.
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from txmdb.analysis.registration import QUALITY_THRESHOLD, estimate_shifts, read_window
 from txmdb.demo import DEMO_MATRIX, SAMPLES
@@ -29,13 +30,13 @@ def _estimate(stack: np.ndarray, reference: int):
     return shifts, quality, windows[-1]
 
 
-def _demo_rod(size: int, drift: int, n_energies: int, seed: int):
-    """The demo's rod-like particle field, cropped per energy by whole-voxel shifts
+def _demo(kind: str, size: int, drift: int, n_energies: int, seed: int, reference_ev: float = 8370.0):
+    """The demo's rod-like or gravel-like particle field, cropped per energy by whole-voxel shifts
     (the truth is exact): ``registered_e(x) = raw_e(x + s_e)``."""
     energies = energy_grid(n_energies)
-    reference = int(np.searchsorted(energies, 8370.0))
+    reference = int(np.searchsorted(energies, reference_ev))
     big = (size + 2 * drift,) * 3
-    edge_map, _ = particle_field(big, kind="rod", seed=seed, **SAMPLES["rod-NMC"]["field"])
+    edge_map, _ = particle_field(big, kind=kind, seed=seed, **SAMPLES[f"{kind}-NMC"]["field"])
     full = SyntheticStack(edge_map, energies, noise=0.01, matrix=DEMO_MATRIX, seed=seed).slab(0, big[0])
     rng = np.random.default_rng(seed)
     truth = rng.integers(-drift, drift + 1, size=(n_energies, 3))
@@ -45,25 +46,29 @@ def _demo_rod(size: int, drift: int, n_energies: int, seed: int):
     return stack, reference, truth
 
 
-def test_a_particle_larger_than_the_window_registers_on_its_outline():
-    stack, reference, truth = _demo_rod(100, 3, 40, seed=1)
+@pytest.mark.parametrize("kind", ["rod", "gravel"])
+def test_a_particle_larger_than_the_window_registers_on_its_outline(kind):
+    stack, reference, truth = _demo(kind, 100, 3, 40, seed=1)
     shifts, quality, window = _estimate(stack, reference)
     assert window.bin == 2                                       # the outline's window
     assert all(b - a > 90 for a, b in zip(window.start, window.stop))
+    # before: 59 of 60 energies wrong, up to 14 voxels, on these stacks
     err = np.abs(shifts - truth)
-    # before: up to 10 voxels off on this stack (59 of 60 energies wrong at 60 energies)
-    assert float(np.sqrt((err ** 2).mean())) < 0.3
-    wrong = err.max(axis=1) > 0.5
-    # none that is wrong goes unflagged by more than a voxel
-    assert not (err.max(axis=1) > 1.0)[quality >= QUALITY_THRESHOLD].any()
-    assert wrong.sum() <= 4
+    assert float(np.sqrt((err ** 2).mean())) < 0.15
+    assert float(err.max()) < 0.5
+    assert (quality >= QUALITY_THRESHOLD).all()
 
 
-def test_the_demo_rod_without_drift_is_within_a_third_of_a_voxel():
-    stack, reference, truth = _demo_rod(100, 0, 40, seed=1)
+# the demo's own fields; `txm register` takes 8385 eV as their reference (its default)
+@pytest.mark.parametrize("kind, seed, reference_ev", [("rod", 1, 8370.0), ("gravel", 2, 8370.0),
+                                                      ("gravel", 2, 8385.0)])
+def test_the_demo_particles_without_drift_are_within_a_third_of_a_voxel(kind, seed, reference_ev):
+    stack, reference, truth = _demo(kind, 100, 0, 60, seed=seed, reference_ev=reference_ev)
     shifts, quality, window = _estimate(stack, reference)
     assert window.bin == 2
-    assert float(np.abs(shifts).max()) < 0.35                    # before: 1.7 voxels
+    # before: up to 1.7 (rod) and 1.6 (gravel) voxels; with the band in binned voxels, 9.8
+    # (gravel); with the fixed pattern fitted although nothing moves, 3.6 (gravel, reference 8385 eV)
+    assert float(np.abs(shifts).max()) < 0.35
     assert (quality >= QUALITY_THRESHOLD).all()
 
 
