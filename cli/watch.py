@@ -40,7 +40,10 @@ def watch(
         refuse_folders_in_store(rules, store)  # as the watcher would
         summary = (f"{visible(str(rules_file))}: {len(rules.rules)} rule{'s' * (len(rules.rules) != 1)}, settle "
                    f"{rules.settle_seconds:g} s")
-        table = _check_table(rules, store)
+        cat, why_not = _existing_catalog(ctx)
+        if cat is None:
+            summary += f"; {why_not}: samples and cells not checked"
+        table = _check_table(rules, store, cat)
         if output is None:
             echo(summary)
         emit_table(table, fmt, output)
@@ -77,12 +80,31 @@ def _run(cat, rules, *, poll, once, log_json) -> None:
     watcher.run()
 
 
-def _check_table(rules, store):
+def _existing_catalog(ctx):
+    """The catalogue and None, when there is one to read; else None and why not
+    (``--check`` never creates a SQLite file, and works without a catalogue)."""
+    from txmdb.db.engine import resolve_url
+    from txmdb.errors import TxmdbError
+
+    url = resolve_url((ctx.find_root().obj or {}).get("db"))
+    if url.get_backend_name() == "sqlite" and not (url.database and Path(url.database).is_file()):
+        return None, "no catalogue yet"
+    try:
+        cat = catalog(ctx)
+        cat.engine.connect().close()
+    except TxmdbError as exc:
+        return None, f"catalogue not opened ({exc})"
+    return cat, None
+
+
+def _check_table(rules, store, cat=None):
     """One row per existing file a rule watches: what the watcher would do with it (the
-    results ``store``'s own files are never harvested, as by the watcher)."""
+    results ``store``'s own files are never harvested, as by the watcher; a file whose sample
+    or cell the catalogue ``cat`` lacks would fail)."""
     import pandas as pd
 
     from txmdb.errors import TxmdbError
+    from txmdb.harvest.ingest import unrecorded
     from txmdb.harvest.watcher import _files_under
     from txmdb.textsafe import utf8_problem, visible
 
@@ -98,6 +120,9 @@ def _check_table(rules, store):
             try:
                 values = rule.values_for(path)
                 action = "ingest" if values is not None else "ignore (name does not match the pattern)"
+                missing = unrecorded(cat, values) if cat is not None and values is not None else None
+                if missing is not None:
+                    action = f"fail: {missing}"
             except TxmdbError as exc:
                 values, action = None, f"fail: {exc}"
             if path.is_symlink():  # as the watcher: never followed
@@ -107,5 +132,5 @@ def _check_table(rules, store):
             jobs = ", ".join(k for k, asked in (("register", rule.register), ("analyze", rule.analyze)) if asked)
             rows.append(dict(rule=rule.label, kind=rule.kind, file=visible(path.relative_to(rule.folder).as_posix()),
                              action=action, values=" ".join(f"{k}={v}" for k, v in (values or {}).items()),
-                             jobs=jobs if values is not None else ""))
+                             jobs=jobs if action == "ingest" else ""))
     return pd.DataFrame(rows, columns=["rule", "kind", "file", "action", "values", "jobs"])

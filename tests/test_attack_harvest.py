@@ -355,10 +355,11 @@ def test_check_shows_links_and_references_as_the_watcher_takes_them(tmp_path):
     (tmp_path / "w" / "ref_NiO.txt").symlink_to(DATA / "xas" / "ref_NiO.txt")
     (tmp_path / "w" / "ref_LiNiO2.txt").write_text("8300 1\n")
     rules = write_rules(tmp_path, XAS_RULE)
-    result = CliRunner().invoke(app, ["watch", "--check", str(rules), "--format", "csv"])
+    result = CliRunner().invoke(app, ["--db", f"sqlite:///{tmp_path / 'none.db'}", "watch", "--check", str(rules),
+                                      "--format", "csv"])
     assert result.exit_code == 0, result.output
     assert result.output.splitlines() == [
-        f"{rules}: 1 rule, settle 0 s",
+        f"{rules}: 1 rule, settle 0 s; no catalogue yet: samples and cells not checked",
         "rule,kind,file,action,values,jobs",
         "1,xas,S1_pristine.xdi,ingest,edge=Ni-K sample=S1 state=pristine,",
         "1,xas,ref_LiNiO2.txt,ingest,edge=Ni-K reference=LiNiO2,",

@@ -161,6 +161,26 @@ glob = "*.xdi"
 kind = "xas"
 set = { sample = "NiO", edge = "Ni-K" }
 """)
+    if cli.url.startswith("sqlite"):  # --check never creates the catalogue, and works without it
+        result = cli("watch", "--check", rules, "--format", "csv")
+        assert result.output.splitlines()[0] == (f"{rules}: 3 rules, settle 2 s; no catalogue yet: samples and "
+                                                 "cells not checked")
+        assert result.output.splitlines()[2].startswith("1,txm,rod_pristine_001.h5,ingest,")
+        assert not (tmp_path / "catalogue.db").exists()
+    assert cli("init").exit_code == 0
+    result = cli("watch", "--check", rules, "--format", "csv")
+    assert result.exit_code == 0, result.output
+    # what the watcher would record for files whose sample or cell is not there yet
+    assert result.output.splitlines()[1:5] == [
+        "rule,kind,file,action,values,jobs",
+        "1,txm,rod_pristine_001.h5,fail: no sample named 'rod'; see 'txmdb sample list',voxel_nm=30.0 sample=rod "
+        "state=pristine,",
+        "cycler,cycling,C1_raw.csv,fail: no cell named 'C1'; see 'txmdb cell list',reference_cycle=3 cell=C1,",
+        "cycler,cycling,notes.csv,ignore (name does not match the pattern),,",
+    ]
+    for add in (("sample", "add", "rod"), ("cell", "add", "C1", "--sample", "rod", "--active-mass-mg", "10"),
+                ("cell", "add", "C2", "--sample", "rod", "--active-mass-mg", "10")):
+        assert cli(*add).exit_code == 0
     result = cli("watch", "--check", rules, "--format", "csv")
     assert result.exit_code == 0, result.output
     assert result.output.splitlines() == [
@@ -177,8 +197,6 @@ set = { sample = "NiO", edge = "Ni-K" }
     lines = table.output.splitlines()
     assert lines[1].split() == ["rule", "kind", "file", "action", "values", "jobs"]
     assert len(lines) == 7
-    if cli.url.startswith("sqlite"):  # --check never opens the catalogue
-        assert not (tmp_path / "catalogue.db").exists()
 
 
 def test_poll_interval_out_of_range_is_refused(cli, tmp_path):

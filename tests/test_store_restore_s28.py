@@ -125,13 +125,15 @@ def test_an_analysis_failed_for_its_missing_file_is_done_again_when_the_file_is_
     assert scan.exit_code == 0, scan.output
     analysis = lab("txm", "analyze", _lines(scan)[-1], "--bin", "1")
     assert analysis.exit_code == 0, analysis.output
-    (row,) = _sql(lab, "SELECT id, results_path FROM analyses")
+    (row,) = _sql(lab, "SELECT id, results_path, finished_at FROM analyses")
     results = Path(row["results_path"])
     backup = tmp_path / "backup.h5"
     shutil.copy2(results, backup)
     results.unlink()
     assert lab("db", "check", "--repair", "--no-sources").exit_code == 0
-    assert _sql(lab, "SELECT status FROM analyses") == [{"status": "failed"}]
+    # marked failed, and it keeps the time it finished (session 29: the check's time replaced it)
+    assert _sql(lab, "SELECT status, finished_at FROM analyses") == [{"status": "failed",
+                                                                      "finished_at": row["finished_at"]}]
 
     shutil.copy2(backup, results)                        # restored from the backup
     check = lab("db", "check", "--no-sources")
@@ -140,7 +142,8 @@ def test_an_analysis_failed_for_its_missing_file_is_done_again_when_the_file_is_
                                 f"{results} is back with the SHA-256 it records (--repair: marked done again)")
     repaired = lab("db", "check", "--repair", "--no-sources")
     assert repaired.exit_code == 0, repaired.output
-    assert _sql(lab, "SELECT status, error FROM analyses") == [{"status": "done", "error": None}]
+    assert _sql(lab, "SELECT status, error, finished_at FROM analyses") == [
+        {"status": "done", "error": None, "finished_at": row["finished_at"]}]
     assert lab("db", "check", "--no-sources").exit_code == 0
 
     # a file of other bytes is not taken back

@@ -400,14 +400,18 @@ class Store:
             raise
 
     def fail(self, kind: Kind, record_id: int, error: str, *, was: str = "running") -> bool:
-        """Mark a status row failed with ``error``, if it is still ``was``; True if it was."""
+        """Mark a status row failed with ``error``, if it is still ``was``; True if it was.
+
+        A run that ends now gets ``finished_at``; a done row whose file went missing keeps
+        the time it finished (it is marked done again, as it was, once the file is back)."""
         from sqlalchemy import update
 
         model = kind.table()
+        values = {"status": "failed", "error": error}
+        if was == "running":
+            values["finished_at"] = _now()
         with self.session() as session:
-            done = session.execute(
-                update(model).where(model.id == record_id, model.status == was)
-                .values(status="failed", error=error, finished_at=_now()))
+            done = session.execute(update(model).where(model.id == record_id, model.status == was).values(**values))
             return done.rowcount == 1
 
     # ------------------------------------------------------------------ reading

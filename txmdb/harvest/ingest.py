@@ -30,6 +30,21 @@ def ingest_file(catalog, kind: str, path: Path, values: dict[str, Any]) -> Inges
     return Ingested(type(record).__tablename__, record.id, record.file_sha256, created)
 
 
+def unrecorded(catalog, values: dict[str, Any]) -> str | None:
+    """Why a file with these values would fail for a sample or cell the catalogue does not
+    have (the services' own message), or None: what ``watch --check`` shows for it."""
+    from txmdb.catalog.samples import get_cell, get_sample
+
+    with catalog.session() as session:
+        for key, get in (("sample", get_sample), ("cell", get_cell)):
+            if values.get(key) is not None:
+                try:
+                    get(session, str(values[key]))
+                except NotFoundError as exc:
+                    return str(exc)
+    return None
+
+
 def _cycling(catalog, path: Path, v: dict):
     from txmdb.catalog.cycling import ingest_cycling
     from txmdb.io.cycling import parse_column_map
