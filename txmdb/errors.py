@@ -29,6 +29,10 @@ class DuplicateError(TxmdbError):
     """A record with the same unique key exists already."""
 
 
+class StateError(TxmdbError):
+    """A record is not in a state that allows the change asked for (a finished job cancelled)."""
+
+
 class DatabaseError(TxmdbError):
     """The catalogue cannot be reached, or its schema is not the one this txmdb expects."""
 

@@ -43,7 +43,7 @@ from sqlalchemy.orm import aliased
 
 from txmdb.db.actor import acting_as, current_actor
 from txmdb.db.models import Job, Timestamp
-from txmdb.errors import DatabaseError, NotFoundError, TxmdbError
+from txmdb.errors import DatabaseError, NotFoundError, StateError, TxmdbError
 from txmdb.eventlog import EventLog
 from txmdb.vocabulary import (
     DEFAULT_LEASE_S, DEFAULT_MAX_ATTEMPTS, JOB_KINDS, JOB_STATUSES, MAX_CATALOGUE_INT, MIN_LEASE_S, WORKER_POLL_S,
@@ -323,9 +323,13 @@ def _fail_orphans(catalog, log: EventLog | None) -> list[tuple[int, str]]:
 
 
 # --------------------------------------------------------------------------- cancel, retry
+#: The states a job can be cancelled in (the web's jobs page offers a cancel button for them).
+CANCELLABLE = ("queued", "running")
+
+
 def cancel(catalog, job_id: int) -> Job:
     """Cancel a queued or running job (a running one stops at its worker's next lease renewal)."""
-    return _change(catalog, job_id, ("queued", "running"), "cancelled", status="cancelled",
+    return _change(catalog, job_id, CANCELLABLE, "cancelled", status="cancelled",
                    finished_at=_now(catalog), lease_expires_at=None)
 
 
@@ -344,7 +348,7 @@ def _change(catalog, job_id: int, allowed: tuple[str, ...], verb: str, **values)
         changed = session.execute(statement).rowcount == 1
     if not changed:
         status = get_job(catalog, job_id).status
-        raise TxmdbError(f"job {job_id} is {status}: only {' or '.join(allowed)} jobs can be {verb}")
+        raise StateError(f"job {job_id} is {status}: only {' or '.join(allowed)} jobs can be {verb}")
     return get_job(catalog, job_id)
 
 

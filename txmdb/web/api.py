@@ -8,7 +8,8 @@
 - ``GET /samples``, ``/scans``, ``/jobs``: lists with ``limit``/``offset``;
   ``GET /scans/{id}``, ``/scans/{id}/maps``, ``/scans/{id}/slice.png``, ``/jobs/{id}``.
 - ``POST /cycling``, ``/xas``, ``/xrd``: uploads through the CLI's catalogue services (editors).
-- ``POST /scans/{id}/analyses``: queue an analysis job (editors), 202.
+- ``POST /scans/{id}/analyses``: queue an analysis job (editors), 202; ``POST /jobs/{id}/cancel``:
+  cancel a queued or running one (editors), as ``txmdb jobs cancel``.
 
 Ids appear in paths only as integers; files are named by their SHA-256, never by a user's
 string. Errors are ``{"error": ..., "status": ...}`` (:mod:`txmdb.web.app`).
@@ -259,14 +260,15 @@ async def list_jobs(request: Request, status: Optional[List[Literal[JOB_STATUSES
 @router.get("/jobs/{job_id}", tags=["jobs"], dependencies=[Viewer])
 async def get_job(request: Request, job_id: RecordId) -> dict:
     """One job: its status, attempts, result or error."""
+    return await run_in_threadpool(_job_record, _catalog(request), job_id)
+
+
+def _job_record(catalog, job_id: int) -> dict:
+    """The job as ``txmdb jobs`` lists it (NotFoundError for an unknown id)."""
     from txmdb.jobs import get_job as one, list_jobs as jobs
 
-    def find():
-        job = one(_catalog(request), job_id)  # NotFoundError for an unknown id
-        frame = jobs(_catalog(request), scan=job.scan_id)
-        return _records(frame[frame["job_id"] == job_id])[0]
-
-    return await run_in_threadpool(find)
+    frame = jobs(catalog, scan=one(catalog, job_id).scan_id)
+    return _records(frame[frame["job_id"] == job_id])[0]
 
 
 def _refuse_unknown_plain(request: Request, known: set) -> None:
@@ -614,3 +616,16 @@ async def queue_analysis(request: Request, scan_id: RecordId,
                                                      created_by=_user_name(request)))
     return JSONResponse({"job_id": job_id, "status": "queued"}, status_code=202,
                         headers={"Location": url(request, f"/api/v1/jobs/{job_id}")})
+
+
+@router.post("/jobs/{job_id}/cancel", tags=["jobs"], dependencies=EDITOR_WRITE)
+async def cancel_job(request: Request, job_id: RecordId) -> dict:
+    """`txmdb jobs cancel JOB_ID`: the job, cancelled (a running one stops within a third of its lease);
+    409 when it is no longer queued or running."""
+    from txmdb.jobs import cancel
+
+    def work():
+        cancel(_catalog(request), job_id)
+        return _job_record(_catalog(request), job_id)
+
+    return await run_in_threadpool(work)

@@ -366,11 +366,11 @@ def error_response(request, status: int, message, headers=None):
 #: HTTP status of each domain error (the most specific class first).
 def _status_of(exc) -> int:
     from txmdb.accounts import LoginRefused
-    from txmdb.errors import DatabaseError, DuplicateError, NotFoundError, ParameterError, StoreError
+    from txmdb.errors import DatabaseError, DuplicateError, NotFoundError, ParameterError, StateError, StoreError
 
     # A bad parameter value (a filter, a form field) is unprocessable; a file that cannot be used is a 400.
-    for kind, status in ((NotFoundError, 404), (ParameterError, 422), (DuplicateError, 409), (LoginRefused, 429),
-                         (DatabaseError, 503), (StoreError, 503)):
+    for kind, status in ((NotFoundError, 404), (ParameterError, 422), (DuplicateError, 409), (StateError, 409),
+                         (LoginRefused, 429), (DatabaseError, 503), (StoreError, 503)):
         if isinstance(exc, kind):
             return status
     return 400

@@ -17,7 +17,7 @@ import math
 from typing import Callable, Iterable
 from urllib.parse import urlencode
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from starlette.convertors import PathConvertor, register_url_convertor
 
@@ -144,16 +144,32 @@ def _text(value) -> str:
     return visible(str(value))
 
 
+#: A button in the last column of a table: its label, and the URL a row's button posts to (None: no button).
+RowAction = tuple[str, Callable[[dict], str | None]]
+
+
 def table(frame, *, links: dict[str, Callable[[dict], str | None]] | None = None, status: Iterable[str] = (),
-          limit: int = PAGE_ROWS, empty: str | None = None) -> dict:
-    """A DataFrame as the rows of ``_macros.data_table``: text cells, links where ``links`` say."""
+          limit: int = PAGE_ROWS, empty: str | None = None, action: RowAction | None = None) -> dict:
+    """A DataFrame as the rows of ``_macros.data_table``: text cells, links where ``links`` say, and
+    ``action``'s button where it gives a URL."""
     from pandas.api.types import is_numeric_dtype
 
     columns = list(frame.columns)
     # From the dtypes, not frame[c] (a Series made per column: ~1 % of a page's CPU).
     numeric = {c for c, dtype in zip(columns, frame.dtypes) if is_numeric_dtype(dtype) and dtype != bool}
     records = frame.head(limit).to_dict("records") if not frame.empty else ()  # (to_dict costs even then)
-    return _table(columns, numeric, records, len(frame), links, status, empty)
+    shown = _table(columns, numeric, records, len(frame), links, status, empty)
+    return _with_action(shown, records, action) if action else shown
+
+
+def _with_action(shown: dict, records, action: RowAction) -> dict:
+    """``shown`` with a last column of ``action``'s buttons (a cell's ``post``: the URL its form posts to)."""
+    label, post = action
+    shown["columns"].append(label)
+    for row, record in zip(shown["rows"], records):
+        url = post(record)
+        row.append({"text": label if url else "", "post": url})
+    return shown
 
 
 def rows_table(rows, *, drop: Iterable[str] = (), status: Iterable[str] = (), limit: int = PAGE_ROWS,
@@ -415,6 +431,42 @@ def cycling_plots(cycles) -> list[dict]:
     ]
 
 
+#: The sample page's cycling overview, one row per cycling run (retention and voltage drop at its last cycle).
+CYCLING_OVERVIEW = ("cell", "run_id", "n_cycles", "first_discharge_capacity_mah_g", "last_cycle", "reference_cycle",
+                    "retention_pct", "voltage_drop_v")
+
+
+def cycling_overview(cycles) -> dict:
+    """Per cycling run (``cycles``: query.cycles' frame, None when there are none): its number of cycles,
+    the discharge capacity of its first cycle, and retention and voltage drop at its last cycle, the
+    retention against the run's reference cycle as ``txmdb query retention`` reads it."""
+    from txmdb.query import Rows
+
+    runs = cycles.sort_values("cycle").groupby(["cell", "run_id"], sort=True) if cycles is not None else ()
+    return rows_table(Rows(CYCLING_OVERVIEW, [_run_overview(cell, run_id, run) for (cell, run_id), run in runs]),
+                      empty="No cycling data of this sample's cells.")
+
+
+def _run_overview(cell, run_id, run) -> tuple:
+    """One row of :func:`cycling_overview` (``run``: its cycles, in order), in Python's numbers:
+    rows_table takes int and float columns as numbers, numpy's not."""
+    from txmdb.analysis.cycling import retention_curve
+
+    first, last = run.iloc[0], run.iloc[-1]
+    reference = int(last["reference_cycle"])
+    try:
+        retention = float(retention_curve(run, reference_cycle=reference).iloc[-1])
+    except ValueError:  # the run has not reached its reference cycle, or it has no discharge there
+        retention = None
+    return (cell, int(run_id), len(run), _number(first["discharge_capacity_mah_g"]), int(last["cycle"]), reference,
+            retention, _number(last["voltage_drop_v"]))
+
+
+def _number(value) -> float | None:
+    """A float of a frame's cell, None for a missing one."""
+    return None if value is None or math.isnan(value) else float(value)
+
+
 def xas_plots(catalog, xas) -> tuple[list[dict], list[str]]:
     """Normalised spectra overlaid, one plot per edge and mode kind; notes for unreadable spectra.
 
@@ -481,6 +533,7 @@ def sample_page(request: Request, name: str, user=Viewer):
         raise NotFoundError(f"no sample named {name!r}; see the samples page")
     fields = [(field_label(k), _text(v)) for k, v in info.records()[0].items() if k != "sample"]
     cycles = query.cycles.rows(catalog, sample=[name])
+    runs = cycles.frame() if cycles.rows else None  # one frame for the overview and the plots
     xas = query.xas.rows(catalog, sample=[name])
     spectra, notes = xas_plots(catalog, xas)
     scan_cards = [{"id": r["scan_id"], "state": r["state"], "shape": r["shape"],
@@ -489,7 +542,7 @@ def sample_page(request: Request, name: str, user=Viewer):
     return _page(
         request, "sample.html", active="/samples", sample={"name": name, "fields": fields},
         cells=table(query.cells(catalog, sample=[name]).drop(columns=["sample"]), empty="No cells of this sample."),
-        cycling_plots=cycling_plots(cycles.frame()) if cycles.rows else [],
+        cycling=cycling_overview(runs), cycling_plots=cycling_plots(runs) if runs is not None else [],
         xas=rows_table(xas, drop=["sample"], empty="No XAS measurements of this sample."),
         xas_plots=spectra, xas_notes=notes,
         xrd=rows_table(query.xrd.rows(catalog, sample=[name]), drop=["sample"], empty="No XRD results of this sample."),
@@ -817,14 +870,43 @@ def _statuses(request: Request, known: Iterable[str]) -> list[str]:
 
 @router.get("/jobs", response_class=HTMLResponse)
 def jobs_page(request: Request, user=Viewer):
+    return _jobs_page(request, user)
+
+
+@router.post("/jobs/{job_id}/cancel", response_class=HTMLResponse)
+def cancel_job(request: Request, job_id: Whole, csrf_token: str = Form(""), user=Editor):
+    """The jobs page's cancel button: ``txmdb jobs cancel JOB_ID``, then the jobs page saying how it went."""
+    from txmdb.errors import StateError
+    from txmdb.jobs import cancel
+    from txmdb.web.auth import check_csrf
+
+    check_csrf(request, csrf_token)
+    try:
+        cancel(_catalog(request), job_id)
+    except StateError as exc:  # finished meanwhile (or cancelled twice): the CLI's line, not an error page
+        return _jobs_page(request, user, error=str(exc), status_code=409)
+    return _jobs_page(request, user, message=f"job {job_id} cancelled")
+
+
+def _jobs_page(request: Request, user, *, message: str | None = None, error: str | None = None,
+               status_code: int = 200):
     from txmdb.vocabulary import JOB_STATUSES
 
     root, statuses = _root(request), _statuses(request, JOB_STATUSES)
     frame = _jobs(_catalog(request), statuses)
-    return _page(request, "log.html", active="/jobs", heading="Jobs", status=",".join(statuses),
-                 statuses=JOB_STATUSES, table_id="jobs",
+    return _page(request, "log.html", active="/jobs", status_code=status_code, heading="Jobs",
+                 status=",".join(statuses), statuses=JOB_STATUSES, table_id="jobs", message=message, error=error,
                  table=table(frame, status=["status"], links={"scan_id": lambda r: f"{root}/scans/{r['scan_id']}"},
-                             empty="No jobs."))
+                             empty="No jobs.", action=_cancel_action(root, user)))
+
+
+def _cancel_action(root: str, user) -> RowAction | None:
+    """The cancel button of the jobs a signed-in editor may cancel (the route checks again)."""
+    from txmdb.jobs import CANCELLABLE
+
+    if user is None or not user.can("editor"):
+        return None
+    return "Cancel", lambda r: f"{root}/jobs/{r['job_id']}/cancel" if r["status"] in CANCELLABLE else None
 
 
 @router.get("/harvest", response_class=HTMLResponse)
