@@ -17,11 +17,11 @@ import typer
 
 from txmdb.cli._common import (
     CommandGroup, FormatOption, OutputFormat, OutputOption, UsageError, catalog, emit_table, number_parser,
-    shown_as_written, whole, whole_option,
+    shown_as_written, whole_option,
 )
 from txmdb.query import QUERIES
 from txmdb.vocabulary import (
-    DEFAULT_MAX_ROWS, DEFAULT_TIMEOUT_S, FILTERS, MAX_SQL_ROWS, MAX_TIMEOUT_S, Filter, integer_list,
+    DEFAULT_MAX_ROWS, DEFAULT_TIMEOUT_S, FILTERS, MAX_SQL_ROWS, MAX_TIMEOUT_S, Filter,
 )
 
 # Every spelling of every filter option ("--weighted" and "--unweighted" alike).
@@ -59,13 +59,13 @@ def _parameter(f: Filter) -> inspect.Parameter:
         option = typer.Option(f.default, *f.flags, help=shown)
     elif f.multiple and f.type is int:
         annotation = Optional[List[str]]
-        option = typer.Option(None, *f.flags, parser=number_parser(integer_list), metavar="N[,N…]", help=shown)
+        option = typer.Option(None, *f.flags, parser=number_parser(f.read), metavar="N[,N…]", help=shown)
     elif f.multiple:
         annotation = Optional[List[str]]
         option = typer.Option(None, *f.flags, help=shown)
     elif f.type is int:
         annotation = str if f.default is not None else Optional[str]
-        option = typer.Option(f.default, *f.flags, parser=whole, metavar="N", help=shown)
+        option = typer.Option(f.default, *f.flags, parser=number_parser(f.read), metavar="N", help=shown)
     else:
         annotation = f.type if f.default is not None else Optional[f.type]
         option = typer.Option(f.default, *f.flags, help=shown)

@@ -32,6 +32,7 @@ import pytest
 from tests.test_hostile import TABLES, _listing, lab  # noqa: F401 - lab is a fixture
 from tests.test_hostile_hdf5 import _counts
 from tests.test_output_safety import EVIL, EVIL_SHOWN, acting_characters
+from txmdb.vocabulary import MAX_BIN_FACTOR, MIN_BIN_FACTOR
 
 BIG = "99999999999999999999999"
 MAX_INT = 2**31 - 1
@@ -115,14 +116,18 @@ def test_txm_show_and_usage_errors_escape_names(lab, tmp_path):
 # --------------------------------------------------------------------------- F11: numbers out of range
 
 
-def _range_error(option: str, value: str, query: str) -> str:
-    return (f"error: Invalid value for '{option}': {value!r} is not a whole number from 0 to {MAX_INT} "
+def _range_error(option: str, value: str, query: str, low: int = 0, high: int = MAX_INT) -> str:
+    return (f"error: Invalid value for '{option}': {value!r} is not a whole number from {low} to {high} "
             f"(see 'txmdb query {query} --help')")
 
 
 @pytest.mark.parametrize("args, line", [
-    (["query", "theta", "--bin", BIG], _range_error("--bin", BIG, "theta")),
-    (["query", "theta", "--bin", f"2,{MAX_INT + 1}"], _range_error("--bin", str(MAX_INT + 1), "theta")),
+    (["query", "theta", "--bin", BIG], _range_error("--bin", BIG, "theta", MIN_BIN_FACTOR, MAX_BIN_FACTOR)),
+    (["query", "theta", "--bin", f"2,{MAX_INT + 1}"],
+     _range_error("--bin", str(MAX_INT + 1), "theta", MIN_BIN_FACTOR, MAX_BIN_FACTOR)),
+    # binning factors are 1 to 16: 0 or 17 matched nothing and printed an empty table
+    (["query", "theta", "--bin", "0"], _range_error("--bin", "0", "theta", MIN_BIN_FACTOR, MAX_BIN_FACTOR)),
+    (["query", "gradient", "--bin", "1,17"], _range_error("--bin", "17", "gradient", MIN_BIN_FACTOR, MAX_BIN_FACTOR)),
     (["query", "scans", "--scan", BIG], _range_error("--scan", BIG, "scans")),
     (["query", "scans", "--scan", "-1"], _range_error("--scan", "-1", "scans")),
     (["query", "particles", "--particle", BIG], _range_error("--particle", BIG, "particles")),
@@ -132,14 +137,17 @@ def _range_error(option: str, value: str, query: str) -> str:
     (["query", "retention", "--cycle", "99999999999999999999", "--reference", "-1"],
      _range_error("--cycle", "99999999999999999999", "retention")),
     (["query", "retention", "--cycle", "5", "--reference", "-1"],
-     _range_error("--reference", "-1", "retention")),
+     _range_error("--reference", "-1", "retention", 1)),
+    # reference cycle 0 was taken for "the run's own"
+    (["query", "summary", "--reference", "0"], _range_error("--reference", "0", "summary", 1)),
 ])
 def test_out_of_range_filters_are_usage_errors(lab, args, line):
     result = lab(*args)
     assert (result.exit_code, result.stderr.splitlines(), result.stdout) == (2, [line], ""), result.output
 
 
-@pytest.mark.parametrize("args", [["query", "theta", "--bin", str(MAX_INT)], ["query", "scans", "--scan", "0"],
+@pytest.mark.parametrize("args", [["query", "theta", "--bin", f"{MIN_BIN_FACTOR},{MAX_BIN_FACTOR}"],
+                                  ["query", "scans", "--scan", "0"],
                                   ["query", "retention", "--cycle", str(MAX_INT), "--reference", "1"]])
 def test_filters_at_the_ends_of_the_range_work(lab, args):
     result = lab(*args)

@@ -304,12 +304,12 @@ def test_right_passwords_sent_at_once_all_sign_in(site):
 
 
 # ----------------------------------------------------------------------------- 500s from odd text
-@pytest.mark.parametrize("query", ["retention?cycle=%C2%B2", "summary?reference=" + "9" * 5000,
-                                   "summary?cycle=%D9%A1%D9%A0", "retention?cycle=1%C2%B2"])
-def test_a_query_pages_number_field_takes_ascii_digits_only(site, query):
+@pytest.mark.parametrize("query, low", [("retention?cycle=%C2%B2", 0), ("summary?reference=" + "9" * 5000, 1),
+                                        ("summary?cycle=%D9%A1%D9%A0", 0), ("retention?cycle=1%C2%B2", 0)])
+def test_a_query_pages_number_field_takes_ascii_digits_only(site, query, low):
     with site.client(site.server, "viewer") as client:
         page = client.get("/query/" + query)
-        assert page.status_code == 422 and "is not a whole number from 0 to" in page.text, page.status_code
+        assert page.status_code == 422 and f"is not a whole number from {low} to" in page.text, page.status_code
         assert client.get("/query/summary?cycle=%20100").status_code == 200
 
 

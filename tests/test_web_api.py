@@ -124,7 +124,12 @@ def test_json_and_parquet_are_the_clis(lab, tmp_path):
     ("/api/v1/query/retention", {}, 422, ["'cycle'", "required"]),
     ("/api/v1/query/retention", {"cycle": "-3"}, 422, ["cycle: '-3' is not a whole number from 0 to"]),
     ("/api/v1/query/retention", {"cycle": "+1"}, 422, ["cycle: '+1' is not a whole number from 0 to"]),
-    ("/api/v1/query/summary", {"reference": "1_000"}, 422, ["reference: '1_000' is not a whole number from 0 to"]),
+    ("/api/v1/query/summary", {"reference": "1_000"}, 422, ["reference: '1_000' is not a whole number from 1 to"]),
+    # values no row can hold were an empty table: binning factors are 1 to 16, cycles count from 1
+    ("/api/v1/query/theta", {"bin": "0"}, 422, ["bin: '0' is not a whole number from 1 to 16"]),
+    ("/api/v1/query/gradient", {"bin": ["2", "1,17"]}, 422, ["bin: '17' is not a whole number from 1 to 16"]),
+    ("/api/v1/query/summary", {"reference": "0"}, 422,
+     [f"reference: '0' is not a whole number from 1 to {MAX_CATALOGUE_INT}"]),
     ("/api/v1/query/theta", {"format": "xlsx"}, 422, ["'format'"]),
     ("/api/v1/query/theta", {"map": "nonsense"}, 422, ["map 'nonsense' does not exist"]),
     ("/api/v1/query/nonsense", {}, 404, ["no query table 'nonsense'", "theta"]),

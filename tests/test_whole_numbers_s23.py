@@ -59,14 +59,15 @@ def test_registration_option_refuses_other_numbers_in_one_line(lab, value):
     assert result.stderr == f"error: --registration {value!r}: expected a registration id or none\n"
 
 
-@pytest.mark.parametrize("args, option", [(["query", "retention", "--cycle", "+1"], "--cycle"),
-                                          (["query", "retention", "--cycle", "5", "--reference", "1_000"], "--reference"),
-                                          (["query", "summary", "--cycle", "٣"], "--cycle")])
-def test_single_number_options_read_alike(lab, args, option):
+@pytest.mark.parametrize("args, option, low", [(["query", "retention", "--cycle", "+1"], "--cycle", 0),
+                                               (["query", "retention", "--cycle", "5", "--reference", "1_000"],
+                                                "--reference", 1),
+                                               (["query", "summary", "--cycle", "٣"], "--cycle", 0)])
+def test_single_number_options_read_alike(lab, args, option, low):
     value = args[-1]
     result = lab(*args)
     assert (result.exit_code, result.stdout) == (2, "")
-    assert result.stderr == (f"error: Invalid value for '{option}': {value!r} is not a whole number from 0 to "
+    assert result.stderr == (f"error: Invalid value for '{option}': {value!r} is not a whole number from {low} to "
                              f"{MAX_CATALOGUE_INT} (see 'txmdb query {args[1]} --help')\n")
 
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Sequence
 
 from txmdb.errors import FilterError
-from txmdb.vocabulary import DEFAULT_MAP, FILTERS, Filter
+from txmdb.vocabulary import DEFAULT_MAP, FILTERS, MAX_CYCLE_NUMBER, Filter
 
 if TYPE_CHECKING:
     from sqlalchemy import Select
@@ -552,8 +552,9 @@ RETENTION_COLUMNS = ["sample", "cell", "run_id", "reference_cycle", "cycle", "re
                      "retention_pct", "cycles_to_95", "cycles_to_90", "cycles_to_80"]
 
 
+# Cycles count from 1 here as ingest's reference cycle does: 0 would be taken for "the run's".
 _REFERENCE = Filter("reference", ("--reference",), int, "Reference cycle [default: the run's, normally 2].",
-                    multiple=False)
+                    multiple=False, low=1, high=MAX_CYCLE_NUMBER)
 
 
 @declares("retention", _CELL_FILTERS, parameters=(

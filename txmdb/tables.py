@@ -31,7 +31,25 @@ def table_text(frame, fmt, *, terminal: bool = False) -> str:
         return cells.to_csv(index=False, lineterminator="\r\n") if "\r" in text else text
     if fmt is OutputFormat.json:
         return table_json(frame, indent=1) + "\n"
-    return ("(no rows)" if frame.empty else map_text(frame, visible, objects=True).to_string(index=False)) + "\n"
+    if frame.empty:
+        return "(no rows)\n"
+    return _blank_missing(map_text(frame, visible, objects=True)).to_string(index=False, na_rep="") + "\n"
+
+
+def _blank_missing(frame):
+    """The frame with its missing values (None, NA) as empty text, as the web pages show them, not
+    as "None" and "<NA>". ``to_string(na_rep="")`` empties NaN and NaT itself; it leaves None in
+    object columns and NA in Int64 ones (their numbers keep their format as Python objects)."""
+    import pandas as pd
+
+    out = frame.copy()
+    for i, dtype in enumerate(frame.dtypes):
+        if dtype == object or getattr(dtype, "na_value", None) is pd.NA:
+            column = frame.iloc[:, i]
+            missing = column.isna()
+            if missing.any():
+                out.isetitem(i, column.astype(object).mask(missing, ""))
+    return out
 
 
 def table_json(frame, *, indent: int | None = None) -> str:

@@ -99,56 +99,6 @@ MAP_NAMES = ("edge", "white_line", "white_line_height", "fraction:NAME", "rfacto
 #: The map whose statistics a query gives when none is named.
 DEFAULT_MAP = "edge"
 
-# ---------------------------------------------------------------------------------- filters
-@dataclass(frozen=True)
-class Filter:
-    """One filter of the cross-sample queries, as the library and the CLI spell it.
-
-    ``name`` is the keyword of the query functions, ``flags`` the CLI options. A
-    ``multiple`` filter takes several values (repeated options; comma lists for numbers)
-    and is bound with SQL ``IN``; the others take one value, and ``default`` means "no
-    filter".
-    """
-
-    name: str
-    flags: tuple[str, ...]
-    type: type
-    help: str
-    multiple: bool = True
-    default: object = None
-
-    def given(self, value) -> bool:
-        """Whether ``value`` asks for filtering (not the default, not an empty list)."""
-        return value is not None and value != self.default and value != [] and value != ()
-
-
-#: Every filter a query may declare (txmdb.query declares which ones each query honours).
-FILTERS = {f.name: f for f in (
-    Filter("sample", ("--sample",), str, "Only these samples (repeatable)."),
-    Filter("cell", ("--cell",), str, "Only these cells (repeatable)."),
-    Filter("morphology", ("--morphology",), str,
-           f"Only samples of these morphologies, e.g. {' or '.join(MORPHOLOGY_EXAMPLES)} (repeatable)."),
-    Filter("state", ("--state",), str, "Only these states (repeatable)."),
-    Filter("scan", ("--scan",), int, "Only these scan ids (repeatable, or comma-separated)."),
-    Filter("analysis", ("--analysis",), int,
-           "These analysis ids instead of each scan's latest (repeatable, or comma-separated)."),
-    Filter("particle", ("--particle",), int, "Only these particle labels (repeatable, or comma-separated)."),
-    Filter("scan_level", ("--scan-level",), bool, "Only whole-scan rows (no per-particle rows).",
-           multiple=False, default=False),
-    Filter("bin", ("--bin",), int, "Only these binning factors (repeatable, or comma-separated)."),
-    Filter("weighted", ("--weighted/--unweighted",), bool, "Only |u|-weighted or only plain histograms.",
-           multiple=False),
-    Filter("run", ("--run",), int, "Only these cycling runs (repeatable, or comma-separated)."),
-    Filter("cycle", ("--cycle",), int, "Only these cycles (repeatable, or comma-separated)."),
-    Filter("edge", ("--edge",), str, f"Only these edges, e.g. {' or '.join(EDGES)} (repeatable)."),
-    Filter("mode", ("--mode",), str, f"Only these detection modes: {', '.join(MODES)} (repeatable)."),
-    Filter("status", ("--status",), str,
-           f"Only analyses in these states: {', '.join(ANALYSIS_STATUSES)} (repeatable)."),
-    Filter("registration", ("--registration",), int, "Only these registration ids (repeatable, or comma-separated)."),
-    Filter("map", ("--map",), str, f"Only these maps: {', '.join(MAP_NAMES)} (repeatable) "
-                                   "[statistics of gradients, particles, depth and edge: default edge]."),
-)}
-
 # ----------------------------------------------------------------------------------- Limits
 # Named bounds on what txmdb accepts. Add a limit here, with a comment saying why it is
 # that size, rather than as a literal where it is checked.
@@ -312,6 +262,68 @@ MAX_PAGE_ROWS = 10_000
 MAX_TOKEN_DAYS = 3650
 
 
+# ---------------------------------------------------------------------------------- filters
+@dataclass(frozen=True)
+class Filter:
+    """One filter of the cross-sample queries, as the library and the CLI spell it.
+
+    ``name`` is the keyword of the query functions, ``flags`` the CLI options. A
+    ``multiple`` filter takes several values (repeated options; comma lists for numbers)
+    and is bound with SQL ``IN``; the others take one value, and ``default`` means "no
+    filter". A numeric filter's values lie from ``low`` to ``high``: one outside matches
+    nothing, so it is refused rather than answered with an empty table.
+    """
+
+    name: str
+    flags: tuple[str, ...]
+    type: type
+    help: str
+    multiple: bool = True
+    default: object = None
+    low: int = 0
+    high: int = MAX_CATALOGUE_INT
+
+    def given(self, value) -> bool:
+        """Whether ``value`` asks for filtering (not the default, not an empty list)."""
+        return value is not None and value != self.default and value != [] and value != ()
+
+    def read(self, text: str):
+        """A numeric filter's value typed as text (a CLI option, a query parameter, a form field):
+        :func:`integer_list` (a single-valued filter: :func:`whole_number`) within its range.
+        ValueError says what is wrong, quoting ``text``."""
+        parse = integer_list if self.multiple else whole_number
+        return parse(text, self.low, self.high)
+
+
+#: Every filter a query may declare (txmdb.query declares which ones each query honours).
+FILTERS = {f.name: f for f in (
+    Filter("sample", ("--sample",), str, "Only these samples (repeatable)."),
+    Filter("cell", ("--cell",), str, "Only these cells (repeatable)."),
+    Filter("morphology", ("--morphology",), str,
+           f"Only samples of these morphologies, e.g. {' or '.join(MORPHOLOGY_EXAMPLES)} (repeatable)."),
+    Filter("state", ("--state",), str, "Only these states (repeatable)."),
+    Filter("scan", ("--scan",), int, "Only these scan ids (repeatable, or comma-separated)."),
+    Filter("analysis", ("--analysis",), int,
+           "These analysis ids instead of each scan's latest (repeatable, or comma-separated)."),
+    Filter("particle", ("--particle",), int, "Only these particle labels (repeatable, or comma-separated)."),
+    Filter("scan_level", ("--scan-level",), bool, "Only whole-scan rows (no per-particle rows).",
+           multiple=False, default=False),
+    Filter("bin", ("--bin",), int, "Only these binning factors (repeatable, or comma-separated).",
+           low=MIN_BIN_FACTOR, high=MAX_BIN_FACTOR),
+    Filter("weighted", ("--weighted/--unweighted",), bool, "Only |u|-weighted or only plain histograms.",
+           multiple=False),
+    Filter("run", ("--run",), int, "Only these cycling runs (repeatable, or comma-separated)."),
+    Filter("cycle", ("--cycle",), int, "Only these cycles (repeatable, or comma-separated)."),
+    Filter("edge", ("--edge",), str, f"Only these edges, e.g. {' or '.join(EDGES)} (repeatable)."),
+    Filter("mode", ("--mode",), str, f"Only these detection modes: {', '.join(MODES)} (repeatable)."),
+    Filter("status", ("--status",), str,
+           f"Only analyses in these states: {', '.join(ANALYSIS_STATUSES)} (repeatable)."),
+    Filter("registration", ("--registration",), int, "Only these registration ids (repeatable, or comma-separated)."),
+    Filter("map", ("--map",), str, f"Only these maps: {', '.join(MAP_NAMES)} (repeatable) "
+                                   "[statistics of gradients, particles, depth and edge: default edge]."),
+)}
+
+
 def whole_number(text: str, low: int = 0, high: int = MAX_CATALOGUE_INT) -> int:
     """A whole number typed by a user (an id, a cycle, a filter value, a count) given as text:
     ASCII digits only, from ``low`` to ``high`` (by default what the catalogue holds). ``int``
@@ -337,11 +349,11 @@ def quoted(text: str, most: int = 40) -> str:
     return repr(text if len(text) <= most else text[:most] + "…")
 
 
-def integer_list(text: str) -> list[int]:
+def integer_list(text: str, low: int = 0, high: int = MAX_CATALOGUE_INT) -> list[int]:
     """The value of a numeric filter given as text (a CLI option, an API query parameter): a whole
-    number or a comma-separated list of them (:func:`whole_number` each). ValueError says what is
-    wrong, quoting ``text``."""
+    number or a comma-separated list of them (:func:`whole_number` each, from ``low`` to ``high``).
+    ValueError says what is wrong, quoting ``text``."""
     parts = [v for v in str(text).split(",") if v.strip(SPACES)]
     if not parts:  # " , ," would otherwise mean "no filter": every row
         raise ValueError(f"{quoted(str(text))} holds no number; give N or N,N,…")
-    return [whole_number(v.strip(SPACES)) for v in parts]
+    return [whole_number(v.strip(SPACES), low, high) for v in parts]

@@ -99,7 +99,7 @@ def _query_parameter(f: Filter) -> inspect.Parameter:
     if f.type is bool:
         annotation, default = Optional[bool], Query(None if f.default is None else f.default, description=f.help)
     elif f.multiple:
-        # Numbers stay text here so "1,2" parses as the CLI's does (txmdb.vocabulary.integer_list).
+        # Numbers stay text here so "1,2" parses as the CLI's does (txmdb.vocabulary.Filter.read).
         annotation, default = Optional[List[str]], Query(None, description=f.help)
     elif f.type is int:
         # Text here too, read by txmdb.vocabulary.whole_number as the CLI and the pages read it
@@ -107,7 +107,7 @@ def _query_parameter(f: Filter) -> inspect.Parameter:
         required = f.default is ...
         annotation = str if required else Optional[str]
         default = Query(... if required else f.default,
-                        description=f"{f.help} A whole number from 0 to {MAX_CATALOGUE_INT}.")
+                        description=f"{f.help} A whole number from {f.low} to {f.high}.")
     else:
         annotation, default = Optional[f.type], Query(f.default, description=f.help)
     return inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
@@ -116,7 +116,6 @@ def _query_parameter(f: Filter) -> inspect.Parameter:
 def _filter_values(spec, values: dict) -> dict:
     """The query parameters as the query function takes them (numbers parsed, empties dropped)."""
     from txmdb.errors import FilterError
-    from txmdb.vocabulary import integer_list, whole_number
 
     declared = {f.name: f for f in (*spec.parameters, *(FILTERS[n] for n in spec.filters))}
     out = {}
@@ -126,9 +125,9 @@ def _filter_values(spec, values: dict) -> dict:
             if f is not None and f.multiple:
                 value = [v for v in value if v != ""] if value else None
                 if value and f.type is int:
-                    value = [n for text in value for n in integer_list(text)]
+                    value = [n for text in value for n in f.read(text)]
             elif f is not None and f.type is int and isinstance(value, str):
-                value = whole_number(value)
+                value = f.read(value)
         except ValueError as exc:
             raise FilterError(name, f"{name}: {exc}") from None
         out[name] = value

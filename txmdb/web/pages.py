@@ -343,6 +343,16 @@ def _fraction(form: dict, key: str) -> float | None:
     return value
 
 
+def _fraction_range(form: dict, element: str) -> tuple[float | None, float | None]:
+    """The form's lowest and highest fraction of ``element``; a minimum above the maximum would
+    match no sample, so it is refused rather than answered with an empty table."""
+    low_key, high_key = f"{element}_min", f"{element}_max"
+    low, high = _fraction(form, low_key), _fraction(form, high_key)
+    if low is not None and high is not None and low > high:
+        raise TxmdbError(f"{low_key} {form[low_key].strip()} is above {high_key} {form[high_key].strip()}")
+    return low, high
+
+
 def search_samples(frame, form: dict):
     """The rows of ``query.samples`` that match the search form (name, material, composition, meta)."""
     keep = frame.index == frame.index
@@ -351,7 +361,7 @@ def search_samples(frame, form: dict):
     if form.get("material", "").strip():
         keep &= frame["material"].fillna("").str.contains(form["material"].strip(), case=False, regex=False)
     for element in ("ni", "mn", "co"):
-        low, high = _fraction(form, f"{element}_min"), _fraction(form, f"{element}_max")
+        low, high = _fraction_range(form, element)
         column = frame[f"{element}_fraction"].astype(float)
         if low is not None:
             keep &= column >= low
