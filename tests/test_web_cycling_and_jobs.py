@@ -1,5 +1,6 @@
-"""The sample page's cycling overview and the jobs page's cancel button, against a real ``txmdb serve``
-process on SQLite and PostgreSQL.
+"""The sample page's cycling overview, the jobs page's cancel button, table headers in words and units
+(downloads keeping the column names) and errors naming pages instead of commands, against a real
+``txmdb serve`` process on SQLite and PostgreSQL.
 
 The served catalogue is the demo's plus a sample whose name and cells' names are markup, two cycler
 files of tests/data/cycling ingested into its cells, and accounts of each role.
@@ -8,6 +9,7 @@ files of tests/data/cycling ingested into its cells, and accounts of each role.
 from __future__ import annotations
 
 import csv
+import html
 import io
 import re
 from html.parser import HTMLParser
@@ -68,12 +70,12 @@ def _csrf(page) -> str:
 
 
 class Table(HTMLParser):
-    """The column names and cell texts of the table ``id`` of a page, and per row the URL its button's
-    form posts to (None: no button)."""
+    """The column names (each header's ``data-column``), header labels and cell texts of the table ``id``
+    of a page, and per row the URL its button's form posts to (None: no button)."""
 
     def __init__(self, text: str, id: str):
         super().__init__()
-        self.id, self.columns, rows = id, [], []
+        self.id, self.columns, self.labels, rows = id, [], [], []
         self._inside, self._cell, self._rows = False, None, rows
         self.feed(text)
         # (the header's row has no td)
@@ -85,8 +87,12 @@ class Table(HTMLParser):
             self._inside = True
         elif self._inside and tag == "tr":
             self._rows.append(([], None))
-        elif self._inside and tag in ("th", "td"):
-            self._cell = self.columns if tag == "th" else self._rows[-1][0]
+        elif self._inside and tag == "th":
+            self.columns.append(attrs["data-column"])
+            self._cell = self.labels
+            self._cell.append("")
+        elif self._inside and tag == "td":
+            self._cell = self._rows[-1][0]
             self._cell.append("")
         elif self._inside and tag == "form":
             self._rows[-1] = (self._rows[-1][0], attrs["action"])
@@ -110,6 +116,9 @@ def test_the_sample_page_shows_each_cycling_run_of_its_cells(site):
         table = Table(page.text, "cycling")
         assert table.columns == ["cell", "run_id", "n_cycles", "first_discharge_capacity_mah_g", "last_cycle",
                                  "reference_cycle", "retention_pct", "voltage_drop_v"]
+        # The headers a reader sees: words and units (the names stay for scripts and downloads).
+        assert table.labels == ["cell", "run ID", "number of cycles", "first discharge capacity (mAh/g)", "last cycle",
+                                "reference cycle", "retention (%)", "voltage drop (V)"]
         assert table.rows == [[cell, str(site.runs[cell]), *shown] for cell, (_, shown) in sorted(CELLS.items())]
         # The names are text: escaped, never markup of the page.
         for cell in CELLS:
@@ -241,3 +250,62 @@ def test_a_forged_cancel_without_the_csrf_token_is_refused(site):
     other.close()
     editor.close()
     assert _status(site, queued) == "queued"
+
+
+# ----------------------------------------------------------------------------- headers and errors in a browser's words
+def test_query_headers_are_labels_and_the_downloads_keep_the_names(site):
+    with site.client(site.server, "viewer") as client:
+        page = client.get("/query/cycles", params={"sample": SAMPLE})
+        assert page.status_code == 200, page.text
+        table = Table(page.text, "query-table")
+        link = html.unescape(re.search(r'id="download-csv" href="([^"]+)"', page.text).group(1))
+        download = client.get(link)
+        records = client.get("/api/v1/query/cycles", params={"sample": SAMPLE}).json()
+    assert {"discharge_capacity_mah_g", "coulombic_efficiency_pct", "end_charge_voltage_v"} <= set(table.columns)
+    labels = dict(zip(table.columns, table.labels))
+    assert labels["discharge_capacity_mah_g"] == "discharge capacity (mAh/g)"
+    assert labels["coulombic_efficiency_pct"] == "coulombic efficiency (%)"
+    assert labels["end_charge_voltage_v"] == "end charge voltage (V)"
+    # CSV, JSON and the CLI: the column names, as before
+    assert download.status_code == 200 and download.text.splitlines()[0].split(",") == table.columns
+    assert list(records[0]) == table.columns
+    cli = _cli(site, "query", "cycles", "--sample", SAMPLE, "--format", "csv")
+    assert cli.splitlines()[0].split(",") == table.columns
+
+
+def test_the_sql_console_shows_the_names_its_statement_chose(site):
+    editor = _signed_in(site, "editor")
+    token = _csrf(editor.get("/sql"))
+    answer = editor.post("/sql", data={"statement": "SELECT name AS energy_min_ev, 1 AS n FROM samples",
+                                       "csrf_token": token})
+    assert answer.status_code == 200, answer.text
+    table = Table(answer.text, "sql-result")
+    assert table.columns == table.labels == ["energy_min_ev", "n"]
+    editor.close()
+
+
+#: a txmdb command in a text, as the CLI's advice quotes one
+_COMMAND = re.compile(r"['`]txmdb [a-z]")
+
+
+def _error_page(answer, status: int, message: str, page: str) -> None:
+    """An error page with ``message`` in a browser's words, linking to the page it names, no command."""
+    text = html.unescape(answer.text)
+    assert answer.status_code == status and message in text, answer.text
+    assert not _COMMAND.search(text), text
+    assert re.search(f'<a id="error-page" href="{re.escape(page)}">', answer.text), answer.text
+
+
+def test_errors_name_pages_not_commands_on_pages_and_in_the_api(site):
+    editor = _signed_in(site, "editor")
+    missing = editor.post("/jobs/424242/cancel", data={"csrf_token": _csrf(editor.get("/jobs"))})
+    _error_page(missing, 404, "no job with id 424242; see the jobs page", "/jobs")
+    editor.close()
+    with site.client(site.server, "viewer") as client:
+        report = client.get("/compare/report", params={"sample": "nowhere"})
+        job = client.get("/api/v1/jobs/424242")
+    _error_page(report, 404, "no sample named 'nowhere'; see the samples page", "/samples")
+    assert job.json() == {"error": "no job with id 424242; see the jobs page", "status": 404}
+    # The CLI's own words are unchanged.
+    cli = site.cli("jobs", "cancel", "424242")
+    assert cli.returncode == 1 and "no job with id 424242; see 'txmdb jobs'" in cli.stderr

@@ -344,23 +344,27 @@ class BodyLimit:
 
 
 def error_response(request, status: int, message, headers=None):
-    """A JSON error under /api, else an error page (template ``error.html`` when there is one)."""
+    """A JSON error under /api, else an error page (template ``error.html`` when there is one); either in
+    a browser's words (:func:`txmdb.web.advice.for_browser`: a page, not a command to run), the page
+    linking to the page it names."""
+    from txmdb.web.advice import for_browser
     from txmdb.web.auth import is_api, relative_path
 
-    message = str(message)
+    advice = for_browser(str(message))
     if is_api(relative_path(request)):
-        return JSONResponse({"error": message, "status": status}, status_code=status, headers=headers)
+        return JSONResponse({"error": advice.text, "status": status}, status_code=status, headers=headers)
     from jinja2 import TemplateNotFound
 
     from txmdb.web.templating import render
 
     try:
-        return render(request, "error.html", status_code=status, headers=headers, status=status, message=message)
+        return render(request, "error.html", status_code=status, headers=headers, status=status, message=advice.text,
+                      link=advice.link)
     except TemplateNotFound:
         from html import escape
 
-        return HTMLResponse(f"<!doctype html><title>{status}</title><p>{escape(message)}</p>", status_code=status,
-                            headers=headers)
+        return HTMLResponse(f"<!doctype html><title>{status}</title><p>{escape(advice.text)}</p>",
+                            status_code=status, headers=headers)
 
 
 #: HTTP status of each domain error (the most specific class first).

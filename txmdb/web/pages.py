@@ -114,9 +114,13 @@ def _root(request: Request) -> str:
 
 
 def _page(request: Request, template: str, *, active: str | None = None, status_code: int = 200, **context):
-    """A page; ``render`` adds the user, the CSRF token of its forms and the root path."""
+    """A page; ``render`` adds the user, the CSRF token of its forms and the root path. Its ``error``
+    (a domain error's message) in a browser's words, as error pages have them (app.error_response)."""
+    from txmdb.web.advice import for_browser
     from txmdb.web.templating import render
 
+    if context.get("error"):
+        context["error"] = for_browser(context["error"]).text
     return render(request, template, status_code=status_code, active=active, **context)
 
 
@@ -674,7 +678,7 @@ def scan_page(request: Request, scan_id: Whole, user=Viewer):
     analyses = query.analyses.rows(catalog, scan=[scan_id])
     registrations = query.registrations.rows(catalog, scan=[scan_id])
     spatial = _spatial_shape(row["shape"])
-    viewer, note = None, "Not analysed yet: the maps appear after 'txmdb txm analyze'."
+    viewer, note = None, "Not analysed yet: the maps appear once an analysis of this scan has run."
     if row["analysis_id"] is not None:
         axes = SPATIAL_AXES.get(len(spatial))
         if axes is None:

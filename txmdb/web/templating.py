@@ -21,7 +21,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 @functools.cache
 def environment() -> Environment:
     """The templates of txmdb.web (autoescape on for every template, whatever its suffix),
-    with the filter ``path_segment``."""
+    with the filters ``path_segment`` and ``field_label``."""
     env = Environment(
         loader=PackageLoader("txmdb.web", "templates"),
         autoescape=select_autoescape(default=True, default_for_string=True),
@@ -29,6 +29,7 @@ def environment() -> Environment:
         lstrip_blocks=True,
     )
     env.filters["path_segment"] = path_segment
+    env.filters["field_label"] = field_label
     return env
 
 
@@ -84,19 +85,27 @@ def render(request, template: str, status_code: int = 200, headers: dict | None 
     return HTMLResponse(html, status_code=status_code, headers=headers)
 
 
-#: column-name endings and the unit each carries, for the labels a reader sees
-_UNITS = (("_ev", "eV"), ("_nm", "nm"), ("_um", "µm"), ("_mg", "mg"), ("_v", "V"), ("_pct", "%"),
-          ("_angstrom", "Å"), ("_mah_g", "mAh/g"))
+#: column-name endings and the unit each carries, for the labels a reader sees (the longest ending
+#: that fits wins: ``_mah_g`` before ``_g``, ``_mg_cm2`` before ``_cm2``)
+_UNITS = {"_ev": "eV", "_nm": "nm", "_um": "µm", "_angstrom": "Å", "_vox": "voxels", "_mg": "mg", "_g": "g",
+          "_mah_g": "mAh/g", "_mah": "mAh", "_mwh": "mWh", "_cm2": "cm²", "_mg_cm2": "mg/cm²", "_v": "V",
+          "_pct": "%", "_s": "s", "_bytes": "bytes"}
 #: words a scientist writes otherwise than a column name does
 _WORDS = {"ni": "Ni", "mn": "Mn", "co": "Co", "sha256": "SHA-256", "xas": "XAS", "xrd": "XRD", "txm": "TXM",
-          "ndim": "dimensions", "n": "number of"}
+          "ndim": "dimensions", "n": "number of", "id": "ID", "pid": "PID", "kl": "KL", "ce": "CE", "e0": "E0",
+          "l3": "L3", "theta": "θ", "phi": "φ", "u": "|u|", "lo": "from", "hi": "to", "mtime": "modified"}
+#: whole names no word-by-word reading fits (a lone ``n`` is a count, not "number of")
+_NAMES = {"n": "count", "i003_i104": "I(003)/I(104)"}
 
 
+@functools.lru_cache(maxsize=1024)  # a table's header labels are asked for on every page it is shown on
 def field_label(name: str) -> str:
     """The label of a catalogue column on a page: ``energy_min_ev`` → ``energy min (eV)``,
-    ``ni_fraction`` → ``Ni fraction``, ``file_sha256`` → ``file SHA-256`` (the column keeps its
-    name in tables, CSV and the API)."""
-    unit = next(((suffix, u) for suffix, u in _UNITS if name.endswith(suffix) and len(name) > len(suffix)), None)
-    stem = name[:-len(unit[0])] if unit else name
+    ``ni_fraction`` → ``Ni fraction``, ``file_sha256`` → ``file SHA-256`` (CSV, JSON, the API and
+    the CLI keep the column's name; a page's table header keeps it in ``data-column``)."""
+    if name in _NAMES:
+        return _NAMES[name]
+    suffix = max((s for s in _UNITS if name.endswith(s) and len(name) > len(s)), key=len, default=None)
+    stem = name[:-len(suffix)] if suffix else name
     words = " ".join(_WORDS.get(word, word) for word in stem.split("_"))
-    return f"{words} ({unit[1]})" if unit else words
+    return f"{words} ({_UNITS[suffix]})" if suffix else words
