@@ -238,3 +238,61 @@ def test_xas_windows_are_options(lab, tmp_path):
     assert row["mode"] == "FY" and row["l3_ratio"] == pytest.approx(0.6, rel=0.02)
     bad = lab("xas", "ingest", l3, "--sample", "NMC", "--edge", "Ni-L3", "--l3-low", "853:")
     assert bad.exit_code == 1
+
+
+def test_a_commands_ingest_keeps_the_files_base_name(lab, tmp_path):
+    """source_name, shown beside file_path by the queries that show it: the base name of the path
+    ingested (a symbolic link by its own name: the name the lab member gave); typed-in XRD values have none."""
+    from txmdb.synthetic.spectra import layered_xrd_pattern, write_columns
+
+    spectrum = tmp_path / "ni foil <rt>.xdi"
+    spectrum.symlink_to(NI_FOIL)
+    tt, intensity = layered_xrd_pattern(wavelength_angstrom=1.5406, i003_i104=1.7)
+    pattern = tmp_path / "pattern.xy"
+    write_columns(pattern, [tt, intensity], names=("2theta", "intensity"))
+    assert lab("xas", "ingest", spectrum, "--sample", "NMC", "--edge", "Ni-K").exit_code == 0
+    assert lab("xrd", "add", "--sample", "NMC", "--pattern", pattern, "--wavelength", "1.5406").exit_code == 0
+    assert lab("xrd", "add", "--sample", "NMC", "--i003-i104", "1.8").exit_code == 0
+    assert lab("cycling", "ingest", NDAX / "46_1_5_60_bts16.ndax", "--cell", "C1").exit_code == 0
+    (xas,) = json.loads(lab("query", "xas", "--format", "json").stdout)
+    assert (xas["source_name"], xas["file_path"]) == (spectrum.name, str(NI_FOIL.resolve()))
+    xrd = json.loads(lab("query", "xrd", "--format", "json").stdout)
+    assert [(r["source_name"], r["file_path"]) for r in xrd] == [("pattern.xy", str(pattern.resolve())), (None, None)]
+    runs = lab("query", "sql", "SELECT source_name FROM cycling_runs", "--format", "csv").stdout
+    assert runs.splitlines() == ["source_name", "46_1_5_60_bts16.ndax"]
+    # the terminal table has the column too, beside the path
+    table = lab("query", "xas").stdout.splitlines()
+    assert "source_name" in table[0] and spectrum.name in table[-1]
+
+
+@pytest.mark.parametrize("sent,kept", [
+    ("run 7.csv", "run 7.csv"),
+    ("../../etc/passwd.csv", "passwd.csv"),
+    ("lab\\run 7\\cell.ndax", "cell.ndax"),
+    ("/abs/olute/", None),
+    ("..", None),
+    ("<img src=x onerror=alert(1)>.csv", "<img src=x onerror=alert(1)>.csv"),  # text: every page escapes it
+    ("é" * 255, "é" * 255),
+])
+def test_a_sent_file_name_is_one_files_name(sent, kept):
+    """The service parameter a web upload's name goes through (txmdb.catalog._records.source_name)."""
+    from txmdb.catalog._records import source_name
+
+    assert source_name(sent) == kept
+
+
+@pytest.mark.parametrize("sent,words", [
+    ("run\x1b[2J.csv", "control or format characters"),
+    ("a\nb.csv", "control or format characters"),
+    ("invoice\u202etxt.exe", "control or format characters"),
+    ("caf\udce9.csv", "not valid UTF-8"),
+    ("x" * 252 + ".csv", "longer than 255 characters"),
+])
+def test_a_sent_file_name_that_would_act_or_cannot_be_kept_is_refused(sent, words):
+    from txmdb.catalog._records import source_name
+    from txmdb.errors import ParameterError
+
+    with pytest.raises(ParameterError, match=words) as refused:
+        source_name(sent)
+    assert refused.value.parameters == ("source_name",)
+    assert "\x1b" not in str(refused.value) and "\u202e" not in str(refused.value)  # quoted escaped

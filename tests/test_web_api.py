@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+from pathlib import Path
 
 import pytest
 
@@ -18,6 +19,8 @@ from txmdb.vocabulary import FILTERS, MAX_CATALOGUE_INT, MAX_PAGE_ROWS
 
 NDAX = DATA / "cycling" / "neware-ndax" / "46_1_5_60_bts16.ndax"
 XDI = DATA / "xas" / "ni_metal_rt.xdi"
+BATTERYDATA = DATA / "cycling" / "batterydata" / "p492-13-raw.csv"
+MARKUP = "<img src=x onerror=alert(1)>.csv"
 
 
 @pytest.fixture(scope="module", params=BACKENDS)
@@ -297,6 +300,13 @@ def test_xas_and_xrd_uploads(lab):
     ("/api/v1/xas", {"file": (XDI.name, XDI.read_bytes())}, {"sample": "rod-NMC", "edge": "U-M5"}, 422,
      ["edge 'U-M5'"]),
     ("/api/v1/xrd", None, {"sample": "rod-NMC", "i003_i104": "-1"}, 422, ["-1.0 is not a positive number"]),
+    # the name an upload was sent with is kept only if it shows as it is, and fits a file system
+    ("/api/v1/cycling", {"file": ("run\x1b[2J.ndax", NDAX.read_bytes())}, {"cell": "G1"}, 422,
+     ["file name 'run\\x1b[2J.ndax' has control or format characters"]),
+    ("/api/v1/xas", {"file": ("ni\u202efdx.exe", XDI.read_bytes() + b"\n\n\n\n")},
+     {"sample": "rod-NMC", "edge": "Ni-K"}, 422, ["has control or format characters"]),
+    ("/api/v1/xrd", {"file": ("p" * 253 + ".xy", b"10 1\n20 2\n")}, {"sample": "rod-NMC", "wavelength": "1.5406"},
+     422, ["is longer than 255 characters"]),
     ("/api/v1/xrd", None, {"sample": "rod-NMC"}, 422, ["either an (003)/(104) ratio or a pattern"]),
 ])
 def test_bad_uploads_are_json_errors_and_leave_nothing(lab, path, files, data, status, words):
@@ -439,3 +449,58 @@ def test_a_pattern_uploaded_without_its_wavelength_names_no_server_path(lab):
     assert answer.status_code == 422
     assert answer.json()["error"] == "a pattern needs the X-ray wavelength (Å) it was measured at"  # no server path
     assert _upload_files(lab) == before
+
+
+def test_uploads_keep_the_name_they_were_sent_with(lab):
+    """Each record keeps the name its file was uploaded with, without any folder part, as text: the
+    queries show it beside the server's copy, the pages escape it. The copy is named by its SHA-256."""
+    from html import escape
+
+    from txmdb.synthetic.spectra import layered_xrd_pattern
+
+    tt, intensity = layered_xrd_pattern(wavelength_angstrom=1.5406, i003_i104=1.6)
+    uploads = {"cycling": ("../../etc/passwd.csv", BATTERYDATA.read_bytes(), {"cell": "G1"}),
+               "xas": (MARKUP, XDI.read_bytes() + b"\n\n\n", {"sample": "rod-NMC", "edge": "Ni-K"}),
+               "xrd": ("lab\\run 7\\pattern-s31.xy", "".join(f"{a} {b}\n" for a, b in zip(tt, intensity)).encode(),
+                       {"sample": "rod-NMC", "wavelength": "1.5406"})}
+    ids = {}
+    for route, (name, content, data) in uploads.items():
+        answer = _post(lab, f"/api/v1/{route}", files={"file": (name, content)}, data=data)
+        assert answer.status_code == 201, answer.text
+        ids[route] = next(v for k, v in answer.json().items() if k.endswith("_id"))
+    kept = {}
+    for route, table in (("cycling", "cycling_runs"), ("xas", "xas_measurements"), ("xrd", "xrd_results")):
+        rows = json.loads(lab.cli("query", "sql", f"SELECT source_name, file_path FROM {table} WHERE id = "
+                                                  f"{ids[route]}", "--format", "json").stdout)
+        kept[route] = rows[0]["source_name"]
+        assert Path(rows[0]["file_path"]).parent == (lab.store / "uploads").resolve()  # the copy, by its SHA-256
+    assert kept == {"cycling": "passwd.csv", "xas": MARKUP, "xrd": "pattern-s31.xy"}
+    # the query tables that show the source path show the name beside it
+    xas = json.loads(lab.cli("query", "xas", "--sample", "rod-NMC", "--format", "json").stdout)
+    assert [r["source_name"] for r in xas if r["measurement_id"] == ids["xas"]] == [MARKUP]
+    xrd = _get(lab, "/api/v1/query/xrd", sample="rod-NMC").json()
+    assert [r["source_name"] for r in xrd if r["xrd_id"] == ids["xrd"]] == ["pattern-s31.xy"]
+    # the same bytes sent again under another name: the record as it was first ingested
+    again = _post(lab, "/api/v1/xas", files={"file": ("other.xdi", uploads["xas"][1])}, data=uploads["xas"][2])
+    assert again.status_code == 200, again.text
+    assert [r["source_name"] for r in json.loads(lab.cli("query", "xas", "--sample", "rod-NMC", "--format",
+                                                         "json").stdout) if r["measurement_id"] == ids["xas"]] == [MARKUP]
+    # pages: the sample's (its spectra, patterns and cycling runs) and the dashboard's recent ingests
+    for path, shown in (("/samples/rod-NMC", [MARKUP, "pattern-s31.xy"]), ("/samples/gravel-NMC", ["passwd.csv"]),
+                        ("/", [MARKUP, "passwd.csv", "pattern-s31.xy"])):
+        page = _get(lab, path)
+        assert page.status_code == 200, page.text
+        assert "<img src=x" not in page.text
+        for name in shown:
+            assert escape(name) in page.text, (path, name)
+
+
+def test_pages_and_queries_show_a_commands_file_by_its_base_name(lab):
+    """The demo's scans were ingested by path: the scan page shows the file's name beside its path."""
+    from html import escape
+
+    scans = json.loads(lab.cli("query", "scans", "--format", "json").stdout)
+    assert scans and all(r["source_name"] == Path(r["file_path"]).name for r in scans)
+    page = _get(lab, f"/scans/{scans[0]['scan_id']}")
+    assert page.status_code == 200, page.text
+    assert "source name" in page.text and escape(scans[0]["source_name"]) in page.text

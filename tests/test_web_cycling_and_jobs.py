@@ -114,12 +114,15 @@ def test_the_sample_page_shows_each_cycling_run_of_its_cells(site):
         page = client.get(f"/samples/{quote(SAMPLE, safe='')}")
         assert page.status_code == 200, page.text
         table = Table(page.text, "cycling")
-        assert table.columns == ["cell", "run_id", "n_cycles", "first_discharge_capacity_mah_g", "last_cycle",
-                                 "reference_cycle", "retention_pct", "voltage_drop_v"]
+        assert table.columns == ["cell", "run_id", "source_name", "n_cycles", "first_discharge_capacity_mah_g",
+                                 "last_cycle", "reference_cycle", "retention_pct", "voltage_drop_v"]
         # The headers a reader sees: words and units (the names stay for scripts and downloads).
-        assert table.labels == ["cell", "run ID", "number of cycles", "first discharge capacity (mAh/g)", "last cycle",
-                                "reference cycle", "retention (%)", "voltage drop (V)"]
-        assert table.rows == [[cell, str(site.runs[cell]), *shown] for cell, (_, shown) in sorted(CELLS.items())]
+        assert table.labels == ["cell", "run ID", "source name", "number of cycles",
+                                "first discharge capacity (mAh/g)", "last cycle", "reference cycle", "retention (%)",
+                                "voltage drop (V)"]
+        # each run by the name of its cycler file (a command's ingest: the file's base name)
+        assert table.rows == [[cell, str(site.runs[cell]), path.name, *shown]
+                              for cell, (path, shown) in sorted(CELLS.items())]
         # The names are text: escaped, never markup of the page.
         for cell in CELLS:
             assert cell not in page.text

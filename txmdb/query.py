@@ -465,7 +465,8 @@ def _scans_select() -> tuple[Select, sa.ColumnElement]:
         sa.select(
             m.Sample.name.label("sample"), m.Sample.morphology, m.TXMScan.state, m.TXMScan.id.label("scan_id"),
             m.TXMScan.layout, m.TXMScan.ndim, m.TXMScan.shape, m.TXMScan.n_energies, m.TXMScan.energy_min_ev,
-            m.TXMScan.energy_max_ev, m.TXMScan.voxel_size_nm, m.TXMScan.file_path, m.TXMScan.file_sha256,
+            m.TXMScan.energy_max_ev, m.TXMScan.voxel_size_nm, m.TXMScan.source_name, m.TXMScan.file_path,
+            m.TXMScan.file_sha256,
             a.id.label("analysis_id"), a.registration_id, a.n_valid_voxels, a.n_particles, a.mean_edge_ev,
             a.std_edge_ev, latest_status.label("latest_status"),
         )
@@ -599,7 +600,7 @@ def _xas_select(given: frozenset) -> Select:
                m.XASMeasurement.mode, m.XASMeasurement.state, m.XASMeasurement.edge_energy_ev,
                m.XASMeasurement.e0_derivative_ev, m.XASMeasurement.l3_ratio, m.XASMeasurement.depth_um,
                m.XASMeasurement.reference_name.label("reference"), m.XASMeasurement.edge_jump,
-               m.XASMeasurement.file_path)
+               m.XASMeasurement.source_name, m.XASMeasurement.file_path)
         .outerjoin(m.Sample, m.Sample.id == m.XASMeasurement.sample_id)
         .order_by(m.Sample.name.asc().nulls_last(), m.XASMeasurement.reference_name, m.XASMeasurement.edge,
                   m.XASMeasurement.id)
@@ -620,7 +621,7 @@ def _xrd_select(given: frozenset) -> Select:
     stmt = (
         sa.select(m.Sample.name.label("sample"), m.XRDResult.id.label("xrd_id"), m.XRDResult.state,
                m.XRDResult.i003_i104, m.XRDResult.a_angstrom, m.XRDResult.c_angstrom,
-               m.XRDResult.wavelength_angstrom, m.XRDResult.file_path)
+               m.XRDResult.wavelength_angstrom, m.XRDResult.source_name, m.XRDResult.file_path)
         .join(m.Sample, m.Sample.id == m.XRDResult.sample_id)
         .order_by(m.Sample.name, m.XRDResult.id)
     )

@@ -8,17 +8,19 @@ from typing import Callable, Mapping, TypeVar
 
 from sqlalchemy import select
 
-from txmdb.errors import DuplicateError, InputError
+from txmdb.errors import DuplicateError, InputError, ParameterError
 from txmdb.io.files import sha256_file_identity
 
 T = TypeVar("T")
 
 
-def file_provenance(path: str | os.PathLike, *, identity: bool = False) -> dict:
-    """path, size and SHA-256 of an input file (streamed), or an InputError naming it.
+def file_provenance(path: str | os.PathLike, *, identity: bool = False, name: str | None = None) -> dict:
+    """path, name, size and SHA-256 of an input file (streamed), or an InputError naming it.
 
     ``identity``: also ``file_identity``, the identity of the bytes hashed if it may be trusted
-    later (:func:`txmdb.io.files.sha256_file_identity`), else None.
+    later (:func:`txmdb.io.files.sha256_file_identity`), else None. ``name``: the file's own
+    name when ``path`` is a copy (a web upload's, as the client sent it: :func:`source_name`);
+    by default the path's base name.
     """
     from txmdb.textsafe import utf8_problem
 
@@ -31,13 +33,42 @@ def file_provenance(path: str | os.PathLike, *, identity: bool = False) -> dict:
     if problem := utf8_problem(resolved):
         raise InputError(p, f"the file's path {problem}; the catalogue keeps paths as text: "
                             "rename the file or its folder to a UTF-8 name")
+    # A path's own base name is kept as the file system has it (as its path is; both show escaped);
+    # a name sent with a copy is checked, before the hash so that a refused one costs no read.
+    named = p.name if name is None else source_name(name)
     try:
         size = p.stat().st_size
         digest, known = sha256_file_identity(p)
-        return {"file_path": resolved, "file_size_bytes": size, "file_sha256": digest,
+        return {"file_path": resolved, "source_name": named,
+                "file_size_bytes": size, "file_sha256": digest,
                 **({"file_identity": known} if identity else {})}
     except OSError as exc:
         raise InputError(p, f"cannot read: {exc.strerror}") from None
+
+
+def source_name(name: str) -> str | None:
+    """A file name a client sent (an upload's), made fit to keep and show, or a ParameterError.
+
+    Untrusted: a folder part (``../../etc/passwd.csv``, ``C:\\data\\run.csv``) is dropped, so
+    what is kept is one file's name; it is shown, never opened. Refused rather than kept
+    escaped, as a path is (:func:`file_provenance`): text that is not UTF-8, characters that
+    act instead of showing (:func:`txmdb.textsafe.visible` would escape them: a U+202E can
+    make ``x.exe`` read as ``x.csv``), and a name longer than file systems allow. None when
+    nothing of a name is left.
+    """
+    from txmdb.db.models import SOURCE_NAME_LENGTH
+    from txmdb.textsafe import utf8_problem, visible
+    from txmdb.vocabulary import quoted
+
+    base = name.replace("\\", "/").rpartition("/")[2]
+    if base in ("", ".", ".."):
+        return None
+    problem = utf8_problem(base) or (visible(base) != base and "has control or format characters")
+    if not problem and len(base) > SOURCE_NAME_LENGTH:
+        problem = f"is longer than {SOURCE_NAME_LENGTH} characters"
+    if problem:
+        raise ParameterError("source_name", f"file name {quoted(base)} {problem}")
+    return base
 
 
 def existing_by_sha(catalog, model: type[T], sha256: str, *, owner: tuple[str, object] | None = None,

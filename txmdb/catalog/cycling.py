@@ -25,12 +25,14 @@ def ingest_cycling(
     encoding: str | None = None,
     upper_cutoff_v: float | None = None,
     reference_cycle: int | None = None,
+    source_name: str | None = None,
 ) -> tuple[CyclingRun, bool]:
     """Ingest one cycler file for ``cell``; the same file again returns the existing run.
 
     ``reference_cycle``: the cycle retention is reckoned from (default 2). ``upper_cutoff_v``:
     default the cell's. Given again for a file already ingested, either must be what its run
-    records (an InputError otherwise)."""
+    records (an InputError otherwise). ``source_name``: the file's own name when ``path`` is a
+    copy (a web upload's), default the path's base name (:func:`~txmdb.catalog._records.file_provenance`)."""
     from txmdb.analysis.cycling import cycle_metrics
     from txmdb.io.cycling import read_cycler_file, require_cycling
 
@@ -41,7 +43,7 @@ def ingest_cycling(
                                                 f"(cycles count from 1 to {MAX_CYCLE_NUMBER})")
     if upper_cutoff_v is not None and not (math.isfinite(upper_cutoff_v) and upper_cutoff_v > 0):
         raise ParameterError("upper_cutoff_v", f"upper cut-off {upper_cutoff_v} V is not a positive voltage")
-    provenance = file_provenance(path)
+    provenance = file_provenance(path, name=source_name)
     with catalog.session() as session:
         owner = get_cell(session, cell)
         mass_g = active_mass_g(owner)

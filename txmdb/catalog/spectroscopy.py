@@ -54,11 +54,13 @@ def ingest_xas(
     depth_um: float | None = None,
     params=None,
     reference: str | None = None,
+    source_name: str | None = None,
 ) -> tuple[XASMeasurement, bool]:
     """Read a spectrum, find its edge (K) or L3 ratio (L3), keep the normalised spectrum in the store.
 
     The spectrum is a ``sample``'s, or the named ``reference`` spectrum (LCF, DESIGN §11),
-    which belongs to no sample: exactly one of the two.
+    which belongs to no sample: exactly one of the two. ``source_name``: the file's own name
+    when ``path`` is a copy (a web upload's), default the path's base name.
     """
     import dataclasses
 
@@ -83,7 +85,7 @@ def ingest_xas(
         raise ParameterError("depth_um", f"probing depth {depth_um} µm is not a depth (≥ 0)")
     if reference is not None:
         reference = reference_name(reference)
-    provenance = file_provenance(path)
+    provenance = file_provenance(path, name=source_name)
     if reference is None:
         with catalog.session() as session:
             owner = ("sample_id", get_sample(session, sample).id)
@@ -207,8 +209,12 @@ def add_xrd(
     c_angstrom: float | None = None,
     pattern: str | os.PathLike | None = None,
     wavelength_angstrom: float | None = None,
+    source_name: str | None = None,
 ) -> XRDResult:
-    """Record XRD values, or compute the (003)/(104) ratio from a 2θ–intensity pattern."""
+    """Record XRD values, or compute the (003)/(104) ratio from a 2θ–intensity pattern.
+
+    ``source_name``: the pattern file's own name when ``pattern`` is a copy (a web upload's),
+    default its base name."""
     from txmdb.analysis.xrd import i003_i104_ratio
 
     if (i003_i104 is None) == (pattern is None):
@@ -231,7 +237,7 @@ def add_xrd(
         if wavelength_angstrom is None:
             # the file's path left out: a web upload's is the server's copy
             raise ParameterError("wavelength_angstrom", "a pattern needs the X-ray wavelength (Å) it was measured at")
-        provenance = file_provenance(pattern)
+        provenance = file_provenance(pattern, name=source_name)
         # known: its record, before the pattern is read at what may be another wavelength
         found = existing_by_sha(catalog, XRDResult, provenance["file_sha256"], owner=("sample_id", sample_id),
                                 recorded=recorded, source=pattern)

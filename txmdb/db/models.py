@@ -59,10 +59,22 @@ def _created_by() -> Mapped[Optional[str]]:
     return mapped_column(String(200), default=current_actor)
 
 
+#: Longest file name kept (most file systems' limit): a longer one is not a file's name.
+SOURCE_NAME_LENGTH = 255
+
+
+def _source_name() -> Mapped[Optional[str]]:
+    """The ingested file's own name, as whoever ingested it knew it: the base name of the path a
+    command ingested, the name a web upload was sent with (its copy in the store is named by its
+    SHA-256); NULL for rows from before it was kept. A name to show, never a path to open."""
+    return mapped_column(String(SOURCE_NAME_LENGTH))
+
+
 class FileRecord:
-    """Provenance of an ingested file: where it was, how big, its SHA-256 and when."""
+    """Provenance of an ingested file: where it was, its name, how big, its SHA-256 and when."""
 
     file_path: Mapped[str] = mapped_column(Text)
+    source_name: Mapped[Optional[str]] = _source_name()
     file_size_bytes: Mapped[int] = mapped_column(BigInteger)
     file_sha256: Mapped[str] = mapped_column(String(64), unique=True)
     ingested_at: Mapped[dt.datetime] = mapped_column(Timestamp, default=_now)
@@ -197,6 +209,7 @@ class XRDResult(Base):
     c_angstrom: Mapped[Optional[float]] = mapped_column(Float)
     wavelength_angstrom: Mapped[Optional[float]] = mapped_column(Float)
     file_path: Mapped[Optional[str]] = mapped_column(Text)
+    source_name: Mapped[Optional[str]] = _source_name()
     file_size_bytes: Mapped[Optional[int]] = mapped_column(BigInteger)
     file_sha256: Mapped[Optional[str]] = mapped_column(String(64), unique=True)  # NULL for typed-in values
     parameters: Mapped[dict[str, Any]] = mapped_column(default=dict)

@@ -35,6 +35,10 @@ EDGE_MAP_DATASET = "edge_ev"
 #: put the bin mean within ~0.5 eV.
 MIN_DEPTH_VOXELS = 50
 
+#: The query columns that name a measurement's file (its name and path): the report's tables leave them
+#: out, as they describe the samples rather than where their files are.
+_SOURCE_COLUMNS = ["source_name", "file_path"]
+
 #: Order of XAS detection modes on the L3 ratio plot when their probing depth is unknown:
 #: electron yields probe the surface (nm), fluorescence the bulk (~100 nm), transmission all.
 _MODE_ORDER = ("TEY", "PEY", "AEY", "FY", "TFY", "PFY", "fluorescence", "transmission")
@@ -430,7 +434,7 @@ def _xas_section(ctx: _Context) -> Section:
     else:
         section.notes.append(f"No L3-edge spectra for {ctx.these}.")
     section.table("XAS measurements: half-height edge energy, derivative-maximum e0 and L3 ratio.",
-                  xas.drop(columns=["file_path"]))
+                  xas.drop(columns=_SOURCE_COLUMNS))
     return section
 
 
@@ -442,7 +446,7 @@ def _xrd_section(ctx: _Context) -> Section:
     if xrd.empty:
         section.notes.append(f"No XRD results for {ctx.these}.")
     else:
-        section.table("XRD results.", xrd.drop(columns=["file_path"]))
+        section.table("XRD results.", xrd.drop(columns=_SOURCE_COLUMNS))
     return section
 
 

@@ -7,7 +7,8 @@
   one is a 422. ``format=csv`` answers :func:`txmdb.tables.table_text`, the CLI's bytes.
 - ``GET /samples``, ``/scans``, ``/jobs``: lists with ``limit``/``offset``;
   ``GET /scans/{id}``, ``/scans/{id}/maps``, ``/scans/{id}/slice.png``, ``/jobs/{id}``.
-- ``POST /cycling``, ``/xas``, ``/xrd``: uploads through the CLI's catalogue services (editors).
+- ``POST /cycling``, ``/xas``, ``/xrd``: uploads through the CLI's catalogue services (editors); the
+  record keeps the name the file was sent with as its ``source_name`` (shown, never a path).
 - ``POST /scans/{id}/analyses``: queue an analysis job (editors), 202; ``POST /jobs/{id}/cancel``:
   cancel a queued or running one (editors), as ``txmdb jobs cancel``.
 
@@ -485,8 +486,9 @@ def _store_upload(catalog, source, filename: Optional[str], max_bytes: int):
 
 
 async def _ingest_upload(request: Request, upload: UploadFile, ingest):
-    """Store the upload, then ``ingest(path)`` as the signed-in account; a new file that the
-    ingest refuses is removed again (the catalogue and the store unchanged)."""
+    """Store the upload, then ``ingest(path, name)`` as the signed-in account, ``name`` the file's
+    as the client sent it (the ingest services check it: the record keeps it as its source's name);
+    a new file that the ingest refuses is removed again (the catalogue and the store unchanged)."""
     from txmdb.db.actor import acting_as
 
     catalog, limit = _catalog(request), request.app.state.settings.max_upload_bytes
@@ -497,7 +499,7 @@ async def _ingest_upload(request: Request, upload: UploadFile, ingest):
         path, new = _store_upload(catalog, upload.file, upload.filename, limit)
         try:
             with acting_as(_user_name(request)):
-                result = ingest(path)
+                result = ingest(path, upload.filename)
             if new and _recorded_elsewhere(result, path):
                 # the same bytes were already recorded from another file: the copy is nobody's
                 with catalog.store.writing():
@@ -541,9 +543,9 @@ async def upload_cycling(request: Request, file: UploadFile = File(..., descript
     (400 if it names another upper cut-off or reference cycle than the run records; default 2)."""
     from txmdb.catalog.cycling import ingest_cycling
 
-    run, created = await _ingest_upload(request, file, lambda path: ingest_cycling(
+    run, created = await _ingest_upload(request, file, lambda path, name: ingest_cycling(
         _catalog(request), path, cell=cell, file_format=format, upper_cutoff_v=upper_cutoff_v,
-        reference_cycle=reference_cycle))
+        reference_cycle=reference_cycle, source_name=name))
     return _created(request, run.id, created, "run_id", f"/api/v1/query/cycles?run={run.id}")
 
 
@@ -560,8 +562,9 @@ async def upload_xas(request: Request, file: UploadFile = File(..., description=
 
     if edge not in EDGES:
         raise ParameterError("edge", f"edge {edge!r}: expected one of {', '.join(EDGES)}")
-    record, created = await _ingest_upload(request, file, lambda path: ingest_xas(
-        _catalog(request), path, sample=sample, edge=edge, mode=mode, state=state, depth_um=depth_um))
+    record, created = await _ingest_upload(request, file, lambda path, name: ingest_xas(
+        _catalog(request), path, sample=sample, edge=edge, mode=mode, state=state, depth_um=depth_um,
+        source_name=name))
     return _created(request, record.id, created, "measurement_id", f"/api/v1/query/xas?{urlencode({'sample': sample})}")
 
 
@@ -575,9 +578,9 @@ async def upload_xrd(request: Request, sample: str = Form(..., max_length=200),
     201 `{xrd_id, created}`; the same pattern file again: 200, the same record."""
     from txmdb.catalog.spectroscopy import add_xrd
 
-    def add(pattern=None):
+    def add(pattern=None, name=None):
         return add_xrd(_catalog(request), sample=sample, state=state, i003_i104=i003_i104, a_angstrom=a,
-                       c_angstrom=c, pattern=pattern, wavelength_angstrom=wavelength)
+                       c_angstrom=c, pattern=pattern, wavelength_angstrom=wavelength, source_name=name)
 
     if file is None or not file.filename:
         from txmdb.db.actor import acting_as
@@ -590,12 +593,12 @@ async def upload_xrd(request: Request, sample: str = Form(..., max_length=200),
         return _created(request, record.id, True, "xrd_id", f"/api/v1/query/xrd?{urlencode({'sample': sample})}")
     existing = []
 
-    def ingest(path):
+    def ingest(path, name):
         from txmdb.catalog._records import existing_by_sha
         from txmdb.db.models import XRDResult
 
         existing.append(existing_by_sha(_catalog(request), XRDResult, path.stem.split(".")[0]))
-        return add(path)
+        return add(path, name)
 
     record = await _ingest_upload(request, file, ingest)
     return _created(request, record.id, existing[0] is None, "xrd_id", f"/api/v1/query/xrd?{urlencode({'sample': sample})}")

@@ -279,10 +279,12 @@ def _recent_ingests(catalog, limit: int = 12):
     rows = []
     with catalog.session() as session:
         for kind, model, owner, join, when in kinds:
-            stmt = sa.select(model.id, owner, model.file_path, when).join_from(model, owner.class_, join)
-            for id_, name, path, at in session.execute(stmt.order_by(when.desc(), model.id.desc()).limit(limit)):
-                rows.append({"when": at, "kind": kind, "id": id_, "of": name, "file": path})
-    frame = pd.DataFrame(rows, columns=["when", "kind", "id", "of", "file"])
+            stmt = (sa.select(model.id, owner, model.source_name, model.file_path, when)
+                    .join_from(model, owner.class_, join))
+            newest = stmt.order_by(when.desc(), model.id.desc()).limit(limit)
+            for id_, name, source, path, at in session.execute(newest):
+                rows.append({"when": at, "kind": kind, "id": id_, "of": name, "source_name": source, "file": path})
+    frame = pd.DataFrame(rows, columns=["when", "kind", "id", "of", "source_name", "file"])
     if not frame.empty:
         frame["sort"] = pd.to_datetime(frame["when"], utc=True)
         frame = frame.sort_values("sort", ascending=False).drop(columns="sort").head(limit)
@@ -446,22 +448,40 @@ def cycling_plots(cycles) -> list[dict]:
 
 
 #: The sample page's cycling overview, one row per cycling run (retention and voltage drop at its last cycle).
-CYCLING_OVERVIEW = ("cell", "run_id", "n_cycles", "first_discharge_capacity_mah_g", "last_cycle", "reference_cycle",
-                    "retention_pct", "voltage_drop_v")
+CYCLING_OVERVIEW = ("cell", "run_id", "source_name", "n_cycles", "first_discharge_capacity_mah_g", "last_cycle",
+                    "reference_cycle", "retention_pct", "voltage_drop_v")
 
 
-def cycling_overview(cycles) -> dict:
-    """Per cycling run (``cycles``: query.cycles' frame, None when there are none): its number of cycles,
-    the discharge capacity of its first cycle, and retention and voltage drop at its last cycle, the
-    retention against the run's reference cycle as ``txmdb query retention`` reads it."""
+def cycling_overview(cycles, sources: dict[int, str | None]) -> dict:
+    """Per cycling run (``cycles``: query.cycles' frame, None when there are none): the name of its
+    cycler file (``sources``: :func:`run_sources`), its number of cycles, the discharge capacity of its
+    first cycle, and retention and voltage drop at its last cycle, the retention against the run's
+    reference cycle as ``txmdb query retention`` reads it."""
     from txmdb.query import Rows
 
     runs = cycles.sort_values("cycle").groupby(["cell", "run_id"], sort=True) if cycles is not None else ()
-    return rows_table(Rows(CYCLING_OVERVIEW, [_run_overview(cell, run_id, run) for (cell, run_id), run in runs]),
+    return rows_table(Rows(CYCLING_OVERVIEW, [_run_overview(cell, run_id, sources.get(run_id), run)
+                                              for (cell, run_id), run in runs]),
                       empty="No cycling data of this sample's cells.")
 
 
-def _run_overview(cell, run_id, run) -> tuple:
+def run_sources(catalog, cycles) -> dict[int, str | None]:
+    """The source name of each cycling run in ``cycles`` (query.cycles' frame or None), by run id:
+    query.cycles has a row per cycle, the name is the run's."""
+    import sqlalchemy as sa
+
+    from txmdb.db.engine import read_connection
+    from txmdb.db.models import CyclingRun
+
+    if cycles is None:
+        return {}
+    ids = [int(i) for i in cycles["run_id"].unique()]
+    with read_connection(catalog.engine) as connection:
+        return dict(connection.execute(sa.select(CyclingRun.id, CyclingRun.source_name).where(CyclingRun.id.in_(ids)))
+                    .all())
+
+
+def _run_overview(cell, run_id, source_name, run) -> tuple:
     """One row of :func:`cycling_overview` (``run``: its cycles, in order), in Python's numbers:
     rows_table takes int and float columns as numbers, numpy's not."""
     from txmdb.analysis.cycling import retention_curve
@@ -472,8 +492,8 @@ def _run_overview(cell, run_id, run) -> tuple:
         retention = float(retention_curve(run, reference_cycle=reference).iloc[-1])
     except ValueError:  # the run has not reached its reference cycle, or it has no discharge there
         retention = None
-    return (cell, int(run_id), len(run), _number(first["discharge_capacity_mah_g"]), int(last["cycle"]), reference,
-            retention, _number(last["voltage_drop_v"]))
+    return (cell, int(run_id), source_name, len(run), _number(first["discharge_capacity_mah_g"]), int(last["cycle"]),
+            reference, retention, _number(last["voltage_drop_v"]))
 
 
 def _number(value) -> float | None:
@@ -556,7 +576,8 @@ def sample_page(request: Request, name: str, user=Viewer):
     return _page(
         request, "sample.html", active="/samples", sample={"name": name, "fields": fields},
         cells=table(query.cells(catalog, sample=[name]).drop(columns=["sample"]), empty="No cells of this sample."),
-        cycling=cycling_overview(runs), cycling_plots=cycling_plots(runs) if runs is not None else [],
+        cycling=cycling_overview(runs, run_sources(catalog, runs)),
+        cycling_plots=cycling_plots(runs) if runs is not None else [],
         xas=rows_table(xas, drop=["sample"], empty="No XAS measurements of this sample."),
         xas_plots=spectra, xas_notes=notes,
         xrd=rows_table(query.xrd.rows(catalog, sample=[name]), drop=["sample"], empty="No XRD results of this sample."),
@@ -674,7 +695,7 @@ def scan_page(request: Request, scan_id: Whole, user=Viewer):
     metadata_keys = ["sample", "morphology", "state", "layout", "ndim", "shape", "n_energies", "energy_min_ev",
                      "energy_max_ev", "voxel_size_nm", "n_valid_voxels", "n_particles", "mean_edge_ev",
                      "std_edge_ev", "latest_status"]
-    provenance_keys = ["file_path", "file_sha256", "analysis_id", "registration_id"]
+    provenance_keys = ["source_name", "file_path", "file_sha256", "analysis_id", "registration_id"]
     analyses = query.analyses.rows(catalog, scan=[scan_id])
     registrations = query.registrations.rows(catalog, scan=[scan_id])
     spatial = _spatial_shape(row["shape"])
