@@ -85,16 +85,38 @@ def _existing_catalog(ctx):
     (``--check`` never creates a SQLite file, and works without a catalogue)."""
     from txmdb.db.engine import resolve_url
     from txmdb.errors import TxmdbError
+    from txmdb.textsafe import visible
 
     url = resolve_url((ctx.find_root().obj or {}).get("db"))
-    if url.get_backend_name() == "sqlite" and not (url.database and Path(url.database).is_file()):
-        return None, "no catalogue yet"
+    if url.get_backend_name() == "sqlite":
+        if not (url.database and Path(url.database).is_file()):
+            return None, "no catalogue yet"
+        # opening sets the catalogue's journal mode: a file that is not one must stay as it is
+        if not _sqlite_catalogue(Path(url.database)):
+            return None, f"catalogue not opened ({visible(url.database)} is not a txmdb catalogue)"
     try:
         cat = catalog(ctx)
         cat.engine.connect().close()
     except TxmdbError as exc:
         return None, f"catalogue not opened ({exc})"
     return cat, None
+
+
+def _sqlite_catalogue(path: Path) -> bool:
+    """Whether ``path`` is a SQLite database with txmdb's schema version table, read without writing."""
+    import sqlite3
+
+    try:
+        with path.open("rb") as f:
+            if f.read(16) != b"SQLite format 3\x00":
+                return False
+        connection = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+        try:
+            return connection.execute("SELECT 1 FROM sqlite_master WHERE name = 'alembic_version'").fetchone() is not None
+        finally:
+            connection.close()
+    except (OSError, sqlite3.Error):
+        return False
 
 
 def _check_table(rules, store, cat=None):
@@ -120,15 +142,16 @@ def _check_table(rules, store, cat=None):
             try:
                 values = rule.values_for(path)
                 action = "ingest" if values is not None else "ignore (name does not match the pattern)"
-                missing = unrecorded(cat, values) if cat is not None and values is not None else None
-                if missing is not None:
-                    action = f"fail: {missing}"
             except TxmdbError as exc:
                 values, action = None, f"fail: {exc}"
             if path.is_symlink():  # as the watcher: never followed
                 values, action = None, "ignore (a symbolic link: links are not followed)"
             if utf8_problem(str(path)):  # as the watcher: the catalogue cannot store the path
                 values, action = None, "ignore (the path is not valid UTF-8: rename the file to be harvested)"
+            # (only a file still to ingest is looked up: its values are text the catalogue can take)
+            missing = unrecorded(cat, values) if cat is not None and action == "ingest" else None
+            if missing is not None:
+                action = f"fail: {missing}"
             jobs = ", ".join(k for k, asked in (("register", rule.register), ("analyze", rule.analyze)) if asked)
             rows.append(dict(rule=rule.label, kind=rule.kind, file=visible(path.relative_to(rule.folder).as_posix()),
                              action=action, values=" ".join(f"{k}={v}" for k, v in (values or {}).items()),

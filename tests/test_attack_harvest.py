@@ -367,6 +367,42 @@ def test_check_shows_links_and_references_as_the_watcher_takes_them(tmp_path):
     ]
 
 
+def test_check_against_a_catalogue_takes_bad_names_and_leaves_other_files_alone(tmp_path):
+    """(session 29 attack) With a catalogue, a name that is not UTF-8 is still the watcher's
+    'ignore' line, not a traceback from the lookup; a --db file that is not a catalogue (empty,
+    or another program's SQLite database) is read, never written."""
+    import sqlite3
+
+    from typer.testing import CliRunner
+
+    from txmdb.cli.main import app
+
+    (tmp_path / "w").mkdir()
+    shutil.copy(XDI, os.path.join(os.fsencode(tmp_path / "w"), b"S\xff1_pristine.xdi"))
+    rules = write_rules(tmp_path, XAS_RULE)
+    db = f"sqlite:///{tmp_path / 'real.db'}"
+    assert CliRunner().invoke(app, ["--db", db, "init"]).exit_code == 0
+    result = CliRunner().invoke(app, ["--db", db, "watch", "--check", str(rules), "--format", "csv"])
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines()[1:] == [
+        "rule,kind,file,action,values,jobs",
+        "1,xas,S\\xff1_pristine.xdi,ignore (the path is not valid UTF-8: rename the file to be harvested),,"]
+
+    empty, other = tmp_path / "empty.db", tmp_path / "other.db"
+    empty.write_bytes(b"")
+    with sqlite3.connect(other) as connection:
+        connection.execute("CREATE TABLE t (x)")
+    connection.close()
+    for path in (empty, other):
+        before = path.read_bytes()
+        result = CliRunner().invoke(app, ["--db", f"sqlite:///{path}", "watch", "--check", str(rules)])
+        assert result.exit_code == 0, result.output
+        assert result.output.splitlines()[0].endswith(f"; catalogue not opened ({path} is not a txmdb catalogue): "
+                                                      "samples and cells not checked")
+        assert path.read_bytes() == before
+        assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(path.name)) == [path.name]
+
+
 def test_rules_with_duplicate_keys_are_refused(tmp_path):
     rules = tmp_path / "rules.toml"
     rules.write_text('[[rule]]\nfolder = "w"\nfolder = "/etc"\nglob = "*"\nkind = "xas"\n')

@@ -78,3 +78,20 @@ def test_several_small_particles_keep_the_full_resolution_window():
     assert window.bin == 1
     assert max(b - a for a, b in zip(window.start, window.stop)) < 96
     assert float(np.abs(shifts - phantom.shifts).max()) < 0.5
+
+
+def test_the_window_test_takes_empty_and_thin_coarse_regions_without_warnings():
+    """(session 29 attack) A thin stack's coarse region can be empty, or the window's footprint
+    in it: the full-resolution window stays, with no 'mean of empty slice' on the terminal."""
+    import warnings
+
+    from txmdb.analysis.registration import _fine_bin
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert _fine_bin(np.zeros((0, 50, 50)), [0.0, 25.0, 25.0], [2, 48, 48], 6) == 1
+        assert _fine_bin(np.ones((1, 50, 50)), [0.2, 25.0, 25.0], [2, 48, 48], 6) == 1   # footprint: no plane
+        assert _fine_bin(np.zeros((20, 20, 20)), [10.0, 10.0, 10.0], [48] * 3, 3) == 1   # no power at all
+        ring = np.zeros((31, 31, 31))
+        ring[[0, -1]] = 1.0                                                               # power only far out
+        assert _fine_bin(ring, [15.0, 15.0, 15.0], [48] * 3, 3) == 2

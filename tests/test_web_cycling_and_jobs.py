@@ -252,6 +252,14 @@ def test_a_forged_cancel_without_the_csrf_token_is_refused(site):
     assert refused.status_code == 403
     other.close()
     editor.close()
+    # (session 29 attack) signed out, the form's POST goes to the sign-in page without coming
+    # back to the form's URL afterwards: a GET of it would be a 405
+    anonymous = site.client(site.server)
+    answer = anonymous.post(f"/jobs/{queued}/cancel", data={"csrf_token": "x"}, follow_redirects=False)
+    assert answer.status_code == 303 and answer.headers["location"].endswith("/login")
+    page = anonymous.get(f"/jobs?status=queued", follow_redirects=False)
+    assert page.headers["location"].endswith("/login?next=%2Fjobs%3Fstatus%3Dqueued")
+    anonymous.close()
     assert _status(site, queued) == "queued"
 
 

@@ -60,9 +60,20 @@ def test_column_labels_carry_words_and_units(name, label):
     ("query sql needs the reporting role: run `txmdb db reporting-role` once, as the catalogue owner",
      f"query sql needs the reporting role: {ASK}", None),
     ("scan 3 has no registration; run 'txmdb txm register 3' first", f"scan 3 has no registration; {ASK}", None),
+    # advice with a quoted name after the command is left as it is (a name is the user's text)
     ('query sql runs queries as the reporting role "r", which "u" is not a member of: connect as the catalogue '
      'owner, or run `txmdb db reporting-role r` as "u"',
-     f'query sql runs queries as the reporting role "r", which "u" is not a member of: {ASK}', None),
+     'query sql runs queries as the reporting role "r", which "u" is not a member of: connect as the catalogue '
+     'owner, or run `txmdb db reporting-role r` as "u"', None),
+    # (session 29 attack) typed text that holds advice is not advice: the error stays as it was
+    ("bin: \"'txmdb txm analyze 1'\" is not a whole number from 1 to 16",
+     "bin: \"'txmdb txm analyze 1'\" is not a whole number from 1 to 16", None),
+    ("bin: \"x; see 'txmdb jobs'\" is not a whole number from 1 to 16",
+     "bin: \"x; see 'txmdb jobs'\" is not a whole number from 1 to 16", None),
+    ("bin: 'x; see `txmdb jobs` to x' is not a whole number from 1 to 16",
+     "bin: 'x; see `txmdb jobs` to x' is not a whole number from 1 to 16", None),
+    ("no sample named \"a: 'txmdb txm show 7'\"", "no sample named \"a: 'txmdb txm show 7'\"", None),
+    ("no sample named \"a: see 'txmdb txm show 7'\"", "no sample named \"a: see 'txmdb txm show 7'\"", None),
     # only the last clause is advice: a name that looks like a command is the name
     ("no sample named \"'txmdb jobs'; x\"; see 'txmdb sample list'",
      "no sample named \"'txmdb jobs'; x\"; see the samples page", ("the samples page", "/samples")),

@@ -1595,12 +1595,13 @@ def _fine_bin(weight: np.ndarray, peak: Sequence[float], w: Sequence[int], f: in
     window: errors up to 2 voxels). Such a window shows the band-passed template at under
     :data:`_OUTLINE_DENSITY` of its mean power; twice as wide, binned by 2, it holds the
     outline, which moves with the sample."""
-    if f < 2:
+    if f < 2 or weight.size == 0:
         return 1
     half = [k / (2 * f) for k in w]
-    inner = tuple(slice(max(0, int(round(p - h))), int(round(p + h))) for p, h in zip(peak, half))
+    inner = weight[tuple(slice(max(0, int(round(p - h))), int(round(p + h))) for p, h in zip(peak, half))]
     total = float(weight.mean())
-    if total <= 0 or float(weight[inner].mean()) >= _OUTLINE_DENSITY * total:
+    # (no power, or a window with no voxels: nothing says the window is inside a particle)
+    if not total > 0 or inner.size == 0 or float(inner.mean()) >= _OUTLINE_DENSITY * total:
         return 1
     return 2
 

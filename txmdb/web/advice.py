@@ -17,8 +17,10 @@ from dataclasses import dataclass
 
 log = logging.getLogger("txmdb.web")
 
-#: a command in a message, quoted as txmdb's messages quote them ('txmdb sample list', `txmdb db check`)
-_COMMAND = re.compile(r"['`]txmdb ([^'`]+)['`]")
+#: txmdb's advice, as its messages end: "see 'txmdb sample list'", "run 'txmdb init' to create it",
+#: "run `txmdb db check`"; after the command no quote: names a user chose are always quoted, so
+#: a clause that holds one ("bin: \"x; see 'txmdb jobs' ok\" is not …") is not advice
+_COMMAND = re.compile(r"(?:see|run) (['`])txmdb ([^'`]+)\1[^'\"`]*")
 #: the clauses of a message, with their separators: the advice is the last ("…; see 'txmdb jobs'")
 _CLAUSE = re.compile(r"([;:] )")
 #: a command no page does (the catalogue's set-up and repair, registration, reference spectra)
@@ -61,12 +63,12 @@ def for_browser(message: str) -> Advice:
     if "txmdb " not in message:  # nearly every message: no work
         return Advice(message)
     *head, last = _CLAUSE.split(message)
-    command = _COMMAND.search(last) if head else None
+    command = _COMMAND.fullmatch(last) if head else None
     if command is None:
         return Advice(message)
-    text, link = _instead(command.group(1))
-    if link is None:
-        log.warning("an error shown in a browser without its command: %s", message)
+    text, link = _instead(command.group(2))
+    if link is None:  # (%r: the message cannot start a line of its own in the log)
+        log.warning("an error shown in a browser without its command: %r", message)
     return Advice("".join(head) + text, link)
 
 

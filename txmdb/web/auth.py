@@ -197,9 +197,12 @@ def safe_next(target: Optional[str]) -> str:
 
 
 def login_redirect(request) -> RedirectResponse:
-    """The redirect of an anonymous page request to the login form, coming back afterwards."""
+    """The redirect of an anonymous page request to the login form, coming back afterwards (to
+    the page itself; after a form's POST, to the front page: a GET of the form's URL is a 405)."""
     from txmdb.web.templating import url
 
+    if request.method not in ("GET", "HEAD"):
+        return RedirectResponse(url(request, "/login"), status_code=303)
     target = relative_path(request) + (f"?{request.url.query}" if request.url.query else "")
     return RedirectResponse(url(request, "/login?next=" + quote(target, safe="")), status_code=303)
 
