@@ -130,6 +130,15 @@ def _check_table(rules, store, cat=None):
     from txmdb.harvest.watcher import _files_under
     from txmdb.textsafe import utf8_problem, visible
 
+    lookups: dict = {}
+
+    def looked_up(values: dict):
+        """:func:`unrecorded` once per sample and cell named (a folder's files share a few)."""
+        key = (values.get("sample"), values.get("cell"))
+        if key not in lookups:
+            lookups[key] = unrecorded(cat, values)
+        return lookups[key]
+
     rows = []
     for rule in rules.rules:
         if not rule.folder.is_dir():
@@ -149,7 +158,7 @@ def _check_table(rules, store, cat=None):
             if utf8_problem(str(path)):  # as the watcher: the catalogue cannot store the path
                 values, action = None, "ignore (the path is not valid UTF-8: rename the file to be harvested)"
             # (only a file still to ingest is looked up: its values are text the catalogue can take)
-            missing = unrecorded(cat, values) if cat is not None and action == "ingest" else None
+            missing = looked_up(values) if cat is not None and action == "ingest" else None
             if missing is not None:
                 action = f"fail: {missing}"
             jobs = ", ".join(k for k, asked in (("register", rule.register), ("analyze", rule.analyze)) if asked)

@@ -367,27 +367,30 @@ def test_check_shows_links_and_references_as_the_watcher_takes_them(tmp_path):
     ]
 
 
-def test_check_against_a_catalogue_takes_bad_names_and_leaves_other_files_alone(tmp_path):
+def test_check_against_a_catalogue_takes_a_name_that_is_not_utf8(cli, tmp_path):
     """(session 29 attack) With a catalogue, a name that is not UTF-8 is still the watcher's
-    'ignore' line, not a traceback from the lookup; a --db file that is not a catalogue (empty,
-    or another program's SQLite database) is read, never written."""
+    'ignore' line, not a traceback from the lookup."""
+    (tmp_path / "w").mkdir()
+    shutil.copy(XDI, os.path.join(os.fsencode(tmp_path / "w"), b"S\xff1_pristine.xdi"))
+    rules = write_rules(tmp_path, XAS_RULE)
+    assert cli("init").exit_code == 0
+    result = cli("watch", "--check", str(rules), "--format", "csv")
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines()[1:] == [
+        "rule,kind,file,action,values,jobs",
+        "1,xas,S\\xff1_pristine.xdi,ignore (the path is not valid UTF-8: rename the file to be harvested),,"]
+
+
+def test_check_reads_a_sqlite_file_that_is_no_catalogue_without_writing_it(tmp_path):
+    """(session 29 attack) A --db file that is not a catalogue (empty, or another program's
+    SQLite database) is read, never written: opening it as one would set its journal mode."""
     import sqlite3
 
     from typer.testing import CliRunner
 
     from txmdb.cli.main import app
 
-    (tmp_path / "w").mkdir()
-    shutil.copy(XDI, os.path.join(os.fsencode(tmp_path / "w"), b"S\xff1_pristine.xdi"))
     rules = write_rules(tmp_path, XAS_RULE)
-    db = f"sqlite:///{tmp_path / 'real.db'}"
-    assert CliRunner().invoke(app, ["--db", db, "init"]).exit_code == 0
-    result = CliRunner().invoke(app, ["--db", db, "watch", "--check", str(rules), "--format", "csv"])
-    assert result.exit_code == 0, result.output
-    assert result.output.splitlines()[1:] == [
-        "rule,kind,file,action,values,jobs",
-        "1,xas,S\\xff1_pristine.xdi,ignore (the path is not valid UTF-8: rename the file to be harvested),,"]
-
     empty, other = tmp_path / "empty.db", tmp_path / "other.db"
     empty.write_bytes(b"")
     with sqlite3.connect(other) as connection:
