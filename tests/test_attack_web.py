@@ -478,7 +478,7 @@ def test_a_missing_results_file_is_a_503_not_a_traceback(site):
                 assert error.endswith(ASK) and "txmdb " not in error and str(site.store) not in answer.text
         finally:
             moved.rename(path)
-    assert "Traceback" not in site.server.log() and "'txmdb db check' names the problem" in site.server.log()
+    assert "Traceback" not in site.server.log() and "run 'txmdb db check' to see why" in site.server.log()
 
 
 def test_query_api_garbage(site):

@@ -321,7 +321,7 @@ def test_migration_0009_leaves_older_scans_to_one_full_hash(lab, settled, file_h
         assert "file_identity" not in {c["name"] for c in sa.inspect(engine).get_columns("txm_scans")}
         engine.dispose()
         migrate.upgrade(engine)
-        assert migrate.current_revision(engine) == "0009"
+        assert migrate.current_revision(engine) == migrate.head_revision()   # 0009 and every later one
     finally:
         engine.dispose()
     assert _count(lab, "txm_scans") == 1 and _identity(lab, scan) is None

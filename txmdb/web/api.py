@@ -373,7 +373,7 @@ def _results_file(path: str, scan_id: int, analysis_id: int):
         f = h5py.File(path, "r")
     except OSError:
         raise StoreError(f"the results file of analysis {analysis_id} (scan {scan_id}) cannot be read; "
-                         "'txmdb db check' names the problem") from None
+                         "run 'txmdb db check' to see why") from None
     try:
         with f:
             yield f
