@@ -83,3 +83,11 @@ def test_coarse_window_reads_the_middle_planes_of_each_block():
     expected2 = stack[0, :12].reshape(3, 4, 9, 8)[:, 1:3, :8, :8].reshape(3, 2, 2, 4, 2, 4).mean(axis=(1, 3, 5))
     np.testing.assert_allclose(got2, expected2, rtol=1e-6)
     assert got.shape == w.shape and got2.shape == w2.shape == (3, 2, 2)
+
+
+def test_second_template_comes_after_a_steep_fall_of_the_steps_only():
+    from txmdb.analysis.registration import _settling
+
+    assert _settling(0.0158, 0.1319)            # 272³: a linear regime, converging fast
+    assert not _settling(0.0158, 0.05)          # still settling slowly (48³ ± 5 stacks)
+    assert not _settling(0.03, 0.5)             # not close yet

@@ -1329,6 +1329,7 @@ def _refine(J: np.ndarray, s: np.ndarray, reference: int, iterations: int, order
     F = np.zeros(shape, dtype=np.float32)
     sigma, tval = np.full(n, np.inf), np.zeros(n)
     first_steps, second_steps, done = 0, 0, False
+    rms = math.inf
     components = 1 if iterations > second_component else 2
     pattern = float(np.ptp(s, axis=0).max()) >= _PATTERN_SPAN
     while True:
@@ -1352,13 +1353,14 @@ def _refine(J: np.ndarray, s: np.ndarray, reference: int, iterations: int, order
         s += step
         s -= s[reference]
         step = step - step[reference]
-        converged = (float(np.abs(step).max()) < _STEP_TOLERANCE
-                     or float(np.sqrt((step ** 2).mean())) < _RMS_STEP_TOLERANCE)
+        previous_rms, rms = rms, float(np.sqrt((step ** 2).mean()))
+        converged = float(np.abs(step).max()) < _STEP_TOLERANCE or rms < _RMS_STEP_TOLERANCE
         if components == 1:
             first_steps += 1
             # the second template only once the shifts are close: before, the way the
             # energies differ from the mean is mostly their misregistration
-            if converged or first_steps >= iterations - second_component:
+            if (converged or _settling(rms, previous_rms)
+                    or first_steps >= iterations - second_component):
                 components = 2 if second_component > 0 else 1
                 done = second_component == 0
         else:
@@ -1406,6 +1408,21 @@ def _shift_errors(J, s, a, c, b, F, box, order) -> tuple[np.ndarray, np.ndarray]
 #: iterations, rms 0.02 -> 0.007) and stopping early leaves that group 0.2-0.5 voxel off.
 _STEP_TOLERANCE = 0.02
 _RMS_STEP_TOLERANCE = 0.005
+
+
+def _settling(rms: float, previous_rms: float) -> bool:
+    """Whether one-template steps may give way to the second template before they
+    converge: the rms step is below :data:`_SETTLING_RMS` and fell at least
+    :data:`_SETTLING_DROP`-fold in one step. At 272³ the steps fell 0.13 -> 0.016 (the
+    third, 0.005, moved the shifts less than the second template's first step): switching
+    there saves one step of ~0.12 s and ends as close to the truth. On the 48³ ± 5 stacks
+    the steps shrink slowly while the dim energies and the fixed pattern settle together,
+    and switching at the same rms left two seeds in six off the target."""
+    return rms < _SETTLING_RMS and rms * _SETTLING_DROP < previous_rms
+
+
+_SETTLING_RMS = 0.02
+_SETTLING_DROP = 4.0
 
 
 def _check(n_energies: int, reference_index: int, shape: Sequence[int], max_shift: float, roi):
