@@ -91,3 +91,23 @@ def test_second_template_comes_after_a_steep_fall_of_the_steps_only():
     assert _settling(0.0158, 0.1319)            # 272³: a linear regime, converging fast
     assert not _settling(0.0158, 0.05)          # still settling slowly (48³ ± 5 stacks)
     assert not _settling(0.03, 0.5)             # not close yet
+
+
+def test_leave_one_out_rounds_stop_once_a_round_moves_nothing_by_the_given_amount(monkeypatch):
+    import txmdb.analysis.registration as reg
+
+    d = drifted_stack((40, 40, 40), n_energies=8, seed=3, max_drift=3.0)
+    J = reg._working_images(lambda i, w: read_window(d.stack, i, w), 8, Window((0, 0, 0), (40, 40, 40), 1),
+                            reg._DEFAULT_BAND)
+    start = np.round(d.shifts) + 0.3
+    start -= start[d.reference_index]
+    made = []
+    real = reg._loo_median_template
+    monkeypatch.setattr(reg, "_loo_median_template", lambda regs: made.append(1) or real(regs))
+    strict = reg._restart(J, start, d.reference_index, 3.0, 3)
+    n_strict = len(made)
+    made.clear()
+    loose = reg._restart(J, start, d.reference_index, 3.0, 3, settled=1.0)
+    assert n_strict >= 2 and len(made) == 1          # the first round moved every shift < 1 voxel
+    assert np.array_equal(loose, reg._restart(J, start, d.reference_index, 3.0, 1))
+    assert not np.array_equal(loose, strict)
