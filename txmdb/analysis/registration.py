@@ -1415,9 +1415,9 @@ def _settling(rms: float, previous_rms: float) -> bool:
     converge: the rms step is below :data:`_SETTLING_RMS` and fell at least
     :data:`_SETTLING_DROP`-fold in one step. At 272³ the steps fell 0.13 -> 0.016 (the
     third, 0.005, moved the shifts less than the second template's first step): switching
-    there saves one step of ~0.12 s and ends as close to the truth. On the 48³ ± 5 stacks
-    the steps shrink slowly while the dim energies and the fixed pattern settle together,
-    and switching at the same rms left two seeds in six off the target."""
+    there saves one step of ~0.12 s and ends closer to the truth. On the 48³ ± 5 stacks
+    the steps shrink slowly while the dim energies and the fixed pattern settle together;
+    switching there on the rms alone put seed 4 of 8 over the target."""
     return rms < _SETTLING_RMS and rms * _SETTLING_DROP < previous_rms
 
 
@@ -1699,7 +1699,7 @@ _RESTART_REACH = 3.0
 _RESTART_SETTLED = 0.005
 #: ... at a coarse level that a fine level follows, by this much in full-resolution voxels
 #: (272³, bin 6: the second and third rounds moved the shifts 0.03 voxel in all and cost
-#: 0.09 s; the fine level's round and Gauss-Newton steps end at the same shifts)
+#: 0.06 s; the fine level's round and Gauss-Newton steps end at the same shifts)
 _COARSE_SETTLED = 0.25
 
 
